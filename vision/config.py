@@ -1,0 +1,247 @@
+"""A model's config file (`config.yaml` in its repository folder): the one schema every part reads.
+
+Example::
+
+    name: retina-vessels
+    task: segmentation            # detection | segmentation
+    labels: [background, vessel]
+    input:   {name: images, layout: NCHW, height: 512, width: 512, channels: 3, dtype: float32}
+    preprocess:
+      resize: stretch             # stretch | letterbox | none
+      scale: 0.00392156862745098  # multiply pixel values (after windowing, as float)
+      mean: [0.0, 0.0, 0.0]       # subtracted after scaling
+      std: [1.0, 1.0, 1.0]
+      channel_order: RGB          # RGB | BGR | GRAY
+    postprocess:
+      type: argmax                # argmax | sigmoid | yolov8
+      output: logits              # output name; first output when absent
+      score_threshold: 0.25
+      iou_threshold: 0.45
+      mask_threshold: 0.5
+    batching: {max_batch_size: 8, max_queue_delay_ms: 2, max_queue_size: 64}
+    version_policy: {latest: 1}   # or {all: true} or {specific: [1, 3]}
+    runtime: {providers: auto, intra_op_threads: 0, inter_op_threads: 0}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vision.errors import ConfigError
+
+CONFIG_FILENAME = "config.yaml"
+TASKS = ("detection", "segmentation")
+RESIZE_MODES = ("stretch", "letterbox", "none")
+CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
+LAYOUTS = ("NCHW", "NHWC")
+POSTPROCESS_TYPES = ("argmax", "sigmoid", "yolov8")
+PROVIDER_NAMES = ("auto", "tensorrt", "cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model's image input. `height`/`width` of 0 mean dynamic (the image's own size)."""
+
+    name: str = "images"
+    layout: str = "NCHW"
+    height: int = 0
+    width: int = 0
+    channels: int = 3
+    dtype: str = "float32"
+    size_divisor: int = 32  # dynamic sizes are padded up to a multiple of this
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How an image becomes the model's input tensor."""
+
+    resize: str = "stretch"
+    pad_value: float = 114.0
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    channel_order: str = "RGB"
+    dicom_window: bool = True  # apply VOI window / rescale for DICOM input
+
+
+@dataclass(frozen=True)
+class PostprocessSpec:
+    """How raw outputs become boxes or masks."""
+
+    type: str = "argmax"
+    output: str = ""
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 300
+    class_agnostic_nms: bool = False
+    mask_threshold: float = 0.5
+    background_class: int = 0  # argmax: class id that is not reported as a mask (-1: none)
+
+
+@dataclass(frozen=True)
+class BatchingSpec:
+    """Dynamic batching. `max_batch_size` 0 or 1 disables batching."""
+
+    max_batch_size: int = 8
+    max_queue_delay_ms: float = 2.0
+    max_queue_size: int = 128
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions (integer sub-folders) are served."""
+
+    latest: int = 1
+    all: bool = False
+    specific: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of `available`."""
+        ordered = sorted(available)
+        if self.all:
+            return ordered
+        if self.specific:
+            return [v for v in ordered if v in self.specific]
+        return ordered[-self.latest :] if self.latest > 0 else []
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """ONNX Runtime session options."""
+
+    providers: tuple[str, ...] = ("auto",)
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    tensorrt_fp16: bool = True
+    tensorrt_cache_dir: str = ""  # default: <model dir>/.trt-cache
+    warmup: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything the server needs to know about one model, read from its `config.yaml`."""
+
+    name: str
+    task: str
+    labels: tuple[str, ...]
+    input: InputSpec = field(default_factory=InputSpec)
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
+    batching: BatchingSpec = field(default_factory=BatchingSpec)
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    model_file: str = "model.onnx"
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for YAML/JSON (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _section(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys with a clear message."""
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    values = {}
+    for key, raw in data.items():
+        values[key] = tuple(raw) if isinstance(raw, list) else raw
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _check_choice(value: str, choices: tuple[str, ...], where: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
+
+
+def parse_config(data: dict[str, Any], where: str = "config") -> ModelConfig:
+    """Validate a config mapping and build a ModelConfig."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    data = dict(data)
+    runtime = data.get("runtime") or {}
+    if isinstance(runtime, dict) and isinstance(runtime.get("providers"), str):
+        runtime = {**runtime, "providers": [runtime["providers"]]}
+    policy = data.get("version_policy") or {}
+    sections = {
+        "input": _section(InputSpec, data.pop("input", None), f"{where}.input"),
+        "preprocess": _section(PreprocessSpec, data.pop("preprocess", None), f"{where}.preprocess"),
+        "postprocess": _section(
+            PostprocessSpec, data.pop("postprocess", None), f"{where}.postprocess"
+        ),
+        "batching": _section(BatchingSpec, data.pop("batching", None), f"{where}.batching"),
+        "version_policy": _section(VersionPolicy, policy, f"{where}.version_policy"),
+        "runtime": _section(RuntimeSpec, runtime, f"{where}.runtime"),
+    }
+    data.pop("version_policy", None)
+    data.pop("runtime", None)
+    for required in ("name", "task", "labels"):
+        if required not in data:
+            raise ConfigError(f"{where}: missing required key {required!r}")
+    labels = data.pop("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ConfigError(f"{where}.labels: expected a non-empty list of strings")
+    config = _section(ModelConfig, {**data, "labels": labels, **sections}, where)
+    _validate(config, where)
+    return config
+
+
+def _validate(config: ModelConfig, where: str) -> None:
+    _check_choice(config.task, TASKS, f"{where}.task")
+    _check_choice(config.input.layout, LAYOUTS, f"{where}.input.layout")
+    _check_choice(config.preprocess.resize, RESIZE_MODES, f"{where}.preprocess.resize")
+    _check_choice(config.preprocess.channel_order, CHANNEL_ORDERS, f"{where}.preprocess.channel_order")
+    _check_choice(config.postprocess.type, POSTPROCESS_TYPES, f"{where}.postprocess.type")
+    for provider in config.runtime.providers:
+        _check_choice(provider, PROVIDER_NAMES, f"{where}.runtime.providers")
+    if config.input.channels not in (1, 3):
+        raise ConfigError(f"{where}.input.channels: must be 1 or 3, got {config.input.channels}")
+    if (config.input.channels == 1) != (config.preprocess.channel_order == "GRAY"):
+        raise ConfigError(f"{where}: channel_order GRAY goes with input.channels 1, and only with it")
+    if config.task == "detection" and config.postprocess.type != "yolov8":
+        raise ConfigError(f"{where}: detection models need postprocess.type yolov8")
+    if config.task == "segmentation" and config.postprocess.type == "yolov8":
+        raise ConfigError(f"{where}: segmentation models need postprocess.type argmax or sigmoid")
+    if config.batching.max_queue_size < 1:
+        raise ConfigError(f"{where}.batching.max_queue_size: must be at least 1")
+
+
+def load_config(model_dir: str | Path) -> ModelConfig:
+    """Read and validate `<model_dir>/config.yaml`."""
+    path = Path(model_dir) / CONFIG_FILENAME
+    if not path.is_file():
+        raise ConfigError(f"{path}: no config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(data, where=str(path))
+
+
+def write_config(config: ModelConfig, model_dir: str | Path) -> Path:
+    """Write `config` as `<model_dir>/config.yaml`."""
+    path = Path(model_dir) / CONFIG_FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path

@@ -1,0 +1,147 @@
+"""One ONNX Runtime session wrapper: provider choice, threads, warm-up, I/O metadata."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from vision.config import RuntimeSpec
+from vision.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+_PROVIDER_IDS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+_AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(uint16)": "uint16",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, numpy dtype and shape (-1 for a dynamic dimension) of a model input or output."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def _provider_options(name: str, spec: RuntimeSpec, cache_dir: Path) -> dict[str, str]:
+    if name != "tensorrt":
+        return {}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "trt_fp16_enable": str(spec.tensorrt_fp16),
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache_dir),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache_dir),
+    }
+
+
+def choose_providers(spec: RuntimeSpec, cache_dir: Path) -> list[tuple[str, dict[str, str]]]:
+    """Providers in preference order: forced by config, or TensorRT > CUDA > CPU as available."""
+    available = set(ort.get_available_providers())
+    wanted = _AUTO_ORDER if "auto" in spec.providers else spec.providers
+    chosen = [
+        (_PROVIDER_IDS[name], _provider_options(name, spec, cache_dir))
+        for name in wanted
+        if _PROVIDER_IDS[name] in available
+    ]
+    if not chosen:
+        raise RuntimeError(
+            f"none of the providers {list(wanted)} is available; this onnxruntime has "
+            f"{sorted(available)}"
+        )
+    if _PROVIDER_IDS["cpu"] not in [p for p, _ in chosen]:
+        chosen.append((_PROVIDER_IDS["cpu"], {}))  # fallback for ops the GPU providers lack
+    return chosen
+
+
+class OnnxModel:
+    """An ONNX Runtime session over one model file. `run` is thread-safe (ORT sessions are)."""
+
+    def __init__(self, path: str | Path, spec: RuntimeSpec | None = None) -> None:
+        self.path = Path(path)
+        spec = spec or RuntimeSpec()
+        cache_dir = Path(spec.tensorrt_cache_dir or self.path.parent / ".trt-cache")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = spec.intra_op_threads
+        options.inter_op_num_threads = spec.inter_op_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = choose_providers(spec, cache_dir)
+        self.session = ort.InferenceSession(
+            str(self.path),
+            sess_options=options,
+            providers=[p for p, _ in providers],
+            provider_options=[o for _, o in providers],
+        )
+        self.providers: list[str] = self.session.get_providers()
+        self.inputs = [self._spec(x) for x in self.session.get_inputs()]
+        self.outputs = [self._spec(x) for x in self.session.get_outputs()]
+        log.info("loaded %s with providers %s", self.path, self.providers)
+
+    @staticmethod
+    def _spec(node: ort.NodeArg) -> TensorSpec:
+        shape = tuple(d if isinstance(d, int) else -1 for d in node.shape)
+        return TensorSpec(node.name, _ORT_TYPES.get(node.type, node.type), shape)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model; raises InvalidInputError for inputs that do not fit the graph."""
+        self._check_feeds(feeds)
+        try:
+            values = self.session.run(self.output_names, feeds)
+        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ValueError) as exc:
+            raise InvalidInputError(f"model {self.path.parent.parent.name}: {exc}") from exc
+        return dict(zip(self.output_names, values, strict=True))
+
+    def _check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        expected = {spec.name: spec for spec in self.inputs}
+        if set(feeds) != set(expected):
+            raise InvalidInputError(
+                f"inputs {sorted(feeds)} do not match the model's inputs {sorted(expected)}"
+            )
+        for name, array in feeds.items():
+            spec = expected[name]
+            if str(array.dtype) != spec.dtype:
+                raise InvalidInputError(
+                    f"input {name!r}: dtype {array.dtype} given, the model takes {spec.dtype}"
+                )
+            if array.ndim != len(spec.shape) or any(
+                want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
+            ):
+                raise InvalidInputError(
+                    f"input {name!r}: shape {list(array.shape)} given, the model takes "
+                    f"{list(spec.shape)} (-1 = any)"
+                )
+
+    def warmup(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
+        """Run zeros through the graph once per batch size (allocations, TensorRT engine build)."""
+        for batch in batch_sizes:
+            feeds = {}
+            for spec in self.inputs:
+                shape = [batch if i == 0 and d == -1 else (d if d > 0 else 64)
+                         for i, d in enumerate(spec.shape)]
+                feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
+            self.session.run(self.output_names, feeds)
