@@ -109,14 +109,15 @@ class OnnxModel:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model; raises InvalidInputError for inputs that do not fit the graph."""
-        self._check_feeds(feeds)
+        self.check_feeds(feeds)
         try:
             values = self.session.run(self.output_names, feeds)
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ValueError) as exc:
             raise InvalidInputError(f"model {self.path.parent.parent.name}: {exc}") from exc
         return dict(zip(self.output_names, values, strict=True))
 
-    def _check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """Raise InvalidInputError unless `feeds` match the graph's input names, dtypes and shapes."""
         expected = {spec.name: spec for spec in self.inputs}
         if set(feeds) != set(expected):
             raise InvalidInputError(

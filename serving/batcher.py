@@ -1,0 +1,234 @@
+"""Dynamic batching: requests for one model version queue here and run together.
+
+Each request is a dict of input tensors with a leading batch dimension (1 for an image from
+vision.v1, N for a KServe request). The worker takes the oldest request, waits at most
+`max_queue_delay_ms` for more with the same per-row shapes, concatenates up to
+`max_batch_size` rows, runs the model once and splits the outputs back. A request whose
+deadline passed while queued is answered DeadlineExceeded without running; when a batch
+fails, its requests are retried one by one so one bad input fails only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vision.config import BatchingSpec
+from vision.errors import DeadlineExceededError, ModelUnavailableError, QueueFullError
+
+log = logging.getLogger(__name__)
+
+Feeds = dict[str, np.ndarray]
+RunFn = Callable[[Feeds], Feeds]
+
+
+@dataclass
+class BatchStats:
+    """What one batch run measured; handed to the metrics observer."""
+
+    size: int
+    queue_s: list[float]
+    compute_s: float
+
+
+@dataclass
+class _Pending:
+    feeds: Feeds
+    rows: int
+    key: tuple
+    deadline: float | None
+    enqueued: float
+    future: asyncio.Future = field(repr=False)
+
+
+@dataclass
+class BatchResult:
+    """Outputs for one request, plus its queue and compute time in seconds."""
+
+    outputs: Feeds
+    queue_s: float
+    compute_s: float
+    batch_size: int
+
+
+def _shape_key(feeds: Feeds) -> tuple:
+    return tuple(sorted((k, v.shape[1:], str(v.dtype)) for k, v in feeds.items()))
+
+
+class DynamicBatcher:
+    """A per-model-version queue with one worker task and one inference thread."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        spec: BatchingSpec,
+        name: str = "",
+        observer: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        self._run = run
+        self._spec = spec
+        self._name = name
+        self._observer = observer
+        self._max_rows = max(1, spec.max_batch_size)
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
+        self._closing = False
+        self._worker: asyncio.Task | None = None
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting in the queue."""
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._loop())
+
+    async def submit(self, feeds: Feeds, deadline: float | None = None) -> BatchResult:
+        """Queue one request; `deadline` is an absolute time.monotonic() value or None."""
+        if self._closing:
+            raise ModelUnavailableError(f"model {self._name} is unloading; retry")
+        if len(self._queue) >= self._spec.max_queue_size:
+            raise QueueFullError(
+                f"model {self._name}: queue full ({self._spec.max_queue_size} requests waiting); "
+                "retry with backoff or raise batching.max_queue_size"
+            )
+        rows = next(iter(feeds.values())).shape[0]
+        pending = _Pending(
+            feeds, rows, _shape_key(feeds), deadline, time.monotonic(),
+            asyncio.get_running_loop().create_future(),
+        )
+        self._queue.append(pending)
+        self._wakeup.set()
+        return await pending.future
+
+    async def close(self, drain_timeout: float = 30.0) -> None:
+        """Stop accepting; finish what is queued (bounded by `drain_timeout`), then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._worker is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._worker), drain_timeout)
+            except TimeoutError:
+                self._worker.cancel()
+                self._fail_all(ModelUnavailableError(f"model {self._name} was unloaded"))
+        self._executor.shutdown(wait=False)
+
+    def _fail_all(self, error: Exception) -> None:
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = await self._collect()
+            if batch:
+                await self._execute(batch)
+
+    async def _collect(self) -> list[_Pending]:
+        """Take the oldest live request and whatever fits beside it within the queue delay."""
+        first = self._pop_live()
+        if first is None:
+            return []
+        batch, rows = [first], first.rows
+        flush_at = first.enqueued + self._spec.max_queue_delay_ms / 1000.0
+        while rows < self._max_rows:
+            rows += self._take_matching(batch, first.key, self._max_rows - rows)
+            remaining = flush_at - time.monotonic()
+            if rows >= self._max_rows or remaining <= 0 or self._closing:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                rows += self._take_matching(batch, first.key, self._max_rows - rows)
+                break
+        return batch
+
+    def _pop_live(self) -> _Pending | None:
+        while self._queue:
+            pending = self._queue.popleft()
+            if self._expired(pending):
+                continue
+            return pending
+        return None
+
+    def _expired(self, pending: _Pending) -> bool:
+        if pending.future.done():  # cancelled by the client
+            return True
+        if pending.deadline is not None and time.monotonic() >= pending.deadline:
+            pending.future.set_exception(
+                DeadlineExceededError(f"model {self._name}: deadline passed while queued")
+            )
+            return True
+        return False
+
+    def _take_matching(self, batch: list[_Pending], key: tuple, room: int) -> int:
+        taken = 0
+        for pending in list(self._queue):
+            if pending.key != key or pending.rows > room - taken:
+                continue
+            self._queue.remove(pending)
+            if self._expired(pending):
+                continue
+            batch.append(pending)
+            taken += pending.rows
+        return taken
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run_batch, batch)
+        except Exception as exc:  # noqa: BLE001 - isolate the bad request below
+            if len(batch) == 1:
+                self._settle(batch[0], exc)
+                return
+            log.warning("model %s: batch of %d failed (%s); retrying one by one",
+                        self._name, len(batch), type(exc).__name__)
+            for pending in batch:
+                await self._execute([pending])
+            return
+        compute_s = time.monotonic() - started
+        self._deliver(batch, outputs, started, compute_s)
+
+    def _run_batch(self, batch: list[_Pending]) -> Feeds:
+        if len(batch) == 1:
+            return self._run(batch[0].feeds)
+        names = batch[0].feeds.keys()
+        return self._run({n: np.concatenate([p.feeds[n] for p in batch]) for n in names})
+
+    def _deliver(self, batch: list[_Pending], outputs: Feeds, started: float, compute_s: float):
+        rows = sum(p.rows for p in batch)
+        offset = 0
+        for pending in batch:
+            part = {k: v[offset : offset + pending.rows] for k, v in outputs.items()}
+            offset += pending.rows
+            result = BatchResult(part, started - pending.enqueued, compute_s, rows)
+            self._settle(pending, result)
+        if self._observer is not None:
+            self._observer(BatchStats(rows, [started - p.enqueued for p in batch], compute_s))
+
+    @staticmethod
+    def _settle(pending: _Pending, value: BatchResult | Exception) -> None:
+        if pending.future.done():
+            return
+        if isinstance(value, Exception):
+            pending.future.set_exception(value)
+        else:
+            pending.future.set_result(value)

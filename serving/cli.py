@@ -1,0 +1,111 @@
+"""The `vision` command: serve, infer, and the domain commands (train, export, eval)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from serving.config import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_MESSAGE_BYTES, ServerConfig
+from vision.paths import default_repository
+
+DOMAIN_COMMANDS = ("train", "export", "eval")
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the gRPC server over a model repository")
+    p.add_argument("--models", type=Path, default=default_repository(),
+                   help="model repository folder (default: the bundled models/)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--http-port", type=int, default=8000, help="metrics; -1 disables")
+    p.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
+    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS)
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds to finish in-flight requests on SIGTERM")
+    p.add_argument("--api-key", default="", help="require 'authorization: Bearer KEY'")
+    p.add_argument("--log-level", default="INFO")
+
+
+def _infer_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="send one image to a running server and print the result")
+    p.add_argument("image", type=Path)
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", default="")
+    p.add_argument("--server", default="localhost:8001")
+    p.add_argument("--overlay", type=Path, help="write the image with results drawn, as PNG")
+    p.add_argument("--api-key", default="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vision", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    _infer_parser(sub)
+    for name in DOMAIN_COMMANDS:
+        sub.add_parser(name, help=f"{name} a model (needs the 'train' extra)", add_help=False)
+    return parser
+
+
+async def _serve(config: ServerConfig) -> int:
+    from serving.rpc.server import VisionServer
+
+    server = VisionServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: loop.create_task(server.stop()))
+    await server.wait_stopped()
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(
+        models=args.models, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+        max_message_bytes=args.max_message_bytes, max_image_pixels=args.max_image_pixels,
+        drain_timeout_s=args.drain_timeout, api_key=args.api_key,
+    )
+    return asyncio.run(_serve(config))
+
+
+def infer(args: argparse.Namespace) -> int:
+    from serving.client import VisionClient
+
+    with VisionClient(args.server, api_key=args.api_key) as client:
+        task = client.metadata(args.model, args.version).task
+        want_overlay = args.overlay is not None
+        if task == "detection":
+            response = client.detect(args.model, args.image, args.version, overlay=want_overlay)
+            for d in response.detections:
+                b = d.box
+                print(f"{d.label:<16} {d.score:.3f}  [{b.x1:.1f}, {b.y1:.1f}, {b.x2:.1f}, {b.y2:.1f}]")
+        else:
+            response = client.segment(args.model, args.image, args.version, overlay=want_overlay)
+            for m in response.masks:
+                area = f"  {m.physical_area_mm2:.2f} mm²" if m.HasField("physical_area_mm2") else ""
+                print(f"{m.label:<16} {m.score:.3f}  {m.pixel_area} px{area}")
+        print(f"{response.model_name} v{response.model_version}: "
+              f"{response.timings.total_ms:.1f} ms in the server")
+        if want_overlay:
+            args.overlay.write_bytes(response.overlay_png)
+            print(f"overlay written to {args.overlay}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DOMAIN_COMMANDS:
+        from vision.cli import run
+
+        return run(argv[0], argv[1:])
+    args = build_parser().parse_args(argv)
+    return {"serve": serve, "infer": infer}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

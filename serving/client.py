@@ -1,0 +1,68 @@
+"""A small Python client for the vision.v1 API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from protos.vision.v1 import vision_pb2 as pb
+from protos.vision.v1 import vision_pb2_grpc as pb_grpc
+from serving.config import DEFAULT_MAX_MESSAGE_BYTES
+
+
+class VisionClient:
+    """Blocking client: `with VisionClient("localhost:8001") as c: c.detect("pcb-defects", path)`."""
+
+    def __init__(self, address: str = "localhost:8001", api_key: str = "",
+                 timeout_s: float | None = 30.0) -> None:
+        size = DEFAULT_MAX_MESSAGE_BYTES
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[("grpc.max_receive_message_length", size),
+                     ("grpc.max_send_message_length", size)],
+        )
+        self._stub = pb_grpc.VisionServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self._timeout = timeout_s
+
+    def __enter__(self) -> VisionClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method, request):
+        return method(request, timeout=self._timeout, metadata=self._metadata)
+
+    @staticmethod
+    def image(source: str | Path | bytes) -> pb.ImageInput:
+        """An ImageInput from a file path or encoded bytes (PNG, JPEG, TIFF, BMP, DICOM)."""
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        return pb.ImageInput(encoded=data)
+
+    def detect(self, model: str, image: str | Path | bytes, version: str = "",
+               overlay: bool = False, score_threshold: float | None = None) -> pb.DetectResponse:
+        request = pb.DetectRequest(model=pb.ModelRef(name=model, version=version),
+                                   image=self.image(image), include_overlay=overlay)
+        if score_threshold is not None:
+            request.score_threshold = score_threshold
+        return self._call(self._stub.Detect, request)
+
+    def segment(self, model: str, image: str | Path | bytes, version: str = "",
+                overlay: bool = False, rle: bool = False) -> pb.SegmentResponse:
+        encoding = pb.MASK_ENCODING_RLE if rle else pb.MASK_ENCODING_PNG
+        request = pb.SegmentRequest(model=pb.ModelRef(name=model, version=version),
+                                    image=self.image(image), mask_encoding=encoding,
+                                    include_overlay=overlay)
+        return self._call(self._stub.Segment, request)
+
+    def list_models(self) -> pb.ListModelsResponse:
+        return self._call(self._stub.ListModels, pb.ListModelsRequest())
+
+    def metadata(self, model: str, version: str = "") -> pb.ModelMetadata:
+        request = pb.GetModelMetadataRequest(model=pb.ModelRef(name=model, version=version))
+        return self._call(self._stub.GetModelMetadata, request)

@@ -1,0 +1,185 @@
+"""The data plane: what the server does, with no wire format. Servicers translate to and from it.
+
+Decode, preprocess and postprocess run in a thread pool (numpy, OpenCV and ONNX Runtime release
+the GIL); inference goes through the model version's dynamic batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving.batcher import BatchStats
+from serving.metrics import Metrics
+from serving.repository import ModelRepository, ModelVersion
+from serving.statistics import StatisticsBook
+from vision.errors import InvalidInputError
+from vision.io import decode_image, image_from_raw
+from vision.pipeline import Pipeline
+from vision.render import draw_overlay, encode_png_rgb
+from vision.types import DetectionResult, Image, SegmentationResult
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An image as a client sent it: encoded bytes, or raw pixels with shape and dtype."""
+
+    encoded: bytes | None = None
+    raw: bytes | None = None
+    shape: tuple[int, ...] = ()
+    dtype: str = ""
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    score_threshold: float | None = None
+    iou_threshold: float | None = None
+    overlay: bool = False
+
+
+@dataclass
+class Prediction:
+    """A result in original-image coordinates, with the timings of each stage (ms)."""
+
+    model: str
+    version: str
+    image: Image
+    result: DetectionResult | SegmentationResult
+    timings: dict[str, float] = field(default_factory=dict)
+    overlay_png: bytes = b""
+
+
+class DataPlane:
+    """Serves predictions from a ModelRepository."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        metrics: Metrics,
+        stats: StatisticsBook,
+        executor: ThreadPoolExecutor,
+        max_image_pixels: int,
+    ) -> None:
+        self.repository = repository
+        self.metrics = metrics
+        self.stats = stats
+        self._executor = executor
+        self._max_pixels = max_image_pixels
+
+    def observe_batch(self, name: str, version: str, batch: BatchStats) -> None:
+        """Batcher callback: batch size and latencies into metrics and statistics."""
+        self.metrics.observe_batch(name, version, batch)
+        self.stats.record_batch(name, version, batch)
+
+    async def predict(
+        self,
+        task: str,
+        name: str,
+        version: str,
+        source: ImageSource,
+        options: PredictOptions,
+        deadline: float | None = None,
+    ) -> Prediction:
+        """Decode, preprocess, batch, infer and postprocess one image with a `task` model."""
+        model = self.repository.get(name, version)
+        if model.config.task != task:
+            raise InvalidInputError(
+                f"model {name!r} is a {model.config.task} model; call "
+                f"{'Detect' if model.config.task == 'detection' else 'Segment'} instead"
+            )
+        with self._track(task, model):
+            return await self._predict(model, source, options, deadline)
+
+    async def _predict(
+        self, model: ModelVersion, source: ImageSource, options: PredictOptions, deadline
+    ) -> Prediction:
+        loop = asyncio.get_running_loop()
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        image = await loop.run_in_executor(self._executor, self._decode, source)
+        timings["decode_ms"] = _ms(start)
+        t = time.perf_counter()
+        tensor, meta = await loop.run_in_executor(self._executor, model.pipeline.preprocess, image)
+        timings["preprocess_ms"] = _ms(t)
+        feeds = {model.config.input.name: tensor[np.newaxis]}
+        batch = await model.batcher.submit(feeds, deadline)
+        timings["queue_ms"] = batch.queue_s * 1000.0
+        timings["inference_ms"] = batch.compute_s * 1000.0
+        t = time.perf_counter()
+        pipeline = _pipeline_for(model, options)
+        outputs = {k: v[0] for k, v in batch.outputs.items()}
+        result, overlay = await loop.run_in_executor(
+            self._executor, _postprocess, pipeline, outputs, meta, image, options.overlay
+        )
+        timings["postprocess_ms"] = _ms(t)
+        timings["total_ms"] = _ms(start)
+        return Prediction(model.name, model.version, image, result, timings, overlay)
+
+    def _decode(self, source: ImageSource) -> Image:
+        if source.encoded is not None:
+            return decode_image(source.encoded, self._max_pixels)
+        if source.raw is not None:
+            return image_from_raw(source.raw, source.shape, source.dtype, self._max_pixels)
+        raise InvalidInputError("the request has no image: set image.encoded or image.raw")
+
+    async def infer(
+        self, name: str, version: str, feeds: dict[str, np.ndarray], deadline: float | None
+    ) -> tuple[ModelVersion, dict[str, np.ndarray]]:
+        """Run raw tensors (KServe v2) through the model's batcher."""
+        model = self.repository.get(name, version)
+        if not feeds:
+            raise InvalidInputError("the request has no inputs")
+        rows = {v.shape[0] if v.ndim else 0 for v in feeds.values()}
+        if len(rows) != 1 or 0 in rows:
+            raise InvalidInputError("every input needs the same leading batch dimension (>= 1)")
+        with self._track("infer", model):
+            model.session.check_feeds(feeds)
+            batch = await model.batcher.submit(feeds, deadline)
+        return model, batch.outputs
+
+    @contextlib.contextmanager
+    def _track(self, api: str, model: ModelVersion) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            elapsed = time.perf_counter() - start
+            self.metrics.observe_request(api, model.name, model.version, type(exc).__name__, elapsed)
+            self.stats.record_request(model.name, model.version, False, elapsed)
+            raise
+        elapsed = time.perf_counter() - start
+        self.metrics.observe_request(api, model.name, model.version, "ok", elapsed)
+        self.stats.record_request(model.name, model.version, True, elapsed)
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
+
+
+def _pipeline_for(model: ModelVersion, options: PredictOptions) -> Pipeline:
+    """The version's pipeline, or a per-request copy when the request overrides thresholds."""
+    overrides = {}
+    if options.score_threshold is not None:
+        overrides["score_threshold"] = options.score_threshold
+    if options.iou_threshold is not None:
+        overrides["iou_threshold"] = options.iou_threshold
+    if not overrides:
+        return model.pipeline
+    for key, value in overrides.items():
+        if not 0.0 <= value <= 1.0:
+            raise InvalidInputError(f"{key} must lie in [0, 1], got {value}")
+    post = dataclasses.replace(model.config.postprocess, **overrides)
+    return Pipeline(dataclasses.replace(model.config, postprocess=post))
+
+
+def _postprocess(pipeline: Pipeline, outputs, meta, image: Image, overlay: bool):
+    result = pipeline.postprocess(outputs, meta)
+    png = encode_png_rgb(draw_overlay(image, result)) if overlay else b""
+    return result, png

@@ -1,0 +1,84 @@
+"""Prometheus metrics, per model and version, served over HTTP (Triton's port 8000 by default)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+from serving.batcher import BatchStats
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class _QueueDepthCollector:
+    """Reads queue depths at scrape time from a callable: {(model, version): depth}."""
+
+    def __init__(self, depths: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self._depths = depths
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "vision_queue_depth", "Requests waiting in the batch queue", labels=["model", "version"]
+        )
+        for (model, version), depth in sorted(self._depths().items()):
+            family.add_metric([model, version], depth)
+        yield family
+
+
+class Metrics:
+    """The server's Prometheus metrics in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["api", "model", "version"]
+        self.requests = Counter(
+            "vision_requests", "Requests served", [*labels, "outcome"], registry=self.registry
+        )
+        self.failures = Counter(
+            "vision_request_failures", "Requests that failed", [*labels, "error"],
+            registry=self.registry,
+        )
+        self.request_latency = Histogram(
+            "vision_request_latency_seconds", "Request latency inside the server", labels,
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        version_labels = ["model", "version"]
+        self.queue_latency = Histogram(
+            "vision_queue_latency_seconds", "Time a request waited in the batch queue",
+            version_labels, buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.compute_latency = Histogram(
+            "vision_compute_latency_seconds", "Model execution time per batch", version_labels,
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "vision_batch_size", "Rows per model execution", version_labels,
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        )
+
+    def watch_queue_depths(self, depths: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self.registry.register(_QueueDepthCollector(depths))
+
+    def observe_request(
+        self, api: str, model: str, version: str, outcome: str, seconds: float
+    ) -> None:
+        self.requests.labels(api, model, version, "ok" if outcome == "ok" else "error").inc()
+        if outcome != "ok":
+            self.failures.labels(api, model, version, outcome).inc()
+        self.request_latency.labels(api, model, version).observe(seconds)
+
+    def observe_batch(self, model: str, version: str, batch: BatchStats) -> None:
+        self.batch_size.labels(model, version).observe(batch.size)
+        self.compute_latency.labels(model, version).observe(batch.compute_s)
+        for queued in batch.queue_s:
+            self.queue_latency.labels(model, version).observe(queued)
+
+    def serve_http(self, port: int, host: str = "0.0.0.0") -> object:
+        """Expose /metrics on `port`; returns the HTTP server (shut it down on exit)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server

@@ -1,0 +1,132 @@
+"""vision.v1 servicer: thin translation between protobuf messages and the data plane."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from protos.vision.v1 import vision_pb2 as pb
+from protos.vision.v1 import vision_pb2_grpc as pb_grpc
+from serving.dataplane import DataPlane, ImageSource, Prediction, PredictOptions
+from serving.repository import LOADING, READY
+from vision.errors import InvalidInputError
+from vision.masks import encode_png, encode_rle
+from vision.types import ClassMask, DetectionResult
+
+_DTYPES = {
+    pb.PIXEL_TYPE_UINT8: "uint8",
+    pb.PIXEL_TYPE_UINT16: "uint16",
+    pb.PIXEL_TYPE_FLOAT32: "float32",
+}
+_STATES = {READY: pb.MODEL_STATE_READY, LOADING: pb.MODEL_STATE_LOADING}
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's deadline as a time.monotonic() value, or None when the client set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def image_source(image: pb.ImageInput) -> ImageSource:
+    """The request's image as the data plane takes it."""
+    kind = image.WhichOneof("source")
+    if kind == "encoded":
+        return ImageSource(encoded=image.encoded)
+    if kind == "raw":
+        if image.raw.dtype not in _DTYPES:
+            raise InvalidInputError(
+                "image.raw.dtype must be PIXEL_TYPE_UINT8, PIXEL_TYPE_UINT16 or PIXEL_TYPE_FLOAT32"
+            )
+        return ImageSource(
+            raw=image.raw.data, shape=tuple(image.raw.shape), dtype=_DTYPES[image.raw.dtype]
+        )
+    raise InvalidInputError("the request has no image: set image.encoded or image.raw")
+
+
+def _timings(prediction: Prediction) -> pb.Timings:
+    return pb.Timings(**prediction.timings)
+
+
+def _mask_message(mask: ClassMask, encoding: int, spacing: tuple[float, float] | None) -> pb.Mask:
+    message = pb.Mask(
+        class_id=mask.class_id, label=mask.label, score=mask.score, pixel_area=mask.pixel_area
+    )
+    if spacing is not None:
+        message.physical_area_mm2 = mask.pixel_area * spacing[0] * spacing[1]
+    if encoding == pb.MASK_ENCODING_RLE:
+        message.rle.counts.extend(encode_rle(mask.mask))
+    else:
+        message.png = encode_png(mask.mask)
+    return message
+
+
+class VisionServicer(pb_grpc.VisionServiceServicer):
+    """Detect, Segment, ListModels and GetModelMetadata over the data plane."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self._plane = plane
+
+    async def Detect(self, request: pb.DetectRequest, context) -> pb.DetectResponse:  # noqa: N802
+        options = PredictOptions(
+            score_threshold=request.score_threshold if request.HasField("score_threshold") else None,
+            iou_threshold=request.iou_threshold if request.HasField("iou_threshold") else None,
+            overlay=request.include_overlay,
+        )
+        prediction = await self._plane.predict(
+            "detection", request.model.name, request.model.version,
+            image_source(request.image), options, deadline_of(context),
+        )
+        assert isinstance(prediction.result, DetectionResult)
+        detections = [
+            pb.Detection(
+                box=pb.Box(x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2),
+                score=d.score, class_id=d.class_id, label=d.label,
+            )
+            for d in prediction.result.detections
+        ]
+        return pb.DetectResponse(
+            model_name=prediction.model, model_version=prediction.version,
+            image_size=pb.ImageSize(width=prediction.image.width, height=prediction.image.height),
+            detections=detections, timings=_timings(prediction), overlay_png=prediction.overlay_png,
+        )
+
+    async def Segment(self, request: pb.SegmentRequest, context) -> pb.SegmentResponse:  # noqa: N802
+        prediction = await self._plane.predict(
+            "segmentation", request.model.name, request.model.version,
+            image_source(request.image), PredictOptions(overlay=request.include_overlay),
+            deadline_of(context),
+        )
+        spacing = prediction.image.pixel_spacing_mm
+        masks = [_mask_message(m, request.mask_encoding, spacing) for m in prediction.result.masks]
+        return pb.SegmentResponse(
+            model_name=prediction.model, model_version=prediction.version,
+            image_size=pb.ImageSize(width=prediction.image.width, height=prediction.image.height),
+            masks=masks, timings=_timings(prediction), overlay_png=prediction.overlay_png,
+        )
+
+    async def ListModels(self, request, context) -> pb.ListModelsResponse:  # noqa: N802
+        summaries = []
+        for entry in self._plane.repository.entries():
+            state = _STATES.get(entry.state, pb.MODEL_STATE_UNAVAILABLE)
+            versions = [
+                pb.ModelVersionStatus(version=v, state=state, reason=entry.reason)
+                for v in sorted(entry.versions, key=int)
+            ] or [pb.ModelVersionStatus(state=state, reason=entry.reason)]
+            task = entry.config.task if entry.config else ""
+            summaries.append(pb.ModelSummary(name=entry.name, task=task, versions=versions))
+        return pb.ListModelsResponse(models=summaries)
+
+    async def GetModelMetadata(self, request, context) -> pb.ModelMetadata:  # noqa: N802
+        model = self._plane.repository.get(request.model.name, request.model.version)
+        config = model.config
+        spec = config.input
+        return pb.ModelMetadata(
+            name=model.name, version=model.version, task=config.task, labels=config.labels,
+            input=pb.InputSpec(
+                name=spec.name, layout=spec.layout, height=spec.height, width=spec.width,
+                channels=spec.channels, dtype=spec.dtype,
+            ),
+            providers=model.session.providers,
+            max_batch_size=config.batching.max_batch_size, description=config.description,
+        )

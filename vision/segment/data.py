@@ -1,0 +1,171 @@
+"""Segmentation data: DRIVE, magnetic-tile and generic image+mask folders, splits, preprocessing."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image as PILImage
+
+from vision.config import ModelConfig
+
+TILE_CLASSES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
+TILE_FREE = "Free"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass
+class Sample:
+    """One labelled image: HxWxC uint8 pixels, HxW int64 class ids, optional HxW bool FOV mask."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+    fov: np.ndarray | None = None
+    category: str = ""  # image-level class ("" when not applicable)
+
+
+def _read(path: Path) -> np.ndarray:
+    return np.array(PILImage.open(path))
+
+
+def _rgb(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 2:
+        return pixels[..., None]
+    return pixels[..., :3]
+
+
+def load_drive(root: Path, split: str, names: list[str] | None = None) -> list[Sample]:
+    """DRIVE `training` or `test` images (RGB), 1st_manual vessel masks and FOV masks."""
+    base = Path(root) / ("training" if split == "training" else "test")
+    samples = []
+    for path in sorted((base / "images").glob("*.tif")):
+        number = path.stem.split("_")[0]
+        if names is not None and number not in names:
+            continue
+        vessels = _read(base / "1st_manual" / f"{number}_manual1.gif") > 127
+        fov = _read(base / "mask" / f"{path.stem}_mask.gif") > 127
+        samples.append(Sample(number, _rgb(_read(path)), vessels.astype(np.int64), fov, "vessel"))
+    if not samples:
+        raise FileNotFoundError(f"no DRIVE images under {base / 'images'}")
+    return samples
+
+
+def tile_index(root: Path) -> dict[str, str]:
+    """Every magnetic-tile image as relative path -> category (Blowhole ... Uneven, Free)."""
+    index = {}
+    for category in (*TILE_CLASSES, TILE_FREE):
+        for path in sorted((Path(root) / f"MT_{category}" / "Imgs").glob("*.jpg")):
+            index[str(path.relative_to(root))] = category
+    if not index:
+        raise FileNotFoundError(f"no magnetic-tile images under {root}")
+    return index
+
+
+def stratified_split(
+    index: dict[str, str], seed: int = 0, fractions: tuple[float, float] = (0.7, 0.15)
+) -> dict[str, list[str]]:
+    """Fixed-seed train/val/test split, stratified by category."""
+    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    rng = random.Random(seed)
+    for category in sorted(set(index.values())):
+        items = sorted(k for k, v in index.items() if v == category)
+        rng.shuffle(items)
+        n_train = round(len(items) * fractions[0])
+        n_val = round(len(items) * fractions[1])
+        split["train"] += items[:n_train]
+        split["val"] += items[n_train : n_train + n_val]
+        split["test"] += items[n_train + n_val :]
+    return {k: sorted(v) for k, v in split.items()}
+
+
+def tile_split(root: Path, split_file: Path, seed: int = 0) -> dict[str, list[str]]:
+    """The recorded magnetic-tile split (created on first use, then read back unchanged)."""
+    if split_file.is_file():
+        return json.loads(split_file.read_text())["splits"]
+    splits = stratified_split(tile_index(root), seed)
+    split_file.parent.mkdir(parents=True, exist_ok=True)
+    record = {"dataset": "magnetic-tile", "seed": seed, "stratified_by": "category"}
+    split_file.write_text(json.dumps({**record, "splits": splits}, indent=1))
+    return splits
+
+
+def load_tile(root: Path, relpaths: list[str]) -> list[Sample]:
+    """Magnetic-tile images (greyscale) with class-id masks (0 background, 1.. TILE_CLASSES)."""
+    samples = []
+    for rel in relpaths:
+        path = Path(root) / rel
+        category = path.parent.parent.name.removeprefix("MT_")
+        binary = _read(path.with_suffix(".png")) > 127
+        class_id = TILE_CLASSES.index(category) + 1 if category in TILE_CLASSES else 0
+        mask = binary.astype(np.int64) * class_id
+        samples.append(Sample(rel, _rgb(_read(path)), mask, None, category))
+    return samples
+
+
+def load_folder(images: Path, masks: Path, threshold: int = 127) -> list[Sample]:
+    """Generic folder pair: each image has a same-stem mask; values > threshold are foreground."""
+    samples = []
+    for path in sorted(p for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        found = [m for m in Path(masks).glob(f"{path.stem}.*") if m.suffix.lower() in IMAGE_SUFFIXES]
+        if not found:
+            continue
+        mask = (_read(found[0]) > threshold).astype(np.int64)
+        samples.append(Sample(path.stem, _rgb(_read(path)), mask[..., 0] if mask.ndim == 3 else mask))
+    return samples
+
+
+def to_channels(pixels: np.ndarray, channel_order: str) -> np.ndarray:
+    """HxWxC uint8 (RGB or grey) in the config's channel order (GRAY: HxWx1, ITU-R 601-2)."""
+    if channel_order == "GRAY":
+        if pixels.shape[2] == 1:
+            return pixels
+        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)[..., None]
+    if pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    return pixels[..., ::-1] if channel_order == "BGR" else pixels
+
+
+def resize_image(pixels: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """Stretch-resize HxWxC pixels to the model input size (bilinear)."""
+    size = (config.input.width, config.input.height)
+    out = cv2.resize(np.ascontiguousarray(pixels), size, interpolation=cv2.INTER_LINEAR)
+    return out.reshape(config.input.height, config.input.width, pixels.shape[2])
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of an integer label map."""
+    out = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+    return out.astype(np.int64)
+
+
+def normalize(pixels: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """HxWxC pixels -> CxHxW float32: x * scale, minus mean, divided by std (per channel)."""
+    spec = config.preprocess
+    x = pixels.astype(np.float32) * np.float32(spec.scale)
+    channels = x.shape[2]
+    mean = np.asarray(spec.mean[:channels], np.float32)
+    std = np.asarray(spec.std[:channels], np.float32)
+    return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
+
+
+def prepare(sample: Sample, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training view of a sample: CxHxW input, HxW labels, HxW FOV, all at model input size."""
+    pixels = resize_image(to_channels(sample.image, config.preprocess.channel_order), config)
+    h, w = config.input.height, config.input.width
+    mask = resize_mask(sample.mask, h, w)
+    fov = np.ones((h, w), bool) if sample.fov is None else resize_mask(sample.fov, h, w) > 0
+    return normalize(pixels, config), mask, fov
+
+
+def channel_stats(samples: list[Sample], channel_order: str) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of pixel values scaled to [0, 1]."""
+    pixels = np.concatenate(
+        [to_channels(s.image, channel_order).reshape(-1, 1 if channel_order == "GRAY" else 3)
+         for s in samples]
+    ).astype(np.float64) / 255.0
+    return [round(float(v), 4) for v in pixels.mean(0)], [round(float(v), 4) for v in pixels.std(0)]

@@ -1,0 +1,133 @@
+"""Segmentation recipes (data, network, training and serving settings) and MONAI networks."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from monai.networks.nets import UNet
+
+from vision.config import (
+    BatchingSpec,
+    InputSpec,
+    ModelConfig,
+    PostprocessSpec,
+    PreprocessSpec,
+)
+from vision.segment.data import TILE_CLASSES
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines one reference model."""
+
+    name: str
+    dataset: str  # drive | magnetic-tile | folder
+    labels: tuple[str, ...]
+    height: int
+    width: int
+    channel_order: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    res_units: int = 1
+    crop: int = 0  # training crop size (0: whole resized image)
+    batch_size: int = 8
+    steps_per_epoch: int = 0  # 0: one pass over the (balanced) training set
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    epochs: int = 60
+    minutes: float = 35.0
+    seed: int = 0
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return 1 if self.channel_order == "GRAY" else 3
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+RECIPES = {
+    "retina-vessels": Recipe(
+        name="retina-vessels",
+        dataset="drive",
+        labels=("background", "vessel"),
+        height=576,
+        width=576,
+        channel_order="RGB",
+        mean=(0.4974, 0.2706, 0.1624),
+        std=(0.3481, 0.19, 0.1079),
+        crop=128,
+        res_units=2,
+        batch_size=8,
+        steps_per_epoch=60,
+        epochs=200,
+        description="Retinal vessel segmentation (DRIVE), fundus RGB, softmax background/vessel.",
+        extra={"val_images": ["21", "29", "37"]},
+    ),
+    "tile-defects": Recipe(
+        name="tile-defects",
+        dataset="magnetic-tile",
+        labels=("background", *(c.lower() for c in TILE_CLASSES)),
+        height=256,
+        width=256,
+        channel_order="GRAY",
+        mean=(0.4279,),
+        std=(0.1855,),
+        batch_size=8,
+        epochs=200,
+        description="Magnetic-tile surface defects: per-pixel softmax over background + 5 defects.",
+        extra={"split_seed": 0, "free_per_epoch": 1.0},
+    ),
+}
+
+
+def get_recipe(name: str, **overrides: object) -> Recipe:
+    """A named recipe, with some fields replaced (e.g. epochs, minutes)."""
+    if name not in RECIPES:
+        raise SystemExit(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(RECIPES[name], **given)
+
+
+def build_model(recipe: Recipe) -> torch.nn.Module:
+    """A small 2-D MONAI UNet with batch norm (patch-trained, full-image inference)."""
+    return UNet(
+        spatial_dims=2,
+        in_channels=recipe.in_channels,
+        out_channels=len(recipe.labels),
+        channels=recipe.channels,
+        strides=recipe.strides,
+        num_res_units=recipe.res_units,
+        norm="batch",
+    )
+
+
+def model_config(recipe: Recipe) -> ModelConfig:
+    """The serving config whose preprocessing is exactly what training did."""
+    return ModelConfig(
+        name=recipe.name,
+        task="segmentation",
+        labels=recipe.labels,
+        input=InputSpec(
+            name="images",
+            height=recipe.height,
+            width=recipe.width,
+            channels=recipe.in_channels,
+        ),
+        preprocess=PreprocessSpec(
+            resize="stretch",
+            scale=1.0 / 255.0,
+            mean=recipe.mean,
+            std=recipe.std,
+            channel_order=recipe.channel_order,
+        ),
+        postprocess=PostprocessSpec(type="argmax", output="logits", background_class=0),
+        batching=BatchingSpec(max_batch_size=8, max_queue_delay_ms=2.0, max_queue_size=64),
+        description=recipe.description,
+    )

@@ -1,0 +1,190 @@
+"""Training loop: seeded, time-budgeted, checkpointed each epoch, resumable."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from vision.reports import plot_curves, write_json
+from vision.segment import data as D
+from vision.segment.metrics import defect_metrics, headline, vessel_metrics
+from vision.segment.model import Recipe, build_model, model_config
+
+
+@dataclass
+class Prepared:
+    """Samples at model input size: inputs (N,C,H,W), labels (N,H,W), FOVs (N,H,W), names."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    fovs: np.ndarray
+    names: list[str]
+
+    @classmethod
+    def of(cls, samples: list[D.Sample], recipe: Recipe) -> Prepared:
+        config = model_config(recipe)
+        views = [D.prepare(s, config) for s in samples]
+        return cls(
+            np.stack([v[0] for v in views]),
+            np.stack([v[1] for v in views]),
+            np.stack([v[2] for v in views]),
+            [s.name for s in samples],
+        )
+
+
+def load_splits(recipe: Recipe, root: Path, out: Path) -> dict[str, list[D.Sample]]:
+    """Train and val samples for a recipe; the split is recorded in `out/splits.json`."""
+    if recipe.dataset == "drive":
+        val = list(recipe.extra["val_images"])
+        train = [s for s in D.load_drive(root, "training") if s.name not in val]
+        return {"train": train, "val": D.load_drive(root, "training", val)}
+    splits = D.tile_split(root, out / "splits.json", seed=recipe.extra.get("split_seed", 0))
+    return {k: D.load_tile(root, splits[k]) for k in ("train", "val")}
+
+
+class CropDataset(Dataset):
+    """Random crops (or whole images) with flips, 90-degree turns and mild intensity jitter."""
+
+    def __init__(self, data: Prepared, recipe: Recipe, length: int, epoch_seed: int) -> None:
+        self.data, self.recipe, self.length = data, recipe, length
+        self.rng = np.random.default_rng(epoch_seed)
+        self.order = self._order(epoch_seed)
+
+    def _order(self, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        has_fg = self.data.labels.reshape(len(self.data.labels), -1).any(1)
+        fg, bg = np.flatnonzero(has_fg), np.flatnonzero(~has_fg)
+        if self.recipe.crop or not len(bg) or not len(fg):
+            return rng.integers(0, len(self.data.labels), self.length)
+        n_bg = int(len(fg) * self.recipe.extra.get("free_per_epoch", 1.0))
+        order = np.concatenate([fg, rng.choice(bg, min(n_bg, len(bg)), replace=False)])
+        return rng.permutation(order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k = int(self.order[i])
+        x, y = self.data.inputs[k], self.data.labels[k]
+        c = self.recipe.crop
+        if c:
+            top = self.rng.integers(0, x.shape[1] - c + 1)
+            left = self.rng.integers(0, x.shape[2] - c + 1)
+            x, y = x[:, top : top + c, left : left + c], y[top : top + c, left : left + c]
+        if self.rng.random() < 0.5:
+            x, y = x[:, :, ::-1], y[:, ::-1]
+        if self.rng.random() < 0.5:
+            x, y = x[:, ::-1], y[::-1]
+        if c and self.rng.random() < 0.5:
+            x, y = x.transpose(0, 2, 1), y.T
+        gain, shift = self.rng.uniform(0.85, 1.15), self.rng.uniform(-0.15, 0.15)
+        x = x * np.float32(gain) + np.float32(shift)
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, inputs: np.ndarray, batch: int = 4) -> list[np.ndarray]:
+    """Softmax probabilities (C,H,W) for each input (N,C,H,W), at input size."""
+    model.eval()
+    out = []
+    for i in range(0, len(inputs), batch):
+        logits = model(torch.from_numpy(inputs[i : i + batch]))
+        out += list(torch.softmax(logits, 1).numpy())
+    return out
+
+
+def validate(model: torch.nn.Module, data: Prepared, recipe: Recipe) -> dict:
+    """Validation metrics at model input size (the final numbers come from ONNX evaluation)."""
+    probs = predict(model, data.inputs)
+    if recipe.dataset == "drive":
+        return vessel_metrics(probs, list(data.labels), list(data.fovs))
+    metrics = defect_metrics(probs, list(data.labels), recipe.labels)
+    metrics.pop("per_class")
+    return metrics
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _lr(recipe: Recipe, progress: float) -> float:
+    """Cosine decay over max(epoch fraction, time fraction), with a short warm-up."""
+    warm = min(1.0, progress / 0.03)
+    return recipe.lr * warm * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _state(path: Path) -> dict | None:
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
+def train(recipe: Recipe, root: Path, out: Path, resume: bool = False) -> dict:
+    """Train `recipe` on data under `root`; writes last.pt, best.pt, history.json, curves.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(recipe.seed)
+    splits = load_splits(recipe, root, out)
+    train_data, val_data = Prepared.of(splits["train"], recipe), Prepared.of(splits["val"], recipe)
+    model = build_model(recipe)
+    optim = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    state = _state(out / "last.pt") if resume else None
+    history, epoch, elapsed, best = [], 0, 0.0, -1.0
+    if state:
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optim"])
+        history, epoch, elapsed, best = (state[k] for k in ("history", "epoch", "elapsed", "best"))
+        torch.set_rng_state(state["torch_rng"])
+    budget = recipe.minutes * 60
+    while epoch < recipe.epochs and elapsed < budget:
+        start = time.monotonic()
+        length = recipe.steps_per_epoch * recipe.batch_size or len(train_data.labels)
+        loader = DataLoader(
+            CropDataset(train_data, recipe, length, recipe.seed * 1000 + epoch),
+            batch_size=recipe.batch_size,
+            shuffle=False,
+            drop_last=True,
+        )
+        model.train()
+        losses = []
+        bar = tqdm(loader, desc=f"{recipe.name} epoch {epoch + 1}", leave=False, mininterval=5)
+        for x, y in bar:
+            progress = max(epoch / recipe.epochs, elapsed / budget)
+            for group in optim.param_groups:
+                group["lr"] = _lr(recipe, progress)
+            loss = loss_fn(model(x), y[:, None])
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            losses.append(float(loss))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        metrics = validate(model, val_data, recipe)
+        epoch += 1
+        elapsed += time.monotonic() - start
+        score = headline(recipe.name, metrics)
+        row = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": optim.param_groups[0]["lr"],
+               "elapsed_s": round(elapsed, 1), "score": score,
+               **{f"val_{k}": v for k, v in metrics.items()}}
+        history.append(row)
+        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in row.items()))
+        if score > best:
+            best = score
+            torch.save({"model": model.state_dict(), "recipe": recipe.to_dict(), "epoch": epoch,
+                        "val": metrics}, out / "best.pt")
+        torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "epoch": epoch,
+                    "history": history, "elapsed": elapsed, "best": best,
+                    "torch_rng": torch.get_rng_state(), "recipe": recipe.to_dict()},
+                   out / "last.pt")
+        write_json({"recipe": recipe.to_dict(), "history": history}, out / "history.json")
+        plot_curves(history, out / "curves.png", title=recipe.name)
+    return {"epochs": epoch, "elapsed_s": elapsed, "best_score": best}
