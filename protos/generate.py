@@ -90,7 +90,7 @@ def expected_outputs(protos: list[Path]) -> list[Path]:
 
 def run_protoc(protos: list[Path], out_dir: Path) -> None:
     """Compile all protos in one protoc run (so imports between them resolve) into out_dir."""
-    import grpc_tools  # noqa: PLC0415 - only needed once the toolchain check has passed
+    import grpc_tools  # imported late: only after the toolchain check has passed
 
     well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
     cmd = [
@@ -113,9 +113,7 @@ def run_protoc(protos: list[Path], out_dir: Path) -> None:
         )
     missing = [p for p in expected_outputs(protos) if not (out_dir / p).is_file()]
     if missing:
-        raise GenerateError(
-            "protoc did not produce: " + ", ".join(p.as_posix() for p in missing)
-        )
+        raise GenerateError("protoc did not produce: " + ", ".join(p.as_posix() for p in missing))
 
 
 def stale_outputs(protos: list[Path]) -> list[Path]:

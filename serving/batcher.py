@@ -29,6 +29,10 @@ Feeds = dict[str, np.ndarray]
 RunFn = Callable[[Feeds], Feeds]
 
 
+class BatcherClosedError(ModelUnavailableError):
+    """The batcher stopped taking requests (its model version is being replaced or unloaded)."""
+
+
 @dataclass
 class BatchStats:
     """What one batch run measured; handed to the metrics observer."""
@@ -38,7 +42,7 @@ class BatchStats:
     compute_s: float
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     feeds: Feeds
     rows: int
@@ -95,7 +99,7 @@ class DynamicBatcher:
     async def submit(self, feeds: Feeds, deadline: float | None = None) -> BatchResult:
         """Queue one request; `deadline` is an absolute time.monotonic() value or None."""
         if self._closing:
-            raise ModelUnavailableError(f"model {self._name} is unloading; retry")
+            raise BatcherClosedError(f"model {self._name} is unloading; retry")
         if len(self._queue) >= self._spec.max_queue_size:
             raise QueueFullError(
                 f"model {self._name}: queue full ({self._spec.max_queue_size} requests waiting); "
@@ -103,7 +107,11 @@ class DynamicBatcher:
             )
         rows = next(iter(feeds.values())).shape[0]
         pending = _Pending(
-            feeds, rows, _shape_key(feeds), deadline, time.monotonic(),
+            feeds,
+            rows,
+            _shape_key(feeds),
+            deadline,
+            time.monotonic(),
             asyncio.get_running_loop().create_future(),
         )
         self._queue.append(pending)
@@ -136,9 +144,17 @@ class DynamicBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = await self._collect()
-            if batch:
-                await self._execute(batch)
+            batch: list[_Pending] = []
+            try:
+                batch = await self._collect()
+                if batch:
+                    await self._execute(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
+                log.exception("model %s: batcher error", self._name)
+                for pending in batch:
+                    self._settle(pending, exc)
 
     async def _collect(self) -> list[_Pending]:
         """Take the oldest live request and whatever fits beside it within the queue delay."""
@@ -199,8 +215,12 @@ class DynamicBatcher:
             if len(batch) == 1:
                 self._settle(batch[0], exc)
                 return
-            log.warning("model %s: batch of %d failed (%s); retrying one by one",
-                        self._name, len(batch), type(exc).__name__)
+            log.warning(
+                "model %s: batch of %d failed (%s); retrying one by one",
+                self._name,
+                len(batch),
+                type(exc).__name__,
+            )
             for pending in batch:
                 await self._execute([pending])
             return

@@ -17,15 +17,23 @@ DOMAIN_COMMANDS = ("train", "export", "eval")
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the gRPC server over a model repository")
-    p.add_argument("--models", type=Path, default=default_repository(),
-                   help="model repository folder (default: the bundled models/)")
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=default_repository(),
+        help="model repository folder (default: the bundled models/)",
+    )
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--http-port", type=int, default=8000, help="metrics; -1 disables")
     p.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
     p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS)
-    p.add_argument("--drain-timeout", type=float, default=30.0,
-                   help="seconds to finish in-flight requests on SIGTERM")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to finish in-flight requests on SIGTERM",
+    )
     p.add_argument("--api-key", default="", help="require 'authorization: Bearer KEY'")
     p.add_argument("--log-level", default="INFO")
 
@@ -63,12 +71,18 @@ async def _serve(config: ServerConfig) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     config = ServerConfig(
-        models=args.models, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
-        max_message_bytes=args.max_message_bytes, max_image_pixels=args.max_image_pixels,
-        drain_timeout_s=args.drain_timeout, api_key=args.api_key,
+        models=args.models,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        max_message_bytes=args.max_message_bytes,
+        max_image_pixels=args.max_image_pixels,
+        drain_timeout_s=args.drain_timeout,
+        api_key=args.api_key,
     )
     return asyncio.run(_serve(config))
 
@@ -83,14 +97,18 @@ def infer(args: argparse.Namespace) -> int:
             response = client.detect(args.model, args.image, args.version, overlay=want_overlay)
             for d in response.detections:
                 b = d.box
-                print(f"{d.label:<16} {d.score:.3f}  [{b.x1:.1f}, {b.y1:.1f}, {b.x2:.1f}, {b.y2:.1f}]")
+                print(
+                    f"{d.label:<16} {d.score:.3f}  [{b.x1:.1f}, {b.y1:.1f}, {b.x2:.1f}, {b.y2:.1f}]"
+                )
         else:
             response = client.segment(args.model, args.image, args.version, overlay=want_overlay)
             for m in response.masks:
                 area = f"  {m.physical_area_mm2:.2f} mm²" if m.HasField("physical_area_mm2") else ""
                 print(f"{m.label:<16} {m.score:.3f}  {m.pixel_area} px{area}")
-        print(f"{response.model_name} v{response.model_version}: "
-              f"{response.timings.total_ms:.1f} ms in the server")
+        print(
+            f"{response.model_name} v{response.model_version}: "
+            f"{response.timings.total_ms:.1f} ms in the server"
+        )
         if want_overlay:
             args.overlay.write_bytes(response.overlay_png)
             print(f"overlay written to {args.overlay}")

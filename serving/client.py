@@ -12,15 +12,18 @@ from serving.config import DEFAULT_MAX_MESSAGE_BYTES
 
 
 class VisionClient:
-    """Blocking client: `with VisionClient("localhost:8001") as c: c.detect("pcb-defects", path)`."""
+    """Blocking client: `with VisionClient("localhost:8001") as c: c.detect(model, path)`."""
 
-    def __init__(self, address: str = "localhost:8001", api_key: str = "",
-                 timeout_s: float | None = 30.0) -> None:
+    def __init__(
+        self, address: str = "localhost:8001", api_key: str = "", timeout_s: float | None = 30.0
+    ) -> None:
         size = DEFAULT_MAX_MESSAGE_BYTES
         self._channel = grpc.insecure_channel(
             address,
-            options=[("grpc.max_receive_message_length", size),
-                     ("grpc.max_send_message_length", size)],
+            options=[
+                ("grpc.max_receive_message_length", size),
+                ("grpc.max_send_message_length", size),
+            ],
         )
         self._stub = pb_grpc.VisionServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
@@ -44,20 +47,38 @@ class VisionClient:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         return pb.ImageInput(encoded=data)
 
-    def detect(self, model: str, image: str | Path | bytes, version: str = "",
-               overlay: bool = False, score_threshold: float | None = None) -> pb.DetectResponse:
-        request = pb.DetectRequest(model=pb.ModelRef(name=model, version=version),
-                                   image=self.image(image), include_overlay=overlay)
+    def detect(
+        self,
+        model: str,
+        image: str | Path | bytes,
+        version: str = "",
+        overlay: bool = False,
+        score_threshold: float | None = None,
+    ) -> pb.DetectResponse:
+        request = pb.DetectRequest(
+            model=pb.ModelRef(name=model, version=version),
+            image=self.image(image),
+            include_overlay=overlay,
+        )
         if score_threshold is not None:
             request.score_threshold = score_threshold
         return self._call(self._stub.Detect, request)
 
-    def segment(self, model: str, image: str | Path | bytes, version: str = "",
-                overlay: bool = False, rle: bool = False) -> pb.SegmentResponse:
+    def segment(
+        self,
+        model: str,
+        image: str | Path | bytes,
+        version: str = "",
+        overlay: bool = False,
+        rle: bool = False,
+    ) -> pb.SegmentResponse:
         encoding = pb.MASK_ENCODING_RLE if rle else pb.MASK_ENCODING_PNG
-        request = pb.SegmentRequest(model=pb.ModelRef(name=model, version=version),
-                                    image=self.image(image), mask_encoding=encoding,
-                                    include_overlay=overlay)
+        request = pb.SegmentRequest(
+            model=pb.ModelRef(name=model, version=version),
+            image=self.image(image),
+            mask_encoding=encoding,
+            include_overlay=overlay,
+        )
         return self._call(self._stub.Segment, request)
 
     def list_models(self) -> pb.ListModelsResponse:

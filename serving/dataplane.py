@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.batcher import BatchStats
+from serving.batcher import BatcherClosedError
 from serving.metrics import Metrics
 from serving.repository import ModelRepository, ModelVersion
 from serving.statistics import StatisticsBook
@@ -73,11 +73,6 @@ class DataPlane:
         self._executor = executor
         self._max_pixels = max_image_pixels
 
-    def observe_batch(self, name: str, version: str, batch: BatchStats) -> None:
-        """Batcher callback: batch size and latencies into metrics and statistics."""
-        self.metrics.observe_batch(name, version, batch)
-        self.stats.record_batch(name, version, batch)
-
     async def predict(
         self,
         task: str,
@@ -88,14 +83,25 @@ class DataPlane:
         deadline: float | None = None,
     ) -> Prediction:
         """Decode, preprocess, batch, infer and postprocess one image with a `task` model."""
+        model = self._resolve(task, name, version)
+        with self._track(task, model):
+            try:
+                return await self._predict(model, source, options, deadline)
+            except BatcherClosedError:
+                # The version was swapped out by a reload while this request was decoding.
+                fresh = self._resolve(task, name, version)
+                if fresh is model:
+                    raise
+                return await self._predict(fresh, source, options, deadline)
+
+    def _resolve(self, task: str, name: str, version: str) -> ModelVersion:
         model = self.repository.get(name, version)
         if model.config.task != task:
             raise InvalidInputError(
                 f"model {name!r} is a {model.config.task} model; call "
                 f"{'Detect' if model.config.task == 'detection' else 'Segment'} instead"
             )
-        with self._track(task, model):
-            return await self._predict(model, source, options, deadline)
+        return model
 
     async def _predict(
         self, model: ModelVersion, source: ImageSource, options: PredictOptions, deadline
@@ -141,7 +147,11 @@ class DataPlane:
             raise InvalidInputError("every input needs the same leading batch dimension (>= 1)")
         with self._track("infer", model):
             model.session.check_feeds(feeds)
-            batch = await model.batcher.submit(feeds, deadline)
+            try:
+                batch = await model.batcher.submit(feeds, deadline)
+            except BatcherClosedError:
+                model = self.repository.get(name, version)
+                batch = await model.batcher.submit(feeds, deadline)
         return model, batch.outputs
 
     @contextlib.contextmanager
@@ -151,7 +161,9 @@ class DataPlane:
             yield
         except Exception as exc:
             elapsed = time.perf_counter() - start
-            self.metrics.observe_request(api, model.name, model.version, type(exc).__name__, elapsed)
+            self.metrics.observe_request(
+                api, model.name, model.version, type(exc).__name__, elapsed
+            )
             self.stats.record_request(model.name, model.version, False, elapsed)
             raise
         elapsed = time.perf_counter() - start

@@ -10,7 +10,20 @@ from prometheus_client.core import GaugeMetricFamily
 from serving.batcher import BatchStats
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -40,25 +53,39 @@ class Metrics:
             "vision_requests", "Requests served", [*labels, "outcome"], registry=self.registry
         )
         self.failures = Counter(
-            "vision_request_failures", "Requests that failed", [*labels, "error"],
+            "vision_request_failures",
+            "Requests that failed",
+            [*labels, "error"],
             registry=self.registry,
         )
         self.request_latency = Histogram(
-            "vision_request_latency_seconds", "Request latency inside the server", labels,
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "vision_request_latency_seconds",
+            "Request latency inside the server",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         version_labels = ["model", "version"]
         self.queue_latency = Histogram(
-            "vision_queue_latency_seconds", "Time a request waited in the batch queue",
-            version_labels, buckets=LATENCY_BUCKETS, registry=self.registry,
+            "vision_queue_latency_seconds",
+            "Time a request waited in the batch queue",
+            version_labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.compute_latency = Histogram(
-            "vision_compute_latency_seconds", "Model execution time per batch", version_labels,
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "vision_compute_latency_seconds",
+            "Model execution time per batch",
+            version_labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.batch_size = Histogram(
-            "vision_batch_size", "Rows per model execution", version_labels,
-            buckets=BATCH_BUCKETS, registry=self.registry,
+            "vision_batch_size",
+            "Rows per model execution",
+            version_labels,
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
         )
 
     def watch_queue_depths(self, depths: Callable[[], dict[tuple[str, str], int]]) -> None:

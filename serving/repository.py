@@ -18,7 +18,7 @@ from pathlib import Path
 
 from serving.batcher import BatchStats, DynamicBatcher
 from vision.config import ModelConfig, load_config
-from vision.errors import ModelNotFoundError, ModelUnavailableError, VisionError
+from vision.errors import ModelNotFoundError, ModelUnavailableError
 from vision.pipeline import Pipeline
 from vision.runtime import OnnxModel
 
@@ -110,7 +110,9 @@ class ModelRepository:
 
     async def load_all(self) -> None:
         """Load every model folder; failures are recorded, not raised."""
-        await asyncio.gather(*(self.load(name, raise_errors=False) for name in self.names_on_disk()))
+        await asyncio.gather(
+            *(self.load(name, raise_errors=False) for name in self.names_on_disk())
+        )
 
     async def load(self, name: str, raise_errors: bool = True) -> ModelEntry:
         """(Re)load model `name` from disk, swapping versions in without dropping requests."""
@@ -123,7 +125,7 @@ class ModelRepository:
                 self._set_state(entry, LOADING, "loading")
             try:
                 config, versions = await self._build(name, path)
-            except (VisionError, OSError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any load failure marks the model UNAVAILABLE
                 reason = f"failed to load: {exc}"
                 log.error("model %s %s", name, reason)
                 old = entry.versions
@@ -180,8 +182,10 @@ class ModelRepository:
             session.warmup(_warmup_batches(config))
         observer = None
         if self._observer is not None:
+
             def observer(stats: BatchStats) -> None:
                 self._observer(config.name, version, stats)
+
         batcher = DynamicBatcher(session.run, config.batching, f"{config.name}:{version}", observer)
         return ModelVersion(config.name, version, config, session, Pipeline(config), batcher)
 

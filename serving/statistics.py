@@ -66,8 +66,12 @@ class StatisticsBook:
 
 def _copy(stats: VersionStatistics) -> VersionStatistics:
     return VersionStatistics(
-        stats.last_inference_ms, stats.inference_count, stats.execution_count,
-        Duration(**vars(stats.success)), Duration(**vars(stats.fail)),
-        Duration(**vars(stats.queue)), Duration(**vars(stats.compute_infer)),
+        stats.last_inference_ms,
+        stats.inference_count,
+        stats.execution_count,
+        Duration(**vars(stats.success)),
+        Duration(**vars(stats.fail)),
+        Duration(**vars(stats.queue)),
+        Duration(**vars(stats.compute_infer)),
         {k: Duration(**vars(v)) for k, v in stats.batches.items()},
     )

@@ -211,14 +211,18 @@ def _validate(config: ModelConfig, where: str) -> None:
     _check_choice(config.task, TASKS, f"{where}.task")
     _check_choice(config.input.layout, LAYOUTS, f"{where}.input.layout")
     _check_choice(config.preprocess.resize, RESIZE_MODES, f"{where}.preprocess.resize")
-    _check_choice(config.preprocess.channel_order, CHANNEL_ORDERS, f"{where}.preprocess.channel_order")
+    _check_choice(
+        config.preprocess.channel_order, CHANNEL_ORDERS, f"{where}.preprocess.channel_order"
+    )
     _check_choice(config.postprocess.type, POSTPROCESS_TYPES, f"{where}.postprocess.type")
     for provider in config.runtime.providers:
         _check_choice(provider, PROVIDER_NAMES, f"{where}.runtime.providers")
     if config.input.channels not in (1, 3):
         raise ConfigError(f"{where}.input.channels: must be 1 or 3, got {config.input.channels}")
     if (config.input.channels == 1) != (config.preprocess.channel_order == "GRAY"):
-        raise ConfigError(f"{where}: channel_order GRAY goes with input.channels 1, and only with it")
+        raise ConfigError(
+            f"{where}: channel_order GRAY goes with input.channels 1, and only with it"
+        )
     if config.task == "detection" and config.postprocess.type != "yolov8":
         raise ConfigError(f"{where}: detection models need postprocess.type yolov8")
     if config.task == "segmentation" and config.postprocess.type == "yolov8":

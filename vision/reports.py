@@ -46,8 +46,11 @@ def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> P
     left.set_xlabel("epoch")
     left.set_yscale("log")
     left.legend()
-    keys = [k for k, v in (history[0] if history else {}).items()
-            if k.startswith("val_") and isinstance(v, float)]
+    keys = [
+        k
+        for k, v in (history[0] if history else {}).items()
+        if k.startswith("val_") and isinstance(v, float)
+    ]
     for key in keys:
         right.plot(epochs, [row.get(key) for row in history], label=key[4:])
     right.set_xlabel("epoch")
@@ -61,7 +64,9 @@ def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> P
     return path
 
 
-def plot_roc(fpr: np.ndarray, tpr: np.ndarray, auroc: float, path: str | Path, title: str = "") -> Path:
+def plot_roc(
+    fpr: np.ndarray, tpr: np.ndarray, auroc: float, path: str | Path, title: str = ""
+) -> Path:
     """ROC curve with its area in the legend."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot(fpr, tpr, label=f"AUROC {auroc:.4f}")
@@ -76,14 +81,16 @@ def plot_roc(fpr: np.ndarray, tpr: np.ndarray, auroc: float, path: str | Path, t
     return Path(path)
 
 
-def save_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, path: str | Path,
-                 title: str = "") -> Path:
+def save_overlay(
+    image: np.ndarray, truth: np.ndarray, pred: np.ndarray, path: str | Path, title: str = ""
+) -> Path:
     """Image | ground truth | prediction, side by side (label maps shown with a colour map)."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
     shown = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
     vmax = max(int(truth.max()), int(pred.max()), 1)
-    for ax, panel, name in zip(axes, (shown, truth, pred), ("image", "truth", "prediction"),
-                               strict=True):
+    for ax, panel, name in zip(
+        axes, (shown, truth, pred), ("image", "truth", "prediction"), strict=True
+    ):
         if panel is shown:
             ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None)
         else:

@@ -117,7 +117,7 @@ class OnnxModel:
         return dict(zip(self.output_names, values, strict=True))
 
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
-        """Raise InvalidInputError unless `feeds` match the graph's input names, dtypes and shapes."""
+        """Raise InvalidInputError unless `feeds` match the input names, dtypes and shapes."""
         expected = {spec.name: spec for spec in self.inputs}
         if set(feeds) != set(expected):
             raise InvalidInputError(
@@ -142,7 +142,9 @@ class OnnxModel:
         for batch in batch_sizes:
             feeds = {}
             for spec in self.inputs:
-                shape = [batch if i == 0 and d == -1 else (d if d > 0 else 64)
-                         for i, d in enumerate(spec.shape)]
+                shape = [
+                    batch if i == 0 and d == -1 else (d if d > 0 else 64)
+                    for i, d in enumerate(spec.shape)
+                ]
                 feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
             self.session.run(self.output_names, feeds)

@@ -21,16 +21,32 @@ SERVER_NAME = "vision-serving"
 EXTENSIONS = ["model_repository", "statistics", "binary_tensor_data"]
 
 DATATYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
-    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
 }
 _NUMPY_TO_DATATYPE = {np.dtype(v).name: k for k, v in DATATYPES.items()}
 _CONTENT_FIELDS = {
-    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
-    "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
-    "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
-    "FP32": "fp32_contents", "FP64": "fp64_contents",
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
 }
 
 
@@ -85,11 +101,16 @@ def _duration(value: Duration) -> pb.StatisticDuration:
 
 def _statistics(name: str, version: str, stats: VersionStatistics) -> pb.ModelStatistics:
     return pb.ModelStatistics(
-        name=name, version=version, last_inference=stats.last_inference_ms,
-        inference_count=stats.inference_count, execution_count=stats.execution_count,
+        name=name,
+        version=version,
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
         inference_stats=pb.InferStatistics(
-            success=_duration(stats.success), fail=_duration(stats.fail),
-            queue=_duration(stats.queue), compute_infer=_duration(stats.compute_infer),
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_infer=_duration(stats.compute_infer),
         ),
         batch_stats=[
             pb.InferBatchStatistics(batch_size=size, compute_infer=_duration(d))
@@ -110,7 +131,9 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerReady(self, request, context):  # noqa: N802
         entries = self._repo.entries()
-        return pb.ServerReadyResponse(ready=bool(entries) and all(e.state == READY for e in entries))
+        return pb.ServerReadyResponse(
+            ready=bool(entries) and all(e.state == READY for e in entries)
+        )
 
     async def ModelReady(self, request, context):  # noqa: N802
         try:
@@ -137,8 +160,11 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             ]
 
         return pb.ModelMetadataResponse(
-            name=model.name, versions=sorted(entry.versions, key=int), platform="onnxruntime_onnx",
-            inputs=tensors(model.session.inputs), outputs=tensors(model.session.outputs),
+            name=model.name,
+            versions=sorted(entry.versions, key=int),
+            platform="onnxruntime_onnx",
+            inputs=tensors(model.session.inputs),
+            outputs=tensors(model.session.outputs),
         )
 
     async def ModelInfer(self, request, context):  # noqa: N802
@@ -155,9 +181,12 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
         for name in wanted:
             array = np.ascontiguousarray(outputs[name])
-            response.outputs.add(name=name, datatype=datatype_of(str(array.dtype)),
-                                 shape=list(array.shape))
-            response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
+            response.outputs.add(
+                name=name, datatype=datatype_of(str(array.dtype)), shape=list(array.shape)
+            )
+            response.raw_output_contents.append(
+                array.astype(array.dtype.newbyteorder("<")).tobytes()
+            )
         return response
 
     async def RepositoryIndex(self, request, context):  # noqa: N802
@@ -171,8 +200,9 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             versions = sorted(entry.versions, key=int) if entry and entry.versions else [""]
             reason = entry.reason if entry else "not loaded"
             index += [
-                pb.RepositoryIndexResponse.ModelIndex(name=name, version=v, state=state,
-                                                      reason=reason)
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=name, version=v, state=state, reason=reason
+                )
                 for v in versions
             ]
         return pb.RepositoryIndexResponse(models=index)

@@ -107,8 +107,13 @@ class VisionServer:
             self._http = self.metrics.serve_http(self.config.http_port, self.config.host)
         await self.health.set("", SERVING)
         ready = [e.name for e in self.repository.entries() if e.state == READY]
-        log.info("SERVING gRPC on port %d, %d model(s) ready %s, started in %.2f s",
-                 self.grpc_port, len(ready), ready, time.monotonic() - started)
+        log.info(
+            "SERVING gRPC on port %d, %d model(s) ready %s, started in %.2f s",
+            self.grpc_port,
+            len(ready),
+            ready,
+            time.monotonic() - started,
+        )
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight and queued requests (bounded), release everything."""

@@ -69,40 +69,57 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
 
     async def Detect(self, request: pb.DetectRequest, context) -> pb.DetectResponse:  # noqa: N802
         options = PredictOptions(
-            score_threshold=request.score_threshold if request.HasField("score_threshold") else None,
+            score_threshold=request.score_threshold
+            if request.HasField("score_threshold")
+            else None,
             iou_threshold=request.iou_threshold if request.HasField("iou_threshold") else None,
             overlay=request.include_overlay,
         )
         prediction = await self._plane.predict(
-            "detection", request.model.name, request.model.version,
-            image_source(request.image), options, deadline_of(context),
+            "detection",
+            request.model.name,
+            request.model.version,
+            image_source(request.image),
+            options,
+            deadline_of(context),
         )
         assert isinstance(prediction.result, DetectionResult)
         detections = [
             pb.Detection(
                 box=pb.Box(x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2),
-                score=d.score, class_id=d.class_id, label=d.label,
+                score=d.score,
+                class_id=d.class_id,
+                label=d.label,
             )
             for d in prediction.result.detections
         ]
         return pb.DetectResponse(
-            model_name=prediction.model, model_version=prediction.version,
+            model_name=prediction.model,
+            model_version=prediction.version,
             image_size=pb.ImageSize(width=prediction.image.width, height=prediction.image.height),
-            detections=detections, timings=_timings(prediction), overlay_png=prediction.overlay_png,
+            detections=detections,
+            timings=_timings(prediction),
+            overlay_png=prediction.overlay_png,
         )
 
     async def Segment(self, request: pb.SegmentRequest, context) -> pb.SegmentResponse:  # noqa: N802
         prediction = await self._plane.predict(
-            "segmentation", request.model.name, request.model.version,
-            image_source(request.image), PredictOptions(overlay=request.include_overlay),
+            "segmentation",
+            request.model.name,
+            request.model.version,
+            image_source(request.image),
+            PredictOptions(overlay=request.include_overlay),
             deadline_of(context),
         )
         spacing = prediction.image.pixel_spacing_mm
         masks = [_mask_message(m, request.mask_encoding, spacing) for m in prediction.result.masks]
         return pb.SegmentResponse(
-            model_name=prediction.model, model_version=prediction.version,
+            model_name=prediction.model,
+            model_version=prediction.version,
             image_size=pb.ImageSize(width=prediction.image.width, height=prediction.image.height),
-            masks=masks, timings=_timings(prediction), overlay_png=prediction.overlay_png,
+            masks=masks,
+            timings=_timings(prediction),
+            overlay_png=prediction.overlay_png,
         )
 
     async def ListModels(self, request, context) -> pb.ListModelsResponse:  # noqa: N802
@@ -122,11 +139,19 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
         config = model.config
         spec = config.input
         return pb.ModelMetadata(
-            name=model.name, version=model.version, task=config.task, labels=config.labels,
+            name=model.name,
+            version=model.version,
+            task=config.task,
+            labels=config.labels,
             input=pb.InputSpec(
-                name=spec.name, layout=spec.layout, height=spec.height, width=spec.width,
-                channels=spec.channels, dtype=spec.dtype,
+                name=spec.name,
+                layout=spec.layout,
+                height=spec.height,
+                width=spec.width,
+                channels=spec.channels,
+                dtype=spec.dtype,
             ),
             providers=model.session.providers,
-            max_batch_size=config.batching.max_batch_size, description=config.description,
+            max_batch_size=config.batching.max_batch_size,
+            description=config.description,
         )

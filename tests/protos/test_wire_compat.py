@@ -191,7 +191,9 @@ def test_triton_fields_missing_from_ours_are_deliberate_and_reserved(ours, trito
         for their_field in their_msgs[full_name].field:
             if their_field.number not in our_numbers:
                 missing.add((full_name, their_field.name))
-                reserved = any(r.start <= their_field.number < r.end for r in our_msg.reserved_range)
+                reserved = any(
+                    r.start <= their_field.number < r.end for r in our_msg.reserved_range
+                )
                 assert reserved, f"{full_name}.{their_field.name} omitted but not reserved"
     assert missing == OMITTED_FIELDS, (
         f"unexpected omissions: {sorted(missing - OMITTED_FIELDS)}; "
@@ -225,8 +227,11 @@ def test_service_methods_match_triton(ours, triton):
 # --------------------------------------------------------------------------------------
 
 
-def _fill(msg, depth: int = 0) -> None:
-    """Set every field of `msg` (the last member wins in a oneof) to a non-default value."""
+def _fill(msg, depth: int = 0, skip: frozenset = frozenset()) -> None:
+    """Set every field of `msg` (the last member wins in a oneof) to a non-default value.
+
+    Recurses into sub-messages; fields named in `skip` as (message, field) stay unset.
+    """
     fd = descriptor_pb2.FieldDescriptorProto
     scalars = {
         fd.TYPE_BOOL: True,
@@ -240,21 +245,23 @@ def _fill(msg, depth: int = 0) -> None:
         fd.TYPE_UINT64: 2**63 + 1,
     }
     for field in msg.DESCRIPTOR.fields:
+        if (msg.DESCRIPTOR.full_name, field.name) in skip:
+            continue
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value_field = field.message_type.fields_by_name["value"]
             container = getattr(msg, field.name)
             if value_field.message_type is not None:
                 if depth < 4:
-                    _fill(container["k"], depth + 1)
+                    _fill(container["k"], depth + 1, skip)
             else:
                 container["k"] = scalars[value_field.type]
         elif field.message_type is not None:
             if depth >= 4:
                 continue
             if field.is_repeated:
-                _fill(getattr(msg, field.name).add(), depth + 1)
+                _fill(getattr(msg, field.name).add(), depth + 1, skip)
             else:
-                _fill(getattr(msg, field.name), depth + 1)
+                _fill(getattr(msg, field.name), depth + 1, skip)
         elif field.is_repeated:
             getattr(msg, field.name).extend([scalars[field.type]] * 2)
         else:
@@ -270,18 +277,19 @@ def test_triton_encoded_messages_parse_losslessly(ours, triton):
         their_cls = message_factory.GetMessageClass(their_pool.FindMessageTypeByName(full_name))
         our_cls = message_factory.GetMessageClass(our_pool.FindMessageTypeByName(full_name))
         sent = their_cls()
-        _fill(sent)
-        for omitted_msg, omitted_field in OMITTED_FIELDS:
-            if omitted_msg == full_name:
-                sent.ClearField(omitted_field)
-        wire = sent.SerializeToString(deterministic=True)
-
-        received = our_cls.FromString(wire)  # server side parses what the client sent
+        _fill(sent, skip=frozenset(OMITTED_FIELDS))
+        received = our_cls.FromString(sent.SerializeToString(deterministic=True))
         # MessageToDict drops unknown fields: equality means nothing was misread or lost.
         as_dict = json_format.MessageToDict
         assert as_dict(received) == as_dict(sent), full_name
         echoed = their_cls.FromString(received.SerializeToString(deterministic=True))
         assert echoed == sent, full_name  # and the client parses what the server sends
+
+        # Fields we omit arrive as unknown fields: tolerated, and passed through intact.
+        full = their_cls()
+        _fill(full)
+        relayed = our_cls.FromString(full.SerializeToString(deterministic=True))
+        assert their_cls.FromString(relayed.SerializeToString()) == full, full_name
         checked += 1
     assert checked >= 30
 
@@ -459,7 +467,8 @@ _CLIENT = textwrap.dedent(
         if error is not None:
             streamed.append({"error": str(error)})
         else:
-            streamed.append({"id": result.get_response().id, "OUT": result.as_numpy("OUT").tolist()})
+            response_id = result.get_response().id
+            streamed.append({"id": response_id, "OUT": result.as_numpy("OUT").tolist()})
     client.stop_stream()
     out["stream"] = streamed
 
@@ -551,7 +560,7 @@ def test_generated_code_is_up_to_date():
 def test_generate_refuses_other_toolchains(monkeypatch, capsys, versions, complaint):
     from protos import generate
 
-    monkeypatch.setattr(generate.metadata, "version", versions.__getitem__)
+    monkeypatch.setattr(generate, "_installed", versions.__getitem__)
     assert generate.main(["--check"]) == 2
     err = capsys.readouterr().err
     assert "refusing to generate" in err and complaint in err

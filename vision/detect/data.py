@@ -61,7 +61,9 @@ def load_voc(
     return samples, classes
 
 
-def load_coco(annotations: Path, image_dir: Path | None = None) -> tuple[list[Sample], tuple[str, ...]]:
+def load_coco(
+    annotations: Path, image_dir: Path | None = None
+) -> tuple[list[Sample], tuple[str, ...]]:
     """COCO instances JSON (bbox is x, y, w, h); images under `image_dir` (default: beside it)."""
     annotations = Path(annotations)
     data = json.loads(annotations.read_text())
@@ -114,8 +116,14 @@ def load_yolo(root: Path, split: str) -> tuple[list[Sample], tuple[str, ...]]:
             if len(parts) < 5:
                 continue
             c, cx, cy, w, h = int(parts[0]), *map(float, parts[1:5])
-            boxes.append([(cx - w / 2) * width, (cy - h / 2) * height,
-                          (cx + w / 2) * width, (cy + h / 2) * height])
+            boxes.append(
+                [
+                    (cx - w / 2) * width,
+                    (cy - h / 2) * height,
+                    (cx + w / 2) * width,
+                    (cy + h / 2) * height,
+                ]
+            )
             labels.append(c)
         samples.append(_sample(image, boxes, labels))
     return samples, classes
@@ -133,7 +141,7 @@ def read_deeppcb_txt(path: Path) -> tuple[list[list[float]], list[int]]:
 
 
 def load_deeppcb(root: Path, split: str) -> tuple[list[Sample], tuple[str, ...]]:
-    """DeepPCB: `PCBData/<split>.txt` lines `groupG/G/N.jpg groupG/G_not/N.txt` (image N_test.jpg)."""
+    """DeepPCB split `PCBData/<split>.txt`: `groupG/G/N.jpg groupG/G_not/N.txt` (image N_test)."""
     base = Path(root)
     base = base / "PCBData" if (base / "PCBData").is_dir() else base
     samples = []
@@ -149,7 +157,7 @@ def load_deeppcb(root: Path, split: str) -> tuple[list[Sample], tuple[str, ...]]
 
 
 def load_dataset(fmt: str, root: Path, split: str) -> tuple[list[Sample], tuple[str, ...]]:
-    """Dispatch on format: voc | coco (root = JSON file or dir with <split>.json) | yolo | deeppcb."""
+    """Read a split: voc | coco (a JSON file, or a dir with <split>.json) | yolo | deeppcb."""
     root = Path(root)
     if fmt == "voc":
         return load_voc(root, split)
@@ -216,9 +224,15 @@ def clip_boxes(
 def _flip_rotate(img: np.ndarray, boxes: np.ndarray, rotate: bool, rng: random.Random):
     h, w = img.shape[:2]
     if rng.random() < 0.5:
-        img, boxes = img[:, ::-1], np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+        img, boxes = (
+            img[:, ::-1],
+            np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1),
+        )
     if rng.random() < 0.5:
-        img, boxes = img[::-1], np.stack([boxes[:, 0], h - boxes[:, 3], boxes[:, 2], h - boxes[:, 1]], 1)
+        img, boxes = (
+            img[::-1],
+            np.stack([boxes[:, 0], h - boxes[:, 3], boxes[:, 2], h - boxes[:, 1]], 1),
+        )
     if rotate and rng.random() < 0.5:  # transpose = rot90 + flip
         img, boxes = img.transpose(1, 0, 2), boxes[:, [1, 0, 3, 2]]
     return np.ascontiguousarray(img), boxes.reshape(-1, 4).astype(np.float32)

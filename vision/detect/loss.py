@@ -75,4 +75,4 @@ def detection_loss(
     else:
         box_loss = boxes.sum() * 0.0
     total = cls_loss + box_gain * box_loss
-    return total, {"cls": float(cls_loss), "box": float(box_loss)}
+    return total, {"cls": float(cls_loss.detach()), "box": float(box_loss.detach())}

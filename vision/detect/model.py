@@ -114,7 +114,9 @@ class Detector(nn.Module):
     def _levels(self, x: Tensor) -> list[Tensor]:
         feats = [lat(f) for lat, f in zip(self.lateral, self.backbone(x), strict=True)]
         for i in range(len(feats) - 2, -1, -1):
-            feats[i] = feats[i] + F.interpolate(feats[i + 1], size=feats[i].shape[-2:], mode="nearest")
+            feats[i] = feats[i] + F.interpolate(
+                feats[i + 1], size=feats[i].shape[-2:], mode="nearest"
+            )
         return [sm(f) for sm, f in zip(self.smooth, feats, strict=True)]
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor, Tensor]:

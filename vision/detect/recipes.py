@@ -96,8 +96,11 @@ def from_args(args: object) -> Recipe:
     else:
         if not getattr(args, "format", None) or not getattr(args, "data", None):
             raise SystemExit("give --recipe NAME, or --format voc|coco|yolo|deeppcb and --data DIR")
-        recipe = Recipe(name=getattr(args, "name", None) or "detector", format=args.format,
-                        data=str(Path(args.data).resolve()))
+        recipe = Recipe(
+            name=getattr(args, "name", None) or "detector",
+            format=args.format,
+            data=str(Path(args.data).resolve()),
+        )
     overrides = {
         key: getattr(args, key)
         for key in ("epochs", "minutes", "batch", "lr", "channels", "height", "width")

@@ -71,8 +71,14 @@ def export(argv: list[str]) -> int:
     checkpoint = Path(a.checkpoint or f"runs/{a.recipe}/best.pt")
     repo = Path(a.repo) if a.repo else default_repository()
     return export_recipe(
-        recipe, checkpoint, repo, _data_root(recipe.dataset, a.data),
-        int8=a.int8, version=a.version, tolerance=a.tolerance, limit=a.limit,
+        recipe,
+        checkpoint,
+        repo,
+        _data_root(recipe.dataset, a.data),
+        int8=a.int8,
+        version=a.version,
+        tolerance=a.tolerance,
+        limit=a.limit,
     )
 
 
@@ -92,12 +98,18 @@ def evaluate(argv: list[str]) -> int:
     from vision.segment.evaluate import evaluate_model
     from vision.segment.model import get_recipe
 
-    recipe = get_recipe(a.model)
+    recipe = get_recipe(a.model.removesuffix("-int8"))
     repo = Path(a.repo) if a.repo else default_repository()
     report = evaluate_model(
-        recipe, repo, _data_root(recipe.dataset, a.data), a.split,
-        Path(a.out or f"reports/{a.model}"), version=a.version, limit=a.limit,
+        recipe,
+        repo,
+        _data_root(recipe.dataset, a.data),
+        a.split,
+        Path(a.out or f"reports/{a.model}"),
+        version=a.version,
+        limit=a.limit,
         update_card=not a.no_card,
+        name=a.model,
     )
     print({k: v for k, v in report["metrics"].items() if k != "per_class"})
     return 0

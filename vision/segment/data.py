@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from vision.config import ModelConfig
+from vision.preprocess import Preprocessor, convert_channels
 
 TILE_CLASSES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 TILE_FREE = "Free"
@@ -27,6 +28,7 @@ class Sample:
     mask: np.ndarray
     fov: np.ndarray | None = None
     category: str = ""  # image-level class ("" when not applicable)
+    path: str = ""  # the encoded image file, when there is one
 
 
 def _read(path: Path) -> np.ndarray:
@@ -49,7 +51,9 @@ def load_drive(root: Path, split: str, names: list[str] | None = None) -> list[S
             continue
         vessels = _read(base / "1st_manual" / f"{number}_manual1.gif") > 127
         fov = _read(base / "mask" / f"{path.stem}_mask.gif") > 127
-        samples.append(Sample(number, _rgb(_read(path)), vessels.astype(np.int64), fov, "vessel"))
+        samples.append(
+            Sample(number, _rgb(_read(path)), vessels.astype(np.int64), fov, "vessel", str(path))
+        )
     if not samples:
         raise FileNotFoundError(f"no DRIVE images under {base / 'images'}")
     return samples
@@ -103,7 +107,7 @@ def load_tile(root: Path, relpaths: list[str]) -> list[Sample]:
         binary = _read(path.with_suffix(".png")) > 127
         class_id = TILE_CLASSES.index(category) + 1 if category in TILE_CLASSES else 0
         mask = binary.astype(np.int64) * class_id
-        samples.append(Sample(rel, _rgb(_read(path)), mask, None, category))
+        samples.append(Sample(rel, _rgb(_read(path)), mask, None, category, str(path)))
     return samples
 
 
@@ -111,30 +115,16 @@ def load_folder(images: Path, masks: Path, threshold: int = 127) -> list[Sample]
     """Generic folder pair: each image has a same-stem mask; values > threshold are foreground."""
     samples = []
     for path in sorted(p for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        found = [m for m in Path(masks).glob(f"{path.stem}.*") if m.suffix.lower() in IMAGE_SUFFIXES]
+        found = [
+            m for m in Path(masks).glob(f"{path.stem}.*") if m.suffix.lower() in IMAGE_SUFFIXES
+        ]
         if not found:
             continue
         mask = (_read(found[0]) > threshold).astype(np.int64)
-        samples.append(Sample(path.stem, _rgb(_read(path)), mask[..., 0] if mask.ndim == 3 else mask))
+        samples.append(
+            Sample(path.stem, _rgb(_read(path)), mask[..., 0] if mask.ndim == 3 else mask)
+        )
     return samples
-
-
-def to_channels(pixels: np.ndarray, channel_order: str) -> np.ndarray:
-    """HxWxC uint8 (RGB or grey) in the config's channel order (GRAY: HxWx1, ITU-R 601-2)."""
-    if channel_order == "GRAY":
-        if pixels.shape[2] == 1:
-            return pixels
-        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)[..., None]
-    if pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    return pixels[..., ::-1] if channel_order == "BGR" else pixels
-
-
-def resize_image(pixels: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """Stretch-resize HxWxC pixels to the model input size (bilinear)."""
-    size = (config.input.width, config.input.height)
-    out = cv2.resize(np.ascontiguousarray(pixels), size, interpolation=cv2.INTER_LINEAR)
-    return out.reshape(config.input.height, config.input.width, pixels.shape[2])
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -143,29 +133,27 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return out.astype(np.int64)
 
 
-def normalize(pixels: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """HxWxC pixels -> CxHxW float32: x * scale, minus mean, divided by std (per channel)."""
-    spec = config.preprocess
-    x = pixels.astype(np.float32) * np.float32(spec.scale)
-    channels = x.shape[2]
-    mean = np.asarray(spec.mean[:channels], np.float32)
-    std = np.asarray(spec.std[:channels], np.float32)
-    return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
-
-
 def prepare(sample: Sample, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training view of a sample: CxHxW input, HxW labels, HxW FOV, all at model input size."""
-    pixels = resize_image(to_channels(sample.image, config.preprocess.channel_order), config)
+    """Training view of a sample: CxHxW input (the serving Preprocessor, so training and serving
+    match exactly), HxW labels and HxW FOV, all at model input size (nearest for labels)."""
+    x, _ = Preprocessor(config.input, config.preprocess)(sample.image)
     h, w = config.input.height, config.input.width
     mask = resize_mask(sample.mask, h, w)
     fov = np.ones((h, w), bool) if sample.fov is None else resize_mask(sample.fov, h, w) > 0
-    return normalize(pixels, config), mask, fov
+    return x, mask, fov
 
 
 def channel_stats(samples: list[Sample], channel_order: str) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of pixel values scaled to [0, 1]."""
-    pixels = np.concatenate(
-        [to_channels(s.image, channel_order).reshape(-1, 1 if channel_order == "GRAY" else 3)
-         for s in samples]
-    ).astype(np.float64) / 255.0
+    pixels = (
+        np.concatenate(
+            [
+                convert_channels(s.image, channel_order).reshape(
+                    -1, 1 if channel_order == "GRAY" else 3
+                )
+                for s in samples
+            ]
+        ).astype(np.float64)
+        / 255.0
+    )
     return [round(float(v), 4) for v in pixels.mean(0)], [round(float(v), 4) for v in pixels.std(0)]

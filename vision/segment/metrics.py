@@ -24,7 +24,8 @@ def vessel_metrics(
     pred = np.concatenate([p.argmax(0)[f] > 0 for p, f in zip(probs, fovs, strict=True)])
     dice, iou = dice_iou(pred, truth)
     per_image = [
-        dice_iou(p.argmax(0)[f] > 0, m[f] > 0)[0] for p, m, f in zip(probs, masks, fovs, strict=True)
+        dice_iou(p.argmax(0)[f] > 0, m[f] > 0)[0]
+        for p, m, f in zip(probs, masks, fovs, strict=True)
     ]
     return {
         "f1": dice,

@@ -33,6 +33,7 @@ class Recipe:
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
     res_units: int = 1
+    loss: str = "dicece"  # dicece: MONAI DiceCELoss | ce_fgdice: CE + soft Dice of any-defect
     crop: int = 0  # training crop size (0: whole resized image)
     batch_size: int = 8
     steps_per_epoch: int = 0  # 0: one pass over the (balanced) training set
@@ -79,6 +80,7 @@ RECIPES = {
         channel_order="GRAY",
         mean=(0.4279,),
         std=(0.1855,),
+        loss="ce_fgdice",
         batch_size=8,
         epochs=200,
         description="Magnetic-tile surface defects: per-pixel softmax over background + 5 defects.",

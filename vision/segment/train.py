@@ -7,15 +7,17 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
+from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vision.reports import plot_curves, write_json
-from vision.segment import data as D
+from vision.segment import data as segdata
 from vision.segment.metrics import defect_metrics, headline, vessel_metrics
 from vision.segment.model import Recipe, build_model, model_config
 
@@ -30,9 +32,9 @@ class Prepared:
     names: list[str]
 
     @classmethod
-    def of(cls, samples: list[D.Sample], recipe: Recipe) -> Prepared:
+    def of(cls, samples: list[segdata.Sample], recipe: Recipe) -> Prepared:
         config = model_config(recipe)
-        views = [D.prepare(s, config) for s in samples]
+        views = [segdata.prepare(s, config) for s in samples]
         return cls(
             np.stack([v[0] for v in views]),
             np.stack([v[1] for v in views]),
@@ -41,14 +43,14 @@ class Prepared:
         )
 
 
-def load_splits(recipe: Recipe, root: Path, out: Path) -> dict[str, list[D.Sample]]:
+def load_splits(recipe: Recipe, root: Path, out: Path) -> dict[str, list[segdata.Sample]]:
     """Train and val samples for a recipe; the split is recorded in `out/splits.json`."""
     if recipe.dataset == "drive":
         val = list(recipe.extra["val_images"])
-        train = [s for s in D.load_drive(root, "training") if s.name not in val]
-        return {"train": train, "val": D.load_drive(root, "training", val)}
-    splits = D.tile_split(root, out / "splits.json", seed=recipe.extra.get("split_seed", 0))
-    return {k: D.load_tile(root, splits[k]) for k in ("train", "val")}
+        train = [s for s in segdata.load_drive(root, "training") if s.name not in val]
+        return {"train": train, "val": segdata.load_drive(root, "training", val)}
+    splits = segdata.tile_split(root, out / "splits.json", seed=recipe.extra.get("split_seed", 0))
+    return {k: segdata.load_tile(root, splits[k]) for k in ("train", "val")}
 
 
 class CropDataset(Dataset):
@@ -112,15 +114,35 @@ def validate(model: torch.nn.Module, data: Prepared, recipe: Recipe) -> dict:
     return metrics
 
 
+def foreground_dice_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy plus a batch soft Dice of "any foreground class" (1 - p_background).
+
+    Unlike a per-class Dice, classes absent from a batch are not punished for any probability
+    mass, which otherwise drives sparse multi-class defect data to "all background".
+    """
+    ce = functional.cross_entropy(logits, target[:, 0])
+    fg = 1.0 - torch.softmax(logits, 1)[:, 0]
+    truth = (target[:, 0] > 0).float()
+    dice = (2 * (fg * truth).sum() + 1.0) / (fg.sum() + truth.sum() + 1.0)
+    return ce + (1.0 - dice)
+
+
+def make_loss(recipe: Recipe) -> Any:
+    """The recipe's loss: logits (N,C,H,W), target (N,1,H,W) int64 -> scalar."""
+    if recipe.loss == "ce_fgdice":
+        return foreground_dice_ce
+    return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def _lr(recipe: Recipe, progress: float) -> float:
-    """Cosine decay over max(epoch fraction, time fraction), with a short warm-up."""
-    warm = min(1.0, progress / 0.03)
+def _lr(recipe: Recipe, progress: float, step: int) -> float:
+    """Cosine decay over max(epoch fraction, time fraction), after a 100-step linear warm-up."""
+    warm = min(1.0, (step + 1) / 100)
     return recipe.lr * warm * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
@@ -136,7 +158,7 @@ def train(recipe: Recipe, root: Path, out: Path, resume: bool = False) -> dict:
     train_data, val_data = Prepared.of(splits["train"], recipe), Prepared.of(splits["val"], recipe)
     model = build_model(recipe)
     optim = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    loss_fn = make_loss(recipe)
     state = _state(out / "last.pt") if resume else None
     history, epoch, elapsed, best = [], 0, 0.0, -1.0
     if state:
@@ -157,34 +179,57 @@ def train(recipe: Recipe, root: Path, out: Path, resume: bool = False) -> dict:
         model.train()
         losses = []
         bar = tqdm(loader, desc=f"{recipe.name} epoch {epoch + 1}", leave=False, mininterval=5)
-        for x, y in bar:
-            progress = max(epoch / recipe.epochs, elapsed / budget)
+        for i, (x, y) in enumerate(bar):
+            spent = elapsed + time.monotonic() - start
+            progress = max((epoch + i / len(loader)) / recipe.epochs, spent / budget)
             for group in optim.param_groups:
-                group["lr"] = _lr(recipe, progress)
+                group["lr"] = _lr(recipe, progress, epoch * len(loader) + i)
             loss = loss_fn(model(x), y[:, None])
             optim.zero_grad()
             loss.backward()
             optim.step()
-            losses.append(float(loss))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
         metrics = validate(model, val_data, recipe)
         epoch += 1
         elapsed += time.monotonic() - start
         score = headline(recipe.name, metrics)
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": optim.param_groups[0]["lr"],
-               "elapsed_s": round(elapsed, 1), "score": score,
-               **{f"val_{k}": v for k, v in metrics.items()}}
+        row = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "lr": optim.param_groups[0]["lr"],
+            "elapsed_s": round(elapsed, 1),
+            "score": score,
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
         history.append(row)
-        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in row.items()))
+        tqdm.write(
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        )
         if score > best:
             best = score
-            torch.save({"model": model.state_dict(), "recipe": recipe.to_dict(), "epoch": epoch,
-                        "val": metrics}, out / "best.pt")
-        torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "epoch": epoch,
-                    "history": history, "elapsed": elapsed, "best": best,
-                    "torch_rng": torch.get_rng_state(), "recipe": recipe.to_dict()},
-                   out / "last.pt")
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "recipe": recipe.to_dict(),
+                    "epoch": epoch,
+                    "val": metrics,
+                },
+                out / "best.pt",
+            )
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optim": optim.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "elapsed": elapsed,
+                "best": best,
+                "torch_rng": torch.get_rng_state(),
+                "recipe": recipe.to_dict(),
+            },
+            out / "last.pt",
+        )
         write_json({"recipe": recipe.to_dict(), "history": history}, out / "history.json")
         plot_curves(history, out / "curves.png", title=recipe.name)
     return {"epochs": epoch, "elapsed_s": elapsed, "best_score": best}

@@ -1,0 +1,130 @@
+"""Segmentation: metrics, export helpers, and a tiny train -> export -> eval run on shared data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from vision.config import load_config  # noqa: E402
+from vision.export import export_onnx, parity_check, quantize_int8, write_repository_entry  # noqa: E402
+from vision.paths import datasets_root  # noqa: E402
+from vision.segment import data as segdata  # noqa: E402
+from vision.segment.metrics import defect_metrics, dice_iou  # noqa: E402
+from vision.segment.model import build_model, get_recipe, model_config  # noqa: E402
+
+DRIVE = datasets_root() / "drive" / "DRIVE"
+TILES = datasets_root() / "magnetic-tile"
+needs_drive = pytest.mark.skipif(
+    not DRIVE.is_dir(), reason=f"shared DRIVE dataset not found at {DRIVE} (set VISION_DATASETS)"
+)
+needs_tiles = pytest.mark.skipif(
+    not TILES.is_dir(), reason=f"shared magnetic-tile dataset not found at {TILES}"
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _tiny_recipe(name: str = "retina-vessels", size: int = 64):
+    return get_recipe(
+        name,
+        height=size,
+        width=size,
+        crop=32 if name == "retina-vessels" else 0,
+        channels=(8, 16),
+        strides=(2,),
+        res_units=1,
+        batch_size=2,
+        steps_per_epoch=2,
+        epochs=1,
+        minutes=1.0,
+    )
+
+
+def test_dice_iou_edge_cases() -> None:
+    a = np.zeros((4, 4), bool)
+    assert dice_iou(a, a) == (1.0, 1.0)
+    b = a.copy()
+    b[:2] = True
+    assert dice_iou(b, b) == (1.0, 1.0)
+    assert dice_iou(b, ~b) == (0.0, 0.0)
+
+
+def test_defect_metrics_perfect_prediction() -> None:
+    labels = ("background", "a", "b")
+    masks = [np.zeros((8, 8), np.int64) for _ in range(3)]
+    masks[1][2:4, 2:4] = 1
+    masks[2][5:, 5:] = 2
+    probs = [np.eye(3, dtype=np.float32)[m].transpose(2, 0, 1) for m in masks]
+    metrics = defect_metrics(probs, masks, labels)
+    assert metrics["dice"] == 1.0 and metrics["auroc"] == 1.0 and metrics["class_accuracy"] == 1.0
+
+
+def test_export_parity_quantize_and_repository(tmp_path: Path) -> None:
+    recipe = _tiny_recipe()
+    model = build_model(recipe).eval()
+    path = export_onnx(model, torch.zeros(1, 3, 64, 64), tmp_path / "m.onnx")
+    batches = [
+        np.random.default_rng(0).normal(size=(n, 3, 64, 64)).astype(np.float32) for n in (1, 3)
+    ]
+    parity = parity_check(model, path, batches)
+    assert parity["max_abs_diff"]["logits"] < 1e-4
+    int8 = quantize_int8(path, batches[:1], tmp_path / "q.onnx")
+    assert int8.is_file()
+    config = model_config(recipe)
+    folder = write_repository_entry(tmp_path / "repo", config, path, {"metrics": {}}, version=1)
+    assert load_config(folder) == config
+    card = json.loads((folder / "card.json").read_text())
+    assert len(card["versions"]["1"]["sha256"]) == 64
+    assert (folder / "MODEL_CARD.md").is_file() and (folder / "1" / "model.onnx").is_file()
+
+
+@needs_tiles
+def test_tile_split_is_stratified_and_fixed(tmp_path: Path) -> None:
+    first = segdata.tile_split(TILES, tmp_path / "a.json")
+    again = segdata.stratified_split(segdata.tile_index(TILES), seed=0)
+    assert first == again
+    everything = sum(first.values(), [])
+    assert len(everything) == len(set(everything))
+    cracks = [p for p in first["test"] if "MT_Crack" in p]
+    assert cracks, "every category is represented in the test split"
+
+
+@needs_drive
+def test_training_preprocessing_matches_serving_pipeline() -> None:
+    from vision.segment.evaluate import make_pipeline
+    from vision.types import Image
+
+    sample = segdata.load_drive(DRIVE, "test", ["01"])[0]
+    config = model_config(get_recipe("retina-vessels"))
+    served, _ = make_pipeline(config).preprocess(Image(pixels=sample.image))
+    trained, _, _ = segdata.prepare(sample, config)
+    assert np.asarray(served).shape == trained.shape
+    assert float(np.max(np.abs(np.asarray(served) - trained))) < 0.05
+
+
+@needs_drive
+def test_train_export_eval_tiny(tmp_path: Path) -> None:
+    from vision.segment.evaluate import evaluate_model, export_recipe
+    from vision.segment.train import train
+
+    recipe = _tiny_recipe()
+    summary = train(recipe, DRIVE, tmp_path / "run")
+    assert summary["epochs"] == 1 and (tmp_path / "run" / "best.pt").is_file()
+    assert (tmp_path / "run" / "curves.png").is_file()
+    resumed = train(recipe, DRIVE, tmp_path / "run", resume=True)
+    assert resumed["epochs"] == 1, "resume continues from the last checkpoint"
+    code = export_recipe(recipe, tmp_path / "run" / "best.pt", tmp_path / "repo", DRIVE, limit=2)
+    assert code == 0
+    report = evaluate_model(recipe, tmp_path / "repo", DRIVE, "test", tmp_path / "report", limit=2)
+    assert report["images"] == 2 and 0.0 <= report["metrics"]["auroc"] <= 1.0
+    assert (tmp_path / "report" / "report.json").is_file()
+    assert (tmp_path / "report" / "roc.png").is_file()

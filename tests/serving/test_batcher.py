@@ -1,0 +1,165 @@
+"""Dynamic batcher: batching, queue limits, deadlines and failure isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serving.batcher import DynamicBatcher
+from vision.config import BatchingSpec
+from vision.errors import DeadlineExceededError, InvalidInputError, QueueFullError
+
+
+def _feeds(value: float, rows: int = 1, width: int = 4) -> dict[str, np.ndarray]:
+    return {"x": np.full((rows, width), value, dtype=np.float32)}
+
+
+class Recorder:
+    """A model that doubles its input, records batch sizes, and rejects negative rows."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[int] = []
+        self.delay = delay
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, feeds):
+        self.gate.wait(5)
+        time.sleep(self.delay)
+        x = feeds["x"]
+        self.batches.append(x.shape[0])
+        if (x < 0).any():
+            raise InvalidInputError("negative input")
+        return {"y": x * 2}
+
+
+def _run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_concurrent_requests_share_a_batch():
+    model = Recorder()
+
+    async def main():
+        batcher = DynamicBatcher(model, BatchingSpec(8, 50.0, 64), "m")
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(_feeds(i)) for i in range(6)))
+        await batcher.close()
+        return results
+
+    results = _run(main())
+    assert model.batches == [6]
+    for i, result in enumerate(results):
+        assert np.allclose(result.outputs["y"], 2 * i) and result.batch_size == 6
+
+
+def test_batch_never_exceeds_max_rows_and_keeps_row_order():
+    model = Recorder()
+
+    async def main():
+        batcher = DynamicBatcher(model, BatchingSpec(4, 20.0, 64), "m")
+        batcher.start()
+        results = await asyncio.gather(
+            batcher.submit(_feeds(1, rows=3)),
+            batcher.submit(_feeds(2, rows=2)),
+            batcher.submit(_feeds(3, rows=1)),
+        )
+        await batcher.close()
+        return results
+
+    results = _run(main())
+    assert max(model.batches) <= 4 and sum(model.batches) == 6
+    assert [r.outputs["y"].shape[0] for r in results] == [3, 2, 1]
+    assert np.allclose(results[1].outputs["y"], 4)
+
+
+def test_different_shapes_are_not_mixed():
+    model = Recorder()
+
+    async def main():
+        batcher = DynamicBatcher(model, BatchingSpec(8, 20.0, 64), "m")
+        batcher.start()
+        await asyncio.gather(batcher.submit(_feeds(1, width=4)), batcher.submit(_feeds(1, width=5)))
+        await batcher.close()
+
+    _run(main())
+    assert sorted(model.batches) == [1, 1]
+
+
+def test_one_bad_request_fails_alone():
+    model = Recorder()
+
+    async def main():
+        batcher = DynamicBatcher(model, BatchingSpec(8, 50.0, 64), "m")
+        batcher.start()
+        results = await asyncio.gather(
+            batcher.submit(_feeds(1)),
+            batcher.submit(_feeds(-1)),
+            batcher.submit(_feeds(3)),
+            return_exceptions=True,
+        )
+        await batcher.close()
+        return results
+
+    good, bad, other = _run(main())
+    assert isinstance(bad, InvalidInputError)
+    assert np.allclose(good.outputs["y"], 2) and np.allclose(other.outputs["y"], 6)
+
+
+def test_full_queue_is_refused_at_once():
+    model = Recorder()
+    model.gate.clear()  # the model blocks, so requests pile up
+
+    async def main():
+        batcher = DynamicBatcher(model, BatchingSpec(1, 0.0, 2), "m")
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(_feeds(1)))
+        await asyncio.sleep(0.05)  # first is running; the queue is empty again
+        queued = [asyncio.ensure_future(batcher.submit(_feeds(i))) for i in (2, 3)]
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(QueueFullError):
+            await batcher.submit(_feeds(4))
+        refused_in = time.monotonic() - started
+        model.gate.set()
+        await asyncio.gather(first, *queued)
+        await batcher.close()
+        return refused_in
+
+    assert _run(main()) < 0.05
+
+
+def test_deadline_passed_while_queued():
+    model = Recorder(delay=0.2)
+
+    async def main():
+        batcher = DynamicBatcher(model, BatchingSpec(1, 0.0, 8), "m")
+        batcher.start()
+        slow = asyncio.ensure_future(batcher.submit(_feeds(1)))
+        await asyncio.sleep(0.02)
+        late = batcher.submit(_feeds(2), deadline=time.monotonic() + 0.05)
+        with pytest.raises(DeadlineExceededError):
+            await late
+        await slow
+        await batcher.close()
+
+    _run(main())
+    assert model.batches == [1]  # the expired request never ran
+
+
+def test_close_drains_queued_requests():
+    model = Recorder(delay=0.02)
+
+    async def main():
+        batcher = DynamicBatcher(model, BatchingSpec(1, 0.0, 64), "m")
+        batcher.start()
+        pending = [asyncio.ensure_future(batcher.submit(_feeds(i))) for i in range(5)]
+        await asyncio.sleep(0)
+        await batcher.close(drain_timeout=5)
+        return await asyncio.gather(*pending)
+
+    assert len(_run(main())) == 5

@@ -1,0 +1,114 @@
+"""Tiny ONNX graphs built at test time (onnx helper API), and repository folders for them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from vision.config import ModelConfig, parse_config, write_config
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=OPSET)
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def brightness_segmenter(path: Path) -> Path:
+    """images [N,3,H,W] -> logits [N,2,H,W]: class 1 where the grey level is above 0.5."""
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["grey"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["grey", "half"], ["fg"]),
+        helper.make_node("Neg", ["fg"], ["bg"]),
+        helper.make_node("Concat", ["bg", "fg"], ["logits_raw"], axis=1),
+        helper.make_node("Mul", ["logits_raw", "gain"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "brightness",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        initializer=[
+            numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half"),
+            numpy_helper.from_array(np.array(20.0, dtype=np.float32), "gain"),
+        ],
+    )
+    return _save(graph, path)
+
+
+def fixed_box_detector(path: Path, boxes_xywh: np.ndarray, scores: np.ndarray, size: int) -> Path:
+    """images [N,3,size,size] -> output0 [N,4+nc,A] (YOLOv8 layout) with fixed boxes and scores."""
+    table = np.concatenate([boxes_xywh.T, scores.T], axis=0)[np.newaxis].astype(np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["m"], keepdims=1),  # [N,1,1,1]
+        helper.make_node("Reshape", ["m", "shape3"], ["m3"]),  # [N,1,1]
+        helper.make_node("Mul", ["m3", "zero"], ["z"]),
+        helper.make_node("Add", ["z", "table"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fixed_boxes",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", *table.shape[1:]])],
+        initializer=[
+            numpy_helper.from_array(np.array([-1, 1, 1], dtype=np.int64), "shape3"),
+            numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+            numpy_helper.from_array(table, "table"),
+        ],
+    )
+    return _save(graph, path)
+
+
+def segmenter_config(name: str = "bright", **batching) -> ModelConfig:
+    return parse_config(
+        {
+            "name": name,
+            "task": "segmentation",
+            "labels": ["background", "bright"],
+            "input": {"name": "images", "height": 64, "width": 64, "channels": 3},
+            "preprocess": {"resize": "stretch"},
+            "postprocess": {"type": "argmax"},
+            "version_policy": {"latest": 2},
+            "batching": {"max_batch_size": 8, "max_queue_delay_ms": 2, **batching},
+        }
+    )
+
+
+def detector_config(name: str = "boxes") -> ModelConfig:
+    return parse_config(
+        {
+            "name": name,
+            "task": "detection",
+            "labels": ["defect", "dust"],
+            "input": {"name": "images", "height": 128, "width": 128, "channels": 3},
+            "preprocess": {"resize": "letterbox"},
+            "postprocess": {"type": "yolov8", "score_threshold": 0.3, "iou_threshold": 0.5},
+        }
+    )
+
+
+# Two overlapping "defect" boxes (one suppressed by NMS), one "dust" box, one below threshold.
+DETECTOR_BOXES = np.array(
+    [[40, 40, 20, 20], [41, 41, 20, 20], [90, 70, 10, 30], [20, 100, 8, 8]], dtype=np.float32
+)
+DETECTOR_SCORES = np.array([[0.9, 0.0], [0.8, 0.0], [0.0, 0.7], [0.1, 0.05]], dtype=np.float32)
+
+
+def build_repository(root: Path) -> Path:
+    """A repository with a segmenter (versions 1 and 2) and a detector."""
+    seg = segmenter_config()
+    write_config(seg, root / seg.name)
+    brightness_segmenter(root / seg.name / "1" / "model.onnx")
+    brightness_segmenter(root / seg.name / "2" / "model.onnx")
+    det = detector_config()
+    write_config(det, root / det.name)
+    fixed_box_detector(root / det.name / "1" / "model.onnx", DETECTOR_BOXES, DETECTOR_SCORES, 128)
+    return root

@@ -1,0 +1,109 @@
+"""`vision train|export|eval` for detection; also `python -m vision.detect.cli train ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vision train", description="Train a detector (CPU is fine).")
+    p.add_argument("--task", default="detection")
+    p.add_argument("--recipe", help="pcb-defects | blood-cells")
+    p.add_argument("--format", choices=["voc", "coco", "yolo", "deeppcb"])
+    p.add_argument("--data", help="dataset folder (generic training)")
+    p.add_argument("--name", help="model name (generic training)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--minutes", type=float, help="wall-clock training budget")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--size", type=int, help="square input size")
+    p.add_argument("--channels", type=int, choices=[1, 3])
+    p.add_argument("--out", type=Path, help="run folder (default runs/<recipe>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--limit", type=int, help="use only this many training images (smoke tests)")
+    return p
+
+
+def train(argv: list[str]) -> int:
+    """Train; writes best.pt, last.pt, log.json and curve.png into the run folder."""
+    args = _train_parser().parse_args(argv)
+    from vision.detect.recipes import from_args
+    from vision.detect.train import Trainer
+
+    recipe = from_args(args)
+    out = args.out or Path("runs") / recipe.name
+    trainer = Trainer(recipe, out, seed=args.seed, threads=args.threads, limit=args.limit)
+    if args.resume and (out / "last.pt").is_file():
+        trainer.resume(out / "last.pt")
+        print(f"resumed from {out / 'last.pt'} at epoch {trainer.state['epoch']}", flush=True)
+    start = time.monotonic()
+    state = trainer.fit()
+    print(
+        f"done: {state['epoch']} epochs, {state['step']} steps, best val mAP "
+        f"{state['best']:.4f}, {time.monotonic() - start:.0f} s this session; run folder {out}"
+    )
+    return 0
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vision export", description="Export a detector to ONNX.")
+    p.add_argument("--task", default="detection")
+    p.add_argument("--recipe")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--repo", type=Path, help="model repository (default: models/)")
+    p.add_argument("--name", help="model name (default: the recipe's)")
+    p.add_argument("--version", type=int, default=1)
+    p.add_argument("--int8", action="store_true", help="also write an int8-quantised model")
+    p.add_argument("--parity-images", type=int, default=8)
+    p.add_argument("--val-limit", type=int, default=0, help="validation images for the gate")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff allowed")
+    return p
+
+
+def export(argv: list[str]) -> int:
+    """Export to ONNX with a parity gate; writes the repository entry."""
+    from vision.detect.exporting import run_export
+
+    return run_export(_export_parser().parse_args(argv))
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vision eval", description="Evaluate a served detector.")
+    p.add_argument("--task", default="detection")
+    p.add_argument("--model", required=True)
+    p.add_argument("--repo", type=Path)
+    p.add_argument("--version", type=int, default=0, help="0 = latest")
+    p.add_argument("--split", default="test")
+    p.add_argument("--data", type=Path, help="dataset folder (default: the recipe's)")
+    p.add_argument("--format", choices=["voc", "coco", "yolo", "deeppcb"])
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--out", type=Path, help="report folder (default reports/<model>)")
+    p.add_argument("--no-card", action="store_true", help="do not update the model card")
+    return p
+
+
+def evaluate(argv: list[str]) -> int:
+    """Evaluate through ONNX Runtime and the serving pipeline; writes a JSON report and plots."""
+    from vision.detect.evaluate import run_eval
+
+    return run_eval(_eval_parser().parse_args(argv))
+
+
+COMMANDS = {"train": train, "export": export, "eval": evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m vision.detect.cli {{{'|'.join(COMMANDS)}}} ...", file=sys.stderr)
+        return 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Training loop: seeded, time-budgeted cosine schedule, EMA weights, resumable checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+from tqdm import tqdm
+
+from vision.detect.data import DetectionDataset, Sample, collate, load_dataset, split_holdout
+from vision.detect.loss import detection_loss
+from vision.detect.metrics import Boxes, ap_per_class
+from vision.detect.model import Detector, DetectorSpec, build_model
+from vision.detect.recipes import Recipe
+
+WARMUP_STEPS = 100
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def splits(recipe: Recipe) -> tuple[list[Sample], list[Sample], tuple[str, ...]]:
+    """Training and validation samples of a recipe, and its class names."""
+    train, labels = load_dataset(recipe.format, recipe.data_path(), recipe.train_split)
+    if recipe.val_split:
+        val, _ = load_dataset(recipe.format, recipe.data_path(), recipe.val_split)
+    else:
+        train, val = split_holdout(train, recipe.holdout or max(1, len(train) // 10))
+    return train, val, labels
+
+
+def spec_of(recipe: Recipe, num_classes: int) -> DetectorSpec:
+    return DetectorSpec(recipe.channels, num_classes, recipe.widths, recipe.neck, recipe.strides)
+
+
+@torch.no_grad()
+def predict(
+    model: Detector,
+    images: torch.Tensor,
+    score_thr: float = 0.001,
+    iou_thr: float = 0.5,
+    max_det: int = 300,
+) -> list[Boxes]:
+    """Boxes per image in input pixels (best class per anchor, per-class NMS)."""
+    logits, boxes, _ = model(images)
+    out = []
+    for lg, bx in zip(logits.sigmoid(), boxes, strict=True):
+        scores, labels = lg.max(1)
+        keep = scores > score_thr
+        bx, scores, labels = bx[keep], scores[keep], labels[keep]
+        keep = batched_nms(bx, scores, labels, iou_thr)[:max_det]
+        out.append(Boxes(bx[keep].numpy(), labels[keep].numpy(), scores[keep].numpy()))
+    return out
+
+
+def validate(model: Detector, dataset: DetectionDataset, recipe: Recipe, num_classes: int) -> dict:
+    """Headline mAP (at the recipe's match IoU) of `model` on `dataset`, in input coordinates."""
+    model.eval()
+    preds, truths = [], []
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate)
+    for images, targets in loader:
+        preds += predict(model, images, iou_thr=recipe.iou_threshold)
+        truths += [Boxes.truth(t[:, 1:].numpy(), t[:, 0].long().numpy()) for t in targets]
+    strict = recipe.match_iou < 0.5
+    ap = ap_per_class(preds, truths, num_classes, recipe.match_iou, strict=strict)
+    return {"map": float(ap.mean()), "ap": [round(float(a), 4) for a in ap]}
+
+
+class Ema:
+    """Exponential moving average of the weights (decay ramps up over the first steps)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.998, tau: float = 200.0) -> None:
+        self.model = copy.deepcopy(model).eval()
+        self.decay, self.tau, self.updates = decay, tau, 0
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        source = model.state_dict()
+        for key, value in self.model.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.mul_(d).add_(source[key].detach(), alpha=1 - d)
+            else:
+                value.copy_(source[key])
+
+
+def learning_rate(recipe: Recipe, step: int, progress: float) -> float:
+    warm = min(1.0, (step + 1) / WARMUP_STEPS)
+    return recipe.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [h["epoch"] for h in history]
+    ax1.plot(epochs, [h["loss"] for h in history], label="total")
+    ax1.plot(epochs, [h["cls"] for h in history], label="cls")
+    ax1.plot(epochs, [h["box"] for h in history], label="box (GIoU)")
+    ax1.set(xlabel="epoch", ylabel="train loss", title="loss")
+    ax1.legend()
+    ax2.plot(epochs, [h["val_map"] for h in history], marker="o")
+    ax2.set(xlabel="epoch", ylabel="val mAP", title="validation mAP", ylim=(0, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+class Trainer:
+    """Owns the model, optimiser, data and checkpoint state of one training run."""
+
+    def __init__(
+        self, recipe: Recipe, out: Path, seed: int = 0, threads: int = 1, limit: int | None = None
+    ) -> None:
+        torch.set_num_threads(threads)
+        seed_everything(seed)
+        self.recipe, self.out, self.seed = recipe, out, seed
+        out.mkdir(parents=True, exist_ok=True)
+        train, val, self.labels = splits(recipe)
+        if limit:
+            train, val = train[:limit], val[: max(1, limit // 2)]
+        self.train_ds = DetectionDataset(
+            train,
+            recipe.channels,
+            recipe.train_size,
+            recipe.train_mode,
+            train=True,
+            rotate=recipe.rotate,
+            seed=seed,
+        )
+        self.val_ds = DetectionDataset(val, recipe.channels, (recipe.height, recipe.width))
+        self.spec = spec_of(recipe, len(self.labels))
+        self.model = build_model(self.spec)
+        self.ema = Ema(self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=recipe.lr, weight_decay=0.01)
+        self.state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best": -1.0, "history": []}
+
+    def resume(self, path: Path) -> None:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.model.load_state_dict(ckpt["ema"])
+        self.ema.updates = ckpt["state"]["step"]
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.state = ckpt["state"]
+        seed_everything(self.seed + self.state["epoch"])
+
+    def checkpoint(self, ema_only: bool = False) -> dict:
+        data = {
+            "ema": self.ema.model.state_dict(),
+            "spec": self.spec.to_dict(),
+            "recipe": self.recipe.to_dict(),
+            "labels": list(self.labels),
+            "state": self.state,
+        }
+        if not ema_only:
+            data.update(model=self.model.state_dict(), optimizer=self.opt.state_dict())
+        return data
+
+    def progress(self) -> float:
+        steps = self.recipe.epochs * math.ceil(len(self.train_ds) / self.recipe.batch)
+        by_time = self.state["elapsed"] / (self.recipe.minutes * 60) if self.recipe.minutes else 0
+        return max(self.state["step"] / max(steps, 1), by_time)
+
+    def train_epoch(self) -> dict:
+        self.model.train()
+        loader = torch.utils.data.DataLoader(
+            self.train_ds,
+            batch_size=self.recipe.batch,
+            shuffle=True,
+            collate_fn=collate,
+            drop_last=True,
+        )
+        totals = {"loss": 0.0, "cls": 0.0, "box": 0.0}
+        bar = tqdm(loader, desc=f"epoch {self.state['epoch'] + 1}", mininterval=20)
+        count = 0
+        start = time.monotonic()
+        for images, targets in bar:
+            lr = learning_rate(self.recipe, self.state["step"], self.progress())
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            logits, boxes, anchors = self.model(images)
+            loss, parts = detection_loss(logits, boxes, anchors, targets)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
+            self.opt.step()
+            self.ema.update(self.model)
+            self.state["step"] += 1
+            self.state["elapsed"] += time.monotonic() - start
+            start = time.monotonic()
+            count += 1
+            for key, value in {"loss": float(loss.detach()), **parts}.items():
+                totals[key] += value
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.2e}")
+            if self.progress() >= 1.0:
+                break
+        return {k: v / max(count, 1) for k, v in totals.items()}
+
+    def fit(self) -> dict:
+        """Train until the epoch or time budget is spent; returns the final state."""
+        torch.manual_seed(self.seed + self.state["epoch"])
+        while self.progress() < 1.0:
+            losses = self.train_epoch()
+            self.state["epoch"] += 1
+            start = time.monotonic()
+            val = validate(self.ema.model, self.val_ds, self.recipe, len(self.labels))
+            self.state["elapsed"] += time.monotonic() - start
+            record = {
+                "epoch": self.state["epoch"],
+                "step": self.state["step"],
+                "elapsed_s": round(self.state["elapsed"], 1),
+                **losses,
+                "val_map": val["map"],
+                "val_ap": val["ap"],
+            }
+            self.state["history"].append(record)
+            print(json.dumps(record), flush=True)
+            if val["map"] > self.state["best"]:
+                self.state["best"] = val["map"]
+                save_checkpoint(self.out / "best.pt", self.checkpoint(ema_only=True))
+            save_checkpoint(self.out / "last.pt", self.checkpoint())
+            (self.out / "log.json").write_text(
+                json.dumps(
+                    {"recipe": self.recipe.to_dict(), "history": self.state["history"]}, indent=1
+                )
+            )
+            plot_curves(self.state["history"], self.out / "curve.png")
+        return self.state

@@ -1,0 +1,204 @@
+"""Task-agnostic export helpers: torch -> ONNX, parity check, INT8 quantization, repository entry.
+
+Torch is imported lazily so that the repository-writing helpers work in a torch-free install.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from vision.config import ModelConfig, write_config
+from vision.runtime import OnnxModel
+
+log = logging.getLogger(__name__)
+
+
+def export_onnx(
+    model: Any,
+    example: Any,
+    path: str | Path,
+    input_names: Sequence[str] = ("images",),
+    output_names: Sequence[str] = ("logits",),
+    opset: int = 17,
+    dynamic_batch: bool = True,
+) -> Path:
+    """Export `model` (eval mode) with one example input to ONNX, then run onnx.checker.
+
+    Uses the dynamo exporter (batch dimension dynamic when `dynamic_batch`), falling back to
+    the TorchScript exporter if dynamo fails. The file is self-contained (no external data).
+    """
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    try:
+        shapes = None
+        if dynamic_batch:
+            shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            opset_version=opset,
+            dynamic_shapes=shapes,
+            dynamo=True,
+            external_data=False,
+        )
+        program.save(str(path), external_data=False)
+    except Exception as exc:  # noqa: BLE001 - fall back to the TorchScript exporter
+        log.warning("dynamo export failed (%s); using the TorchScript exporter", exc)
+        axes = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            opset_version=opset,
+            dynamic_axes=axes,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+    return path
+
+
+def parity_check(torch_model: Any, onnx_path: str | Path, batches: list[np.ndarray]) -> dict:
+    """Run each batch through torch and ONNX Runtime (CPU); per-output max abs difference."""
+    import torch
+
+    session = OnnxModel(onnx_path)
+    input_name = session.inputs[0].name
+    worst: dict[str, float] = {name: 0.0 for name in session.output_names}
+    torch_model = torch_model.eval()
+    for batch in batches:
+        with torch.no_grad():
+            expected = torch_model(torch.from_numpy(np.ascontiguousarray(batch, np.float32)))
+        expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+        got = session.run({input_name: np.ascontiguousarray(batch, np.float32)})
+        for name, want in zip(session.output_names, expected, strict=True):
+            diff = float(np.max(np.abs(got[name] - want.numpy())))
+            worst[name] = max(worst[name], diff)
+    return {
+        "max_abs_diff": worst,
+        "batches": len(batches),
+        "batch_sizes": [int(b.shape[0]) for b in batches],
+    }
+
+
+class _Calibration:
+    """onnxruntime.quantization CalibrationDataReader over a list of batches."""
+
+    def __init__(self, input_name: str, batches: Sequence[np.ndarray]) -> None:
+        self._items = iter([{input_name: np.asarray(b, np.float32)} for b in batches])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+    def rewind(self) -> None:  # pragma: no cover - not used by static calibration
+        pass
+
+
+def quantize_int8(
+    onnx_path: str | Path, calib_batches: Sequence[np.ndarray], out_path: str | Path
+) -> Path:
+    """Static INT8 quantization (QDQ, per-channel weights, MinMax calibration) of a float model."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    prepared = out_path.with_suffix(".pre.onnx")
+    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    input_name = onnx.load(str(prepared)).graph.input[0].name
+    quantize_static(
+        str(prepared),
+        str(out_path),
+        _Calibration(input_name, calib_batches),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    prepared.unlink(missing_ok=True)
+    onnx.checker.check_model(str(out_path))
+    return out_path
+
+
+def sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _card_markdown(card: dict) -> str:
+    lines = [f"# {card.get('name', 'model')}", "", card.get("description", ""), ""]
+    for key, value in card.items():
+        if key in ("name", "description"):
+            continue
+        lines += [f"## {key.replace('_', ' ').capitalize()}", ""]
+        if isinstance(value, dict):
+            lines += ["```json", json.dumps(value, indent=2, default=str), "```", ""]
+        elif isinstance(value, list):
+            lines += [f"- {item}" for item in value] + [""]
+        else:
+            lines += [str(value), ""]
+    return "\n".join(lines)
+
+
+def write_card(model_dir: str | Path, card: dict) -> Path:
+    """Write `card.json` and its readable twin `MODEL_CARD.md` into a model folder."""
+    model_dir = Path(model_dir)
+    (model_dir / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    path = model_dir / "MODEL_CARD.md"
+    path.write_text(_card_markdown(card))
+    return path
+
+
+def read_card(model_dir: str | Path) -> dict:
+    """The model folder's `card.json` (empty when absent)."""
+    path = Path(model_dir) / "card.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_repository_entry(
+    repo: Path, config: ModelConfig, onnx_path: Path, card: dict, version: int = 1
+) -> Path:
+    """Copy the model into `repo/<name>/<version>/<model_file>`, write config.yaml and the card.
+
+    The card gains `name`, `versions[version]` (sha256, size, date) and keeps earlier versions'
+    entries. Returns the model folder.
+    """
+    model_dir = Path(repo) / config.name
+    target = model_dir / str(version) / config.model_file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if Path(onnx_path).resolve() != target.resolve():
+        shutil.copyfile(onnx_path, target)
+    write_config(config, model_dir)
+    merged = {**read_card(model_dir), **card}
+    versions = dict(merged.get("versions", {}))
+    versions[str(version)] = {
+        **versions.get(str(version), {}),
+        **card.get("versions", {}).get(str(version), {}),
+        "file": f"{version}/{config.model_file}",
+        "sha256": sha256(target),
+        "bytes": target.stat().st_size,
+        "exported_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    merged = {"name": config.name, **merged, "versions": versions}
+    write_card(model_dir, merged)
+    return model_dir

@@ -1,0 +1,238 @@
+"""Decode encoded images (sniffed by magic bytes) and raw pixel buffers into `Image`."""
+
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+
+from vision.errors import ImageTooLargeError, InvalidInputError, UnsupportedFormatError
+from vision.types import Image
+
+SUPPORTED_FORMATS = ("png", "jpeg", "tiff", "bmp", "dicom")
+_SUPPORTED_TEXT = "PNG, JPEG, TIFF (8/16-bit), BMP, DICOM (Part 10 file with the DICM prefix)"
+_RAW_DTYPES = ("uint8", "uint16", "float32")
+_KNOWN_UNSUPPORTED = {
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
+    b"\xffO\xffQ": "JPEG 2000 codestream",
+    b"%PDF": "PDF",
+}
+
+
+def check_max_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Raise ImageTooLargeError when width*height exceeds `max_pixels` (0 = no limit)."""
+    pixels = int(width) * int(height)
+    if max_pixels > 0 and pixels > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {pixels} pixels; the limit is {max_pixels}"
+        )
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The format name out of SUPPORTED_FORMATS that the magic bytes announce, else None."""
+    head = bytes(data[:8])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if len(data) >= 132 and bytes(data[128:132]) == b"DICM":
+        return "dicom"
+    if head.startswith(b"BM") and len(data) >= 26:
+        return "bmp"
+    return None
+
+
+def _unsupported(data: bytes) -> UnsupportedFormatError:
+    head = bytes(data[:16])
+    name = next((v for k, v in _KNOWN_UNSUPPORTED.items() if head.startswith(k)), None)
+    if name is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        name = "WebP"
+    what = f"{name} images are not supported" if name else f"unrecognised image format {head[:8]!r}"
+    return UnsupportedFormatError(f"{what}; supported formats: {_SUPPORTED_TEXT}")
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _jpeg_scan(data: bytes) -> tuple[tuple[int, int] | None, int]:
+    """(width, height) from the first SOF marker, and the offset of the first SOS (-1: none)."""
+    size, i, n = None, 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return size, -1
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xDA:
+            return size, i
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 9 <= n:
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            size = (width, height)
+        i += 2 + length
+    return size, -1
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the first IFD of a classic TIFF (None when not readable)."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        magic, offset = struct.unpack(order + "HI", data[2:8])
+        if magic != 42:
+            return None
+        (count,) = struct.unpack(order + "H", data[offset : offset + 2])
+        found: dict[int, int] = {}
+        for k in range(count):
+            entry = data[offset + 2 + 12 * k : offset + 14 + 12 * k]
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag in (256, 257) and kind in (3, 4):
+                fmt = order + ("H" if kind == 3 else "I")
+                found[tag] = struct.unpack(fmt, entry[8 : 8 + struct.calcsize(fmt)])[0]
+    except struct.error:
+        return None
+    if 256 in found and 257 in found:
+        return found[256], found[257]
+    return None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    (header,) = struct.unpack("<I", data[14:18])
+    if header == 12:
+        return struct.unpack("<HH", data[18:22])
+    width, height = struct.unpack("<ii", data[18:26])
+    return abs(width), abs(height)
+
+
+def _header_size(fmt: str, data: bytes) -> tuple[int, int] | None:
+    """The size the header announces, or None when it cannot be read cheaply."""
+    if fmt == "png":
+        return _png_size(data)
+    if fmt == "jpeg":
+        return _jpeg_scan(data)[0]
+    if fmt == "tiff":
+        return _tiff_size(data)
+    return _bmp_size(data)
+
+
+def _check_complete(fmt: str, data: bytes) -> None:
+    """Catch truncation that decoders would silently paper over."""
+    if fmt == "png" and data.rfind(b"IEND") < 0:
+        raise InvalidInputError(
+            f"PNG data is truncated ({len(data)} bytes, no IEND chunk); send the complete file"
+        )
+    if fmt == "jpeg":
+        _, sos = _jpeg_scan(data)
+        if sos < 0 or data.find(b"\xff\xd9", sos) < 0:
+            raise InvalidInputError(
+                f"JPEG data is truncated or corrupt ({len(data)} bytes, no end-of-image marker "
+                "after the scan); send the complete file"
+            )
+
+
+def _to_hwc_rgb(array: np.ndarray) -> np.ndarray:
+    """cv2's decoded array (HxW, HxWx2/3/4, BGR order) as HxWx1 or HxWx3 RGB."""
+    if array.ndim == 2:
+        return array[:, :, None]
+    channels = array.shape[2]
+    if channels == 1:
+        return array
+    if channels == 2:  # grey + alpha
+        return np.ascontiguousarray(array[:, :, :1])
+    if channels == 3:
+        return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(array[:, :, :4], cv2.COLOR_BGRA2RGB)
+
+
+def _normalise_dtype(array: np.ndarray) -> np.ndarray:
+    if array.dtype in (np.uint8, np.uint16, np.float32):
+        return array
+    return array.astype(np.float32)
+
+
+def _decode_with_cv2(fmt: str, data: bytes) -> np.ndarray:
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        array = None
+        detail = f": {exc.err}"
+    else:
+        detail = ""
+    if array is None or array.size == 0:
+        raise InvalidInputError(
+            f"{fmt.upper()} data ({len(data)} bytes) could not be decoded{detail}; the file is "
+            "truncated or corrupt, send the complete, valid file"
+        )
+    return array
+
+
+def decode_image(data: bytes, max_pixels: int = 0, dicom_window: bool = True) -> Image:
+    """Decode PNG, JPEG, TIFF, BMP or DICOM bytes into an `Image` (HxWxC, RGB order).
+
+    uint8/uint16 are kept; DICOM becomes float32 on a 0..255 scale (see `decode_dicom`).
+    The size is checked against `max_pixels` (0 = no limit) before decoding where the header
+    allows it, else after.
+    """
+    if data is None or len(data) == 0:
+        raise InvalidInputError("empty image")
+    data = bytes(data)
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise _unsupported(data)
+    if fmt == "dicom":
+        from vision.io.dicom import decode_dicom
+
+        return decode_dicom(data, max_pixels=max_pixels, window=dicom_window)
+    size = _header_size(fmt, data)
+    if size is not None:
+        check_max_pixels(size[0], size[1], max_pixels)
+    _check_complete(fmt, data)
+    pixels = _normalise_dtype(_to_hwc_rgb(_decode_with_cv2(fmt, data)))
+    check_max_pixels(pixels.shape[1], pixels.shape[0], max_pixels)
+    return Image(pixels=pixels, source_format=fmt)
+
+
+def _check_raw_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    shape = tuple(int(d) for d in shape)
+    valid = len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))
+    if not valid or any(d <= 0 for d in shape):
+        raise InvalidInputError(
+            f"raw shape {list(shape)} is not valid; expected [H, W], [H, W, 1] or [H, W, 3] "
+            "with positive sizes"
+        )
+    return shape[0], shape[1], shape[2] if len(shape) == 3 else 1
+
+
+def image_from_raw(data: bytes, shape: tuple[int, ...], dtype: str, max_pixels: int = 0) -> Image:
+    """Wrap raw little-endian pixels (HxW, HxWx1, HxWx3 RGB; uint8, uint16, float32).
+
+    float32 pixels are taken to be on a 0..255 scale, like uint8.
+    """
+    if dtype not in _RAW_DTYPES:
+        raise InvalidInputError(f"raw dtype {dtype!r} is not supported; use one of {_RAW_DTYPES}")
+    height, width, channels = _check_raw_shape(shape)
+    check_max_pixels(width, height, max_pixels)
+    np_dtype = np.dtype(dtype).newbyteorder("<")
+    expected = height * width * channels * np_dtype.itemsize
+    if len(data) != expected:
+        raise InvalidInputError(
+            f"raw pixels: {len(data)} bytes given, but shape {list(shape)} of {dtype} needs "
+            f"{expected} bytes"
+        )
+    pixels = np.frombuffer(data, dtype=np_dtype).astype(dtype).reshape(height, width, channels)
+    if pixels.dtype == np.float32 and not np.isfinite(pixels).all():
+        raise InvalidInputError("raw float32 pixels contain NaN or infinity")
+    return Image(pixels=pixels, source_format="raw")

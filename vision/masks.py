@@ -1,0 +1,58 @@
+"""Binary mask encodings: 0/255 greyscale PNG and row-major run lengths."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from vision.errors import InvalidInputError
+
+
+def encode_png(mask: np.ndarray) -> bytes:
+    """An HxW mask (bool or nonzero = on) as an 8-bit greyscale PNG of 0 and 255."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be HxW, got shape {list(mask.shape)}")
+    grey = np.where(mask != 0, np.uint8(255), np.uint8(0))
+    ok, buffer = cv2.imencode(".png", grey, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """An HxW bool mask from a greyscale PNG (on where the value is above half range)."""
+    if not data:
+        raise InvalidInputError("empty mask PNG")
+    grey = cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_UNCHANGED)
+    if grey is None:
+        raise InvalidInputError("mask PNG could not be decoded; send a valid PNG")
+    if grey.ndim == 3:
+        grey = grey[:, :, 0]
+    half = 127 if grey.dtype == np.uint8 else int(np.iinfo(grey.dtype).max) // 2
+    return grey > half
+
+
+def encode_rle(mask: np.ndarray) -> list[int]:
+    """Row-major run lengths of an HxW mask, alternating off/on, starting with off (maybe 0)."""
+    flat = np.asarray(mask).reshape(-1) != 0
+    if flat.size == 0:
+        return [0]
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], changes, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    return [0, *runs] if flat[0] else runs
+
+
+def decode_rle(counts: list[int], height: int, width: int) -> np.ndarray:
+    """The HxW bool mask that `encode_rle` produced `counts` from."""
+    runs = np.asarray(list(counts), dtype=np.int64)
+    if runs.ndim != 1 or (runs < 0).any():
+        raise InvalidInputError("RLE counts must be non-negative integers")
+    if int(runs.sum()) != height * width:
+        raise InvalidInputError(
+            f"RLE counts sum to {int(runs.sum())}, but a {height}x{width} mask has "
+            f"{height * width} pixels"
+        )
+    values = np.arange(runs.size) % 2 == 1
+    return np.repeat(values, runs).reshape(height, width)
