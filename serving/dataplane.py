@@ -109,7 +109,8 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        image = await loop.run_in_executor(self._executor, self._decode, source)
+        window = model.config.preprocess.dicom_window
+        image = await loop.run_in_executor(self._executor, self._decode, source, window)
         timings["decode_ms"] = _ms(start)
         t = time.perf_counter()
         tensor, meta = await loop.run_in_executor(self._executor, model.pipeline.preprocess, image)
@@ -128,9 +129,9 @@ class DataPlane:
         timings["total_ms"] = _ms(start)
         return Prediction(model.name, model.version, image, result, timings, overlay)
 
-    def _decode(self, source: ImageSource) -> Image:
+    def _decode(self, source: ImageSource, dicom_window: bool) -> Image:
         if source.encoded is not None:
-            return decode_image(source.encoded, self._max_pixels)
+            return decode_image(source.encoded, self._max_pixels, dicom_window=dicom_window)
         if source.raw is not None:
             return image_from_raw(source.raw, source.shape, source.dtype, self._max_pixels)
         raise InvalidInputError("the request has no image: set image.encoded or image.raw")
