@@ -15,6 +15,7 @@ end-to-end test runs the server and the tritonclient client in separate processe
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -77,6 +78,12 @@ _DUMP_DESCRIPTORS = textwrap.dedent(
 )
 
 
+def _require_tritonclient() -> None:
+    """Skip without tritonclient, without importing it (it would clash with our protos)."""
+    if importlib.util.find_spec("tritonclient") is None:
+        pytest.skip("tritonclient[grpc] is a dev dependency")
+
+
 def _python(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args],
@@ -108,7 +115,7 @@ def ours():
 
 @pytest.fixture(scope="module")
 def triton():
-    pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is a dev dependency")
+    _require_tritonclient()
     pool, fds = _load(TRITON_MODULE)
     (file_proto,) = [f for f in fds.file if f.name == "grpc_service.proto"]
     return pool, file_proto
@@ -483,7 +490,7 @@ _CLIENT = textwrap.dedent(
 
 
 def test_tritonclient_end_to_end():
-    pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is a dev dependency")
+    _require_tritonclient()
     pytest.importorskip("numpy")
     server = subprocess.Popen(
         [sys.executable, "-c", _SERVER],
