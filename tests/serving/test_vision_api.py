@@ -215,3 +215,19 @@ def test_list_models_and_metadata(vision_stub):
     meta = vision_stub.GetModelMetadata(pb.GetModelMetadataRequest(model=pb.ModelRef(name="boxes")))
     assert meta.task == "detection" and list(meta.labels) == ["defect", "dust"]
     assert meta.input.height == 128 and "CPUExecutionProvider" in meta.providers
+
+
+def test_message_over_the_configured_size_is_resource_exhausted(repository):
+    from protos.vision.v1 import vision_pb2_grpc
+    from tests.serving.conftest import start_server
+
+    running = start_server(repository, max_message_bytes=100_000)
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            stub = vision_pb2_grpc.VisionServiceStub(channel)
+            noise = np.random.default_rng(0).integers(0, 255, (400, 400), dtype=np.uint8)
+            code, _ = _code(lambda: _segment(stub, pb.ImageInput(encoded=_png(noise))))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert _segment(stub, pb.ImageInput(encoded=_png(_square_image()))).masks
+    finally:
+        running.stop()
