@@ -44,7 +44,10 @@ def _conv(rng: np.random.Generator, name: str, cin: int, cout: int, k: int) -> l
     """Initializers (He-scaled weights, small bias) for one convolution."""
     weight = rng.normal(0.0, np.sqrt(2.0 / (cin * k * k)), (cout, cin, k, k)).astype(np.float32)
     bias = rng.normal(0.0, 0.05, cout).astype(np.float32)
-    return [numpy_helper.from_array(weight, f"{name}_w"), numpy_helper.from_array(bias, f"{name}_b")]
+    return [
+        numpy_helper.from_array(weight, f"{name}_w"),
+        numpy_helper.from_array(bias, f"{name}_b"),
+    ]
 
 
 def _save(nodes: list, inits: list, size: int, classes: int, path: Path) -> Path:
@@ -63,7 +66,7 @@ def _save(nodes: list, inits: list, size: int, classes: int, path: Path) -> Path
     return path
 
 
-def conv_segmenter(path: Path, size: int = 256, width: int = 16, depth: int = 3) -> Path:
+def conv_segmenter(path: Path, size: int = 256, width: int = 16, depth: int = 2) -> Path:
     """images [N,3,size,size] -> logits [N,2,size,size]: `depth` 3x3 conv+ReLU, then a 1x1 conv."""
     rng = np.random.default_rng(0)
     nodes, inits, previous, cin = [], [], INPUT, 3
@@ -71,7 +74,10 @@ def conv_segmenter(path: Path, size: int = 256, width: int = 16, depth: int = 3)
         inits += _conv(rng, f"c{i}", cin, width, 3)
         nodes += [
             helper.make_node(
-                "Conv", [previous, f"c{i}_w", f"c{i}_b"], [f"c{i}"], kernel_shape=[3, 3],
+                "Conv",
+                [previous, f"c{i}_w", f"c{i}_b"],
+                [f"c{i}"],
+                kernel_shape=[3, 3],
                 pads=[1, 1, 1, 1],
             ),
             helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),

@@ -113,7 +113,8 @@ def test_training_preprocessing_matches_serving_pipeline() -> None:
 
 @needs_drive
 def test_train_export_eval_tiny(tmp_path: Path) -> None:
-    from vision.segment.evaluate import evaluate_model, export_recipe
+    from vision.segment.evaluate import evaluate_model
+    from vision.segment.export import export_recipe
     from vision.segment.train import train
 
     recipe = _tiny_recipe()

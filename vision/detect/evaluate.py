@@ -16,7 +16,14 @@ import numpy as np
 
 from vision.config import ModelConfig, load_config
 from vision.detect.data import Sample, load_dataset
-from vision.detect.metrics import Boxes, ap_per_class, coco_map, deeppcb_protocol, f_score
+from vision.detect.metrics import (
+    Boxes,
+    ap_per_class,
+    best_f,
+    coco_map,
+    deeppcb_protocol,
+    f_score,
+)
 from vision.detect.plots import plot_confusion, plot_pr_curves
 from vision.paths import datasets_root, default_repository
 from vision.runtime import OnnxModel
@@ -71,15 +78,6 @@ def predict_all(
     return preds, latency
 
 
-def _best_f(preds: list[Boxes], truths: list[Boxes], nc: int, thr: float, strict: bool) -> dict:
-    best = {"f_score": -1.0}
-    for score_thr in np.arange(0.05, 0.96, 0.05):
-        f = f_score(preds, truths, nc, thr, float(score_thr), strict)
-        if f["f_score"] > best["f_score"]:
-            best = {**f, "score_threshold": round(float(score_thr), 2)}
-    return best
-
-
 def compute_metrics(
     preds: list[Boxes],
     truths: list[Boxes],
@@ -97,11 +95,11 @@ def compute_metrics(
         "score_threshold": score_thr,
         **f_score(preds, truths, nc, 0.5, score_thr),
     }
-    metrics["best_f_iou50"] = _best_f(preds, truths, nc, 0.5, False)
+    metrics["best_f_iou50"] = best_f(preds, truths, nc, 0.5, False)
     if deeppcb:
         proto = deeppcb_protocol(preds, truths, nc, score_thr)
         proto["ap"] = dict(zip(labels, np.round(proto["ap"], 4).tolist(), strict=True))
-        proto["best_f"] = _best_f(preds, truths, nc, 0.33, True)
+        proto["best_f"] = best_f(preds, truths, nc, 0.33, True)
         metrics["deeppcb"] = proto
     return metrics
 

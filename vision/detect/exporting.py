@@ -20,7 +20,7 @@ from vision.config import (
     PreprocessSpec,
 )
 from vision.detect.data import DetectionDataset
-from vision.detect.metrics import Boxes, ap_per_class
+from vision.detect.metrics import Boxes, ap_per_class, best_f
 from vision.detect.model import Detector, build_model, spec_from_dict
 from vision.detect.recipes import RECIPES, Recipe, from_dict
 from vision.detect.train import splits
@@ -38,8 +38,13 @@ def load_checkpoint(path: Path) -> tuple[Detector, Recipe, tuple[str, ...], dict
     return model.eval(), from_dict(ckpt["recipe"]), tuple(ckpt["labels"]), ckpt["state"]
 
 
-def model_config(recipe: Recipe, labels: tuple[str, ...], name: str) -> ModelConfig:
-    """The serving config: preprocessing exactly as trained, YOLOv8 decoding."""
+def model_config(
+    recipe: Recipe, labels: tuple[str, ...], name: str, score_threshold: float | None = None
+) -> ModelConfig:
+    """The serving config: preprocessing exactly as trained, YOLOv8 decoding.
+
+    `score_threshold` defaults to the recipe's; export passes the best-F threshold on val.
+    """
     return ModelConfig(
         name=name,
         task="detection",
@@ -56,7 +61,7 @@ def model_config(recipe: Recipe, labels: tuple[str, ...], name: str) -> ModelCon
         postprocess=PostprocessSpec(
             type="yolov8",
             output=OUTPUT_NAME,
-            score_threshold=recipe.score_threshold,
+            score_threshold=score_threshold or recipe.score_threshold,
             iou_threshold=recipe.iou_threshold,
             max_detections=300,
         ),
@@ -89,10 +94,12 @@ def _val_batches(recipe: Recipe, limit: int) -> tuple[list[np.ndarray], list[Box
     return batches, truths
 
 
-def _val_map(outputs: list[np.ndarray], truths: list[Boxes], recipe: Recipe, nc: int) -> float:
+def _val_map(
+    outputs: list[np.ndarray], truths: list[Boxes], recipe: Recipe, nc: int
+) -> tuple[float, list[Boxes]]:
     preds = [decode_yolov8(o, iou_thr=recipe.iou_threshold) for batch in outputs for o in batch]
     ap = ap_per_class(preds, truths, nc, recipe.match_iou, strict=recipe.match_iou < 0.5)
-    return float(ap.mean())
+    return float(ap.mean()), preds
 
 
 def parity_gate(
@@ -113,8 +120,10 @@ def parity_gate(
     with torch.no_grad():
         torch_out = [model(torch.from_numpy(b)).numpy() for b in batches]
     onnx_out = [session.run({INPUT_NAME: b})[OUTPUT_NAME] for b in batches]
-    torch_map = _val_map(torch_out, truths, recipe, len(labels))
-    onnx_map = _val_map(onnx_out, truths, recipe, len(labels))
+    torch_map, _ = _val_map(torch_out, truths, recipe, len(labels))
+    onnx_map, preds = _val_map(onnx_out, truths, recipe, len(labels))
+    strict = recipe.match_iou < 0.5
+    val_f = best_f(preds, truths, len(labels), recipe.match_iou, strict)
     worst = max(parity["max_abs_diff"].values())
     passed = worst <= tolerance and abs(torch_map - onnx_map) <= METRIC_TOLERANCE
     return {
@@ -124,6 +133,7 @@ def parity_gate(
         "val_metric": f"mAP@{recipe.match_iou}",
         "torch_val_map": round(torch_map, 4),
         "onnx_val_map": round(onnx_map, 4),
+        "val_best_f": val_f,
         "passed": passed,
     }
 
@@ -183,7 +193,7 @@ def run_export(args: argparse.Namespace) -> int:
             print("parity gate FAILED: nothing written to the repository")
             return 1
         repo = args.repo or default_repository()
-        config = model_config(recipe, labels, name)
+        config = model_config(recipe, labels, name, gate["val_best_f"].get("score_threshold"))
         model_dir = write_repository_entry(
             repo, config, onnx_path, _card(recipe, state, gate, name), version=args.version
         )

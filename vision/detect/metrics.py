@@ -115,6 +115,18 @@ def f_score(
     return {"precision": precision, "recall": recall, "f_score": f1}
 
 
+def best_f(
+    preds: list[Boxes], truths: list[Boxes], num_classes: int, thr: float, strict: bool = False
+) -> dict[str, float]:
+    """The score threshold (0.05 steps) with the highest F-score, and that F-score."""
+    best = {"f_score": -1.0}
+    for score_thr in np.arange(0.05, 0.96, 0.05):
+        f = f_score(preds, truths, num_classes, thr, float(score_thr), strict)
+        if f["f_score"] > best["f_score"]:
+            best = {**f, "score_threshold": round(float(score_thr), 2)}
+    return best
+
+
 def deeppcb_protocol(preds: list[Boxes], truths: list[Boxes], num_classes: int, score_thr: float):
     """DeepPCB: a detection counts when IoU > 0.33 with a box of the same class."""
     ap = ap_per_class(preds, truths, num_classes, 0.33, strict=True)

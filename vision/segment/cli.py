@@ -64,7 +64,7 @@ def export(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     _threads(a.threads)
-    from vision.segment.evaluate import export_recipe
+    from vision.segment.export import export_recipe
     from vision.segment.model import get_recipe
 
     recipe = get_recipe(a.recipe)

@@ -81,10 +81,12 @@ RECIPES = {
         mean=(0.4279,),
         std=(0.1855,),
         loss="ce_fgdice",
-        batch_size=8,
+        crop=128,
+        batch_size=16,
+        steps_per_epoch=40,
         epochs=200,
         description="Magnetic-tile surface defects: per-pixel softmax over background + 5 defects.",
-        extra={"split_seed": 0, "free_per_epoch": 1.0},
+        extra={"split_seed": 0, "free_per_epoch": 1.0, "fg_center": 0.7, "ce_fg_weight": 5.0},
     ),
 }
 

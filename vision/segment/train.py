@@ -62,14 +62,28 @@ class CropDataset(Dataset):
         self.order = self._order(epoch_seed)
 
     def _order(self, seed: int) -> np.ndarray:
+        """Image indices; with `free_per_epoch`, images with and without foreground balanced."""
         rng = np.random.default_rng(seed)
-        has_fg = self.data.labels.reshape(len(self.data.labels), -1).any(1)
+        n = len(self.data.labels)
+        has_fg = self.data.labels.reshape(n, -1).any(1)
         fg, bg = np.flatnonzero(has_fg), np.flatnonzero(~has_fg)
-        if self.recipe.crop or not len(bg) or not len(fg):
-            return rng.integers(0, len(self.data.labels), self.length)
-        n_bg = int(len(fg) * self.recipe.extra.get("free_per_epoch", 1.0))
-        order = np.concatenate([fg, rng.choice(bg, min(n_bg, len(bg)), replace=False)])
-        return rng.permutation(order)
+        ratio = self.recipe.extra.get("free_per_epoch")
+        if ratio is None or not len(bg) or not len(fg):
+            return rng.integers(0, n, self.length)
+        pick_fg = rng.random(self.length) < 1.0 / (1.0 + ratio)
+        return np.where(pick_fg, rng.choice(fg, self.length), rng.choice(bg, self.length))
+
+    def _crop_origin(self, labels: np.ndarray, size: int) -> tuple[int, int]:
+        """Top-left of a crop: near a random foreground pixel with probability `fg_center`."""
+        h, w = labels.shape
+        fg_center = self.recipe.extra.get("fg_center", 0.0)
+        if fg_center and self.rng.random() < fg_center and labels.any():
+            ys, xs = np.nonzero(labels)
+            j = self.rng.integers(len(ys))
+            jitter = self.rng.integers(-size // 4, size // 4 + 1, 2)
+            top, left = ys[j] - size // 2 + jitter[0], xs[j] - size // 2 + jitter[1]
+            return int(np.clip(top, 0, h - size)), int(np.clip(left, 0, w - size))
+        return int(self.rng.integers(0, h - size + 1)), int(self.rng.integers(0, w - size + 1))
 
     def __len__(self) -> int:
         return len(self.order)
@@ -79,8 +93,7 @@ class CropDataset(Dataset):
         x, y = self.data.inputs[k], self.data.labels[k]
         c = self.recipe.crop
         if c:
-            top = self.rng.integers(0, x.shape[1] - c + 1)
-            left = self.rng.integers(0, x.shape[2] - c + 1)
+            top, left = self._crop_origin(y, c)
             x, y = x[:, top : top + c, left : left + c], y[top : top + c, left : left + c]
         if self.rng.random() < 0.5:
             x, y = x[:, :, ::-1], y[:, ::-1]
@@ -114,13 +127,17 @@ def validate(model: torch.nn.Module, data: Prepared, recipe: Recipe) -> dict:
     return metrics
 
 
-def foreground_dice_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy plus a batch soft Dice of "any foreground class" (1 - p_background).
+def foreground_dice_ce(
+    logits: torch.Tensor, target: torch.Tensor, fg_weight: float = 1.0
+) -> torch.Tensor:
+    """Class-weighted cross-entropy plus a batch soft Dice of "any foreground" (1 - p_bg).
 
     Unlike a per-class Dice, classes absent from a batch are not punished for any probability
     mass, which otherwise drives sparse multi-class defect data to "all background".
     """
-    ce = functional.cross_entropy(logits, target[:, 0])
+    weight = torch.full((logits.shape[1],), fg_weight, dtype=logits.dtype)
+    weight[0] = 1.0
+    ce = functional.cross_entropy(logits, target[:, 0], weight=weight)
     fg = 1.0 - torch.softmax(logits, 1)[:, 0]
     truth = (target[:, 0] > 0).float()
     dice = (2 * (fg * truth).sum() + 1.0) / (fg.sum() + truth.sum() + 1.0)
@@ -130,7 +147,8 @@ def foreground_dice_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 def make_loss(recipe: Recipe) -> Any:
     """The recipe's loss: logits (N,C,H,W), target (N,1,H,W) int64 -> scalar."""
     if recipe.loss == "ce_fgdice":
-        return foreground_dice_ce
+        weight = float(recipe.extra.get("ce_fg_weight", 1.0))
+        return lambda logits, target: foreground_dice_ce(logits, target, weight)
     return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
 
 
@@ -150,6 +168,38 @@ def _state(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
 
+def _epoch(model, optim, loss_fn, data: Prepared, recipe: Recipe, epoch: int, clock) -> float:
+    """One training epoch; `clock()` is the training time spent so far (seconds)."""
+    length = recipe.steps_per_epoch * recipe.batch_size or len(data.labels)
+    dataset = CropDataset(data, recipe, length, recipe.seed * 1000 + epoch)
+    loader = DataLoader(dataset, batch_size=recipe.batch_size, shuffle=False, drop_last=True)
+    model.train()
+    losses = []
+    bar = tqdm(loader, desc=f"{recipe.name} epoch {epoch + 1}", leave=False, mininterval=5)
+    for i, (x, y) in enumerate(bar):
+        progress = max((epoch + i / len(loader)) / recipe.epochs, clock() / (recipe.minutes * 60))
+        for group in optim.param_groups:
+            group["lr"] = _lr(recipe, progress, epoch * len(loader) + i)
+        loss = loss_fn(model(x), y[:, None])
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
+    return float(np.mean(losses))
+
+
+def _save(out: Path, model, optim, recipe: Recipe, progress: dict, metrics: dict | None) -> None:
+    """last.pt (everything to resume), best.pt when `metrics` is given, history + curves."""
+    common = {"model": model.state_dict(), "recipe": recipe.to_dict(), "epoch": progress["epoch"]}
+    if metrics is not None:
+        torch.save({**common, "val": metrics}, out / "best.pt")
+    resume = {"optim": optim.state_dict(), "torch_rng": torch.get_rng_state()}
+    torch.save({**common, **resume, **progress}, out / "last.pt")
+    write_json({"recipe": recipe.to_dict(), "history": progress["history"]}, out / "history.json")
+    plot_curves(progress["history"], out / "curves.png", title=recipe.name)
+
+
 def train(recipe: Recipe, root: Path, out: Path, resume: bool = False) -> dict:
     """Train `recipe` on data under `root`; writes last.pt, best.pt, history.json, curves.png."""
     out.mkdir(parents=True, exist_ok=True)
@@ -159,77 +209,46 @@ def train(recipe: Recipe, root: Path, out: Path, resume: bool = False) -> dict:
     model = build_model(recipe)
     optim = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     loss_fn = make_loss(recipe)
+    progress = {"epoch": 0, "elapsed": 0.0, "best": -1.0, "history": []}
     state = _state(out / "last.pt") if resume else None
-    history, epoch, elapsed, best = [], 0, 0.0, -1.0
     if state:
         model.load_state_dict(state["model"])
         optim.load_state_dict(state["optim"])
-        history, epoch, elapsed, best = (state[k] for k in ("history", "epoch", "elapsed", "best"))
         torch.set_rng_state(state["torch_rng"])
-    budget = recipe.minutes * 60
-    while epoch < recipe.epochs and elapsed < budget:
+        progress = {k: state[k] for k in progress}
+    while progress["epoch"] < recipe.epochs and progress["elapsed"] < recipe.minutes * 60:
         start = time.monotonic()
-        length = recipe.steps_per_epoch * recipe.batch_size or len(train_data.labels)
-        loader = DataLoader(
-            CropDataset(train_data, recipe, length, recipe.seed * 1000 + epoch),
-            batch_size=recipe.batch_size,
-            shuffle=False,
-            drop_last=True,
+        spent = progress["elapsed"]
+        loss = _epoch(
+            model,
+            optim,
+            loss_fn,
+            train_data,
+            recipe,
+            progress["epoch"],
+            lambda spent=spent, start=start: spent + time.monotonic() - start,
         )
-        model.train()
-        losses = []
-        bar = tqdm(loader, desc=f"{recipe.name} epoch {epoch + 1}", leave=False, mininterval=5)
-        for i, (x, y) in enumerate(bar):
-            spent = elapsed + time.monotonic() - start
-            progress = max((epoch + i / len(loader)) / recipe.epochs, spent / budget)
-            for group in optim.param_groups:
-                group["lr"] = _lr(recipe, progress, epoch * len(loader) + i)
-            loss = loss_fn(model(x), y[:, None])
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
         metrics = validate(model, val_data, recipe)
-        epoch += 1
-        elapsed += time.monotonic() - start
+        progress["epoch"] += 1
+        progress["elapsed"] += time.monotonic() - start
         score = headline(recipe.name, metrics)
         row = {
-            "epoch": epoch,
-            "loss": float(np.mean(losses)),
+            "epoch": progress["epoch"],
+            "loss": loss,
             "lr": optim.param_groups[0]["lr"],
-            "elapsed_s": round(elapsed, 1),
+            "elapsed_s": round(progress["elapsed"], 1),
             "score": score,
             **{f"val_{k}": v for k, v in metrics.items()},
         }
-        history.append(row)
+        progress["history"].append(row)
         tqdm.write(
             " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
         )
-        if score > best:
-            best = score
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "recipe": recipe.to_dict(),
-                    "epoch": epoch,
-                    "val": metrics,
-                },
-                out / "best.pt",
-            )
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optim": optim.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "elapsed": elapsed,
-                "best": best,
-                "torch_rng": torch.get_rng_state(),
-                "recipe": recipe.to_dict(),
-            },
-            out / "last.pt",
-        )
-        write_json({"recipe": recipe.to_dict(), "history": history}, out / "history.json")
-        plot_curves(history, out / "curves.png", title=recipe.name)
-    return {"epochs": epoch, "elapsed_s": elapsed, "best_score": best}
+        improved = score > progress["best"]
+        progress["best"] = max(score, progress["best"])
+        _save(out, model, optim, recipe, progress, metrics if improved else None)
+    return {
+        "epochs": progress["epoch"],
+        "elapsed_s": progress["elapsed"],
+        "best_score": progress["best"],
+    }

@@ -1,0 +1,232 @@
+"""Segmentation export: checkpoint -> ONNX -> parity gates -> repository entry (+ INT8 twin)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vision.config import ModelConfig
+from vision.export import read_card, write_card
+from vision.segment.evaluate import (
+    GATE_KEYS,
+    compute_metrics,
+    gate,
+    load_samples,
+    make_pipeline,
+    model_inputs,
+    onnx_probs,
+    spread,
+    time_model,
+    torch_probs,
+)
+from vision.segment.model import Recipe
+
+log = logging.getLogger(__name__)
+
+
+def _load_checkpoint(checkpoint: Path) -> tuple[Any, Recipe, dict]:
+    """Model, the recipe it was trained with (from the checkpoint) and the checkpoint."""
+    import torch
+
+    from vision.segment.model import build_model
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    recipe = Recipe(**state["recipe"])
+    model = build_model(recipe)
+    model.load_state_dict(state["model"])
+    return model.eval(), recipe, state
+
+
+def _real_batches(tensors: list[np.ndarray]) -> list[np.ndarray]:
+    """Parity batches of real images: one of size 1 and one of up to 4."""
+    return [np.stack(tensors[:1]), np.stack(tensors[1:5] or tensors[:1])]
+
+
+def _training_summary(run: Path, state: dict) -> dict:
+    last = run / "last.pt"
+    summary = {"best_epoch": state.get("epoch"), "best_val_at_input_size": state.get("val")}
+    if last.is_file():
+        import torch
+
+        info = torch.load(last, map_location="cpu", weights_only=False)
+        summary |= {"epochs": info["epoch"], "train_seconds": round(info["elapsed"], 1)}
+    return summary
+
+
+def _copy_run_files(run: Path, model_dir: Path) -> list[str]:
+    copied = []
+    for src, dst in (
+        ("curves.png", "training_curves.png"),
+        ("history.json", "training_log.json"),
+        ("splits.json", "splits.json"),
+    ):
+        if (run / src).is_file():
+            (model_dir / dst).write_bytes((run / src).read_bytes())
+            copied.append(dst)
+    return copied
+
+
+def export_recipe(
+    recipe: Recipe,
+    checkpoint: Path,
+    repo: Path,
+    root: Path,
+    int8: bool = False,
+    version: int = 1,
+    tolerance: float = 0.5,
+    limit: int = 0,
+) -> int:
+    """Checkpoint -> ONNX -> parity gates -> repository entry (and INT8 twin); exit code."""
+    import torch
+
+    from vision.export import export_onnx, parity_check, write_repository_entry
+    from vision.segment.model import model_config
+
+    model, trained, state = _load_checkpoint(checkpoint)
+    if trained.name != recipe.name:
+        raise SystemExit(f"{checkpoint} was trained for {trained.name!r}, not {recipe.name!r}")
+    recipe = trained
+    config = model_config(recipe)
+    run = checkpoint.parent
+    work = run / "export"
+    example = torch.zeros(1, recipe.in_channels, recipe.height, recipe.width)
+    onnx_path = export_onnx(model, example, work / "model.onnx", ["images"], ["logits"], opset=17)
+    split_file = run / "splits.json"
+    val = load_samples(recipe, root, "val", split_file, limit)
+    tensors, _ = model_inputs(make_pipeline(config), val)
+    parity = parity_check(model, onnx_path, _real_batches(tensors))
+    val_torch = compute_metrics(recipe, torch_probs(model, config, val), val)
+    val_onnx = compute_metrics(recipe, onnx_probs(onnx_path, config, val), val)
+    metric_gate = gate(val_torch, val_onnx, tolerance)
+    parity |= {"max_abs_diff_limit": 1e-3, "metric_gate_val": metric_gate}
+    log.info("parity: %s", parity)
+    if not metric_gate["passed"] or max(parity["max_abs_diff"].values()) > 1e-3:
+        log.error("parity gate failed; nothing written to %s", repo)
+        return 1
+    test = load_samples(recipe, root, "test", split_file, limit)
+    test_onnx = compute_metrics(recipe, onnx_probs(onnx_path, config, test), test)
+    card = build_card(
+        recipe,
+        state,
+        run,
+        parity,
+        {"val": val_onnx, "test": test_onnx},
+        {"val_torch": val_torch},
+        limit,
+    )
+    model_dir = write_repository_entry(repo, config, onnx_path, card, version)
+    card["files"] = _copy_run_files(run, model_dir)
+    write_card(model_dir, {**read_card(model_dir), "files": card["files"]})
+    log.info("wrote %s: test %s", model_dir, {k: test_onnx[k] for k in GATE_KEYS})
+    if int8:
+        export_int8(
+            recipe,
+            config,
+            onnx_path,
+            repo,
+            root,
+            split_file,
+            {"val": val_onnx, "test": test_onnx},
+            limit,
+        )
+    return 0
+
+
+def build_card(
+    recipe: Recipe, state: dict, run: Path, parity: dict, metrics: dict, reference: dict, limit: int
+) -> dict:
+    """The model card's content (written as card.json and MODEL_CARD.md)."""
+    data = {
+        "drive": {
+            "dataset": "DRIVE (orobix/retina-unet redistribution), research use",
+            "train": "DRIVE training minus val images",
+            "val": recipe.extra.get("val_images"),
+            "test": "DRIVE test (20 images), metrics inside the FOV mask, 1st_manual labels",
+        },
+        "magnetic-tile": {
+            "dataset": "Magnetic Tile Defect (abin24), cite the authors",
+            "split": "stratified by category, seed 0, 70/15/15; see splits.json",
+        },
+    }.get(recipe.dataset, {"dataset": recipe.dataset})
+    return {
+        "name": recipe.name,
+        "description": recipe.description,
+        "task": "segmentation",
+        "labels": list(recipe.labels),
+        "data": data,
+        "recipe": recipe.to_dict(),
+        "training": _training_summary(run, state),
+        "export": {
+            "opset": 17,
+            "dynamic_batch": True,
+            "input": "images (N,C,H,W) float32",
+            "output": "logits (N,classes,H,W)",
+            "parity": parity,
+        },
+        "metrics": metrics,
+        "reference_torch": reference,
+        "evaluation": "ONNX through vision.pipeline.Pipeline + vision.runtime.OnnxModel at "
+        "original image size" + (f" (limited to {limit} images per split)" if limit else ""),
+        "limitations": ["Trained from scratch on CPU in under 40 minutes; research use only."],
+    }
+
+
+def export_int8(
+    recipe: Recipe,
+    config: ModelConfig,
+    onnx_path: Path,
+    repo: Path,
+    root: Path,
+    split_file: Path,
+    fp32: dict,
+    limit: int = 0,
+    max_drop_points: float = 1.0,
+) -> bool:
+    """Static QDQ INT8 twin `<name>-int8`, kept only if no gate metric drops > 1 point on val."""
+    from vision.export import quantize_int8, write_repository_entry
+
+    pipeline = make_pipeline(config)
+    calib, _ = model_inputs(pipeline, spread(load_samples(recipe, root, "train", split_file), 16))
+    int8_path = quantize_int8(onnx_path, [t[None] for t in calib], onnx_path.with_name("int8.onnx"))
+    result = {}
+    for split in ("val", "test"):
+        samples = load_samples(recipe, root, split, split_file, limit)
+        result[split] = compute_metrics(recipe, onnx_probs(int8_path, config, samples), samples)
+    drops = {k: 100 * (float(fp32["val"][k]) - float(result["val"][k])) for k in GATE_KEYS}
+    fp32_ms, int8_ms = time_model(onnx_path, calib[0][None]), time_model(int8_path, calib[0][None])
+    summary = {
+        "kept": all(d <= max_drop_points for d in drops.values()),
+        "drop_points_val": drops,
+        "max_drop_points": max_drop_points,
+        "latency_ms_fp32": fp32_ms,
+        "latency_ms_int8": int8_ms,
+        "speedup": fp32_ms / int8_ms,
+        "timing": "CPU EP, 1 thread, batch 1, median of 10",
+        "calibration": f"{len(calib)} training images, MinMax, QDQ, per-channel int8 weights",
+        "metrics_int8": result,
+        "folder": f"{config.name}-int8",
+    }
+    log.info("int8: %s", {k: v for k, v in summary.items() if k != "metrics_int8"})
+    model_dir = Path(repo) / config.name
+    write_card(model_dir, {**read_card(model_dir), "int8": summary})
+    if summary["kept"]:
+        twin = dataclasses.replace(
+            config,
+            name=f"{config.name}-int8",
+            description=f"{config.description} INT8 (static QDQ).",
+        )
+        card = {
+            "description": twin.description,
+            "int8_of": config.name,
+            "int8": summary,
+            "metrics": result,
+            "data": read_card(model_dir).get("data", {}),
+        }
+        twin_dir = write_repository_entry(repo, twin, int8_path, card, 1)
+        if split_file.is_file():
+            (twin_dir / "splits.json").write_bytes(split_file.read_bytes())
+    return bool(summary["kept"])

@@ -1,0 +1,356 @@
+"""Grad-CAM inside an exported ONNX graph, so the torch-free server explains at inference speed.
+
+How: `ExplainModule` runs the model, differentiates the target score with respect to the target
+layer's activation (`torch.autograd.grad`), and forms the CAM. `make_fx` (symbolic shapes)
+traces that forward-and-backward into a graph of plain ATen ops; convolution backward is
+decomposed into a (transposed) convolution, so no gradient op reaches the exporter. The dynamo
+ONNX exporter then writes the graph with a dynamic batch dimension.
+
+Graph I/O (`model.explain.onnx`):
+
+* inputs: ``images`` [N, C, H, W] float32, ``target_class`` [N] int64, plus ``target_mask``
+  [N, 1, H, W] float32 (segmentation) or ``target_anchor`` [N] int64 (detection);
+* outputs: the model's usual outputs (``logits`` / ``output0``), then ``cam`` [N, h, w] at the
+  target layer's resolution, RAW: before ReLU and normalisation (see `vision.xai.cam`).
+
+Each image's CAM depends only on its own target, so a batch of the same image repeated with N
+targets gives N heat maps in one run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import torch
+from torch import Tensor, nn
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from vision.runtime import OnnxModel
+from vision.xai import cam as cam_ops
+from vision.xai.targets import (
+    MODEL_OUTPUTS,
+    TARGET_INPUTS,
+    check_kind,
+    default_targets,
+    gradcam_targets,
+    target_scores,
+)
+
+log = logging.getLogger(__name__)
+
+Method = Literal["gradcam", "gradcam++"]
+METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
+OPSET = 18  # torch 2.14's exporter implements opset >= 18; down-conversion to 17 fails here
+MIN_PEARSON = 0.99
+CAM_RTOL = 1e-4  # ONNX vs eager: max abs diff / max |cam|
+_aten = torch.ops.aten
+
+
+class ExplainParityError(RuntimeError):
+    """The exported explain graph does not reproduce the eager / pytorch-grad-cam CAM."""
+
+
+def default_target_layer(model: nn.Module) -> str:
+    """Dotted name of the default Grad-CAM layer for the project's architectures.
+
+    * MONAI ``UNet``: ``model.1.submodule``, the last decoder feature (stride 2, channels[0]
+      wide). The final up block outputs the logits themselves (out_channels wide), so there
+      is no wider layer closer to the output.
+    * MONAI ``BasicUNet``: ``upcat_1``, the last decoder block before ``final_conv``.
+    * The project's `Detector`: ``smooth.0``, the finest-stride neck feature (stride 8). It
+      feeds only the stride-8 head: anchors at coarser strides get an all-zero CAM there;
+      ``backbone.stages.0`` (stride 8, shared by every level) explains all anchors.
+    """
+    name = type(model).__name__
+    if name == "UNet" and hasattr(model, "model"):
+        return "model.1.submodule"
+    if name == "BasicUNet":
+        return "upcat_1"
+    if hasattr(model, "smooth") and hasattr(model, "heads"):
+        return "smooth.0"
+    raise ValueError(f"no default Grad-CAM layer for {name}; pass target_layer")
+
+
+def resolve_layer(model: nn.Module, layer: nn.Module | str | None) -> nn.Module:
+    """The target layer given as a module, a dotted name, or None (the default layer)."""
+    if isinstance(layer, nn.Module):
+        return layer
+    return model.get_submodule(layer or default_target_layer(model))
+
+
+def cam_from(activation: Tensor, grads: Tensor, method: str) -> Tensor:
+    """Raw CAM [N, *spatial] from activations and gradients [N, K, *spatial].
+
+    Grad-CAM: channel weights = spatial mean of the gradient. Grad-CAM++: pytorch-grad-cam's
+    closed form (eq. 19 of arXiv:1710.11063).
+    """
+    spatial = tuple(range(2, activation.ndim))
+    if method == "gradcam":
+        weights = grads.mean(spatial, keepdim=True)
+    elif method == "gradcam++":
+        g2 = grads * grads
+        g3 = g2 * grads
+        total = activation.sum(spatial, keepdim=True)
+        aij = g2 / (2 * g2 + total * g3 + 1e-6)
+        aij = torch.where(grads != 0, aij, torch.zeros_like(aij))
+        weights = (torch.relu(grads) * aij).sum(spatial, keepdim=True)
+    else:
+        raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
+    return (weights * activation).sum(1)
+
+
+class ExplainModule(nn.Module):
+    """forward(images, target_class[, target_aux]) -> (*model outputs, raw cam [N, h, w])."""
+
+    def __init__(self, model: nn.Module, target_layer: nn.Module, kind: str, method: str) -> None:
+        super().__init__()
+        check_kind(kind)
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
+        self.model, self.target_layer, self.kind, self.method = model, target_layer, kind, method
+
+    def _run(self, images: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+        """Model outputs, and the target layer's output as a fresh leaf that requires grad."""
+        seen: list[Tensor] = []
+
+        def hook(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
+            seen.append(output.detach().requires_grad_(True))
+            return seen[-1]
+
+        handle = self.target_layer.register_forward_hook(hook)
+        try:
+            outputs = self.model(images)
+        finally:
+            handle.remove()
+        if len(seen) != 1:
+            raise RuntimeError(f"target layer ran {len(seen)} times in one forward; need once")
+        outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+        return outputs, seen[0]
+
+    def forward(
+        self, images: Tensor, target_class: Tensor, target_aux: Tensor | None = None
+    ) -> tuple[Tensor, ...]:
+        with torch.enable_grad():
+            outputs, activation = self._run(images)
+            score = target_scores(self.kind, outputs[0], target_class, target_aux).sum()
+            (grads,) = torch.autograd.grad(score, activation, allow_unused=True)
+        if grads is None:
+            grads = torch.zeros_like(activation)
+        cam = cam_from(activation.detach(), grads, self.method)
+        return (*(o.detach() for o in outputs), cam)
+
+
+def build_explain_module(
+    model: nn.Module,
+    target_layer: nn.Module | str | None = None,
+    target_kind: str = "segmentation",
+    method: str = "gradcam",
+) -> ExplainModule:
+    """Wrap `model` (put in eval mode; a detector is put in export mode) for Grad-CAM.
+
+    `target_layer`: a submodule, its dotted name, or None for `default_target_layer`.
+    The returned module's cam output is RAW (before ReLU / normalisation).
+    """
+    model = model.eval()
+    if target_kind == "detection" and hasattr(model, "export_mode"):
+        model.export_mode = True  # the YOLOv8 [N, 4 + nc, A] layout that the server reads
+    return ExplainModule(model, resolve_layer(model, target_layer), target_kind, method).eval()
+
+
+def _convolution_backward(
+    grad_output: Tensor,
+    inp: Tensor,
+    weight: Tensor,
+    bias_sizes: Any,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    transposed: bool,
+    output_padding: list[int],
+    groups: int,
+    output_mask: list[bool],
+) -> Any:
+    """Input gradient of a convolution as a (transposed) convolution; weights need none."""
+    if output_mask[1] or output_mask[2]:
+        return NotImplemented
+    dims = len(stride)
+    if transposed:
+        grad = _aten.convolution.default(
+            grad_output, weight, None, stride, padding, dilation, False, [0] * dims, groups
+        )
+        return grad, None, None
+    extra = [
+        inp.shape[2 + i]
+        - ((grad_output.shape[2 + i] - 1) * stride[i] - 2 * padding[i])
+        - dilation[i] * (weight.shape[2 + i] - 1)
+        - 1
+        for i in range(dims)
+    ]
+    grad = _aten.convolution.default(
+        grad_output, weight, None, stride, padding, dilation, True, extra, groups
+    )
+    return grad, None, None
+
+
+def explain_decompositions() -> dict:
+    """Core ATen decompositions plus convolution backward -> convolution."""
+    from torch._decomp import core_aten_decompositions
+
+    table = dict(core_aten_decompositions())
+    table[_aten.convolution_backward.default] = _convolution_backward
+    return table
+
+
+def trace_explain(module: ExplainModule, inputs: tuple[Tensor, ...]) -> torch.fx.GraphModule:
+    """Forward + backward as one graph of ordinary ATen ops (symbolic shapes)."""
+    return make_fx(
+        module,
+        tracing_mode="symbolic",
+        decomposition_table=explain_decompositions(),
+        _allow_non_fake_inputs=True,  # the model's parameters stay real constants
+    )(*inputs)
+
+
+def explain_io_names(kind: str, output_names: tuple[str, ...] | None = None) -> tuple[list, list]:
+    """ONNX input and output names of an explain graph."""
+    outputs = [*(output_names or MODEL_OUTPUTS[kind]), "cam"]
+    return ["images", *TARGET_INPUTS[kind]], outputs
+
+
+@dataclass
+class ExplainExport:
+    """What `export_explain_graph` wrote and measured."""
+
+    path: Path
+    input_names: list[str]
+    output_names: list[str]
+    parity: dict = field(default_factory=dict)
+
+
+def _batched(inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Repeat a batch of one to two (torch.export specialises a traced size of 1)."""
+    if inputs[0].shape[0] >= 2:
+        return inputs
+    return tuple(t.repeat(2, *([1] * (t.ndim - 1))) for t in inputs)
+
+
+def example_inputs(module: ExplainModule, images: Tensor, targets: tuple | None = None) -> tuple:
+    """(images, target_class[, aux]); default targets explain the model's own prediction."""
+    if targets is None:
+        with torch.no_grad():
+            out = module.model(images)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        targets = default_targets(module.kind, out)
+    return tuple(t for t in (images, *targets) if t is not None)
+
+
+def export_explain_graph(
+    model: nn.Module,
+    target_layer: nn.Module | str | None,
+    target_kind: str,
+    example: Tensor,
+    path: str | Path,
+    method: str = "gradcam",
+    targets: tuple | None = None,
+    output_names: tuple[str, ...] | None = None,
+    check: bool = True,
+) -> ExplainExport:
+    """Write the explain graph to `path` (dynamic batch) and, with `check`, gate on parity.
+
+    `targets`: (target_class, aux) tensors for the example; default: the model's prediction.
+    Parity (see `explain_parity`) raises ExplainParityError when it fails.
+    """
+    module = build_explain_module(model, target_layer, target_kind, method)
+    inputs = example_inputs(module, example, targets)
+    traced = _batched(inputs)
+    graph = trace_explain(module, traced)
+    in_names, out_names = explain_io_names(target_kind, output_names)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.onnx.export(
+        graph,
+        traced,
+        input_names=in_names,
+        output_names=out_names,
+        opset_version=OPSET,
+        dynamic_shapes=tuple({0: batch} for _ in traced),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    program.save(str(path), external_data=False)
+    onnx.checker.check_model(str(path), full_check=True)
+    result = ExplainExport(path, in_names, out_names)
+    if check:
+        result.parity = explain_parity(module, path, inputs)
+        _gate(result.parity)
+    return result
+
+
+def _feeds(names: list[str], inputs: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
+    return {
+        n: np.ascontiguousarray(t.detach().cpu().numpy())
+        for n, t in zip(names, inputs, strict=True)
+    }
+
+
+def run_explain_graph(session: OnnxModel, inputs: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
+    """Run an explain graph on torch inputs (in the graph's input order)."""
+    return session.run(_feeds([s.name for s in session.inputs], inputs))
+
+
+def gradcam_reference(module: ExplainModule, inputs: tuple[Tensor, ...]) -> np.ndarray:
+    """pytorch-grad-cam's map (eager torch, same layer and targets): [N, H, W] in [0, 1]."""
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+
+    cls = GradCAM if module.method == "gradcam" else GradCAMPlusPlus
+    targets = gradcam_targets(module.kind, *inputs[1:])
+    with cls(module.model, [module.target_layer]) as explainer:
+        return explainer(inputs[0], targets)
+
+
+def compare_maps(ours: np.ndarray, reference: np.ndarray) -> dict:
+    """Per-image Pearson r (worst) and argmax agreement of two [N, H, W] maps."""
+    rs, same, near = [], 0, 0
+    for a, b in zip(ours, reference, strict=True):
+        rs.append(cam_ops.pearson(a, b))
+        same += int(a.argmax() == b.argmax())
+        near += int(b.flat[a.argmax()] >= b.max() - 1e-4)  # a tie within float noise
+    return {"pearson_min": min(rs), "argmax_identical": same, "argmax_tied": near, "n": len(rs)}
+
+
+def explain_parity(module: ExplainModule, onnx_path: Path, inputs: tuple[Tensor, ...]) -> dict:
+    """ONNX vs eager module (raw CAM and outputs), and vs pytorch-grad-cam when installed."""
+    session = OnnxModel(onnx_path)
+    got = run_explain_graph(session, inputs)
+    want = [t.numpy() for t in module(*inputs)]
+    diffs = {
+        n: float(np.abs(got[n] - w).max()) for n, w in zip(session.output_names, want, strict=True)
+    }
+    scale = float(np.abs(want[-1]).max())
+    report: dict = {"max_abs_diff": diffs, "cam_abs_max": scale}
+    try:
+        reference = gradcam_reference(module, inputs)
+    except ImportError:
+        log.warning("pytorch-grad-cam is not installed: no reference parity check")
+        return report
+    h, w = inputs[0].shape[-2:]
+    ours = cam_ops.upsample(cam_ops.normalize(got["cam"]), int(h), int(w))
+    report["gradcam"] = compare_maps(ours, reference)
+    return report
+
+
+def _gate(parity: dict) -> None:
+    """Raise ExplainParityError when the parity report misses the thresholds."""
+    cam_diff = parity["max_abs_diff"]["cam"]
+    if cam_diff > CAM_RTOL * max(parity["cam_abs_max"], 1e-6):
+        raise ExplainParityError(f"ONNX cam differs from eager by {cam_diff:.3g}: {parity}")
+    ref = parity.get("gradcam")
+    if ref and (ref["pearson_min"] < MIN_PEARSON or ref["argmax_tied"] < ref["n"]):
+        raise ExplainParityError(f"explain graph disagrees with pytorch-grad-cam: {ref}")
