@@ -1,0 +1,1 @@
+"""Serving benchmarks: our server against in-process ONNX Runtime and the alternatives."""

@@ -10,6 +10,7 @@ Loopback only. As a command, drives a KServe v2 server with zeros of the given s
 from __future__ import annotations
 
 import argparse
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 SERVER_READY = "/inference.GRPCInferenceService/ServerReady"
 MODEL_READY = "/inference.GRPCInferenceService/ModelReady"
 SEGMENT = "/vision.v1.VisionService/Segment"
+MODEL_STATISTICS = "/inference.GRPCInferenceService/ModelStatistics"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CALL_TIMEOUT_S = 30.0
@@ -191,6 +193,65 @@ def infer_calls(address: str, model: str, input_name: str, array: np.ndarray, n:
     """`n` ModelInfer calls, each on its own connection."""
     payload = infer_request(model, input_name, array)
     return [unary(open_channel(address), MODEL_INFER, payload) for _ in range(n)]
+
+
+def segment_calls(address: str, model: str, png: bytes, n: int) -> list[Call]:
+    """`n` Segment calls, each on its own connection; the first response is checked."""
+    payload = segment_request(model, png)
+    calls = [unary(open_channel(address), SEGMENT, payload) for _ in range(n)]
+    response = vision_pb.SegmentResponse.FromString(calls[0]())
+    if response.model_name != model:
+        raise RuntimeError(f"unexpected Segment response: {response}")
+    return calls
+
+
+def _timed(call: Call, n: int) -> tuple[list[float], list[bytes]]:
+    latencies, responses = [], []
+    for _ in range(n):
+        start = time.perf_counter()
+        responses.append(call())
+        latencies.append((time.perf_counter() - start) * 1000.0)
+    return latencies, responses
+
+
+def segment_breakdown(address: str, model: str, png: bytes, n: int = 25) -> str:
+    """Median server stage times (Segment timings) of `n` sequential calls vs the client's."""
+    latencies, responses = _timed(segment_calls(address, model, png, 1)[0], n)
+    timings = [vision_pb.SegmentResponse.FromString(r).timings for r in responses]
+    stages = ("decode_ms", "preprocess_ms", "queue_ms", "inference_ms", "postprocess_ms")
+    median = {k: statistics.median(getattr(t, k) for t in timings) for k in (*stages, "total_ms")}
+    parts = ", ".join(f"{k.removesuffix('_ms')} {median[k]:.2f}" for k in stages)
+    return (
+        f"{model} Segment c=1, medians of {n} calls (ms): {parts}; server total "
+        f"{median['total_ms']:.2f}; client-observed {statistics.median(latencies):.2f}"
+    )
+
+
+def _statistics(channel: grpc.Channel, model: str) -> kserve_pb.InferStatistics:
+    request = kserve_pb.ModelStatisticsRequest(name=model).SerializeToString()
+    data = channel.unary_unary(MODEL_STATISTICS)(request, timeout=CALL_TIMEOUT_S)
+    return kserve_pb.ModelStatisticsResponse.FromString(data).model_stats[0].inference_stats
+
+
+def kserve_breakdown(address: str, model: str, array: np.ndarray, n: int = 25) -> str:
+    """Means over `n` sequential ModelInfer calls: client-observed vs the server's statistics."""
+    call = infer_calls(address, model, "images", array, 1)[0]
+    with open_channel(address) as channel:
+        before = _statistics(channel, model)
+        latencies, _ = _timed(call, n)
+        after = _statistics(channel, model)
+
+    def mean_ms(name: str) -> float:
+        old, new = getattr(before, name), getattr(after, name)
+        return (new.ns - old.ns) / max(1, new.count - old.count) / 1e6
+
+    client, server = statistics.fmean(latencies), mean_ms("success")
+    return (
+        f"{model} ModelInfer c=1, means of {n} calls (ms): queue {mean_ms('queue'):.2f}, "
+        f"compute {mean_ms('compute_infer'):.2f}, server request {server:.2f}; client-observed "
+        f"{client:.2f} (p50 {statistics.median(latencies):.2f}); outside the data plane "
+        f"{client - server:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,6 @@ import contextlib
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,6 @@ import onnxruntime
 from bench import loadgen
 from bench.loadgen import Call, LoadResult
 from bench.models import BenchModel, pipeline_call, session_call, write_repository
-from protos.vision.v1 import vision_pb2
 
 HOST = "127.0.0.1"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -165,36 +163,6 @@ def interleaved(paths: dict[str, list[Call]], rounds: int, chunk_s: float) -> di
     return results
 
 
-def _segment_calls(address: str, model: BenchModel, n: int) -> list[Call]:
-    payload = loadgen.segment_request(model.name, model.png)
-    calls = [
-        loadgen.unary(loadgen.open_channel(address), loadgen.SEGMENT, payload) for _ in range(n)
-    ]
-    response = vision_pb2.SegmentResponse.FromString(calls[0]())
-    if response.model_name != model.name:
-        raise RuntimeError(f"unexpected Segment response: {response}")
-    return calls
-
-
-def segment_breakdown(address: str, model: BenchModel, calls: int = 25) -> str:
-    """Median server-side stage times (Segment's Timings) against the client-observed time."""
-    call = _segment_calls(address, model, 1)[0]
-    fields = ("decode_ms", "preprocess_ms", "queue_ms", "inference_ms", "postprocess_ms")
-    samples: dict[str, list[float]] = {f: [] for f in (*fields, "total_ms", "client_ms")}
-    for _ in range(calls):
-        start = time.perf_counter()
-        timings = vision_pb2.SegmentResponse.FromString(call()).timings
-        samples["client_ms"].append((time.perf_counter() - start) * 1000.0)
-        for name in (*fields, "total_ms"):
-            samples[name].append(getattr(timings, name))
-    median = {k: statistics.median(v) for k, v in samples.items()}
-    stages = ", ".join(f"{k.removesuffix('_ms')} {median[k]:.2f}" for k in fields)
-    return (
-        f"{model.name} Segment c=1 medians (ms): {stages}; server total {median['total_ms']:.2f}, "
-        f"client-observed {median['client_ms']:.2f}"
-    )
-
-
 def measure_model(model: BenchModel, address: str, args: argparse.Namespace) -> list[Row]:
     """All four paths of one model at each concurrency, interleaved."""
     session, pipeline = session_call(model), pipeline_call(model)
@@ -206,7 +174,7 @@ def measure_model(model: BenchModel, address: str, args: argparse.Namespace) -> 
             SESSION: [session] * n,
             KSERVE: infer,
             PIPELINE: [pipeline] * n,
-            SEGMENT: _segment_calls(address, model, n),
+            SEGMENT: loadgen.segment_calls(address, model.name, model.png, n),
         }
         results = interleaved(paths, args.rounds, args.duration / args.rounds)
         rows += [Row(model.name, path, n, result) for path, result in results.items()]
@@ -290,7 +258,7 @@ def _alternative_command(
 
 
 def run_alternative(
-    alt: Alternative, ours: ServerProcess, tiny: BenchModel, args, tmp: Path
+    alt: Alternative, ours: ServerProcess, tiny: BenchModel, args: argparse.Namespace, tmp: Path
 ) -> list[Row]:
     """Ours vs one alternative on the tiny model, same load generator, interleaved."""
     python = ensure_venv(alt)
@@ -372,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = [row for model in models for row in measure_model(model, ours.address, args)]
             print(f"ours: cold start {ours.cold_start_s:.2f} s, RSS {ours.rss_mb():.0f} MiB")
             for model in models:
-                print(segment_breakdown(ours.address, model, args.breakdown_calls))
+                calls = args.breakdown_calls
+                print(loadgen.kserve_breakdown(ours.address, model.name, model.tensor, calls))
+                print(loadgen.segment_breakdown(ours.address, model.name, model.png, calls))
             print_table(rows, "our server vs in-process (same machine, interleaved)")
             print_ratios(rows)
             if args.alternatives:

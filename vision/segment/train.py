@@ -128,15 +128,14 @@ def validate(model: torch.nn.Module, data: Prepared, recipe: Recipe) -> dict:
 
 
 def foreground_dice_ce(
-    logits: torch.Tensor, target: torch.Tensor, fg_weight: float = 1.0
+    logits: torch.Tensor, target: torch.Tensor, weights: list[float] | None = None
 ) -> torch.Tensor:
     """Class-weighted cross-entropy plus a batch soft Dice of "any foreground" (1 - p_bg).
 
     Unlike a per-class Dice, classes absent from a batch are not punished for any probability
     mass, which otherwise drives sparse multi-class defect data to "all background".
     """
-    weight = torch.full((logits.shape[1],), fg_weight, dtype=logits.dtype)
-    weight[0] = 1.0
+    weight = None if weights is None else torch.tensor(weights, dtype=logits.dtype)
     ce = functional.cross_entropy(logits, target[:, 0], weight=weight)
     fg = 1.0 - torch.softmax(logits, 1)[:, 0]
     truth = (target[:, 0] > 0).float()
@@ -147,8 +146,8 @@ def foreground_dice_ce(
 def make_loss(recipe: Recipe) -> Any:
     """The recipe's loss: logits (N,C,H,W), target (N,1,H,W) int64 -> scalar."""
     if recipe.loss == "ce_fgdice":
-        weight = float(recipe.extra.get("ce_fg_weight", 1.0))
-        return lambda logits, target: foreground_dice_ce(logits, target, weight)
+        weights = recipe.extra.get("ce_weights")
+        return lambda logits, target: foreground_dice_ce(logits, target, weights)
     return DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
 
 

@@ -20,6 +20,7 @@ targets gives N heat maps in one run.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -249,6 +250,34 @@ def example_inputs(module: ExplainModule, images: Tensor, targets: tuple | None 
     return tuple(t for t in (images, *targets) if t is not None)
 
 
+def _write_onnx(
+    graph: torch.fx.GraphModule,
+    inputs: tuple[Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+) -> Path:
+    """Dynamo-export the traced graph (dynamic batch on every input and output), then check it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
+        program = torch.onnx.export(
+            graph.eval(),
+            inputs,
+            input_names=input_names,
+            output_names=output_names,
+            opset_version=OPSET,
+            dynamic_shapes=tuple({0: batch} for _ in inputs),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+        program.save(str(path), external_data=False)
+    onnx.checker.check_model(str(path), full_check=True)
+    return path
+
+
 def export_explain_graph(
     model: nn.Module,
     target_layer: nn.Module | str | None,
@@ -270,22 +299,7 @@ def export_explain_graph(
     traced = _batched(inputs)
     graph = trace_explain(module, traced)
     in_names, out_names = explain_io_names(target_kind, output_names)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.onnx.export(
-        graph,
-        traced,
-        input_names=in_names,
-        output_names=out_names,
-        opset_version=OPSET,
-        dynamic_shapes=tuple({0: batch} for _ in traced),
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )
-    program.save(str(path), external_data=False)
-    onnx.checker.check_model(str(path), full_check=True)
+    path = _write_onnx(graph, traced, Path(path), in_names, out_names)
     result = ExplainExport(path, in_names, out_names)
     if check:
         result.parity = explain_parity(module, path, inputs)
