@@ -22,6 +22,7 @@ from serving.repository import ModelRepository, ModelVersion
 from serving.statistics import StatisticsBook
 from vision.errors import InvalidInputError
 from vision.io import decode_image, image_from_raw
+from vision.masks import encode_png, encode_rle
 from vision.pipeline import Pipeline
 from vision.render import draw_overlay, encode_png_rgb
 from vision.types import DetectionResult, Image, SegmentationResult
@@ -42,6 +43,7 @@ class PredictOptions:
     score_threshold: float | None = None
     iou_threshold: float | None = None
     overlay: bool = False
+    mask_encoding: str = "png"  # png | rle
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Prediction:
     result: DetectionResult | SegmentationResult
     timings: dict[str, float] = field(default_factory=dict)
     overlay_png: bytes = b""
+    encoded_masks: list[bytes | list[int]] = field(default_factory=list)  # aligned with masks
 
 
 class DataPlane:
@@ -107,27 +110,37 @@ class DataPlane:
         self, model: ModelVersion, source: ImageSource, options: PredictOptions, deadline
     ) -> Prediction:
         loop = asyncio.get_running_loop()
-        timings: dict[str, float] = {}
         start = time.perf_counter()
-        window = model.config.preprocess.dicom_window
-        image = await loop.run_in_executor(self._executor, self._decode, source, window)
-        timings["decode_ms"] = _ms(start)
-        t = time.perf_counter()
-        tensor, meta = await loop.run_in_executor(self._executor, model.pipeline.preprocess, image)
-        timings["preprocess_ms"] = _ms(t)
-        feeds = {model.config.input.name: tensor[np.newaxis]}
-        batch = await model.batcher.submit(feeds, deadline)
+        image, tensor, meta, timings = await loop.run_in_executor(
+            self._executor, self._prepare, model, source
+        )
+        batch = await model.batcher.submit({model.config.input.name: tensor[np.newaxis]}, deadline)
         timings["queue_ms"] = batch.queue_s * 1000.0
         timings["inference_ms"] = batch.compute_s * 1000.0
         t = time.perf_counter()
         pipeline = _pipeline_for(model, options)
         outputs = {k: v[0] for k, v in batch.outputs.items()}
-        result, overlay = await loop.run_in_executor(
-            self._executor, _postprocess, pipeline, outputs, meta, image, options.overlay
+        prediction = await loop.run_in_executor(
+            self._executor, _finish, pipeline, outputs, meta, image, options
         )
         timings["postprocess_ms"] = _ms(t)
         timings["total_ms"] = _ms(start)
-        return Prediction(model.name, model.version, image, result, timings, overlay)
+        prediction.model, prediction.version, prediction.timings = (
+            model.name,
+            model.version,
+            timings,
+        )
+        return prediction
+
+    def _prepare(self, model: ModelVersion, source: ImageSource):
+        """Decode and preprocess in one worker job; returns image, tensor, meta and timings."""
+        start = time.perf_counter()
+        image = self._decode(source, model.config.preprocess.dicom_window)
+        timings = {"decode_ms": _ms(start)}
+        t = time.perf_counter()
+        tensor, meta = model.pipeline.preprocess(image)
+        timings["preprocess_ms"] = _ms(t)
+        return image, tensor, meta, timings
 
     def _decode(self, source: ImageSource, dicom_window: bool) -> Image:
         if source.encoded is not None:
@@ -192,7 +205,13 @@ def _pipeline_for(model: ModelVersion, options: PredictOptions) -> Pipeline:
     return Pipeline(dataclasses.replace(model.config, postprocess=post))
 
 
-def _postprocess(pipeline: Pipeline, outputs, meta, image: Image, overlay: bool):
+def _finish(pipeline: Pipeline, outputs, meta, image: Image, options: PredictOptions):
+    """Postprocess, encode masks and draw the overlay, in one worker job."""
     result = pipeline.postprocess(outputs, meta)
-    png = encode_png_rgb(draw_overlay(image, result)) if overlay else b""
-    return result, png
+    prediction = Prediction("", "", image, result)
+    if isinstance(result, SegmentationResult):
+        encode = encode_rle if options.mask_encoding == "rle" else encode_png
+        prediction.encoded_masks = [encode(m.mask) for m in result.masks]
+    if options.overlay:
+        prediction.overlay_png = encode_png_rgb(draw_overlay(image, result))
+    return prediction

@@ -18,7 +18,7 @@ Example::
       score_threshold: 0.25
       iou_threshold: 0.45
       mask_threshold: 0.5
-    batching: {max_batch_size: 8, max_queue_delay_ms: 2, max_queue_size: 64}
+    batching: {max_batch_size: 8, max_queue_delay_ms: 0, max_queue_size: 64}
     version_policy: {latest: 1}   # or {all: true} or {specific: [1, 3]}
     runtime: {providers: auto, intra_op_threads: 0, inter_op_threads: 0}
 """
@@ -85,10 +85,14 @@ class PostprocessSpec:
 
 @dataclass(frozen=True)
 class BatchingSpec:
-    """Dynamic batching. `max_batch_size` 0 or 1 disables batching."""
+    """Dynamic batching. `max_batch_size` 0 or 1 disables batching.
+
+    With `max_queue_delay_ms` 0 (the default) a batch takes whatever queued up while the
+    previous batch ran, adding no latency at low load; a delay > 0 waits for fuller batches.
+    """
 
     max_batch_size: int = 8
-    max_queue_delay_ms: float = 2.0
+    max_queue_delay_ms: float = 0.0
     max_queue_size: int = 128
 
 
@@ -117,6 +121,7 @@ class RuntimeSpec:
     providers: tuple[str, ...] = ("auto",)
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    allow_spinning: bool = True  # False suits CPUs shared with other work
     tensorrt_fp16: bool = True
     tensorrt_cache_dir: str = ""  # default: <model dir>/.trt-cache
     warmup: bool = True

@@ -85,6 +85,9 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = spec.intra_op_threads
         options.inter_op_num_threads = spec.inter_op_threads
+        if not spec.allow_spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = choose_providers(spec, cache_dir)
         self.session = ort.InferenceSession(

@@ -6,6 +6,8 @@ unload and model statistics. Tensors come in and go out as raw little-endian byt
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 import vision
@@ -72,7 +74,7 @@ def _decode_input(tensor: pb.InferInputTensor, raw: bytes | None) -> np.ndarray:
                 f"input {tensor.name!r}: {len(raw)} bytes given; shape {list(shape)} of "
                 f"{tensor.datatype} needs {count * dtype.itemsize}"
             )
-        return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)  # zero-copy view
     field = _CONTENT_FIELDS.get(tensor.datatype)
     values = getattr(tensor.contents, field) if field else []
     if len(values) != count:
@@ -80,6 +82,12 @@ def _decode_input(tensor: pb.InferInputTensor, raw: bytes | None) -> np.ndarray:
             f"input {tensor.name!r}: {len(values)} values given; shape {list(shape)} needs {count}"
         )
     return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+def _little_endian_bytes(array: np.ndarray) -> bytes:
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array.tobytes()
 
 
 def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:

@@ -11,7 +11,6 @@ from protos.vision.v1 import vision_pb2_grpc as pb_grpc
 from serving.dataplane import DataPlane, ImageSource, Prediction, PredictOptions
 from serving.repository import LOADING, READY
 from vision.errors import InvalidInputError
-from vision.masks import encode_png, encode_rle
 from vision.types import ClassMask, DetectionResult
 
 _DTYPES = {
@@ -48,16 +47,18 @@ def _timings(prediction: Prediction) -> pb.Timings:
     return pb.Timings(**prediction.timings)
 
 
-def _mask_message(mask: ClassMask, encoding: int, spacing: tuple[float, float] | None) -> pb.Mask:
+def _mask_message(
+    mask: ClassMask, encoded: bytes | list[int], spacing: tuple[float, float] | None
+) -> pb.Mask:
     message = pb.Mask(
         class_id=mask.class_id, label=mask.label, score=mask.score, pixel_area=mask.pixel_area
     )
     if spacing is not None:
         message.physical_area_mm2 = mask.pixel_area * spacing[0] * spacing[1]
-    if encoding == pb.MASK_ENCODING_RLE:
-        message.rle.counts.extend(encode_rle(mask.mask))
+    if isinstance(encoded, bytes):
+        message.png = encoded
     else:
-        message.png = encode_png(mask.mask)
+        message.rle.counts.extend(encoded)
     return message
 
 
@@ -103,16 +104,23 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
         )
 
     async def Segment(self, request: pb.SegmentRequest, context) -> pb.SegmentResponse:  # noqa: N802
+        rle = request.mask_encoding == pb.MASK_ENCODING_RLE
+        options = PredictOptions(
+            overlay=request.include_overlay, mask_encoding="rle" if rle else "png"
+        )
         prediction = await self._plane.predict(
             "segmentation",
             request.model.name,
             request.model.version,
             image_source(request.image),
-            PredictOptions(overlay=request.include_overlay),
+            options,
             deadline_of(context),
         )
         spacing = prediction.image.pixel_spacing_mm
-        masks = [_mask_message(m, request.mask_encoding, spacing) for m in prediction.result.masks]
+        masks = [
+            _mask_message(mask, encoded, spacing)
+            for mask, encoded in zip(prediction.result.masks, prediction.encoded_masks, strict=True)
+        ]
         return pb.SegmentResponse(
             model_name=prediction.model,
             model_version=prediction.version,

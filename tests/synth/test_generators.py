@@ -17,6 +17,7 @@ from vision.synth.copy_paste import (
     box_foreground,
     from_mask,
     paste_instance,
+    poisson_blend,
     tight_box,
 )
 from vision.synth.distribution import fit_class, instance_stats, load_fits, save_fits
@@ -112,6 +113,18 @@ def test_no_overlap_inside_image_and_allowed_region() -> None:
             inter_w = min(a[2], b[2]) - max(a[0], b[0])
             inter_h = min(a[3], b[3]) - max(a[1], b[1])
             assert inter_w <= 0 or inter_h <= 0, f"boxes {a} and {b} overlap"
+
+
+def test_poisson_blend_reproduces_src_when_boundaries_agree() -> None:
+    dst = np.full((40, 50, 3), 100, np.uint8)
+    src = dst.copy()
+    cv2.circle(src, (25, 20), 6, (220, 200, 180), cv2.FILLED)
+    mask = np.zeros((40, 50), np.uint8)
+    cv2.circle(mask, (25, 20), 10, 1, cv2.FILLED)
+    out = poisson_blend(dst, src, mask.astype(bool))
+    assert np.abs(out.astype(int) - src).max() <= 1
+    shifted = poisson_blend(dst, (src.astype(int) + 30).clip(0, 255), mask.astype(bool))
+    assert np.abs(shifted.astype(int) - src).max() <= 1  # Poisson keeps gradients, not levels
 
 
 @pytest.mark.parametrize("kind", ["perlin", "crack"])

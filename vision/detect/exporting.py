@@ -65,7 +65,7 @@ def model_config(
             iou_threshold=recipe.iou_threshold,
             max_detections=300,
         ),
-        batching=BatchingSpec(max_batch_size=8, max_queue_delay_ms=2.0, max_queue_size=64),
+        batching=BatchingSpec(max_batch_size=8, max_queue_size=64),
         description=recipe.description,
     )
 

@@ -138,6 +138,6 @@ def model_config(recipe: Recipe) -> ModelConfig:
             channel_order=recipe.channel_order,
         ),
         postprocess=PostprocessSpec(type="argmax", output="logits", background_class=0),
-        batching=BatchingSpec(max_batch_size=8, max_queue_delay_ms=2.0, max_queue_size=64),
+        batching=BatchingSpec(max_batch_size=8, max_queue_size=64),
         description=recipe.description,
     )

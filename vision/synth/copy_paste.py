@@ -8,12 +8,13 @@ and the guard band never touches an existing instance (for boxes: nor their rect
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from vision.synth.distribution import ClassFit, grey, instance_stats
+from vision.synth.distribution import ClassFit, grey, instance_stats, ring
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 pixel edges: columns x1 .. x2 - 1
 
@@ -48,13 +49,16 @@ class PasteConfig:
     blend: str = "poisson"  # poisson | alpha
     scale: tuple[float, float] = (0.7, 1.4)
     rotate: float = 180.0  # maximum absolute rotation, degrees
+    right_angles: bool = False  # rotate by 0/90/180/270 only (for axis-aligned layouts)
     flip: bool = True
-    gain: tuple[float, float] = (0.8, 1.25)  # contrast multiplier around the ring level
+    gain: tuple[float, float] = (0.8, 1.25)  # contrast multiplier (with a fit: its clip range)
     match_background: bool = True  # shift the patch to the destination's local grey level
     guard: int = 3
     tries: int = 60
     min_visible: float = 0.0  # fraction of label pixels that must change by >= 48 grey levels
+    min_context: float = 0.0  # binary images: fraction of the 4-px ring matching the source's
     boxes: bool = False  # detection: existing/pasted boxes block their whole rectangle
+    binary: bool = False  # binarise the transformed patch and alpha (DeepPCB)
 
 
 def tight_box(mask: np.ndarray) -> Box:
@@ -213,9 +217,10 @@ def find_placement(
     hint: tuple[float, float] | None = None,
     tries: int = 60,
     inset: int = 1,
+    accept: Callable[[int, int], bool] | None = None,
 ) -> tuple[int, int] | None:
     """Top-left (y, x) where `foot` lies inside the image (`inset` px from the edge), touches
-    nothing occupied and stays inside `allowed`; the first half of tries near `hint`."""
+    nothing occupied, stays inside `allowed` and passes `accept`; early tries near `hint`."""
     big_h, big_w = occupied.shape
     h, w = foot.shape
     ymax, xmax = big_h - h - inset, big_w - w - inset
@@ -233,7 +238,8 @@ def find_placement(
             continue
         if allowed is not None and not allowed[y : y + h, x : x + w][foot].all():
             continue
-        return y, x
+        if accept is None or accept(y, x):
+            return y, x
     return None
 
 
@@ -246,25 +252,44 @@ def blend_into(
     x: int,
     blend: str,
 ) -> None:
-    """Blend the patch into `image` (HxWxC uint8, in place) at top-left (y, x)."""
+    """Blend the patch into `image` (HxWxC uint8, in place) at top-left (y, x): alpha
+    compositing, or Poisson blending inside `foot`."""
     h, w = alpha.shape
     region = image[y : y + h, x : x + w].astype(np.float32)
     if blend == "alpha":
         a = alpha[..., None]
         image[y : y + h, x : x + w] = np.clip(region * (1 - a) + patch * a, 0, 255).round()
         return
-    src = image.copy()
-    src[y : y + h, x : x + w][foot] = patch[foot]
-    ys, xs = np.nonzero(foot)
-    bx, by = x + int(xs.min()), y + int(ys.min())
-    bw, bh = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1
-    full = np.zeros(image.shape[:2], np.uint8)
-    full[y : y + h, x : x + w][foot] = 255
-    to3 = (lambda a: np.repeat(a, 3, 2)) if image.shape[2] == 1 else (lambda a: a)
-    centre = (bx + bw // 2, by + bh // 2)  # OpenCV puts the mask's bounding rect here
-    out = cv2.seamlessClone(to3(src), to3(image), full.copy(), centre, cv2.NORMAL_CLONE)
-    inside = full > 0  # OpenCV also touches the rest of the bounding rect: keep only the mask
-    image[inside] = out[inside][:, : image.shape[2]]
+    image[y : y + h, x : x + w] = poisson_blend(region, patch, foot)
+
+
+def poisson_blend(dst: np.ndarray, src: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Poisson image editing on an hxwxC region: inside `mask` the result has src's gradients
+    and meets dst on the mask's boundary; outside it is dst, untouched."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import splu
+
+    mask = np.pad(mask, 1)  # the solve needs a boundary ring around every unknown
+    s = np.pad(src.astype(np.float64), ((1, 1), (1, 1), (0, 0)), mode="edge")
+    d = np.pad(dst.astype(np.float64), ((1, 1), (1, 1), (0, 0)), mode="edge")
+    ys, xs = np.nonzero(mask)
+    n = len(ys)
+    index = np.full(mask.shape, -1, np.int64)
+    index[ys, xs] = np.arange(n)
+    rows, cols, vals = [np.arange(n)], [np.arange(n)], [np.full(n, 4.0)]
+    rhs = 4 * s[ys, xs]
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        ny, nx = ys + dy, xs + dx
+        rhs -= s[ny, nx]
+        inside = mask[ny, nx]
+        rows.append(np.flatnonzero(inside))
+        cols.append(index[ny[inside], nx[inside]])
+        vals.append(-np.ones(int(inside.sum())))
+        rhs[~inside] += d[ny[~inside], nx[~inside]]
+    matrix = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))))
+    out = d.copy()
+    out[ys, xs] = splu(matrix.tocsc()).solve(rhs)
+    return np.clip(out[1:-1, 1:-1], 0, 255).round().astype(np.uint8)
 
 
 def _params(inst: Instance, cfg: PasteConfig, rng: np.random.Generator, fit: ClassFit | None):
@@ -275,7 +300,7 @@ def _params(inst: Instance, cfg: PasteConfig, rng: np.random.Generator, fit: Cla
         scale = float(np.clip(np.sqrt(draw.area / max(stats["area"], 1.0)), 0.5, 2.0))
         stretch = float(np.clip(draw.aspect / max(stats["aspect"], 1e-3), 0.8, 1.25))
         own = stats["contrast"]
-        gain = float(np.clip(draw.contrast / own, 0.5, 2.0)) if abs(own) > 2 else 1.0
+        gain = float(np.clip(draw.contrast / own, *cfg.gain)) if abs(own) > 2 else 1.0
         hint: tuple[float, float] | None = draw.centre
     else:
         scale, stretch = float(rng.uniform(*cfg.scale)), 1.0
@@ -283,10 +308,16 @@ def _params(inst: Instance, cfg: PasteConfig, rng: np.random.Generator, fit: Cla
     return {
         "scale": round(scale, 4),
         "stretch": round(stretch, 4),
-        "angle": round(float(rng.uniform(-cfg.rotate, cfg.rotate)), 2),
+        "angle": _angle(cfg, rng),
         "flip": bool(cfg.flip and rng.random() < 0.5),
         "gain": round(gain, 4),
     }, hint
+
+
+def _angle(cfg: PasteConfig, rng: np.random.Generator) -> float:
+    if cfg.right_angles:
+        return float(90 * rng.integers(4))
+    return round(float(rng.uniform(-cfg.rotate, cfg.rotate)), 2)
 
 
 def _intensity(patch: np.ndarray, ref: float, gain: float, level: float) -> np.ndarray:
@@ -297,6 +328,20 @@ def _pad(patch: np.ndarray, alpha: np.ndarray, pad: int) -> tuple[np.ndarray, np
     """Room around the instance for the guard band (patch reflected, alpha zero)."""
     patch = cv2.copyMakeBorder(patch, pad, pad, pad, pad, cv2.BORDER_REFLECT)
     return _as3(patch), cv2.copyMakeBorder(alpha, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+
+
+def _context_check(image: np.ndarray, patch: np.ndarray, label: np.ndarray, need: float):
+    """For binary images: accept a spot when the ring around the instance matches the ring it
+    had in its source (a spur stays attached to a track, a short bridges two)."""
+    band = ring(label, 4)
+    want = grey(patch)[band] > 127
+    h, w = label.shape
+
+    def accept(y: int, x: int) -> bool:
+        have = grey(image[y : y + h, x : x + w])[band] > 127
+        return float((have == want).mean()) >= need
+
+    return accept
 
 
 def _visible(before: np.ndarray, after: np.ndarray, label: np.ndarray) -> float:
@@ -320,6 +365,9 @@ def paste_instance(
         inst.patch, inst.alpha, params["scale"], params["angle"], params["flip"], params["stretch"]
     )
     patch, alpha = _pad(patch, alpha, cfg.guard + 1)
+    if cfg.binary:
+        patch = np.where(patch > 127, 255, 0).astype(np.uint8)
+        alpha = (alpha > 0.5).astype(np.float32)
     label = alpha > 0.5
     if label.sum() < 4:
         return None
@@ -328,7 +376,8 @@ def paste_instance(
     if cfg.boxes:
         x1, y1, x2, y2 = tight_box(label)
         block[y1:y2, x1:x2] = True
-    spot = find_placement(occupied, allowed, block, rng, hint, cfg.tries)
+    accept = _context_check(image, patch, label, cfg.min_context) if cfg.min_context else None
+    spot = find_placement(occupied, allowed, block, rng, hint, cfg.tries, accept=accept)
     if spot is None:
         return None
     y, x = spot

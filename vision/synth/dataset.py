@@ -187,6 +187,10 @@ def paste_config(dataset: str, blend: str = "") -> PasteConfig:
             gain=(1.0, 1.0),
             match_background=False,
             min_visible=0.5,
+            min_context=0.8,
+            binary=True,
+            right_angles=True,
+            tries=400,
             boxes=True,
         )
     return PasteConfig(blend=blend or "poisson", boxes=dataset == "bccd")
