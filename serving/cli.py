@@ -12,7 +12,7 @@ from pathlib import Path
 from serving.config import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_MESSAGE_BYTES, ServerConfig
 from vision.paths import default_repository
 
-DOMAIN_COMMANDS = ("train", "export", "eval")
+DOMAIN_COMMANDS = ("train", "export", "eval", "synth")
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:

@@ -51,6 +51,10 @@ def task_of(argv: list[str]) -> str:
 
 
 def run(command: str, argv: list[str]) -> int:
-    """Run domain command `command` ("train", "export" or "eval") with its own arguments."""
+    """Run domain command `command` ("train", "export", "eval" or "synth") with its arguments."""
+    if command == "synth":
+        from vision.synth.cli import synth
+
+        return int(synth(argv) or 0)
     module = importlib.import_module(TASK_PACKAGES[task_of(argv)])
     return int(getattr(module, COMMANDS[command])(argv) or 0)

@@ -145,8 +145,22 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _metrics_table(metrics: dict) -> list[str]:
+    """Markdown table: one row per split, one column per numeric metric."""
+    splits = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    keys = sorted({k for v in splits.values() for k, x in v.items() if isinstance(x, float)})
+    if not keys:
+        return []
+    rows = [f"| split | {' | '.join(keys)} |", "|---" * (len(keys) + 1) + "|"]
+    for split, values in splits.items():
+        cells = [f"{values[k]:.4f}" if isinstance(values.get(k), float) else "" for k in keys]
+        rows.append(f"| {split} | {' | '.join(cells)} |")
+    return ["## Summary", "", *rows, ""]
+
+
 def _card_markdown(card: dict) -> str:
     lines = [f"# {card.get('name', 'model')}", "", card.get("description", ""), ""]
+    lines += _metrics_table(card.get("metrics", {}))
     for key, value in card.items():
         if key in ("name", "description"):
             continue

@@ -96,4 +96,4 @@ def test_eval_through_onnx(repo: Path, tmp_path: Path) -> None:
     assert report["images"] == 2 and "deeppcb" in report and 0 <= report["map50"] <= 1
     assert (tmp_path / "pr_curve.png").is_file() and (tmp_path / "confusion_matrix.png").is_file()
     card = json.loads((repo / "pcb-defects" / "card.json").read_text())
-    assert card["metrics"]["images"] == 2
+    assert card["evaluation"]["images"] == 2 and "mAP50" in card["metrics"]["test"]

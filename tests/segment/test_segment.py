@@ -129,3 +129,20 @@ def test_train_export_eval_tiny(tmp_path: Path) -> None:
     assert report["images"] == 2 and 0.0 <= report["metrics"]["auroc"] <= 1.0
     assert (tmp_path / "report" / "report.json").is_file()
     assert (tmp_path / "report" / "roc.png").is_file()
+
+
+def test_crop_dataset_balances_and_centres_on_foreground() -> None:
+    from vision.segment.train import CropDataset, Prepared, foreground_dice_ce
+
+    labels = np.zeros((4, 64, 64), np.int64)
+    labels[0, 50:54, 50:54] = 2
+    data = Prepared(np.zeros((4, 1, 64, 64), np.float32), labels, labels > -1, list("abcd"))
+    recipe = get_recipe("tile-defects", height=64, width=64, crop=16)
+    dataset = CropDataset(data, recipe, length=200, epoch_seed=0)
+    assert 60 < int(np.sum(dataset.order == 0)) < 140, "about half the items have foreground"
+    ys = [dataset[i][1] for i in range(len(dataset)) if dataset.order[i] == 0]
+    assert np.mean([bool(y.any()) for y in ys]) > 0.4
+    logits = torch.zeros(2, 6, 16, 16, requires_grad=True)
+    loss = foreground_dice_ce(logits, torch.stack([ys[0], ys[0]])[:, None], [1.0] * 6)
+    loss.backward()
+    assert torch.isfinite(loss) and logits.grad is not None

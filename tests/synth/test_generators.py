@@ -115,6 +115,19 @@ def test_no_overlap_inside_image_and_allowed_region() -> None:
             assert inter_w <= 0 or inter_h <= 0, f"boxes {a} and {b} overlap"
 
 
+def test_binary_context_rule_keeps_the_source_surroundings() -> None:
+    image = np.zeros((80, 160, 1), np.uint8)
+    image[:, 80:] = 255  # right half white
+    inst = _disk_instance(value=0)
+    inst.patch[inst.alpha == 0] = 255  # the instance sat on white in its source
+    cfg = _fixed(binary=True, min_context=0.9, tries=300)
+    for seed in range(5):
+        placed = paste_instance(
+            image, np.zeros((80, 160), bool), None, inst, cfg, np.random.default_rng(seed)
+        )
+        assert placed is not None and placed.box[0] >= 80
+
+
 def test_poisson_blend_reproduces_src_when_boundaries_agree() -> None:
     dst = np.full((40, 50, 3), 100, np.uint8)
     src = dst.copy()
@@ -244,13 +257,14 @@ def _union(boxes: list[tuple[int, ...]]) -> tuple[int, int, int, int]:
 
 @_needs(TILES)
 def test_tile_pastes_stay_on_the_tile_and_off_each_other() -> None:
-    from vision.synth.copy_paste import tile_region
-    from vision.synth.dataset import generate_one, load_sources, read_pixels
+    from vision.synth.dataset import generate_one, load_sources, read_pixels, tile_region
 
     src = load_sources("magnetic-tile", TILES, ("Crack",), limit=20)
     for index in range(3):
         item = generate_one(src, "copy-paste", index, seed=5, per_image=3)
         assert item is not None
+        again = generate_one(src, "copy-paste", index, seed=5, per_image=3)
+        assert np.array_equal(item.image, again.image), "not reproducible from (seed, index)"
         bg = read_pixels(src.root / item.provenance.sources[0]["path"], 1)
         region = tile_region(bg)
         for k, p in enumerate(item.placed):

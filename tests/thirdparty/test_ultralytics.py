@@ -28,9 +28,10 @@ pytestmark = pytest.mark.slow  # trains a detector (about a minute on 2 CPU core
 LABELS = ["RBC", "WBC", "Platelets"]
 IMGSZ = 320
 CONF, IOU = 0.25, 0.45
-# The server resizes in float32, Ultralytics the uint8 image (rounded): scores differ by ~1e-4,
-# so a box this close to CONF may be kept by one and dropped by the other.
-SCORE_BAND = 1e-3
+# The server resizes the image as float32, Ultralytics as uint8 (rounded): input values differ by
+# up to 0.75/255, which moves this briefly trained model's scores by up to ~0.01. A box this close
+# to CONF may be kept by one and dropped by the other: only such boxes may go unmatched.
+SCORE_BAND = 0.02
 TRAIN_IMAGES, EPOCHS = 3, 40  # 40 optimiser steps: about a minute on 2 CPU cores
 BCCD = datasets_root() / "bccd" / "BCCD"
 
@@ -72,7 +73,7 @@ def yolov8_config() -> dict[str, Any]:
             "iou_threshold": IOU,
             "max_detections": 300,
         },
-        "batching": {"max_batch_size": 4, "max_queue_delay_ms": 2},
+        "batching": {"max_batch_size": 1},  # a static export takes batch 1
         "runtime": {"providers": "cpu", "intra_op_threads": 1, "inter_op_threads": 1},
     }
 
@@ -162,7 +163,9 @@ def train_and_export(yolo: Any, data: Path, images: tuple[Path, ...], runs: Path
         **no_augment,
     )
     settle_batchnorm(model.model, images)
-    path = model.export(format="onnx", opset=17, dynamic=True, simplify=False, imgsz=IMGSZ)
+    # Static shape: Ultralytics then predicts at the full IMGSZ square, as the server does (with a
+    # dynamic export it letterboxes to the smallest stride-multiple rectangle instead).
+    path = model.export(format="onnx", opset=17, dynamic=False, simplify=False, imgsz=IMGSZ)
     return Path(path)
 
 
@@ -214,12 +217,6 @@ def ultralytics_boxes(yolo: Any, onnx: Path, rgb: np.ndarray) -> Boxes:
     )
 
 
-def decided(boxes: Boxes) -> Boxes:
-    """The boxes whose score is clearly above CONF (outside SCORE_BAND)."""
-    keep = boxes.scores > CONF + SCORE_BAND
-    return Boxes(boxes.xyxy[keep], boxes.classes[keep], boxes.scores[keep])
-
-
 def match(ours: Boxes, theirs: Boxes) -> list[tuple[int, int]]:
     """Greedy one-to-one pairs (ours, theirs) of the same class by IoU (above 0.5), best first."""
     if not len(ours.xyxy) or not len(theirs.xyxy):
@@ -236,16 +233,24 @@ def match(ours: Boxes, theirs: Boxes) -> list[tuple[int, int]]:
     return pairs
 
 
+def unmatched_scores(ours: Boxes, theirs: Boxes, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Scores of the boxes, on either side, that have no partner."""
+    i, j = [p[0] for p in pairs], [p[1] for p in pairs]
+    return np.concatenate([np.delete(ours.scores, i), np.delete(theirs.scores, j)])
+
+
 def describe(ours: Boxes, theirs: Boxes, pairs: list[tuple[int, int]]) -> str:
     """Numbers for an assertion message: counts, worst corner and score differences."""
+    head = f"server {len(ours.xyxy)} boxes, Ultralytics {len(theirs.xyxy)}, matched {len(pairs)}"
     if not pairs:
-        return f"server {len(ours.xyxy)} boxes, Ultralytics {len(theirs.xyxy)}, none matched"
+        return head
     i, j = map(list, zip(*pairs, strict=True))
     corner = np.abs(ours.xyxy[i] - theirs.xyxy[j]).max()
     score = np.abs(ours.scores[i] - theirs.scores[j]).max()
+    unmatched = np.round(unmatched_scores(ours, theirs, pairs), 4).tolist()
     return (
-        f"server {len(ours.xyxy)} boxes, Ultralytics {len(theirs.xyxy)}, matched {len(pairs)}; "
-        f"max corner diff {corner:.3f} px, max score diff {score:.2e}"
+        f"{head}; max corner diff {corner:.3f} px, max score diff {score:.2e}; "
+        f"unmatched scores {unmatched}"
     )
 
 
@@ -259,11 +264,13 @@ def real_images(exported: Exported) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("which", ["full", "crop"])
 def test_detect_matches_ultralytics(ultralytics: Any, exported: Exported, stub, which) -> None:
     rgb = real_images(exported)[which]
-    ours = decided(server_boxes(stub, rgb))
-    theirs = decided(ultralytics_boxes(ultralytics.YOLO, exported.onnx, rgb))
+    ours = server_boxes(stub, rgb)
+    theirs = ultralytics_boxes(ultralytics.YOLO, exported.onnx, rgb)
     pairs = match(ours, theirs)
     summary = describe(ours, theirs, pairs)
-    assert len(theirs.xyxy) > 0, f"the briefly trained model found nothing: {summary}"
-    assert len(ours.xyxy) == len(theirs.xyxy) == len(pairs), summary  # same boxes and labels
+    print(summary)
+    assert pairs, f"the briefly trained model found nothing: {summary}"
+    # Same boxes and labels: all matched (same class), but for those at the threshold.
+    assert (unmatched_scores(ours, theirs, pairs) <= CONF + SCORE_BAND).all(), summary
     i, j = map(list, zip(*pairs, strict=True))
     assert np.abs(ours.xyxy[i] - theirs.xyxy[j]).max() <= 1.0, summary

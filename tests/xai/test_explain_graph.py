@@ -6,7 +6,6 @@ project's detector at tiny width. Two exports in all (module-scoped fixtures).
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -31,7 +30,12 @@ from vision.xai.explain_graph import (
 )
 from vision.xai.targets import default_targets
 
-HAS_GRADCAM = importlib.util.find_spec("pytorch_grad_cam") is not None
+try:
+    import pytorch_grad_cam  # noqa: F401
+
+    HAS_GRADCAM = True
+except ImportError:
+    HAS_GRADCAM = False
 needs_gradcam = pytest.mark.skipif(
     not HAS_GRADCAM,
     reason="pytorch-grad-cam is not installed (test-only dependency: pip install grad-cam)",
@@ -149,6 +153,21 @@ def test_gradcam_plus_plus_matches_reference() -> None:
         raw = module(*inputs)[-1].numpy()
     ours = cam.upsample(cam.normalize(raw), SIZE, SIZE)
     report = compare_maps(ours, gradcam_reference(module, inputs))
+    assert report["pearson_min"] >= 0.99 and report["argmax_identical"] == 2
+
+
+@needs_gradcam
+def test_basic_unet_default_layer_matches_reference() -> None:
+    from monai.networks.nets import BasicUNet
+
+    torch.manual_seed(0)
+    model = BasicUNet(spatial_dims=2, in_channels=1, out_channels=3, features=(4, 4, 8, 8, 16, 4))
+    module = build_explain_module(model, None, "segmentation")
+    assert module.target_layer is model.upcat_1
+    inputs = (_images(2), *_seg_targets(2))
+    raw = module(*inputs)[-1].detach().numpy()
+    assert raw.shape == (2, SIZE, SIZE)
+    report = compare_maps(cam.normalize(raw), gradcam_reference(module, inputs))
     assert report["pearson_min"] >= 0.99 and report["argmax_identical"] == 2
 
 

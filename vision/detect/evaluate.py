@@ -114,11 +114,23 @@ def _dataset(args: argparse.Namespace, name: str) -> tuple[str, Path]:
     raise SystemExit(f"model {name!r} has no recipe: give --format and --data")
 
 
+def headline(metrics: dict) -> dict[str, float]:
+    """The flat numbers for the card's summary table."""
+    flat = {"mAP50": metrics["map50"], "mAP50_95": metrics["map50_95"]}
+    flat.update({f"AP50_{k}": v for k, v in metrics["ap50_per_class"].items()})
+    flat["F1_at_threshold"] = metrics["at_config_threshold"]["f_score"]
+    if "deeppcb" in metrics:
+        flat["DeepPCB_mAP"] = metrics["deeppcb"]["map"]
+        flat["DeepPCB_F"] = metrics["deeppcb"]["f_score"]
+    return {k: round(float(v), 4) for k, v in flat.items()}
+
+
 def _update_card(model_dir: Path, version: int, split: str, metrics: dict, n: int) -> None:
     from vision.export import read_card, write_card
 
     card = read_card(model_dir)
-    card["metrics"] = {"split": split, "images": n, "version": version, **metrics}
+    card["metrics"] = {split: headline(metrics)}
+    card["evaluation"] = {"split": split, "images": n, "version": version, **metrics}
     write_card(model_dir, card)
 
 

@@ -185,13 +185,21 @@ def coco_map(preds: list[Boxes], truths: list[Boxes], labels: tuple[str, ...]) -
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    precision = ev.eval["precision"]  # [T, R, K, A, M]
+    precision = ev.eval["precision"]  # [T, R, K, A, M]; area "all", maxDets 300
+    valid = precision[:, :, :, 0, -1]
     per_class = []
     for k in range(len(labels)):
-        p = precision[0, :, k, 0, -1]
+        p = valid[0, :, k]
         per_class.append(float(p[p > -1].mean()) if (p > -1).any() else 0.0)
     return {
-        "map50": float(ev.stats[1]),
-        "map50_95": float(ev.stats[0]),
+        "map50": _mean_valid(valid[0]),
+        "map50_95": _mean_valid(valid),
         "ap50_per_class": dict(zip(labels, per_class, strict=True)),
     }
+
+
+def _mean_valid(values: np.ndarray) -> float:
+    """Mean over classes with ground truth (pycocotools marks the others -1)."""
+    per_class = [values[..., k] for k in range(values.shape[-1])]
+    means = [float(v[v > -1].mean()) for v in per_class if (v > -1).any()]
+    return float(np.mean(means)) if means else 0.0

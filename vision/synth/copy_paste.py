@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from vision.synth.distribution import ClassFit, grey, instance_stats, ring
+from vision.synth.distribution import ClassFit, grey, instance_stats, largest_component, ring
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 pixel edges: columns x1 .. x2 - 1
 
@@ -69,17 +69,6 @@ def tight_box(mask: np.ndarray) -> Box:
 
 def _as3(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 3 else image[..., None]
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a boolean mask, holes filled."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
-    if count < 2:
-        return np.zeros_like(mask, bool)
-    keep = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
-    contours, _ = cv2.findContours(keep, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(keep, contours, -1, 1, cv2.FILLED)
-    return keep.astype(bool)
 
 
 def _crop(image: np.ndarray, mask: np.ndarray, box: Box, margin: int) -> tuple:
@@ -403,10 +392,3 @@ def paste_instance(
         params,
         [{"path": inst.source, "instance": inst.index}],
     )
-
-
-def tile_region(image: np.ndarray, erode: int = 4) -> np.ndarray:
-    """The lit tile surface of a magnetic-tile image: not dark, largest component, eroded."""
-    g = cv2.GaussianBlur(grey(image), (0, 0), 5)
-    lit = g > 0.5 * float(np.median(g))
-    return cv2.erode(largest_component(lit).astype(np.uint8), _disk(erode)).astype(bool)

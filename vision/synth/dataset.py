@@ -24,9 +24,8 @@ from vision.synth.copy_paste import (
     from_box,
     from_mask,
     paste_instance,
-    tile_region,
 )
-from vision.synth.distribution import ClassFit, fit_class
+from vision.synth.distribution import ClassFit, fit_class, grey, largest_component
 from vision.synth.procedural import ProceduralConfig, add_defect
 from vision.synth.provenance import Provenance, write_image
 
@@ -179,6 +178,16 @@ def load_sources(
     return Sources(dataset, root, classes, by_class, backgrounds, fits, channels)
 
 
+def tile_region(image: np.ndarray, erode: int = 4) -> np.ndarray:
+    """The lit tile surface of a magnetic-tile image: not dark, largest component, eroded."""
+    g = cv2.GaussianBlur(grey(image), (0, 0), 5)
+    lit = g > 0.5 * float(np.median(g))
+    return cv2.erode(
+        largest_component(lit).astype(np.uint8),
+        cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erode + 1, 2 * erode + 1)),
+    ).astype(bool)
+
+
 def paste_config(dataset: str, blend: str = "") -> PasteConfig:
     """Per-dataset copy-paste defaults (DeepPCB is binary: hard alpha, no intensity change)."""
     if dataset == "deeppcb":
@@ -193,7 +202,9 @@ def paste_config(dataset: str, blend: str = "") -> PasteConfig:
             tries=400,
             boxes=True,
         )
-    return PasteConfig(blend=blend or "poisson", boxes=dataset == "bccd")
+    if dataset == "bccd":  # crowded slides: more tries to find a free spot
+        return PasteConfig(blend=blend or "poisson", boxes=True, tries=200)
+    return PasteConfig(blend=blend or "poisson")
 
 
 def _occupied(shape: tuple[int, ...], boxes: list[tuple[str, Box]]) -> np.ndarray:
@@ -362,7 +373,7 @@ def contact_sheet(
                 ClassMask(ids[p.class_name], f"synth {p.class_name}", p.mask, 1.0)
                 for p in item.placed
             ]
-            rgb = draw_overlay(Image(item.image), SegmentationResult(masks))
+            rgb = draw_overlay(Image(item.image), SegmentationResult(masks), alpha=0.3)
         tiles.append(_fit_cell(rgb, cell))
     while len(tiles) % cols:
         tiles.append(np.zeros((cell, cell, 3), np.uint8))

@@ -76,6 +76,17 @@ def ring(mask: np.ndarray, width: int = 5) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a boolean mask, holes filled."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    if count < 2:
+        return np.zeros_like(mask, bool)
+    keep = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    contours, _ = cv2.findContours(keep, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(keep, contours, -1, 1, cv2.FILLED)
+    return keep.astype(bool)
+
+
 def local_contrast(image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     """(mean grey inside the mask minus the ring's mean, the ring's mean)."""
     g = grey(image)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vision.synth.copy_paste import Placed, find_placement, largest_component, tight_box
-from vision.synth.distribution import ClassFit, Draw, grey, ring
+from vision.synth.copy_paste import Placed, find_placement, tight_box
+from vision.synth.distribution import ClassFit, Draw, grey, largest_component, ring
 
 
 @dataclass

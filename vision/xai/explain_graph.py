@@ -199,10 +199,13 @@ def _convolution_backward(
 
 
 def explain_decompositions() -> dict:
-    """Core ATen decompositions plus convolution backward -> convolution."""
-    from torch._decomp import core_aten_decompositions
+    """ATen decompositions of backward ops only, plus convolution backward -> convolution.
 
-    table = dict(core_aten_decompositions())
+    Forward ops stay whole (PReLU, SiLU, ... export as single ONNX nodes, as in the plain graph).
+    """
+    from torch._decomp import decomposition_table
+
+    table = {op: fn for op, fn in decomposition_table.items() if "backward" in str(op)}
     table[_aten.convolution_backward.default] = _convolution_backward
     return table
 
