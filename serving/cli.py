@@ -12,7 +12,12 @@ from pathlib import Path
 from serving.config import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_MESSAGE_BYTES, ServerConfig
 from vision.paths import default_repository
 
-DOMAIN_COMMANDS = ("train", "export", "eval", "synth")
+DOMAIN_COMMANDS = {
+    "train": "train a reference model or one on your own data",
+    "export": "export a checkpoint to ONNX with a parity gate, into the model repository",
+    "eval": "evaluate a repository model through the ONNX path the server uses",
+    "synth": "write synthetic images of rare classes with exact labels and provenance",
+}
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -53,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _infer_parser(sub)
-    for name in DOMAIN_COMMANDS:
-        sub.add_parser(name, help=f"{name} a model (needs the 'train' extra)", add_help=False)
+    for name, text in DOMAIN_COMMANDS.items():
+        sub.add_parser(name, help=f"{text} (needs the 'train' extra)", add_help=False)
     return parser
 
 

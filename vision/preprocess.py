@@ -135,8 +135,15 @@ class Preprocessor:
         self.offset = self.mean / std
 
     def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, PreprocessMeta]:
-        x = convert_channels(to_float(pixels), self.pre.channel_order)
-        x, meta = resize_for_model(x, self.spec, self.pre)
+        if pixels.dtype == np.uint8:
+            # Resize and pad in 8 bits, then convert, as Ultralytics' LetterBox does.
+            x, meta = resize_for_model(
+                convert_channels(pixels, self.pre.channel_order), self.spec, self.pre
+            )
+            x = to_float(x)
+        else:
+            x = convert_channels(to_float(pixels), self.pre.channel_order)
+            x, meta = resize_for_model(x, self.spec, self.pre)
         x = x * self.gain - self.offset
         if self.spec.layout == "NCHW":
             x = x.transpose(2, 0, 1)

@@ -7,7 +7,6 @@ offline switches are set before it is imported, so nothing is fetched from the n
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,12 +59,13 @@ def serve() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def ultralytics(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The `ultralytics` package, imported offline with its settings in a temporary folder."""
-    if importlib.util.find_spec("ultralytics") is None:
-        pytest.skip(
-            "ultralytics is not installed (pip install ultralytics-opencv-headless; AGPL-3.0, "
-            "tests only)"
-        )
     os.environ.setdefault("YOLO_OFFLINE", "1")  # no online checks, downloads or analytics
     os.environ.setdefault("YOLO_AUTOINSTALL", "0")  # never pip-install a missing requirement
     os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics-settings")))
-    return importlib.import_module("ultralytics")
+    try:
+        return importlib.import_module("ultralytics")
+    except ImportError as exc:
+        pytest.skip(
+            f"ultralytics is not installed ({exc}); pip install ultralytics-opencv-headless "
+            "(AGPL-3.0, tests only)"
+        )

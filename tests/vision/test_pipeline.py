@@ -67,8 +67,10 @@ def test_uint16_matches_uint8() -> None:
     image8 = _image()
     image16 = Image(image8.pixels.astype(np.uint16) * 257)
     pipeline = Pipeline(_config(resize="letterbox"))
+    # 8-bit images are resized in 8 bits (rounded, as Ultralytics does): half a level apart,
+    # at most, before normalisation by std.
     np.testing.assert_allclose(
-        pipeline.preprocess(image16)[0], pipeline.preprocess(image8)[0], atol=1e-5
+        pipeline.preprocess(image16)[0], pipeline.preprocess(image8)[0], atol=0.5 / 255 / 0.2
     )
 
 

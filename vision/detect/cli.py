@@ -15,6 +15,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["voc", "coco", "yolo", "deeppcb"])
     p.add_argument("--data", help="dataset folder (generic training)")
     p.add_argument("--name", help="model name (generic training)")
+    p.add_argument("--train-split", help="default train (trainval for DeepPCB)")
+    p.add_argument("--val-split", help="default val; '' holds 10%% of the training split out")
     p.add_argument("--epochs", type=int)
     p.add_argument("--minutes", type=float, help="wall-clock training budget")
     p.add_argument("--batch", type=int)

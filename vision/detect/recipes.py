@@ -103,7 +103,17 @@ def from_args(args: object) -> Recipe:
         )
     overrides = {
         key: getattr(args, key)
-        for key in ("epochs", "minutes", "batch", "lr", "channels", "height", "width")
+        for key in (
+            "epochs",
+            "minutes",
+            "batch",
+            "lr",
+            "channels",
+            "height",
+            "width",
+            "train_split",
+            "val_split",
+        )
         if getattr(args, key, None) is not None
     }
     if getattr(args, "size", None):
