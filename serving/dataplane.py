@@ -24,8 +24,9 @@ from vision.errors import InvalidInputError
 from vision.io import decode_image, image_from_raw
 from vision.masks import encode_png, encode_rle
 from vision.pipeline import Pipeline
-from vision.render import draw_overlay, encode_png_rgb
+from vision.render import draw_overlay, encode_png_rgb, heatmap_overlay
 from vision.types import DetectionResult, Image, SegmentationResult
+from vision.xai.explainer import Explanation
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
     overlay_png: bytes = b""
     encoded_masks: list[bytes | list[int]] = field(default_factory=list)  # aligned with masks
+    explanations: list[Explanation] = field(default_factory=list)
+    heat_overlays: list[bytes] = field(default_factory=list)  # aligned with explanations
+    explain_method: str = ""
 
 
 class DataPlane:
@@ -124,6 +128,67 @@ class DataPlane:
             self._executor, _finish, pipeline, outputs, meta, image, options
         )
         timings["postprocess_ms"] = _ms(t)
+        timings["total_ms"] = _ms(start)
+        prediction.model, prediction.version, prediction.timings = (
+            model.name,
+            model.version,
+            timings,
+        )
+        return prediction
+
+    async def explain(
+        self,
+        name: str,
+        version: str,
+        source: ImageSource,
+        class_ids: list[int],
+        options: PredictOptions,
+        deadline: float | None = None,
+    ) -> Prediction:
+        """Predict and explain: a Grad-CAM heat map per finding, from the explain graph."""
+        model = self.repository.get(name, version)
+        if model.explainer is None:
+            raise InvalidInputError(
+                f"model {name!r} has no explain graph; add one with `vision explain-export`"
+            )
+        with self._track("explain", model):
+            return await self._explain(model, source, class_ids, options, deadline)
+
+    async def _explain(
+        self, model: ModelVersion, source, class_ids: list[int], options, deadline
+    ) -> Prediction:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        image, tensor, meta, timings = await loop.run_in_executor(
+            self._executor, self._prepare, model, source
+        )
+        if model.config.task == "detection":
+            batch = await model.batcher.submit(
+                {model.config.input.name: tensor[np.newaxis]}, deadline
+            )
+            outputs = {k: v[0] for k, v in batch.outputs.items()}
+            prediction = await loop.run_in_executor(
+                self._executor,
+                _explain_detections,
+                model,
+                _pipeline_for(model, options),
+                outputs,
+                tensor,
+                meta,
+                image,
+                options,
+            )
+        else:
+            prediction = await loop.run_in_executor(
+                self._executor,
+                _explain_segmentation,
+                model,
+                tensor,
+                meta,
+                image,
+                class_ids,
+                options,
+            )
         timings["total_ms"] = _ms(start)
         prediction.model, prediction.version, prediction.timings = (
             model.name,
@@ -203,6 +268,29 @@ def _pipeline_for(model: ModelVersion, options: PredictOptions) -> Pipeline:
             raise InvalidInputError(f"{key} must lie in [0, 1], got {value}")
     post = dataclasses.replace(model.config.postprocess, **overrides)
     return Pipeline(dataclasses.replace(model.config, postprocess=post))
+
+
+def _explain_detections(model, pipeline, outputs, tensor, meta, image, options) -> Prediction:
+    result = pipeline.postprocess(outputs, meta)
+    prediction = Prediction("", "", image, result)
+    prediction.explanations = model.explainer.explain_detections(tensor, meta, result)
+    return _with_heat_overlays(prediction, options)
+
+
+def _explain_segmentation(model, tensor, meta, image, class_ids, options) -> Prediction:
+    result, explanations = model.explainer.explain_segmentation(tensor, meta, class_ids)
+    prediction = Prediction("", "", image, result, explanations=explanations)
+    prediction.encoded_masks = [encode_png(m.mask) for m in result.masks]
+    return _with_heat_overlays(prediction, options)
+
+
+def _with_heat_overlays(prediction: Prediction, options: PredictOptions) -> Prediction:
+    if options.overlay:
+        prediction.heat_overlays = [
+            encode_png_rgb(heatmap_overlay(prediction.image, e.heat))
+            for e in prediction.explanations
+        ]
+    return prediction
 
 
 def _finish(pipeline: Pipeline, outputs, meta, image: Image, options: PredictOptions):

@@ -21,6 +21,7 @@ from vision.config import ModelConfig, load_config
 from vision.errors import ModelNotFoundError, ModelUnavailableError
 from vision.pipeline import Pipeline
 from vision.runtime import OnnxModel
+from vision.xai.explainer import Explainer
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class ModelVersion:
     session: OnnxModel
     pipeline: Pipeline
     batcher: DynamicBatcher
+    explainer: Explainer | None = None
     loaded_at: float = field(default_factory=time.time)
 
 
@@ -187,7 +189,10 @@ class ModelRepository:
                 self._observer(config.name, version, stats)
 
         batcher = DynamicBatcher(session.run, config.batching, f"{config.name}:{version}", observer)
-        return ModelVersion(config.name, version, config, session, Pipeline(config), batcher)
+        explainer = _load_explainer(config, folder)
+        return ModelVersion(
+            config.name, version, config, session, Pipeline(config), batcher, explainer
+        )
 
     async def _close_versions(self, versions: dict[str, ModelVersion], timeout: float = 30.0):
         await asyncio.gather(*(v.batcher.close(timeout) for v in versions.values()))
@@ -196,6 +201,16 @@ class ModelRepository:
         entry.state, entry.reason = state, reason
         if self._on_state_change is not None:
             self._on_state_change(entry.name, state)
+
+
+def _load_explainer(config: ModelConfig, folder: Path) -> Explainer | None:
+    """The version's explain graph, when its config names one."""
+    if not config.explain.file:
+        return None
+    path = folder / config.explain.file
+    if not path.is_file():
+        raise ModelUnavailableError(f"explain graph {path.name} named in the config is missing")
+    return Explainer(config, OnnxModel(path, config.runtime))
 
 
 def _warmup_batches(config: ModelConfig) -> tuple[int, ...]:

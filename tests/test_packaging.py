@@ -27,6 +27,12 @@ def test_serving_never_imports_torch():
     assert _offenders("serving", "torch|torchvision|monai") == []
 
 
+def test_product_never_imports_ultralytics():
+    """Ultralytics is AGPL-3.0: it may appear in tests only."""
+    for folder in ("serving", "vision", "protos"):
+        assert _offenders(folder, "ultralytics") == []
+
+
 def test_vision_never_imports_grpc():
     assert _offenders("vision", "grpc") == []
 

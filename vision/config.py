@@ -21,6 +21,7 @@ Example::
     batching: {max_batch_size: 8, max_queue_delay_ms: 0, max_queue_size: 64}
     version_policy: {latest: 1}   # or {all: true} or {specific: [1, 3]}
     runtime: {providers: auto, intra_op_threads: 0, inter_op_threads: 0}
+    explain: {file: model.explain.onnx, method: gradcam, target_layer: model.1.submodule}
 """
 
 from __future__ import annotations
@@ -128,6 +129,16 @@ class RuntimeSpec:
 
 
 @dataclass(frozen=True)
+class ExplainSpec:
+    """The Grad-CAM explain graph exported beside the model (`vision.xai`); empty file: none."""
+
+    file: str = ""  # e.g. model.explain.onnx in each version folder
+    method: str = "gradcam"  # gradcam | gradcam++
+    target_layer: str = ""  # recorded for the model card; the graph already embeds it
+    max_targets: int = 16  # findings explained per request at most
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything the server needs to know about one model, read from its `config.yaml`."""
 
@@ -140,6 +151,7 @@ class ModelConfig:
     batching: BatchingSpec = field(default_factory=BatchingSpec)
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    explain: ExplainSpec = field(default_factory=ExplainSpec)
     model_file: str = "model.onnx"
     description: str = ""
 
@@ -198,6 +210,7 @@ def parse_config(data: dict[str, Any], where: str = "config") -> ModelConfig:
         "batching": _section(BatchingSpec, data.pop("batching", None), f"{where}.batching"),
         "version_policy": _section(VersionPolicy, policy, f"{where}.version_policy"),
         "runtime": _section(RuntimeSpec, runtime, f"{where}.runtime"),
+        "explain": _section(ExplainSpec, data.pop("explain", None), f"{where}.explain"),
     }
     data.pop("version_policy", None)
     data.pop("runtime", None)
@@ -232,6 +245,7 @@ def _validate(config: ModelConfig, where: str) -> None:
         raise ConfigError(f"{where}: detection models need postprocess.type yolov8")
     if config.task == "segmentation" and config.postprocess.type == "yolov8":
         raise ConfigError(f"{where}: segmentation models need postprocess.type argmax or sigmoid")
+    _check_choice(config.explain.method, ("gradcam", "gradcam++"), f"{where}.explain.method")
     if config.batching.max_queue_size < 1:
         raise ConfigError(f"{where}.batching.max_queue_size: must be at least 1")
 

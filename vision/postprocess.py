@@ -124,18 +124,21 @@ def decode_yolov8(
     keep = scores > spec.score_threshold
     if not keep.any():
         return DetectionResult()
+    anchors = np.flatnonzero(keep)
     rows, class_ids, scores = rows[keep], class_ids[keep], scores[keep]
     if len(scores) > _MAX_NMS:
         top = np.argpartition(-scores, _MAX_NMS)[:_MAX_NMS]
-        rows, class_ids, scores = rows[top], class_ids[top], scores[top]
+        rows, class_ids, scores, anchors = rows[top], class_ids[top], scores[top], anchors[top]
     cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2] / 2, rows[:, 3] / 2
     boxes = np.stack([cx - w, cy - h, cx + w, cy + h], axis=1)
     offset = 0.0 if spec.class_agnostic_nms else class_ids[:, None] * _MAX_WH
     kept = nms(boxes + offset, scores, spec.iou_threshold, spec.max_detections)
     mapped = to_original(boxes[kept], meta)
     detections = [
-        Detection(*map(float, box), float(score), int(cid), _label(labels, int(cid)))
-        for box, score, cid in zip(mapped, scores[kept], class_ids[kept], strict=True)
+        Detection(*map(float, box), float(score), int(cid), _label(labels, int(cid)), int(anchor))
+        for box, score, cid, anchor in zip(
+            mapped, scores[kept], class_ids[kept], anchors[kept], strict=True
+        )
     ]
     return DetectionResult(detections=detections)
 

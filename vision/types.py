@@ -56,6 +56,7 @@ class Detection:
     score: float
     class_id: int
     label: str
+    anchor: int = -1  # index of the model output row (YOLOv8 layout) it was decoded from
 
 
 @dataclass

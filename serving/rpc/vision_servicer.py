@@ -11,7 +11,8 @@ from protos.vision.v1 import vision_pb2_grpc as pb_grpc
 from serving.dataplane import DataPlane, ImageSource, Prediction, PredictOptions
 from serving.repository import LOADING, READY
 from vision.errors import InvalidInputError
-from vision.types import ClassMask, DetectionResult
+from vision.types import ClassMask, Detection, DetectionResult
+from vision.xai.explainer import Explanation, heat_to_float16_bytes
 
 _DTYPES = {
     pb.PIXEL_TYPE_UINT8: "uint8",
@@ -45,6 +46,30 @@ def image_source(image: pb.ImageInput) -> ImageSource:
 
 def _timings(prediction: Prediction) -> pb.Timings:
     return pb.Timings(**prediction.timings)
+
+
+def _detection_message(d: Detection) -> pb.Detection:
+    return pb.Detection(
+        box=pb.Box(x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2),
+        score=d.score,
+        class_id=d.class_id,
+        label=d.label,
+    )
+
+
+def _heatmap_message(explanation: Explanation, overlay: bytes) -> pb.Heatmap:
+    heat = explanation.heat
+    message = pb.Heatmap(
+        class_id=explanation.class_id,
+        label=explanation.label,
+        width=heat.shape[1],
+        height=heat.shape[0],
+        data=heat_to_float16_bytes(heat),
+        overlay_png=overlay,
+    )
+    if explanation.detection is not None:
+        message.detection.CopyFrom(_detection_message(explanation.detection))
+    return message
 
 
 def _mask_message(
@@ -85,15 +110,7 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             deadline_of(context),
         )
         assert isinstance(prediction.result, DetectionResult)
-        detections = [
-            pb.Detection(
-                box=pb.Box(x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2),
-                score=d.score,
-                class_id=d.class_id,
-                label=d.label,
-            )
-            for d in prediction.result.detections
-        ]
+        detections = [_detection_message(d) for d in prediction.result.detections]
         return pb.DetectResponse(
             model_name=prediction.model,
             model_version=prediction.version,
@@ -162,4 +179,42 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             providers=model.session.providers,
             max_batch_size=config.batching.max_batch_size,
             description=config.description,
+            explainable=model.explainer is not None,
         )
+
+    async def Explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:  # noqa: N802
+        options = PredictOptions(
+            score_threshold=request.score_threshold
+            if request.HasField("score_threshold")
+            else None,
+            overlay=request.include_overlay,
+        )
+        prediction = await self._plane.explain(
+            request.model.name,
+            request.model.version,
+            image_source(request.image),
+            list(request.class_ids),
+            options,
+            deadline_of(context),
+        )
+        response = pb.ExplainResponse(
+            model_name=prediction.model,
+            model_version=prediction.version,
+            image_size=pb.ImageSize(width=prediction.image.width, height=prediction.image.height),
+            method=prediction.explain_method,
+            timings=_timings(prediction),
+        )
+        if isinstance(prediction.result, DetectionResult):
+            response.detections.extend(_detection_message(d) for d in prediction.result.detections)
+        else:
+            response.masks.extend(
+                _mask_message(mask, encoded, prediction.image.pixel_spacing_mm)
+                for mask, encoded in zip(
+                    prediction.result.masks, prediction.encoded_masks, strict=True
+                )
+            )
+        overlays = prediction.heat_overlays or [b""] * len(prediction.explanations)
+        response.heatmaps.extend(
+            _heatmap_message(e, o) for e, o in zip(prediction.explanations, overlays, strict=True)
+        )
+        return response

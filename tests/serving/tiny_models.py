@@ -112,3 +112,82 @@ def build_repository(root: Path) -> Path:
     write_config(det, root / det.name)
     fixed_box_detector(root / det.name / "1" / "model.onnx", DETECTOR_BOXES, DETECTOR_SCORES, 128)
     return root
+
+
+def explain_graph(path: Path, kind: str, size: int, output_table: np.ndarray | None = None) -> Path:
+    """An explain-graph stand-in with the real signature; its "CAM" is the grey level.
+
+    Segmentation: images, target_class, target_mask -> logits, cam.
+    Detection: images, target_class, target_anchor -> output0 (fixed table), cam.
+    """
+    aux_name = "target_mask" if kind == "segmentation" else "target_anchor"
+    aux_type = (
+        helper.make_tensor_value_info(aux_name, TensorProto.FLOAT, ["N", 1, size, size])
+        if kind == "segmentation"
+        else helper.make_tensor_value_info(aux_name, TensorProto.INT64, ["N"])
+    )
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["grey"], axes=[1], keepdims=1),
+        helper.make_node("Squeeze", ["grey", "one"], ["cam"]),
+    ]
+    inits = [numpy_helper.from_array(np.array([1], dtype=np.int64), "one")]
+    if kind == "segmentation":
+        nodes += [
+            helper.make_node("Sub", ["grey", "half"], ["fg"]),
+            helper.make_node("Neg", ["fg"], ["bg"]),
+            helper.make_node("Concat", ["bg", "fg"], ["raw"], axis=1),
+            helper.make_node("Mul", ["raw", "gain"], ["logits"]),
+        ]
+        inits += [
+            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+            numpy_helper.from_array(np.array(20.0, np.float32), "gain"),
+        ]
+        out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, size, size])
+    else:
+        nodes += [
+            helper.make_node("ReduceMean", ["images"], ["m"], keepdims=1),
+            helper.make_node("Reshape", ["m", "shape3"], ["m3"]),
+            helper.make_node("Mul", ["m3", "zero"], ["z"]),
+            helper.make_node("Add", ["z", "table"], ["output0"]),
+        ]
+        inits += [
+            numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape3"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+            numpy_helper.from_array(output_table, "table"),
+        ]
+        out = helper.make_tensor_value_info(
+            "output0", TensorProto.FLOAT, ["N", *output_table.shape[1:]]
+        )
+    graph = helper.make_graph(
+        nodes,
+        f"explain_{kind}",
+        [
+            helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, size, size]),
+            helper.make_tensor_value_info("target_class", TensorProto.INT64, ["N"]),
+            aux_type,
+        ],
+        [out, helper.make_tensor_value_info("cam", TensorProto.FLOAT, ["N", size, size])],
+        initializer=inits,
+    )
+    return _save(graph, path)
+
+
+def build_explainable_repository(root: Path) -> Path:
+    """A segmenter and a detector, each with an explain graph stand-in."""
+    import dataclasses
+
+    from vision.config import ExplainSpec
+
+    explain = ExplainSpec(file="model.explain.onnx", method="gradcam")
+    seg = dataclasses.replace(segmenter_config("bright-x"), explain=explain)
+    write_config(seg, root / seg.name)
+    brightness_segmenter(root / seg.name / "1" / "model.onnx")
+    explain_graph(root / seg.name / "1" / "model.explain.onnx", "segmentation", 64)
+    det = dataclasses.replace(detector_config("boxes-x"), explain=explain)
+    write_config(det, root / det.name)
+    fixed_box_detector(root / det.name / "1" / "model.onnx", DETECTOR_BOXES, DETECTOR_SCORES, 128)
+    table = np.concatenate([DETECTOR_BOXES.T, DETECTOR_SCORES.T], axis=0)[np.newaxis]
+    explain_graph(
+        root / det.name / "1" / "model.explain.onnx", "detection", 128, table.astype(np.float32)
+    )
+    return root

@@ -224,6 +224,58 @@ class ListModelsResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ModelSummary]
     def __init__(self, models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
 
+class ExplainRequest(_message.Message):
+    __slots__ = ("model", "image", "class_ids", "include_overlay", "score_threshold")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_OVERLAY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    image: ImageInput
+    class_ids: _containers.RepeatedScalarFieldContainer[int]
+    include_overlay: bool
+    score_threshold: float
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., class_ids: _Optional[_Iterable[int]] = ..., include_overlay: _Optional[bool] = ..., score_threshold: _Optional[float] = ...) -> None: ...
+
+class Heatmap(_message.Message):
+    __slots__ = ("class_id", "label", "detection", "width", "height", "data", "overlay_png")
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
+    class_id: int
+    label: str
+    detection: Detection
+    width: int
+    height: int
+    data: bytes
+    overlay_png: bytes
+    def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., detection: _Optional[_Union[Detection, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[bytes] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "image_size", "detections", "masks", "heatmaps", "method", "timings")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    HEATMAPS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    image_size: ImageSize
+    detections: _containers.RepeatedCompositeFieldContainer[Detection]
+    masks: _containers.RepeatedCompositeFieldContainer[Mask]
+    heatmaps: _containers.RepeatedCompositeFieldContainer[Heatmap]
+    method: str
+    timings: Timings
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., image_size: _Optional[_Union[ImageSize, _Mapping]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., heatmaps: _Optional[_Iterable[_Union[Heatmap, _Mapping]]] = ..., method: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
 class GetModelMetadataRequest(_message.Message):
     __slots__ = ("model",)
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -247,7 +299,7 @@ class InputSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., layout: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., dtype: _Optional[str] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
-    __slots__ = ("name", "version", "task", "labels", "input", "providers", "max_batch_size", "description")
+    __slots__ = ("name", "version", "task", "labels", "input", "providers", "max_batch_size", "description", "explainable")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +308,7 @@ class ModelMetadata(_message.Message):
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    EXPLAINABLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     task: str
@@ -264,4 +317,5 @@ class ModelMetadata(_message.Message):
     providers: _containers.RepeatedScalarFieldContainer[str]
     max_batch_size: int
     description: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    explainable: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., description: _Optional[str] = ..., explainable: _Optional[bool] = ...) -> None: ...

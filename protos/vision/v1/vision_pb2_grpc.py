@@ -54,6 +54,11 @@ class VisionServiceStub:
                 request_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.GetModelMetadataRequest.SerializeToString,
                 response_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.ModelMetadata.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/vision.v1.VisionService/Explain',
+                request_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class VisionServiceServicer:
@@ -87,6 +92,13 @@ class VisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Findings plus a Grad-CAM heat map per finding, computed inside the model's explain graph.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +121,11 @@ def add_VisionServiceServicer_to_server(servicer, server):
                     servicer.GetModelMetadata,
                     request_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.GetModelMetadataRequest.FromString,
                     response_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.ModelMetadata.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.ExplainRequest.FromString,
+                    response_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +236,33 @@ class VisionService:
             '/vision.v1.VisionService/GetModelMetadata',
             protos_dot_vision_dot_v1_dot_vision__pb2.GetModelMetadataRequest.SerializeToString,
             protos_dot_vision_dot_v1_dot_vision__pb2.ModelMetadata.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vision.v1.VisionService/Explain',
+            protos_dot_vision_dot_v1_dot_vision__pb2.ExplainRequest.SerializeToString,
+            protos_dot_vision_dot_v1_dot_vision__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,

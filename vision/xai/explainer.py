@@ -1,0 +1,92 @@
+"""Running a model's explain graph (torch-free): targets in, heat maps in original coordinates out.
+
+The explain graph (`vision.xai.explain_graph`) takes `images`, `target_class` [N] and either
+`target_mask` [N,1,H,W] (segmentation: sum of the class logits inside the mask; all ones here,
+the whole image) or `target_anchor` [N] (detection: the class score of one output row), and
+returns the model's outputs plus raw CAMs `cam` [N,h,w]. One image with N targets is one graph
+run of batch N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vision.config import ModelConfig
+from vision.errors import InvalidInputError
+from vision.pipeline import Pipeline
+from vision.runtime import OnnxModel
+from vision.types import Detection, DetectionResult, PreprocessMeta, SegmentationResult
+from vision.xai.cam import heatmap
+
+
+@dataclass
+class Explanation:
+    """One heat map [H, W] float32 in [0, 1] over the original image, and what it explains."""
+
+    class_id: int
+    label: str
+    heat: np.ndarray
+    detection: Detection | None = None
+
+
+class Explainer:
+    """Runs one model version's explain graph for a preprocessed image."""
+
+    def __init__(self, config: ModelConfig, session: OnnxModel) -> None:
+        self.config = config
+        self.session = session
+        self.pipeline = Pipeline(config)
+
+    def explain_detections(
+        self, tensor: np.ndarray, meta: PreprocessMeta, result: DetectionResult
+    ) -> list[Explanation]:
+        """One heat map per detection (at most `explain.max_targets`, highest scores first)."""
+        found = sorted(result.detections, key=lambda d: -d.score)[: self.config.explain.max_targets]
+        if not found:
+            return []
+        if any(d.anchor < 0 for d in found):
+            raise InvalidInputError("detections carry no output row index; cannot explain them")
+        feeds = {
+            "images": np.repeat(tensor[np.newaxis], len(found), axis=0),
+            "target_class": np.array([d.class_id for d in found], dtype=np.int64),
+            "target_anchor": np.array([d.anchor for d in found], dtype=np.int64),
+        }
+        cams = self.session.run(feeds)["cam"]
+        return [
+            Explanation(d.class_id, d.label, heatmap(cam, meta), d)
+            for d, cam in zip(found, cams, strict=True)
+        ]
+
+    def explain_segmentation(
+        self, tensor: np.ndarray, meta: PreprocessMeta, class_ids: list[int]
+    ) -> tuple[SegmentationResult, list[Explanation]]:
+        """Masks and one heat map per class: `class_ids`, or every class found in the image."""
+        labels = self.config.labels
+        wanted = list(class_ids) or [
+            c for c in range(len(labels)) if c != self.config.postprocess.background_class
+        ]
+        bad = [c for c in wanted if not 0 <= c < len(labels)]
+        if bad:
+            raise InvalidInputError(f"class ids {bad} out of range; the model has {len(labels)}")
+        height, width = tensor.shape[-2:]
+        feeds = {
+            "images": np.repeat(tensor[np.newaxis], len(wanted), axis=0),
+            "target_class": np.array(wanted, dtype=np.int64),
+            "target_mask": np.ones((len(wanted), 1, height, width), dtype=np.float32),
+        }
+        outputs = self.session.run(feeds)
+        cams = outputs.pop("cam")
+        result = self.pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
+        if not class_ids:
+            present = {m.class_id for m in result.masks}
+            pairs = [(c, cam) for c, cam in zip(wanted, cams, strict=True) if c in present]
+        else:
+            pairs = list(zip(wanted, cams, strict=True))
+        return result, [Explanation(c, labels[c], heatmap(cam, meta)) for c, cam in pairs]
+
+
+def heat_to_float16_bytes(heat: np.ndarray) -> bytes:
+    """Row-major little-endian float16, the wire format of vision.v1 Heatmap.data."""
+    return np.ascontiguousarray(heat, dtype="<f2").tobytes()
