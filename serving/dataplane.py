@@ -129,12 +129,7 @@ class DataPlane:
         )
         timings["postprocess_ms"] = _ms(t)
         timings["total_ms"] = _ms(start)
-        prediction.model, prediction.version, prediction.timings = (
-            model.name,
-            model.version,
-            timings,
-        )
-        return prediction
+        return _stamped(prediction, model, timings)
 
     async def explain(
         self,
@@ -190,12 +185,8 @@ class DataPlane:
                 options,
             )
         timings["total_ms"] = _ms(start)
-        prediction.model, prediction.version, prediction.timings = (
-            model.name,
-            model.version,
-            timings,
-        )
-        return prediction
+        prediction.explain_method = model.config.explain.method
+        return _stamped(prediction, model, timings)
 
     def _prepare(self, model: ModelVersion, source: ImageSource):
         """Decode and preprocess in one worker job; returns image, tensor, meta and timings."""
@@ -248,6 +239,11 @@ class DataPlane:
         elapsed = time.perf_counter() - start
         self.metrics.observe_request(api, model.name, model.version, "ok", elapsed)
         self.stats.record_request(model.name, model.version, True, elapsed)
+
+
+def _stamped(prediction: Prediction, model: ModelVersion, timings: dict) -> Prediction:
+    prediction.model, prediction.version, prediction.timings = model.name, model.version, timings
+    return prediction
 
 
 def _ms(since: float) -> float:
