@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vision.config import ExplainSpec, ModelConfig, load_config, write_config
+from vision.config import ModelConfig, load_config, write_config
 from vision.export import read_card, sha256, write_card
 from vision.io import decode_image
 from vision.paths import datasets_root
@@ -30,6 +30,7 @@ EXPLAIN_FILE = "model.explain.onnx"
 # head, so boxes from the stride-16/32 heads would get all-zero maps there.
 DETECTOR_LAYER = "backbone.stages.0"
 DETECTOR_FALLBACK_LAYER = "smooth.0"
+TARGET_INPUT = {"detection": "target_anchor", "segmentation": "target_mask"}
 
 
 def latest_version(model_dir: Path) -> int:
@@ -123,8 +124,6 @@ def add_explain_graph(
     `backbone.stages.0`, falling back to `smooth.0` if that fails parity). Returns the card's
     new `explain` entry. Raises RuntimeError (nothing recorded) when parity fails.
     """
-    import torch
-
     from vision.xai.explain_graph import default_target_layer
 
     model_dir = Path(repo) / name
@@ -139,8 +138,6 @@ def add_explain_graph(
         layers = [default_target_layer(model)]
     path = model_dir / str(version) / EXPLAIN_FILE
     example = example_tensor(config, image)
-    with torch.no_grad():
-        pass  # the export needs grad internally; nothing to precompute
     layer, parity = _export(model, layers, kind, example, path, method)
     spec = dataclasses.replace(config.explain, file=EXPLAIN_FILE, method=method, target_layer=layer)
     write_config(dataclasses.replace(config, explain=spec), model_dir)
@@ -149,8 +146,7 @@ def add_explain_graph(
         "method": method,
         "target_layer": layer,
         "target_kind": kind,
-        "inputs": ["images", "target_class", "target_mask" if kind == "segmentation" else
-                   "target_anchor"],
+        "inputs": ["images", "target_class", TARGET_INPUT[kind]],
         "outputs": "the model's outputs, then cam [N, h, w] (raw, before ReLU / min-max)",
         "example": f"one validation image, {config.input.height}x{config.input.width} after "
         "vision.pipeline preprocessing; target: the model's own top prediction",
@@ -164,4 +160,4 @@ def add_explain_graph(
     return entry
 
 
-__all__ = ["EXPLAIN_FILE", "ExplainSpec", "add_explain_graph", "latest_version"]
+__all__ = ["EXPLAIN_FILE", "add_explain_graph", "latest_version"]
