@@ -1,0 +1,206 @@
+"""`vision explain` (torch-free heat maps for image files) and `vision explain-export`.
+
+`explain` runs in-process with ONNX Runtime only: decode (PNG/JPEG/TIFF/BMP/DICOM), preprocess,
+run the plain model (detection) and the explain graph, then write one heat-map overlay PNG per
+finding and `explain.json`, a summary of every finding and its file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vision.config import ModelConfig, load_config
+from vision.errors import VisionError
+from vision.io import decode_image
+from vision.paths import default_repository
+from vision.pipeline import Pipeline
+from vision.render import color_for, encode_png_rgb, heatmap_overlay
+from vision.runtime import OnnxModel
+from vision.types import DetectionResult, Image
+from vision.xai.explainer import Explainer, Explanation
+
+log = logging.getLogger(__name__)
+SUMMARY_FILE = "explain.json"
+
+
+def _classes(text: str) -> list[int]:
+    """'1,2' -> [1, 2]."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--classes takes integers like 1,2: {exc}") from exc
+
+
+def _latest(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    if not versions:
+        raise VisionError(f"{model_dir}: no version folders")
+    return max(versions)
+
+
+class _Models:
+    """The plain model and the explain graph of one model version, with its pipeline."""
+
+    def __init__(self, repo: Path, name: str, version: int | None) -> None:
+        model_dir = repo / name
+        self.config: ModelConfig = load_config(model_dir)
+        if not self.config.explain.file:
+            raise VisionError(
+                f"model {name!r} has no explain graph; run `vision explain-export --model {name} "
+                "--checkpoint runs/<recipe>/best.pt` first"
+            )
+        folder = model_dir / str(version or _latest(model_dir))
+        graph = folder / self.config.explain.file
+        if not graph.is_file():
+            raise VisionError(f"{graph}: explain graph missing")
+        self.pipeline = Pipeline(self.config)
+        self.explainer = Explainer(self.config, OnnxModel(graph, self.config.runtime))
+        self.plain: OnnxModel | None = None
+        if self.config.task == "detection":
+            self.plain = OnnxModel(folder / self.config.model_file, self.config.runtime)
+
+    def explain(self, image: Image, classes: list[int]) -> list[Explanation]:
+        """Heat maps of one decoded image (detections: filtered to `classes` when given)."""
+        tensor, meta = self.pipeline.preprocess(image)
+        if self.plain is None:
+            _, found = self.explainer.explain_segmentation(tensor, meta, classes)
+            return found
+        outputs = self.plain.run({self.config.input.name: tensor[np.newaxis]})
+        result = self.pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
+        assert isinstance(result, DetectionResult)
+        if classes:
+            result = DetectionResult([d for d in result.detections if d.class_id in classes])
+        return self.explainer.explain_detections(tensor, meta, result)
+
+
+def _overlay(image: Image, found: Explanation) -> np.ndarray:
+    """Heat map over the image; the box and its label for a detection."""
+    rgb = np.ascontiguousarray(heatmap_overlay(image, found.heat))
+    d = found.detection
+    if d is not None:
+        colour = color_for(d.class_id)
+        width = max(1, round(min(rgb.shape[:2]) / 300))
+        p1, p2 = (round(d.x1), round(d.y1)), (round(d.x2), round(d.y2))
+        cv2.rectangle(rgb, p1, p2, colour, width)
+        text = f"{d.label} {d.score:.2f}"
+        cv2.putText(rgb, text, (p1[0], max(12, p1[1] - 3)), 0, 0.4, colour, 1, cv2.LINE_AA)
+    return rgb
+
+
+def _entry(found: Explanation, png: Path) -> dict[str, Any]:
+    """One finding of the JSON summary (peak in original-image pixels, x then y)."""
+    y, x = np.unravel_index(int(np.argmax(found.heat)), found.heat.shape)
+    entry: dict[str, Any] = {
+        "class_id": found.class_id,
+        "label": found.label,
+        "png": str(png),
+        "peak_xy": [int(x), int(y)],
+        "heat_mean": round(float(found.heat.mean()), 4),
+    }
+    d = found.detection
+    if d is not None:
+        entry["box_xyxy"] = [round(v, 1) for v in (d.x1, d.y1, d.x2, d.y2)]
+        entry["score"] = round(d.score, 4)
+    return entry
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+def explain_files(
+    paths: list[Path], models: _Models, out: Path, classes: list[int]
+) -> list[dict[str, Any]]:
+    """Write the overlay PNGs of each image under `out`; the summary's per-image entries."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = []
+    for path in paths:
+        image = decode_image(path.read_bytes(), dicom_window=models.config.preprocess.dicom_window)
+        findings = []
+        for i, found in enumerate(models.explain(image, classes)):
+            png = out / f"{_safe(path.stem)}_{i:02d}_{_safe(found.label)}.png"
+            png.write_bytes(encode_png_rgb(_overlay(image, found)))
+            findings.append(_entry(found, png))
+        summary.append(
+            {"image": str(path), "size_hw": [image.height, image.width], "findings": findings}
+        )
+        log.info("%s: %d heat maps", path, len(findings))
+    return summary
+
+
+def explain(argv: list[str] | None = None) -> int:
+    """`vision explain IMAGE [IMAGE...] --model NAME [--repo DIR] [--out DIR] [--classes 1,2]`."""
+    parser = argparse.ArgumentParser(
+        prog="vision explain", description="Grad-CAM heat maps of image files (torch-free)."
+    )
+    parser.add_argument("images", nargs="+", type=Path, help="PNG, JPEG, TIFF, BMP or DICOM")
+    parser.add_argument("--model", required=True, help="model name in the repository")
+    parser.add_argument("--repo", type=Path, default=None, help="default: the bundled models/")
+    parser.add_argument("--version", type=int, default=None, help="default: the latest")
+    parser.add_argument("--out", type=Path, default=Path("explain-out"))
+    parser.add_argument(
+        "--classes", type=_classes, default=[], help="class ids, e.g. 1,2 (default: all found)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        models = _Models(args.repo or default_repository(), args.model, args.version)
+        summary = explain_files(args.images, models, args.out, args.classes)
+    except (VisionError, OSError) as exc:
+        print(f"vision explain: {exc}", file=sys.stderr)
+        return 1
+    report = {
+        "model": args.model,
+        "method": models.config.explain.method,
+        "target_layer": models.config.explain.target_layer,
+        "images": summary,
+    }
+    (args.out / SUMMARY_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    total = sum(len(s["findings"]) for s in summary)
+    print(f"{total} heat maps for {len(summary)} image(s) in {args.out}")
+    return 0
+
+
+def explain_export(argv: list[str] | None = None) -> int:
+    """`vision explain-export --model NAME --checkpoint PATH [--repo DIR] [--version N] ...`."""
+    parser = argparse.ArgumentParser(
+        prog="vision explain-export",
+        description="Add a Grad-CAM explain graph (model.explain.onnx) to a repository model.",
+    )
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--checkpoint", required=True, type=Path, help="e.g. runs/<recipe>/best.pt")
+    parser.add_argument("--repo", type=Path, default=None, help="default: the bundled models/")
+    parser.add_argument("--version", type=int, default=None, help="default: the latest")
+    parser.add_argument("--method", default="gradcam", choices=("gradcam", "gradcam++"))
+    parser.add_argument("--target-layer", default=None, help="default: the architecture's")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch
+
+    from vision.xai.export import add_explain_graph
+
+    torch.set_num_threads(args.threads)
+    try:
+        entry = add_explain_graph(
+            args.repo or default_repository(),
+            args.model,
+            args.checkpoint,
+            args.version,
+            args.method,
+            args.target_layer,
+        )
+    except (RuntimeError, VisionError, OSError) as exc:
+        print(f"vision explain-export: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: entry[k] for k in ("file", "target_layer", "bytes", "parity")}, indent=2))
+    return 0
