@@ -13,10 +13,12 @@ from serving.config import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_MESSAGE_BYTES, 
 from vision.paths import default_repository
 
 DOMAIN_COMMANDS = {
-    "train": "train a reference model or one on your own data",
-    "export": "export a checkpoint to ONNX with a parity gate, into the model repository",
-    "eval": "evaluate a repository model through the ONNX path the server uses",
-    "synth": "write synthetic images of rare classes with exact labels and provenance",
+    "train": "train a reference model or one on your own data (train extra)",
+    "export": "export a checkpoint to ONNX, parity-gated, into the repository (train extra)",
+    "eval": "evaluate a repository model through the server's ONNX path (train extra)",
+    "synth": "write synthetic rare-class images with exact labels, provenance (train extra)",
+    "explain": "write Grad-CAM overlay PNGs for an image (in-process, torch-free)",
+    "explain-export": "add a Grad-CAM explain graph to a repository model (train extra)",
 }
 
 
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _infer_parser(sub)
     for name, text in DOMAIN_COMMANDS.items():
-        sub.add_parser(name, help=f"{text} (needs the 'train' extra)", add_help=False)
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 

@@ -56,5 +56,10 @@ def run(command: str, argv: list[str]) -> int:
         from vision.synth.cli import synth
 
         return int(synth(argv) or 0)
+    if command in ("explain", "explain-export"):
+        from vision.xai import cli as xai_cli
+
+        runner = xai_cli.explain if command == "explain" else xai_cli.explain_export
+        return int(runner(argv) or 0)
     module = importlib.import_module(TASK_PACKAGES[task_of(argv)])
     return int(getattr(module, COMMANDS[command])(argv) or 0)

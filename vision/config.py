@@ -42,6 +42,7 @@ CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
 LAYOUTS = ("NCHW", "NHWC")
 POSTPROCESS_TYPES = ("argmax", "sigmoid", "yolov8")
 PROVIDER_NAMES = ("auto", "tensorrt", "cuda", "cpu")
+EXPLAIN_METHODS = ("gradcam", "gradcam++", "hirescam")
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class ExplainSpec:
     """The Grad-CAM explain graph exported beside the model (`vision.xai`); empty file: none."""
 
     file: str = ""  # e.g. model.explain.onnx in each version folder
-    method: str = "gradcam"  # gradcam | gradcam++
+    method: str = "gradcam"  # gradcam | gradcam++ | hirescam
     target_layer: str = ""  # recorded for the model card; the graph already embeds it
     max_targets: int = 16  # findings explained per request at most
 
@@ -245,7 +246,7 @@ def _validate(config: ModelConfig, where: str) -> None:
         raise ConfigError(f"{where}: detection models need postprocess.type yolov8")
     if config.task == "segmentation" and config.postprocess.type == "yolov8":
         raise ConfigError(f"{where}: segmentation models need postprocess.type argmax or sigmoid")
-    _check_choice(config.explain.method, ("gradcam", "gradcam++"), f"{where}.explain.method")
+    _check_choice(config.explain.method, EXPLAIN_METHODS, f"{where}.explain.method")
     if config.batching.max_queue_size < 1:
         raise ConfigError(f"{where}.batching.max_queue_size: must be at least 1")
 

@@ -146,8 +146,9 @@ def test_many_detection_targets_in_one_run(det_export: tuple) -> None:
 
 
 @needs_gradcam
-def test_gradcam_plus_plus_matches_reference() -> None:
-    module = build_explain_module(_segmenter(), None, "segmentation", "gradcam++")
+@pytest.mark.parametrize("method", ["gradcam++", "hirescam"])
+def test_other_methods_match_reference(method: str) -> None:
+    module = build_explain_module(_segmenter(), None, "segmentation", method)
     inputs = (_images(2), *_seg_targets(2))
     with torch.no_grad():
         raw = module(*inputs)[-1].numpy()

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vision.config import ModelConfig, load_config
+from vision.config import EXPLAIN_METHODS, ModelConfig, load_config
 from vision.errors import VisionError
 from vision.io import decode_image
 from vision.paths import default_repository
@@ -180,7 +180,7 @@ def explain_export(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, type=Path, help="e.g. runs/<recipe>/best.pt")
     parser.add_argument("--repo", type=Path, default=None, help="default: the bundled models/")
     parser.add_argument("--version", type=int, default=None, help="default: the latest")
-    parser.add_argument("--method", default="gradcam", choices=("gradcam", "gradcam++"))
+    parser.add_argument("--method", default="gradcam", choices=EXPLAIN_METHODS)
     parser.add_argument("--target-layer", default=None, help="default: the architecture's")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)

@@ -44,8 +44,8 @@ from vision.xai.targets import (
 
 log = logging.getLogger(__name__)
 
-Method = Literal["gradcam", "gradcam++"]
-METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
+Method = Literal["gradcam", "gradcam++", "hirescam"]
+METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam")
 OPSET = 18  # torch 2.14's exporter implements opset >= 18; down-conversion to 17 fails here
 MIN_PEARSON = 0.99
 CAM_RTOL = 1e-4  # ONNX vs eager: max abs diff / max |cam|
@@ -88,9 +88,12 @@ def cam_from(activation: Tensor, grads: Tensor, method: str) -> Tensor:
     """Raw CAM [N, *spatial] from activations and gradients [N, K, *spatial].
 
     Grad-CAM: channel weights = spatial mean of the gradient. Grad-CAM++: pytorch-grad-cam's
-    closed form (eq. 19 of arXiv:1710.11063).
+    closed form (eq. 19 of arXiv:1710.11063). HiResCAM: gradient times activation per position
+    (arXiv:2011.08891), which keeps a detection's map on its own box.
     """
     spatial = tuple(range(2, activation.ndim))
+    if method == "hirescam":
+        return (grads * activation).sum(1)
     if method == "gradcam":
         weights = grads.mean(spatial, keepdim=True)
     elif method == "gradcam++":
@@ -324,9 +327,9 @@ def run_explain_graph(session: OnnxModel, inputs: tuple[Tensor, ...]) -> dict[st
 
 def gradcam_reference(module: ExplainModule, inputs: tuple[Tensor, ...]) -> np.ndarray:
     """pytorch-grad-cam's map (eager torch, same layer and targets): [N, H, W] in [0, 1]."""
-    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM
 
-    cls = GradCAM if module.method == "gradcam" else GradCAMPlusPlus
+    cls = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM}[module.method]
     targets = gradcam_targets(module.kind, *inputs[1:])
     with cls(module.model, [module.target_layer]) as explainer:
         return explainer(inputs[0], targets)
