@@ -23,3 +23,18 @@ def test_bench_serving_prints_ratios() -> None:
         assert re.search(pattern + r"throughput \d+\.\d+x", done.stdout, re.M), done.stdout
     assert "first error" not in done.stdout, done.stdout
     assert re.search(r"^ours: cold start \d+\.\d+ s, RSS \d+ MiB", done.stdout, re.M)
+
+
+def test_bench_latency_reports_int8_speedup(tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from bench import latency
+    from bench.models import write_repository
+
+    write_repository(tmp_path, queue_delay_ms=0)
+    shutil.copytree(tmp_path / "tiny", tmp_path / "tiny-int8")
+    argv = ["--repo", str(tmp_path), "--models", "tiny,tiny-int8", "--batches", "1,8"]
+    assert latency.main([*argv, "--rounds", "1", "--per-round", "2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^tiny\s+8\s+[\d.]+\s+[\d.]+\s+[\d.]+\s*$", out, re.M), out
+    assert re.search(r"^tiny-int8\s+1\s+([\d.]+\s+){3}\d+\.\d\d$", out, re.M), out

@@ -1,0 +1,109 @@
+"""CPU latency of the bundled models in-process (ONNX Runtime), FP32 beside INT8, batch 1 and 8.
+
+    .venv/bin/python -m bench.latency                       # every model in models/
+    .venv/bin/python -m bench.latency --models retina-vessels,retina-vessels-int8 --batches 1
+
+Each model runs through `vision.runtime.OnnxModel` with its own config's runtime settings (the
+server's session), on a fixed random input of its input size; rounds alternate between models
+so that load from other processes spreads evenly. Printed per model and batch: ms per batch
+(median, p90), ms per image, and for an `<name>-int8` model its speed-up over `<name>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vision.config import load_config
+from vision.paths import default_repository
+from vision.runtime import OnnxModel
+
+
+@dataclass
+class Subject:
+    """One model at one batch size and its timings (seconds per batch)."""
+
+    name: str
+    batch: int
+    model: OnnxModel
+    feeds: dict[str, np.ndarray]
+    times: list[float] = field(default_factory=list)
+
+    def run_once(self) -> None:
+        start = time.perf_counter()
+        self.model.run(self.feeds)
+        self.times.append(time.perf_counter() - start)
+
+
+def _subjects(repo: Path, names: list[str], batches: list[int], threads: int) -> list[Subject]:
+    out = []
+    for name in names:
+        config = load_config(repo / name)
+        if threads:
+            runtime = dataclasses.replace(config.runtime, intra_op_threads=threads)
+        else:
+            runtime = config.runtime
+        versions = sorted(int(p.name) for p in (repo / name).iterdir() if p.name.isdigit())
+        model = OnnxModel(repo / name / str(versions[-1]) / config.model_file, runtime)
+        spec = config.input
+        for batch in batches:
+            shape = (batch, spec.channels, spec.height, spec.width)
+            pixels = np.random.default_rng(0).random(shape, dtype=np.float32)
+            out.append(Subject(name, batch, model, {spec.name: pixels}))
+    return out
+
+
+def measure(subjects: list[Subject], rounds: int, per_round: int) -> None:
+    """Warm up, then interleave `rounds` rounds of `per_round` runs per subject."""
+    for subject in subjects:
+        subject.run_once()
+        subject.times.clear()
+    for r in range(rounds):
+        order = subjects if r % 2 == 0 else subjects[::-1]
+        for subject in order:
+            for _ in range(per_round):
+                subject.run_once()
+
+
+def report(subjects: list[Subject]) -> list[str]:
+    """Table lines: model, batch, ms/batch p50 and p90, ms/image, INT8 speed-up."""
+    p50 = {(s.name, s.batch): float(np.median(s.times)) for s in subjects}
+    lines = [f"{'model':<24}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'ms/img':>10}{'int8 x':>8}"]
+    for s in subjects:
+        fp32 = p50.get((s.name.removesuffix("-int8"), s.batch)) if s.name.endswith("-int8") else 0
+        speedup = f"{fp32 / p50[(s.name, s.batch)]:.2f}" if fp32 else ""
+        lines.append(
+            f"{s.name:<24}{s.batch:>6}{p50[(s.name, s.batch)] * 1e3:>10.1f}"
+            f"{np.percentile(s.times, 90) * 1e3:>10.1f}"
+            f"{p50[(s.name, s.batch)] * 1e3 / s.batch:>10.1f}{speedup:>8}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=None, help="default: the bundled models/")
+    parser.add_argument("--models", default="", help="comma-separated (default: all)")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--per-round", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: config's)")
+    args = parser.parse_args(argv)
+    repo = args.repo or default_repository()
+    names = [n for n in args.models.split(",") if n] or sorted(
+        p.name for p in repo.iterdir() if (p / "config.yaml").is_file()
+    )
+    batches = [int(b) for b in args.batches.split(",")]
+    subjects = _subjects(repo, names, batches, args.threads)
+    measure(subjects, args.rounds, args.per_round)
+    print("\n".join(report(subjects)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
