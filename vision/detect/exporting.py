@@ -228,6 +228,35 @@ def _keep_explain(config: ModelConfig, model_dir: Path) -> ModelConfig:
     return dataclasses.replace(config, explain=old.explain)
 
 
+def _tensorrt_gate(
+    model_dir: Path, version: int, recipe: Recipe, config: ModelConfig, args: argparse.Namespace
+) -> bool:
+    """FP16 TensorRT engine into the version's engine cache; output parity and val mAP against
+    ONNX Runtime CPU, recorded in the model card. False when the gate fails."""
+    from vision.export import read_card, write_card
+    from vision.runtime import OnnxModel
+    from vision.tensorrt import build_engine, tensorrt_parity, tensorrt_runtime
+
+    version_dir = model_dir / str(version)
+    onnx_path = version_dir / config.model_file
+    runtime = tensorrt_runtime(config.runtime, version_dir / ".trt-cache")
+    batches, truths = _val_batches(recipe, args.val_limit)
+    parity = tensorrt_parity(onnx_path, batches[:2], runtime)
+    nc = len(config.labels)
+    maps = {}
+    for key, session in (
+        ("cpu", OnnxModel(onnx_path)),
+        ("tensorrt", build_engine(onnx_path, runtime)),
+    ):
+        outputs = [session.run({INPUT_NAME: b})[OUTPUT_NAME] for b in batches]
+        maps[key] = round(_val_map(outputs, truths, recipe, nc)[0], 4)
+    metric_ok = abs(maps["cpu"] - maps["tensorrt"]) <= METRIC_TOLERANCE
+    parity |= {"val_map": maps, "passed": parity["passed"] and metric_ok}
+    write_card(model_dir, {**read_card(model_dir), "tensorrt": parity})
+    print(json.dumps({"tensorrt": parity}, indent=1))
+    return bool(parity["passed"])
+
+
 def run_export(args: argparse.Namespace) -> int:
     """Export, gate, write the repository entry; non-zero exit when the gate fails."""
     from vision.export import export_onnx, read_card, write_card, write_repository_entry
@@ -259,6 +288,8 @@ def run_export(args: argparse.Namespace) -> int:
                 model_dir, args.version, onnx_path, recipe, len(labels), args.val_limit
             )
             write_card(model_dir, card)
+        if args.tensorrt and not _tensorrt_gate(model_dir, args.version, recipe, config, args):
+            return 1
     run_dir = args.checkpoint.parent
     for extra in ("curve.png", "log.json"):
         if (run_dir / extra).is_file():

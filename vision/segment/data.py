@@ -98,15 +98,17 @@ def tile_split(root: Path, split_file: Path, seed: int = 0) -> dict[str, list[st
     return splits
 
 
-def load_tile(root: Path, relpaths: list[str]) -> list[Sample]:
-    """Magnetic-tile images (greyscale) with class-id masks (0 background, 1.. TILE_CLASSES)."""
+def load_tile(root: Path, relpaths: list[str], binary: bool = False) -> list[Sample]:
+    """Magnetic-tile images (greyscale) with class-id masks (0 background, 1.. TILE_CLASSES),
+    or with `binary` defect-vs-background masks (1 = any defect); `category` keeps the class."""
     samples = []
     for rel in relpaths:
         path = Path(root) / rel
         category = path.parent.parent.name.removeprefix("MT_")
-        binary = _read(path.with_suffix(".png")) > 127
+        defect = _read(path.with_suffix(".png")) > 127
         class_id = TILE_CLASSES.index(category) + 1 if category in TILE_CLASSES else 0
-        mask = binary.astype(np.int64) * class_id
+        class_id = min(class_id, 1) if binary else class_id
+        mask = defect.astype(np.int64) * class_id
         samples.append(Sample(rel, _rgb(_read(path)), mask, None, category, str(path)))
     return samples
 

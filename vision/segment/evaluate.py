@@ -17,6 +17,7 @@ from vision.runtime import OnnxModel
 from vision.segment import data as segdata
 from vision.segment.metrics import defect_metrics, vessel_metrics, vessel_roc
 from vision.segment.model import Recipe
+from vision.synth.provenance import assert_no_synthetic
 from vision.types import Image
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,10 @@ def load_samples(recipe: Recipe, root: Path, split: str, split_file: Path, limit
             ]
     else:
         splits = segdata.tile_split(root, split_file, seed=recipe.extra.get("split_seed", 0))
-        samples = segdata.load_tile(root, splits[split])
+        samples = segdata.load_tile(root, splits[split], binary=len(recipe.labels) == 2)
     if limit:
         samples = spread(samples, limit)
+    assert_no_synthetic([s.path for s in samples if s.path], split)
     return samples
 
 

@@ -79,6 +79,7 @@ def export_recipe(
     version: int = 1,
     tolerance: float = 0.5,
     limit: int = 0,
+    tensorrt: bool = False,
 ) -> int:
     """Checkpoint -> ONNX -> parity gates -> repository entry (and INT8 twin); exit code."""
     import torch
@@ -122,6 +123,10 @@ def export_recipe(
     card["files"] = _copy_run_files(run, model_dir)
     write_card(model_dir, {**read_card(model_dir), "files": card["files"]})
     log.info("wrote %s: test %s", model_dir, {k: test_onnx[k] for k in GATE_KEYS})
+    batches, version_dir = _real_batches(tensors), model_dir / str(version)
+    trt_ok = not tensorrt or _tensorrt_gate(
+        recipe, config, version_dir, batches, val, val_onnx, tolerance
+    )
     if int8:
         export_int8(
             recipe,
@@ -133,7 +138,33 @@ def export_recipe(
             {"val": val_onnx, "test": test_onnx},
             limit,
         )
-    return 0
+    return 0 if trt_ok else 1
+
+
+def _tensorrt_gate(
+    recipe: Recipe,
+    config: ModelConfig,
+    version_dir: Path,
+    batches: list[np.ndarray],
+    val: list,
+    val_onnx: dict,
+    tolerance: float,
+) -> bool:
+    """FP16 TensorRT engine into the version's engine cache; output parity and the val metric
+    against ONNX Runtime CPU, recorded in the model card. False when the gate fails."""
+    from vision.tensorrt import tensorrt_parity, tensorrt_runtime
+
+    onnx_path = version_dir / config.model_file
+    runtime = tensorrt_runtime(config.runtime, version_dir / ".trt-cache")
+    parity = tensorrt_parity(onnx_path, batches, runtime)
+    trt_config = dataclasses.replace(config, runtime=runtime)
+    val_trt = compute_metrics(recipe, onnx_probs(onnx_path, trt_config, val), val)
+    parity["metric_gate_val"] = gate(val_onnx, val_trt, tolerance)
+    parity["passed"] = parity["passed"] and parity["metric_gate_val"]["passed"]
+    model_dir = version_dir.parent
+    write_card(model_dir, {**read_card(model_dir), "tensorrt": parity})
+    log.info("TensorRT gate: %s", parity)
+    return bool(parity["passed"])
 
 
 def build_card(

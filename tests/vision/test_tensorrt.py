@@ -1,0 +1,50 @@
+"""`vision export --tensorrt`: refuses cleanly without a GPU; checks an engine with one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.serving.tiny_models import brightness_segmenter
+from vision import tensorrt
+from vision.config import RuntimeSpec
+
+needs_trt = pytest.mark.skipif(
+    tensorrt.unavailable_reason() is not None,
+    reason=f"TensorRT unavailable: {tensorrt.unavailable_reason()}",
+)
+
+
+@pytest.mark.parametrize("module", ["vision.segment.cli", "vision.detect.cli"])
+def test_export_tensorrt_without_gpu_says_so_and_exits_nonzero(module, monkeypatch, capsys):
+    import importlib
+
+    monkeypatch.setattr(tensorrt, "unavailable_reason", lambda: "no TensorRT provider (test)")
+    cli = importlib.import_module(module)
+    argv = ["--recipe", "tile-defects", "--tensorrt"] if "segment" in module else []
+    argv = argv or ["--recipe", "blood-cells", "--checkpoint", "absent.pt", "--tensorrt"]
+    assert cli.export(argv) == 2
+    assert "--tensorrt needs an NVIDIA GPU: no TensorRT provider (test)" in capsys.readouterr().err
+
+
+def test_require_tensorrt_raises_with_the_reason(monkeypatch):
+    monkeypatch.setattr(tensorrt, "unavailable_reason", lambda: "no GPU (test)")
+    with pytest.raises(tensorrt.TensorRTUnavailableError, match="no GPU"):
+        tensorrt.require_tensorrt()
+
+
+def test_tensorrt_runtime_forces_provider_fp16_and_cache(tmp_path):
+    spec = tensorrt.tensorrt_runtime(RuntimeSpec(intra_op_threads=3), tmp_path / "cache")
+    assert spec.providers == ("tensorrt",) and spec.tensorrt_fp16
+    assert spec.tensorrt_cache_dir == str(tmp_path / "cache") and spec.intra_op_threads == 3
+
+
+@needs_trt
+def test_tensorrt_parity_on_a_small_model(tmp_path):
+    path = brightness_segmenter(tmp_path / "1" / "model.onnx")
+    runtime = tensorrt.tensorrt_runtime(RuntimeSpec(), tmp_path / "1" / ".trt-cache")
+    batches = [np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)]
+    report = tensorrt.tensorrt_parity(path, batches, runtime)
+    assert report["provider"] == "TensorrtExecutionProvider"
+    assert report["passed"], report
+    assert any((tmp_path / "1" / ".trt-cache").iterdir())
