@@ -17,8 +17,11 @@ DOMAIN_COMMANDS = {
     "export": "export a checkpoint to ONNX, parity-gated, into the repository (train extra)",
     "eval": "evaluate a repository model through the server's ONNX path (train extra)",
     "synth": "write synthetic rare-class images with exact labels, provenance (train extra)",
+    "synth-detect": "real-vs-synthetic detector: train (train extra) or check images (ONNX)",
+    "synth-eval": "paired experiment: train without/with synthetic images, score real tests",
     "explain": "write Grad-CAM overlay PNGs for an image (in-process, torch-free)",
     "explain-export": "add a Grad-CAM explain graph to a repository model (train extra)",
+    "xai-eval": "score Grad-CAM quality: deletion/insertion, randomisation, pointing (train extra)",
 }
 
 
@@ -52,6 +55,13 @@ def _infer_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version", default="")
     p.add_argument("--server", default="localhost:8001")
     p.add_argument("--overlay", type=Path, help="write the image with results drawn, as PNG")
+    p.add_argument(
+        "--explain",
+        type=Path,
+        metavar="DIR",
+        help="also ask for a heat map per finding; write each blended over the image as a PNG "
+        "into DIR (the model needs an explain graph)",
+    )
     p.add_argument("--api-key", default="")
 
 
@@ -100,15 +110,20 @@ def infer(args: argparse.Namespace) -> int:
     with VisionClient(args.server, api_key=args.api_key) as client:
         task = client.metadata(args.model, args.version).task
         want_overlay = args.overlay is not None
+        explain = client.explain_options(overlay=True) if args.explain else False
         if task == "detection":
-            response = client.detect(args.model, args.image, args.version, overlay=want_overlay)
+            response = client.detect(
+                args.model, args.image, args.version, overlay=want_overlay, explain=explain
+            )
             for d in response.detections:
                 b = d.box
                 print(
                     f"{d.label:<16} {d.score:.3f}  [{b.x1:.1f}, {b.y1:.1f}, {b.x2:.1f}, {b.y2:.1f}]"
                 )
         else:
-            response = client.segment(args.model, args.image, args.version, overlay=want_overlay)
+            response = client.segment(
+                args.model, args.image, args.version, overlay=want_overlay, explain=explain
+            )
             for m in response.masks:
                 area = f"  {m.physical_area_mm2:.2f} mm²" if m.HasField("physical_area_mm2") else ""
                 print(f"{m.label:<16} {m.score:.3f}  {m.pixel_area} px{area}")
@@ -119,7 +134,20 @@ def infer(args: argparse.Namespace) -> int:
         if want_overlay:
             args.overlay.write_bytes(response.overlay_png)
             print(f"overlay written to {args.overlay}")
+        if args.explain:
+            _write_heatmaps(response, args.explain, args.image.stem)
     return 0
+
+
+def _write_heatmaps(response, folder: Path, stem: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, heatmap in enumerate(response.heatmaps):
+        path = folder / f"{stem}-{index:02d}-{heatmap.label or heatmap.class_id}.png"
+        path.write_bytes(heatmap.overlay_png)
+    print(
+        f"{len(response.heatmaps)} heat map(s) ({response.explain_method}, "
+        f"{response.timings.explain_ms:.1f} ms) written to {folder}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,11 +40,21 @@ class ImageSource:
 
 
 @dataclass(frozen=True)
+class ExplainOptions:
+    """Heat maps alongside a prediction (vision.v1 ExplainOptions)."""
+
+    class_ids: tuple[int, ...] = ()
+    overlay: bool = False
+    max_findings: int = 0  # 0: the model's explain.max_targets, which also caps it
+
+
+@dataclass(frozen=True)
 class PredictOptions:
     score_threshold: float | None = None
     iou_threshold: float | None = None
     overlay: bool = False
     mask_encoding: str = "png"  # png | rle
+    explain: ExplainOptions | None = None  # None: no heat maps
 
 
 @dataclass
@@ -89,9 +99,14 @@ class DataPlane:
         options: PredictOptions,
         deadline: float | None = None,
     ) -> Prediction:
-        """Decode, preprocess, batch, infer and postprocess one image with a `task` model."""
+        """Decode, preprocess, batch, infer and postprocess one image with a `task` model.
+
+        With `options.explain`, also a heat map per finding (metrics api "explain").
+        """
         model = self._resolve(task, name, version)
-        with self._track(task, model):
+        if options.explain is not None:
+            _check_explain(model, options.explain)
+        with self._track(task if options.explain is None else "explain", model):
             try:
                 return await self._predict(model, source, options, deadline)
             except BatcherClosedError:
@@ -99,6 +114,8 @@ class DataPlane:
                 fresh = self._resolve(task, name, version)
                 if fresh is model:
                     raise
+                if options.explain is not None:
+                    _check_explain(fresh, options.explain)
                 return await self._predict(fresh, source, options, deadline)
 
     def _resolve(self, task: str, name: str, version: str) -> ModelVersion:
@@ -128,6 +145,19 @@ class DataPlane:
             self._executor, _finish, pipeline, outputs, meta, image, options
         )
         timings["postprocess_ms"] = _ms(t)
+        if options.explain is not None:
+            # The findings are the plain path's (batcher + postprocess, exactly as without
+            # explain); the explain graph, whose own outputs are discarded, only adds the CAMs
+            # for them. Using its outputs instead would save no work for a detector (its
+            # targets are the found boxes) and could move a mask edge or a box by float noise
+            # (a different graph); for a segmenter it also means explaining only the classes
+            # found, so no target is spent on an absent class.
+            t = time.perf_counter()
+            await loop.run_in_executor(
+                self._executor, _add_explanations, model, prediction, tensor, meta, options.explain
+            )
+            timings["explain_ms"] = _ms(t)
+            prediction.explain_method = model.config.explain.method
         timings["total_ms"] = _ms(start)
         return _stamped(prediction, model, timings)
 
@@ -142,10 +172,7 @@ class DataPlane:
     ) -> Prediction:
         """Predict and explain: a Grad-CAM heat map per finding, from the explain graph."""
         model = self.repository.get(name, version)
-        if model.explainer is None:
-            raise InvalidInputError(
-                f"model {name!r} has no explain graph; add one with `vision explain-export`"
-            )
+        _check_explain(model, ExplainOptions(overlay=options.overlay))
         with self._track("explain", model):
             return await self._explain(model, source, class_ids, options, deadline)
 
@@ -161,7 +188,10 @@ class DataPlane:
             batch = await model.batcher.submit(
                 {model.config.input.name: tensor[np.newaxis]}, deadline
             )
+            timings["queue_ms"] = batch.queue_s * 1000.0
+            timings["inference_ms"] = batch.compute_s * 1000.0
             outputs = {k: v[0] for k, v in batch.outputs.items()}
+            t = time.perf_counter()
             prediction = await loop.run_in_executor(
                 self._executor,
                 _explain_detections,
@@ -174,6 +204,7 @@ class DataPlane:
                 options,
             )
         else:
+            t = time.perf_counter()
             prediction = await loop.run_in_executor(
                 self._executor,
                 _explain_segmentation,
@@ -184,6 +215,7 @@ class DataPlane:
                 class_ids,
                 options,
             )
+        timings["explain_ms"] = _ms(t)  # graph run, postprocess, heat maps and overlays
         timings["total_ms"] = _ms(start)
         prediction.explain_method = model.config.explain.method
         return _stamped(prediction, model, timings)
@@ -266,6 +298,27 @@ def _pipeline_for(model: ModelVersion, options: PredictOptions) -> Pipeline:
     return Pipeline(dataclasses.replace(model.config, postprocess=post))
 
 
+def _check_explain(model: ModelVersion, options: ExplainOptions) -> None:
+    """InvalidInputError, before any work, when `model` cannot serve `options`."""
+    if model.explainer is None:
+        raise InvalidInputError(
+            f"model {model.name!r} has no explain graph; add one with `vision explain-export`"
+        )
+    model.explainer.check_classes(options.class_ids)
+    model.explainer.limit(options.max_findings)
+
+
+def _add_explanations(model, prediction: Prediction, tensor, meta, options: ExplainOptions):
+    """Heat maps for `prediction`'s findings (one explain-graph run), and their overlays."""
+    explainer = model.explainer
+    args = (tensor, meta, prediction.result, options.class_ids, options.max_findings)
+    if isinstance(prediction.result, DetectionResult):
+        prediction.explanations = explainer.explain_detections(*args)
+    else:
+        prediction.explanations = explainer.explain_classes(*args)
+    _with_heat_overlays(prediction, options)
+
+
 def _explain_detections(model, pipeline, outputs, tensor, meta, image, options) -> Prediction:
     result = pipeline.postprocess(outputs, meta)
     prediction = Prediction("", "", image, result)
@@ -280,7 +333,9 @@ def _explain_segmentation(model, tensor, meta, image, class_ids, options) -> Pre
     return _with_heat_overlays(prediction, options)
 
 
-def _with_heat_overlays(prediction: Prediction, options: PredictOptions) -> Prediction:
+def _with_heat_overlays(
+    prediction: Prediction, options: PredictOptions | ExplainOptions
+) -> Prediction:
     if options.overlay:
         prediction.heat_overlays = [
             encode_png_rgb(heatmap_overlay(prediction.image, e.heat))

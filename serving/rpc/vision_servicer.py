@@ -8,7 +8,7 @@ import grpc
 
 from protos.vision.v1 import vision_pb2 as pb
 from protos.vision.v1 import vision_pb2_grpc as pb_grpc
-from serving.dataplane import DataPlane, ImageSource, Prediction, PredictOptions
+from serving.dataplane import DataPlane, ExplainOptions, ImageSource, Prediction, PredictOptions
 from serving.repository import LOADING, READY
 from vision.errors import InvalidInputError
 from vision.types import ClassMask, Detection, DetectionResult
@@ -57,6 +57,21 @@ def _detection_message(d: Detection) -> pb.Detection:
     )
 
 
+def explain_options(request: pb.DetectRequest | pb.SegmentRequest) -> ExplainOptions | None:
+    """The request's explain options, or None when it did not set `explain`."""
+    if not request.HasField("explain"):
+        return None
+    e = request.explain
+    return ExplainOptions(
+        class_ids=tuple(e.class_ids), overlay=e.include_overlay, max_findings=e.max_findings
+    )
+
+
+def _heatmaps(prediction: Prediction) -> list[pb.Heatmap]:
+    overlays = prediction.heat_overlays or [b""] * len(prediction.explanations)
+    return [_heatmap_message(e, o) for e, o in zip(prediction.explanations, overlays, strict=True)]
+
+
 def _heatmap_message(explanation: Explanation, overlay: bytes) -> pb.Heatmap:
     heat = explanation.heat
     message = pb.Heatmap(
@@ -100,6 +115,7 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             else None,
             iou_threshold=request.iou_threshold if request.HasField("iou_threshold") else None,
             overlay=request.include_overlay,
+            explain=explain_options(request),
         )
         prediction = await self._plane.predict(
             "detection",
@@ -118,12 +134,16 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             detections=detections,
             timings=_timings(prediction),
             overlay_png=prediction.overlay_png,
+            heatmaps=_heatmaps(prediction),
+            explain_method=prediction.explain_method,
         )
 
     async def Segment(self, request: pb.SegmentRequest, context) -> pb.SegmentResponse:  # noqa: N802
         rle = request.mask_encoding == pb.MASK_ENCODING_RLE
         options = PredictOptions(
-            overlay=request.include_overlay, mask_encoding="rle" if rle else "png"
+            overlay=request.include_overlay,
+            mask_encoding="rle" if rle else "png",
+            explain=explain_options(request),
         )
         prediction = await self._plane.predict(
             "segmentation",
@@ -145,6 +165,8 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             masks=masks,
             timings=_timings(prediction),
             overlay_png=prediction.overlay_png,
+            heatmaps=_heatmaps(prediction),
+            explain_method=prediction.explain_method,
         )
 
     async def ListModels(self, request, context) -> pb.ListModelsResponse:  # noqa: N802
@@ -213,8 +235,5 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
                     prediction.result.masks, prediction.encoded_masks, strict=True
                 )
             )
-        overlays = prediction.heat_overlays or [b""] * len(prediction.explanations)
-        response.heatmaps.extend(
-            _heatmap_message(e, o) for e, o in zip(prediction.explanations, overlays, strict=True)
-        )
+        response.heatmaps.extend(_heatmaps(prediction))
         return response

@@ -39,11 +39,38 @@ class Explainer:
         self.session = session
         self.pipeline = Pipeline(config)
 
+    def limit(self, max_findings: int = 0) -> int:
+        """Heat maps per request at most: `max_findings` (0: none asked), capped by the config."""
+        if max_findings < 0:
+            raise InvalidInputError(f"max_findings must be >= 0, got {max_findings}")
+        cap = self.config.explain.max_targets
+        return min(max_findings, cap) if max_findings else cap
+
+    def check_classes(self, class_ids) -> list[int]:
+        """`class_ids` as a list; InvalidInputError when one is not a class of the model."""
+        labels = self.config.labels
+        bad = [c for c in class_ids if not 0 <= c < len(labels)]
+        if bad:
+            raise InvalidInputError(f"class ids {bad} out of range; the model has {len(labels)}")
+        return list(class_ids)
+
     def explain_detections(
-        self, tensor: np.ndarray, meta: PreprocessMeta, result: DetectionResult
+        self,
+        tensor: np.ndarray,
+        meta: PreprocessMeta,
+        result: DetectionResult,
+        class_ids=(),
+        max_findings: int = 0,
     ) -> list[Explanation]:
-        """One heat map per detection (at most `explain.max_targets`, highest scores first)."""
-        found = sorted(result.detections, key=lambda d: -d.score)[: self.config.explain.max_targets]
+        """One heat map per detection, highest scores first, in one graph run.
+
+        At most `limit(max_findings)`; only detections of `class_ids` when any are given.
+        """
+        wanted = set(self.check_classes(class_ids))
+        found = sorted(
+            (d for d in result.detections if not wanted or d.class_id in wanted),
+            key=lambda d: -d.score,
+        )[: self.limit(max_findings)]
         if not found:
             return []
         if any(d.anchor < 0 for d in found):
@@ -64,19 +91,10 @@ class Explainer:
     ) -> tuple[SegmentationResult, list[Explanation]]:
         """Masks and one heat map per class: `class_ids`, or every class found in the image."""
         labels = self.config.labels
-        wanted = list(class_ids) or [
+        wanted = self.check_classes(class_ids) or [
             c for c in range(len(labels)) if c != self.config.postprocess.background_class
         ]
-        bad = [c for c in wanted if not 0 <= c < len(labels)]
-        if bad:
-            raise InvalidInputError(f"class ids {bad} out of range; the model has {len(labels)}")
-        height, width = tensor.shape[-2:]
-        feeds = {
-            "images": np.repeat(tensor[np.newaxis], len(wanted), axis=0),
-            "target_class": np.array(wanted, dtype=np.int64),
-            "target_mask": np.ones((len(wanted), 1, height, width), dtype=np.float32),
-        }
-        outputs = self.session.run(feeds)
+        outputs = self._run_classes(tensor, wanted)
         cams = outputs.pop("cam")
         result = self.pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
         if not class_ids:
@@ -85,6 +103,39 @@ class Explainer:
         else:
             pairs = list(zip(wanted, cams, strict=True))
         return result, [Explanation(c, labels[c], heatmap(cam, meta)) for c, cam in pairs]
+
+    def explain_classes(
+        self,
+        tensor: np.ndarray,
+        meta: PreprocessMeta,
+        result: SegmentationResult,
+        class_ids=(),
+        max_findings: int = 0,
+    ) -> list[Explanation]:
+        """Heat maps for the masks of an already computed `result`, in one graph run.
+
+        `class_ids`, found or not, or else every class in `result.masks`; ascending id when not
+        given, cut to `limit(max_findings)`. The graph's own outputs are not used.
+        """
+        wanted = self.check_classes(class_ids) or sorted({m.class_id for m in result.masks})
+        wanted = wanted[: self.limit(max_findings)]
+        if not wanted:
+            return []
+        cams = self._run_classes(tensor, wanted)["cam"]
+        labels = self.config.labels
+        pairs = zip(wanted, cams, strict=True)
+        return [Explanation(c, labels[c], heatmap(cam, meta)) for c, cam in pairs]
+
+    def _run_classes(self, tensor: np.ndarray, class_ids: list[int]) -> dict[str, np.ndarray]:
+        """One graph run of the image repeated per class, each targeting the whole image."""
+        height, width = tensor.shape[-2:]
+        n = len(class_ids)
+        feeds = {
+            "images": np.repeat(tensor[np.newaxis], n, axis=0),
+            "target_class": np.array(class_ids, dtype=np.int64),
+            "target_mask": np.ones((n, 1, height, width), dtype=np.float32),
+        }
+        return self.session.run(feeds)
 
 
 def heat_to_float16_bytes(heat: np.ndarray) -> bytes:

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/vision/v1/vision.proto\x12\tvision.v1\"L\n\x08RawImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x03\x12#\n\x05\x64type\x18\x03 \x01(\x0e\x32\x14.vision.v1.PixelType\"M\n\nImageInput\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12\"\n\x03raw\x18\x02 \x01(\x0b\x32\x13.vision.v1.RawImageH\x00\x42\x08\n\x06source\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"*\n\tImageSize\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\"\x85\x01\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x02\x12\x15\n\rpreprocess_ms\x18\x02 \x01(\x02\x12\x10\n\x08queue_ms\x18\x03 \x01(\x02\x12\x14\n\x0cinference_ms\x18\x04 \x01(\x02\x12\x16\n\x0epostprocess_ms\x18\x05 \x01(\x02\x12\x10\n\x08total_ms\x18\x06 \x01(\x02\"\xd2\x01\n\rDetectRequest\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.vision.v1.ModelRef\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.vision.v1.ImageInput\x12\x1c\n\x0fscore_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x1a\n\riou_threshold\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\x0finclude_overlay\x18\x05 \x01(\x08\x42\x12\n\x10_score_thresholdB\x10\n\x0e_iou_threshold\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"X\n\tDetection\x12\x1b\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x0e.vision.v1.Box\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x63lass_id\x18\x03 \x01(\x05\x12\r\n\x05label\x18\x04 \x01(\t\"\xc9\x01\n\x0e\x44\x65tectResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12(\n\nimage_size\x18\x03 \x01(\x0b\x32\x14.vision.v1.ImageSize\x12(\n\ndetections\x18\x04 \x03(\x0b\x32\x14.vision.v1.Detection\x12#\n\x07timings\x18\x05 \x01(\x0b\x32\x12.vision.v1.Timings\x12\x13\n\x0boverlay_png\x18\x06 \x01(\x0c\"\x1f\n\rRunLengthMask\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\r\"\xc0\x01\n\x04Mask\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x12\n\npixel_area\x18\x04 \x01(\x03\x12\x1e\n\x11physical_area_mm2\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\r\n\x03png\x18\x06 \x01(\x0cH\x00\x12\'\n\x03rle\x18\x07 \x01(\x0b\x32\x18.vision.v1.RunLengthMaskH\x00\x42\x06\n\x04\x64\x61taB\x14\n\x12_physical_area_mm2\"\xa3\x01\n\x0eSegmentRequest\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.vision.v1.ModelRef\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.vision.v1.ImageInput\x12.\n\rmask_encoding\x18\x03 \x01(\x0e\x32\x17.vision.v1.MaskEncoding\x12\x17\n\x0finclude_overlay\x18\x04 \x01(\x08\"\xc0\x01\n\x0fSegmentResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12(\n\nimage_size\x18\x03 \x01(\x0b\x32\x14.vision.v1.ImageSize\x12\x1e\n\x05masks\x18\x04 \x03(\x0b\x32\x0f.vision.v1.Mask\x12#\n\x07timings\x18\x05 \x01(\x0b\x32\x12.vision.v1.Timings\x12\x13\n\x0boverlay_png\x18\x06 \x01(\x0c\"\x13\n\x11ListModelsRequest\"[\n\x12ModelVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.vision.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"[\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12/\n\x08versions\x18\x03 \x03(\x0b\x32\x1d.vision.v1.ModelVersionStatus\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.vision.v1.ModelSummary\"\xb8\x01\n\x0e\x45xplainRequest\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.vision.v1.ModelRef\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.vision.v1.ImageInput\x12\x11\n\tclass_ids\x18\x03 \x03(\x05\x12\x17\n\x0finclude_overlay\x18\x04 \x01(\x08\x12\x1c\n\x0fscore_threshold\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x12\n\x10_score_threshold\"\x95\x01\n\x07Heatmap\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\'\n\tdetection\x18\x03 \x01(\x0b\x32\x14.vision.v1.Detection\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x13\n\x0boverlay_png\x18\x07 \x01(\x0c\"\x8b\x02\n\x0f\x45xplainResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12(\n\nimage_size\x18\x03 \x01(\x0b\x32\x14.vision.v1.ImageSize\x12(\n\ndetections\x18\x04 \x03(\x0b\x32\x14.vision.v1.Detection\x12\x1e\n\x05masks\x18\x05 \x03(\x0b\x32\x0f.vision.v1.Mask\x12$\n\x08heatmaps\x18\x06 \x03(\x0b\x32\x12.vision.v1.Heatmap\x12\x0e\n\x06method\x18\x07 \x01(\t\x12#\n\x07timings\x18\x08 \x01(\x0b\x32\x12.vision.v1.Timings\"=\n\x17GetModelMetadataRequest\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.vision.v1.ModelRef\"i\n\tInputSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06layout\x18\x02 \x01(\t\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x05 \x01(\x05\x12\r\n\x05\x64type\x18\x06 \x01(\t\"\xc6\x01\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12#\n\x05input\x18\x05 \x01(\x0b\x32\x14.vision.v1.InputSpec\x12\x11\n\tproviders\x18\x06 \x03(\t\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x13\n\x0b\x65xplainable\x18\t \x01(\x08*l\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x15\n\x11PIXEL_TYPE_UINT16\x10\x02\x12\x16\n\x12PIXEL_TYPE_FLOAT32\x10\x03*[\n\x0cMaskEncoding\x12\x1d\n\x19MASK_ENCODING_UNSPECIFIED\x10\x00\x12\x15\n\x11MASK_ENCODING_PNG\x10\x01\x12\x15\n\x11MASK_ENCODING_RLE\x10\x02*v\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x1b\n\x17MODEL_STATE_UNAVAILABLE\x10\x03\x32\xef\x02\n\rVisionService\x12=\n\x06\x44\x65tect\x12\x18.vision.v1.DetectRequest\x1a\x19.vision.v1.DetectResponse\x12@\n\x07Segment\x12\x19.vision.v1.SegmentRequest\x1a\x1a.vision.v1.SegmentResponse\x12I\n\nListModels\x12\x1c.vision.v1.ListModelsRequest\x1a\x1d.vision.v1.ListModelsResponse\x12P\n\x10GetModelMetadata\x12\".vision.v1.GetModelMetadataRequest\x1a\x18.vision.v1.ModelMetadata\x12@\n\x07\x45xplain\x12\x19.vision.v1.ExplainRequest\x1a\x1a.vision.v1.ExplainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/vision/v1/vision.proto\x12\tvision.v1\"L\n\x08RawImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x03\x12#\n\x05\x64type\x18\x03 \x01(\x0e\x32\x14.vision.v1.PixelType\"M\n\nImageInput\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12\"\n\x03raw\x18\x02 \x01(\x0b\x32\x13.vision.v1.RawImageH\x00\x42\x08\n\x06source\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"*\n\tImageSize\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\"\x99\x01\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x02\x12\x15\n\rpreprocess_ms\x18\x02 \x01(\x02\x12\x10\n\x08queue_ms\x18\x03 \x01(\x02\x12\x14\n\x0cinference_ms\x18\x04 \x01(\x02\x12\x16\n\x0epostprocess_ms\x18\x05 \x01(\x02\x12\x10\n\x08total_ms\x18\x06 \x01(\x02\x12\x12\n\nexplain_ms\x18\x07 \x01(\x02\"R\n\x0e\x45xplainOptions\x12\x11\n\tclass_ids\x18\x01 \x03(\x05\x12\x17\n\x0finclude_overlay\x18\x02 \x01(\x08\x12\x14\n\x0cmax_findings\x18\x03 \x01(\x05\"\xfe\x01\n\rDetectRequest\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.vision.v1.ModelRef\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.vision.v1.ImageInput\x12\x1c\n\x0fscore_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x1a\n\riou_threshold\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\x0finclude_overlay\x18\x05 \x01(\x08\x12*\n\x07\x65xplain\x18\x06 \x01(\x0b\x32\x19.vision.v1.ExplainOptionsB\x12\n\x10_score_thresholdB\x10\n\x0e_iou_threshold\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\"X\n\tDetection\x12\x1b\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x0e.vision.v1.Box\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x63lass_id\x18\x03 \x01(\x05\x12\r\n\x05label\x18\x04 \x01(\t\"\x87\x02\n\x0e\x44\x65tectResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12(\n\nimage_size\x18\x03 \x01(\x0b\x32\x14.vision.v1.ImageSize\x12(\n\ndetections\x18\x04 \x03(\x0b\x32\x14.vision.v1.Detection\x12#\n\x07timings\x18\x05 \x01(\x0b\x32\x12.vision.v1.Timings\x12\x13\n\x0boverlay_png\x18\x06 \x01(\x0c\x12$\n\x08heatmaps\x18\x07 \x03(\x0b\x32\x12.vision.v1.Heatmap\x12\x16\n\x0e\x65xplain_method\x18\x08 \x01(\t\"\x1f\n\rRunLengthMask\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\r\"\xc0\x01\n\x04Mask\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x12\n\npixel_area\x18\x04 \x01(\x03\x12\x1e\n\x11physical_area_mm2\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\r\n\x03png\x18\x06 \x01(\x0cH\x00\x12\'\n\x03rle\x18\x07 \x01(\x0b\x32\x18.vision.v1.RunLengthMaskH\x00\x42\x06\n\x04\x64\x61taB\x14\n\x12_physical_area_mm2\"\xcf\x01\n\x0eSegmentRequest\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.vision.v1.ModelRef\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.vision.v1.ImageInput\x12.\n\rmask_encoding\x18\x03 \x01(\x0e\x32\x17.vision.v1.MaskEncoding\x12\x17\n\x0finclude_overlay\x18\x04 \x01(\x08\x12*\n\x07\x65xplain\x18\x05 \x01(\x0b\x32\x19.vision.v1.ExplainOptions\"\xfe\x01\n\x0fSegmentResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12(\n\nimage_size\x18\x03 \x01(\x0b\x32\x14.vision.v1.ImageSize\x12\x1e\n\x05masks\x18\x04 \x03(\x0b\x32\x0f.vision.v1.Mask\x12#\n\x07timings\x18\x05 \x01(\x0b\x32\x12.vision.v1.Timings\x12\x13\n\x0boverlay_png\x18\x06 \x01(\x0c\x12$\n\x08heatmaps\x18\x07 \x03(\x0b\x32\x12.vision.v1.Heatmap\x12\x16\n\x0e\x65xplain_method\x18\x08 \x01(\t\"\x13\n\x11ListModelsRequest\"[\n\x12ModelVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.vision.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"[\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12/\n\x08versions\x18\x03 \x03(\x0b\x32\x1d.vision.v1.ModelVersionStatus\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.vision.v1.ModelSummary\"\xb8\x01\n\x0e\x45xplainRequest\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.vision.v1.ModelRef\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x15.vision.v1.ImageInput\x12\x11\n\tclass_ids\x18\x03 \x03(\x05\x12\x17\n\x0finclude_overlay\x18\x04 \x01(\x08\x12\x1c\n\x0fscore_threshold\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x12\n\x10_score_threshold\"\x95\x01\n\x07Heatmap\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\'\n\tdetection\x18\x03 \x01(\x0b\x32\x14.vision.v1.Detection\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x13\n\x0boverlay_png\x18\x07 \x01(\x0c\"\x8b\x02\n\x0f\x45xplainResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12(\n\nimage_size\x18\x03 \x01(\x0b\x32\x14.vision.v1.ImageSize\x12(\n\ndetections\x18\x04 \x03(\x0b\x32\x14.vision.v1.Detection\x12\x1e\n\x05masks\x18\x05 \x03(\x0b\x32\x0f.vision.v1.Mask\x12$\n\x08heatmaps\x18\x06 \x03(\x0b\x32\x12.vision.v1.Heatmap\x12\x0e\n\x06method\x18\x07 \x01(\t\x12#\n\x07timings\x18\x08 \x01(\x0b\x32\x12.vision.v1.Timings\"=\n\x17GetModelMetadataRequest\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.vision.v1.ModelRef\"i\n\tInputSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06layout\x18\x02 \x01(\t\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x05 \x01(\x05\x12\r\n\x05\x64type\x18\x06 \x01(\t\"\xc6\x01\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12#\n\x05input\x18\x05 \x01(\x0b\x32\x14.vision.v1.InputSpec\x12\x11\n\tproviders\x18\x06 \x03(\t\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x13\n\x0b\x65xplainable\x18\t \x01(\x08*l\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x15\n\x11PIXEL_TYPE_UINT16\x10\x02\x12\x16\n\x12PIXEL_TYPE_FLOAT32\x10\x03*[\n\x0cMaskEncoding\x12\x1d\n\x19MASK_ENCODING_UNSPECIFIED\x10\x00\x12\x15\n\x11MASK_ENCODING_PNG\x10\x01\x12\x15\n\x11MASK_ENCODING_RLE\x10\x02*v\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x1b\n\x17MODEL_STATE_UNAVAILABLE\x10\x03\x32\xef\x02\n\rVisionService\x12=\n\x06\x44\x65tect\x12\x18.vision.v1.DetectRequest\x1a\x19.vision.v1.DetectResponse\x12@\n\x07Segment\x12\x19.vision.v1.SegmentRequest\x1a\x1a.vision.v1.SegmentResponse\x12I\n\nListModels\x12\x1c.vision.v1.ListModelsRequest\x1a\x1d.vision.v1.ListModelsResponse\x12P\n\x10GetModelMetadata\x12\".vision.v1.GetModelMetadataRequest\x1a\x18.vision.v1.ModelMetadata\x12@\n\x07\x45xplain\x12\x19.vision.v1.ExplainRequest\x1a\x1a.vision.v1.ExplainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.vision.v1.vision_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PIXELTYPE']._serialized_start=2825
-  _globals['_PIXELTYPE']._serialized_end=2933
-  _globals['_MASKENCODING']._serialized_start=2935
-  _globals['_MASKENCODING']._serialized_end=3026
-  _globals['_MODELSTATE']._serialized_start=3028
-  _globals['_MODELSTATE']._serialized_end=3146
+  _globals['_PIXELTYPE']._serialized_start=3141
+  _globals['_PIXELTYPE']._serialized_end=3249
+  _globals['_MASKENCODING']._serialized_start=3251
+  _globals['_MASKENCODING']._serialized_end=3342
+  _globals['_MODELSTATE']._serialized_start=3344
+  _globals['_MODELSTATE']._serialized_end=3462
   _globals['_RAWIMAGE']._serialized_start=44
   _globals['_RAWIMAGE']._serialized_end=120
   _globals['_IMAGEINPUT']._serialized_start=122
@@ -46,43 +46,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGESIZE']._serialized_start=244
   _globals['_IMAGESIZE']._serialized_end=286
   _globals['_TIMINGS']._serialized_start=289
-  _globals['_TIMINGS']._serialized_end=422
-  _globals['_DETECTREQUEST']._serialized_start=425
-  _globals['_DETECTREQUEST']._serialized_end=635
-  _globals['_BOX']._serialized_start=637
-  _globals['_BOX']._serialized_end=690
-  _globals['_DETECTION']._serialized_start=692
-  _globals['_DETECTION']._serialized_end=780
-  _globals['_DETECTRESPONSE']._serialized_start=783
-  _globals['_DETECTRESPONSE']._serialized_end=984
-  _globals['_RUNLENGTHMASK']._serialized_start=986
-  _globals['_RUNLENGTHMASK']._serialized_end=1017
-  _globals['_MASK']._serialized_start=1020
-  _globals['_MASK']._serialized_end=1212
-  _globals['_SEGMENTREQUEST']._serialized_start=1215
-  _globals['_SEGMENTREQUEST']._serialized_end=1378
-  _globals['_SEGMENTRESPONSE']._serialized_start=1381
-  _globals['_SEGMENTRESPONSE']._serialized_end=1573
-  _globals['_LISTMODELSREQUEST']._serialized_start=1575
-  _globals['_LISTMODELSREQUEST']._serialized_end=1594
-  _globals['_MODELVERSIONSTATUS']._serialized_start=1596
-  _globals['_MODELVERSIONSTATUS']._serialized_end=1687
-  _globals['_MODELSUMMARY']._serialized_start=1689
-  _globals['_MODELSUMMARY']._serialized_end=1780
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1782
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1843
-  _globals['_EXPLAINREQUEST']._serialized_start=1846
-  _globals['_EXPLAINREQUEST']._serialized_end=2030
-  _globals['_HEATMAP']._serialized_start=2033
-  _globals['_HEATMAP']._serialized_end=2182
-  _globals['_EXPLAINRESPONSE']._serialized_start=2185
-  _globals['_EXPLAINRESPONSE']._serialized_end=2452
-  _globals['_GETMODELMETADATAREQUEST']._serialized_start=2454
-  _globals['_GETMODELMETADATAREQUEST']._serialized_end=2515
-  _globals['_INPUTSPEC']._serialized_start=2517
-  _globals['_INPUTSPEC']._serialized_end=2622
-  _globals['_MODELMETADATA']._serialized_start=2625
-  _globals['_MODELMETADATA']._serialized_end=2823
-  _globals['_VISIONSERVICE']._serialized_start=3149
-  _globals['_VISIONSERVICE']._serialized_end=3516
+  _globals['_TIMINGS']._serialized_end=442
+  _globals['_EXPLAINOPTIONS']._serialized_start=444
+  _globals['_EXPLAINOPTIONS']._serialized_end=526
+  _globals['_DETECTREQUEST']._serialized_start=529
+  _globals['_DETECTREQUEST']._serialized_end=783
+  _globals['_BOX']._serialized_start=785
+  _globals['_BOX']._serialized_end=838
+  _globals['_DETECTION']._serialized_start=840
+  _globals['_DETECTION']._serialized_end=928
+  _globals['_DETECTRESPONSE']._serialized_start=931
+  _globals['_DETECTRESPONSE']._serialized_end=1194
+  _globals['_RUNLENGTHMASK']._serialized_start=1196
+  _globals['_RUNLENGTHMASK']._serialized_end=1227
+  _globals['_MASK']._serialized_start=1230
+  _globals['_MASK']._serialized_end=1422
+  _globals['_SEGMENTREQUEST']._serialized_start=1425
+  _globals['_SEGMENTREQUEST']._serialized_end=1632
+  _globals['_SEGMENTRESPONSE']._serialized_start=1635
+  _globals['_SEGMENTRESPONSE']._serialized_end=1889
+  _globals['_LISTMODELSREQUEST']._serialized_start=1891
+  _globals['_LISTMODELSREQUEST']._serialized_end=1910
+  _globals['_MODELVERSIONSTATUS']._serialized_start=1912
+  _globals['_MODELVERSIONSTATUS']._serialized_end=2003
+  _globals['_MODELSUMMARY']._serialized_start=2005
+  _globals['_MODELSUMMARY']._serialized_end=2096
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2098
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2159
+  _globals['_EXPLAINREQUEST']._serialized_start=2162
+  _globals['_EXPLAINREQUEST']._serialized_end=2346
+  _globals['_HEATMAP']._serialized_start=2349
+  _globals['_HEATMAP']._serialized_end=2498
+  _globals['_EXPLAINRESPONSE']._serialized_start=2501
+  _globals['_EXPLAINRESPONSE']._serialized_end=2768
+  _globals['_GETMODELMETADATAREQUEST']._serialized_start=2770
+  _globals['_GETMODELMETADATAREQUEST']._serialized_end=2831
+  _globals['_INPUTSPEC']._serialized_start=2833
+  _globals['_INPUTSPEC']._serialized_end=2938
+  _globals['_MODELMETADATA']._serialized_start=2941
+  _globals['_MODELMETADATA']._serialized_end=3139
+  _globals['_VISIONSERVICE']._serialized_start=3465
+  _globals['_VISIONSERVICE']._serialized_end=3832
 # @@protoc_insertion_point(module_scope)

@@ -73,34 +73,48 @@ class ImageSize(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("decode_ms", "preprocess_ms", "queue_ms", "inference_ms", "postprocess_ms", "total_ms")
+    __slots__ = ("decode_ms", "preprocess_ms", "queue_ms", "inference_ms", "postprocess_ms", "total_ms", "explain_ms")
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     PREPROCESS_MS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
     POSTPROCESS_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_MS_FIELD_NUMBER: _ClassVar[int]
     decode_ms: float
     preprocess_ms: float
     queue_ms: float
     inference_ms: float
     postprocess_ms: float
     total_ms: float
-    def __init__(self, decode_ms: _Optional[float] = ..., preprocess_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., postprocess_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    explain_ms: float
+    def __init__(self, decode_ms: _Optional[float] = ..., preprocess_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., postprocess_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., explain_ms: _Optional[float] = ...) -> None: ...
+
+class ExplainOptions(_message.Message):
+    __slots__ = ("class_ids", "include_overlay", "max_findings")
+    CLASS_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_OVERLAY_FIELD_NUMBER: _ClassVar[int]
+    MAX_FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    class_ids: _containers.RepeatedScalarFieldContainer[int]
+    include_overlay: bool
+    max_findings: int
+    def __init__(self, class_ids: _Optional[_Iterable[int]] = ..., include_overlay: _Optional[bool] = ..., max_findings: _Optional[int] = ...) -> None: ...
 
 class DetectRequest(_message.Message):
-    __slots__ = ("model", "image", "score_threshold", "iou_threshold", "include_overlay")
+    __slots__ = ("model", "image", "score_threshold", "iou_threshold", "include_overlay", "explain")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     IOU_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_OVERLAY_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     image: ImageInput
     score_threshold: float
     iou_threshold: float
     include_overlay: bool
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., score_threshold: _Optional[float] = ..., iou_threshold: _Optional[float] = ..., include_overlay: _Optional[bool] = ...) -> None: ...
+    explain: ExplainOptions
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., score_threshold: _Optional[float] = ..., iou_threshold: _Optional[float] = ..., include_overlay: _Optional[bool] = ..., explain: _Optional[_Union[ExplainOptions, _Mapping]] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
@@ -127,20 +141,24 @@ class Detection(_message.Message):
     def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., score: _Optional[float] = ..., class_id: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
 
 class DetectResponse(_message.Message):
-    __slots__ = ("model_name", "model_version", "image_size", "detections", "timings", "overlay_png")
+    __slots__ = ("model_name", "model_version", "image_size", "detections", "timings", "overlay_png", "heatmaps", "explain_method")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     DETECTIONS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
+    HEATMAPS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_METHOD_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     image_size: ImageSize
     detections: _containers.RepeatedCompositeFieldContainer[Detection]
     timings: Timings
     overlay_png: bytes
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., image_size: _Optional[_Union[ImageSize, _Mapping]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
+    heatmaps: _containers.RepeatedCompositeFieldContainer[Heatmap]
+    explain_method: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., image_size: _Optional[_Union[ImageSize, _Mapping]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., heatmaps: _Optional[_Iterable[_Union[Heatmap, _Mapping]]] = ..., explain_method: _Optional[str] = ...) -> None: ...
 
 class RunLengthMask(_message.Message):
     __slots__ = ("counts",)
@@ -167,32 +185,38 @@ class Mask(_message.Message):
     def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., pixel_area: _Optional[int] = ..., physical_area_mm2: _Optional[float] = ..., png: _Optional[bytes] = ..., rle: _Optional[_Union[RunLengthMask, _Mapping]] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("model", "image", "mask_encoding", "include_overlay")
+    __slots__ = ("model", "image", "mask_encoding", "include_overlay", "explain")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MASK_ENCODING_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_OVERLAY_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     image: ImageInput
     mask_encoding: MaskEncoding
     include_overlay: bool
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., mask_encoding: _Optional[_Union[MaskEncoding, str]] = ..., include_overlay: _Optional[bool] = ...) -> None: ...
+    explain: ExplainOptions
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., mask_encoding: _Optional[_Union[MaskEncoding, str]] = ..., include_overlay: _Optional[bool] = ..., explain: _Optional[_Union[ExplainOptions, _Mapping]] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
-    __slots__ = ("model_name", "model_version", "image_size", "masks", "timings", "overlay_png")
+    __slots__ = ("model_name", "model_version", "image_size", "masks", "timings", "overlay_png", "heatmaps", "explain_method")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     MASKS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
+    HEATMAPS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_METHOD_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     image_size: ImageSize
     masks: _containers.RepeatedCompositeFieldContainer[Mask]
     timings: Timings
     overlay_png: bytes
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., image_size: _Optional[_Union[ImageSize, _Mapping]] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
+    heatmaps: _containers.RepeatedCompositeFieldContainer[Heatmap]
+    explain_method: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., image_size: _Optional[_Union[ImageSize, _Mapping]] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., heatmaps: _Optional[_Iterable[_Union[Heatmap, _Mapping]]] = ..., explain_method: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
