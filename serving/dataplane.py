@@ -20,7 +20,7 @@ from serving.batcher import BatcherClosedError
 from serving.metrics import Metrics
 from serving.repository import ModelRepository, ModelVersion
 from serving.statistics import StatisticsBook
-from vision.errors import InvalidInputError
+from vision.errors import DeadlineExceededError, InvalidInputError
 from vision.io import decode_image, image_from_raw
 from vision.masks import encode_png, encode_rle
 from vision.pipeline import Pipeline
@@ -135,28 +135,44 @@ class DataPlane:
         image, tensor, meta, timings = await loop.run_in_executor(
             self._executor, self._prepare, model, source
         )
-        batch = await model.batcher.submit({model.config.input.name: tensor[np.newaxis]}, deadline)
-        timings["queue_ms"] = batch.queue_s * 1000.0
-        timings["inference_ms"] = batch.compute_s * 1000.0
-        t = time.perf_counter()
-        pipeline = _pipeline_for(model, options)
-        outputs = {k: v[0] for k, v in batch.outputs.items()}
-        prediction = await loop.run_in_executor(
-            self._executor, _finish, pipeline, outputs, meta, image, options
-        )
-        timings["postprocess_ms"] = _ms(t)
-        if options.explain is not None:
+        explain = options.explain
+        if explain is not None and model.explainer.yields_predictions(explain.class_ids):
+            # A segmenter whose explain graph reproduces the plain model's outputs bit for bit
+            # (checked at load, `Explainer.check_outputs`), with the classes to explain known
+            # up front: its one run gives the same masks as Segment without explain, and the
+            # heat maps, for about the price of the heat maps alone.
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceededError("the deadline passed before inference")
+            t = time.perf_counter()
+            prediction = await loop.run_in_executor(
+                self._executor, _explained_segmentation, model, tensor, meta, image, options
+            )
+            timings["explain_ms"] = _ms(t)  # inference and postprocessing included
+        else:
+            batch = await model.batcher.submit(
+                {model.config.input.name: tensor[np.newaxis]}, deadline
+            )
+            timings["queue_ms"] = batch.queue_s * 1000.0
+            timings["inference_ms"] = batch.compute_s * 1000.0
+            t = time.perf_counter()
+            pipeline = _pipeline_for(model, options)
+            outputs = {k: v[0] for k, v in batch.outputs.items()}
+            prediction = await loop.run_in_executor(
+                self._executor, _finish, pipeline, outputs, meta, image, options
+            )
+            timings["postprocess_ms"] = _ms(t)
+        if explain is not None and not prediction.explain_method:
             # The findings are the plain path's (batcher + postprocess, exactly as without
-            # explain); the explain graph, whose own outputs are discarded, only adds the CAMs
-            # for them. Using its outputs instead would save no work for a detector (its
-            # targets are the found boxes) and could move a mask edge or a box by float noise
-            # (a different graph); for a segmenter it also means explaining only the classes
-            # found, so no target is spent on an absent class.
+            # explain); the explain graph, whose own outputs are discarded, adds the CAMs for
+            # them in one run. A detector's targets are its found boxes, so its graph cannot
+            # find them itself; its outputs could also differ from the plain model's (another
+            # graph, maybe another precision). A segmenter here explains only the classes found.
             t = time.perf_counter()
             await loop.run_in_executor(
-                self._executor, _add_explanations, model, prediction, tensor, meta, options.explain
+                self._executor, _add_explanations, model, prediction, tensor, meta, explain
             )
             timings["explain_ms"] = _ms(t)
+        if explain is not None:
             prediction.explain_method = model.config.explain.method
         timings["total_ms"] = _ms(start)
         return _stamped(prediction, model, timings)
@@ -344,10 +360,24 @@ def _with_heat_overlays(
     return prediction
 
 
+def _explained_segmentation(model, tensor, meta, image, options: PredictOptions) -> Prediction:
+    """Masks and heat maps from one explain-graph run (`Explainer.yields_predictions`)."""
+    explain = options.explain
+    classes = list(explain.class_ids)[: model.explainer.limit(explain.max_findings)]
+    result, explanations = model.explainer.explain_segmentation(tensor, meta, classes)
+    prediction = Prediction("", "", image, result, explanations=explanations)
+    prediction.explain_method = model.config.explain.method
+    return _with_heat_overlays(_rendered(prediction, options), explain)
+
+
 def _finish(pipeline: Pipeline, outputs, meta, image: Image, options: PredictOptions):
     """Postprocess, encode masks and draw the overlay, in one worker job."""
-    result = pipeline.postprocess(outputs, meta)
-    prediction = Prediction("", "", image, result)
+    return _rendered(Prediction("", "", image, pipeline.postprocess(outputs, meta)), options)
+
+
+def _rendered(prediction: Prediction, options: PredictOptions) -> Prediction:
+    """Masks encoded as asked, and the overlay when asked."""
+    image, result = prediction.image, prediction.result
     if isinstance(result, SegmentationResult):
         encode = encode_rle if options.mask_encoding == "rle" else encode_png
         prediction.encoded_masks = [encode(m.mask) for m in result.masks]

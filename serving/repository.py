@@ -190,6 +190,8 @@ class ModelRepository:
 
         batcher = DynamicBatcher(session.run, config.batching, f"{config.name}:{version}", observer)
         explainer = _load_explainer(config, folder)
+        if explainer is not None and config.task == "segmentation":
+            explainer.check_outputs(session)  # can one run give masks and heat maps?
         return ModelVersion(
             config.name, version, config, session, Pipeline(config), batcher, explainer
         )

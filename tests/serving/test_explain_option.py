@@ -175,3 +175,23 @@ def test_client_and_cli_explain(explain_server, tmp_path, capsys):
     written = sorted(out.glob("cells-*.png"))
     assert len(written) == 2
     assert cv2.imread(str(written[0])).shape == (100, 160, 3)
+
+
+@pytest.mark.parametrize(("name", "one_run"), [("bright-x", True), ("bright-y", False)])
+def test_segment_explain_one_run_only_when_graph_reproduces_the_model(stub, name, one_run):
+    """bright-x's explain graph gives the model's logits bit for bit: one run serves masks and
+    heat maps. bright-y's differs (mask scores would change): Segment runs the model too."""
+    pixels = np.zeros((60, 80), np.uint8)
+    pixels[10:40, 20:50] = 200
+    image = pb.ImageInput(encoded=_png(pixels))
+    model = pb.ModelRef(name=name)
+    plain = stub.Segment(pb.SegmentRequest(model=model, image=image))
+    for options in (pb.ExplainOptions(), pb.ExplainOptions(class_ids=[1, 0], max_findings=1)):
+        explained = stub.Segment(pb.SegmentRequest(model=model, image=image, explain=options))
+        assert list(explained.masks) == list(plain.masks)
+        assert [h.class_id for h in explained.heatmaps] == [1]
+        assert explained.timings.explain_ms > 0
+        assert (explained.timings.inference_ms == 0) == one_run
+    if not one_run:  # the graph's own masks would not be Segment's
+        alone = stub.Explain(pb.ExplainRequest(model=model, image=image))
+        assert [m.score for m in alone.masks] != [m.score for m in plain.masks]

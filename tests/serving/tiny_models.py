@@ -114,8 +114,12 @@ def build_repository(root: Path) -> Path:
     return root
 
 
-def explain_graph(path: Path, kind: str, size: int, output_table: np.ndarray | None = None) -> Path:
+def explain_graph(
+    path: Path, kind: str, size: int, output_table: np.ndarray | None = None, gain: float = 20.0
+) -> Path:
     """An explain-graph stand-in with the real signature; its "CAM" is the grey level.
+
+    `gain`: the segmentation logits' scale; 20 reproduces `brightness_segmenter` exactly.
 
     Segmentation: images, target_class, target_mask -> logits, cam.
     Detection: images, target_class, target_anchor -> output0 (fixed table), cam.
@@ -140,7 +144,7 @@ def explain_graph(path: Path, kind: str, size: int, output_table: np.ndarray | N
         ]
         inits += [
             numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-            numpy_helper.from_array(np.array(20.0, np.float32), "gain"),
+            numpy_helper.from_array(np.array(gain, np.float32), "gain"),
         ]
         out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, size, size])
     else:
@@ -173,7 +177,7 @@ def explain_graph(path: Path, kind: str, size: int, output_table: np.ndarray | N
 
 
 def build_explainable_repository(root: Path) -> Path:
-    """A segmenter and a detector, each with an explain graph stand-in."""
+    """Segmenters and a detector, each with an explain graph stand-in."""
     import dataclasses
 
     from vision.config import ExplainSpec
@@ -190,4 +194,9 @@ def build_explainable_repository(root: Path) -> Path:
     explain_graph(
         root / det.name / "1" / "model.explain.onnx", "detection", 128, table.astype(np.float32)
     )
+    # Its explain graph's logits differ from its model's: heat maps need both runs.
+    other = dataclasses.replace(segmenter_config("bright-y"), explain=explain)
+    write_config(other, root / other.name)
+    brightness_segmenter(root / other.name / "1" / "model.onnx")
+    explain_graph(root / other.name / "1" / "model.explain.onnx", "segmentation", 64, gain=21.0)
     return root

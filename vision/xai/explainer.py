@@ -38,6 +38,46 @@ class Explainer:
         self.config = config
         self.session = session
         self.pipeline = Pipeline(config)
+        # Set by `check_outputs`: the graph's model outputs equal the plain model's bit for bit.
+        self.same_outputs = False
+
+    def check_outputs(self, plain: OnnxModel) -> bool:
+        """Compare the graph's model outputs with `plain`'s on a fixed random image.
+
+        Segmentation graphs only (a detector's explain targets come from the plain outputs
+        anyway): batch 1 and 2 (two targets) must give bit-identical outputs to `plain` on
+        batch 1. Then one explain-graph run can serve masks and heat maps together
+        (`yields_predictions`). Different kernels, fusions or precision (say, a TensorRT FP16
+        plain model) make them differ, and the caller runs both. Also warms the graph up.
+        """
+        self.same_outputs = False
+        if self.config.task != "segmentation":
+            return False
+        spec = self.config.input
+        height, width = spec.height or 64, spec.width or 64
+        image = np.random.default_rng(0).standard_normal((spec.channels, height, width))
+        image = image.astype(np.float32)
+        want = plain.run({spec.name: image[np.newaxis]})
+        classes = [len(self.config.labels) - 1]
+        for n in (1, 2):
+            got = self._run_classes(image, classes * n)
+            for name, value in want.items():
+                if name not in got or not all(np.array_equal(row, value[0]) for row in got[name]):
+                    return False
+        self.same_outputs = True
+        return True
+
+    def yields_predictions(self, class_ids) -> bool:
+        """Whether one explain-graph run should give both the masks and the heat maps.
+
+        Only when its outputs are the plain model's (`check_outputs`) and the classes to
+        explain are known before the masks: given, or the model's only foreground class.
+        """
+        return self.same_outputs and (bool(class_ids) or len(self._foreground()) == 1)
+
+    def _foreground(self) -> list[int]:
+        background = self.config.postprocess.background_class
+        return [c for c in range(len(self.config.labels)) if c != background]
 
     def limit(self, max_findings: int = 0) -> int:
         """Heat maps per request at most: `max_findings` (0: none asked), capped by the config."""
@@ -91,9 +131,7 @@ class Explainer:
     ) -> tuple[SegmentationResult, list[Explanation]]:
         """Masks and one heat map per class: `class_ids`, or every class found in the image."""
         labels = self.config.labels
-        wanted = self.check_classes(class_ids) or [
-            c for c in range(len(labels)) if c != self.config.postprocess.background_class
-        ]
+        wanted = self.check_classes(class_ids) or self._foreground()
         outputs = self._run_classes(tensor, wanted)
         cams = outputs.pop("cam")
         result = self.pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
