@@ -56,6 +56,10 @@ def run(command: str, argv: list[str]) -> int:
         from vision.synth.cli import synth
 
         return int(synth(argv) or 0)
+    if command == "synth-detect":
+        from vision.synth.detect_cli import synth_detect
+
+        return int(synth_detect(argv) or 0)
     if command in ("explain", "explain-export"):
         from vision.xai import cli as xai_cli
 

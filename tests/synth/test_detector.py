@@ -1,0 +1,136 @@
+"""Real-vs-synthetic detector: learns a real artifact, not file cues; check CLI; tile lists."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from vision.paths import datasets_root
+from vision.synth.detect_cli import source_leaks, synth_detect
+from vision.synth.detector import (
+    Detector,
+    Item,
+    canonical,
+    folder_items,
+    sample_crop,
+    tile_real_items,
+)
+from vision.synth.provenance import Provenance, write_image
+
+torch = pytest.importorskip("torch")
+from vision.synth.detector_report import metrics, score  # noqa: E402
+from vision.synth.detector_train import TrainConfig, export_onnx, train  # noqa: E402
+
+TILES = datasets_root() / "magnetic-tile"
+SIZE = 80
+
+
+def _texture(rng: np.random.Generator) -> np.ndarray:
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (SIZE, SIZE)), (0, 0), 2.0)
+    return np.clip(128 + 30 * noise / noise.std(), 0, 255).astype(np.uint8)
+
+
+def _write_set(folder: Path, n: int, seed: int, artifact: bool) -> None:
+    """n real JPEGs (no provenance) and n synthetic PNGs (provenance, a box each); the synthetic
+    pixels get a checkerboard patch only when `artifact`."""
+    rng = np.random.default_rng(seed)
+    (folder / "real").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(_texture(rng)).save(folder / "real" / f"r{i}.jpg", quality=95)
+        image = _texture(rng)
+        x, y = (int(v) for v in rng.integers(8, SIZE - 24, 2))
+        if artifact:
+            board = (np.indices((12, 12)).sum(0) % 2) * 70 - 35
+            image[y : y + 12, x : x + 12] = np.clip(image[y : y + 12, x : x + 12] + board, 0, 255)
+        params = {"instances": [{"box": [x, y, x + 12, y + 12], "blend": "alpha"}]}
+        prov = Provenance("copy-paste", params, [{"path": f"r{i}.jpg"}], seed)
+        write_image(folder / "synth" / f"s{i}.png", image, prov)
+
+
+def _fit_and_score(tmp: Path, artifact: bool) -> tuple[dict, Path]:
+    _write_set(tmp / "train", 40, 1, artifact)
+    _write_set(tmp / "test", 30, 2, artifact)
+    train_items = folder_items([tmp / "train"])
+    assert sum(it.synthetic for it in train_items) == 40
+    cfg = TrainConfig(steps=80, batch=16, crop=48, lr=3e-3, seed=0)
+    model, _ = train(train_items, cfg, log=lambda _m: None)
+    path = export_onnx(model, tmp / "detector.onnx", {"threshold": 0.5})
+    scores = score(Detector(path), folder_items([tmp / "test"]))
+    return metrics(scores, 0.5, {"copy-paste-alpha"}), path
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory) -> tuple[dict, Path]:
+    return _fit_and_score(tmp_path_factory.mktemp("artifact"), artifact=True)
+
+
+def test_learns_a_real_artifact(learned) -> None:
+    gen = learned[0]["generators"]["copy-paste-alpha"]
+    assert gen["seen_in_training"] and gen["n"] == 30
+    assert gen["balanced_accuracy"] >= 0.85, gen
+    assert gen["auc"] >= 0.9, gen
+
+
+def test_identical_pixels_stay_near_chance(tmp_path) -> None:
+    """Same pixel distribution, but synthetic = PNG with provenance, real = plain JPEG: a
+    detector that used the format or the metadata would separate them perfectly."""
+    gen = _fit_and_score(tmp_path, artifact=False)[0]["generators"]["copy-paste-alpha"]
+    assert 0.3 <= gen["balanced_accuracy"] <= 0.7, gen
+    assert 0.25 <= gen["auc"] <= 0.75, gen
+
+
+def test_check_command_prints_probabilities(learned, tmp_path, capsys) -> None:
+    image = tmp_path / "incoming.jpg"
+    Image.fromarray(_texture(np.random.default_rng(9))).save(image, quality=90)
+    assert synth_detect(["check", str(image), "--detector", str(learned[1])]) == 0
+    path, prob, verdict = capsys.readouterr().out.strip().split("\t")
+    assert path == str(image) and 0.0 <= float(prob) <= 1.0
+    assert verdict in ("real", "synthetic")
+
+
+def test_check_runs_without_torch(learned, tmp_path) -> None:
+    """The check path is serving-safe: it runs with torch made unimportable."""
+    image = tmp_path / "incoming.png"
+    Image.fromarray(_texture(np.random.default_rng(3))).save(image)
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from serving.cli import main\n"
+        f"sys.exit(main(['synth-detect', 'check', {str(image)!r}, '--detector', "
+        f"{str(learned[1])!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(str(image))
+
+
+def test_input_ignores_size_and_crops_at_native_resolution() -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (30, 200), dtype=np.uint8)
+    crop = sample_crop(pixels, [(150, 5, 160, 15)], 48, rng)
+    assert crop.shape == (48, 48)
+    assert canonical(pixels).shape == (2, 64, 200)  # padded to MIN_SIDE, never resized
+
+
+def test_source_leaks_counts_synthetic_made_from_test_images(tmp_path) -> None:
+    prov = Provenance("procedural", {"instances": []}, [{"path": "MT_Free/Imgs/a.jpg"}], 0)
+    synth = write_image(tmp_path / "s.png", np.zeros((8, 8), np.uint8), prov)
+    train_items = [Item(synth, True, "procedural")]
+    assert source_leaks(train_items, [Item(Path("x/MT_Free/Imgs/a.jpg"), False, "Free")]) == 1
+    assert source_leaks(train_items, [Item(Path("x/MT_Free/Imgs/b.jpg"), False, "Free")]) == 0
+
+
+@pytest.mark.skipif(
+    not TILES.is_dir(), reason=f"shared dataset not found at {TILES} (set VISION_DATASETS)"
+)
+def test_tile_real_items_split_by_file_with_defect_boxes() -> None:
+    train_items, test_items = tile_real_items(TILES, "train"), tile_real_items(TILES, "test")
+    assert not {it.path for it in train_items} & {it.path for it in test_items}
+    assert all(not it.synthetic for it in train_items + test_items)
+    defects = [it for it in test_items if it.group != "Free"]
+    assert defects and all(it.boxes for it in defects)
