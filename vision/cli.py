@@ -56,6 +56,10 @@ def run(command: str, argv: list[str]) -> int:
         from vision.synth.cli import synth
 
         return int(synth(argv) or 0)
+    if command == "synth-eval":
+        from vision.synth.evalcli import synth_eval
+
+        return int(synth_eval(argv) or 0)
     if command == "synth-detect":
         from vision.synth.detect_cli import synth_detect
 

@@ -28,6 +28,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, help="use only this many training images (smoke tests)")
+    p.add_argument("--synthetic", type=Path, help="`vision synth` folder: extra training images")
+    p.add_argument("--synthetic-ratio", type=float, default=0.25, help="synthetic share per batch")
     return p
 
 
@@ -39,7 +41,15 @@ def train(argv: list[str]) -> int:
 
     recipe = from_args(args)
     out = args.out or Path("runs") / recipe.name
-    trainer = Trainer(recipe, out, seed=args.seed, threads=args.threads, limit=args.limit)
+    trainer = Trainer(
+        recipe,
+        out,
+        seed=args.seed,
+        threads=args.threads,
+        limit=args.limit,
+        synthetic=args.synthetic,
+        ratio=args.synthetic_ratio,
+    )
     if args.resume and (out / "last.pt").is_file():
         trainer.resume(out / "last.pt")
         print(f"resumed from {out / 'last.pt'} at epoch {trainer.state['epoch']}", flush=True)

@@ -27,6 +27,7 @@ from vision.detect.metrics import (
 from vision.detect.plots import plot_confusion, plot_pr_curves
 from vision.paths import datasets_root, default_repository
 from vision.runtime import OnnxModel
+from vision.synth.provenance import assert_no_synthetic
 
 EVAL_SCORE_THRESHOLD = 0.001  # keep low-confidence boxes for AP; F-score uses the config's
 
@@ -145,6 +146,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise SystemExit(f"{data}: dataset not found (shared datasets root: {datasets_root()})")
     samples, labels = load_dataset(fmt, Path(data), args.split)
     samples = samples[: args.limit] if args.limit else samples
+    assert_no_synthetic([s.image for s in samples], args.split)
     model = OnnxModel(model_dir / str(version) / config.model_file, config.runtime)
     preds, latency = predict_all(model, config, samples, max(1, config.batching.max_batch_size))
     truths = [Boxes.truth(s.boxes, s.labels) for s in samples]

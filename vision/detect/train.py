@@ -19,6 +19,8 @@ from vision.detect.loss import detection_loss
 from vision.detect.metrics import Boxes, ap_per_class
 from vision.detect.model import Detector, DetectorSpec, build_model
 from vision.detect.recipes import Recipe
+from vision.synth.mixing import MixedBatchSampler, detection_samples
+from vision.synth.provenance import assert_no_synthetic
 
 WARMUP_STEPS = 100
 
@@ -132,7 +134,14 @@ class Trainer:
     """Owns the model, optimiser, data and checkpoint state of one training run."""
 
     def __init__(
-        self, recipe: Recipe, out: Path, seed: int = 0, threads: int = 1, limit: int | None = None
+        self,
+        recipe: Recipe,
+        out: Path,
+        seed: int = 0,
+        threads: int = 1,
+        limit: int | None = None,
+        synthetic: Path | None = None,
+        ratio: float = 0.0,
     ) -> None:
         torch.set_num_threads(threads)
         seed_everything(seed)
@@ -141,6 +150,7 @@ class Trainer:
         train, val, self.labels = splits(recipe)
         if limit:
             train, val = train[:limit], val[: max(1, limit // 2)]
+        assert_no_synthetic([s.image for s in val], "val")
         self.train_ds = DetectionDataset(
             train,
             recipe.channels,
@@ -151,11 +161,39 @@ class Trainer:
             seed=seed,
         )
         self.val_ds = DetectionDataset(val, recipe.channels, (recipe.height, recipe.width))
+        self.synth_ds, self.ratio = None, ratio if synthetic else 0.0
+        if synthetic and ratio > 0:
+            self.synth_ds = self._synthetic(Path(synthetic), seed)
         self.spec = spec_of(recipe, len(self.labels))
         self.model = build_model(self.spec)
         self.ema = Ema(self.model)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=recipe.lr, weight_decay=0.01)
         self.state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best": -1.0, "history": []}
+
+    def _synthetic(self, folder: Path, seed: int) -> DetectionDataset:
+        """The `vision synth` images of `folder` as a second training set (same augmentation)."""
+        r = self.recipe
+        samples = detection_samples(folder, r.format, self.labels)
+        size, mode = r.train_size, r.train_mode
+        return DetectionDataset(samples, r.channels, size, mode, True, r.rotate, seed=seed + 1)
+
+    def loader(self) -> torch.utils.data.DataLoader:
+        """Shuffled real batches, or batches mixing in `ratio` synthetic images each."""
+        r = self.recipe
+        if self.synth_ds is None:
+            return torch.utils.data.DataLoader(
+                self.train_ds, batch_size=r.batch, shuffle=True, collate_fn=collate, drop_last=True
+            )
+        sampler = MixedBatchSampler(
+            len(self.train_ds),
+            len(self.synth_ds),
+            r.batch,
+            self.ratio,
+            len(self.train_ds) // r.batch,
+            self.seed * 1000 + self.state["epoch"],
+        )
+        data = torch.utils.data.ConcatDataset([self.train_ds, self.synth_ds])
+        return torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate)
 
     def resume(self, path: Path) -> None:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -185,13 +223,7 @@ class Trainer:
 
     def train_epoch(self) -> dict:
         self.model.train()
-        loader = torch.utils.data.DataLoader(
-            self.train_ds,
-            batch_size=self.recipe.batch,
-            shuffle=True,
-            collate_fn=collate,
-            drop_last=True,
-        )
+        loader = self.loader()
         totals = {"loss": 0.0, "cls": 0.0, "box": 0.0}
         bar = tqdm(loader, desc=f"epoch {self.state['epoch'] + 1}", mininterval=20)
         count = 0

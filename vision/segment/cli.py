@@ -35,6 +35,8 @@ def train(argv: list[str]) -> int:
     p.add_argument("--data", help="dataset folder (default: the shared datasets)")
     p.add_argument("--out", help="run folder (default: runs/<recipe>)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--synthetic", type=Path, help="`vision synth` folder: extra training images")
+    p.add_argument("--synthetic-ratio", type=float, default=0.25, help="synthetic share per batch")
     a = p.parse_args(argv)
     _threads(a.threads)
     from vision.segment.model import get_recipe
@@ -44,7 +46,14 @@ def train(argv: list[str]) -> int:
         a.recipe, epochs=a.epochs, minutes=a.minutes, steps_per_epoch=a.steps_per_epoch, seed=a.seed
     )
     out = Path(a.out or f"runs/{a.recipe}")
-    summary = run_training(recipe, _data_root(recipe.dataset, a.data), out, resume=a.resume)
+    summary = run_training(
+        recipe,
+        _data_root(recipe.dataset, a.data),
+        out,
+        resume=a.resume,
+        synthetic=a.synthetic,
+        ratio=a.synthetic_ratio if a.synthetic else 0.0,
+    )
     print(f"trained {recipe.name}: {summary} -> {out}")
     return 0
 

@@ -20,6 +20,10 @@ from vision.reports import plot_curves, write_json
 from vision.segment import data as segdata
 from vision.segment.metrics import defect_metrics, headline, vessel_metrics
 from vision.segment.model import Recipe, build_model, model_config
+from vision.synth.mixing import mixed_positions, tile_relpaths
+from vision.synth.provenance import assert_no_synthetic
+
+Mix = tuple[int, float]  # (synthetic images appended to the training data, share per batch)
 
 
 @dataclass
@@ -42,6 +46,15 @@ class Prepared:
             [s.name for s in samples],
         )
 
+    def join(self, other: Prepared) -> Prepared:
+        """These samples followed by `other`'s."""
+        return Prepared(
+            np.concatenate([self.inputs, other.inputs]),
+            np.concatenate([self.labels, other.labels]),
+            np.concatenate([self.fovs, other.fovs]),
+            self.names + other.names,
+        )
+
 
 def load_splits(recipe: Recipe, root: Path, out: Path) -> dict[str, list[segdata.Sample]]:
     """Train and val samples for a recipe; the split is recorded in `out/splits.json`."""
@@ -50,22 +63,45 @@ def load_splits(recipe: Recipe, root: Path, out: Path) -> dict[str, list[segdata
         train = [s for s in segdata.load_drive(root, "training") if s.name not in val]
         return {"train": train, "val": segdata.load_drive(root, "training", val)}
     splits = segdata.tile_split(root, out / "splits.json", seed=recipe.extra.get("split_seed", 0))
-    return {k: segdata.load_tile(root, splits[k]) for k in ("train", "val")}
+    binary = len(recipe.labels) == 2
+    return {k: segdata.load_tile(root, splits[k], binary) for k in ("train", "val")}
+
+
+def load_synthetic(recipe: Recipe, folder: Path) -> Prepared:
+    """Synthetic training samples written by `vision synth` (magnetic-tile layout)."""
+    if recipe.dataset != "magnetic-tile":
+        raise SystemExit(f"--synthetic: no synthetic data for {recipe.dataset} (magnetic-tile)")
+    binary = len(recipe.labels) == 2
+    return Prepared.of(segdata.load_tile(folder, tile_relpaths(folder), binary), recipe)
 
 
 class CropDataset(Dataset):
     """Random crops (or whole images) with flips, 90-degree turns and mild intensity jitter."""
 
-    def __init__(self, data: Prepared, recipe: Recipe, length: int, epoch_seed: int) -> None:
+    def __init__(
+        self, data: Prepared, recipe: Recipe, length: int, epoch_seed: int, mix: Mix = (0, 0.0)
+    ) -> None:
         self.data, self.recipe, self.length = data, recipe, length
         self.rng = np.random.default_rng(epoch_seed)
-        self.order = self._order(epoch_seed)
+        real = self._order(epoch_seed, len(data.labels) - mix[0])
+        self.order = self._mixed(real, mix, epoch_seed)
 
-    def _order(self, seed: int) -> np.ndarray:
-        """Image indices; with `free_per_epoch`, images with and without foreground balanced."""
+    def _mixed(self, order: np.ndarray, mix: Mix, seed: int) -> np.ndarray:
+        """Replace `ratio` of each batch with the trailing `n_synth` (synthetic) images."""
+        n_synth, ratio = mix
+        if not n_synth or not ratio:
+            return order
+        synth = mixed_positions(len(order), self.recipe.batch_size, ratio, seed + 7)
+        rng = np.random.default_rng(seed + 11)
+        first = len(self.data.labels) - n_synth
+        order[synth] = first + rng.integers(0, n_synth, int(synth.sum()))
+        return order
+
+    def _order(self, seed: int, n: int) -> np.ndarray:
+        """Real image indices; with `free_per_epoch`, images with and without foreground
+        balanced."""
         rng = np.random.default_rng(seed)
-        n = len(self.data.labels)
-        has_fg = self.data.labels.reshape(n, -1).any(1)
+        has_fg = self.data.labels[:n].reshape(n, -1).any(1)
         fg, bg = np.flatnonzero(has_fg), np.flatnonzero(~has_fg)
         ratio = self.recipe.extra.get("free_per_epoch")
         if ratio is None or not len(bg) or not len(fg):
@@ -167,10 +203,13 @@ def _state(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
 
-def _epoch(model, optim, loss_fn, data: Prepared, recipe: Recipe, epoch: int, clock) -> float:
-    """One training epoch; `clock()` is the training time spent so far (seconds)."""
-    length = recipe.steps_per_epoch * recipe.batch_size or len(data.labels)
-    dataset = CropDataset(data, recipe, length, recipe.seed * 1000 + epoch)
+def _epoch(
+    model, optim, loss_fn, data: Prepared, recipe: Recipe, epoch: int, clock, mix: Mix
+) -> float:
+    """One training epoch; `clock()` is the training time spent so far (seconds); `mix` is
+    (trailing synthetic images in `data`, their share of each batch)."""
+    length = recipe.steps_per_epoch * recipe.batch_size or len(data.labels) - mix[0]
+    dataset = CropDataset(data, recipe, length, recipe.seed * 1000 + epoch, mix)
     loader = DataLoader(dataset, batch_size=recipe.batch_size, shuffle=False, drop_last=True)
     model.train()
     losses = []
@@ -199,12 +238,25 @@ def _save(out: Path, model, optim, recipe: Recipe, progress: dict, metrics: dict
     plot_curves(progress["history"], out / "curves.png", title=recipe.name)
 
 
-def train(recipe: Recipe, root: Path, out: Path, resume: bool = False) -> dict:
-    """Train `recipe` on data under `root`; writes last.pt, best.pt, history.json, curves.png."""
+def train(
+    recipe: Recipe,
+    root: Path,
+    out: Path,
+    resume: bool = False,
+    synthetic: Path | None = None,
+    ratio: float = 0.0,
+) -> dict:
+    """Train `recipe` on data under `root` (plus `ratio` of each batch from the `vision synth`
+    folder `synthetic`); writes last.pt, best.pt, history.json, curves.png."""
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(recipe.seed)
     splits = load_splits(recipe, root, out)
+    assert_no_synthetic([s.path for s in splits["val"] if s.path], "val")
     train_data, val_data = Prepared.of(splits["train"], recipe), Prepared.of(splits["val"], recipe)
+    mix: Mix = (0, 0.0)
+    if synthetic is not None and ratio > 0:
+        synth_data = load_synthetic(recipe, Path(synthetic))
+        train_data, mix = train_data.join(synth_data), (len(synth_data.labels), ratio)
     model = build_model(recipe)
     optim = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     loss_fn = make_loss(recipe)
@@ -226,6 +278,7 @@ def train(recipe: Recipe, root: Path, out: Path, resume: bool = False) -> dict:
             recipe,
             progress["epoch"],
             lambda spent=spent, start=start: spent + time.monotonic() - start,
+            mix,
         )
         metrics = validate(model, val_data, recipe)
         progress["epoch"] += 1

@@ -1,0 +1,143 @@
+"""One arm of the paired experiment: train for a fixed step budget, score on real images."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from vision.synth.experiment import Experiment
+from vision.synth.provenance import assert_no_synthetic
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What both arms share: seed, steps (epochs x steps per epoch), threads, data limits."""
+
+    seed: int
+    epochs: int = 0  # 0: the experiment's
+    steps_per_epoch: int = 0  # segmentation only; 0: the experiment's
+    threads: int = 1
+    train_limit: int = 0  # detection: at most this many training images (tests)
+    test_limit: int = 0  # 0: the experiment's
+
+
+def _pooled_dice(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    from vision.segment.metrics import dice_iou
+
+    pred = np.concatenate([p.ravel() for p, _ in pairs])
+    truth = np.concatenate([t.ravel() for _, t in pairs])
+    return dice_iou(pred, truth)[0]
+
+
+def segmentation_recipe(exp: Experiment, budget: Budget):
+    """The experiment's small segmentation recipe for one seed (steps fixed, time unbounded)."""
+    from vision.segment.model import get_recipe
+
+    overrides = dict(exp.overrides)
+    if budget.epochs:
+        overrides["epochs"] = budget.epochs
+    if budget.steps_per_epoch:
+        overrides["steps_per_epoch"] = budget.steps_per_epoch
+    return get_recipe(exp.recipe, seed=budget.seed, minutes=1e9, **overrides)
+
+
+def score_segmentation(model, recipe, root: Path, splits: dict, exp: Experiment) -> dict:
+    """Defect Dice per rare class on that class's real test (and val + test) images."""
+    from vision.segment import data as segdata
+    from vision.segment.train import Prepared, predict
+
+    scores: dict[str, float] = {}
+    for name, parts in (("test", ("test",)), ("heldout", ("val", "test"))):
+        for cls in exp.rare:
+            rels = [r for s in parts for r in splits[s] if r.startswith(f"MT_{cls}/")]
+            samples = segdata.load_tile(root, rels, True)
+            assert_no_synthetic([s.path for s in samples], name)
+            data = Prepared.of(samples, recipe)
+            probs = predict(model, data.inputs)
+            pairs = [(p.argmax(0) > 0, t > 0) for p, t in zip(probs, data.labels, strict=True)]
+            key = cls if name == "test" else f"{cls} (val+test)"
+            scores[key] = _pooled_dice(pairs)
+            scores[f"{key} images"] = len(rels)
+    return scores
+
+
+def run_segmentation(
+    exp: Experiment, root: Path, out: Path, budget: Budget, synthetic: Path | None, ratio: float
+) -> dict:
+    """Train the segmentation arm into `out`; score its final weights."""
+    import torch
+
+    from vision.segment.model import build_model
+    from vision.segment.train import train
+
+    torch.set_num_threads(budget.threads)
+    recipe = segmentation_recipe(exp, budget)
+    summary = train(recipe, root, out, synthetic=synthetic, ratio=ratio)
+    model = build_model(recipe)
+    model.load_state_dict(torch.load(out / "last.pt", weights_only=False)["model"])
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    steps = recipe.epochs * recipe.steps_per_epoch
+    scores = score_segmentation(model, recipe, root, splits, exp)
+    return {"scores": scores, "steps": steps, "train_seconds": round(summary["elapsed_s"], 1)}
+
+
+def detection_recipe(exp: Experiment, data: Path, budget: Budget):
+    """The experiment's small detection recipe (step budget only, no time budget)."""
+    from vision.detect.recipes import RECIPES
+
+    overrides = dict(exp.overrides)
+    if budget.epochs:
+        overrides["epochs"] = budget.epochs
+    data = str(Path(data).resolve())
+    return dataclasses.replace(RECIPES[exp.recipe], data=data, minutes=0.0, **overrides)
+
+
+def _spread(items: list, limit: int) -> list:
+    if not limit or len(items) <= limit:
+        return items
+    idx = np.linspace(0, len(items) - 1, limit).round().astype(int)
+    return [items[i] for i in sorted(set(idx))]
+
+
+def run_detection(
+    exp: Experiment,
+    data: Path,
+    out: Path,
+    budget: Budget,
+    synthetic: Path | None,
+    ratio: float,
+) -> dict:
+    """Train the detection arm into `out`; score its final EMA weights on the real test split."""
+    from vision.detect.data import DetectionDataset, load_dataset
+    from vision.detect.train import Trainer, validate
+
+    recipe = detection_recipe(exp, data, budget)
+    trainer = Trainer(
+        recipe, out, budget.seed, budget.threads, budget.train_limit or None, synthetic, ratio
+    )
+    size = (recipe.height, recipe.width)
+    val = _spread(trainer.val_ds.samples, exp.val_limit)
+    trainer.val_ds = DetectionDataset(val, recipe.channels, size)
+    state = trainer.fit()
+    test, labels = load_dataset(recipe.format, recipe.data_path(), recipe.test_split)
+    test = _spread(test, budget.test_limit or exp.test_limit)
+    assert_no_synthetic([s.image for s in test], "test")
+    result = validate(
+        trainer.ema.model, DetectionDataset(test, recipe.channels, size), recipe, len(labels)
+    )
+    ap = dict(zip(labels, result["ap"], strict=True))
+    scores = {cls: ap[cls] for cls in exp.rare}
+    scores.update({"mAP (all classes)": result["map"], "test images": len(test)})
+    rare_ids = [labels.index(c) for c in exp.rare]
+    train_boxes = sum(int(np.isin(s.labels, rare_ids).sum()) for s in trainer.train_ds.samples)
+    steps = recipe.epochs * math.ceil(len(trainer.train_ds) / recipe.batch)
+    return {
+        "scores": scores,
+        "steps": min(state["step"], steps),
+        "train_seconds": round(state["elapsed"], 1),
+        "rare_training_boxes": train_boxes,
+    }
