@@ -3,7 +3,8 @@
 A small fully convolutional net maps a grey image to a map of patch logits; the image logit is
 their maximum, so a model trained on native-resolution crops around pasted regions (and around
 real defects, so "has a defect" is no cue) scores whole images of any size at check time.
-Batches are half real, half synthetic (generators equally often).
+Batches are half real, half synthetic (generators equally often); half of the real crops are
+around real defects.
 """
 
 from __future__ import annotations
@@ -75,14 +76,15 @@ class CropSampler:
         self.real_defects = [i for i, (it, _) in enumerate(self.real) if it.boxes]
         groups = sorted({it.group for it in items if it.synthetic})
         self.synth = {
-            g: [(it, load_grey(it.path)) for it in items if it.group == g] for g in groups
+            g: [(it, load_grey(it.path)) for it in items if it.synthetic and it.group == g]
+            for g in groups
         }
         if not self.real or not self.synth:
             raise ValueError("training needs real and synthetic images")
 
     def _real_crop(self) -> np.ndarray:
         rng, cfg = self.rng, self.cfg
-        use_defect = self.real_defects and rng.random() < 0.5
+        use_defect = bool(self.real_defects) and rng.random() < 0.5
         i = self.real_defects[rng.integers(len(self.real_defects))] if use_defect else None
         i = int(rng.integers(len(self.real))) if i is None else int(i)
         pixels = self.resaved[i] if rng.random() < 0.5 else self.real[i][1]
