@@ -64,6 +64,10 @@ def run(command: str, argv: list[str]) -> int:
         from vision.synth.detect_cli import synth_detect
 
         return int(synth_detect(argv) or 0)
+    if command == "xai-eval":
+        from vision.xai.cli import xai_eval
+
+        return int(xai_eval(argv) or 0)
     if command in ("explain", "explain-export"):
         from vision.xai import cli as xai_cli
 

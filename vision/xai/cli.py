@@ -204,3 +204,82 @@ def explain_export(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps({k: entry[k] for k in ("file", "target_layer", "bytes", "parity")}, indent=2))
     return 0
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vision xai-eval",
+        description="Quality of a model's Grad-CAM explanations on its test split: deletion / "
+        "insertion AUC vs random maps, pointing game and IoU against the truth, and the "
+        "model-randomisation check (needs the torch checkpoint).",
+    )
+    p.add_argument("--model", required=True, help="a reference model in the repository")
+    p.add_argument("--repo", type=Path, default=None, help="default: the bundled models/")
+    p.add_argument("--version", type=int, default=0, help="default: the latest")
+    p.add_argument("--out", type=Path, default=None, help="default: reports/<model>/xai")
+    p.add_argument("--limit", type=int, default=8, help="test images (spread over the split)")
+    p.add_argument("--targets", type=int, default=1, help="findings explained per image")
+    p.add_argument("--steps", type=int, default=20, help="deletion / insertion steps")
+    p.add_argument("--seeds", type=int, default=3, help="random maps per target")
+    p.add_argument("--tolerance", type=int, default=15, help="pointing game tolerance (px)")
+    p.add_argument("--threshold", type=float, default=0.5, help="heat threshold for the IoU")
+    p.add_argument("--rand-steps", type=int, default=12, help="randomisation steps (0: all)")
+    p.add_argument("--rand-images", type=int, default=4, help="targets in the randomisation")
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: runs/<model>/best.pt")
+    p.add_argument("--no-randomisation", action="store_true", help="skip the torch check")
+    p.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def xai_eval(argv: list[str] | None = None) -> int:
+    """`vision xai-eval --model NAME [--limit 8] ...`: JSON report and PNG plots."""
+    args = _eval_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from vision.xai.evaluate import REPORT_FILE, Options, evaluate_model
+
+    opts = Options(
+        limit=args.limit,
+        targets=args.targets,
+        steps=args.steps,
+        seeds=args.seeds,
+        tolerance=args.tolerance,
+        threshold=args.threshold,
+        rand_steps=args.rand_steps,
+        rand_images=args.rand_images,
+        checkpoint=args.checkpoint,
+        randomisation=not args.no_randomisation,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    out = args.out or Path("reports") / args.model / "xai"
+    try:
+        report = evaluate_model(
+            args.repo or default_repository(), args.model, out, opts, args.version
+        )
+    except (VisionError, OSError, KeyError) as exc:
+        print(f"vision xai-eval: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(headline(report), indent=2))
+    print(f"report: {out / REPORT_FILE}")
+    return 0
+
+
+def headline(report: dict) -> dict[str, Any]:
+    """The figures worth printing: AUCs, pointing, IoU, randomisation."""
+    rand = report["randomisation"]
+    return {
+        "model": report["model"],
+        "targets": report["targets"],
+        **{
+            f"{k}_auc": {w: round(float(report[k][f"{w}_auc"]), 4) for w in ("gradcam", "random")}
+            for k in ("deletion", "insertion")
+        },
+        "pointing": {k: report["pointing"][k] for k in ("gradcam_hit_rate", "random_hit_rate")},
+        "iou": {k: v for k, v in report["iou"].items() if k.endswith(("threshold", "area"))},
+        "randomisation": rand.get("skipped")
+        or [
+            (s["down_to"], round(s["spearman_mean"], 3), round(s["abs_spearman_mean"], 3))
+            for s in rand["steps"]
+        ],
+    }
