@@ -1,0 +1,375 @@
+"""Explain latency: heat maps through our server against plain inference and pytorch-grad-cam.
+
+    python -m bench.explain [--calls N] [--rounds R] [--threads T] [--device cpu|cuda]
+
+For each bundled model (`retina-vessels`, segmentation; `blood-cells`, detection) and one real
+image (DRIVE 01_test.tif, BCCD BloodImage_00007.jpg; a synthetic image when the dataset is
+missing), sequential calls (concurrency 1), interleaved in `--rounds` rounds:
+
+* plain: vision.v1 Segment / Detect through our server (`python -m serving.cli serve`);
+* explain option: the same call with `explain` set (default options: every found class / box,
+  at most the model's explain.max_targets), heat maps as float16, no overlay;
+* Explain RPC: the same image through `Explain`;
+* pytorch-grad-cam: in this process, on the eager torch checkpoint (runs/<name>/best.pt), the
+  class matching the model's explain method (GradCAM, GradCAMPlusPlus or HiResCAM) on the
+  config's `explain.target_layer`, the same preprocessed tensor repeated once per target and the
+  same targets the server explains, one call (= one batched forward and backward). Only the
+  CAM call is timed (no decode, preprocess, prediction or resize to the original image), so
+  the ratio against our end-to-end request understates our lead. Skipped with a message when
+  torch, pytorch-grad-cam or the checkpoint is missing.
+
+Latencies are client-observed medians; `explain ms` is the server's own `timings.explain_ms`
+(explain-graph run + heat maps to the original image), the like-for-like figure against the
+pytorch-grad-cam call. On a machine shared with other work use `--threads 1` (oversubscribed
+OpenMP threads slow eager torch far more than ONNX Runtime; bench/README.md). The server is
+killed at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from bench import loadgen
+from bench.serving import HOST, free_port, server_process
+from protos.vision.v1 import vision_pb2 as pb
+from vision.config import ModelConfig, load_config, write_config
+from vision.io import decode_image
+from vision.paths import PROJECT_ROOT, datasets_root
+from vision.pipeline import Pipeline
+from vision.runtime import OnnxModel
+
+DETECT = "/vision.v1.VisionService/Detect"
+SEGMENT = "/vision.v1.VisionService/Segment"
+EXPLAIN = "/vision.v1.VisionService/Explain"
+PLAIN, OPTION, RPC, GRADCAM = "plain", "explain option", "Explain RPC", "pytorch-grad-cam"
+GOAL_EXPLAIN_OVER_PLAIN = 2.0  # explain option latency <= 2x plain
+GOAL_GRADCAM_OVER_OURS = 3.0  # ours >= 3x faster than pytorch-grad-cam eager
+IMAGES = {
+    "retina-vessels": datasets_root() / "drive" / "DRIVE" / "test" / "images" / "01_test.tif",
+    "blood-cells": datasets_root() / "bccd" / "BCCD" / "JPEGImages" / "BloodImage_00007.jpg",
+}
+GRADCAM_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM"}
+
+
+@dataclass
+class Measured:
+    """One measured path: its call, and the latencies (ms) and server explain_ms it gave."""
+
+    call: Callable[[], bytes | None]
+    parse: Callable[[bytes], object] | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    explain_ms: list[float] = field(default_factory=list)
+
+    def run(self, n: int) -> None:
+        for _ in range(n):
+            start = time.perf_counter()
+            data = self.call()
+            self.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+            if self.parse is not None and data is not None:
+                timings = self.parse(data).timings
+                if timings.explain_ms:
+                    self.explain_ms.append(timings.explain_ms)
+
+
+@dataclass
+class ModelBench:
+    name: str
+    config: ModelConfig
+    image_bytes: bytes
+    image_label: str
+    paths: dict[str, Measured] = field(default_factory=dict)
+    findings: int = 0
+    heatmaps: int = 0
+    note: str = ""
+
+
+def _image(name: str, config: ModelConfig) -> tuple[bytes, str]:
+    path = IMAGES[name]
+    if path.is_file():
+        return path.read_bytes(), path.name
+    import cv2
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (config.input.height, config.input.width, 3), dtype=np.uint8)
+    return cv2.imencode(".png", pixels)[1].tobytes(), f"synthetic {pixels.shape} ({path} missing)"
+
+
+def write_repository(root: Path, names: list[str], args: argparse.Namespace) -> list[ModelConfig]:
+    """Config copies (runtime set by --device / --threads) over the bundled version folders."""
+    configs = []
+    for name in names:
+        source = PROJECT_ROOT / "models" / name
+        config = load_config(source)
+        runtime = replace(
+            config.runtime,
+            providers=(args.device,),
+            intra_op_threads=args.threads,
+            allow_spinning=False,
+            tensorrt_cache_dir=str(root / ".trt-cache"),
+        )
+        config = replace(config, runtime=runtime)
+        write_config(config, root / name)
+        for version in source.iterdir():
+            if version.is_dir() and version.name.isdigit():
+                (root / name / version.name).symlink_to(version.resolve())
+        configs.append(config)
+    return configs
+
+
+def _requests(bench: ModelBench, max_findings: int) -> dict[str, tuple[str, bytes, Callable]]:
+    model, image = pb.ModelRef(name=bench.name), pb.ImageInput(encoded=bench.image_bytes)
+    if bench.config.task == "detection":
+        plain = pb.DetectRequest(model=model, image=image)
+        method, response = DETECT, pb.DetectResponse
+    else:
+        plain = pb.SegmentRequest(model=model, image=image, mask_encoding=pb.MASK_ENCODING_PNG)
+        method, response = SEGMENT, pb.SegmentResponse
+    option = type(plain)()
+    option.CopyFrom(plain)
+    option.explain.SetInParent()
+    option.explain.max_findings = max_findings
+    rpc = pb.ExplainRequest(model=model, image=image)
+    return {
+        PLAIN: (method, plain.SerializeToString(), response.FromString),
+        OPTION: (method, option.SerializeToString(), response.FromString),
+        RPC: (EXPLAIN, rpc.SerializeToString(), pb.ExplainResponse.FromString),
+    }
+
+
+def _check_same_findings(bench: ModelBench, plain: object, explained: object) -> None:
+    if bench.config.task == "detection":
+        same = list(plain.detections) == list(explained.detections)
+        bench.findings = len(plain.detections)
+    else:
+        same = list(plain.masks) == list(explained.masks)
+        bench.findings = len(plain.masks)
+    bench.heatmaps = len(explained.heatmaps)
+    if not same:
+        raise RuntimeError(f"{bench.name}: findings with explain differ from those without")
+
+
+def server_paths(bench: ModelBench, address: str, max_findings: int) -> None:
+    channel = loadgen.open_channel(address)
+    replies = {}
+    for label, (method, payload, parse) in _requests(bench, max_findings).items():
+        call = loadgen.unary(channel, method, payload)
+        replies[label] = parse(call())
+        bench.paths[label] = Measured(call, parse)
+    _check_same_findings(bench, replies[PLAIN], replies[OPTION])
+
+
+def _torch_model(config: ModelConfig):
+    """The eager checkpoint runs/<name>/best.pt in eval mode, or a reason it is not there."""
+    checkpoint = PROJECT_ROOT / "runs" / config.name / "best.pt"
+    if not checkpoint.is_file():
+        return None, f"{checkpoint} is missing"
+    import torch
+
+    if config.task == "detection":  # as vision.detect.exporting.load_checkpoint, no torchvision
+        from vision.detect.model import build_model, spec_from_dict
+
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model = build_model(spec_from_dict(state["spec"]))
+        model.load_state_dict(state["ema"])
+        return model.eval(), ""
+    from vision.segment.export import _load_checkpoint
+
+    return _load_checkpoint(checkpoint)[0], ""
+
+
+def _targets(bench: ModelBench, tensor: np.ndarray, meta, max_findings: int) -> tuple[list, list]:
+    """The classes and aux targets the server explains for this image (same selection rules)."""
+    config = bench.config
+    folder = PROJECT_ROOT / "models" / bench.name / "1"
+    pipeline = Pipeline(config)
+    outputs = OnnxModel(folder / config.model_file).run({config.input.name: tensor[None]})
+    result = pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
+    cap = min(max_findings or config.explain.max_targets, config.explain.max_targets)
+    if config.task == "detection":
+        top = sorted(result.detections, key=lambda d: -d.score)[:cap]
+        return [d.class_id for d in top], [d.anchor for d in top]
+    classes = sorted({m.class_id for m in result.masks})[:cap]
+    return classes, [np.ones((1, *tensor.shape[-2:]), np.float32) for _ in classes]
+
+
+def gradcam_path(bench: ModelBench, args: argparse.Namespace) -> None:
+    """pytorch-grad-cam on the eager model, or a note why not."""
+    try:
+        import pytorch_grad_cam
+        import torch
+    except ImportError as exc:
+        bench.note = f"pytorch-grad-cam skipped: {exc}"
+        return
+    from vision.xai.explain_graph import build_explain_module
+    from vision.xai.targets import gradcam_targets
+
+    model, reason = _torch_model(bench.config)
+    if model is None:
+        bench.note = f"pytorch-grad-cam skipped: {reason}"
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if args.device == "cuda" else "cpu"
+    tensor, meta = Pipeline(bench.config).preprocess(decode_image(bench.image_bytes))
+    classes, aux = _targets(bench, tensor, meta, args.max_findings)
+    if len(classes) != bench.heatmaps:
+        raise RuntimeError(f"{bench.name}: {len(classes)} targets here, server {bench.heatmaps}")
+    if not classes:
+        bench.note = "pytorch-grad-cam skipped: nothing found to explain"
+        return
+    module = build_explain_module(model, bench.config.explain.target_layer, bench.config.task)
+    net = module.model.to(device)
+    aux_t = torch.tensor(np.array(aux))
+    targets = gradcam_targets(bench.config.task, torch.tensor(classes), aux_t)
+    batch = torch.from_numpy(np.repeat(tensor[None], len(classes), axis=0)).to(device)
+    cls = getattr(pytorch_grad_cam, GRADCAM_CLASSES[bench.config.explain.method])
+    cam = cls(net, [module.target_layer])
+
+    def call() -> None:
+        cam(batch, targets)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    bench.paths[GRADCAM] = Measured(call)
+    bench.note = (
+        f"pytorch-grad-cam (grad-cam {metadata.version('grad-cam')}) {cls.__name__} on "
+        f"{bench.config.explain.target_layer}, torch {torch.__version__} {device}, "
+        f"{torch.get_num_threads()} threads"
+    )
+
+
+def measure(benches: list[ModelBench], args: argparse.Namespace) -> None:
+    """Warm up, then every path of every model in turn, `--rounds` times (order alternating)."""
+    for bench in benches:
+        for path in bench.paths.values():
+            path.run(args.warmup)
+            path.latencies_ms.clear()
+            path.explain_ms.clear()
+    per_round = max(1, args.calls // args.rounds)
+    for index in range(args.rounds):
+        print(f"round {index + 1}/{args.rounds}", file=sys.stderr, flush=True)
+        for bench in benches:
+            labels = list(bench.paths)
+            for label in labels if index % 2 == 0 else reversed(labels):
+                bench.paths[label].run(per_round)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(benches: list[ModelBench]) -> None:
+    print(
+        f"\n{'model':<15} {'path':<17} {'calls':>5} {'p50 ms':>8} {'mean ms':>8} "
+        f"{'explain ms':>10} {'x plain':>8}"
+    )
+    for bench in benches:
+        plain = _median(bench.paths[PLAIN].latencies_ms)
+        for label, path in bench.paths.items():
+            p50 = _median(path.latencies_ms)
+            server = f"{_median(path.explain_ms):10.1f}" if path.explain_ms else f"{'':>10}"
+            print(
+                f"{bench.name:<15} {label:<17} {len(path.latencies_ms):>5} {p50:>8.1f} "
+                f"{statistics.fmean(path.latencies_ms):>8.1f} {server} {p50 / plain:>7.2f}x"
+            )
+    print()
+    for bench in benches:
+        paths = bench.paths
+        plain, option = _median(paths[PLAIN].latencies_ms), _median(paths[OPTION].latencies_ms)
+        rpc = _median(paths[RPC].latencies_ms)
+        print(
+            f"{bench.name}: {bench.image_label}, {bench.findings} finding(s), "
+            f"{bench.heatmaps} heat map(s)"
+        )
+        ok = "meets" if option / plain <= GOAL_EXPLAIN_OVER_PLAIN else "misses"
+        print(
+            f"ratio {bench.name} explain option / plain: {option / plain:.2f}x "
+            f"({ok} goal <= {GOAL_EXPLAIN_OVER_PLAIN:g}x); Explain RPC / plain: {rpc / plain:.2f}x"
+        )
+        if bench.heatmaps:
+            per_map = (option - plain) / bench.heatmaps
+            print(
+                f"  added per heat map: {per_map:.1f} ms = {per_map / plain:.2f}x plain "
+                f"((explain option - plain) / {bench.heatmaps})"
+            )
+        if GRADCAM in paths:
+            theirs = _median(paths[GRADCAM].latencies_ms)
+            server = _median(paths[OPTION].explain_ms)
+            ok = "meets" if theirs / option >= GOAL_GRADCAM_OVER_OURS else "misses"
+            print(
+                f"ratio {bench.name} pytorch-grad-cam / ours (explain option, end to end): "
+                f"{theirs / option:.2f}x ({ok} goal >= {GOAL_GRADCAM_OVER_OURS:g}x); "
+                f"/ ours (server explain_ms): {theirs / server:.2f}x"
+            )
+        if bench.note:
+            print(f"  {bench.note}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="retina-vessels,blood-cells")
+    parser.add_argument("--calls", type=int, default=30, help="timed calls per path, in all")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per path first")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="ONNX Runtime intra-op and torch threads; 0: theirs",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--no-gradcam", action="store_true", help="skip pytorch-grad-cam")
+    parser.add_argument(
+        "--max-findings",
+        type=int,
+        default=0,
+        help="ExplainOptions.max_findings of the explain option (and grad-cam's targets); "
+        "0: the model's explain.max_targets. The Explain RPC always uses the latter",
+    )
+    args = parser.parse_args(argv)
+    args.rounds = max(1, args.rounds)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = [n for n in args.models.split(",") if n]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"bench.explain: {os.cpu_count()} CPUs (load average {load}), device {args.device}, "
+        f"threads {args.threads or 'default'}, {args.calls} calls per path in {args.rounds} "
+        "interleaved rounds, concurrency 1",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-explain-") as tmp_name:
+        tmp = Path(tmp_name)
+        configs = write_repository(tmp / "models", names, args)
+        port = free_port()
+        command = [sys.executable, "-m", "serving.cli", "serve", "--models", str(tmp / "models")]
+        command += ["--host", HOST, "--grpc-port", str(port), "--http-port", "-1"]
+        command += ["--log-level", "WARNING"]
+        with server_process("ours", command, port, names, tmp / "ours.log") as ours:
+            print(f"ours: cold start {ours.cold_start_s:.2f} s", flush=True)
+            benches = [ModelBench(c.name, c, *_image(c.name, c)) for c in configs]
+            for bench in benches:
+                server_paths(bench, ours.address, args.max_findings)
+                if not args.no_gradcam:
+                    gradcam_path(bench, args)
+            measure(benches, args)
+        report(benches)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
