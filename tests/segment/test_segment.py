@@ -146,3 +146,24 @@ def test_crop_dataset_balances_and_centres_on_foreground() -> None:
     loss = foreground_dice_ce(logits, torch.stack([ys[0], ys[0]])[:, None], [1.0] * 6)
     loss.backward()
     assert torch.isfinite(loss) and logits.grad is not None
+
+
+def test_recipe_phases_override_extra_and_restart_the_schedule():
+    import dataclasses
+
+    from vision.segment.model import get_recipe
+    from vision.segment.train import at_epoch
+
+    base = get_recipe("tile-defects")
+    phase = {"from_epoch": 6, "ce_weights": [1.0, 1.5], "lr": 1e-3}
+    recipe = dataclasses.replace(base, epochs=10, extra={**base.extra, "phases": [phase]})
+    early, first, last = at_epoch(recipe, 5)
+    assert (early.extra["ce_weights"], early.lr, first, last) == (
+        base.extra["ce_weights"],
+        base.lr,
+        0,
+        6,
+    )
+    late, first, last = at_epoch(recipe, 6)
+    assert (late.extra["ce_weights"], late.lr, first, last) == ([1.0, 1.5], 1e-3, 6, 10)
+    assert late.extra["fg_center"] == base.extra["fg_center"]  # keys not named stay

@@ -56,7 +56,9 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 
 def _segmenter() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_segmenter(get_recipe("tile-defects", channels=(8, 16, 32), strides=(2, 2)))
+    labels = ("background", "a", "b", "c", "d", "e")  # six classes: targets use ids 1..5
+    recipe = get_recipe("tile-defects", channels=(8, 16, 32), strides=(2, 2), labels=labels)
+    return build_segmenter(recipe)
 
 
 def _detector() -> torch.nn.Module:

@@ -58,7 +58,8 @@ def _explained(name: str) -> ModelConfig:
 
 def _torch_model(config: ModelConfig) -> Any:
     """The eager checkpoint runs/<name>/best.pt, in eval mode."""
-    checkpoint = PROJECT_ROOT / "runs" / config.name / "best.pt"
+    run = {"pcb-defects": "pcb-defects-ft"}.get(config.name, config.name)  # fine-tuned run
+    checkpoint = PROJECT_ROOT / "runs" / run / "best.pt"
     _skip_unless(checkpoint.is_file(), f"{checkpoint} is missing")
     if config.task == "detection":  # as vision.detect.exporting.load_checkpoint, sans torchvision
         import torch
@@ -88,7 +89,8 @@ def test_explainer_matches_pytorch_grad_cam(name: str) -> None:
     explainer = Explainer(config, OnnxModel(folder / config.explain.file))
     pipeline = Pipeline(config)
     kind = config.task
-    module = build_explain_module(_torch_model(config), config.explain.target_layer, kind)
+    layer, method = config.explain.target_layer, config.explain.method
+    module = build_explain_module(_torch_model(config), layer, kind, method)
     compared = 0
     for path in images:
         tensor, meta = pipeline.preprocess(decode_image(path.read_bytes()))

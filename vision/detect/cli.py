@@ -71,6 +71,7 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name (default: the recipe's)")
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--int8", action="store_true", help="also write an int8-quantised model")
+    p.add_argument("--tensorrt", action="store_true", help="also build + check a TensorRT engine")
     p.add_argument("--parity-images", type=int, default=8)
     p.add_argument("--val-limit", type=int, default=0, help="validation images for the gate")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff allowed")
@@ -79,9 +80,16 @@ def _export_parser() -> argparse.ArgumentParser:
 
 def export(argv: list[str]) -> int:
     """Export to ONNX with a parity gate; writes the repository entry."""
+    args = _export_parser().parse_args(argv)
+    if args.tensorrt:
+        from vision.tensorrt import unavailable_reason
+
+        if reason := unavailable_reason():
+            print(f"--tensorrt needs an NVIDIA GPU: {reason}", file=sys.stderr)
+            return 2
     from vision.detect.exporting import run_export
 
-    return run_export(_export_parser().parse_args(argv))
+    return run_export(args)
 
 
 def _eval_parser() -> argparse.ArgumentParser:

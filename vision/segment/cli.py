@@ -67,11 +67,15 @@ def export(argv: list[str]) -> int:
     p.add_argument("--repo", default=None)
     p.add_argument("--data")
     p.add_argument("--int8", action="store_true")
+    p.add_argument("--tensorrt", action="store_true", help="also build + check a TensorRT engine")
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--tolerance", type=float, default=0.5, help="metric points (percent)")
     p.add_argument("--limit", type=int, default=0, help="evaluate on at most N images per split")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
+    if a.tensorrt and (reason := _no_tensorrt()):
+        print(reason, file=sys.stderr)
+        return 2
     _threads(a.threads)
     from vision.segment.export import export_recipe
     from vision.segment.model import get_recipe
@@ -85,6 +89,7 @@ def export(argv: list[str]) -> int:
         repo,
         _data_root(recipe.dataset, a.data),
         int8=a.int8,
+        tensorrt=a.tensorrt,
         version=a.version,
         tolerance=a.tolerance,
         limit=a.limit,
@@ -137,3 +142,11 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _no_tensorrt() -> str | None:
+    """Why `--tensorrt` cannot run here (checked before any work), or None."""
+    from vision.tensorrt import unavailable_reason
+
+    reason = unavailable_reason()
+    return f"--tensorrt needs an NVIDIA GPU: {reason}" if reason else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -203,11 +204,27 @@ def _state(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
 
+def at_epoch(recipe: Recipe, epoch: int) -> tuple[Recipe, int, int]:
+    """The recipe as it trains at `epoch`: `extra["phases"]` entries whose `from_epoch` has been
+    reached override `extra` keys and `lr`; also the epoch span of that phase (the cosine
+    learning-rate schedule restarts at each phase)."""
+    starts = [0] + [p["from_epoch"] for p in recipe.extra.get("phases", [])]
+    ends = starts[1:] + [recipe.epochs]
+    index = max(i for i, start in enumerate(starts) if epoch >= start)
+    extra, lr = dict(recipe.extra), recipe.lr
+    for phase in recipe.extra.get("phases", [])[:index]:
+        extra |= {k: v for k, v in phase.items() if k not in ("from_epoch", "lr")}
+        lr = phase.get("lr", lr)
+    return dataclasses.replace(recipe, extra=extra, lr=lr), starts[index], ends[index]
+
+
 def _epoch(
     model, optim, loss_fn, data: Prepared, recipe: Recipe, epoch: int, clock, mix: Mix
 ) -> float:
     """One training epoch; `clock()` is the training time spent so far (seconds); `mix` is
     (trailing synthetic images in `data`, their share of each batch)."""
+    recipe, first, last = at_epoch(recipe, epoch)
+    loss_fn = make_loss(recipe) if recipe.extra.get("phases") else loss_fn
     length = recipe.steps_per_epoch * recipe.batch_size or len(data.labels) - mix[0]
     dataset = CropDataset(data, recipe, length, recipe.seed * 1000 + epoch, mix)
     loader = DataLoader(dataset, batch_size=recipe.batch_size, shuffle=False, drop_last=True)
@@ -215,7 +232,8 @@ def _epoch(
     losses = []
     bar = tqdm(loader, desc=f"{recipe.name} epoch {epoch + 1}", leave=False, mininterval=5)
     for i, (x, y) in enumerate(bar):
-        progress = max((epoch + i / len(loader)) / recipe.epochs, clock() / (recipe.minutes * 60))
+        phase_progress = (epoch - first + i / len(loader)) / (last - first)
+        progress = max(phase_progress, clock() / (recipe.minutes * 60))
         for group in optim.param_groups:
             group["lr"] = _lr(recipe, progress, epoch * len(loader) + i)
         loss = loss_fn(model(x), y[:, None])
