@@ -212,3 +212,8 @@ def test_synth_eval_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
     assert set(report["relative_gain"]) >= {"Fray", "Crack", "rare mean"}
     assert report["synthetic"]["written"] >= 1
     assert (out / "gain.png").stat().st_size > 1000
+    again = tmp_path / "again"
+    common = ["--work", str(tmp_path / "work"), "--out", str(again)]
+    assert synth_eval([*argv, "--seeds", "0,1,5", *common, "--summarize-only"]) == 0
+    summary = json.loads((again / "report.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["arms"] == report["arms"]

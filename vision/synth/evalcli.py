@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="dataset folder (default: the shared datasets)")
     p.add_argument("--work", type=Path, help="default runs/synth-eval/<experiment>")
     p.add_argument("--out", type=Path, help="default reports/synth-eval/<experiment>")
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="report the finished runs under --work (seeds with both arms); train nothing",
+    )
     return p
 
 
@@ -52,7 +57,9 @@ def prepare(exp: Experiment, root: Path, work: Path) -> tuple[Path, set[str] | N
     return view, kept_sources(view), {"reduced_training_set": notes}
 
 
-def run_arm(exp, data, run_dir, budget: Budget, synthetic, ratio) -> dict:
+def run_arm(
+    exp: Experiment, data: Path, run_dir: Path, budget: Budget, synthetic: Path | None, ratio: float
+) -> dict:
     """One trained and scored arm; reuses `result.json` when its settings match."""
     settings = {"budget": dataclasses.asdict(budget), "ratio": ratio, "exp": exp.name}
     cached = run_dir / "result.json"
@@ -66,6 +73,18 @@ def run_arm(exp, data, run_dir, budget: Budget, synthetic, ratio) -> dict:
     scores[RARE_MEAN] = float(np.mean([scores[c] for c in exp.rare]))
     cached.write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def finished(work: Path, seeds: list[int]) -> tuple[dict[str, list[dict]], list[int]]:
+    """The cached results of the seeds whose two arms both finished."""
+    path = "{}/seed{}/result.json"
+    done = [s for s in seeds if all((work / path.format(a, s)).is_file() for a in ARMS)]
+    if not done:
+        raise SystemExit(f"no seed has finished both arms under {work}")
+    runs = {
+        arm: [json.loads((work / path.format(arm, s)).read_text()) for s in done] for arm in ARMS
+    }
+    return runs, done
 
 
 def summarize(exp: Experiment, runs: dict[str, list[dict]]) -> dict:
@@ -145,18 +164,24 @@ def synth_eval(argv: list[str]) -> int:
     a = _parser().parse_args(argv)
     exp, seeds, root, work, out = _options(a)
     started = time.perf_counter()
-    data, keep, notes = prepare(exp, root, work)
     synth_dir = work / f"synthetic-{exp.synth_count}"
-    synth_info = synthesize(exp, root, synth_dir, 0, keep)
-    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    jobs = [(seed, arm) for seed in seeds for arm in ARMS]
-    for seed, arm in tqdm(jobs, desc=f"synth-eval {exp.name}", unit="run"):
-        budget = Budget(seed, a.epochs, a.steps_per_epoch, a.threads, a.train_limit, a.test_limit)
-        synthetic = synth_dir if arm == "synthetic" else None
-        ratio = a.ratio if arm == "synthetic" else 0.0
-        result = run_arm(exp, data, work / arm / f"seed{seed}", budget, synthetic, ratio)
-        runs[arm].append(result)
-        tqdm.write(f"{arm} seed {seed}: {json.dumps(result['scores'])}")
+    if a.summarize_only:
+        runs, seeds = finished(work, seeds)
+        synth_info, notes = json.loads((synth_dir / "synth.json").read_text()), {}
+    else:
+        data, keep, notes = prepare(exp, root, work)
+        synth_info = synthesize(exp, root, synth_dir, 0, keep)
+        runs = {arm: [] for arm in ARMS}
+        jobs = [(seed, arm) for seed in seeds for arm in ARMS]
+        for seed, arm in tqdm(jobs, desc=f"synth-eval {exp.name}", unit="run"):
+            budget = Budget(
+                seed, a.epochs, a.steps_per_epoch, a.threads, a.train_limit, a.test_limit
+            )
+            synthetic = synth_dir if arm == "synthetic" else None
+            ratio = a.ratio if arm == "synthetic" else 0.0
+            result = run_arm(exp, data, work / arm / f"seed{seed}", budget, synthetic, ratio)
+            runs[arm].append(result)
+            tqdm.write(f"{arm} seed {seed}: {json.dumps(result['scores'])}")
     report = {
         "experiment": exp.name,
         "task": exp.task,
