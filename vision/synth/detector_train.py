@@ -172,17 +172,18 @@ def export_onnx(model, path: Path, metadata: dict[str, object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(1, 2, 128, 160)
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "logit": {0: "batch"}}
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
-    torch.onnx.export(
-        model.eval(),
-        (example,),
-        str(path),
-        input_names=["image"],
-        output_names=["logit"],
-        opset_version=17,
-        dynamic_axes=axes,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter: dynamic H and W, no onnxscript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["logit"],
+            opset_version=17,
+            dynamic_axes=axes,
+            dynamo=False,
+        )
     onnx.checker.check_model(str(path))
     return set_metadata(path, metadata)
 
