@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from vision.paths import datasets_root, default_repository
 
@@ -25,7 +26,14 @@ def _threads(n: int) -> None:
 def train(argv: list[str]) -> int:
     """Train a recipe into runs/<recipe>/ (checkpoints each epoch; --resume continues)."""
     p = argparse.ArgumentParser(prog="vision train")
-    p.add_argument("--recipe", required=True)
+    p.add_argument("--recipe", help="a reference recipe, or leave out and give --images/--masks")
+    p.add_argument("--images", help="your own data: a folder of images ...")
+    p.add_argument("--masks", help="... and one of same-stem masks (> 127 = foreground)")
+    p.add_argument("--test-images", help="optional held-out test images (+ --test-masks)")
+    p.add_argument("--test-masks")
+    p.add_argument("--name", help="model name for --images training")
+    p.add_argument("--size", type=int, default=256, help="square input size for --images")
+    p.add_argument("--gray", action="store_true", help="--images are greyscale")
     p.add_argument("--task", default=None)
     p.add_argument("--epochs", type=int)
     p.add_argument("--minutes", type=float)
@@ -39,16 +47,13 @@ def train(argv: list[str]) -> int:
     p.add_argument("--synthetic-ratio", type=float, default=0.25, help="synthetic share per batch")
     a = p.parse_args(argv)
     _threads(a.threads)
-    from vision.segment.model import get_recipe
     from vision.segment.train import train as run_training
 
-    recipe = get_recipe(
-        a.recipe, epochs=a.epochs, minutes=a.minutes, steps_per_epoch=a.steps_per_epoch, seed=a.seed
-    )
-    out = Path(a.out or f"runs/{a.recipe}")
+    recipe = _train_recipe(a)
+    out = Path(a.out or f"runs/{recipe.name}")
     summary = run_training(
         recipe,
-        _data_root(recipe.dataset, a.data),
+        _data_root(recipe.dataset, a.data) if recipe.dataset != "folder" else Path(a.images),
         out,
         resume=a.resume,
         synthetic=a.synthetic,
@@ -58,10 +63,33 @@ def train(argv: list[str]) -> int:
     return 0
 
 
+def _train_recipe(a: argparse.Namespace) -> Any:
+    """The named reference recipe, or a folder recipe for --images/--masks; CLI overrides."""
+    import dataclasses
+
+    from vision.segment.data import channel_stats, load_folder
+    from vision.segment.model import folder_recipe, get_recipe
+
+    overrides = {"epochs": a.epochs, "minutes": a.minutes, "steps_per_epoch": a.steps_per_epoch}
+    overrides = {k: v for k, v in {**overrides, "seed": a.seed}.items() if v is not None}
+    if a.recipe:
+        return get_recipe(a.recipe, **overrides)
+    if not (a.images and a.masks and a.name):
+        raise SystemExit("give --recipe NAME, or --images DIR --masks DIR --name NAME")
+    order = "GRAY" if a.gray else "RGB"
+    samples = load_folder(Path(a.images), Path(a.masks))
+    if not samples:
+        raise SystemExit(f"no image in {a.images} has a same-stem mask in {a.masks}")
+    stats = channel_stats(samples, order)
+    test = (a.test_images, a.test_masks) if a.test_images and a.test_masks else None
+    recipe = folder_recipe(a.name, a.images, a.masks, a.size, order, stats, test)
+    return dataclasses.replace(recipe, **overrides)
+
+
 def export(argv: list[str]) -> int:
     """Export a checkpoint to ONNX, gate on parity, write the repository entry (+ optional INT8)."""
     p = argparse.ArgumentParser(prog="vision export")
-    p.add_argument("--recipe", required=True)
+    p.add_argument("--recipe", help="default: the recipe stored in --checkpoint")
     p.add_argument("--task", default=None)
     p.add_argument("--checkpoint", help="default: runs/<recipe>/best.pt")
     p.add_argument("--repo", default=None)
@@ -80,14 +108,16 @@ def export(argv: list[str]) -> int:
     from vision.segment.export import export_recipe
     from vision.segment.model import get_recipe
 
-    recipe = get_recipe(a.recipe)
+    if not (a.recipe or a.checkpoint):
+        raise SystemExit("give --recipe NAME and/or --checkpoint runs/<name>/best.pt")
     checkpoint = Path(a.checkpoint or f"runs/{a.recipe}/best.pt")
+    recipe = get_recipe(a.recipe) if a.recipe else _stored_recipe(checkpoint)
     repo = Path(a.repo) if a.repo else default_repository()
     return export_recipe(
         recipe,
         checkpoint,
         repo,
-        _data_root(recipe.dataset, a.data),
+        _data_root(recipe.dataset, a.data) if recipe.dataset != "folder" else Path("."),
         int8=a.int8,
         tensorrt=a.tensorrt,
         version=a.version,
@@ -109,15 +139,17 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--no-card", action="store_true", help="do not update the model card")
     a = p.parse_args(argv)
+    from vision.export import read_card
     from vision.segment.evaluate import evaluate_model
-    from vision.segment.model import get_recipe
+    from vision.segment.model import RECIPES, Recipe
 
-    recipe = get_recipe(a.model.removesuffix("-int8"))
     repo = Path(a.repo) if a.repo else default_repository()
+    base = a.model.removesuffix("-int8")
+    recipe = RECIPES.get(base) or Recipe(**read_card(repo / base)["recipe"])
     report = evaluate_model(
         recipe,
         repo,
-        _data_root(recipe.dataset, a.data),
+        _data_root(recipe.dataset, a.data) if recipe.dataset != "folder" else Path("."),
         a.split,
         Path(a.out or f"reports/{a.model}"),
         version=a.version,
@@ -142,6 +174,15 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _stored_recipe(checkpoint: Path) -> Any:
+    """The recipe a checkpoint was trained with."""
+    import torch
+
+    from vision.segment.model import Recipe
+
+    return Recipe(**torch.load(checkpoint, map_location="cpu", weights_only=False)["recipe"])
 
 
 def _no_tensorrt() -> str | None:

@@ -98,6 +98,20 @@ def tile_split(root: Path, split_file: Path, seed: int = 0) -> dict[str, list[st
     return splits
 
 
+def folder_split(
+    names: list[str], split_file: Path, seed: int = 0, val_fraction: float = 0.15
+) -> dict[str, list[str]]:
+    """The recorded train/val split of a user's image+mask folder (created on first use)."""
+    if split_file.is_file():
+        return json.loads(split_file.read_text())["splits"]
+    splits = stratified_split(dict.fromkeys(names, "all"), seed, (1 - val_fraction, val_fraction))
+    splits["val"] += splits.pop("test")  # rounding leftovers
+    split_file.parent.mkdir(parents=True, exist_ok=True)
+    record = {"dataset": "folder", "seed": seed, "val_fraction": val_fraction}
+    split_file.write_text(json.dumps({**record, "splits": splits}, indent=1))
+    return splits
+
+
 def load_tile(root: Path, relpaths: list[str], binary: bool = False) -> list[Sample]:
     """Magnetic-tile images (greyscale) with class-id masks (0 background, 1.. TILE_CLASSES),
     or with `binary` defect-vs-background masks (1 = any defect); `category` keeps the class."""
@@ -124,7 +138,12 @@ def load_folder(images: Path, masks: Path, threshold: int = 127) -> list[Sample]
             continue
         mask = (_read(found[0]) > threshold).astype(np.int64)
         samples.append(
-            Sample(path.stem, _rgb(_read(path)), mask[..., 0] if mask.ndim == 3 else mask)
+            Sample(
+                path.stem,
+                _rgb(_read(path)),
+                mask[..., 0] if mask.ndim == 3 else mask,
+                path=str(path),
+            )
         )
     return samples
 

@@ -22,6 +22,7 @@ from vision.types import Image
 
 log = logging.getLogger(__name__)
 GATE_KEYS = ("dice", "auroc")
+PIXEL_METRIC_DATASETS = ("drive", "folder")  # pixel Dice/AUROC (in the FOV); tiles: per image
 
 
 def make_pipeline(config: ModelConfig) -> Any:
@@ -43,6 +44,8 @@ def load_samples(recipe: Recipe, root: Path, split: str, split_file: Path, limit
                 for s in segdata.load_drive(root, "training")
                 if (s.name in val) == (split == "val")
             ]
+    elif recipe.dataset == "folder":
+        samples = _folder_samples(recipe, split, split_file)
     else:
         splits = segdata.tile_split(root, split_file, seed=recipe.extra.get("split_seed", 0))
         samples = segdata.load_tile(root, splits[split], binary=len(recipe.labels) == 2)
@@ -50,6 +53,17 @@ def load_samples(recipe: Recipe, root: Path, split: str, split_file: Path, limit
         samples = spread(samples, limit)
     assert_no_synthetic([s.path for s in samples if s.path], split)
     return samples
+
+
+def _folder_samples(recipe: Recipe, split: str, split_file: Path) -> list:
+    """A user's folder: train/val from the recorded split, test from --test-images (or none)."""
+    extra = recipe.extra
+    if split == "test":
+        if not extra.get("test_images"):
+            return []
+        return segdata.load_folder(Path(extra["test_images"]), Path(extra["test_masks"]))
+    by_name = {s.name: s for s in segdata.load_folder(Path(extra["images"]), Path(extra["masks"]))}
+    return [by_name[n] for n in segdata.folder_split(sorted(by_name), split_file)[split]]
 
 
 def spread(samples: list, limit: int) -> list:
@@ -107,8 +121,12 @@ def torch_probs(model: Any, config: ModelConfig, samples: list, batch: int = 4) 
 def compute_metrics(recipe: Recipe, probs: list[np.ndarray], samples: list) -> dict:
     """Recipe metrics at original image size."""
     masks = [s.mask for s in samples]
-    if recipe.dataset == "drive":
-        return vessel_metrics(probs, masks, [s.fov for s in samples])
+    if recipe.dataset in PIXEL_METRIC_DATASETS:
+        fovs = [
+            np.ones(m.shape, bool) if s.fov is None else s.fov
+            for s, m in zip(samples, masks, strict=True)
+        ]
+        return vessel_metrics(probs, masks, fovs)
     return defect_metrics(probs, masks, recipe.labels)
 
 
@@ -176,6 +194,8 @@ def evaluate_model(
     config = load_config(model_dir)
     onnx_path = _version_dir(model_dir, version) / config.model_file
     samples = load_samples(recipe, root, split, model_dir / "splits.json", limit)
+    if not samples:
+        raise SystemExit(f"no {split} images for {name or recipe.name} (train with --test-images)")
     start = time.perf_counter()
     probs = onnx_probs(onnx_path, config, samples)
     seconds = time.perf_counter() - start

@@ -109,7 +109,7 @@ def export_recipe(
         log.error("parity gate failed; nothing written to %s", repo)
         return 1
     test = load_samples(recipe, root, "test", split_file, limit)
-    test_onnx = compute_metrics(recipe, onnx_probs(onnx_path, config, test), test)
+    test_onnx = compute_metrics(recipe, onnx_probs(onnx_path, config, test), test) if test else {}
     card = build_card(
         recipe,
         state,
@@ -122,7 +122,7 @@ def export_recipe(
     model_dir = write_repository_entry(repo, config, onnx_path, card, version)
     card["files"] = _copy_run_files(run, model_dir)
     write_card(model_dir, {**read_card(model_dir), "files": card["files"]})
-    log.info("wrote %s: test %s", model_dir, {k: test_onnx[k] for k in GATE_KEYS})
+    log.info("wrote %s: test %s", model_dir, {k: test_onnx.get(k) for k in GATE_KEYS})
     batches, version_dir = _real_batches(tensors), model_dir / str(version)
     trt_ok = not tensorrt or _tensorrt_gate(
         recipe, config, version_dir, batches, val, val_onnx, tolerance
@@ -226,7 +226,8 @@ def export_int8(
     result = {}
     for split in ("val", "test"):
         samples = load_samples(recipe, root, split, split_file, limit)
-        result[split] = compute_metrics(recipe, onnx_probs(int8_path, config, samples), samples)
+        if samples:
+            result[split] = compute_metrics(recipe, onnx_probs(int8_path, config, samples), samples)
     drops = {k: 100 * (float(fp32["val"][k]) - float(result["val"][k])) for k in GATE_KEYS}
     fp32_ms, int8_ms = time_model(onnx_path, calib[0][None]), time_model(int8_path, calib[0][None])
     summary = {

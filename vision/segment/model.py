@@ -118,6 +118,39 @@ def get_recipe(name: str, **overrides: object) -> Recipe:
     return dataclasses.replace(RECIPES[name], **given)
 
 
+def folder_recipe(
+    name: str,
+    images: str,
+    masks: str,
+    size: int = 256,
+    channel_order: str = "RGB",
+    stats: tuple[list[float], list[float]] | None = None,
+    test: tuple[str, str] | None = None,
+) -> Recipe:
+    """A binary (background / foreground) recipe for a user's image + same-stem mask folders,
+    with the retina recipe's network and training settings; `stats`: per-channel mean, std."""
+    base = RECIPES["retina-vessels"]
+    channels = 1 if channel_order == "GRAY" else 3
+    mean, std = stats or ([0.5] * channels, [0.25] * channels)
+    extra = {"images": str(images), "masks": str(masks)}
+    if test:
+        extra |= {"test_images": str(test[0]), "test_masks": str(test[1])}
+    return dataclasses.replace(
+        base,
+        name=name,
+        dataset="folder",
+        labels=("background", "foreground"),
+        height=size,
+        width=size,
+        channel_order=channel_order,
+        mean=tuple(mean),
+        std=tuple(std),
+        crop=base.crop if size >= 2 * base.crop else 0,
+        description=f"{name}: binary segmentation trained on {images}",
+        extra=extra,
+    )
+
+
 def build_model(recipe: Recipe) -> torch.nn.Module:
     """A small 2-D MONAI UNet with batch norm (patch-trained, full-image inference)."""
     return UNet(

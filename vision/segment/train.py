@@ -63,6 +63,11 @@ def load_splits(recipe: Recipe, root: Path, out: Path) -> dict[str, list[segdata
         val = list(recipe.extra["val_images"])
         train = [s for s in segdata.load_drive(root, "training") if s.name not in val]
         return {"train": train, "val": segdata.load_drive(root, "training", val)}
+    if recipe.dataset == "folder":
+        samples = segdata.load_folder(Path(recipe.extra["images"]), Path(recipe.extra["masks"]))
+        by_name = {s.name: s for s in samples}
+        splits = segdata.folder_split(sorted(by_name), out / "splits.json", recipe.seed)
+        return {k: [by_name[n] for n in splits[k]] for k in ("train", "val")}
     splits = segdata.tile_split(root, out / "splits.json", seed=recipe.extra.get("split_seed", 0))
     binary = len(recipe.labels) == 2
     return {k: segdata.load_tile(root, splits[k], binary) for k in ("train", "val")}
@@ -157,7 +162,7 @@ def predict(model: torch.nn.Module, inputs: np.ndarray, batch: int = 4) -> list[
 def validate(model: torch.nn.Module, data: Prepared, recipe: Recipe) -> dict:
     """Validation metrics at model input size (the final numbers come from ONNX evaluation)."""
     probs = predict(model, data.inputs)
-    if recipe.dataset == "drive":
+    if recipe.dataset in ("drive", "folder"):
         return vessel_metrics(probs, list(data.labels), list(data.fovs))
     metrics = defect_metrics(probs, list(data.labels), recipe.labels)
     metrics.pop("per_class")
