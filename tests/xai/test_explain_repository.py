@@ -30,9 +30,13 @@ from vision.xai.explainer import Explainer
 MODELS = PROJECT_ROOT / "models"
 DRIVE_TEST = datasets_root() / "drive" / "DRIVE" / "test" / "images"
 BCCD = datasets_root() / "bccd" / "BCCD" / "JPEGImages"
+PCB = datasets_root() / "deeppcb" / "PCBData"
+TILES = datasets_root() / "magnetic-tile"
 CASES = {
     "retina-vessels": [DRIVE_TEST / "01_test.tif", DRIVE_TEST / "02_test.tif"],
     "blood-cells": [BCCD / "BloodImage_00007.jpg"],  # in BCCD's test split
+    "pcb-defects": [PCB / "group20085" / "20085" / "20085291_test.jpg"],  # DeepPCB test split
+    "tile-defects": [TILES / "MT_Blowhole" / "Imgs" / "exp1_num_322605.jpg"],  # recorded test
 }
 MIN_PEARSON = 0.99
 TIE = 1e-3  # argmax ties on the [0, 1] scale
