@@ -305,7 +305,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per path and load")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path")
     parser.add_argument("--concurrency", default="1,4", help="comma-separated worker counts")
-    parser.add_argument("--queue-delay-ms", type=float, default=1.0, help="batching delay")
+    parser.add_argument("--queue-delay-ms", type=float, default=0.0, help="batching delay")
     parser.add_argument("--seg-width", type=int, default=16, help="seg256 conv channels")
     parser.add_argument("--breakdown-calls", type=int, default=25, help="Segment stage timings")
     parser.add_argument("--alternatives", action="store_true", help="also KServe and PyTriton")
