@@ -68,9 +68,10 @@ def tensorrt_parity(
     batches: list[np.ndarray],
     runtime: RuntimeSpec,
     tolerance: float = FP16_ABS_TOLERANCE,
+    engine: OnnxModel | None = None,
 ) -> dict:
-    """Per-output max abs difference, TensorRT vs ONNX Runtime CPU, over `batches`."""
-    engine = build_engine(onnx_path, runtime)
+    """Per-output max abs difference, TensorRT (`engine`, built when None) vs ONNX Runtime CPU."""
+    engine = engine or build_engine(onnx_path, runtime)
     cpu = OnnxModel(onnx_path, dataclasses.replace(runtime, providers=("cpu",)))
     name = cpu.inputs[0].name
     worst: dict[str, float] = {}

@@ -241,13 +241,11 @@ def _tensorrt_gate(
     onnx_path = version_dir / config.model_file
     runtime = tensorrt_runtime(config.runtime, version_dir / ".trt-cache")
     batches, truths = _val_batches(recipe, args.val_limit)
-    parity = tensorrt_parity(onnx_path, batches[:2], runtime)
+    engine = build_engine(onnx_path, runtime)
+    parity = tensorrt_parity(onnx_path, batches[:2], runtime, engine=engine)
     nc = len(config.labels)
     maps = {}
-    for key, session in (
-        ("cpu", OnnxModel(onnx_path)),
-        ("tensorrt", build_engine(onnx_path, runtime)),
-    ):
+    for key, session in (("cpu", OnnxModel(onnx_path)), ("tensorrt", engine)):
         outputs = [session.run({INPUT_NAME: b})[OUTPUT_NAME] for b in batches]
         maps[key] = round(_val_map(outputs, truths, recipe, nc)[0], 4)
     metric_ok = abs(maps["cpu"] - maps["tensorrt"]) <= METRIC_TOLERANCE
