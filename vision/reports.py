@@ -46,13 +46,15 @@ def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> P
     left.set_xlabel("epoch")
     left.set_yscale("log")
     left.legend()
-    keys = [
+    keys = dict.fromkeys(
         k
-        for k, v in (history[0] if history else {}).items()
+        for row in history
+        for k, v in row.items()
         if k.startswith("val_") and isinstance(v, float)
-    ]
-    for key in keys:
-        right.plot(epochs, [row.get(key) for row in history], label=key[4:])
+    )
+    for key in keys:  # epochs without validation are left out of that metric's line
+        points = [(row["epoch"], row[key]) for row in history if key in row]
+        right.plot(*zip(*points, strict=True), label=key[4:])
     right.set_xlabel("epoch")
     right.set_ylim(0, 1)
     right.legend(fontsize=7)

@@ -167,3 +167,48 @@ def test_recipe_phases_override_extra_and_restart_the_schedule():
     late, first, last = at_epoch(recipe, 6)
     assert (late.extra["ce_weights"], late.lr, first, last) == ([1.0, 1.5], 1e-3, 6, 10)
     assert late.extra["fg_center"] == base.extra["fg_center"]  # keys not named stay
+
+
+def test_letterbox_training_view_keeps_labels_on_their_pixels() -> None:
+    """A letterboxed training view: the mask lands on the same (scaled, padded) pixels as the
+    image, padding is label 0 and outside the FOV, and the FOV bounds the random crops."""
+    import dataclasses
+
+    from vision.segment.train import CropDataset, Prepared
+
+    image = np.full((60, 120, 3), 40, np.uint8)
+    image[20:30, 70:90] = 220
+    mask = np.zeros((60, 120), np.int64)
+    mask[20:30, 70:90] = 1
+    recipe = get_recipe("tile-defects", resize="letterbox", height=64, width=64, crop=16)
+    sample = segdata.Sample("a", image, mask, None, "Break", "")
+    x, labels, fov = segdata.prepare(sample, model_config(recipe))
+    assert x.shape == (1, 64, 64) and labels.shape == fov.shape == (64, 64)
+    rows = np.flatnonzero(fov.any(1))
+    assert (rows[0], rows[-1]) == (16, 47) and fov.all(1)[rows].all()  # 120x60 -> 64x32, centred
+    assert labels.sum() == 50 and not labels[~fov].any()  # 20x10 -> 10x5 pixels
+    assert x[0][labels > 0].min() > x[0][fov & (labels == 0)].max()  # bright where labelled
+    data = Prepared(x[None], labels[None], fov[None], ["a"])
+    no_centring = dataclasses.replace(recipe, extra={**recipe.extra, "fg_center": 0.0})
+    dataset = CropDataset(data, no_centring, length=50, epoch_seed=0)
+    tops = [dataset._crop_origin(labels, fov, 16)[0] for _ in range(50)]
+    assert min(tops) >= 16 and max(tops) <= 47 - 16 + 1
+
+
+def test_validation_every_n_epochs_and_always_at_the_end() -> None:
+    import dataclasses
+
+    from vision.segment.train import _validates
+
+    recipe = get_recipe("tile-defects", epochs=10)
+    recipe = dataclasses.replace(recipe, extra={**recipe.extra, "val_every": 4})
+    assert [e for e in range(1, 11) if _validates(recipe, e)] == [4, 8, 10]
+
+
+def test_training_device_follows_the_override(monkeypatch) -> None:
+    from vision.segment.train import training_device
+
+    monkeypatch.setenv("VISION_TRAIN_DEVICE", "cpu")
+    assert training_device().type == "cpu"
+    monkeypatch.delenv("VISION_TRAIN_DEVICE")
+    assert training_device().type == ("cuda" if torch.cuda.is_available() else "cpu")

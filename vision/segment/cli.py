@@ -45,22 +45,48 @@ def train(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--synthetic", type=Path, help="`vision synth` folder: extra training images")
     p.add_argument("--synthetic-ratio", type=float, default=0.25, help="synthetic share per batch")
+    p.add_argument(
+        "--online-synth",
+        choices=("copy-paste", "procedural"),
+        help="make that share fresh while training (class-balanced over --synth-classes)",
+    )
+    p.add_argument("--synth-classes", default="Fray,Crack", help="rare classes for --online-synth")
+    p.add_argument(
+        "--online-reuse", type=int, default=4, help="batches each made image serves (crops)"
+    )
     a = p.parse_args(argv)
     _threads(a.threads)
     from vision.segment.train import train as run_training
 
     recipe = _train_recipe(a)
     out = Path(a.out or f"runs/{recipe.name}")
+    root = _data_root(recipe.dataset, a.data) if recipe.dataset != "folder" else Path(a.images)
+    online = _online(a, recipe, root) if a.online_synth else None
     summary = run_training(
         recipe,
-        _data_root(recipe.dataset, a.data) if recipe.dataset != "folder" else Path(a.images),
+        root,
         out,
         resume=a.resume,
         synthetic=a.synthetic,
-        ratio=a.synthetic_ratio if a.synthetic else 0.0,
+        ratio=a.synthetic_ratio if a.synthetic or online else 0.0,
+        online=online,
     )
     print(f"trained {recipe.name}: {summary} -> {out}")
     return 0
+
+
+def _online(a: argparse.Namespace, recipe: Any, root: Path) -> Any:
+    """Online synthesis from the recipe's training split (magnetic-tile only)."""
+    if a.synthetic:
+        raise SystemExit("give --synthetic (a stored folder) or --online-synth, not both")
+    if recipe.dataset != "magnetic-tile":
+        raise SystemExit(f"--online-synth: magnetic-tile only, not {recipe.dataset}")
+    from vision.synth.dataset import load_sources
+    from vision.synth.online import OnlineSynthesis
+
+    classes = tuple(c.strip() for c in a.synth_classes.split(",") if c.strip())
+    sources = load_sources(recipe.dataset, root, classes, limit=0, seed=recipe.seed)
+    return OnlineSynthesis(sources, a.online_synth, seed=recipe.seed, reuse=a.online_reuse)
 
 
 def _train_recipe(a: argparse.Namespace) -> Any:

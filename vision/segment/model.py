@@ -34,6 +34,7 @@ class Recipe:
     res_units: int = 1
     loss: str = "dicece"  # dicece: MONAI DiceCELoss | ce_fgdice: CE + soft Dice of any-defect
     crop: int = 0  # training crop size (0: whole resized image)
+    resize: str = "stretch"  # stretch | letterbox (aspect kept, padded): the serving preprocess
     batch_size: int = 8
     steps_per_epoch: int = 0  # 0: one pass over the (balanced) training set
     lr: float = 2e-3
@@ -177,7 +178,7 @@ def model_config(recipe: Recipe) -> ModelConfig:
             channels=recipe.in_channels,
         ),
         preprocess=PreprocessSpec(
-            resize="stretch",
+            resize=recipe.resize,
             scale=1.0 / 255.0,
             mean=recipe.mean,
             std=recipe.std,

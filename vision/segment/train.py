@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from vision.segment import data as segdata
 from vision.segment.metrics import defect_metrics, headline, vessel_metrics
 from vision.segment.model import Recipe, build_model, model_config
 from vision.synth.mixing import mixed_positions, tile_relpaths
+from vision.synth.online import OnlineSynthesis, tile_labels
 from vision.synth.provenance import assert_no_synthetic
 
 Mix = tuple[int, float]  # (synthetic images appended to the training data, share per batch)
@@ -85,12 +87,59 @@ class CropDataset(Dataset):
     """Random crops (or whole images) with flips, 90-degree turns and mild intensity jitter."""
 
     def __init__(
-        self, data: Prepared, recipe: Recipe, length: int, epoch_seed: int, mix: Mix = (0, 0.0)
+        self,
+        data: Prepared,
+        recipe: Recipe,
+        length: int,
+        epoch_seed: int,
+        mix: Mix = (0, 0.0),
+        online: OnlineSynthesis | None = None,
     ) -> None:
         self.data, self.recipe, self.length = data, recipe, length
         self.rng = np.random.default_rng(epoch_seed)
         real = self._order(epoch_seed, len(data.labels) - mix[0])
         self.order = self._mixed(real, mix, epoch_seed)
+        self.online, self.first_index = online, epoch_seed * max(length, 1)
+        self.made = None  # online: True where item i is synthetic, at `mix[1]` of each batch
+        self.numbers: dict[int, int] = {}  # item -> number of the synthetic image it shows
+        self.cache: dict[int, tuple | None] = {}
+        if online is not None and mix[1] > 0:
+            self.made = mixed_positions(len(self.order), recipe.batch_size, mix[1], epoch_seed + 7)
+            self.numbers = self._numbers(self.made, recipe.batch_size, online.reuse)
+
+    def _numbers(self, made: np.ndarray, batch: int, reuse: int) -> dict[int, int]:
+        """Synthetic image number per synthetic item: slot s of global batch b shows image
+        (b // reuse) * batch + s, so each image serves `reuse` consecutive batches (different
+        crops) and each batch's synthetic items are distinct images."""
+        numbers = {}
+        for i in np.flatnonzero(made):
+            start = i - i % batch
+            slot = int(made[start:i].sum())
+            global_batch = (self.first_index + start) // batch
+            numbers[int(i)] = (global_batch // reuse) * batch + slot
+        return numbers
+
+    def _made(self, number: int) -> tuple | None:
+        """Prepared synthetic image `number` (kept while the batches that use it run)."""
+        if number not in self.cache:
+            if len(self.cache) >= 2 * self.recipe.batch_size:
+                self.cache.pop(next(iter(self.cache)))
+            item = self.online.make(number)
+            prepared = None
+            if item is not None:
+                labels = tile_labels(item, binary=len(self.recipe.labels) == 2)
+                sample = segdata.Sample(item.name, item.image, labels, None, "synthetic", "")
+                prepared = segdata.prepare(sample, model_config(self.recipe))
+            self.cache[number] = prepared
+        return self.cache[number]
+
+    def _source(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Input, labels and FOV of item i: a real (or stored synthetic) image, or a synthetic
+        one made while training (a real one again where generation placed nothing)."""
+        if i in self.numbers and (made := self._made(self.numbers[i])) is not None:
+            return made
+        k = int(self.order[i])
+        return self.data.inputs[k], self.data.labels[k], self.data.fovs[k]
 
     def _mixed(self, order: np.ndarray, mix: Mix, seed: int) -> np.ndarray:
         """Replace `ratio` of each batch with the trailing `n_synth` (synthetic) images."""
@@ -115,8 +164,9 @@ class CropDataset(Dataset):
         pick_fg = rng.random(self.length) < 1.0 / (1.0 + ratio)
         return np.where(pick_fg, rng.choice(fg, self.length), rng.choice(bg, self.length))
 
-    def _crop_origin(self, labels: np.ndarray, size: int) -> tuple[int, int]:
-        """Top-left of a crop: near a random foreground pixel with probability `fg_center`."""
+    def _crop_origin(self, labels: np.ndarray, fov: np.ndarray, size: int) -> tuple[int, int]:
+        """Top-left of a crop: near a random foreground pixel with probability `fg_center`, else
+        anywhere over the image (letterbox padding left out where the image allows)."""
         h, w = labels.shape
         fg_center = self.recipe.extra.get("fg_center", 0.0)
         if fg_center and self.rng.random() < fg_center and labels.any():
@@ -125,17 +175,21 @@ class CropDataset(Dataset):
             jitter = self.rng.integers(-size // 4, size // 4 + 1, 2)
             top, left = ys[j] - size // 2 + jitter[0], xs[j] - size // 2 + jitter[1]
             return int(np.clip(top, 0, h - size)), int(np.clip(left, 0, w - size))
-        return int(self.rng.integers(0, h - size + 1)), int(self.rng.integers(0, w - size + 1))
+        ys, xs = np.nonzero(fov.any(1))[0], np.nonzero(fov.any(0))[0]  # the image, not padding
+        top_max = max(int(ys[0]), min(int(ys[-1]) + 1, h) - size)
+        left_max = max(int(xs[0]), min(int(xs[-1]) + 1, w) - size)
+        top = int(self.rng.integers(int(ys[0]), top_max + 1))
+        left = int(self.rng.integers(int(xs[0]), left_max + 1))
+        return min(top, h - size), min(left, w - size)
 
     def __len__(self) -> int:
         return len(self.order)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        k = int(self.order[i])
-        x, y = self.data.inputs[k], self.data.labels[k]
+        x, y, fov = self._source(i)
         c = self.recipe.crop
         if c:
-            top, left = self._crop_origin(y, c)
+            top, left = self._crop_origin(y, fov, c)
             x, y = x[:, top : top + c, left : left + c], y[top : top + c, left : left + c]
         if self.rng.random() < 0.5:
             x, y = x[:, :, ::-1], y[:, ::-1]
@@ -148,14 +202,21 @@ class CropDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
 
 
+def training_device() -> torch.device:
+    """CUDA when present (VISION_TRAIN_DEVICE overrides), else CPU."""
+    name = os.environ.get("VISION_TRAIN_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, inputs: np.ndarray, batch: int = 4) -> list[np.ndarray]:
     """Softmax probabilities (C,H,W) for each input (N,C,H,W), at input size."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     for i in range(0, len(inputs), batch):
-        logits = model(torch.from_numpy(inputs[i : i + batch]))
-        out += list(torch.softmax(logits, 1).numpy())
+        logits = model(torch.from_numpy(inputs[i : i + batch]).to(device))
+        out += list(torch.softmax(logits, 1).cpu().numpy())
     return out
 
 
@@ -177,7 +238,9 @@ def foreground_dice_ce(
     Unlike a per-class Dice, classes absent from a batch are not punished for any probability
     mass, which otherwise drives sparse multi-class defect data to "all background".
     """
-    weight = None if weights is None else torch.tensor(weights, dtype=logits.dtype)
+    weight = None
+    if weights is not None:
+        weight = torch.tensor(weights, dtype=logits.dtype, device=logits.device)
     ce = functional.cross_entropy(logits, target[:, 0], weight=weight)
     fg = 1.0 - torch.softmax(logits, 1)[:, 0]
     truth = (target[:, 0] > 0).float()
@@ -224,16 +287,18 @@ def at_epoch(recipe: Recipe, epoch: int) -> tuple[Recipe, int, int]:
 
 
 def _epoch(
-    model, optim, loss_fn, data: Prepared, recipe: Recipe, epoch: int, clock, mix: Mix
+    model, optim, loss_fn, data: Prepared, recipe: Recipe, epoch: int, clock, mix: Mix, online=None
 ) -> float:
     """One training epoch; `clock()` is the training time spent so far (seconds); `mix` is
-    (trailing synthetic images in `data`, their share of each batch)."""
+    (trailing synthetic images in `data`, their share of each batch); with `online`, that share
+    is made fresh (`OnlineSynthesis`)."""
     recipe, first, last = at_epoch(recipe, epoch)
     loss_fn = make_loss(recipe) if recipe.extra.get("phases") else loss_fn
     length = recipe.steps_per_epoch * recipe.batch_size or len(data.labels) - mix[0]
-    dataset = CropDataset(data, recipe, length, recipe.seed * 1000 + epoch, mix)
+    dataset = CropDataset(data, recipe, length, recipe.seed * 1000 + epoch, mix, online)
     loader = DataLoader(dataset, batch_size=recipe.batch_size, shuffle=False, drop_last=True)
     model.train()
+    device = next(model.parameters()).device
     losses = []
     bar = tqdm(loader, desc=f"{recipe.name} epoch {epoch + 1}", leave=False, mininterval=5)
     for i, (x, y) in enumerate(bar):
@@ -241,6 +306,7 @@ def _epoch(
         progress = max(phase_progress, clock() / (recipe.minutes * 60))
         for group in optim.param_groups:
             group["lr"] = _lr(recipe, progress, epoch * len(loader) + i)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = loss_fn(model(x), y[:, None])
         optim.zero_grad()
         loss.backward()
@@ -250,9 +316,15 @@ def _epoch(
     return float(np.mean(losses))
 
 
+def _validates(recipe: Recipe, epoch: int) -> bool:
+    """Validate after every `extra["val_every"]`-th epoch (default every one) and the last."""
+    return epoch % int(recipe.extra.get("val_every", 1)) == 0 or epoch >= recipe.epochs
+
+
 def _save(out: Path, model, optim, recipe: Recipe, progress: dict, metrics: dict | None) -> None:
     """last.pt (everything to resume), best.pt when `metrics` is given, history + curves."""
-    common = {"model": model.state_dict(), "recipe": recipe.to_dict(), "epoch": progress["epoch"]}
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    common = {"model": weights, "recipe": recipe.to_dict(), "epoch": progress["epoch"]}
     if metrics is not None:
         torch.save({**common, "val": metrics}, out / "best.pt")
     resume = {"optim": optim.state_dict(), "torch_rng": torch.get_rng_state()}
@@ -268,9 +340,11 @@ def train(
     resume: bool = False,
     synthetic: Path | None = None,
     ratio: float = 0.0,
+    online: OnlineSynthesis | None = None,
 ) -> dict:
     """Train `recipe` on data under `root` (plus `ratio` of each batch from the `vision synth`
-    folder `synthetic`); writes last.pt, best.pt, history.json, curves.png."""
+    folder `synthetic`, or made fresh by `online`); writes last.pt, best.pt, history.json,
+    curves.png."""
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(recipe.seed)
     splits = load_splits(recipe, root, out)
@@ -280,13 +354,15 @@ def train(
     if synthetic is not None and ratio > 0:
         synth_data = load_synthetic(recipe, Path(synthetic))
         train_data, mix = train_data.join(synth_data), (len(synth_data.labels), ratio)
-    model = build_model(recipe)
+    elif online is not None and ratio > 0:
+        mix = (0, ratio)
+    model = build_model(recipe).to(training_device())
     optim = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     loss_fn = make_loss(recipe)
     progress = {"epoch": 0, "elapsed": 0.0, "best": -1.0, "history": []}
     state = _state(out / "last.pt") if resume else None
     if state:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["model"])  # (CPU tensors copied onto the model's device)
         optim.load_state_dict(state["optim"])
         torch.set_rng_state(state["torch_rng"])
         progress = {k: state[k] for k in progress}
@@ -302,24 +378,27 @@ def train(
             progress["epoch"],
             lambda spent=spent, start=start: spent + time.monotonic() - start,
             mix,
+            online,
         )
-        metrics = validate(model, val_data, recipe)
         progress["epoch"] += 1
+        last = progress["elapsed"] + time.monotonic() - start >= recipe.minutes * 60
+        due = last or _validates(recipe, progress["epoch"])
+        metrics = validate(model, val_data, recipe) if due else {}
         progress["elapsed"] += time.monotonic() - start
-        score = headline(recipe.name, metrics)
+        score = headline(recipe.name, metrics) if metrics else -1.0
         row = {
             "epoch": progress["epoch"],
             "loss": loss,
             "lr": optim.param_groups[0]["lr"],
             "elapsed_s": round(progress["elapsed"], 1),
-            "score": score,
+            **({"score": score} if metrics else {}),
             **{f"val_{k}": v for k, v in metrics.items()},
         }
         progress["history"].append(row)
         tqdm.write(
             " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
         )
-        improved = score > progress["best"]
+        improved = bool(metrics) and score > progress["best"]
         progress["best"] = max(score, progress["best"])
         _save(out, model, optim, recipe, progress, metrics if improved else None)
     return {

@@ -66,9 +66,16 @@ def score_segmentation(model, recipe, root: Path, splits: dict, exp: Experiment)
 
 
 def run_segmentation(
-    exp: Experiment, root: Path, out: Path, budget: Budget, synthetic: Path | None, ratio: float
+    exp: Experiment,
+    root: Path,
+    out: Path,
+    budget: Budget,
+    synthetic: Path | None,
+    ratio: float,
+    online=None,
 ) -> dict:
-    """Train the segmentation arm into `out`; score its final weights."""
+    """Train the segmentation arm into `out` (synthetic share from the folder `synthetic`, or
+    made while training by `online`); score its final weights."""
     import torch
 
     from vision.segment.model import build_model
@@ -76,7 +83,7 @@ def run_segmentation(
 
     torch.set_num_threads(budget.threads)
     recipe = segmentation_recipe(exp, budget)
-    summary = train(recipe, root, out, synthetic=synthetic, ratio=ratio)
+    summary = train(recipe, root, out, synthetic=synthetic, ratio=ratio, online=online)
     model = build_model(recipe)
     model.load_state_dict(torch.load(out / "last.pt", weights_only=False)["model"])
     splits = json.loads((out / "splits.json").read_text())["splits"]

@@ -226,11 +226,18 @@ def _place(src: Sources, generator: str, cls: str, image, occupied, allowed, rng
 
 
 def generate_one(
-    src: Sources, generator: str, index: int, seed: int, per_image: int = 1, **options
+    src: Sources,
+    generator: str,
+    index: int,
+    seed: int,
+    per_image: int = 1,
+    cls: str | None = None,
+    **options,
 ) -> Synthetic | None:
-    """Synthetic image `index`: class = classes[index % n]; rng = default_rng([seed, index])."""
+    """Synthetic image `index`: class `cls` (default classes[index % n]);
+    rng = default_rng([seed, index])."""
     rng = np.random.default_rng([seed, index])
-    cls = src.classes[index % len(src.classes)]
+    cls = cls or src.classes[index % len(src.classes)]
     cfg = {"fit": True, "paste": paste_config(src.dataset), "procedural": ProceduralConfig()}
     cfg.update(options)
     for _attempt in range(5):

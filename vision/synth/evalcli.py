@@ -13,6 +13,7 @@ import json
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, default=0, help="detection: training images")
     p.add_argument("--test-limit", type=int, default=0, help="0: the experiment's")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--online",
+        choices=("copy-paste", "procedural"),
+        help="synthetic arm: make its images while training (class-balanced), no stored set",
+    )
+    p.add_argument("--online-reuse", type=int, default=4, help="batches each made image serves")
     p.add_argument("--data", type=Path, help="dataset folder (default: the shared datasets)")
     p.add_argument("--work", type=Path, help="default runs/synth-eval/<experiment>")
     p.add_argument("--out", type=Path, help="default reports/synth-eval/<experiment>")
@@ -58,17 +65,29 @@ def prepare(exp: Experiment, root: Path, work: Path) -> tuple[Path, set[str] | N
 
 
 def run_arm(
-    exp: Experiment, data: Path, run_dir: Path, budget: Budget, synthetic: Path | None, ratio: float
+    exp: Experiment,
+    data: Path,
+    run_dir: Path,
+    budget: Budget,
+    synthetic: Path | None,
+    ratio: float,
+    online=None,
 ) -> dict:
     """One trained and scored arm; reuses `result.json` when its settings match."""
     settings = {"budget": dataclasses.asdict(budget), "ratio": ratio, "exp": exp.name}
+    if online is not None:
+        settings["online"] = {"generator": online.generator, "reuse": online.reuse}
     cached = run_dir / "result.json"
     if cached.is_file():
         old = json.loads(cached.read_text())
         if old.get("settings") == settings:
             return old
-    runner = run_segmentation if exp.task == "segmentation" else run_detection
-    result = {"settings": settings, **runner(exp, data, run_dir, budget, synthetic, ratio)}
+    if online is not None:
+        trained = run_segmentation(exp, data, run_dir, budget, None, ratio, online)
+    else:
+        runner = run_segmentation if exp.task == "segmentation" else run_detection
+        trained = runner(exp, data, run_dir, budget, synthetic, ratio)
+    result = {"settings": settings, **trained}
     scores = result["scores"]
     scores[RARE_MEAN] = float(np.mean([scores[c] for c in exp.rare]))
     cached.write_text(json.dumps(result, indent=1) + "\n")
@@ -157,6 +176,24 @@ def _options(a: argparse.Namespace) -> tuple[Experiment, list[int], Path, Path, 
     return exp, seeds, Path(root), work, out
 
 
+def _online(exp: Experiment, root: Path, a: argparse.Namespace) -> Any:
+    """Online synthesis for the synthetic arm, from the experiment's training split."""
+    if exp.task != "segmentation":
+        raise SystemExit(f"--online: segmentation experiments only, not {exp.name}")
+    from vision.synth.dataset import load_sources, paste_config
+    from vision.synth.online import OnlineSynthesis
+
+    src = load_sources(exp.dataset, root, exp.rare, "", exp.max_sources, 0, exp.foreground)
+    options = {"paste": paste_config(exp.dataset)}
+    return OnlineSynthesis(src, a.online, 0, a.online_reuse, exp.per_image, options)
+
+
+def _synthetic_record(a: argparse.Namespace, exp: Experiment, folder: Path, info: dict) -> dict:
+    if a.online:
+        return {"online": a.online, "reuse": a.online_reuse, "class_balanced": True}
+    return {"folder": str(folder), "requested": exp.synth_count, **info}
+
+
 def synth_eval(argv: list[str]) -> int:
     """Run `vision synth-eval` with its own arguments; returns an exit code."""
     from tqdm import tqdm
@@ -170,16 +207,19 @@ def synth_eval(argv: list[str]) -> int:
         synth_info, notes = json.loads((synth_dir / "synth.json").read_text()), {}
     else:
         data, keep, notes = prepare(exp, root, work)
-        synth_info = synthesize(exp, root, synth_dir, 0, keep)
+        online = _online(exp, root, a) if a.online else None
+        synth_info = synthesize(exp, root, synth_dir, 0, keep) if not online else {}
         runs = {arm: [] for arm in ARMS}
         jobs = [(seed, arm) for seed in seeds for arm in ARMS]
         for seed, arm in tqdm(jobs, desc=f"synth-eval {exp.name}", unit="run"):
             budget = Budget(
                 seed, a.epochs, a.steps_per_epoch, a.threads, a.train_limit, a.test_limit
             )
-            synthetic = synth_dir if arm == "synthetic" else None
+            synthetic = synth_dir if arm == "synthetic" and not online else None
             ratio = a.ratio if arm == "synthetic" else 0.0
-            result = run_arm(exp, data, work / arm / f"seed{seed}", budget, synthetic, ratio)
+            arm_online = online if arm == "synthetic" else None
+            run_dir = work / (f"{arm}-online" if arm_online else arm) / f"seed{seed}"
+            result = run_arm(exp, data, run_dir, budget, synthetic, ratio, arm_online)
             runs[arm].append(result)
             tqdm.write(f"{arm} seed {seed}: {json.dumps(result['scores'])}")
     report = {
@@ -192,7 +232,7 @@ def synth_eval(argv: list[str]) -> int:
         "ratio": a.ratio,
         "steps": runs["baseline"][0]["steps"],
         "overrides": {k: str(v) for k, v in exp.overrides.items()},
-        "synthetic": {"folder": str(synth_dir), "requested": exp.synth_count, **synth_info},
+        "synthetic": _synthetic_record(a, exp, synth_dir, synth_info),
         **notes,
         **summarize(exp, runs),
         "runs": runs,
