@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from pathlib import Path
+
+from vision.errors import VisionError
 
 RECIPE_TASKS = {
     "retina-vessels": "segmentation",
@@ -51,7 +54,16 @@ def task_of(argv: list[str]) -> str:
 
 
 def run(command: str, argv: list[str]) -> int:
-    """Run domain command `command` ("train", "export", "eval" or "synth") with its arguments."""
+    """Run domain command `command` with its arguments; a missing file or a domain error is one
+    line on stderr and exit code 2, not a traceback."""
+    try:
+        return _dispatch(command, argv)
+    except (FileNotFoundError, VisionError) as exc:
+        print(f"vision {command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(command: str, argv: list[str]) -> int:
     if command == "synth":
         from vision.synth.cli import synth
 

@@ -16,3 +16,11 @@ def default_repository() -> Path:
 def datasets_root() -> Path:
     """The shared datasets: $VISION_DATASETS, else `../shared/datasets` beside the project."""
     return Path(os.environ.get("VISION_DATASETS", PROJECT_ROOT.parent / "shared" / "datasets"))
+
+
+def latest_version(model_dir: Path) -> int:
+    """The highest integer version folder of a model in a repository."""
+    versions = [int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit()]
+    if not versions:
+        raise FileNotFoundError(f"{model_dir}: no version folders")
+    return max(versions)

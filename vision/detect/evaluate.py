@@ -25,18 +25,11 @@ from vision.detect.metrics import (
     f_score,
 )
 from vision.detect.plots import plot_confusion, plot_pr_curves
-from vision.paths import datasets_root, default_repository
+from vision.paths import datasets_root, default_repository, latest_version
 from vision.runtime import OnnxModel
 from vision.synth.provenance import assert_no_synthetic
 
 EVAL_SCORE_THRESHOLD = 0.001  # keep low-confidence boxes for AP; F-score uses the config's
-
-
-def latest_version(model_dir: Path) -> int:
-    versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    if not versions:
-        raise SystemExit(f"{model_dir}: no version folders")
-    return versions[-1]
 
 
 def _pipeline(config: ModelConfig):

@@ -12,6 +12,7 @@ import numpy as np
 from vision.config import ModelConfig, RuntimeSpec, load_config
 from vision.export import read_card, write_card
 from vision.io import decode_image
+from vision.paths import latest_version
 from vision.reports import plot_roc, save_overlay, write_json
 from vision.runtime import OnnxModel
 from vision.segment import data as segdata
@@ -192,7 +193,7 @@ def evaluate_model(
     """Evaluate a repository model through ONNX on a split; JSON + PNGs; update the card."""
     model_dir = Path(repo) / (name or recipe.name)
     config = load_config(model_dir)
-    onnx_path = _version_dir(model_dir, version) / config.model_file
+    onnx_path = model_dir / str(version or latest_version(model_dir)) / config.model_file
     samples = load_samples(recipe, root, split, model_dir / "splits.json", limit)
     if not samples:
         raise SystemExit(f"no {split} images for {name or recipe.name} (train with --test-images)")

@@ -21,7 +21,7 @@ import numpy as np
 from vision.config import EXPLAIN_METHODS, ModelConfig, load_config
 from vision.errors import VisionError
 from vision.io import decode_image
-from vision.paths import default_repository
+from vision.paths import default_repository, latest_version
 from vision.pipeline import Pipeline
 from vision.render import color_for, encode_png_rgb, heatmap_overlay
 from vision.runtime import OnnxModel
@@ -40,13 +40,6 @@ def _classes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--classes takes integers like 1,2: {exc}") from exc
 
 
-def _latest(model_dir: Path) -> int:
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise VisionError(f"{model_dir}: no version folders")
-    return max(versions)
-
-
 class _Models:
     """The plain model and the explain graph of one model version, with its pipeline."""
 
@@ -58,7 +51,7 @@ class _Models:
                 f"model {name!r} has no explain graph; run `vision explain-export --model {name} "
                 "--checkpoint runs/<recipe>/best.pt` first"
             )
-        folder = model_dir / str(version or _latest(model_dir))
+        folder = model_dir / str(version or latest_version(model_dir))
         graph = folder / self.config.explain.file
         if not graph.is_file():
             raise VisionError(f"{graph}: explain graph missing")

@@ -25,14 +25,13 @@ import numpy as np
 from tqdm import tqdm
 
 from vision.config import ModelConfig, load_config
-from vision.paths import PROJECT_ROOT
+from vision.paths import PROJECT_ROOT, latest_version
 from vision.reports import write_json
 from vision.runtime import OnnxModel
 from vision.xai import faithfulness as fa
 from vision.xai.cam import heatmap
 from vision.xai.eval_data import Scorer, Target, explain_item, load_items
 from vision.xai.explainer import Explainer
-from vision.xai.export import latest_version
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "xai_eval.json"

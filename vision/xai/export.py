@@ -19,7 +19,7 @@ import numpy as np
 from vision.config import ModelConfig, load_config, write_config
 from vision.export import read_card, sha256, write_card
 from vision.io import decode_image
-from vision.paths import datasets_root
+from vision.paths import datasets_root, latest_version
 from vision.pipeline import Pipeline
 from vision.types import Image
 
@@ -31,14 +31,6 @@ EXPLAIN_FILE = "model.explain.onnx"
 DETECTOR_LAYER = "backbone.stages.0"
 DETECTOR_FALLBACK_LAYER = "smooth.0"
 TARGET_INPUT = {"detection": "target_anchor", "segmentation": "target_mask"}
-
-
-def latest_version(model_dir: Path) -> int:
-    """The highest integer version folder of a model."""
-    versions = [int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise FileNotFoundError(f"{model_dir}: no version folders")
-    return max(versions)
 
 
 def _detector_example(checkpoint: Path) -> tuple[Any, Image, str]:
@@ -160,4 +152,4 @@ def add_explain_graph(
     return entry
 
 
-__all__ = ["EXPLAIN_FILE", "add_explain_graph", "latest_version"]
+__all__ = ["EXPLAIN_FILE", "add_explain_graph"]
