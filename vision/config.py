@@ -18,6 +18,7 @@ Example::
       score_threshold: 0.25
       iou_threshold: 0.45
       mask_threshold: 0.5
+      max_regions: 0              # segmentation: keep the N strongest regions per class (0: all)
     batching: {max_batch_size: 8, max_queue_delay_ms: 0, max_queue_size: 64}
     version_policy: {latest: 1}   # or {all: true} or {specific: [1, 3]}
     runtime: {providers: auto, intra_op_threads: 0, inter_op_threads: 0}
@@ -83,6 +84,7 @@ class PostprocessSpec:
     class_agnostic_nms: bool = False
     mask_threshold: float = 0.5
     background_class: int = 0  # argmax: class id that is not reported as a mask (-1: none)
+    max_regions: int = 0  # segmentation: per class, keep the N regions of highest mean prob
 
 
 @dataclass(frozen=True)

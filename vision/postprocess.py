@@ -202,6 +202,20 @@ def segmentation_probabilities(output: np.ndarray, meta: PreprocessMeta, kind: s
     raise ConfigError(f"postprocess type {kind!r} has no segmentation probabilities")
 
 
+def strongest_regions(mask: np.ndarray, prob: np.ndarray, keep: int) -> np.ndarray:
+    """`mask` reduced to its `keep` 8-connected regions of highest mean `prob` (0: all)."""
+    if keep <= 0 or not mask.any():
+        return mask
+    count, regions = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if count - 1 <= keep:
+        return mask
+    sums = np.bincount(regions.ravel(), weights=prob.ravel(), minlength=count)
+    sizes = np.bincount(regions.ravel(), minlength=count)
+    means = sums[1:] / np.maximum(sizes[1:], 1)
+    kept = 1 + np.argsort(-means, kind="stable")[:keep]
+    return np.isin(regions, kept)
+
+
 def _class_mask(class_id: int, labels: tuple[str, ...], mask: np.ndarray, prob: np.ndarray):
     score = float(prob[mask].mean()) if mask.any() else float(prob.max())
     return ClassMask(class_id=class_id, label=_label(labels, class_id), mask=mask, score=score)
@@ -214,13 +228,14 @@ def decode_argmax(
     probs = segmentation_probabilities(output, meta, "argmax")
     if probs.shape[0] == 1:  # a single logit channel: foreground vs background
         fg, class_id = probs[0] > spec.mask_threshold, 1 if len(labels) > 1 else 0
+        fg = strongest_regions(fg, probs[0], spec.max_regions)
         return SegmentationResult([_class_mask(class_id, labels, fg, probs[0])] if fg.any() else [])
     winner = probs.argmax(axis=0)
     masks = []
     for class_id in np.unique(winner):
         if int(class_id) == spec.background_class:
             continue
-        mask = winner == class_id
+        mask = strongest_regions(winner == class_id, probs[class_id], spec.max_regions)
         masks.append(_class_mask(int(class_id), labels, mask, probs[class_id]))
     return SegmentationResult(masks=masks)
 
@@ -232,7 +247,7 @@ def decode_sigmoid(
     probs = segmentation_probabilities(output, meta, "sigmoid")
     masks = []
     for class_id, prob in enumerate(probs):
-        mask = prob > spec.mask_threshold
+        mask = strongest_regions(prob > spec.mask_threshold, prob, spec.max_regions)
         if mask.any():
             masks.append(_class_mask(class_id, labels, mask, prob))
     return SegmentationResult(masks=masks)

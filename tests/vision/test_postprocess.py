@@ -138,3 +138,22 @@ def test_missing_output_name() -> None:
 def test_yolov8_shape_must_fit_labels() -> None:
     with pytest.raises(ConfigError, match="4 box values \\+ 3 class scores"):
         _decode_yolo(np.zeros((9, 8400), np.float32))
+
+
+def test_max_regions_keeps_the_strongest_regions() -> None:
+    """`max_regions`: per class, only the N regions of highest mean probability are reported."""
+    from vision.postprocess import strongest_regions
+
+    logits = np.full((2, 40, 40), -4.0, np.float32)
+    for (y, x), strength in (((5, 5), 1.0), ((5, 25), 6.0), ((25, 15), 3.0)):
+        logits[1, y : y + 8, x : x + 8] = strength  # three blobs, middle one strongest
+    meta = PreprocessMeta(40, 40, 1.0, 1.0, 0.0, 0.0, 40, 40)
+    labels = ("background", "defect")
+    every = decode({"logits": logits}, meta, PostprocessSpec(type="argmax"), labels)
+    assert every.masks[0].mask.sum() == 3 * 64
+    one = decode({"logits": logits}, meta, PostprocessSpec(type="argmax", max_regions=1), labels)
+    assert one.masks[0].mask.sum() == 64 and one.masks[0].mask[5:13, 25:33].all()
+    two = decode({"logits": logits}, meta, PostprocessSpec(type="argmax", max_regions=2), labels)
+    assert two.masks[0].mask.sum() == 128 and not two.masks[0].mask[5:13, 5:13].any()
+    prob = segmentation_probabilities(logits, meta, "argmax")[1]
+    assert strongest_regions(prob > 0.5, prob, 0).sum() == 3 * 64

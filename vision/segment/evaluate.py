@@ -119,8 +119,11 @@ def torch_probs(model: Any, config: ModelConfig, samples: list, batch: int = 4) 
     return [pipeline.segmentation_probabilities(o, m) for o, m in zip(outputs, metas, strict=True)]
 
 
-def compute_metrics(recipe: Recipe, probs: list[np.ndarray], samples: list) -> dict:
-    """Recipe metrics at original image size."""
+def compute_metrics(
+    recipe: Recipe, probs: list[np.ndarray], samples: list, max_regions: int | None = None
+) -> dict:
+    """Recipe metrics at original image size, masks as served (`max_regions`: the config's
+    postprocess setting; default the recipe's)."""
     masks = [s.mask for s in samples]
     if recipe.dataset in PIXEL_METRIC_DATASETS:
         fovs = [
@@ -128,7 +131,9 @@ def compute_metrics(recipe: Recipe, probs: list[np.ndarray], samples: list) -> d
             for s, m in zip(samples, masks, strict=True)
         ]
         return vessel_metrics(probs, masks, fovs)
-    return defect_metrics(probs, masks, recipe.labels)
+    if max_regions is None:
+        max_regions = int(recipe.extra.get("max_regions", 0))
+    return defect_metrics(probs, masks, recipe.labels, max_regions)
 
 
 def gate(reference: dict, candidate: dict, tolerance_points: float) -> dict:
@@ -200,7 +205,7 @@ def evaluate_model(
     start = time.perf_counter()
     probs = onnx_probs(onnx_path, config, samples)
     seconds = time.perf_counter() - start
-    metrics = compute_metrics(recipe, probs, samples)
+    metrics = compute_metrics(recipe, probs, samples, config.postprocess.max_regions)
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "model": config.name,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from vision.postprocess import strongest_regions
+
 
 def dice_iou(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """Dice and IoU of two boolean arrays (1.0 when both are empty)."""
@@ -58,12 +60,25 @@ def defect_class(probs: np.ndarray) -> int:
     return int(counts.argmax()) if counts.any() else 0
 
 
+def regions_kept(probs: np.ndarray, max_regions: int) -> np.ndarray:
+    """The argmax label map with each class reduced to its `max_regions` strongest regions (the
+    serving postprocess `max_regions`; 0 keeps all)."""
+    winner = probs.argmax(0)
+    if max_regions <= 0:
+        return winner
+    out = np.zeros_like(winner)
+    for c in range(1, probs.shape[0]):
+        out[strongest_regions(winner == c, probs[c], max_regions)] = c
+    return out
+
+
 def defect_metrics(
-    probs: list[np.ndarray], masks: list[np.ndarray], labels: tuple[str, ...]
+    probs: list[np.ndarray], masks: list[np.ndarray], labels: tuple[str, ...], max_regions: int = 0
 ) -> dict[str, float | dict]:
     """Tile metrics: defect-vs-background Dice/IoU per defect image (mean), per-class Dice/IoU
-    (pooled over images), image-level defect AUROC (score = max defect prob), class accuracy."""
-    preds = [p.argmax(0) for p in probs]
+    (pooled over images), image-level defect AUROC (score = max defect prob), class accuracy;
+    masks as served (`max_regions` strongest regions per class)."""
+    preds = [regions_kept(p, max_regions) for p in probs]
     defect = [i for i, m in enumerate(masks) if m.any()]
     binary = [dice_iou(preds[i] > 0, masks[i] > 0) for i in defect]
     per_class = {}

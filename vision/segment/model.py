@@ -184,7 +184,12 @@ def model_config(recipe: Recipe) -> ModelConfig:
             std=recipe.std,
             channel_order=recipe.channel_order,
         ),
-        postprocess=PostprocessSpec(type="argmax", output="logits", background_class=0),
+        postprocess=PostprocessSpec(
+            type="argmax",
+            output="logits",
+            background_class=0,
+            max_regions=int(recipe.extra.get("max_regions", 0)),
+        ),
         batching=BatchingSpec(max_batch_size=8, max_queue_size=64),
         description=recipe.description,
     )

@@ -75,6 +75,24 @@ def load_splits(recipe: Recipe, root: Path, out: Path) -> dict[str, list[segdata
     return {k: segdata.load_tile(root, splits[k], binary) for k in ("train", "val")}
 
 
+def recipe_online(recipe: Recipe, root: Path, splits: dict) -> tuple[OnlineSynthesis, float]:
+    """The recipe's own online synthesis (`extra["online_synth"]`: classes, ratio, generator,
+    reuse), drawing only on images of the recorded training split; (synthesis, batch share)."""
+    from vision.synth.dataset import load_sources
+
+    spec = recipe.extra["online_synth"]
+    sources = load_sources(recipe.dataset, root, tuple(spec["classes"]), limit=0, seed=recipe.seed)
+    train_names = {s.name for s in splits["train"]}
+    used = {i.source for v in sources.instances.values() for i in v}
+    used |= {b.rel for b in sources.backgrounds}
+    if not used <= train_names:
+        raise ValueError(
+            f"online synthesis sources outside the training split: {len(used - train_names)}"
+        )
+    generator, reuse = spec.get("generator", "copy-paste"), int(spec.get("reuse", 4))
+    return OnlineSynthesis(sources, generator, recipe.seed, reuse), float(spec["ratio"])
+
+
 def load_synthetic(recipe: Recipe, folder: Path) -> Prepared:
     """Synthetic training samples written by `vision synth` (magnetic-tile layout)."""
     if recipe.dataset != "magnetic-tile":
@@ -225,7 +243,8 @@ def validate(model: torch.nn.Module, data: Prepared, recipe: Recipe) -> dict:
     probs = predict(model, data.inputs)
     if recipe.dataset in ("drive", "folder"):
         return vessel_metrics(probs, list(data.labels), list(data.fovs))
-    metrics = defect_metrics(probs, list(data.labels), recipe.labels)
+    regions = int(recipe.extra.get("max_regions", 0))
+    metrics = defect_metrics(probs, list(data.labels), recipe.labels, regions)
     metrics.pop("per_class")
     return metrics
 
@@ -354,7 +373,9 @@ def train(
     if synthetic is not None and ratio > 0:
         synth_data = load_synthetic(recipe, Path(synthetic))
         train_data, mix = train_data.join(synth_data), (len(synth_data.labels), ratio)
-    elif online is not None and ratio > 0:
+    elif online is None and recipe.extra.get("online_synth"):
+        online, ratio = recipe_online(recipe, root, splits)
+    if online is not None and ratio > 0:
         mix = (0, ratio)
     model = build_model(recipe).to(training_device())
     optim = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
