@@ -69,3 +69,20 @@ def test_training_batches_carry_fresh_synthetic_items(online: OnlineSynthesis, t
     assert later in (first, second)  # served again by the next batch (reuse=4)
     x, y = dataset[made]
     assert tuple(x.shape) == (1, recipe.crop, recipe.crop) and tuple(y.shape) == x.shape[1:]
+
+
+@needs_tiles
+def test_the_tile_recipe_synthesises_from_its_training_split_only(tmp_path) -> None:
+    from vision.segment.model import get_recipe
+    from vision.segment.train import load_splits, recipe_online
+
+    recipe = get_recipe("tile-defects")
+    splits = load_splits(recipe, TILES, tmp_path)
+    online, ratio = recipe_online(recipe, TILES, splits)
+    assert ratio == recipe.extra["online_synth"]["ratio"]
+    assert set(online.weights) == set(recipe.extra["online_synth"]["classes"])
+    train = {s.name for s in splits["train"]}
+    held_out = {s.name for s in splits["val"]}
+    used = {i.source for v in online.sources.instances.values() for i in v}
+    used |= {b.rel for b in online.sources.backgrounds}
+    assert used <= train and not used & held_out

@@ -85,21 +85,33 @@ RECIPES = {
         crop=128,
         batch_size=16,
         steps_per_epoch=50,
-        epochs=100,
-        minutes=120.0,  # wall-clock guard only; the budget is 100 epochs of 50 steps
-        description="Magnetic-tile surface defects: defect-vs-background softmax; the image-level "
-        "defect score is the largest defect probability.",
+        epochs=170,
+        minutes=57.0,  # 170 epochs take about 51 min on an idle 2-core machine; the guard ends it
+        description="Magnetic-tile surface defects: defect-vs-background softmax, the strongest "
+        "region reported; the image-level defect score is the largest defect probability.",
         # defects cover 0.05-1 % of an image: phase 1 centres most crops on one and weights CE
         # to defects (learns what a defect is, over-fires on texture); phase 2 rebalances
-        # towards background and defect-free tiles (suppresses the texture responses)
+        # towards background and defect-free tiles (suppresses the texture responses).
+        # A quarter of each batch is made online: real defects of every class pasted onto
+        # defect-free training tiles (class-balanced), so defects are seen on many backgrounds.
+        # Served masks keep the strongest region (max_regions 1, chosen on val: Dice 0.61 vs
+        # 0.45 with every region), and validation scores them the same way.
         extra={
             "split_seed": 0,
             "free_per_epoch": 0.5,
             "fg_center": 0.9,
             "ce_weights": [1.0, 4.0],
+            "val_every": 4,
+            "max_regions": 1,
+            "online_synth": {
+                "classes": ["Blowhole", "Break", "Crack", "Fray", "Uneven"],
+                "ratio": 0.25,
+                "generator": "copy-paste",
+                "reuse": 4,
+            },
             "phases": [
                 {
-                    "from_epoch": 60,
+                    "from_epoch": 100,
                     "free_per_epoch": 1.0,
                     "fg_center": 0.6,
                     "ce_weights": [1.0, 1.5],

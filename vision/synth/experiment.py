@@ -7,6 +7,7 @@ real held-out images only (`vision.synth.arms`, `vision.synth.evalcli`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -85,6 +86,12 @@ BCCD = Experiment(
     max_sources=0,
     metric="VOC AP@0.5 per class on the real test split, at 224x224 letterbox",
 )
+BCCD_416 = dataclasses.replace(
+    BCCD,
+    name="bccd-platelets-wbc-416",
+    overrides={**BCCD.overrides, "height": 416, "width": 416, "epochs": 20},
+    metric="VOC AP@0.5 per class on the real test split, at 416x416 letterbox",
+)
 PCB = Experiment(
     name="deeppcb-spur-5pct",
     task="detection",
@@ -104,7 +111,7 @@ PCB = Experiment(
     test_limit=120,
     metric="AP (IoU > 0.33, DeepPCB protocol) of the class on real test images, native 640x640",
 )
-EXPERIMENTS = {e.name: e for e in (TILE, BCCD, PCB)}
+EXPERIMENTS = {e.name: e for e in (TILE, BCCD, BCCD_416, PCB)}
 
 
 def restrict(src: Sources, keep_images: set[str]) -> Sources:
