@@ -61,32 +61,36 @@ def train(argv: list[str]) -> int:
     recipe = _train_recipe(a)
     out = Path(a.out or f"runs/{recipe.name}")
     root = _data_root(recipe.dataset, a.data) if recipe.dataset != "folder" else Path(a.images)
-    online = _online(a, recipe, root) if a.online_synth else None
+    if a.online_synth:
+        recipe = _with_online(a, recipe)
     summary = run_training(
         recipe,
         root,
         out,
         resume=a.resume,
         synthetic=a.synthetic,
-        ratio=a.synthetic_ratio if a.synthetic or online else 0.0,
-        online=online,
+        ratio=a.synthetic_ratio if a.synthetic else 0.0,
     )
     print(f"trained {recipe.name}: {summary} -> {out}")
     return 0
 
 
-def _online(a: argparse.Namespace, recipe: Any, root: Path) -> Any:
-    """Online synthesis from the recipe's training split (magnetic-tile only)."""
+def _with_online(a: argparse.Namespace, recipe: Any) -> Any:
+    """The recipe with its online synthesis set from the command line (magnetic-tile only);
+    `train` draws it from the recorded training split."""
+    import dataclasses
+
     if a.synthetic:
         raise SystemExit("give --synthetic (a stored folder) or --online-synth, not both")
     if recipe.dataset != "magnetic-tile":
         raise SystemExit(f"--online-synth: magnetic-tile only, not {recipe.dataset}")
-    from vision.synth.dataset import load_sources
-    from vision.synth.online import OnlineSynthesis
-
-    classes = tuple(c.strip() for c in a.synth_classes.split(",") if c.strip())
-    sources = load_sources(recipe.dataset, root, classes, limit=0, seed=recipe.seed)
-    return OnlineSynthesis(sources, a.online_synth, seed=recipe.seed, reuse=a.online_reuse)
+    spec = {
+        "classes": [c.strip() for c in a.synth_classes.split(",") if c.strip()],
+        "ratio": a.synthetic_ratio,
+        "generator": a.online_synth,
+        "reuse": a.online_reuse,
+    }
+    return dataclasses.replace(recipe, extra={**recipe.extra, "online_synth": spec})
 
 
 def _train_recipe(a: argparse.Namespace) -> Any:

@@ -121,6 +121,7 @@ class CropDataset(Dataset):
         self.made = None  # online: True where item i is synthetic, at `mix[1]` of each batch
         self.numbers: dict[int, int] = {}  # item -> number of the synthetic image it shows
         self.cache: dict[int, tuple | None] = {}
+        self.config = model_config(recipe) if online is not None else None
         if online is not None and mix[1] > 0:
             self.made = mixed_positions(len(self.order), recipe.batch_size, mix[1], epoch_seed + 7)
             self.numbers = self._numbers(self.made, recipe.batch_size, online.reuse)
@@ -147,7 +148,7 @@ class CropDataset(Dataset):
             if item is not None:
                 labels = tile_labels(item, binary=len(self.recipe.labels) == 2)
                 sample = segdata.Sample(item.name, item.image, labels, None, "synthetic", "")
-                prepared = segdata.prepare(sample, model_config(self.recipe))
+                prepared = segdata.prepare(sample, self.config)
             self.cache[number] = prepared
         return self.cache[number]
 

@@ -15,8 +15,7 @@ from vision.synth.dataset import (
     generate,
     load_sources,
     paste_config,
-    write_split_lists,
-    write_synthetic,
+    write_all,
 )
 from vision.synth.distribution import save_fits
 
@@ -48,8 +47,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def synth(argv: list[str]) -> int:
     """Run `vision synth` with its own arguments; returns an exit code."""
-    from tqdm import tqdm
-
     a = _parser().parse_args(argv)
     if a.generator == "procedural" and a.dataset != "magnetic-tile":
         raise SystemExit("--generator procedural makes segmentation defects: use magnetic-tile")
@@ -66,22 +63,11 @@ def synth(argv: list[str]) -> int:
     )
     save_fits(out / "fit.json", src.fits)
     options = {"fit": not a.no_fit, "paste": paste_config(a.dataset, a.blend)}
-    names, samples, failed = [], [], 0
-    t0 = time.perf_counter()
     stream = generate(src, a.generator, a.count, a.seed, per_image=a.per_image, **options)
-    for item in tqdm(stream, total=a.count, desc="synth", unit="img"):
-        if item is None:
-            failed += 1
-            continue
-        bg = next(b.path for b in src.backgrounds if b.rel == item.provenance.sources[0]["path"])
-        write_synthetic(out, a.dataset, item, bg)
-        names.append(item.name)
-        if len(samples) < SHEET_SAMPLES:
-            samples.append(item)
-    seconds = time.perf_counter() - t0
-    write_split_lists(out, a.dataset, names)
-    if samples:
-        contact_sheet(samples, classes, out / "contact_sheet.png")
+    written = write_all(out, src, stream, a.count, SHEET_SAMPLES)
+    names, failed, seconds = written.names, written.failed, written.seconds
+    if written.samples:
+        contact_sheet(written.samples, classes, out / "contact_sheet.png")
     rate = len(names) / seconds if seconds > 0 else 0.0
     summary = {
         "dataset": a.dataset,

@@ -8,6 +8,7 @@ Outputs are in each dataset's own layout, so the existing readers load them unch
 from __future__ import annotations
 
 import random
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -339,6 +340,38 @@ def write_synthetic(
     mask = np.any([p.mask for p in item.placed], axis=0).astype(np.uint8) * 255
     write_image(folder / f"{item.name}.png", mask, item.provenance)
     return image
+
+
+@dataclass
+class Written:
+    """What `write_all` wrote: image names, attempts that placed nothing, kept samples, time."""
+
+    names: list[str]
+    failed: int
+    samples: list[Synthetic]
+    seconds: float
+
+
+def write_all(
+    out: Path, src: Sources, stream: Iterator, total: int, keep_samples: int = 0
+) -> Written:
+    """Write every generated item of `stream` in the dataset's layout (progress bar), then the
+    split lists; keeps the first `keep_samples` items (for a contact sheet)."""
+    from tqdm import tqdm
+
+    names, samples, failed, start = [], [], 0, time.perf_counter()
+    for item in tqdm(stream, total=total, desc=f"synth {src.dataset}", unit="img"):
+        if item is None:
+            failed += 1
+            continue
+        bg = next(b.path for b in src.backgrounds if b.rel == item.provenance.sources[0]["path"])
+        write_synthetic(out, src.dataset, item, bg)
+        names.append(item.name)
+        if len(samples) < keep_samples:
+            samples.append(item)
+    seconds = time.perf_counter() - start
+    write_split_lists(out, src.dataset, names)
+    return Written(names, failed, samples, seconds)
 
 
 def write_split_lists(out: Path, dataset: str, names: list[str]) -> None:

@@ -18,8 +18,7 @@ from vision.synth.dataset import (
     generate,
     load_sources,
     paste_config,
-    write_split_lists,
-    write_synthetic,
+    write_all,
 )
 from vision.synth.distribution import fit_class
 
@@ -129,8 +128,6 @@ def restrict(src: Sources, keep_images: set[str]) -> Sources:
 def synthesize(exp: Experiment, root: Path, out: Path, seed: int = 0, keep=None) -> dict:
     """Write `exp.synth_count` copy-paste images of the rare classes from the training split
     (optionally only from `keep` images) into `out`; reuses an existing complete folder."""
-    from tqdm import tqdm
-
     summary_path = Path(out) / "synth.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
@@ -139,7 +136,6 @@ def synthesize(exp: Experiment, root: Path, out: Path, seed: int = 0, keep=None)
     if keep is not None:
         src = restrict(src, keep)
     loaded = time.perf_counter() - t0
-    names, failed, t1 = [], 0, time.perf_counter()
     stream = generate(
         src,
         "copy-paste",
@@ -148,15 +144,8 @@ def synthesize(exp: Experiment, root: Path, out: Path, seed: int = 0, keep=None)
         per_image=exp.per_image,
         paste=paste_config(exp.dataset),
     )
-    for item in tqdm(stream, total=exp.synth_count, desc=f"synth {exp.dataset}", unit="img"):
-        if item is None:
-            failed += 1
-            continue
-        bg = next(b.path for b in src.backgrounds if b.rel == item.provenance.sources[0]["path"])
-        write_synthetic(out, exp.dataset, item, bg)
-        names.append(item.name)
-    seconds = time.perf_counter() - t1
-    write_split_lists(out, exp.dataset, names)
+    written = write_all(out, src, stream, exp.synth_count)
+    names, failed, seconds = written.names, written.failed, written.seconds
     summary = {
         "written": len(names),
         "failed": failed,
