@@ -127,6 +127,8 @@ def infer(args: argparse.Namespace) -> int:
             for m in response.masks:
                 area = f"  {m.physical_area_mm2:.2f} mm²" if m.HasField("physical_area_mm2") else ""
                 print(f"{m.label:<16} {m.score:.3f}  {m.pixel_area} px{area}")
+            if response.HasField("image_score"):
+                print(f"image score      {response.image_score:.3f}")
         print(
             f"{response.model_name} v{response.model_version}: "
             f"{response.timings.total_ms:.1f} ms in the server"

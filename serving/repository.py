@@ -180,6 +180,7 @@ class ModelRepository:
         if not model_file.is_file():
             raise ModelUnavailableError(f"version {version}: no file {model_file.name}")
         session = OnnxModel(model_file, config.runtime)
+        _check_named_outputs(config, session, version)
         if config.runtime.warmup:
             session.warmup(_warmup_batches(config))
         observer = None
@@ -213,6 +214,17 @@ def _load_explainer(config: ModelConfig, folder: Path) -> Explainer | None:
     if not path.is_file():
         raise ModelUnavailableError(f"explain graph {path.name} named in the config is missing")
     return Explainer(config, OnnxModel(path, config.runtime))
+
+
+def _check_named_outputs(config: ModelConfig, session: OnnxModel, version: str) -> None:
+    """ModelUnavailableError when the config names an output the ONNX file does not have."""
+    post = config.postprocess
+    for key, name in (("output", post.output), ("image_score_output", post.image_score_output)):
+        if name and name not in session.output_names:
+            raise ModelUnavailableError(
+                f"version {version}: postprocess.{key} {name!r} is not an output of "
+                f"{config.model_file} {session.output_names}"
+            )
 
 
 def _warmup_batches(config: ModelConfig) -> tuple[int, ...]:

@@ -19,6 +19,7 @@ Example::
       iou_threshold: 0.45
       mask_threshold: 0.5
       max_regions: 0              # segmentation: keep the N strongest regions per class (0: all)
+      image_score_output: ""      # segmentation: an output with one score per image (optional)
     batching: {max_batch_size: 8, max_queue_delay_ms: 0, max_queue_size: 64}
     version_policy: {latest: 1}   # or {all: true} or {specific: [1, 3]}
     runtime: {providers: auto, intra_op_threads: 0, inter_op_threads: 0}
@@ -85,6 +86,7 @@ class PostprocessSpec:
     mask_threshold: float = 0.5
     background_class: int = 0  # argmax: class id that is not reported as a mask (-1: none)
     max_regions: int = 0  # segmentation: per class, keep the N regions of highest mean prob
+    image_score_output: str = ""  # segmentation: an output with one probability per image
 
 
 @dataclass(frozen=True)

@@ -265,4 +265,19 @@ def decode(
     """Decode one item's outputs with the decoder `spec.type` names."""
     if spec.type not in DECODERS:
         raise ConfigError(f"unknown postprocess type {spec.type!r}")
-    return DECODERS[spec.type](select_output(outputs, spec.output), meta, spec, labels)
+    result = DECODERS[spec.type](select_output(outputs, spec.output), meta, spec, labels)
+    if isinstance(result, SegmentationResult):
+        result.image_score = image_score(outputs, spec.image_score_output)
+    return result
+
+
+def image_score(outputs: dict[str, np.ndarray], name: str) -> float | None:
+    """One item's image-level score from the output `name` (None when no output is named)."""
+    if not name:
+        return None
+    if name not in outputs:
+        raise ConfigError(f"image_score_output {name!r} is not a model output {sorted(outputs)}")
+    value = np.asarray(outputs[name], np.float64).ravel()
+    if value.size != 1:
+        raise ConfigError(f"image_score_output {name!r} has {value.size} values per image, not 1")
+    return float(value[0])

@@ -81,3 +81,4 @@ class DetectionResult:
 @dataclass
 class SegmentationResult:
     masks: list[ClassMask] = field(default_factory=list)
+    image_score: float | None = None  # the config's image_score_output, when it names one

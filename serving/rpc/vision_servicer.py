@@ -167,6 +167,7 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             overlay_png=prediction.overlay_png,
             heatmaps=_heatmaps(prediction),
             explain_method=prediction.explain_method,
+            image_score=prediction.result.image_score,
         )
 
     async def ListModels(self, request, context) -> pb.ListModelsResponse:  # noqa: N802
@@ -235,5 +236,7 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
                     prediction.result.masks, prediction.encoded_masks, strict=True
                 )
             )
+            if prediction.result.image_score is not None:
+                response.image_score = prediction.result.image_score
         response.heatmaps.extend(_heatmaps(prediction))
         return response

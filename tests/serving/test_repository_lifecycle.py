@@ -69,6 +69,30 @@ def test_broken_model_is_unavailable_with_reason_others_serve(own_repository):
         running.stop()
 
 
+def test_config_naming_a_missing_output_is_unavailable_with_reason(own_repository):
+    """A config whose image_score_output the ONNX file lacks fails at load, not per request."""
+    wrong = own_repository / "wrong-score"
+    shutil.copytree(own_repository / "bright", wrong)
+    text = (wrong / "config.yaml").read_text().replace("name: bright", "name: wrong-score")
+    (wrong / "config.yaml").write_text(
+        text.replace("image_score_output: ''", "image_score_output: nope")
+    )
+    running = start_server(own_repository)
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            stub = vision_pb2_grpc.VisionServiceStub(channel)
+            models = {m.name: m for m in stub.ListModels(pb.ListModelsRequest()).models}
+            reason = models["wrong-score"].versions[0].reason
+            assert models["wrong-score"].versions[0].state == pb.MODEL_STATE_UNAVAILABLE
+            assert "image_score_output 'nope'" in reason
+            with pytest.raises(grpc.RpcError) as info:
+                _segment(stub, "wrong-score")
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert _segment(stub).masks
+    finally:
+        running.stop()
+
+
 def test_reload_under_load_drops_nothing(own_repository):
     running = start_server(own_repository)
     try:

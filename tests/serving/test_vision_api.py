@@ -68,6 +68,19 @@ def test_segment_png_mask_in_original_coordinates(vision_stub):
     assert response.timings.total_ms > 0
 
 
+def test_segment_image_score_from_the_configured_output(vision_stub):
+    """A config naming an image_score_output gets that output's value on the wire; a model
+    without one leaves the field unset (not 0)."""
+    image = pb.ImageInput(encoded=_png(_square_image()))
+    request = pb.SegmentRequest(model=pb.ModelRef(name="bright-scored"), image=image)
+    scored = vision_stub.Segment(request)
+    bright_fraction = float(np.mean(_square_image() > 0))  # mean grey of the stretched input
+    assert scored.HasField("image_score")
+    assert scored.image_score == pytest.approx(bright_fraction, abs=0.02)
+    assert [m.label for m in scored.masks] == ["bright"]
+    assert not _segment(vision_stub, image).HasField("image_score")
+
+
 def test_segment_rle_matches_png(vision_stub):
     image = pb.ImageInput(encoded=_png(_square_image()))
     png = decode_png(_segment(vision_stub, image).masks[0].png)
@@ -209,7 +222,7 @@ def test_wrong_task_is_invalid_argument(vision_stub):
 
 def test_list_models_and_metadata(vision_stub):
     models = {m.name: m for m in vision_stub.ListModels(pb.ListModelsRequest()).models}
-    assert set(models) == {"bright", "boxes"}
+    assert set(models) == {"bright", "bright-scored", "boxes"}
     assert [v.version for v in models["bright"].versions] == ["1", "2"]
     assert all(v.state == pb.MODEL_STATE_READY for v in models["bright"].versions)
     meta = vision_stub.GetModelMetadata(pb.GetModelMetadataRequest(model=pb.ModelRef(name="boxes")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,9 @@ def _save(graph: onnx.GraphProto, path: Path) -> Path:
     return path
 
 
-def brightness_segmenter(path: Path) -> Path:
-    """images [N,3,H,W] -> logits [N,2,H,W]: class 1 where the grey level is above 0.5."""
+def brightness_segmenter(path: Path, score_output: str = "") -> Path:
+    """images [N,3,H,W] -> logits [N,2,H,W]: class 1 where the grey level is above 0.5; with
+    `score_output`, also that output [N]: the image's mean grey level (an image-level score)."""
     nodes = [
         helper.make_node("ReduceMean", ["images"], ["grey"], axes=[1], keepdims=1),
         helper.make_node("Sub", ["grey", "half"], ["fg"]),
@@ -31,11 +33,17 @@ def brightness_segmenter(path: Path) -> Path:
         helper.make_node("Concat", ["bg", "fg"], ["logits_raw"], axis=1),
         helper.make_node("Mul", ["logits_raw", "gain"], ["logits"]),
     ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, "H", "W"])]
+    if score_output:
+        nodes.append(
+            helper.make_node("ReduceMean", ["grey"], [score_output], axes=[1, 2, 3], keepdims=0)
+        )
+        outputs.append(helper.make_tensor_value_info(score_output, TensorProto.FLOAT, ["N"]))
     graph = helper.make_graph(
         nodes,
         "brightness",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        outputs,
         initializer=[
             numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half"),
             numpy_helper.from_array(np.array(20.0, dtype=np.float32), "gain"),
@@ -103,11 +111,16 @@ DETECTOR_SCORES = np.array([[0.9, 0.0], [0.8, 0.0], [0.0, 0.7], [0.1, 0.05]], dt
 
 
 def build_repository(root: Path) -> Path:
-    """A repository with a segmenter (versions 1 and 2) and a detector."""
+    """A repository with a segmenter (versions 1 and 2), the same segmenter with an image-level
+    score output (`bright-scored`) and a detector."""
     seg = segmenter_config()
     write_config(seg, root / seg.name)
     brightness_segmenter(root / seg.name / "1" / "model.onnx")
     brightness_segmenter(root / seg.name / "2" / "model.onnx")
+    post = dataclasses.replace(seg.postprocess, image_score_output="brightness")
+    scored = dataclasses.replace(seg, name="bright-scored", postprocess=post)
+    write_config(scored, root / scored.name)
+    brightness_segmenter(root / scored.name / "1" / "model.onnx", score_output="brightness")
     det = detector_config()
     write_config(det, root / det.name)
     fixed_box_detector(root / det.name / "1" / "model.onnx", DETECTOR_BOXES, DETECTOR_SCORES, 128)
@@ -178,7 +191,6 @@ def explain_graph(
 
 def build_explainable_repository(root: Path) -> Path:
     """Segmenters and a detector, each with an explain graph stand-in."""
-    import dataclasses
 
     from vision.config import ExplainSpec
 

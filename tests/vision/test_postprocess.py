@@ -157,3 +157,17 @@ def test_max_regions_keeps_the_strongest_regions() -> None:
     assert two.masks[0].mask.sum() == 128 and not two.masks[0].mask[5:13, 5:13].any()
     prob = segmentation_probabilities(logits, meta, "argmax")[1]
     assert strongest_regions(prob > 0.5, prob, 0).sum() == 3 * 64
+
+
+def test_image_score_output_is_read_per_item_and_checked() -> None:
+    """`image_score_output`: the named output's one value per item becomes the result's image
+    score; unset leaves it None; a missing output or one with several values is a ConfigError."""
+    spec = PostprocessSpec(type="argmax", output="logits", image_score_output="defect_score")
+    outputs = {"logits": _logits(3), "defect_score": np.float32(0.875)}
+    assert decode(outputs, SEG_META, spec, LABELS).image_score == 0.875
+    plain = PostprocessSpec(type="argmax", output="logits")
+    assert decode(outputs, SEG_META, plain, LABELS).image_score is None
+    with pytest.raises(ConfigError, match="defect_score"):
+        decode({"logits": _logits(3)}, SEG_META, spec, LABELS)
+    with pytest.raises(ConfigError, match="2 values"):
+        decode({**outputs, "defect_score": np.zeros(2)}, SEG_META, spec, LABELS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,11 @@ from vision.config import ModelConfig, RuntimeSpec, load_config
 from vision.export import read_card, write_card
 from vision.io import decode_image
 from vision.paths import latest_version
+from vision.postprocess import image_score
 from vision.reports import plot_roc, save_overlay, write_json
 from vision.runtime import OnnxModel
 from vision.segment import data as segdata
-from vision.segment.metrics import defect_metrics, vessel_metrics, vessel_roc
+from vision.segment.metrics import defect_metrics, image_roc, vessel_metrics, vessel_roc
 from vision.segment.model import Recipe
 from vision.synth.provenance import assert_no_synthetic
 from vision.types import Image
@@ -89,10 +91,26 @@ def _batched(tensors: list[np.ndarray], size: int) -> list[np.ndarray]:
     return [np.stack(tensors[i : i + size]) for i in range(0, len(tensors), size)]
 
 
-def onnx_probs(
+@dataclass
+class Predictions:
+    """Per-image (C,H,W) probabilities at original size, and the model's image-level scores when
+    its config names an `image_score_output` (else None)."""
+
+    probs: list[np.ndarray]
+    image_scores: list[float] | None = None
+
+
+def _predictions(pipeline: Any, outputs: list[dict], metas: list) -> Predictions:
+    probs = [pipeline.segmentation_probabilities(o, m) for o, m in zip(outputs, metas, strict=True)]
+    name = pipeline.config.postprocess.image_score_output
+    scores = [image_score(o, name) for o in outputs] if name else None
+    return Predictions(probs, scores)
+
+
+def onnx_predict(
     onnx_path: Path, config: ModelConfig, samples: list, batch: int = 8
-) -> list[np.ndarray]:
-    """Per-image (C,H,W) probabilities at original size via Pipeline + OnnxModel."""
+) -> Predictions:
+    """Predictions via Pipeline + OnnxModel (the serving path)."""
     pipeline = make_pipeline(config)
     model = OnnxModel(onnx_path, config.runtime)
     tensors, metas = model_inputs(pipeline, samples)
@@ -100,31 +118,35 @@ def onnx_probs(
     for chunk in _batched(tensors, batch):
         result = model.run({model.inputs[0].name: chunk})
         outputs += [{k: v[i] for k, v in result.items()} for i in range(len(chunk))]
-    return [pipeline.segmentation_probabilities(o, m) for o, m in zip(outputs, metas, strict=True)]
+    return _predictions(pipeline, outputs, metas)
 
 
-def torch_probs(model: Any, config: ModelConfig, samples: list, batch: int = 4) -> list[np.ndarray]:
-    """The same as `onnx_probs`, with the torch model in place of ONNX Runtime."""
+def torch_predict(model: Any, config: ModelConfig, samples: list, batch: int = 4) -> Predictions:
+    """The same as `onnx_predict`, with the torch model in place of ONNX Runtime (its outputs in
+    the order: logits, then the image score when the config has one)."""
     import torch
 
     pipeline = make_pipeline(config)
     tensors, metas = model_inputs(pipeline, samples)
-    name = config.postprocess.output or "logits"
+    post = config.postprocess
+    names = [post.output or "logits", post.image_score_output]
     outputs = []
     model.eval()
     with torch.no_grad():
         for chunk in _batched(tensors, batch):
-            logits = model(torch.from_numpy(chunk)).numpy()
-            outputs += [{name: x} for x in logits]
-    return [pipeline.segmentation_probabilities(o, m) for o, m in zip(outputs, metas, strict=True)]
+            result = model(torch.from_numpy(chunk))
+            result = result if isinstance(result, (tuple, list)) else (result,)
+            arrays = dict(zip(names, (r.numpy() for r in result), strict=False))
+            outputs += [{k: v[i] for k, v in arrays.items()} for i in range(len(chunk))]
+    return _predictions(pipeline, outputs, metas)
 
 
 def compute_metrics(
-    recipe: Recipe, probs: list[np.ndarray], samples: list, max_regions: int | None = None
+    recipe: Recipe, predictions: Predictions, samples: list, max_regions: int | None = None
 ) -> dict:
     """Recipe metrics at original image size, masks as served (`max_regions`: the config's
     postprocess setting; default the recipe's)."""
-    masks = [s.mask for s in samples]
+    probs, masks = predictions.probs, [s.mask for s in samples]
     if recipe.dataset in PIXEL_METRIC_DATASETS:
         fovs = [
             np.ones(m.shape, bool) if s.fov is None else s.fov
@@ -133,7 +155,7 @@ def compute_metrics(
         return vessel_metrics(probs, masks, fovs)
     if max_regions is None:
         max_regions = int(recipe.extra.get("max_regions", 0))
-    return defect_metrics(probs, masks, recipe.labels, max_regions)
+    return defect_metrics(probs, masks, recipe.labels, max_regions, predictions.image_scores)
 
 
 def gate(reference: dict, candidate: dict, tolerance_points: float) -> dict:
@@ -168,12 +190,19 @@ def _version_dir(model_dir: Path, version: int) -> Path:
     return model_dir / str(versions[-1])
 
 
-def write_plots(recipe: Recipe, probs: list, samples: list, metrics: dict, out: Path) -> list[str]:
-    """ROC curve (retina) and up to four overlays (image | truth | prediction)."""
-    files = []
+def write_plots(
+    recipe: Recipe, predictions: Predictions, samples: list, metrics: dict, out: Path
+) -> list[str]:
+    """ROC curve (retina: pixels in the FOV; tiles: images) and up to four overlays
+    (image | truth | prediction)."""
+    files, probs, masks = [], predictions.probs, [s.mask for s in samples]
     if recipe.dataset == "drive":
-        fpr, tpr = vessel_roc(probs, [s.mask for s in samples], [s.fov for s in samples])
+        fpr, tpr = vessel_roc(probs, masks, [s.fov for s in samples])
         files.append(plot_roc(fpr, tpr, metrics["auroc"], out / "roc.png", recipe.name).name)
+    elif recipe.dataset == "magnetic-tile" and not np.isnan(metrics["auroc"]):
+        fpr, tpr = image_roc(probs, masks, predictions.image_scores)
+        title = f"{recipe.name}: image-level defect ROC"
+        files.append(plot_roc(fpr, tpr, metrics["auroc"], out / "roc.png", title).name)
     picks = [i for i, s in enumerate(samples) if s.mask.any()][:3]
     picks += [i for i, s in enumerate(samples) if not s.mask.any()][:1]
     for i in picks:
@@ -203,9 +232,9 @@ def evaluate_model(
     if not samples:
         raise SystemExit(f"no {split} images for {name or recipe.name} (train with --test-images)")
     start = time.perf_counter()
-    probs = onnx_probs(onnx_path, config, samples)
+    predictions = onnx_predict(onnx_path, config, samples)
     seconds = time.perf_counter() - start
-    metrics = compute_metrics(recipe, probs, samples, config.postprocess.max_regions)
+    metrics = compute_metrics(recipe, predictions, samples, config.postprocess.max_regions)
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "model": config.name,
@@ -217,7 +246,7 @@ def evaluate_model(
         "seconds": round(seconds, 2),
         "metrics": metrics,
     }
-    report["plots"] = write_plots(recipe, probs, samples, metrics, out)
+    report["plots"] = write_plots(recipe, predictions, samples, metrics, out)
     write_json(report, out / "report.json")
     if update_card and not limit:
         card = read_card(model_dir)

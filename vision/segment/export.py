@@ -18,10 +18,10 @@ from vision.segment.evaluate import (
     load_samples,
     make_pipeline,
     model_inputs,
-    onnx_probs,
+    onnx_predict,
     spread,
     time_model,
-    torch_probs,
+    torch_predict,
 )
 from vision.segment.model import Recipe
 
@@ -29,16 +29,29 @@ log = logging.getLogger(__name__)
 
 
 def _load_checkpoint(checkpoint: Path) -> tuple[Any, Recipe, dict]:
-    """Model, the recipe it was trained with (from the checkpoint) and the checkpoint."""
+    """The model as served (eval mode; with the image-level head when the recipe has one), the
+    recipe it was trained with (from the checkpoint) and the checkpoint."""
     import torch
 
+    from vision.segment.image_head import with_image_score
     from vision.segment.model import build_model
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     recipe = Recipe(**state["recipe"])
     model = build_model(recipe)
     model.load_state_dict(state["model"])
-    return model.eval(), recipe, state
+    if "image_head" not in recipe.extra:
+        return model.eval(), recipe, state
+    if "image_head" not in state:
+        raise SystemExit("recipe has an image_head, the checkpoint none: train --resume fits it")
+    return with_image_score(model, state["image_head"]), recipe, state
+
+
+def output_names(recipe: Recipe) -> list[str]:
+    """The served graph's outputs: logits, then the image score when the recipe has a head."""
+    from vision.segment.image_head import SCORE_OUTPUT
+
+    return ["logits", SCORE_OUTPUT] if "image_head" in recipe.extra else ["logits"]
 
 
 def _real_batches(tensors: list[np.ndarray]) -> list[np.ndarray]:
@@ -95,13 +108,14 @@ def export_recipe(
     run = checkpoint.parent
     work = run / "export"
     example = torch.zeros(1, recipe.in_channels, recipe.height, recipe.width)
-    onnx_path = export_onnx(model, example, work / "model.onnx", ["images"], ["logits"], opset=17)
+    outputs = output_names(recipe)
+    onnx_path = export_onnx(model, example, work / "model.onnx", ["images"], outputs, opset=17)
     split_file = run / "splits.json"
     val = load_samples(recipe, root, "val", split_file, limit)
     tensors, _ = model_inputs(make_pipeline(config), val)
     parity = parity_check(model, onnx_path, _real_batches(tensors))
-    val_torch = compute_metrics(recipe, torch_probs(model, config, val), val)
-    val_onnx = compute_metrics(recipe, onnx_probs(onnx_path, config, val), val)
+    val_torch = compute_metrics(recipe, torch_predict(model, config, val), val)
+    val_onnx = compute_metrics(recipe, onnx_predict(onnx_path, config, val), val)
     metric_gate = gate(val_torch, val_onnx, tolerance)
     parity |= {"max_abs_diff_limit": 1e-3, "metric_gate_val": metric_gate}
     log.info("parity: %s", parity)
@@ -109,7 +123,7 @@ def export_recipe(
         log.error("parity gate failed; nothing written to %s", repo)
         return 1
     test = load_samples(recipe, root, "test", split_file, limit)
-    test_onnx = compute_metrics(recipe, onnx_probs(onnx_path, config, test), test) if test else {}
+    test_onnx = compute_metrics(recipe, onnx_predict(onnx_path, config, test), test) if test else {}
     card = build_card(
         recipe,
         state,
@@ -158,7 +172,7 @@ def _tensorrt_gate(
     runtime = tensorrt_runtime(config.runtime, version_dir / ".trt-cache")
     parity = tensorrt_parity(onnx_path, batches, runtime)
     trt_config = dataclasses.replace(config, runtime=runtime)
-    val_trt = compute_metrics(recipe, onnx_probs(onnx_path, trt_config, val), val)
+    val_trt = compute_metrics(recipe, onnx_predict(onnx_path, trt_config, val), val)
     parity["metric_gate_val"] = gate(val_onnx, val_trt, tolerance)
     parity["passed"] = parity["passed"] and parity["metric_gate_val"]["passed"]
     model_dir = version_dir.parent
@@ -183,6 +197,10 @@ def build_card(
             "split": "stratified by category, seed 0, 70/15/15; see splits.json",
         },
     }.get(recipe.dataset, {"dataset": recipe.dataset})
+    head = {k: v for k, v in state.get("image_head", {}).items() if k != "weight"}
+    output = "logits (N,classes,H,W)"
+    if head:
+        output += ", defect_score (N,): image-level defect probability from image_head"
     return {
         "name": recipe.name,
         "description": recipe.description,
@@ -195,9 +213,10 @@ def build_card(
             "opset": 17,
             "dynamic_batch": True,
             "input": "images (N,C,H,W) float32",
-            "output": "logits (N,classes,H,W)",
+            "output": output,
             "parity": parity,
         },
+        **({"image_head": head} if head else {}),
         "metrics": metrics,
         "reference_torch": reference,
         "evaluation": "ONNX through vision.pipeline.Pipeline + vision.runtime.OnnxModel at "
@@ -227,7 +246,9 @@ def export_int8(
     for split in ("val", "test"):
         samples = load_samples(recipe, root, split, split_file, limit)
         if samples:
-            result[split] = compute_metrics(recipe, onnx_probs(int8_path, config, samples), samples)
+            result[split] = compute_metrics(
+                recipe, onnx_predict(int8_path, config, samples), samples
+            )
     drops = {k: 100 * (float(fp32["val"][k]) - float(result["val"][k])) for k in GATE_KEYS}
     fp32_ms, int8_ms = time_model(onnx_path, calib[0][None]), time_model(int8_path, calib[0][None])
     summary = {

@@ -48,6 +48,15 @@ def vessel_roc(probs: list[np.ndarray], masks: list[np.ndarray], fovs: list[np.n
     return fpr, tpr
 
 
+def image_roc(
+    probs: list[np.ndarray], masks: list[np.ndarray], image_scores: list[float] | None = None
+) -> tuple:
+    """(fpr, tpr) of the image-level defect score (as `defect_metrics` scores it)."""
+    scores = image_scores or [defect_score(p) for p in probs]
+    fpr, tpr, _ = roc_curve([m.any() for m in masks], scores)
+    return fpr, tpr
+
+
 def defect_score(probs: np.ndarray) -> float:
     """Image-level defect score: the largest per-pixel probability of any defect class."""
     return float((1.0 - probs[0]).max())
@@ -73,11 +82,16 @@ def regions_kept(probs: np.ndarray, max_regions: int) -> np.ndarray:
 
 
 def defect_metrics(
-    probs: list[np.ndarray], masks: list[np.ndarray], labels: tuple[str, ...], max_regions: int = 0
+    probs: list[np.ndarray],
+    masks: list[np.ndarray],
+    labels: tuple[str, ...],
+    max_regions: int = 0,
+    image_scores: list[float] | None = None,
 ) -> dict[str, float | dict]:
     """Tile metrics: defect-vs-background Dice/IoU per defect image (mean), per-class Dice/IoU
-    (pooled over images), image-level defect AUROC (score = max defect prob), class accuracy;
-    masks as served (`max_regions` strongest regions per class)."""
+    (pooled over images), image-level defect AUROC (of `image_scores`, the model's own image
+    score, else the largest defect probability), class accuracy; masks as served
+    (`max_regions` strongest regions per class)."""
     preds = [regions_kept(p, max_regions) for p in probs]
     defect = [i for i, m in enumerate(masks) if m.any()]
     binary = [dice_iou(preds[i] > 0, masks[i] > 0) for i in defect]
@@ -89,7 +103,7 @@ def defect_metrics(
             dice, iou = dice_iou(pooled_p, pooled_t)
             per_class[labels[c]] = {"dice": dice, "iou": iou}
     has_defect = np.array([m.any() for m in masks])
-    scores = np.array([defect_score(p) for p in probs])
+    scores = np.array(image_scores or [defect_score(p) for p in probs])
     truth_cls = [int(np.bincount(m.ravel(), minlength=len(labels))[1:].argmax() + 1) for m in masks]
     cls_ok = [defect_class(probs[i]) == truth_cls[i] for i in defect]
     both = has_defect.any() and (~has_defect).any()

@@ -15,6 +15,7 @@ from vision.config import (
     PostprocessSpec,
     PreprocessSpec,
 )
+from vision.segment.image_head import SCORE_OUTPUT
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ RECIPES = {
         epochs=170,
         minutes=57.0,  # 170 epochs take about 51 min on an idle 2-core machine; the guard ends it
         description="Magnetic-tile surface defects: defect-vs-background softmax, the strongest "
-        "region reported; the image-level defect score is the largest defect probability.",
+        "region reported; an image-level defect probability from a head on the encoder.",
         # defects cover 0.05-1 % of an image: phase 1 centres most crops on one and weights CE
         # to defects (learns what a defect is, over-fires on texture); phase 2 rebalances
         # towards background and defect-free tiles (suppresses the texture responses).
@@ -96,7 +97,17 @@ RECIPES = {
         # defect-free training tiles (class-balanced), so defects are seen on many backgrounds.
         # Served masks keep the strongest region (max_regions 1, chosen on val: Dice 0.61 vs
         # 0.45 with every region), and validation scores them the same way.
+        # The image-level score is a logistic regression on the max- and mean-pooled encoder
+        # features (bottleneck and 1/8 scale), fitted on the training images after training
+        # (C chosen on val: AUROC 0.92 against 0.88 for the largest defect probability).
         extra={
+            "image_head": {
+                "layers": [
+                    "model.1.submodule.1.submodule.1.submodule",
+                    "model.1.submodule.1.submodule.0",
+                ],
+                "C": 0.1,
+            },
             "split_seed": 0,
             "free_per_epoch": 0.5,
             "fg_center": 0.9,
@@ -201,6 +212,7 @@ def model_config(recipe: Recipe) -> ModelConfig:
             output="logits",
             background_class=0,
             max_regions=int(recipe.extra.get("max_regions", 0)),
+            image_score_output=SCORE_OUTPUT if "image_head" in recipe.extra else "",
         ),
         batching=BatchingSpec(max_batch_size=8, max_queue_size=64),
         description=recipe.description,

@@ -370,7 +370,7 @@ def train(
     splits = load_splits(recipe, root, out)
     assert_no_synthetic([s.path for s in splits["val"] if s.path], "val")
     train_data, val_data = Prepared.of(splits["train"], recipe), Prepared.of(splits["val"], recipe)
-    mix: Mix = (0, 0.0)
+    real_train, mix = train_data, (0, 0.0)
     if synthetic is not None and ratio > 0:
         synth_data = load_synthetic(recipe, Path(synthetic))
         train_data, mix = train_data.join(synth_data), (len(synth_data.labels), ratio)
@@ -423,8 +423,31 @@ def train(
         improved = bool(metrics) and score > progress["best"]
         progress["best"] = max(score, progress["best"])
         _save(out, model, optim, recipe, progress, metrics if improved else None)
+    head = (
+        attach_image_head(out / "best.pt", recipe, real_train)
+        if "image_head" in recipe.extra
+        else {}
+    )
     return {
         "epochs": progress["epoch"],
         "elapsed_s": progress["elapsed"],
         "best_score": progress["best"],
+        **({"image_head_train_auroc": head["train_auroc"]} if head else {}),
     }
+
+
+def attach_image_head(best: Path, recipe: Recipe, data: Prepared) -> dict:
+    """Fit the recipe's image-level defect head on the best checkpoint's pooled features of the
+    training images (whole images at input size) and record it in that checkpoint."""
+    from vision.segment.image_head import fit_head, pooled_features
+
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    spec = recipe.extra["image_head"]
+    model = build_model(recipe)
+    model.load_state_dict(state["model"])
+    features = pooled_features(model, spec["layers"], data.inputs)
+    has_defect = (data.labels.reshape(len(data.labels), -1) > 0).any(1)
+    head = {**fit_head(features, has_defect, float(spec["C"]), recipe.seed), **spec}
+    torch.save({**state, "recipe": recipe.to_dict(), "image_head": head}, best)
+    tqdm.write(f"image head: train AUROC {head['train_auroc']:.4f} on {len(has_defect)} images")
+    return head

@@ -57,11 +57,25 @@ def _parser() -> argparse.ArgumentParser:
 
 def prepare(exp: Experiment, root: Path, work: Path) -> tuple[Path, set[str] | None, dict]:
     """Training data folder, allowed synthesis sources and the data notes of an experiment."""
+    if exp.train_images:
+        keep = first_training_images(exp, root)
+        return root, keep, {"reduced_training_set": {"first_training_images": len(keep)}}
     if exp.keep_fraction >= 1.0:
         return root, None, {}
     view = work / "data"
     notes = pcb_view(root, view, exp.rare[0], exp.keep_fraction)
     return view, kept_sources(view), {"reduced_training_set": notes}
+
+
+def first_training_images(exp: Experiment, root: Path) -> set[str]:
+    """Dataset-relative paths of the `exp.train_images` training images both arms train on
+    (the detection trainer's `limit`: the first N of the recipe's training split)."""
+    from vision.detect.recipes import RECIPES
+    from vision.detect.train import splits
+
+    recipe = dataclasses.replace(RECIPES[exp.recipe], data=str(Path(root).resolve()))
+    train = splits(recipe)[0][: exp.train_images]
+    return {str(Path(s.image).resolve().relative_to(Path(root).resolve())) for s in train}
 
 
 def run_arm(
@@ -212,9 +226,8 @@ def synth_eval(argv: list[str]) -> int:
         runs = {arm: [] for arm in ARMS}
         jobs = [(seed, arm) for seed in seeds for arm in ARMS]
         for seed, arm in tqdm(jobs, desc=f"synth-eval {exp.name}", unit="run"):
-            budget = Budget(
-                seed, a.epochs, a.steps_per_epoch, a.threads, a.train_limit, a.test_limit
-            )
+            limit = a.train_limit or exp.train_images
+            budget = Budget(seed, a.epochs, a.steps_per_epoch, a.threads, limit, a.test_limit)
             synthetic = synth_dir if arm == "synthetic" and not online else None
             ratio = a.ratio if arm == "synthetic" else 0.0
             arm_online = online if arm == "synthetic" else None

@@ -63,11 +63,14 @@ def default_target_layer(model: nn.Module) -> str:
       wide). The final up block outputs the logits themselves (out_channels wide), so there
       is no wider layer closer to the output.
     * MONAI ``BasicUNet``: ``upcat_1``, the last decoder block before ``final_conv``.
+    * A segmenter with an image-level head (`WithImageScore`): its segmenter's layer.
     * The project's `Detector`: ``smooth.0``, the finest-stride neck feature (stride 8). It
       feeds only the stride-8 head: anchors at coarser strides get an all-zero CAM there;
       ``backbone.stages.0`` (stride 8, shared by every level) explains all anchors.
     """
     name = type(model).__name__
+    if name == "WithImageScore":  # vision.segment.image_head: the segmenter inside
+        return "features.model." + default_target_layer(model.features.model)
     if name == "UNet" and hasattr(model, "model"):
         return "model.1.submodule"
     if name == "BasicUNet":
@@ -331,8 +334,24 @@ def gradcam_reference(module: ExplainModule, inputs: tuple[Tensor, ...]) -> np.n
 
     cls = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM}[module.method]
     targets = gradcam_targets(module.kind, *inputs[1:])
-    with cls(module.model, [module.target_layer]) as explainer:
+    explainer = cls(_FirstOutput(module.model), [module.target_layer])
+    try:  # not `with`: its __exit__ swallows exceptions and the call then returns None
         return explainer(inputs[0], targets)
+    finally:
+        explainer.activations_and_grads.release()
+
+
+class _FirstOutput(nn.Module):
+    """The model with only its first output (the one targets score), as pytorch-grad-cam
+    expects one tensor."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        outputs = self.model(images)
+        return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
 def compare_maps(ours: np.ndarray, reference: np.ndarray) -> dict:

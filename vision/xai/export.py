@@ -21,6 +21,7 @@ from vision.export import read_card, sha256, write_card
 from vision.io import decode_image
 from vision.paths import datasets_root, latest_version
 from vision.pipeline import Pipeline
+from vision.runtime import OnnxModel
 from vision.types import Image
 
 log = logging.getLogger(__name__)
@@ -84,15 +85,24 @@ def _plain(value: Any) -> Any:
 
 
 def _export(
-    model: Any, layers: list[str], kind: str, example: Any, path: Path, method: str
+    model: Any,
+    layers: list[str],
+    kind: str,
+    example: Any,
+    path: Path,
+    method: str,
+    outputs: tuple[str, ...],
 ) -> tuple[str, dict]:
-    """Export with the first layer that passes the parity gate; (layer, parity)."""
+    """Export with the first layer that passes the parity gate; (layer, parity). `outputs`: the
+    served graph's output names, which the explain graph repeats before `cam`."""
     from vision.xai.explain_graph import ExplainParityError, export_explain_graph
 
     failures = []
     for layer in layers:
         try:
-            result = export_explain_graph(model, layer, kind, example, path, method=method)
+            result = export_explain_graph(
+                model, layer, kind, example, path, method=method, output_names=outputs
+            )
         except ExplainParityError as exc:
             log.warning("explain graph with layer %s failed parity: %s", layer, exc)
             failures.append(f"{layer}: {exc}")
@@ -130,7 +140,8 @@ def add_explain_graph(
         layers = [default_target_layer(model)]
     path = model_dir / str(version) / EXPLAIN_FILE
     example = example_tensor(config, image)
-    layer, parity = _export(model, layers, kind, example, path, method)
+    served = OnnxModel(model_dir / str(version) / config.model_file).output_names
+    layer, parity = _export(model, layers, kind, example, path, method, tuple(served))
     spec = dataclasses.replace(config.explain, file=EXPLAIN_FILE, method=method, target_layer=layer)
     write_config(dataclasses.replace(config, explain=spec), model_dir)
     entry = {

@@ -199,7 +199,7 @@ class SegmentRequest(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., mask_encoding: _Optional[_Union[MaskEncoding, str]] = ..., include_overlay: _Optional[bool] = ..., explain: _Optional[_Union[ExplainOptions, _Mapping]] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
-    __slots__ = ("model_name", "model_version", "image_size", "masks", "timings", "overlay_png", "heatmaps", "explain_method")
+    __slots__ = ("model_name", "model_version", "image_size", "masks", "timings", "overlay_png", "heatmaps", "explain_method", "image_score")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +208,7 @@ class SegmentResponse(_message.Message):
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
     HEATMAPS_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_METHOD_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SCORE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     image_size: ImageSize
@@ -216,7 +217,8 @@ class SegmentResponse(_message.Message):
     overlay_png: bytes
     heatmaps: _containers.RepeatedCompositeFieldContainer[Heatmap]
     explain_method: str
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., image_size: _Optional[_Union[ImageSize, _Mapping]] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., heatmaps: _Optional[_Iterable[_Union[Heatmap, _Mapping]]] = ..., explain_method: _Optional[str] = ...) -> None: ...
+    image_score: float
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., image_size: _Optional[_Union[ImageSize, _Mapping]] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., heatmaps: _Optional[_Iterable[_Union[Heatmap, _Mapping]]] = ..., explain_method: _Optional[str] = ..., image_score: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -281,7 +283,7 @@ class Heatmap(_message.Message):
     def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., detection: _Optional[_Union[Detection, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[bytes] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("model_name", "model_version", "image_size", "detections", "masks", "heatmaps", "method", "timings")
+    __slots__ = ("model_name", "model_version", "image_size", "detections", "masks", "heatmaps", "method", "timings", "image_score")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -290,6 +292,7 @@ class ExplainResponse(_message.Message):
     HEATMAPS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SCORE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     image_size: ImageSize
@@ -298,7 +301,8 @@ class ExplainResponse(_message.Message):
     heatmaps: _containers.RepeatedCompositeFieldContainer[Heatmap]
     method: str
     timings: Timings
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., image_size: _Optional[_Union[ImageSize, _Mapping]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., heatmaps: _Optional[_Iterable[_Union[Heatmap, _Mapping]]] = ..., method: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    image_score: float
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., image_size: _Optional[_Union[ImageSize, _Mapping]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., heatmaps: _Optional[_Iterable[_Union[Heatmap, _Mapping]]] = ..., method: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., image_score: _Optional[float] = ...) -> None: ...
 
 class GetModelMetadataRequest(_message.Message):
     __slots__ = ("model",)
