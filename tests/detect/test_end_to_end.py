@@ -33,7 +33,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         width=256,
         crop=128,
         batch=2,
-        epochs=1,
+        epochs=3,
+        val_every=2,
         minutes=0,
         widths=(8, 16, 16, 16),
         neck=16,
@@ -42,12 +43,13 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
     trainer = Trainer(recipe, out, limit=4)
     state = trainer.fit()
-    assert state["epoch"] == 1 and state["step"] == 2
+    assert state["epoch"] == 3 and state["step"] == 6
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     assert (out / "curve.png").is_file()
-    assert json.loads((out / "log.json").read_text())["history"]
+    history = json.loads((out / "log.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [2, 3], "every val_every-th epoch and the last"
     trainer.resume(out / "last.pt")
-    assert trainer.state["step"] == 2
+    assert trainer.state["step"] == 6
     return out / "best.pt"
 
 

@@ -37,6 +37,7 @@ class Recipe:
     score_threshold: float = 0.25
     iou_threshold: float = 0.5
     match_iou: float = 0.5  # IoU for the recipe's headline metric
+    val_every: int = 1  # validate (and keep best.pt) every N epochs and after the last
     description: str = ""
 
     def data_path(self) -> Path:

@@ -256,27 +256,30 @@ class Trainer:
         while self.progress() < 1.0:
             losses = self.train_epoch()
             self.state["epoch"] += 1
-            start = time.monotonic()
-            val = validate(self.ema.model, self.val_ds, self.recipe, len(self.labels))
-            self.state["elapsed"] += time.monotonic() - start
-            record = {
-                "epoch": self.state["epoch"],
-                "step": self.state["step"],
-                "elapsed_s": round(self.state["elapsed"], 1),
-                **losses,
-                "val_map": val["map"],
-                "val_ap": val["ap"],
-            }
-            self.state["history"].append(record)
-            print(json.dumps(record), flush=True)
-            if val["map"] > self.state["best"]:
-                self.state["best"] = val["map"]
-                save_checkpoint(self.out / "best.pt", self.checkpoint(ema_only=True))
+            due = self.state["epoch"] % max(1, self.recipe.val_every) == 0
+            if due or self.progress() >= 1.0:
+                self._validate(losses)
             save_checkpoint(self.out / "last.pt", self.checkpoint())
-            (self.out / "log.json").write_text(
-                json.dumps(
-                    {"recipe": self.recipe.to_dict(), "history": self.state["history"]}, indent=1
-                )
-            )
-            plot_curves(self.state["history"], self.out / "curve.png")
         return self.state
+
+    def _validate(self, losses: dict) -> None:
+        """Validate the EMA model; record the epoch, keep best.pt, write the log and curves."""
+        start = time.monotonic()
+        val = validate(self.ema.model, self.val_ds, self.recipe, len(self.labels))
+        self.state["elapsed"] += time.monotonic() - start
+        record = {
+            "epoch": self.state["epoch"],
+            "step": self.state["step"],
+            "elapsed_s": round(self.state["elapsed"], 1),
+            **losses,
+            "val_map": val["map"],
+            "val_ap": val["ap"],
+        }
+        self.state["history"].append(record)
+        print(json.dumps(record), flush=True)
+        if val["map"] > self.state["best"]:
+            self.state["best"] = val["map"]
+            save_checkpoint(self.out / "best.pt", self.checkpoint(ema_only=True))
+        log = {"recipe": self.recipe.to_dict(), "history": self.state["history"]}
+        (self.out / "log.json").write_text(json.dumps(log, indent=1))
+        plot_curves(self.state["history"], self.out / "curve.png")
