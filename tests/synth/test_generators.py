@@ -73,6 +73,35 @@ def test_alpha_paste_label_is_exactly_the_changed_pixels() -> None:
     assert (image[placed.mask] == 220).all()
 
 
+def test_box_cut_instance_keeps_its_annotated_box_size() -> None:
+    """An instance cut from a loose annotated box (DeepPCB draws ~30 px around a few-pixel
+    defect) is labelled with that box size (after scale and rotation) centred on the pasted
+    pixels, so synthetic boxes follow the dataset's convention; the mask stays exact."""
+    from vision.synth.copy_paste import annotated_box, from_box
+
+    source = np.full((60, 60, 1), 255, np.uint8)
+    source[27:33, 28:32] = 0  # a 4x6 defect inside a 30x30 annotation
+    inst = from_box(source, (15, 15, 45, 45), "spur", "src/b.png", 0, "otsu")
+    assert inst.box_size == (30.0, 30.0)
+    image = np.full((200, 200, 1), 255, np.uint8)
+    cfg = _fixed(binary=True, boxes=True)
+    placed = paste_instance(
+        image, np.zeros((200, 200), bool), None, inst, cfg, np.random.default_rng(0)
+    )
+    assert placed is not None
+    x1, y1, x2, y2 = placed.box
+    tx1, ty1, tx2, ty2 = tight_box(placed.mask)
+    assert x1 <= tx1 and y1 <= ty1 and x2 >= tx2 and y2 >= ty2, "the box holds the pasted pixels"
+    assert abs((x2 - x1) - 30) <= 1 and abs((y2 - y1) - 30) <= 1
+    assert abs((x1 + x2) - (tx1 + tx2)) <= 1 and abs((y1 + y2) - (ty1 + ty2)) <= 1
+    turned = annotated_box(placed.mask, (40.0, 10.0), {"scale": 0.5, "angle": 90.0})
+    assert abs((turned[2] - turned[0]) - max(5, tx2 - tx1)) <= 1  # 40 x 0.5, turned: 5 wide
+    assert turned[3] - turned[1] == 20
+    edge = np.zeros((50, 50), bool)
+    edge[0:4, 0:4] = True
+    assert annotated_box(edge, (30.0, 30.0), {"scale": 1.0, "angle": 0.0}) == (0, 0, 17, 17)
+
+
 @pytest.mark.parametrize("blend", ["alpha", "poisson"])
 def test_jittered_paste_changes_only_its_footprint(blend: str) -> None:
     rng = np.random.default_rng(1)

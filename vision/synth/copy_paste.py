@@ -1,7 +1,8 @@
 """Copy-paste: cut real instances (by mask, or by box + foreground estimate) and paste them.
 
-Labels are exact: an instance's label is the pasted alpha > 0.5 region in the output image
-(its box is that region's tight bounding box). Pixels change only inside the instance's guard
+Labels are exact: an instance's label is the pasted alpha > 0.5 region in the output image. Its
+box is that region's tight bounding box, or, for an instance cut from an annotated box, that box
+around it as the dataset draws it (`annotated_box`). Pixels change only inside the instance's guard
 band (alpha > 0 for alpha blending, the label dilated by `guard` pixels for Poisson blending),
 and the guard band never touches an existing instance (for boxes: nor their rectangles).
 """
@@ -29,11 +30,13 @@ class Instance:
     source: str
     index: int
     stats: dict = field(default_factory=dict)
+    box_size: tuple[float, float] | None = None  # its annotated box (w, h), when cut from one
 
 
 @dataclass
 class Placed:
-    """An instance in a synthetic image: exact HxW label mask, its tight box, how it was made."""
+    """An instance in a synthetic image: exact HxW label mask, its label box (`annotated_box`),
+    how it was made."""
 
     class_name: str
     mask: np.ndarray
@@ -159,7 +162,8 @@ def from_box(
     """An instance cut from a labelled box with a foreground estimate (see `box_foreground`)."""
     fg = box_foreground(image, box, method, template)
     patch, alpha = _crop(image, fg, tight_box(fg), 8)
-    return Instance(class_name, patch, alpha, source, index, instance_stats(image, fg))
+    size = (float(box[2] - box[0]), float(box[3] - box[1]))
+    return Instance(class_name, patch, alpha, source, index, instance_stats(image, fg), size)
 
 
 def transform(
@@ -384,11 +388,33 @@ def paste_instance(
     mask = np.zeros(occupied.shape, bool)
     mask[y : y + h, x : x + w] = label
     occupied[y : y + h, x : x + w] |= block
+    box = annotated_box(mask, inst.box_size, params)
+    if cfg.boxes:
+        occupied[box[1] : box[3], box[0] : box[2]] = True
     params.update(blend=cfg.blend, x=x, y=y)
     return Placed(
-        inst.class_name,
-        mask,
-        tight_box(mask),
-        params,
-        [{"path": inst.source, "instance": inst.index}],
+        inst.class_name, mask, box, params, [{"path": inst.source, "instance": inst.index}]
+    )
+
+
+def annotated_box(mask: np.ndarray, box_size: tuple[float, float] | None, params: dict) -> Box:
+    """The pasted instance's label box in its dataset's convention: the mask's tight box, grown
+    about its centre to the source's annotated box size after the paste's scale, stretch and
+    rotation (DeepPCB boxes are about 30 px around a few-pixel defect), clipped to the image.
+    Instances cut from masks (no annotated box) keep the tight box."""
+    x1, y1, x2, y2 = tight_box(mask)
+    if box_size is None:
+        return x1, y1, x2, y2
+    root = np.sqrt(params.get("stretch", 1.0))
+    w, h = box_size[0] * params["scale"] * root, box_size[1] * params["scale"] / root
+    t = np.deg2rad(params["angle"])
+    w, h = abs(w * np.cos(t)) + abs(h * np.sin(t)), abs(w * np.sin(t)) + abs(h * np.cos(t))
+    w, h = max(w, x2 - x1), max(h, y2 - y1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    rows, cols = mask.shape
+    return (
+        max(int(round(cx - w / 2)), 0),
+        max(int(round(cy - h / 2)), 0),
+        min(int(round(cx + w / 2)), cols),
+        min(int(round(cy + h / 2)), rows),
     )
