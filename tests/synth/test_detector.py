@@ -16,10 +16,12 @@ from vision.synth.detect_cli import source_leaks, synth_detect
 from vision.synth.detector import (
     Detector,
     Item,
+    box_cells,
     canonical,
     folder_items,
     sample_crop,
     tile_real_items,
+    window_clear_of,
 )
 from vision.synth.provenance import Provenance, write_image
 
@@ -134,3 +136,28 @@ def test_tile_real_items_split_by_file_with_defect_boxes() -> None:
     assert all(not it.synthetic for it in train_items + test_items)
     defects = [it for it in test_items if it.group != "Free"]
     assert defects and all(it.boxes for it in defects)
+
+
+def test_box_cells_mark_the_logit_cells_over_the_box() -> None:
+    """Cell (i, j) is centred on crop pixel (32i, 32j); a crop at (100, 200) sees the image box
+    x 240..250, y 170..180 at x 40..50, y 70..80: columns 1-2, rows 2-3."""
+    cells = box_cells([(240, 170, 250, 180)], top=100, left=200, size=128)
+    expected = np.zeros((4, 4), bool)
+    expected[2:4, 1:3] = True
+    np.testing.assert_array_equal(cells, expected)
+    far = box_cells([(900, 900, 910, 910)], top=0, left=0, size=128)
+    assert far.sum() == 1 and far[3, 3]  # out of reach: the nearest cell stands in
+
+
+def test_background_windows_stay_clear_of_the_paste() -> None:
+    rng = np.random.default_rng(0)
+    box = (100, 60, 140, 90)
+    for _ in range(50):
+        top, left = window_clear_of((200, 300), [box], 64, rng)
+        assert (
+            left + 64 + 8 <= box[0]
+            or left - 8 >= box[2]
+            or top + 64 + 8 <= box[1]
+            or (top - 8 >= box[3])
+        )
+    assert window_clear_of((64, 64), [(0, 0, 64, 64)], 64, rng) is None

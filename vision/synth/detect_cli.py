@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vision.synth.detector import CANON_QUALITY, Detector, Item, folder_items, tile_real_items
+from vision.synth.detector_train import TrainConfig
 from vision.synth.provenance import read_provenance
 
 
@@ -31,9 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--real-test", nargs="*", default=[], help="real held-out image dirs")
     t.add_argument("--real-val", nargs="*", default=[], help="real threshold-setting dirs")
     t.add_argument("--out", required=True)
-    t.add_argument("--steps", type=int, default=800)
-    t.add_argument("--batch", type=int, default=48)
-    t.add_argument("--crop", type=int, default=96)
+    t.add_argument("--steps", type=int, default=TrainConfig.steps)
+    t.add_argument("--batch", type=int, default=TrainConfig.batch)
+    t.add_argument("--crop", type=int, default=TrainConfig.crop)
+    t.add_argument("--width", type=int, default=TrainConfig.width)
+    t.add_argument("--mine", type=int, default=TrainConfig.mine, help="hard-negative candidates")
+    t.add_argument("--background", type=float, default=TrainConfig.background)
+    t.add_argument("--no-augment", action="store_true", help="no top-bottom flip, gain, offset")
+    t.add_argument("--no-context", action="store_true", help="63 px receptive field, no context")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--threshold", type=float, default=0.5, help="used without --val-synthetic")
@@ -75,7 +81,7 @@ def train_command(a: argparse.Namespace) -> int:
     import torch
 
     from vision.synth.detector_report import calibrate, metrics, score, write_report
-    from vision.synth.detector_train import TrainConfig, export_onnx, set_metadata, train
+    from vision.synth.detector_train import export_onnx, set_metadata, train
 
     real_train, real_test, real_val = _real(a)
     synth_train = [it for it in _synthetic(a.synthetic) if it.group not in set(a.holdout)]
@@ -84,7 +90,18 @@ def train_command(a: argparse.Namespace) -> int:
     overlap = {it.path.resolve() for it in train_items} & {it.path.resolve() for it in test_items}
     if overlap:
         raise SystemExit(f"{len(overlap)} image(s) both in training and test, e.g. {overlap.pop()}")
-    cfg = TrainConfig(a.steps, a.batch, a.crop, seed=a.seed, threads=a.threads)
+    cfg = TrainConfig(
+        a.steps,
+        a.batch,
+        a.crop,
+        seed=a.seed,
+        threads=a.threads,
+        background=a.background,
+        context=not a.no_context,
+        width=a.width,
+        mine=a.mine,
+        augment=not a.no_augment,
+    )
     model, summary = train(train_items, cfg, log=lambda m: print(m, flush=True))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ CANON_QUALITY = 90
 WRITER_QUALITY = 95
 MEAN, STD = 0.5, 0.25
 MIN_SIDE = 64
+STRIDE = 32  # logit map cells (five stride-2 stages)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 Box = tuple[int, int, int, int]
 
@@ -121,26 +122,81 @@ def tile_real_items(root: Path, split: str) -> list[Item]:
     return items
 
 
+def pad_to(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad bottom and right so both sides are at least `size` (coordinates unchanged)."""
+    pad_y, pad_x = max(size - pixels.shape[0], 0), max(size - pixels.shape[1], 0)
+    if not (pad_y or pad_x):
+        return pixels
+    return cv2.copyMakeBorder(pixels, 0, pad_y, 0, pad_x, cv2.BORDER_REFLECT_101)
+
+
+def crop_window(
+    shape: tuple[int, int], boxes: list[Box], size: int, rng: np.random.Generator
+) -> tuple[int, int]:
+    """(top, left) of a size x size window inside `shape`: around a random point of a random box
+    (jittered by size/4), or, when there are no boxes, anywhere with each side flush with an
+    image edge a third of the time (edges are where a whole-image scan raises false alarms)."""
+    h, w = shape
+    if not boxes:
+        return _edge_biased(h - size, rng), _edge_biased(w - size, rng)
+    x1, y1, x2, y2 = boxes[int(rng.integers(len(boxes)))]
+    jitter = rng.integers(-(size // 4), size // 4 + 1, 2)
+    cx = int(rng.integers(x1, max(x2, x1 + 1))) + int(jitter[0])
+    cy = int(rng.integers(y1, max(y2, y1 + 1))) + int(jitter[1])
+    return int(np.clip(cy - size // 2, 0, h - size)), int(np.clip(cx - size // 2, 0, w - size))
+
+
+def _edge_biased(span: int, rng: np.random.Generator) -> int:
+    """An offset in 0..span: 0 or span a sixth of the time each, uniform otherwise."""
+    u = rng.random()
+    return 0 if u < 1 / 6 else span if u < 1 / 3 else int(rng.integers(0, span + 1))
+
+
+def window_clear_of(
+    shape: tuple[int, int], boxes: list[Box], size: int, rng: np.random.Generator, margin: int = 8
+) -> tuple[int, int] | None:
+    """(top, left) of a window that stays `margin` px clear of every box (None after 20 tries):
+    the untouched real background of a synthetic image."""
+    for _ in range(20):
+        top, left = crop_window(shape, [], size, rng)
+        if all(
+            x2 + margin <= left
+            or x1 - margin >= left + size
+            or y2 + margin <= top
+            or y1 - margin >= top + size
+            for x1, y1, x2, y2 in boxes
+        ):
+            return top, left
+    return None
+
+
 def sample_crop(
     pixels: np.ndarray, boxes: list[Box], size: int, rng: np.random.Generator
 ) -> np.ndarray:
     """A size x size crop at native resolution: around a random point of a random box (jittered
     by size/4), or anywhere when there are no boxes; reflect-padded if the image is smaller."""
-    h, w = pixels.shape
-    pad_y, pad_x = max(size - h, 0), max(size - w, 0)
-    if pad_y or pad_x:
-        pixels = cv2.copyMakeBorder(pixels, 0, pad_y, 0, pad_x, cv2.BORDER_REFLECT_101)
-        h, w = pixels.shape
-    if boxes:
-        x1, y1, x2, y2 = boxes[int(rng.integers(len(boxes)))]
-        jitter = rng.integers(-(size // 4), size // 4 + 1, 2)
-        cx = int(rng.integers(x1, max(x2, x1 + 1))) + int(jitter[0])
-        cy = int(rng.integers(y1, max(y2, y1 + 1))) + int(jitter[1])
-        top = int(np.clip(cy - size // 2, 0, h - size))
-        left = int(np.clip(cx - size // 2, 0, w - size))
-    else:
-        top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    pixels = pad_to(pixels, size)
+    top, left = crop_window(pixels.shape, boxes, size, rng)
     return pixels[top : top + size, left : left + size]
+
+
+def box_cells(boxes: list[Box], top: int, left: int, size: int) -> np.ndarray:
+    """Which cells of a crop's logit map cover a box: a cell (i, j) is centred on crop pixel
+    (STRIDE*i, STRIDE*j) and counts when that centre is within STRIDE/2 of a box (the nearest
+    cell when none is). Boxes are in image coordinates; the crop starts at (top, left)."""
+    n = -(-size // STRIDE)
+    centres = np.arange(n) * STRIDE
+    cells = np.zeros((n, n), bool)
+    dist = np.full((n, n), np.inf)
+    for x1, y1, x2, y2 in boxes:
+        dx = np.maximum(np.maximum(x1 - left - centres, centres - (x2 - left)), 0)
+        dy = np.maximum(np.maximum(y1 - top - centres, centres - (y2 - top)), 0)
+        d = np.maximum(dy[:, None], dx[None, :])
+        cells |= d <= STRIDE // 2
+        dist = np.minimum(dist, d)
+    if not cells.any() and boxes:
+        cells.flat[int(np.argmin(dist))] = True
+    return cells
 
 
 class Detector:
