@@ -10,7 +10,7 @@ synthetic (generators equally often).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -237,14 +237,7 @@ def train(items: list[Item], cfg: TrainConfig, log=print):
         if (step + 1) % max(cfg.steps // 10, 1) == 0:
             log(f"step {step + 1}/{cfg.steps}  loss {np.mean(running[-50:]):.3f}")
     summary = {
-        "steps": cfg.steps,
-        "batch": cfg.batch,
-        "crop": cfg.crop,
-        "context": cfg.context,
-        "width": cfg.width,
-        "augment": cfg.augment,
-        "mine": cfg.mine,
-        "background": cfg.background,
+        **asdict(cfg),
         "seconds": round(time.perf_counter() - started, 1),
         "final_loss": round(float(np.mean(running[-50:])), 4),
         "real_images": len(sampler.real),
