@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,10 @@ from PIL import Image
 from vision.paths import datasets_root
 from vision.synth.detect_cli import source_leaks, synth_detect
 from vision.synth.detector import (
+    STRIDE,
     Detector,
     Item,
+    aligned_views,
     box_cells,
     canonical,
     folder_items,
@@ -87,6 +90,28 @@ def test_identical_pixels_stay_near_chance(tmp_path) -> None:
     assert 0.25 <= gen["auc"] <= 0.75, gen
 
 
+def test_evaluate_rescores_a_saved_detector_exactly_as_train_did(tmp_path) -> None:
+    """`train` then `evaluate` on its detector.pt: same threshold, same per-generator figures."""
+    sets = []
+    for name, n, seed, flags in [
+        ("train", 24, 1, ("--real-train", "--synthetic")),
+        ("val", 10, 3, ("--real-val", "--val-synthetic")),
+        ("test", 16, 2, ("--real-test", "--test-synthetic")),
+    ]:
+        _write_set(tmp_path / name, n, seed, artifact=True)
+        sets += [flags[0], str(tmp_path / name / "real"), flags[1], str(tmp_path / name / "synth")]
+    trained, again = tmp_path / "trained", tmp_path / "again"
+    fit = ["--steps", "30", "--batch", "8", "--crop", "64", "--out", str(trained)]
+    assert synth_detect(["train", *sets, *fit]) == 0
+    rescore = ["--detector", str(trained / "detector.pt"), "--out", str(again)]
+    assert synth_detect(["evaluate", *sets, *rescore]) == 0
+    first, second = (json.loads((d / "report.json").read_text()) for d in (trained, again))
+    assert second["threshold"] == first["threshold"] != 0.5  # set on the validation images
+    assert second["generators"] == first["generators"]
+    assert second["training"]["steps"] == 30
+    assert second["source_leaks"] == first["source_leaks"]
+
+
 def test_check_command_prints_probabilities(learned, tmp_path, capsys) -> None:
     image = tmp_path / "incoming.jpg"
     Image.fromarray(_texture(np.random.default_rng(9))).save(image, quality=90)
@@ -147,6 +172,25 @@ def test_box_cells_mark_the_logit_cells_over_the_box() -> None:
     np.testing.assert_array_equal(cells, expected)
     far = box_cells([(900, 900, 910, 910)], top=0, left=0, size=128)
     assert far.sum() == 1 and far[3, 3]  # out of reach: the nearest cell stands in
+
+
+def test_aligned_views_cover_the_image_with_edges_on_cell_boundaries() -> None:
+    """Check-time views: sides are whole cells (as in training), together they cover every
+    pixel, and each is an unaltered window of the image."""
+    pixels = np.arange(103 * 250).reshape(103, 250)
+    views = aligned_views(pixels)
+    assert len(views) == 4
+    np.testing.assert_array_equal(views[0], pixels[:96, :224])
+    np.testing.assert_array_equal(views[3], pixels[7:, 26:])
+    covered = np.zeros(pixels.shape, bool)
+    for view in views:
+        assert view.shape == (96, 224)
+        covered |= np.isin(pixels, view)
+    assert covered.all()
+    whole = np.zeros((64, 128), np.uint8)
+    assert len(aligned_views(whole)) == 1 and aligned_views(whole)[0].shape == (64, 128)
+    tiny = aligned_views(np.zeros((20, 70), np.uint8))
+    assert all(v.shape[0] % STRIDE == 0 and v.shape[1] % STRIDE == 0 for v in tiny)
 
 
 def test_background_windows_stay_clear_of_the_paste() -> None:

@@ -246,8 +246,29 @@ def train(items: list[Item], cfg: TrainConfig, log=print):
     return model.eval(), summary
 
 
-def export_onnx(model, path: Path, metadata: dict[str, object]) -> Path:
-    """ONNX (opset 17, dynamic batch/height/width) with `metadata` as model properties."""
+def flip_averaged(model, vertical: bool = True):
+    """The exported scorer: the image logit (max over cells) averaged over the image and its
+    mirror images (left-right, and with `vertical` also top-bottom and both: the flips training
+    used), so a single spurious cell counts for less than a paste every view agrees on."""
+    from torch import nn
+
+    flips = [(), (3,)] + ([(2,), (2, 3)] if vertical else [])
+
+    class FlipAveraged(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = model.body
+
+        def forward(self, x):
+            logits = [self.body(x.flip(d) if d else x).amax(dim=(2, 3)) for d in flips]
+            return sum(logits) / len(logits)
+
+    return FlipAveraged().eval()
+
+
+def export_onnx(model, path: Path, metadata: dict[str, object], vertical: bool = True) -> Path:
+    """ONNX (opset 17, dynamic batch/height/width) of `flip_averaged(model, vertical)`, with
+    `metadata` as model properties."""
     import warnings
 
     import onnx
@@ -260,7 +281,7 @@ def export_onnx(model, path: Path, metadata: dict[str, object]) -> Path:
     with warnings.catch_warnings():  # the TorchScript exporter: dynamic H and W, no onnxscript
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model.eval(),
+            flip_averaged(model.eval(), vertical),
             (example,),
             str(path),
             input_names=["image"],
