@@ -17,7 +17,7 @@ DOMAIN_COMMANDS = {
     "export": "export a checkpoint to ONNX, parity-gated, into the repository (train extra)",
     "eval": "evaluate a repository model through the server's ONNX path (train extra)",
     "synth": "write synthetic rare-class images with exact labels, provenance (train extra)",
-    "synth-detect": "real-vs-synthetic detector: train or evaluate (train extra), check images (ONNX)",
+    "synth-detect": "real-vs-synthetic detector: train, evaluate (train extra); check (ONNX)",
     "synth-eval": "paired experiment: train without/with synthetic images, score real tests",
     "explain": "write Grad-CAM overlay PNGs for an image (in-process, torch-free)",
     "explain-export": "add a Grad-CAM explain graph to a repository model (train extra)",
