@@ -205,3 +205,12 @@ def test_background_windows_stay_clear_of_the_paste() -> None:
             or (top - 8 >= box[3])
         )
     assert window_clear_of((64, 64), [(0, 0, 64, 64)], 64, rng) is None
+
+
+def test_check_cost_bench_prints_its_ratio(learned, capsys) -> None:
+    from bench.synth_detect import main
+
+    images = learned[1].parent / "test"
+    assert main(["--detector", str(learned[1]), "--images", str(images), "--limit", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "6 images" in out and "check / whole image:" in out
