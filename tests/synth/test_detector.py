@@ -30,7 +30,14 @@ from vision.synth.provenance import Provenance, write_image
 
 torch = pytest.importorskip("torch")
 from vision.synth.detector_report import metrics, score  # noqa: E402
-from vision.synth.detector_train import TrainConfig, export_onnx, train  # noqa: E402
+from vision.synth.detector_train import (  # noqa: E402
+    TrainConfig,
+    build_model,
+    check_parity,
+    export_onnx,
+    flip_averaged,
+    train,
+)
 
 TILES = datasets_root() / "magnetic-tile"
 SIZE = 80
@@ -214,3 +221,12 @@ def test_check_cost_bench_prints_its_ratio(learned, capsys) -> None:
     assert main(["--detector", str(learned[1]), "--images", str(images), "--limit", "6"]) == 0
     out = capsys.readouterr().out
     assert "6 images" in out and "check / whole image:" in out
+
+
+def test_export_is_checked_against_torch(tmp_path) -> None:
+    """The exported graph matches its torch scorer, and the check notices a different one."""
+    model = build_model(width=8).eval()
+    path = export_onnx(model, tmp_path / "d.onnx", {"threshold": 0.5}, vertical=True)
+    assert check_parity(flip_averaged(model, vertical=True), path) < 1e-3
+    with pytest.raises(RuntimeError, match="differs from torch"):
+        check_parity(flip_averaged(model, vertical=False), path, atol=1e-6)

@@ -276,12 +276,13 @@ def export_onnx(model, path: Path, metadata: dict[str, object], vertical: bool =
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    scorer = flip_averaged(model.eval(), vertical)
     example = torch.zeros(1, 2, 128, 160)
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "logit": {0: "batch"}}
     with warnings.catch_warnings():  # the TorchScript exporter: dynamic H and W, no onnxscript
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            flip_averaged(model.eval(), vertical),
+            scorer,
             (example,),
             str(path),
             input_names=["image"],
@@ -291,7 +292,26 @@ def export_onnx(model, path: Path, metadata: dict[str, object], vertical: bool =
             dynamo=False,
         )
     onnx.checker.check_model(str(path))
+    check_parity(scorer, path)
     return set_metadata(path, metadata)
+
+
+def check_parity(scorer, path: Path, atol: float = 1e-3) -> float:
+    """The ONNX file and the torch scorer on one random batch of another size than the export
+    example (dynamic axes); raises if they differ by more than `atol`, returns the difference."""
+    import onnxruntime as ort
+    import torch
+
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 2, 96, 224)).astype(np.float32))
+    with torch.no_grad():
+        expected = scorer(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": x.numpy()})[0]
+    diff = float(np.max(np.abs(got - expected)))
+    if got.shape != expected.shape or diff > atol:
+        shapes = f"{got.shape} vs {expected.shape}"
+        raise RuntimeError(f"ONNX export differs from torch: {shapes}, max |diff| {diff:.2e}")
+    return diff
 
 
 def set_metadata(path: Path, metadata: dict[str, object]) -> Path:
