@@ -149,7 +149,8 @@ def evaluate_command(a: argparse.Namespace) -> int:
     images = _image_sets(a)
     images.seen = checkpoint.get("generators", images.seen)
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    return _export_and_evaluate(model.eval(), cfg, checkpoint.get("summary", {}), images, a)
+    summary = {**asdict(cfg), **checkpoint.get("summary", {})}  # older files: config only
+    return _export_and_evaluate(model.eval(), cfg, summary, images, a)
 
 
 def _export_and_evaluate(
