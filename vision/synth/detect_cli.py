@@ -142,7 +142,7 @@ def evaluate_command(a: argparse.Namespace) -> int:
     from vision.synth.detector_train import build_model
 
     path = Path(a.detector)
-    checkpoint = torch.load(path / "detector.pt" if path.is_dir() else path, weights_only=False)
+    checkpoint = torch.load(path / "detector.pt" if path.is_dir() else path, weights_only=True)
     cfg = TrainConfig(**checkpoint["config"])
     model = build_model(cfg.width, cfg.context)
     model.load_state_dict(checkpoint["state_dict"])
