@@ -22,8 +22,7 @@ from vision.synth.detector import Detector, canonical, folder_items, load_grey
 
 def _whole_image(detector: Detector):
     def run(pixels: np.ndarray) -> float:
-        x = canonical(pixels, detector.quality)[None]
-        return float(detector.session.run(None, {detector.input_name: x})[0].max())
+        return detector.max_logit(canonical(pixels, detector.quality)[None])
 
     return run
 

@@ -148,7 +148,6 @@ def evaluate_command(a: argparse.Namespace) -> int:
     model.load_state_dict(checkpoint["state_dict"])
     images = _image_sets(a)
     images.seen = checkpoint.get("generators", images.seen)
-    Path(a.out).mkdir(parents=True, exist_ok=True)
     summary = {**asdict(cfg), **checkpoint.get("summary", {})}  # older files: config only
     return _export_and_evaluate(model.eval(), cfg, summary, images, a)
 

@@ -231,8 +231,11 @@ class Detector:
         """P(synthetic) of one HxW uint8 grey image: the max cell logit over its stride-aligned
         views (see `aligned_views`), scored as one batch."""
         x = np.stack([canonical(view, self.quality) for view in aligned_views(pixels)])
-        logit = float(self.session.run(None, {self.input_name: x})[0].max())
-        return float(1.0 / (1.0 + np.exp(-logit)))
+        return float(1.0 / (1.0 + np.exp(-self.max_logit(x))))
+
+    def max_logit(self, inputs: np.ndarray) -> float:
+        """The highest logit of a batch of canonical inputs (N, 2, H, W)."""
+        return float(self.session.run(None, {self.input_name: inputs})[0].max())
 
     def check(self, paths: list[Path]) -> list[tuple[Path, float]]:
         """(path, P(synthetic)) for each image file."""

@@ -1,10 +1,10 @@
 """Train the real-vs-synthetic detector (torch) and export it to ONNX.
 
 A small fully convolutional net maps a grey image to a map of cell logits (one per 32 px); the
-image logit is their maximum, so a model trained on native-resolution crops scores whole images
-of any size at check time. Training is multiple instance: a synthetic crop is judged on the
-cells over its pasted box, a real crop on all of its cells. Batches are half real, half
-synthetic (generators equally often).
+image logit is their maximum, so a model trained on native-resolution crops scores images of
+any size at check time (through `detector.aligned_views`). Training is multiple instance: a
+synthetic crop is judged on the cells over its pasted box, a real crop on all of its cells.
+Batches are half real, half synthetic (generators equally often).
 """
 
 from __future__ import annotations
@@ -297,20 +297,14 @@ def export_onnx(model, path: Path, metadata: dict[str, object], vertical: bool =
 
 
 def check_parity(scorer, path: Path, atol: float = 1e-3) -> float:
-    """The ONNX file and the torch scorer on one random batch of another size than the export
-    example (dynamic axes); raises if they differ by more than `atol`, returns the difference."""
-    import onnxruntime as ort
-    import torch
+    """`vision.export.parity_check` on one random batch of another size than the export example
+    (dynamic axes); raises if ONNX and torch differ by more than `atol`, returns the difference."""
+    from vision.export import parity_check
 
-    x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 2, 96, 224)).astype(np.float32))
-    with torch.no_grad():
-        expected = scorer(x).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"image": x.numpy()})[0]
-    diff = float(np.max(np.abs(got - expected)))
-    if got.shape != expected.shape or diff > atol:
-        shapes = f"{got.shape} vs {expected.shape}"
-        raise RuntimeError(f"ONNX export differs from torch: {shapes}, max |diff| {diff:.2e}")
+    batch = np.random.default_rng(0).normal(size=(2, 2, 96, 224)).astype(np.float32)
+    diff = max(parity_check(scorer, path, [batch])["max_abs_diff"].values())
+    if diff > atol:
+        raise RuntimeError(f"ONNX export differs from torch: max |diff| {diff:.2e}")
     return diff
 
 
