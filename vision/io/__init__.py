@@ -6,6 +6,7 @@ from vision.io.image import (
     check_max_pixels,
     decode_image,
     image_from_raw,
+    read_image,
     sniff_format,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "decode_dicom",
     "decode_image",
     "image_from_raw",
+    "read_image",
     "sniff_format",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -203,6 +204,17 @@ def decode_image(data: bytes, max_pixels: int = 0, dicom_window: bool = True) ->
     pixels = _normalise_dtype(_to_hwc_rgb(_decode_with_cv2(fmt, data)))
     check_max_pixels(pixels.shape[1], pixels.shape[0], max_pixels)
     return Image(pixels=pixels, source_format=fmt)
+
+
+def read_image(path: str | Path, max_pixels: int = 0) -> np.ndarray:
+    """Read an image file exactly as the server decodes its bytes: `decode_image(...).pixels`.
+
+    The one decoder for training and serving: HxWx1 (grey) or HxWx3 (RGB order), uint8 or
+    uint16 kept as stored, DICOM float32 on 0..255. Meant for images only: label masks (GIF,
+    palette PNG) are labels, not images, and are read with PIL by the dataset readers
+    (the server refuses GIF, and OpenCV expands palette PNGs to colour).
+    """
+    return decode_image(Path(path).read_bytes(), max_pixels=max_pixels).pixels
 
 
 def _check_raw_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
