@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # vision.io imports this module: no runtime import back
+    from vision.io.dicom_header import DicomHeader
 
 
 @dataclass
@@ -12,12 +16,15 @@ class Image:
     """A decoded image: `pixels` is HxWxC (C = 1 or 3, RGB order), uint8, uint16 or float32.
 
     For DICOM input, rescale and VOI window are already applied, MONOCHROME1 already inverted;
-    `pixel_spacing_mm` is (row spacing, column spacing) from PixelSpacing when the file has it.
+    `pixel_spacing_mm` is (row spacing, column spacing) from PixelSpacing when the file has it;
+    `dicom` is the DICOM header (UIDs, patient/study attributes, geometry), None for other
+    formats. Its repr hides every identifier, so the Image's repr may be logged.
     """
 
     pixels: np.ndarray
     source_format: str = "raw"  # png | jpeg | tiff | bmp | dicom | raw
     pixel_spacing_mm: tuple[float, float] | None = None
+    dicom: DicomHeader | None = None
 
     @property
     def height(self) -> int:

@@ -1,4 +1,4 @@
-"""Single-frame DICOM decoding: modality LUT, VOI window, MONOCHROME1 inversion, spacing."""
+"""Single-frame DICOM decoding: modality LUT, VOI window, MONOCHROME1 inversion, header."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 from vision.errors import InvalidInputError, UnsupportedFormatError
-from vision.io.image import check_max_pixels
+from vision.io.dicom_header import read_header
+from vision.io.limits import check_max_pixels
 from vision.types import Image
 
 log = logging.getLogger(__name__)
@@ -148,15 +149,22 @@ def _spacing(ds: Dataset) -> tuple[float, float] | None:
 
 
 def decode_dicom(data: bytes, max_pixels: int = 0, window: bool = True) -> Image:
-    """Decode a single-frame DICOM file into an `Image`.
+    """Decode a single-frame DICOM Part 10 file into an `Image` (see `decode_dataset`)."""
+    if not data:
+        raise InvalidInputError("empty image")
+    return decode_dataset(_read(bytes(data)), max_pixels=max_pixels, window=window)
+
+
+def decode_dataset(ds: Dataset, max_pixels: int = 0, window: bool = True) -> Image:
+    """Decode a single-frame pydicom Dataset already in memory into an `Image`.
 
     Greyscale: modality LUT (rescale slope/intercept), then the VOI LUT or first window when
     `window` and present (else min-max), MONOCHROME1 inverted; float32 HxWx1 on 0..255.
-    Colour: RGB uint8 HxWx3. `pixel_spacing_mm` from PixelSpacing or ImagerPixelSpacing.
+    Colour: RGB uint8 HxWx3. `pixel_spacing_mm` from PixelSpacing or ImagerPixelSpacing;
+    `dicom` holds the header (`DicomHeader`: UIDs, patient/study attributes, geometry).
+    Compressed pixel data needs `ds.file_meta.TransferSyntaxUID` (a received dataset has it
+    from its presentation context).
     """
-    if not data:
-        raise InvalidInputError("empty image")
-    ds = _read(bytes(data))
     _check_dataset(ds, max_pixels)
     raw = _pixel_array(ds)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
@@ -168,4 +176,6 @@ def decode_dicom(data: bytes, max_pixels: int = 0, window: bool = True) -> Image
         pixels = _grey(ds, raw, window)
     else:
         pixels = _colour(ds, raw)
-    return Image(pixels=pixels, source_format="dicom", pixel_spacing_mm=_spacing(ds))
+    return Image(
+        pixels=pixels, source_format="dicom", pixel_spacing_mm=_spacing(ds), dicom=read_header(ds)
+    )

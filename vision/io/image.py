@@ -8,53 +8,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vision.errors import ImageTooLargeError, InvalidInputError, UnsupportedFormatError
+from vision.errors import InvalidInputError
+from vision.io.dicom import decode_dicom
+from vision.io.limits import check_max_pixels
+from vision.io.sniff import SUPPORTED_FORMATS, sniff_format, unsupported_error
 from vision.types import Image
 
-SUPPORTED_FORMATS = ("png", "jpeg", "tiff", "bmp", "dicom")
-_SUPPORTED_TEXT = "PNG, JPEG, TIFF (8/16-bit), BMP, DICOM (Part 10 file with the DICM prefix)"
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "check_max_pixels",
+    "decode_image",
+    "image_from_raw",
+    "read_image",
+    "sniff_format",
+]
+
 _RAW_DTYPES = ("uint8", "uint16", "float32")
-_KNOWN_UNSUPPORTED = {
-    b"GIF87a": "GIF",
-    b"GIF89a": "GIF",
-    b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
-    b"\xffO\xffQ": "JPEG 2000 codestream",
-    b"%PDF": "PDF",
-}
-
-
-def check_max_pixels(width: int, height: int, max_pixels: int) -> None:
-    """Raise ImageTooLargeError when width*height exceeds `max_pixels` (0 = no limit)."""
-    pixels = int(width) * int(height)
-    if max_pixels > 0 and pixels > max_pixels:
-        raise ImageTooLargeError(
-            f"image is {width}x{height} = {pixels} pixels; the limit is {max_pixels}"
-        )
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The format name out of SUPPORTED_FORMATS that the magic bytes announce, else None."""
-    head = bytes(data[:8])
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if len(data) >= 132 and bytes(data[128:132]) == b"DICM":
-        return "dicom"
-    if head.startswith(b"BM") and len(data) >= 26:
-        return "bmp"
-    return None
-
-
-def _unsupported(data: bytes) -> UnsupportedFormatError:
-    head = bytes(data[:16])
-    name = next((v for k, v in _KNOWN_UNSUPPORTED.items() if head.startswith(k)), None)
-    if name is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        name = "WebP"
-    what = f"{name} images are not supported" if name else f"unrecognised image format {head[:8]!r}"
-    return UnsupportedFormatError(f"{what}; supported formats: {_SUPPORTED_TEXT}")
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
@@ -192,10 +161,8 @@ def decode_image(data: bytes, max_pixels: int = 0, dicom_window: bool = True) ->
     data = bytes(data)
     fmt = sniff_format(data)
     if fmt is None:
-        raise _unsupported(data)
+        raise unsupported_error(data)
     if fmt == "dicom":
-        from vision.io.dicom import decode_dicom
-
         return decode_dicom(data, max_pixels=max_pixels, window=dicom_window)
     size = _header_size(fmt, data)
     if size is not None:
