@@ -1,7 +1,11 @@
-"""The data plane: what the server does, with no wire format. Servicers translate to and from it.
+"""The data plane: what the server does, with no wire format. Transports translate to and from it.
 
-Decode, preprocess and postprocess run in a thread pool (numpy, OpenCV and ONNX Runtime release
-the GIL); inference goes through the model version's dynamic batcher.
+Predictions take an `Image` already decoded (the DICOM node hands frames it decoded itself) or an
+`ImageSource` to decode with the model's settings; they return domain results, which transports
+encode (`serving/encoding.py`). Decode, preprocess and postprocess run in a thread pool (numpy,
+OpenCV and ONNX Runtime release the GIL); inference goes through the model version's dynamic
+batcher. Explain orchestration lives in `serving/explaining.py`. Model listing, metadata, load,
+unload and statistics go through here too, so transports never read the repository.
 """
 
 from __future__ import annotations
@@ -9,24 +13,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
+from serving import explaining
 from serving.batcher import BatcherClosedError
+from serving.explaining import ExplainOptions
 from serving.metrics import Metrics
+from serving.model_info import (
+    ModelIndexEntry,
+    ModelMetadata,
+    ModelStatus,
+    ServerMetadata,
+    VisionModelInfo,
+    model_metadata,
+    model_status,
+    repository_index,
+    server_ready,
+    vision_model_info,
+)
 from serving.repository import ModelRepository, ModelVersion
-from serving.statistics import StatisticsBook
-from vision.errors import DeadlineExceededError, InvalidInputError
+from serving.statistics import StatisticsBook, VersionStatistics
+from vision.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotFoundError,
+    VisionError,
+)
 from vision.io import decode_image, image_from_raw
-from vision.masks import encode_png, encode_rle
 from vision.pipeline import Pipeline
-from vision.render import draw_overlay, encode_png_rgb, heatmap_overlay
 from vision.types import DetectionResult, Image, SegmentationResult
 from vision.xai.explainer import Explanation
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+__all__ = [
+    "DataPlane",
+    "ExplainOptions",
+    "ImageSource",
+    "InferResult",
+    "Prediction",
+    "PredictOptions",
+    "ServedResult",
+    "decode",
+]
 
 
 @dataclass(frozen=True)
@@ -39,21 +76,21 @@ class ImageSource:
     dtype: str = ""
 
 
-@dataclass(frozen=True)
-class ExplainOptions:
-    """Heat maps alongside a prediction (vision.v1 ExplainOptions)."""
-
-    class_ids: tuple[int, ...] = ()
-    overlay: bool = False
-    max_findings: int = 0  # 0: the model's explain.max_targets, which also caps it
+def decode(source: ImageSource, max_pixels: int, dicom_window: bool = True) -> Image:
+    """The `Image` in `source` (sniffed encoded bytes, or raw pixels); InvalidInputError if none."""
+    if source.encoded is not None:
+        return decode_image(source.encoded, max_pixels, dicom_window=dicom_window)
+    if source.raw is not None:
+        return image_from_raw(source.raw, source.shape, source.dtype, max_pixels)
+    raise InvalidInputError("the request has no image: set image.encoded or image.raw")
 
 
 @dataclass(frozen=True)
 class PredictOptions:
+    """Per-request overrides of the model's postprocessing, and heat maps when asked."""
+
     score_threshold: float | None = None
     iou_threshold: float | None = None
-    overlay: bool = False
-    mask_encoding: str = "png"  # png | rle
     explain: ExplainOptions | None = None  # None: no heat maps
 
 
@@ -66,15 +103,38 @@ class Prediction:
     image: Image
     result: DetectionResult | SegmentationResult
     timings: dict[str, float] = field(default_factory=dict)
-    overlay_png: bytes = b""
-    encoded_masks: list[bytes | list[int]] = field(default_factory=list)  # aligned with masks
     explanations: list[Explanation] = field(default_factory=list)
-    heat_overlays: list[bytes] = field(default_factory=list)  # aligned with explanations
     explain_method: str = ""
 
 
+@dataclass(frozen=True)
+class InferResult:
+    """Raw output tensors of a KServe inference, and the version that made them."""
+
+    model: str
+    version: str
+    outputs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ServedResult:
+    """What a result observer is told after each successful prediction or explanation.
+
+    `api` is detection / segmentation / explain; `origin` names the caller (vision.v1, dicom,
+    stream, ...). The prediction holds the decoded image, with its DICOM header when it had one.
+    """
+
+    api: str
+    origin: str
+    prediction: Prediction
+
+
+ResultObserver = Callable[[ServedResult], None]
+ImageInput = Image | ImageSource
+
+
 class DataPlane:
-    """Serves predictions from a ModelRepository."""
+    """Serves predictions, raw inference and model management from a ModelRepository."""
 
     def __init__(
         self,
@@ -83,43 +143,74 @@ class DataPlane:
         stats: StatisticsBook,
         executor: ThreadPoolExecutor,
         max_image_pixels: int,
+        on_result: ResultObserver | None = None,
     ) -> None:
-        self.repository = repository
+        self._repository = repository
         self.metrics = metrics
         self.stats = stats
         self._executor = executor
         self._max_pixels = max_image_pixels
+        self._observers: list[ResultObserver] = [on_result] if on_result else []
+
+    # --- results --------------------------------------------------------------------------
+
+    def add_result_observer(self, observer: ResultObserver) -> None:
+        """Call `observer` on the event loop after every successful predict / explain.
+
+        Observers must return quickly (hand heavy work to a queue of their own); one that
+        raises is logged and does not fail the request.
+        """
+        self._observers.append(observer)
+
+    def _notify(self, api: str, origin: str, prediction: Prediction) -> None:
+        served = ServedResult(api, origin, prediction)
+        for observer in self._observers:
+            try:
+                observer(served)
+            except Exception:  # noqa: BLE001 - an observer never fails a served request
+                log.exception("result observer %r failed", observer)
+
+    async def run_in_worker(self, function: Callable[..., T], *args: Any) -> T:
+        """Run blocking `function(*args)` in the data plane's worker threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    # --- predictions ----------------------------------------------------------------------
 
     async def predict(
         self,
         task: str,
         name: str,
         version: str,
-        source: ImageSource,
+        image: ImageInput,
         options: PredictOptions,
         deadline: float | None = None,
+        origin: str = "",
     ) -> Prediction:
-        """Decode, preprocess, batch, infer and postprocess one image with a `task` model.
+        """Preprocess, batch, infer and postprocess one image with a `task` model.
 
+        `image` is decoded already, or an `ImageSource` decoded here with the model's settings.
         With `options.explain`, also a heat map per finding (metrics api "explain").
         """
         model = self._resolve(task, name, version)
         if options.explain is not None:
-            _check_explain(model, options.explain)
-        with self._track(task if options.explain is None else "explain", model):
+            explaining.check_explain(model, options.explain)
+        api = task if options.explain is None else "explain"
+        with self._track(api, model):
             try:
-                return await self._predict(model, source, options, deadline)
+                prediction = await self._predict(model, image, options, deadline)
             except BatcherClosedError:
                 # The version was swapped out by a reload while this request was decoding.
                 fresh = self._resolve(task, name, version)
                 if fresh is model:
                     raise
                 if options.explain is not None:
-                    _check_explain(fresh, options.explain)
-                return await self._predict(fresh, source, options, deadline)
+                    explaining.check_explain(fresh, options.explain)
+                prediction = await self._predict(fresh, image, options, deadline)
+        self._notify(api, origin, prediction)
+        return prediction
 
     def _resolve(self, task: str, name: str, version: str) -> ModelVersion:
-        model = self.repository.get(name, version)
+        model = self._repository.get(name, version)
         if model.config.task != task:
             raise InvalidInputError(
                 f"model {name!r} is a {model.config.task} model; call "
@@ -128,136 +219,108 @@ class DataPlane:
         return model
 
     async def _predict(
-        self, model: ModelVersion, source: ImageSource, options: PredictOptions, deadline
+        self, model: ModelVersion, image: ImageInput, options: PredictOptions, deadline
     ) -> Prediction:
-        loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        image, tensor, meta, timings = await loop.run_in_executor(
-            self._executor, self._prepare, model, source
-        )
+        image, tensor, meta, timings = await self.run_in_worker(self._prepare, model, image)
         explain = options.explain
-        if explain is not None and model.explainer.yields_predictions(explain.class_ids):
-            # A segmenter whose explain graph reproduces the plain model's outputs bit for bit
-            # (checked at load, `Explainer.check_outputs`), with the classes to explain known
-            # up front: its one run gives the same masks as Segment without explain, and the
-            # heat maps, for about the price of the heat maps alone.
+        if explain is not None and explaining.one_run_gives_findings(model, explain):
             if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExceededError("the deadline passed before inference")
             t = time.perf_counter()
-            prediction = await loop.run_in_executor(
-                self._executor, _explained_segmentation, model, tensor, meta, image, options
+            done = await self.run_in_worker(
+                explaining.explain_segmentation_in_one_run, model, tensor, meta, explain
             )
             timings["explain_ms"] = _ms(t)  # inference and postprocessing included
+            prediction = Prediction("", "", image, done.result, explanations=done.explanations)
         else:
-            batch = await model.batcher.submit(
-                {model.config.input.name: tensor[np.newaxis]}, deadline
-            )
-            timings["queue_ms"] = batch.queue_s * 1000.0
-            timings["inference_ms"] = batch.compute_s * 1000.0
+            outputs = await self._batched(model, tensor, deadline, timings)
             t = time.perf_counter()
             pipeline = _pipeline_for(model, options)
-            outputs = {k: v[0] for k, v in batch.outputs.items()}
-            prediction = await loop.run_in_executor(
-                self._executor, _finish, pipeline, outputs, meta, image, options
-            )
+            result = await self.run_in_worker(pipeline.postprocess, outputs, meta)
             timings["postprocess_ms"] = _ms(t)
-        if explain is not None and not prediction.explain_method:
-            # The findings are the plain path's (batcher + postprocess, exactly as without
-            # explain); the explain graph, whose own outputs are discarded, adds the CAMs for
-            # them in one run. A detector's targets are its found boxes, so its graph cannot
-            # find them itself; its outputs could also differ from the plain model's (another
-            # graph, maybe another precision). A segmenter here explains only the classes found.
-            t = time.perf_counter()
-            await loop.run_in_executor(
-                self._executor, _add_explanations, model, prediction, tensor, meta, explain
-            )
-            timings["explain_ms"] = _ms(t)
+            prediction = Prediction("", "", image, result)
+            if explain is not None:
+                t = time.perf_counter()
+                prediction.explanations = await self.run_in_worker(
+                    explaining.explain_found, model, result, tensor, meta, explain
+                )
+                timings["explain_ms"] = _ms(t)
         if explain is not None:
             prediction.explain_method = model.config.explain.method
         timings["total_ms"] = _ms(start)
         return _stamped(prediction, model, timings)
 
+    async def _batched(self, model: ModelVersion, tensor, deadline, timings) -> dict:
+        """One row through the version's batcher; queue and compute times into `timings`."""
+        batch = await model.batcher.submit({model.config.input.name: tensor[np.newaxis]}, deadline)
+        timings["queue_ms"] = batch.queue_s * 1000.0
+        timings["inference_ms"] = batch.compute_s * 1000.0
+        return {k: v[0] for k, v in batch.outputs.items()}
+
     async def explain(
         self,
         name: str,
         version: str,
-        source: ImageSource,
+        image: ImageInput,
         class_ids: list[int],
         options: PredictOptions,
         deadline: float | None = None,
+        origin: str = "",
     ) -> Prediction:
         """Predict and explain: a Grad-CAM heat map per finding, from the explain graph."""
-        model = self.repository.get(name, version)
-        _check_explain(model, ExplainOptions(overlay=options.overlay))
+        model = self._repository.get(name, version)
+        explaining.check_explain(model, ExplainOptions())
         with self._track("explain", model):
-            return await self._explain(model, source, class_ids, options, deadline)
+            prediction = await self._explain(model, image, class_ids, options, deadline)
+        self._notify("explain", origin, prediction)
+        return prediction
 
     async def _explain(
-        self, model: ModelVersion, source, class_ids: list[int], options, deadline
+        self, model: ModelVersion, image: ImageInput, class_ids: list[int], options, deadline
     ) -> Prediction:
-        loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        image, tensor, meta, timings = await loop.run_in_executor(
-            self._executor, self._prepare, model, source
-        )
+        image, tensor, meta, timings = await self.run_in_worker(self._prepare, model, image)
         if model.config.task == "detection":
-            batch = await model.batcher.submit(
-                {model.config.input.name: tensor[np.newaxis]}, deadline
-            )
-            timings["queue_ms"] = batch.queue_s * 1000.0
-            timings["inference_ms"] = batch.compute_s * 1000.0
-            outputs = {k: v[0] for k, v in batch.outputs.items()}
+            outputs = await self._batched(model, tensor, deadline, timings)
             t = time.perf_counter()
-            prediction = await loop.run_in_executor(
-                self._executor,
-                _explain_detections,
+            done = await self.run_in_worker(
+                explaining.explain_detections,
                 model,
                 _pipeline_for(model, options),
                 outputs,
                 tensor,
                 meta,
-                image,
-                options,
             )
         else:
             t = time.perf_counter()
-            prediction = await loop.run_in_executor(
-                self._executor,
-                _explain_segmentation,
-                model,
-                tensor,
-                meta,
-                image,
-                class_ids,
-                options,
+            done = await self.run_in_worker(
+                explaining.explain_segmentation, model, tensor, meta, class_ids
             )
-        timings["explain_ms"] = _ms(t)  # graph run, postprocess, heat maps and overlays
+        timings["explain_ms"] = _ms(t)  # graph run, postprocess and heat maps
         timings["total_ms"] = _ms(start)
+        prediction = Prediction("", "", image, done.result, explanations=done.explanations)
         prediction.explain_method = model.config.explain.method
         return _stamped(prediction, model, timings)
 
-    def _prepare(self, model: ModelVersion, source: ImageSource):
-        """Decode and preprocess in one worker job; returns image, tensor, meta and timings."""
+    def _prepare(self, model: ModelVersion, image: ImageInput):
+        """Decode (when given a source) and preprocess in one worker job."""
         start = time.perf_counter()
-        image = self._decode(source, model.config.preprocess.dicom_window)
+        if isinstance(image, ImageSource):
+            image = decode(image, self._max_pixels, model.config.preprocess.dicom_window)
         timings = {"decode_ms": _ms(start)}
         t = time.perf_counter()
         tensor, meta = model.pipeline.preprocess(image)
         timings["preprocess_ms"] = _ms(t)
         return image, tensor, meta, timings
 
-    def _decode(self, source: ImageSource, dicom_window: bool) -> Image:
-        if source.encoded is not None:
-            return decode_image(source.encoded, self._max_pixels, dicom_window=dicom_window)
-        if source.raw is not None:
-            return image_from_raw(source.raw, source.shape, source.dtype, self._max_pixels)
-        raise InvalidInputError("the request has no image: set image.encoded or image.raw")
+    # --- raw tensors (KServe v2) ----------------------------------------------------------
 
     async def infer(
         self, name: str, version: str, feeds: dict[str, np.ndarray], deadline: float | None
-    ) -> tuple[ModelVersion, dict[str, np.ndarray]]:
-        """Run raw tensors (KServe v2) through the model's batcher."""
-        model = self.repository.get(name, version)
+    ) -> InferResult:
+        """Run raw tensors through the model's batcher."""
+        model = self._repository.get(name, version)
         if not feeds:
             raise InvalidInputError("the request has no inputs")
         rows = {v.shape[0] if v.ndim else 0 for v in feeds.values()}
@@ -268,9 +331,71 @@ class DataPlane:
             try:
                 batch = await model.batcher.submit(feeds, deadline)
             except BatcherClosedError:
-                model = self.repository.get(name, version)
+                model = self._repository.get(name, version)
                 batch = await model.batcher.submit(feeds, deadline)
-        return model, batch.outputs
+        return InferResult(model.name, model.version, batch.outputs)
+
+    # --- models ---------------------------------------------------------------------------
+
+    def server_live(self) -> bool:
+        """The process is up (KServe liveness)."""
+        return True
+
+    def server_ready(self) -> bool:
+        """Every model READY, and at least one (KServe readiness)."""
+        return server_ready(self._repository.entries())
+
+    def server_metadata(self) -> ServerMetadata:
+        """Server name, version and the KServe extensions served."""
+        return ServerMetadata()
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        """Whether `name` (at `version`, or its latest) can serve now."""
+        try:
+            self._repository.get(name, version)
+        except VisionError:  # unknown, unavailable, unloading: not ready
+            return False
+        return True
+
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        """KServe metadata: versions, platform, graph inputs and outputs."""
+        model = self._repository.get(name, version)
+        return model_metadata(model, self._repository.entry(name))
+
+    def model_info(self, name: str, version: str = "") -> VisionModelInfo:
+        """vision.v1 metadata: config, providers, explainability."""
+        return vision_model_info(self._repository.get(name, version))
+
+    def list_models(self) -> list[ModelStatus]:
+        """Every model the repository knows, with its versions and states."""
+        return [model_status(e) for e in self._repository.entries()]
+
+    def repository_index(self, ready_only: bool = False) -> list[ModelIndexEntry]:
+        """KServe repository index: models on disk or loaded, a row per version."""
+        repo = self._repository
+        return repository_index(repo.names_on_disk(), repo.entries(), ready_only)
+
+    async def load_model(self, name: str) -> None:
+        """(Re)load model folder `name`; NOT_FOUND when the repository has no such folder."""
+        if name not in self._repository.names_on_disk():
+            raise ModelNotFoundError(f"no folder with config.yaml for {name!r} in the repository")
+        await self._repository.load(name)
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving `name`; its queued requests finish first."""
+        await self._repository.unload(name)
+
+    def model_statistics(
+        self, name: str = "", version: str = ""
+    ) -> dict[tuple[str, str], VersionStatistics]:
+        """KServe statistics per (model, version), filtered by name and version when given."""
+        if name:
+            self._repository.entry(name)  # NOT_FOUND for an unknown model
+        return {
+            key: value
+            for key, value in sorted(self.stats.snapshot().items())
+            if (not name or key[0] == name) and (not version or key[1] == version)
+        }
 
     @contextlib.contextmanager
     def _track(self, api: str, model: ModelVersion) -> Iterator[None]:
@@ -312,75 +437,3 @@ def _pipeline_for(model: ModelVersion, options: PredictOptions) -> Pipeline:
             raise InvalidInputError(f"{key} must lie in [0, 1], got {value}")
     post = dataclasses.replace(model.config.postprocess, **overrides)
     return Pipeline(dataclasses.replace(model.config, postprocess=post))
-
-
-def _check_explain(model: ModelVersion, options: ExplainOptions) -> None:
-    """InvalidInputError, before any work, when `model` cannot serve `options`."""
-    if model.explainer is None:
-        raise InvalidInputError(
-            f"model {model.name!r} has no explain graph; add one with `vision explain-export`"
-        )
-    model.explainer.check_classes(options.class_ids)
-    model.explainer.limit(options.max_findings)
-
-
-def _add_explanations(model, prediction: Prediction, tensor, meta, options: ExplainOptions):
-    """Heat maps for `prediction`'s findings (one explain-graph run), and their overlays."""
-    explainer = model.explainer
-    args = (tensor, meta, prediction.result, options.class_ids, options.max_findings)
-    if isinstance(prediction.result, DetectionResult):
-        prediction.explanations = explainer.explain_detections(*args)
-    else:
-        prediction.explanations = explainer.explain_classes(*args)
-    _with_heat_overlays(prediction, options)
-
-
-def _explain_detections(model, pipeline, outputs, tensor, meta, image, options) -> Prediction:
-    result = pipeline.postprocess(outputs, meta)
-    prediction = Prediction("", "", image, result)
-    prediction.explanations = model.explainer.explain_detections(tensor, meta, result)
-    return _with_heat_overlays(prediction, options)
-
-
-def _explain_segmentation(model, tensor, meta, image, class_ids, options) -> Prediction:
-    result, explanations = model.explainer.explain_segmentation(tensor, meta, class_ids)
-    prediction = Prediction("", "", image, result, explanations=explanations)
-    prediction.encoded_masks = [encode_png(m.mask) for m in result.masks]
-    return _with_heat_overlays(prediction, options)
-
-
-def _with_heat_overlays(
-    prediction: Prediction, options: PredictOptions | ExplainOptions
-) -> Prediction:
-    if options.overlay:
-        prediction.heat_overlays = [
-            encode_png_rgb(heatmap_overlay(prediction.image, e.heat))
-            for e in prediction.explanations
-        ]
-    return prediction
-
-
-def _explained_segmentation(model, tensor, meta, image, options: PredictOptions) -> Prediction:
-    """Masks and heat maps from one explain-graph run (`Explainer.yields_predictions`)."""
-    explain = options.explain
-    classes = list(explain.class_ids)[: model.explainer.limit(explain.max_findings)]
-    result, explanations = model.explainer.explain_segmentation(tensor, meta, classes)
-    prediction = Prediction("", "", image, result, explanations=explanations)
-    prediction.explain_method = model.config.explain.method
-    return _with_heat_overlays(_rendered(prediction, options), explain)
-
-
-def _finish(pipeline: Pipeline, outputs, meta, image: Image, options: PredictOptions):
-    """Postprocess, encode masks and draw the overlay, in one worker job."""
-    return _rendered(Prediction("", "", image, pipeline.postprocess(outputs, meta)), options)
-
-
-def _rendered(prediction: Prediction, options: PredictOptions) -> Prediction:
-    """Masks encoded as asked, and the overlay when asked."""
-    image, result = prediction.image, prediction.result
-    if isinstance(result, SegmentationResult):
-        encode = encode_rle if options.mask_encoding == "rle" else encode_png
-        prediction.encoded_masks = [encode(m.mask) for m in result.masks]
-    if options.overlay:
-        prediction.overlay_png = encode_png_rgb(draw_overlay(image, result))
-    return prediction

@@ -6,37 +6,20 @@ unload and model statistics. Tensors come in and go out as raw little-endian byt
 
 from __future__ import annotations
 
-import sys
-
-import numpy as np
-
-import vision
 from protos.inference import grpc_service_pb2 as pb
 from protos.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.dataplane import DataPlane
-from serving.repository import READY
+from serving.model_info import TensorMetadata
 from serving.rpc.vision_servicer import deadline_of
 from serving.statistics import Duration, VersionStatistics
-from vision.errors import InvalidInputError, ModelNotFoundError, VisionError
+from serving.tensors import (
+    datatype_of,
+    tensor_from_bytes,
+    tensor_from_values,
+    to_little_endian_bytes,
+)
+from vision.errors import InvalidInputError
 
-SERVER_NAME = "vision-serving"
-EXTENSIONS = ["model_repository", "statistics", "binary_tensor_data"]
-
-DATATYPES = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
-_NUMPY_TO_DATATYPE = {np.dtype(v).name: k for k, v in DATATYPES.items()}
 _CONTENT_FIELDS = {
     "BOOL": "bool_contents",
     "INT8": "int_contents",
@@ -52,45 +35,15 @@ _CONTENT_FIELDS = {
 }
 
 
-def datatype_of(dtype: str) -> str:
-    """KServe datatype name of a numpy dtype name."""
-    return _NUMPY_TO_DATATYPE.get(np.dtype(dtype).name, "BYTES")
-
-
-def _decode_input(tensor: pb.InferInputTensor, raw: bytes | None) -> np.ndarray:
-    if tensor.datatype not in DATATYPES:
-        raise InvalidInputError(
-            f"input {tensor.name!r}: datatype {tensor.datatype!r} not supported; "
-            f"use one of {sorted(DATATYPES)}"
-        )
-    dtype = np.dtype(DATATYPES[tensor.datatype]).newbyteorder("<")
-    shape = tuple(int(d) for d in tensor.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidInputError(f"input {tensor.name!r}: negative dimension in shape {shape}")
-    count = int(np.prod(shape)) if shape else 1
+def _decode_input(tensor: pb.InferInputTensor, raw: bytes | None):
     if raw is not None:
-        if len(raw) != count * dtype.itemsize:
-            raise InvalidInputError(
-                f"input {tensor.name!r}: {len(raw)} bytes given; shape {list(shape)} of "
-                f"{tensor.datatype} needs {count * dtype.itemsize}"
-            )
-        return np.frombuffer(raw, dtype=dtype).reshape(shape)  # zero-copy view
+        return tensor_from_bytes(tensor.name, tensor.datatype, tensor.shape, raw)
     field = _CONTENT_FIELDS.get(tensor.datatype)
     values = getattr(tensor.contents, field) if field else []
-    if len(values) != count:
-        raise InvalidInputError(
-            f"input {tensor.name!r}: {len(values)} values given; shape {list(shape)} needs {count}"
-        )
-    return np.asarray(values, dtype=dtype).reshape(shape)
+    return tensor_from_values(tensor.name, tensor.datatype, tensor.shape, values)
 
 
-def _little_endian_bytes(array: np.ndarray) -> bytes:
-    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return array.tobytes()
-
-
-def decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
+def decode_inputs(request: pb.ModelInferRequest) -> dict:
     """The request's tensors, from raw_input_contents or typed contents."""
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
@@ -127,113 +80,86 @@ def _statistics(name: str, version: str, stats: VersionStatistics) -> pb.ModelSt
     )
 
 
+def _tensor_messages(specs: tuple[TensorMetadata, ...]) -> list:
+    return [
+        pb.ModelMetadataResponse.TensorMetadata(name=s.name, datatype=s.datatype, shape=s.shape)
+        for s in specs
+    ]
+
+
 class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Health, metadata, inference, repository and statistics endpoints of KServe v2."""
 
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
-        self._repo = plane.repository
 
     async def ServerLive(self, request, context):  # noqa: N802
-        return pb.ServerLiveResponse(live=True)
+        return pb.ServerLiveResponse(live=self._plane.server_live())
 
     async def ServerReady(self, request, context):  # noqa: N802
-        entries = self._repo.entries()
-        return pb.ServerReadyResponse(
-            ready=bool(entries) and all(e.state == READY for e in entries)
-        )
+        return pb.ServerReadyResponse(ready=self._plane.server_ready())
 
     async def ModelReady(self, request, context):  # noqa: N802
-        try:
-            self._repo.get(request.name, request.version)
-        except VisionError:
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=True)
+        return pb.ModelReadyResponse(ready=self._plane.model_ready(request.name, request.version))
 
     async def ServerMetadata(self, request, context):  # noqa: N802
+        meta = self._plane.server_metadata()
         return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=vision.__version__, extensions=EXTENSIONS
+            name=meta.name, version=meta.version, extensions=list(meta.extensions)
         )
 
     async def ModelMetadata(self, request, context):  # noqa: N802
-        model = self._repo.get(request.name, request.version)
-        entry = self._repo.entry(request.name)
-
-        def tensors(specs):
-            return [
-                pb.ModelMetadataResponse.TensorMetadata(
-                    name=s.name, datatype=datatype_of(s.dtype), shape=list(s.shape)
-                )
-                for s in specs
-            ]
-
+        meta = self._plane.model_metadata(request.name, request.version)
         return pb.ModelMetadataResponse(
-            name=model.name,
-            versions=sorted(entry.versions, key=int),
-            platform="onnxruntime_onnx",
-            inputs=tensors(model.session.inputs),
-            outputs=tensors(model.session.outputs),
+            name=meta.name,
+            versions=list(meta.versions),
+            platform=meta.platform,
+            inputs=_tensor_messages(meta.inputs),
+            outputs=_tensor_messages(meta.outputs),
         )
 
     async def ModelInfer(self, request, context):  # noqa: N802
         feeds = decode_inputs(request)
-        model, outputs = await self._plane.infer(
+        result = await self._plane.infer(
             request.model_name, request.model_version, feeds, deadline_of(context)
         )
+        outputs = result.outputs
         wanted = [o.name for o in request.outputs] or list(outputs)
         unknown = [name for name in wanted if name not in outputs]
         if unknown:
             raise InvalidInputError(f"unknown output(s) {unknown}; the model has {list(outputs)}")
         response = pb.ModelInferResponse(
-            model_name=model.name, model_version=model.version, id=request.id
+            model_name=result.model, model_version=result.version, id=request.id
         )
         for name in wanted:
-            array = np.ascontiguousarray(outputs[name])
+            array = outputs[name]
             response.outputs.add(
                 name=name, datatype=datatype_of(str(array.dtype)), shape=list(array.shape)
             )
-            response.raw_output_contents.append(
-                array.astype(array.dtype.newbyteorder("<")).tobytes()
-            )
+            response.raw_output_contents.append(to_little_endian_bytes(array))
         return response
 
     async def RepositoryIndex(self, request, context):  # noqa: N802
-        loaded = {e.name: e for e in self._repo.entries()}
-        index = []
-        for name in sorted(set(self._repo.names_on_disk()) | set(loaded)):
-            entry = loaded.get(name)
-            state = entry.state if entry else "UNAVAILABLE"
-            if request.ready and state != READY:
-                continue
-            versions = sorted(entry.versions, key=int) if entry and entry.versions else [""]
-            reason = entry.reason if entry else "not loaded"
-            index += [
+        rows = self._plane.repository_index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[
                 pb.RepositoryIndexResponse.ModelIndex(
-                    name=name, version=v, state=state, reason=reason
+                    name=r.name, version=r.version, state=r.state, reason=r.reason
                 )
-                for v in versions
+                for r in rows
             ]
-        return pb.RepositoryIndexResponse(models=index)
+        )
 
     async def RepositoryModelLoad(self, request, context):  # noqa: N802
-        if request.model_name not in self._repo.names_on_disk():
-            raise ModelNotFoundError(
-                f"no folder with config.yaml for {request.model_name!r} in the repository"
-            )
-        await self._repo.load(request.model_name)
+        await self._plane.load_model(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request, context):  # noqa: N802
-        await self._repo.unload(request.model_name)
+        await self._plane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     async def ModelStatistics(self, request, context):  # noqa: N802
-        if request.name:
-            self._repo.entry(request.name)
-        stats = [
-            _statistics(name, version, value)
-            for (name, version), value in sorted(self._plane.stats.snapshot().items())
-            if (not request.name or name == request.name)
-            and (not request.version or version == request.version)
-        ]
-        return pb.ModelStatisticsResponse(model_stats=stats)
+        stats = self._plane.model_statistics(request.name, request.version)
+        return pb.ModelStatisticsResponse(
+            model_stats=[_statistics(n, v, value) for (n, v), value in stats.items()]
+        )

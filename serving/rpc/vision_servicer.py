@@ -9,10 +9,14 @@ import grpc
 from protos.vision.v1 import vision_pb2 as pb
 from protos.vision.v1 import vision_pb2_grpc as pb_grpc
 from serving.dataplane import DataPlane, ExplainOptions, ImageSource, Prediction, PredictOptions
+from serving.encoding import EncodedPrediction, WireOptions, encode_prediction
+from serving.model_info import ModelStatus
 from serving.repository import LOADING, READY
 from vision.errors import InvalidInputError
 from vision.types import ClassMask, Detection, DetectionResult
 from vision.xai.explainer import Explanation, heat_to_float16_bytes
+
+ORIGIN = "vision.v1"
 
 _DTYPES = {
     pb.PIXEL_TYPE_UINT8: "uint8",
@@ -62,13 +66,15 @@ def explain_options(request: pb.DetectRequest | pb.SegmentRequest) -> ExplainOpt
     if not request.HasField("explain"):
         return None
     e = request.explain
-    return ExplainOptions(
-        class_ids=tuple(e.class_ids), overlay=e.include_overlay, max_findings=e.max_findings
-    )
+    return ExplainOptions(class_ids=tuple(e.class_ids), max_findings=e.max_findings)
 
 
-def _heatmaps(prediction: Prediction) -> list[pb.Heatmap]:
-    overlays = prediction.heat_overlays or [b""] * len(prediction.explanations)
+def _wants_heat_overlays(request: pb.DetectRequest | pb.SegmentRequest) -> bool:
+    return request.HasField("explain") and request.explain.include_overlay
+
+
+def _heatmaps(prediction: Prediction, encoded: EncodedPrediction) -> list[pb.Heatmap]:
+    overlays = encoded.heat_overlays or [b""] * len(prediction.explanations)
     return [_heatmap_message(e, o) for e, o in zip(prediction.explanations, overlays, strict=True)]
 
 
@@ -102,19 +108,35 @@ def _mask_message(
     return message
 
 
+def _model_summary(status: ModelStatus) -> pb.ModelSummary:
+    versions = [
+        pb.ModelVersionStatus(
+            version=v.version,
+            state=_STATES.get(v.state, pb.MODEL_STATE_UNAVAILABLE),
+            reason=v.reason,
+        )
+        for v in status.versions
+    ]
+    return pb.ModelSummary(name=status.name, task=status.task, versions=versions)
+
+
+def _threshold(request: pb.DetectRequest | pb.ExplainRequest, name: str) -> float | None:
+    return getattr(request, name) if request.HasField(name) else None
+
+
 class VisionServicer(pb_grpc.VisionServiceServicer):
-    """Detect, Segment, ListModels and GetModelMetadata over the data plane."""
+    """Detect, Segment, Explain, ListModels and GetModelMetadata over the data plane."""
 
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
 
+    async def _encoded(self, prediction: Prediction, options: WireOptions) -> EncodedPrediction:
+        return await self._plane.run_in_worker(encode_prediction, prediction, options)
+
     async def Detect(self, request: pb.DetectRequest, context) -> pb.DetectResponse:  # noqa: N802
         options = PredictOptions(
-            score_threshold=request.score_threshold
-            if request.HasField("score_threshold")
-            else None,
-            iou_threshold=request.iou_threshold if request.HasField("iou_threshold") else None,
-            overlay=request.include_overlay,
+            score_threshold=_threshold(request, "score_threshold"),
+            iou_threshold=_threshold(request, "iou_threshold"),
             explain=explain_options(request),
         )
         prediction = await self._plane.predict(
@@ -124,7 +146,12 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             image_source(request.image),
             options,
             deadline_of(context),
+            origin=ORIGIN,
         )
+        wire = WireOptions(
+            overlay=request.include_overlay, heat_overlays=_wants_heat_overlays(request)
+        )
+        encoded = await self._encoded(prediction, wire)
         assert isinstance(prediction.result, DetectionResult)
         detections = [_detection_message(d) for d in prediction.result.detections]
         return pb.DetectResponse(
@@ -133,18 +160,13 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             image_size=pb.ImageSize(width=prediction.image.width, height=prediction.image.height),
             detections=detections,
             timings=_timings(prediction),
-            overlay_png=prediction.overlay_png,
-            heatmaps=_heatmaps(prediction),
+            overlay_png=encoded.overlay_png,
+            heatmaps=_heatmaps(prediction, encoded),
             explain_method=prediction.explain_method,
         )
 
     async def Segment(self, request: pb.SegmentRequest, context) -> pb.SegmentResponse:  # noqa: N802
-        rle = request.mask_encoding == pb.MASK_ENCODING_RLE
-        options = PredictOptions(
-            overlay=request.include_overlay,
-            mask_encoding="rle" if rle else "png",
-            explain=explain_options(request),
-        )
+        options = PredictOptions(explain=explain_options(request))
         prediction = await self._plane.predict(
             "segmentation",
             request.model.name,
@@ -152,43 +174,37 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             image_source(request.image),
             options,
             deadline_of(context),
+            origin=ORIGIN,
         )
-        spacing = prediction.image.pixel_spacing_mm
-        masks = [
-            _mask_message(mask, encoded, spacing)
-            for mask, encoded in zip(prediction.result.masks, prediction.encoded_masks, strict=True)
-        ]
+        rle = request.mask_encoding == pb.MASK_ENCODING_RLE
+        wire = WireOptions(
+            overlay=request.include_overlay,
+            mask_encoding="rle" if rle else "png",
+            heat_overlays=_wants_heat_overlays(request),
+        )
+        encoded = await self._encoded(prediction, wire)
         return pb.SegmentResponse(
             model_name=prediction.model,
             model_version=prediction.version,
             image_size=pb.ImageSize(width=prediction.image.width, height=prediction.image.height),
-            masks=masks,
+            masks=_masks(prediction, encoded),
             timings=_timings(prediction),
-            overlay_png=prediction.overlay_png,
-            heatmaps=_heatmaps(prediction),
+            overlay_png=encoded.overlay_png,
+            heatmaps=_heatmaps(prediction, encoded),
             explain_method=prediction.explain_method,
             image_score=prediction.result.image_score,
         )
 
     async def ListModels(self, request, context) -> pb.ListModelsResponse:  # noqa: N802
-        summaries = []
-        for entry in self._plane.repository.entries():
-            state = _STATES.get(entry.state, pb.MODEL_STATE_UNAVAILABLE)
-            versions = [
-                pb.ModelVersionStatus(version=v, state=state, reason=entry.reason)
-                for v in sorted(entry.versions, key=int)
-            ] or [pb.ModelVersionStatus(state=state, reason=entry.reason)]
-            task = entry.config.task if entry.config else ""
-            summaries.append(pb.ModelSummary(name=entry.name, task=task, versions=versions))
-        return pb.ListModelsResponse(models=summaries)
+        return pb.ListModelsResponse(models=[_model_summary(s) for s in self._plane.list_models()])
 
     async def GetModelMetadata(self, request, context) -> pb.ModelMetadata:  # noqa: N802
-        model = self._plane.repository.get(request.model.name, request.model.version)
-        config = model.config
+        info = self._plane.model_info(request.model.name, request.model.version)
+        config = info.config
         spec = config.input
         return pb.ModelMetadata(
-            name=model.name,
-            version=model.version,
+            name=info.name,
+            version=info.version,
             task=config.task,
             labels=config.labels,
             input=pb.InputSpec(
@@ -199,19 +215,14 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
                 channels=spec.channels,
                 dtype=spec.dtype,
             ),
-            providers=model.session.providers,
+            providers=list(info.providers),
             max_batch_size=config.batching.max_batch_size,
             description=config.description,
-            explainable=model.explainer is not None,
+            explainable=info.explainable,
         )
 
     async def Explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:  # noqa: N802
-        options = PredictOptions(
-            score_threshold=request.score_threshold
-            if request.HasField("score_threshold")
-            else None,
-            overlay=request.include_overlay,
-        )
+        options = PredictOptions(score_threshold=_threshold(request, "score_threshold"))
         prediction = await self._plane.explain(
             request.model.name,
             request.model.version,
@@ -219,6 +230,10 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             list(request.class_ids),
             options,
             deadline_of(context),
+            origin=ORIGIN,
+        )
+        encoded = await self._encoded(
+            prediction, WireOptions(heat_overlays=request.include_overlay)
         )
         response = pb.ExplainResponse(
             model_name=prediction.model,
@@ -230,13 +245,16 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
         if isinstance(prediction.result, DetectionResult):
             response.detections.extend(_detection_message(d) for d in prediction.result.detections)
         else:
-            response.masks.extend(
-                _mask_message(mask, encoded, prediction.image.pixel_spacing_mm)
-                for mask, encoded in zip(
-                    prediction.result.masks, prediction.encoded_masks, strict=True
-                )
-            )
+            response.masks.extend(_masks(prediction, encoded))
             if prediction.result.image_score is not None:
                 response.image_score = prediction.result.image_score
-        response.heatmaps.extend(_heatmaps(prediction))
+        response.heatmaps.extend(_heatmaps(prediction, encoded))
         return response
+
+
+def _masks(prediction: Prediction, encoded: EncodedPrediction) -> list[pb.Mask]:
+    spacing = prediction.image.pixel_spacing_mm
+    return [
+        _mask_message(mask, data, spacing)
+        for mask, data in zip(prediction.result.masks, encoded.masks, strict=True)
+    ]

@@ -1,0 +1,150 @@
+"""What the server says about itself and its models, in domain terms (no wire format).
+
+Built by the data plane from the repository; the vision.v1 and KServe servicers and the HTTP
+routes only translate these into their messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import vision
+from serving.repository import READY, ModelEntry, ModelVersion
+from serving.tensors import datatype_of
+from vision.config import ModelConfig
+
+SERVER_NAME = "vision-serving"
+# KServe v2 extensions served on both gRPC and HTTP.
+EXTENSIONS = ("model_repository", "statistics", "binary_tensor_data")
+
+
+@dataclass(frozen=True)
+class ServerMetadata:
+    """KServe server metadata."""
+
+    name: str = SERVER_NAME
+    version: str = vision.__version__
+    extensions: tuple[str, ...] = EXTENSIONS
+
+
+@dataclass(frozen=True)
+class TensorMetadata:
+    """One graph input or output: KServe datatype name ("FP32") and shape (-1: dynamic)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """KServe model metadata of one served version."""
+
+    name: str
+    version: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """A version's state as the repository sees it ("" version: the model has none loaded)."""
+
+    version: str
+    state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One model folder: task and versions with their states."""
+
+    name: str
+    task: str
+    versions: tuple[VersionStatus, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class VisionModelInfo:
+    """vision.v1 model metadata: the config, where it runs, whether it explains."""
+
+    name: str
+    version: str
+    config: ModelConfig
+    providers: tuple[str, ...]
+    explainable: bool
+
+
+def _sorted_versions(entry: ModelEntry) -> tuple[str, ...]:
+    return tuple(sorted(entry.versions, key=int))
+
+
+def _tensors(specs) -> tuple[TensorMetadata, ...]:
+    return tuple(TensorMetadata(s.name, datatype_of(s.dtype), tuple(s.shape)) for s in specs)
+
+
+def model_metadata(model: ModelVersion, entry: ModelEntry) -> ModelMetadata:
+    """KServe metadata of `model`, a served version of `entry`."""
+    return ModelMetadata(
+        name=model.name,
+        version=model.version,
+        versions=_sorted_versions(entry),
+        platform="onnxruntime_onnx",
+        inputs=_tensors(model.session.inputs),
+        outputs=_tensors(model.session.outputs),
+    )
+
+
+def model_status(entry: ModelEntry) -> ModelStatus:
+    """The entry's versions and state; a model with none loaded has one row with version ""."""
+    versions = tuple(VersionStatus(v, entry.state, entry.reason) for v in _sorted_versions(entry))
+    task = entry.config.task if entry.config else ""
+    return ModelStatus(
+        entry.name, task, versions or (VersionStatus("", entry.state, entry.reason),)
+    )
+
+
+def vision_model_info(model: ModelVersion) -> VisionModelInfo:
+    """vision.v1 metadata of a served version."""
+    return VisionModelInfo(
+        name=model.name,
+        version=model.version,
+        config=model.config,
+        providers=tuple(model.session.providers),
+        explainable=model.explainer is not None,
+    )
+
+
+def server_ready(entries: list[ModelEntry]) -> bool:
+    """KServe readiness: at least one model, every model READY."""
+    return bool(entries) and all(e.state == READY for e in entries)
+
+
+@dataclass(frozen=True)
+class ModelIndexEntry:
+    """One row of the KServe repository index."""
+
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+def repository_index(
+    on_disk: list[str], loaded: list[ModelEntry], ready_only: bool
+) -> list[ModelIndexEntry]:
+    """A row per served version of every model on disk or loaded; "not loaded" for the rest."""
+    by_name = {e.name: e for e in loaded}
+    rows = []
+    for name in sorted(set(on_disk) | set(by_name)):
+        entry = by_name.get(name)
+        if entry is None:
+            rows.append(ModelIndexEntry(name, "", "UNAVAILABLE", "not loaded"))
+            continue
+        rows += [
+            ModelIndexEntry(name, v.version, v.state, v.reason)
+            for v in model_status(entry).versions
+        ]
+    return [r for r in rows if not ready_only or r.state == READY]
