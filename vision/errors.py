@@ -35,3 +35,7 @@ class QueueFullError(VisionError):
 
 class DeadlineExceededError(VisionError):
     """The request's deadline passed before it was served."""
+
+
+class DatasetNotFoundError(VisionError, FileNotFoundError):
+    """A dataset (or a split or folder of one) is not where it was looked for."""
