@@ -41,7 +41,7 @@ def test_server_runs_without_torch():
     """Importing the whole server with torch blocked must work."""
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None;"
-        "import serving.rpc.server, serving.cli, serving.client; print('ok')"
+        "import app.server, app.cli, app.commands.serve, serving.client; print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr

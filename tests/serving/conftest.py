@@ -13,7 +13,7 @@ import pytest
 
 from protos.vision.v1 import vision_pb2_grpc
 from serving.config import ServerConfig
-from serving.rpc.server import VisionServer
+from app.server import VisionServer
 from tests.serving.tiny_models import build_repository
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from serving.cli import build_parser, main
+from app.cli import main
+from app.commands.serve import build_parser
 
 
 def test_serve_defaults_follow_triton_ports():
-    args = build_parser().parse_args(["serve"])
+    args = build_parser().parse_args([])
     assert (args.grpc_port, args.http_port) == (8001, 8000)
     assert args.models.name == "models"
 

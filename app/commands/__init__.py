@@ -1,0 +1,1 @@
+"""The `vision` subcommands that belong to the composition root (serve, infer, task dispatch)."""

@@ -1,0 +1,118 @@
+"""The server, composed: repository, data plane, gRPC (vision.v1 + KServe v2), HTTP app.
+
+This is the one place that knows every part; later parts (the DICOM node, the review tool)
+plug in here: HTTP routes through `http_mounts`, result recording through the data plane's
+result observers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1.health import aio as health_aio
+from starlette.routing import BaseRoute
+
+from serving.batcher import BatchStats
+from serving.config import ServerConfig
+from serving.dataplane import DataPlane
+from serving.http import HttpServer, build_http_app
+from serving.metrics import Metrics
+from serving.repository import READY, ModelRepository
+from serving.rpc.server import NOT_SERVING, SERVING, build_grpc_server
+from serving.statistics import StatisticsBook
+
+log = logging.getLogger(__name__)
+
+
+class VisionServer:
+    """One process: repository, data plane, gRPC server and HTTP app (metrics, KServe REST)."""
+
+    def __init__(self, config: ServerConfig, http_mounts: Sequence[BaseRoute] = ()) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.stats = StatisticsBook()
+        self.executor = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="vision")
+        self.health = health_aio.HealthServicer()
+        self.repository = ModelRepository(
+            config.models, self.executor, self._observe_batch, self._on_state_change
+        )
+        self.plane = DataPlane(
+            self.repository, self.metrics, self.stats, self.executor, config.max_image_pixels
+        )
+        self.metrics.watch_queue_depths(self._queue_depths)
+        self.http_mounts = tuple(http_mounts)
+        self.grpc_port = 0
+        self.http_port = 0
+        self._server: grpc.aio.Server | None = None
+        self._http: HttpServer | None = None
+        self._stopped = asyncio.Event()
+
+    def _observe_batch(self, name: str, version: str, batch: BatchStats) -> None:
+        self.metrics.observe_batch(name, version, batch)
+        self.stats.record_batch(name, version, batch)
+
+    def _queue_depths(self) -> dict[tuple[str, str], int]:
+        return {
+            (e.name, v.version): v.batcher.depth
+            for e in self.repository.entries()
+            for v in e.versions.values()
+        }
+
+    def _on_state_change(self, name: str, state: str) -> None:
+        status = SERVING if state == READY else NOT_SERVING
+        asyncio.get_running_loop().create_task(self.health.set(name, status))
+
+    async def start(self) -> None:
+        """Load the repository, then listen. Models that fail to load are UNAVAILABLE."""
+        started = time.monotonic()
+        await self.repository.load_all()
+        self._server = build_grpc_server(self.plane, self.health, self.config)
+        address = f"{self.config.host}:{self.config.grpc_port}"
+        self.grpc_port = self._server.add_insecure_port(address)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen on {address} (port in use?)")
+        await self._server.start()
+        if self.config.http_port >= 0:
+            await self._start_http()
+        await self.health.set("", SERVING)
+        ready = [e.name for e in self.repository.entries() if e.state == READY]
+        log.info(
+            "SERVING gRPC on port %d, HTTP on port %s, %d model(s) ready %s, started in %.2f s",
+            self.grpc_port,
+            self.http_port if self._http else "-",
+            len(ready),
+            ready,
+            time.monotonic() - started,
+        )
+
+    async def _start_http(self) -> None:
+        app = build_http_app(
+            self.plane,
+            self.metrics,
+            self.config.api_key,
+            self.http_mounts,
+            self.config.max_message_bytes,
+        )
+        self._http = HttpServer(app, self.config.drain_timeout_s)
+        self.http_port = await self._http.start(self.config.host, self.config.http_port)
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight and queued requests (bounded), release everything."""
+        if self._server is None or self._stopped.is_set():
+            return
+        await self.health.enter_graceful_shutdown()
+        http = self._http.stop() if self._http is not None else asyncio.sleep(0)
+        await asyncio.gather(self._server.stop(grace=self.config.drain_timeout_s), http)
+        await self.repository.close(self.config.drain_timeout_s)
+        self.executor.shutdown(wait=False)
+        self._stopped.set()
+        log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        """Return once `stop` has finished."""
+        await self._stopped.wait()
