@@ -13,6 +13,9 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
+from vision.io import read_image, to_uint8
+from vision.preprocess import convert_channels
+
 DEEPPCB_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -180,10 +183,9 @@ def split_holdout(samples: list[Sample], count: int, seed: int = 0) -> tuple[lis
 
 
 def load_image(path: Path, channels: int) -> np.ndarray:
-    """HxWxC uint8 (C = 1 grey or 3 RGB)."""
-    with PILImage.open(path) as im:
-        arr = np.asarray(im.convert("L" if channels == 1 else "RGB"))
-    return arr[..., None] if arr.ndim == 2 else arr
+    """HxWxC uint8 (C = 1 grey or 3 RGB), decoded and channel-converted as the server does."""
+    pixels = convert_channels(read_image(path), "GRAY" if channels == 1 else "RGB")
+    return to_uint8(pixels)
 
 
 def letterbox_params(h: int, w: int, out_h: int, out_w: int) -> tuple[float, float, float]:

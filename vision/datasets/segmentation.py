@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from vision.config import ModelConfig
+from vision.io import read_image, to_uint8
 from vision.preprocess import Preprocessor, convert_channels
 from vision.types import PreprocessMeta
 
@@ -33,13 +34,15 @@ class Sample:
 
 
 def _read(path: Path) -> np.ndarray:
-    return np.array(PILImage.open(path))
+    """A label mask as stored, read with PIL (labels, not images: GIF vessel masks, which the
+    server does not decode, and palette PNGs, whose indices OpenCV would turn into colours)."""
+    with PILImage.open(path) as im:
+        return np.array(im)
 
 
-def _rgb(pixels: np.ndarray) -> np.ndarray:
-    if pixels.ndim == 2:
-        return pixels[..., None]
-    return pixels[..., :3]
+def _image(path: Path) -> np.ndarray:
+    """An image as the server decodes it (`vision.io.read_image`): HxWx1 or HxWx3 RGB uint8."""
+    return to_uint8(read_image(path))
 
 
 def load_drive(root: Path, split: str, names: list[str] | None = None) -> list[Sample]:
@@ -53,7 +56,7 @@ def load_drive(root: Path, split: str, names: list[str] | None = None) -> list[S
         vessels = _read(base / "1st_manual" / f"{number}_manual1.gif") > 127
         fov = _read(base / "mask" / f"{path.stem}_mask.gif") > 127
         samples.append(
-            Sample(number, _rgb(_read(path)), vessels.astype(np.int64), fov, "vessel", str(path))
+            Sample(number, _image(path), vessels.astype(np.int64), fov, "vessel", str(path))
         )
     if not samples:
         raise FileNotFoundError(f"no DRIVE images under {base / 'images'}")
@@ -124,7 +127,7 @@ def load_tile(root: Path, relpaths: list[str], binary: bool = False) -> list[Sam
         class_id = TILE_CLASSES.index(category) + 1 if category in TILE_CLASSES else 0
         class_id = min(class_id, 1) if binary else class_id
         mask = defect.astype(np.int64) * class_id
-        samples.append(Sample(rel, _rgb(_read(path)), mask, None, category, str(path)))
+        samples.append(Sample(rel, _image(path), mask, None, category, str(path)))
     return samples
 
 
@@ -141,7 +144,7 @@ def load_folder(images: Path, masks: Path, threshold: int = 127) -> list[Sample]
         samples.append(
             Sample(
                 path.stem,
-                _rgb(_read(path)),
+                _image(path),
                 mask[..., 0] if mask.ndim == 3 else mask,
                 path=str(path),
             )
