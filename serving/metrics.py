@@ -1,10 +1,16 @@
-"""Prometheus metrics, per model and version, served over HTTP (Triton's port 8000 by default)."""
+"""Prometheus metrics, per model and version; `/metrics` on the HTTP port (serving/http/app.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 from serving.batcher import BatchStats
@@ -105,7 +111,6 @@ class Metrics:
         for queued in batch.queue_s:
             self.queue_latency.labels(model, version).observe(queued)
 
-    def serve_http(self, port: int, host: str = "0.0.0.0") -> object:
-        """Expose /metrics on `port`; returns the HTTP server (shut it down on exit)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return server
+    def exposition(self) -> tuple[bytes, str]:
+        """The registry in Prometheus text format, and its content type (for GET /metrics)."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,5 +1,7 @@
 """Runs only in its own pytest process (see tests/serving/test_kserve_wire.py).
 
+One `vision serve` subprocess, with both ports: gRPC (`address`) and HTTP (`http_address`).
+
 tritonclient's generated protobuf module and ours both define the protobuf package
 `inference`, and protobuf refuses two files with the same names in one process; so this
 suite imports tritonclient and never our protos, and talks to `vision serve` in a subprocess.
@@ -31,16 +33,17 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
 
     repo = build_repository(tmp_path_factory.mktemp("models"))
-    port = free_port()
+    port, http_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("log") / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "serving.cli",
+                "app",
                 "serve",
                 "--models",
                 str(repo),
@@ -49,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
                 "--grpc-port",
                 str(port),
                 "--http-port",
-                "-1",
+                str(http_port),
             ],
             cwd=ROOT,
             stdout=out,
@@ -58,10 +61,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         )
     address = f"127.0.0.1:{port}"
     client = grpcclient.InferenceServerClient(address)
+    http = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
     deadline = time.monotonic() + 60
     while True:
         try:
-            if client.is_server_ready():
+            if client.is_server_ready() and http.is_server_ready():
                 break
         except Exception:  # noqa: BLE001 - not listening yet
             pass
@@ -70,12 +74,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             pytest.fail(f"server did not start:\n{log.read_text()}")
         time.sleep(0.2)
     client.close()
+    http.close()
 
     class Handle:
         pass
 
     handle = Handle()
     handle.address = address
+    handle.http_address = f"127.0.0.1:{http_port}"
     yield handle
     proc.terminate()
     assert proc.wait(30) == 0, log.read_text()

@@ -1,0 +1,246 @@
+"""KServe v2 REST (Open Inference Protocol) routes, as tritonclient.http calls them.
+
+Health, server and model metadata, inference (JSON tensors and the binary tensor data
+extension), and Triton's repository and statistics extensions. Every route only translates
+between JSON and the data plane; errors become statuses in `serving/http/errors.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from serving.dataplane import DataPlane
+from serving.http.codec import HEADER_LENGTH, decode_request, encode_response
+from serving.model_info import ModelMetadata, TensorMetadata
+from serving.statistics import Duration, VersionStatistics
+from vision.errors import InvalidInputError
+
+JSON_TYPE = "application/json"
+BINARY_TYPE = "application/octet-stream"
+# Request bodies compressed as tritonclient's request_compression_algorithm does.
+_WBITS = {"gzip": 31, "deflate": 15}
+
+
+def kserve_routes(plane: DataPlane, max_body_bytes: int) -> list[Route]:
+    """The KServe v2 routes over `plane`; bodies above `max_body_bytes` are refused (413)."""
+    rest = _KServeRest(plane, max_body_bytes)
+    model = "/v2/models/{name}"
+    version = "/v2/models/{name}/versions/{version}"
+    get, post = ["GET"], ["POST"]
+    return [
+        Route("/v2/health/live", rest.live, methods=get),
+        Route("/v2/health/ready", rest.ready, methods=get),
+        Route("/v2", rest.server_metadata, methods=get),
+        # Before model metadata, whose {name} would otherwise take "stats".
+        Route("/v2/models/stats", rest.statistics, methods=get),
+        Route(f"{model}/stats", rest.statistics, methods=get),
+        Route(f"{version}/stats", rest.statistics, methods=get),
+        Route(f"{model}/ready", rest.model_ready, methods=get),
+        Route(f"{version}/ready", rest.model_ready, methods=get),
+        Route(model, rest.model_metadata, methods=get),
+        Route(version, rest.model_metadata, methods=get),
+        Route(f"{model}/infer", rest.infer, methods=post),
+        Route(f"{version}/infer", rest.infer, methods=post),
+        Route("/v2/repository/index", rest.repository_index, methods=post),
+        Route("/v2/repository/models/{name}/load", rest.load, methods=post),
+        Route("/v2/repository/models/{name}/unload", rest.unload, methods=post),
+    ]
+
+
+def _names(request: Request) -> tuple[str, str]:
+    params = request.path_params
+    return params["name"], params.get("version", "")
+
+
+def _ready_response(ready: bool, **fields: Any) -> Response:
+    """200 when ready, 503 when not (what probes and tritonclient's is_*_ready read)."""
+    return JSONResponse({**fields, "ready": ready}, status_code=200 if ready else 503)
+
+
+class _KServeRest:
+    """Route handlers over one data plane."""
+
+    def __init__(self, plane: DataPlane, max_body_bytes: int) -> None:
+        self._plane = plane
+        self._max_body = max_body_bytes
+
+    async def live(self, request: Request) -> Response:
+        live = self._plane.server_live()
+        return JSONResponse({"live": live}, status_code=200 if live else 503)
+
+    async def ready(self, request: Request) -> Response:
+        return _ready_response(self._plane.server_ready())
+
+    async def server_metadata(self, request: Request) -> Response:
+        meta = self._plane.server_metadata()
+        return JSONResponse(
+            {"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)}
+        )
+
+    async def model_ready(self, request: Request) -> Response:
+        name, version = _names(request)
+        return _ready_response(self._plane.model_ready(name, version), name=name)
+
+    async def model_metadata(self, request: Request) -> Response:
+        return JSONResponse(metadata_json(self._plane.model_metadata(*_names(request))))
+
+    async def infer(self, request: Request) -> Response:
+        name, version = _names(request)
+        body = await read_body(request, self._max_body)
+        decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
+        deadline = None
+        if decoded.timeout_us is not None:
+            deadline = time.monotonic() + decoded.timeout_us / 1e6
+        result = await self._plane.infer(name, version, decoded.feeds, deadline)
+        selection = decoded.selection(result.outputs)
+        content, header_length = encode_response(
+            result.model, result.version, decoded.id, result.outputs, selection
+        )
+        if header_length is None:
+            return Response(content, media_type=JSON_TYPE)
+        return Response(
+            content, media_type=BINARY_TYPE, headers={HEADER_LENGTH: str(header_length)}
+        )
+
+    async def repository_index(self, request: Request) -> Response:
+        options = await _json_object(request, self._max_body)
+        ready = options.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidInputError("'ready' must be true or false")
+        return JSONResponse(
+            [
+                {"name": row.name, "version": row.version, "state": row.state, "reason": row.reason}
+                for row in self._plane.repository_index(ready)
+            ]
+        )
+
+    async def load(self, request: Request) -> Response:
+        options = await _json_object(request, self._max_body)
+        parameters = options.get("parameters") or {}
+        if parameters:
+            raise InvalidInputError(
+                f"load parameters {sorted(parameters)} are not supported: the model loads "
+                "from its folder in the repository"
+            )
+        await self._plane.load_model(request.path_params["name"])
+        return Response(status_code=200)
+
+    async def unload(self, request: Request) -> Response:
+        await _json_object(request, self._max_body)  # unload_dependents: there are none
+        await self._plane.unload_model(request.path_params["name"])
+        return Response(status_code=200)
+
+    async def statistics(self, request: Request) -> Response:
+        params = request.path_params
+        stats = self._plane.model_statistics(params.get("name", ""), params.get("version", ""))
+        return JSONResponse(
+            {"model_stats": [statistics_json(n, v, s) for (n, v), s in stats.items()]}
+        )
+
+
+def metadata_json(meta: ModelMetadata) -> dict[str, Any]:
+    """KServe REST model metadata."""
+
+    def tensors(specs: tuple[TensorMetadata, ...]) -> list[dict[str, Any]]:
+        return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in specs]
+
+    return {
+        "name": meta.name,
+        "versions": list(meta.versions),
+        "platform": meta.platform,
+        "inputs": tensors(meta.inputs),
+        "outputs": tensors(meta.outputs),
+    }
+
+
+def _duration(value: Duration) -> dict[str, int]:
+    return {"count": value.count, "ns": value.ns}
+
+
+def statistics_json(name: str, version: str, stats: VersionStatistics) -> dict[str, Any]:
+    """One model version's statistics in Triton's REST layout (durations in nanoseconds)."""
+    zero = _duration(Duration())
+    return {
+        "name": name,
+        "version": version,
+        "last_inference": stats.last_inference_ms,
+        "inference_count": stats.inference_count,
+        "execution_count": stats.execution_count,
+        "inference_stats": {
+            "success": _duration(stats.success),
+            "fail": _duration(stats.fail),
+            "queue": _duration(stats.queue),
+            "compute_input": zero,
+            "compute_infer": _duration(stats.compute_infer),
+            "compute_output": zero,
+        },
+        "batch_stats": [
+            {
+                "batch_size": size,
+                "compute_input": zero,
+                "compute_infer": _duration(d),
+                "compute_output": zero,
+            }
+            for size, d in sorted(stats.batches.items())
+        ],
+    }
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, decompressed if Content-Encoding says so; 413 above `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    return _decompressed(body, encoding, limit)
+
+
+def _decompressed(body: bytes, encoding: str, limit: int) -> bytes:
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise HTTPException(
+            415, f"Content-Encoding {encoding!r} not supported; use gzip or deflate"
+        )
+    inflater = zlib.decompressobj(wbits)
+    try:
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInputError(f"the body is not valid {encoding}: {exc}") from exc
+    if len(plain) > limit or inflater.unconsumed_tail:
+        raise _too_large(limit)
+    return plain
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"the request body is over {limit} bytes (--max-message-bytes)")
+
+
+async def _json_object(request: Request, limit: int) -> dict[str, Any]:
+    """A small optional JSON object body ({} when empty)."""
+    body = await read_body(request, limit)
+    if not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"the request body is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidInputError("the request body must be a JSON object")
+    return value

@@ -1,0 +1,77 @@
+"""Runs the HTTP app with uvicorn inside the already running event loop (no thread, no fork)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the process owner (`vision serve`) handles them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (0: a free port); OSError when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host}:{port} for HTTP (port in use?): {exc}") from exc
+
+
+class HttpServer:
+    """An ASGI app served by uvicorn on one port, started and stopped from async code."""
+
+    def __init__(self, app: ASGIApp, drain_timeout_s: float = 30.0) -> None:
+        self._app = app
+        self._drain_timeout_s = drain_timeout_s
+        self._server: _Server | None = None
+        self._task: asyncio.Task | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (0 picks a free port) and serve; returns the bound port."""
+        if self._task is not None:
+            raise RuntimeError("the HTTP server is already started")
+        sock = _listen(host, port)
+        config = uvicorn.Config(
+            self._app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=self._drain_timeout_s,
+        )
+        self._server = _Server(config)
+        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                sock.close()
+                self._task.result()  # raises what stopped it
+                raise OSError(f"the HTTP server on {host}:{port} stopped while starting")
+            await asyncio.sleep(0.01)
+        self.port = sock.getsockname()[1]
+        log.info("SERVING HTTP on port %d", self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (at most the drain timeout), close."""
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await self._task
+        finally:
+            self._server, self._task = None, None
