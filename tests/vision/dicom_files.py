@@ -9,8 +9,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 
-def make_dicom(array: np.ndarray, photometric: str = "MONOCHROME2", **elements: object) -> bytes:
-    """A Part 10 file (preamble + DICM) holding `array` uncompressed, plus extra elements."""
+def make_dataset(
+    array: np.ndarray, photometric: str = "MONOCHROME2", **elements: object
+) -> Dataset:
+    """A dataset with file meta holding `array` uncompressed, plus extra elements."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -32,6 +34,16 @@ def make_dicom(array: np.ndarray, photometric: str = "MONOCHROME2", **elements: 
     for keyword, value in elements.items():
         setattr(ds, keyword, value)
     ds.PixelData = array.tobytes()
+    return ds
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    """`ds` as a Part 10 file (preamble + DICM)."""
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def make_dicom(array: np.ndarray, photometric: str = "MONOCHROME2", **elements: object) -> bytes:
+    """A Part 10 file (preamble + DICM) holding `array` uncompressed, plus extra elements."""
+    return to_bytes(make_dataset(array, photometric, **elements))

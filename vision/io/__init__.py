@@ -6,7 +6,7 @@ uses them; `image` uses `dicom` and them.
 
 from vision.io.dicom import decode_dataset, decode_dicom
 from vision.io.dicom_header import DicomHeader, DicomReference, PatientStudy, read_header
-from vision.io.image import decode_image, image_from_raw, read_image
+from vision.io.image import decode_image, image_from_raw, read_image, to_uint8
 from vision.io.limits import check_max_pixels
 from vision.io.sniff import SUPPORTED_FORMATS, sniff_format
 
@@ -23,4 +23,5 @@ __all__ = [
     "read_header",
     "read_image",
     "sniff_format",
+    "to_uint8",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "image_from_raw",
     "read_image",
     "sniff_format",
+    "to_uint8",
 ]
 
 _RAW_DTYPES = ("uint8", "uint16", "float32")
@@ -182,6 +183,18 @@ def read_image(path: str | Path, max_pixels: int = 0) -> np.ndarray:
     (the server refuses GIF, and OpenCV expands palette PNGs to colour).
     """
     return decode_image(Path(path).read_bytes(), max_pixels=max_pixels).pixels
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Decoded pixels as uint8 on the server's 0..255 scale (for readers that need uint8).
+
+    uint8 is returned as is; uint16 is divided by 257 (as `vision.preprocess` does) and float32
+    (DICOM, raw) taken on 0..255; both rounded and clipped.
+    """
+    if pixels.dtype == np.uint8:
+        return pixels
+    scale = np.float32(1.0 / 257.0) if pixels.dtype == np.uint16 else np.float32(1.0)
+    return np.clip(np.rint(pixels.astype(np.float32) * scale), 0, 255).astype(np.uint8)
 
 
 def _check_raw_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
