@@ -1,0 +1,1 @@
+"""The serving runtime: data plane, repository, batcher, gRPC and HTTP transports (no torch)."""

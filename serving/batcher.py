@@ -93,6 +93,7 @@ class DynamicBatcher:
         return len(self._queue)
 
     def start(self) -> None:
+        """Start the worker task (on the running event loop); idempotent."""
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._loop())
 

@@ -38,6 +38,7 @@ class VisionClient:
         self.close()
 
     def close(self) -> None:
+        """Close the channel."""
         self._channel.close()
 
     def _call(self, method, request):
@@ -105,9 +106,11 @@ class VisionClient:
         return self._call(self._stub.Segment, request)
 
     def list_models(self) -> pb.ListModelsResponse:
+        """Every model with its versions and states."""
         return self._call(self._stub.ListModels, pb.ListModelsRequest())
 
     def metadata(self, model: str, version: str = "") -> pb.ModelMetadata:
+        """Task, labels, input spec and runtime of a model version."""
         request = pb.GetModelMetadataRequest(model=pb.ModelRef(name=model, version=version))
         return self._call(self._stub.GetModelMetadata, request)
 

@@ -11,10 +11,13 @@ from serving.batcher import BatchStats
 
 @dataclass
 class Duration:
+    """A count and total nanoseconds, as Triton's StatisticDuration."""
+
     count: int = 0
     ns: int = 0
 
     def add(self, seconds: float, count: int = 1) -> None:
+        """Add `count` events that took `seconds` in all."""
         self.count += count
         self.ns += int(seconds * 1e9)
 
@@ -44,12 +47,14 @@ class StatisticsBook:
         return self._book.setdefault((name, version), VersionStatistics())
 
     def record_request(self, name: str, version: str, ok: bool, seconds: float) -> None:
+        """One request's outcome and latency."""
         with self._lock:
             entry = self._entry(name, version)
             (entry.success if ok else entry.fail).add(seconds)
             entry.last_inference_ms = int(time.time() * 1000)
 
     def record_batch(self, name: str, version: str, batch: BatchStats) -> None:
+        """One model run: its rows, their queue times and the compute time."""
         with self._lock:
             entry = self._entry(name, version)
             entry.execution_count += 1
@@ -60,6 +65,7 @@ class StatisticsBook:
             entry.batches.setdefault(batch.size, Duration()).add(batch.compute_s)
 
     def snapshot(self) -> dict[tuple[str, str], VersionStatistics]:
+        """A copy of every version's statistics."""
         with self._lock:
             return {key: _copy(value) for key, value in self._book.items()}
 

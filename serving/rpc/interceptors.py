@@ -55,6 +55,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        """Wrap the method's handler so that its errors become status codes."""
         handler = await continuation(details)
         if handler is None:
             return handler
@@ -138,6 +139,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         return hmac.compare_digest(given, self._expected)
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        """Let the call through with the right key (or to health); refuse it otherwise."""
         if details.method.startswith(self.OPEN_PREFIXES) or self.allows(
             details.invocation_metadata
         ):

@@ -94,21 +94,26 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._plane = plane
 
     async def ServerLive(self, request, context):  # noqa: N802
+        """Liveness: the process answers."""
         return pb.ServerLiveResponse(live=self._plane.server_live())
 
     async def ServerReady(self, request, context):  # noqa: N802
+        """Readiness: every model READY."""
         return pb.ServerReadyResponse(ready=self._plane.server_ready())
 
     async def ModelReady(self, request, context):  # noqa: N802
+        """Whether one model (version) can serve now."""
         return pb.ModelReadyResponse(ready=self._plane.model_ready(request.name, request.version))
 
     async def ServerMetadata(self, request, context):  # noqa: N802
+        """Server name, version and extensions."""
         meta = self._plane.server_metadata()
         return pb.ServerMetadataResponse(
             name=meta.name, version=meta.version, extensions=list(meta.extensions)
         )
 
     async def ModelMetadata(self, request, context):  # noqa: N802
+        """Versions, platform, inputs and outputs of a model."""
         meta = self._plane.model_metadata(request.name, request.version)
         return pb.ModelMetadataResponse(
             name=meta.name,
@@ -119,6 +124,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelInfer(self, request, context):  # noqa: N802
+        """Raw tensors through the model's batcher."""
         feeds = decode_inputs(request)
         result = await self._plane.infer(
             request.model_name, request.model_version, feeds, deadline_of(context)
@@ -140,6 +146,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
     async def RepositoryIndex(self, request, context):  # noqa: N802
+        """Models on disk or loaded, a row per version."""
         rows = self._plane.repository_index(ready_only=request.ready)
         return pb.RepositoryIndexResponse(
             models=[
@@ -151,14 +158,17 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def RepositoryModelLoad(self, request, context):  # noqa: N802
+        """(Re)load a model folder."""
         await self._plane.load_model(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request, context):  # noqa: N802
+        """Stop serving a model; queued requests finish."""
         await self._plane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     async def ModelStatistics(self, request, context):  # noqa: N802
+        """Inference statistics per model version."""
         stats = self._plane.model_statistics(request.name, request.version)
         return pb.ModelStatisticsResponse(
             model_stats=[_statistics(n, v, value) for (n, v), value in stats.items()]

@@ -134,6 +134,7 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
         return await self._plane.run_in_worker(encode_prediction, prediction, options)
 
     async def Detect(self, request: pb.DetectRequest, context) -> pb.DetectResponse:  # noqa: N802
+        """Boxes (and heat maps when asked) for one image."""
         options = PredictOptions(
             score_threshold=_threshold(request, "score_threshold"),
             iou_threshold=_threshold(request, "iou_threshold"),
@@ -166,6 +167,7 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
         )
 
     async def Segment(self, request: pb.SegmentRequest, context) -> pb.SegmentResponse:  # noqa: N802
+        """Masks, image score (and heat maps when asked) for one image."""
         options = PredictOptions(explain=explain_options(request))
         prediction = await self._plane.predict(
             "segmentation",
@@ -196,9 +198,11 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
         )
 
     async def ListModels(self, request, context) -> pb.ListModelsResponse:  # noqa: N802
+        """Every model with its versions and states."""
         return pb.ListModelsResponse(models=[_model_summary(s) for s in self._plane.list_models()])
 
     async def GetModelMetadata(self, request, context) -> pb.ModelMetadata:  # noqa: N802
+        """Task, labels, input spec and runtime of a model version."""
         info = self._plane.model_info(request.model.name, request.model.version)
         config = info.config
         spec = config.input
@@ -222,6 +226,7 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
         )
 
     async def Explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:  # noqa: N802
+        """A Grad-CAM heat map per finding."""
         options = PredictOptions(score_threshold=_threshold(request, "score_threshold"))
         prediction = await self._plane.explain(
             request.model.name,

@@ -1,0 +1,1 @@
+"""Segmentation models: MONAI networks, training, evaluation and export."""
