@@ -2,7 +2,8 @@
 
 The serving path is `decode_image(path.read_bytes())`, then the channel conversion that starts
 `Preprocessor` (`convert_channels`); the training paths are `vision.io.read_image`, the detection
-reader `load_image` and the segmentation readers. Synthetic files cover the formats without the
+reader `vision.datasets.images.load_image` and the segmentation readers
+(`vision.datasets.segmentation`). Synthetic files cover the formats without the
 shared datasets; the bundled datasets are checked when present.
 """
 
@@ -16,11 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from vision.datasets import segmentation as segdata
+from vision.datasets.images import load_image
 from vision.errors import UnsupportedFormatError
 from vision.io import decode_image, read_image, to_uint8
 from vision.paths import datasets_root
 from vision.preprocess import convert_channels
-from vision.segment import data as segdata
 
 _ORDER = {1: "GRAY", 3: "RGB"}
 
@@ -29,11 +31,6 @@ def _serving(path: Path, channels: int | None = None) -> np.ndarray:
     """What the server feeds its Preprocessor's resize, for a model with `channels`."""
     pixels = decode_image(path.read_bytes()).pixels
     return pixels if channels is None else convert_channels(pixels, _ORDER[channels])
-
-
-def _detect_load_image(path: Path, channels: int) -> np.ndarray:
-    detect_data = pytest.importorskip("vision.detect.data", reason="detection needs torch")
-    return detect_data.load_image(path, channels)
 
 
 def _assert_same(train: np.ndarray, serve: np.ndarray) -> None:
@@ -97,7 +94,7 @@ def test_lossless_files_match_pil_in_rgb_order(tmp_path: Path, key: str) -> None
 def test_detection_reader_matches_serving(tmp_path: Path, key: str, channels: int) -> None:
     name, shape, dtype = SYNTHETIC[key]
     path = _write(tmp_path, name, _rng_image(shape, dtype))
-    train = _detect_load_image(path, channels)
+    train = load_image(path, channels)
     serve = _serving(path, channels)
     assert train.dtype == np.uint8
     _assert_same(train, to_uint8(serve))
@@ -172,7 +169,7 @@ def test_dataset_detection_reader_matches_serving(key: str) -> None:
     _, files = _dataset_files(key)
     for path in files:
         for channels in (1, 3):
-            _assert_same(_detect_load_image(path, channels), _serving(path, channels))
+            _assert_same(load_image(path, channels), _serving(path, channels))
 
 
 def test_dataset_drive_reader_matches_serving() -> None:
