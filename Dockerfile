@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY serving ./serving
 COPY vision ./vision
+COPY app ./app
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir ".[${RUNTIME_EXTRA}]"
 
