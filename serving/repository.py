@@ -1,8 +1,8 @@
 """The model repository: folders of ONNX versions plus one config file, loaded at run time.
 
-Layout: `<repo>/<model>/config.yaml` and `<repo>/<model>/<version>/model.onnx`. Loading builds
-a session, a pipeline and a batcher per served version, warms it up, then swaps it in
-atomically; the version it replaces drains its queue before it is dropped, so no in-flight
+Layout: `<repo>/<model>/config.yaml` and `<repo>/<model>/<version>/model.onnx`. Each served
+version is loaded by `vision.loader.load_model` (session, pipeline, explainer); the repository
+adds a batcher per version, warms it up, then swaps it in atomically; the version it replaces drains its queue before it is dropped, so no in-flight
 request is lost. A model that fails to load is kept as UNAVAILABLE with the reason.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from serving.batcher import BatchStats, DynamicBatcher
 from vision.config import ModelConfig, load_config
 from vision.errors import ModelNotFoundError, ModelUnavailableError
+from vision.loader import LoadedModel, load_model, version_numbers
 from vision.pipeline import Pipeline
 from vision.runtime import OnnxModel
 from vision.xai.explainer import Explainer
@@ -42,6 +43,19 @@ class ModelVersion:
     explainer: Explainer | None = None
     loaded_at: float = field(default_factory=time.time)
 
+    @classmethod
+    def of(cls, loaded: LoadedModel, batcher: DynamicBatcher) -> ModelVersion:
+        """A servable version: what `vision.loader` loaded, plus its batcher."""
+        return cls(
+            loaded.name,
+            loaded.version,
+            loaded.config,
+            loaded.session,
+            loaded.pipeline,
+            batcher,
+            loaded.explainer,
+        )
+
 
 @dataclass
 class ModelEntry:
@@ -58,10 +72,6 @@ class ModelEntry:
         if not self.versions:
             return None
         return self.versions[max(self.versions, key=int)]
-
-
-def _version_dirs(path: Path) -> list[int]:
-    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 class ModelRepository:
@@ -163,39 +173,33 @@ class ModelRepository:
         config = await loop.run_in_executor(self._executor, load_config, path)
         if config.name != name:
             raise ModelUnavailableError(f"config name {config.name!r} differs from folder {name!r}")
-        chosen = config.version_policy.select(_version_dirs(path))
+        chosen = config.version_policy.select(version_numbers(path, config.model_file))
         if not chosen:
             raise ModelUnavailableError(f"no version folder with {config.model_file} selected")
         versions = {}
         for number in chosen:
             versions[str(number)] = await loop.run_in_executor(
-                self._executor, self._build_version, config, path / str(number), str(number)
+                self._executor, self._build_version, config, path, str(number)
             )
         for version in versions.values():
             version.batcher.start()
         return config, versions
 
-    def _build_version(self, config: ModelConfig, folder: Path, version: str) -> ModelVersion:
-        model_file = folder / config.model_file
-        if not model_file.is_file():
-            raise ModelUnavailableError(f"version {version}: no file {model_file.name}")
-        session = OnnxModel(model_file, config.runtime)
-        _check_named_outputs(config, session, version)
+    def _build_version(self, config: ModelConfig, model_dir: Path, version: str) -> ModelVersion:
+        """The version loaded by `vision.loader` (session, pipeline, explainer), warmed up, with
+        its batcher."""
+        loaded = load_model(model_dir, version, config=config)
         if config.runtime.warmup:
-            session.warmup(_warmup_batches(config))
+            loaded.session.warmup(_warmup_batches(config))
         observer = None
         if self._observer is not None:
 
             def observer(stats: BatchStats) -> None:
                 self._observer(config.name, version, stats)
 
-        batcher = DynamicBatcher(session.run, config.batching, f"{config.name}:{version}", observer)
-        explainer = _load_explainer(config, folder)
-        if explainer is not None and config.task == "segmentation":
-            explainer.check_outputs(session)  # can one run give masks and heat maps?
-        return ModelVersion(
-            config.name, version, config, session, Pipeline(config), batcher, explainer
-        )
+        name = f"{config.name}:{version}"
+        batcher = DynamicBatcher(loaded.session.run, config.batching, name, observer)
+        return ModelVersion.of(loaded, batcher)
 
     async def _close_versions(self, versions: dict[str, ModelVersion], timeout: float = 30.0):
         await asyncio.gather(*(v.batcher.close(timeout) for v in versions.values()))
@@ -204,27 +208,6 @@ class ModelRepository:
         entry.state, entry.reason = state, reason
         if self._on_state_change is not None:
             self._on_state_change(entry.name, state)
-
-
-def _load_explainer(config: ModelConfig, folder: Path) -> Explainer | None:
-    """The version's explain graph, when its config names one."""
-    if not config.explain.file:
-        return None
-    path = folder / config.explain.file
-    if not path.is_file():
-        raise ModelUnavailableError(f"explain graph {path.name} named in the config is missing")
-    return Explainer(config, OnnxModel(path, config.runtime))
-
-
-def _check_named_outputs(config: ModelConfig, session: OnnxModel, version: str) -> None:
-    """ModelUnavailableError when the config names an output the ONNX file does not have."""
-    post = config.postprocess
-    for key, name in (("output", post.output), ("image_score_output", post.image_score_output)):
-        if name and name not in session.output_names:
-            raise ModelUnavailableError(
-                f"version {version}: postprocess.{key} {name!r} is not an output of "
-                f"{config.model_file} {session.output_names}"
-            )
 
 
 def _warmup_batches(config: ModelConfig) -> tuple[int, ...]:

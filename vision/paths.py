@@ -19,8 +19,8 @@ def datasets_root() -> Path:
 
 
 def latest_version(model_dir: Path) -> int:
-    """The highest integer version folder of a model in a repository."""
-    versions = [int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise FileNotFoundError(f"{model_dir}: no version folders")
-    return max(versions)
+    """The latest version of a model, by the one rule of `vision.loader.latest_version` (the
+    highest integer folder holding the model file); ModelNotFoundError when there is none."""
+    from vision.loader import latest_version as latest
+
+    return int(latest(model_dir))
