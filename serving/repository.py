@@ -2,8 +2,9 @@
 
 Layout: `<repo>/<model>/config.yaml` and `<repo>/<model>/<version>/model.onnx`. Each served
 version is loaded by `vision.loader.load_model` (session, pipeline, explainer); the repository
-adds a batcher per version, warms it up, then swaps it in atomically; the version it replaces drains its queue before it is dropped, so no in-flight
-request is lost. A model that fails to load is kept as UNAVAILABLE with the reason.
+adds a batcher per version, warms it up, then swaps it in atomically; the version it replaces
+drains its queue before it is dropped, so no in-flight request is lost. A model that fails to
+load is kept as UNAVAILABLE with the reason.
 """
 
 from __future__ import annotations

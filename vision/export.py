@@ -1,4 +1,6 @@
-"""Task-agnostic export helpers: torch -> ONNX, parity check, INT8 quantization, repository entry.
+"""Task-agnostic export helpers: torch -> ONNX, parity check, repository entry and card.
+
+INT8 quantisation is `vision.quantize`; the TensorRT gate is `vision.tensorrt`.
 
 Torch is imported lazily so that the repository-writing helpers work in a torch-free install.
 """
@@ -97,45 +99,6 @@ def parity_check(torch_model: Any, onnx_path: str | Path, batches: list[np.ndarr
     }
 
 
-class _Calibration:
-    """onnxruntime.quantization CalibrationDataReader over a list of batches."""
-
-    def __init__(self, input_name: str, batches: Sequence[np.ndarray]) -> None:
-        self._items = iter([{input_name: np.asarray(b, np.float32)} for b in batches])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._items, None)
-
-    def rewind(self) -> None:  # pragma: no cover - not used by static calibration
-        pass
-
-
-def quantize_int8(
-    onnx_path: str | Path, calib_batches: Sequence[np.ndarray], out_path: str | Path
-) -> Path:
-    """Static INT8 quantization (QDQ, per-channel weights, MinMax calibration) of a float model."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    prepared = out_path.with_suffix(".pre.onnx")
-    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-    input_name = onnx.load(str(prepared)).graph.input[0].name
-    quantize_static(
-        str(prepared),
-        str(out_path),
-        _Calibration(input_name, calib_batches),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
-    prepared.unlink(missing_ok=True)
-    onnx.checker.check_model(str(out_path))
-    return out_path
-
-
 def sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file."""
     digest = hashlib.sha256()
@@ -145,42 +108,12 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _metrics_table(metrics: dict) -> list[str]:
-    """Markdown table: one row per split, one column per numeric metric."""
-    splits = {k: v for k, v in metrics.items() if isinstance(v, dict)}
-    keys = sorted({k for v in splits.values() for k, x in v.items() if isinstance(x, float)})
-    if not keys:
-        return []
-    rows = [f"| split | {' | '.join(keys)} |", "|---" * (len(keys) + 1) + "|"]
-    for split, values in splits.items():
-        cells = [f"{values[k]:.4f}" if isinstance(values.get(k), float) else "" for k in keys]
-        rows.append(f"| {split} | {' | '.join(cells)} |")
-    return ["## Summary", "", *rows, ""]
-
-
-def _card_markdown(card: dict) -> str:
-    lines = [f"# {card.get('name', 'model')}", "", card.get("description", ""), ""]
-    lines += _metrics_table(card.get("metrics", {}))
-    for key, value in card.items():
-        if key in ("name", "description"):
-            continue
-        lines += [f"## {key.replace('_', ' ').capitalize()}", ""]
-        if isinstance(value, dict):
-            lines += ["```json", json.dumps(value, indent=2, default=str), "```", ""]
-        elif isinstance(value, list):
-            lines += [f"- {item}" for item in value] + [""]
-        else:
-            lines += [str(value), ""]
-    return "\n".join(lines)
-
-
 def write_card(model_dir: str | Path, card: dict) -> Path:
-    """Write `card.json` and its readable twin `MODEL_CARD.md` into a model folder."""
-    model_dir = Path(model_dir)
-    (model_dir / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
-    path = model_dir / "MODEL_CARD.md"
-    path.write_text(_card_markdown(card))
-    return path
+    """Write `card.json` and its readable twin `MODEL_CARD.md` into a model folder, in the
+    `vision.model_card` schema (older layouts are migrated; an invalid card raises CardError)."""
+    from vision.model_card import ModelCard, migrate, write_model_card
+
+    return write_model_card(model_dir, ModelCard.from_dict(migrate(card)))
 
 
 def read_card(model_dir: str | Path) -> dict:
@@ -214,5 +147,8 @@ def write_repository_entry(
         "exported_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     merged = {"name": config.name, **merged, "versions": versions}
+    merged.setdefault("task", config.task)
+    merged.setdefault("labels", list(config.labels))
+    merged.setdefault("description", config.description)
     write_card(model_dir, merged)
     return model_dir

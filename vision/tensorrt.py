@@ -1,25 +1,32 @@
-"""TensorRT (FP16) engines through ONNX Runtime's TensorRT provider, with a parity check.
+"""TensorRT (FP16) engines through ONNX Runtime's TensorRT provider, and the one TensorRT gate.
 
-`vision export --tensorrt` calls `require_tensorrt()` before anything else (no GPU: a clear
-message and a non-zero exit) and `tensorrt_parity()` after the ONNX export: the engine is built
-into the model's engine cache (the same cache the server's `RuntimeSpec` uses, so the server
-starts warm) and its outputs are compared with ONNX Runtime on CPU on the same real inputs.
+`vision export --tensorrt` checks `unavailable_reason()` before anything else (no GPU: a clear
+message and a non-zero exit) and runs `tensorrt_gate()` after the repository entry is written,
+for either task: the engine is built into the version's engine cache (the same cache the
+server's `RuntimeSpec` uses, so the server starts warm), its outputs are compared with ONNX
+Runtime on CPU on the same real inputs, and the task's validation metric (a callback scoring a
+`vision.loader.LoadedModel` through the server's `Pipeline`) must agree within a tolerance.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from vision.config import RuntimeSpec
+from vision.config import ModelConfig, RuntimeSpec
+from vision.loader import LoadedModel, open_model
 from vision.runtime import OnnxModel
 
+log = logging.getLogger(__name__)
 TRT = "TensorrtExecutionProvider"
+MetricFn = Callable[[LoadedModel], dict[str, float]]
 FP16_ABS_TOLERANCE = 0.05  # FP16 logits drift; the metric gate is the binding check
 
 
@@ -69,10 +76,12 @@ def tensorrt_parity(
     runtime: RuntimeSpec,
     tolerance: float = FP16_ABS_TOLERANCE,
     engine: OnnxModel | None = None,
+    cpu: OnnxModel | None = None,
 ) -> dict:
-    """Per-output max abs difference, TensorRT (`engine`, built when None) vs ONNX Runtime CPU."""
+    """Per-output max abs difference, TensorRT (`engine`, built when None) vs ONNX Runtime CPU
+    (`cpu`, made when None)."""
     engine = engine or build_engine(onnx_path, runtime)
-    cpu = OnnxModel(onnx_path, dataclasses.replace(runtime, providers=("cpu",)))
+    cpu = cpu or OnnxModel(onnx_path, dataclasses.replace(runtime, providers=("cpu",)))
     name = cpu.inputs[0].name
     worst: dict[str, float] = {}
     for batch in batches:
@@ -88,3 +97,49 @@ def tensorrt_parity(
         "max_abs_diff_limit": tolerance,
         "passed": max(worst.values()) <= tolerance,
     }
+
+
+def metric_gate(reference: dict[str, float], candidate: dict[str, float], tolerance: float) -> dict:
+    """Absolute differences per metric (same units as the metrics) and whether all are within
+    `tolerance`."""
+    diffs = {k: abs(float(reference[k]) - float(candidate[k])) for k in reference}
+    return {
+        "cpu": reference,
+        "tensorrt": candidate,
+        "abs_diff": diffs,
+        "tolerance": tolerance,
+        "passed": all(d <= tolerance for d in diffs.values()),
+    }
+
+
+def tensorrt_gate(
+    config: ModelConfig,
+    version_dir: Path,
+    batches: list[np.ndarray],
+    metrics: MetricFn,
+    metric_tolerance: float,
+    reference: dict[str, float] | None = None,
+) -> dict:
+    """The TensorRT gate of both tasks, recorded as the model card's `tensorrt` entry.
+
+    FP16 engine for `version_dir/<model_file>` into `version_dir/.trt-cache`; output parity on
+    `batches` against ONNX Runtime CPU; `metrics` of the CPU model (or `reference`, when the
+    caller has them) and of the engine, each a `LoadedModel` with the server's pipeline. The
+    entry's `passed` is False when either check fails.
+    """
+    from vision.export import read_card, write_card
+
+    require_tensorrt()
+    onnx_path = Path(version_dir) / config.model_file
+    runtime = tensorrt_runtime(config.runtime, Path(version_dir) / ".trt-cache")
+    engine = open_model(dataclasses.replace(config, runtime=runtime), onnx_path)
+    if engine.providers[0] != TRT:
+        raise TensorRTUnavailableError(f"TensorRT did not take the model: {engine.providers}")
+    cpu = open_model(config, onnx_path, dataclasses.replace(runtime, providers=("cpu",)))
+    entry = tensorrt_parity(onnx_path, batches, runtime, engine=engine.session, cpu=cpu.session)
+    gate = metric_gate(reference or metrics(cpu), metrics(engine), metric_tolerance)
+    entry |= {"metric_gate_val": gate, "passed": entry["passed"] and gate["passed"]}
+    model_dir = Path(version_dir).parent
+    write_card(model_dir, {**read_card(model_dir), "tensorrt": entry})
+    log.info("TensorRT gate: %s", entry)
+    return entry

@@ -12,8 +12,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
 from vision.config import load_config  # noqa: E402
-from vision.export import export_onnx, parity_check, quantize_int8, write_repository_entry  # noqa: E402
+from vision.export import export_onnx, parity_check, write_repository_entry  # noqa: E402
 from vision.paths import datasets_root  # noqa: E402
+from vision.quantize import quantize_int8  # noqa: E402
 from vision.segment import data as segdata  # noqa: E402
 from vision.segment.metrics import defect_metrics, dice_iou  # noqa: E402
 from vision.segment.model import build_model, get_recipe, model_config  # noqa: E402

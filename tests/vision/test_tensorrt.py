@@ -48,3 +48,46 @@ def test_tensorrt_parity_on_a_small_model(tmp_path):
     assert report["provider"] == "TensorrtExecutionProvider"
     assert report["passed"], report
     assert any((tmp_path / "1" / ".trt-cache").iterdir())
+
+
+def test_metric_gate_compares_each_metric_within_tolerance():
+    gate = tensorrt.metric_gate(
+        {"dice": 0.80, "auroc": 0.90}, {"dice": 0.797, "auroc": 0.91}, 0.005
+    )
+    assert gate["abs_diff"]["dice"] == pytest.approx(0.003) and not gate["passed"]
+    assert tensorrt.metric_gate({"val_map": 0.5}, {"val_map": 0.504}, 0.005)["passed"]
+
+
+def test_tensorrt_gate_without_gpu_raises_before_any_work(monkeypatch, tmp_path):
+    from tests.serving.tiny_models import segmenter_config
+
+    monkeypatch.setattr(tensorrt, "unavailable_reason", lambda: "no GPU (test)")
+    with pytest.raises(tensorrt.TensorRTUnavailableError, match="no GPU"):
+        tensorrt.tensorrt_gate(segmenter_config(), tmp_path, [], lambda model: {}, 0.01)
+
+
+@needs_trt
+def test_tensorrt_gate_records_parity_and_the_metric_in_the_card(tmp_path):
+    import json
+
+    from tests.serving.tiny_models import segmenter_config
+    from vision.config import write_config
+
+    config = segmenter_config("bright")
+    write_config(config, tmp_path / "bright")
+    version_dir = tmp_path / "bright" / "1"
+    brightness_segmenter(version_dir / "model.onnx")
+    rng = np.random.default_rng(0)
+    batches = [rng.random((2, 3, 64, 64), dtype=np.float32)]
+
+    def metrics(model):
+        logits = model.run(batches[0])["logits"]
+        return {"foreground": float((logits.argmax(1) == 1).mean())}
+
+    entry = tensorrt.tensorrt_gate(config, version_dir, batches, metrics, 0.01)
+    assert entry["passed"], entry
+    assert entry["metric_gate_val"]["tensorrt"]["foreground"] == pytest.approx(
+        entry["metric_gate_val"]["cpu"]["foreground"], abs=0.01
+    )
+    card = json.loads((tmp_path / "bright" / "card.json").read_text())
+    assert card["tensorrt"]["provider"] == "TensorrtExecutionProvider"
