@@ -5,7 +5,6 @@ Skips when the shared datasets (vision.paths.datasets_root()) are absent.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import json
@@ -55,14 +54,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def repo(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vision.detect.cli import _export_parser
-    from vision.detect.exporting import run_export
+    from vision.detect.cli import export
 
     repo = tmp_path_factory.mktemp("repo")
-    args = _export_parser().parse_args(
-        ["--checkpoint", str(checkpoint), "--repo", str(repo), "--val-limit", "2"]
-    )
-    assert run_export(args) == 0
+    argv = ["--checkpoint", str(checkpoint), "--repo", str(repo), "--val-limit", "2", "--int8"]
+    assert export(argv) == 0
     return repo
 
 
@@ -73,28 +69,22 @@ def test_export_writes_a_servable_entry(repo: Path) -> None:
     assert config.batching.max_batch_size == 8
     assert (repo / "pcb-defects" / "1" / "model.onnx").is_file()
     card = json.loads((repo / "pcb-defects" / "card.json").read_text())
-    assert card["parity"]["passed"]
+    parity = card["export"]["parity"]  # vision.model_card schema
+    assert parity["passed"]
+    assert parity["val_images"] == 2 and 0 <= parity["onnx_val_map"] <= 1
+    assert (repo / "pcb-defects" / "1" / "model.int8.onnx").is_file()
+    assert 0 <= card["int8"]["val_map"] <= 1
 
 
 @pytest.mark.skipif(
     importlib.util.find_spec("vision.pipeline") is None, reason="vision.pipeline not present yet"
 )
 def test_eval_through_onnx(repo: Path, tmp_path: Path) -> None:
-    from vision.detect.evaluate import run_eval
+    from vision.detect.evaluate import evaluate_detector
 
-    args = argparse.Namespace(
-        model="pcb-defects",
-        repo=repo,
-        version=0,
-        split="test",
-        data=None,
-        format=None,
-        limit=2,
-        out=tmp_path,
-        no_card=False,
-    )
-    assert run_eval(args) == 0
+    returned = evaluate_detector("pcb-defects", repo=repo, split="test", limit=2, out=tmp_path)
     report = json.loads((tmp_path / "report.json").read_text())
+    assert returned["images"] == report["images"] and report["version"] == 1
     assert report["images"] == 2 and "deeppcb" in report and 0 <= report["map50"] <= 1
     assert (tmp_path / "pr_curve.png").is_file() and (tmp_path / "confusion_matrix.png").is_file()
     card = json.loads((repo / "pcb-defects" / "card.json").read_text())

@@ -36,10 +36,17 @@ def _train_parser() -> argparse.ArgumentParser:
 def train(argv: list[str]) -> int:
     """Train; writes best.pt, last.pt, log.json and curve.png into the run folder."""
     args = _train_parser().parse_args(argv)
-    from vision.detect.recipes import from_args
+    from vision.detect.recipes import OVERRIDABLE, resolve_recipe
     from vision.detect.train import Trainer
 
-    recipe = from_args(args)
+    recipe = resolve_recipe(
+        args.recipe,
+        args.format,
+        args.data,
+        args.name,
+        args.size,
+        **{key: getattr(args, key) for key in OVERRIDABLE},
+    )
     out = args.out or Path("runs") / recipe.name
     trainer = Trainer(
         recipe,
@@ -87,9 +94,22 @@ def export(argv: list[str]) -> int:
         if reason := unavailable_reason():
             print(f"--tensorrt needs an NVIDIA GPU: {reason}", file=sys.stderr)
             return 2
-    from vision.detect.exporting import run_export
+    from vision.detect.exporting import ExportOptions, export_detector
 
-    return run_export(args)
+    return export_detector(
+        ExportOptions(
+            checkpoint=args.checkpoint,
+            repo=args.repo,
+            name=args.name,
+            recipe=args.recipe,
+            version=args.version,
+            int8=args.int8,
+            tensorrt=args.tensorrt,
+            parity_images=args.parity_images,
+            val_limit=args.val_limit,
+            tolerance=args.tolerance,
+        )
+    )
 
 
 def _eval_parser() -> argparse.ArgumentParser:
@@ -109,9 +129,24 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 def evaluate(argv: list[str]) -> int:
     """Evaluate through ONNX Runtime and the serving pipeline; writes a JSON report and plots."""
-    from vision.detect.evaluate import run_eval
+    import json
 
-    return run_eval(_eval_parser().parse_args(argv))
+    from vision.detect.evaluate import evaluate_detector
+
+    args = _eval_parser().parse_args(argv)
+    report = evaluate_detector(
+        args.model,
+        repo=args.repo,
+        version=args.version,
+        split=args.split,
+        data=args.data,
+        fmt=args.format,
+        limit=args.limit,
+        out=args.out,
+        update_card=not args.no_card,
+    )
+    print(json.dumps({k: v for k, v in report.items() if k != "voc_ap50_per_class"}, indent=1))
+    return 0
 
 
 COMMANDS = {"train": train, "export": export, "eval": evaluate}

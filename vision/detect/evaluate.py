@@ -1,4 +1,5 @@
-"""Evaluate a served detector the way the server runs it: decode, Pipeline, ONNX Runtime.
+"""Evaluate a served detector the way the server runs it: `vision.loader` (decode, Pipeline,
+ONNX Runtime).
 
 Reports mAP@0.5 and mAP@[.5:.95] (pycocotools), per-class AP, the DeepPCB protocol for DeepPCB
 data, a PR-curve PNG, a confusion-matrix PNG and a JSON report; updates the model card.
@@ -6,15 +7,13 @@ data, a PR-curve PNG, a confusion-matrix PNG and a JSON report; updates the mode
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from vision.config import ModelConfig, load_config
+from vision.datasets.provenance import assert_no_synthetic
 from vision.detect.data import Sample, load_dataset
 from vision.detect.metrics import (
     Boxes,
@@ -25,51 +24,35 @@ from vision.detect.metrics import (
     f_score,
 )
 from vision.detect.plots import plot_confusion, plot_pr_curves
-from vision.paths import datasets_root, default_repository, latest_version
-from vision.runtime import OnnxModel
-from vision.synth.provenance import assert_no_synthetic
+from vision.errors import ConfigError, DatasetNotFoundError
+from vision.loader import LoadedModel, load_model
+from vision.paths import datasets_root, default_repository
 
 EVAL_SCORE_THRESHOLD = 0.001  # keep low-confidence boxes for AP; F-score uses the config's
 
 
-def _pipeline(config: ModelConfig):
-    """The serving pipeline with a low score threshold (AP needs the whole ranking)."""
-    from vision.pipeline import Pipeline
-
-    post = dataclasses.replace(config.postprocess, score_threshold=EVAL_SCORE_THRESHOLD)
-    return Pipeline(dataclasses.replace(config, postprocess=post))
-
-
-def _decode(path: Path):
-    from vision.io import decode_image
-
-    return decode_image(path.read_bytes())
-
-
 def predict_all(
-    model: OnnxModel, config: ModelConfig, samples: list[Sample], batch: int = 8
+    model: LoadedModel, samples: list[Sample], batch: int = 0
 ) -> tuple[list[Boxes], float]:
-    """Detections per sample in original-image coordinates, and mean latency per image (ms)."""
-    pipeline = _pipeline(config)
-    input_name = model.inputs[0].name
+    """Detections per sample in original-image coordinates through the server's path (decode,
+    Pipeline, session; AP's low score threshold), and the mean latency per image (ms)."""
+    model = model.with_postprocess(score_threshold=EVAL_SCORE_THRESHOLD)
+    batch = batch or max(1, model.config.batching.max_batch_size)
     preds: list[Boxes] = []
     start = time.perf_counter()
     for i in range(0, len(samples), batch):
-        items = [pipeline.preprocess(_decode(s.image)) for s in samples[i : i + batch]]
-        stacked = np.stack([np.asarray(t, np.float32) for t, _ in items])
-        outputs = model.run({input_name: stacked})
-        for k, (_, meta) in enumerate(items):
-            result = pipeline.postprocess({n: v[k] for n, v in outputs.items()}, meta)
-            dets = result.detections
-            preds.append(
-                Boxes(
-                    np.array([[d.x1, d.y1, d.x2, d.y2] for d in dets], np.float32).reshape(-1, 4),
-                    np.array([d.class_id for d in dets], np.int64),
-                    np.array([d.score for d in dets], np.float32),
-                )
-            )
+        images = [s.image.read_bytes() for s in samples[i : i + batch]]
+        preds += [_boxes(result.detections) for result in model.predict_many(images, batch)]
     latency = (time.perf_counter() - start) * 1000 / max(len(samples), 1)
     return preds, latency
+
+
+def _boxes(dets: list) -> Boxes:
+    return Boxes(
+        np.array([[d.x1, d.y1, d.x2, d.y2] for d in dets], np.float32).reshape(-1, 4),
+        np.array([d.class_id for d in dets], np.int64),
+        np.array([d.score for d in dets], np.float32),
+    )
 
 
 def compute_metrics(
@@ -98,14 +81,23 @@ def compute_metrics(
     return metrics
 
 
-def _dataset(args: argparse.Namespace, name: str) -> tuple[str, Path]:
+def dataset_of(name: str, fmt: str | None = None, data: Path | None = None) -> tuple[str, Path]:
+    """The format and folder of a model's evaluation data: given, else its recipe's; the folder
+    must exist (DatasetNotFoundError says where it looked)."""
     from vision.detect.recipes import RECIPES
 
-    if args.format and args.data:
-        return args.format, args.data
-    if name in RECIPES:
-        return RECIPES[name].format, Path(args.data) if args.data else RECIPES[name].data_path()
-    raise SystemExit(f"model {name!r} has no recipe: give --format and --data")
+    if fmt and data:
+        found = fmt, Path(data)
+    elif name in RECIPES:
+        found = RECIPES[name].format, Path(data) if data else RECIPES[name].data_path()
+    else:
+        raise ConfigError(f"model {name!r} has no recipe: give --format and --data")
+    if not found[1].exists():
+        raise DatasetNotFoundError(
+            f"{found[1]}: dataset not found (shared datasets root: {datasets_root()}; set "
+            "VISION_DATASETS or give --data)"
+        )
+    return found
 
 
 def headline(metrics: dict) -> dict[str, float]:
@@ -128,47 +120,48 @@ def _update_card(model_dir: Path, version: int, split: str, metrics: dict, n: in
     write_card(model_dir, card)
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    """`vision eval --model NAME`: evaluate through ONNX; write report.json and plots."""
-    repo = args.repo or default_repository()
-    model_dir = repo / args.model
-    config = load_config(model_dir)
-    version = args.version or latest_version(model_dir)
-    fmt, data = _dataset(args, args.model)
-    if not Path(data).exists():
-        raise SystemExit(f"{data}: dataset not found (shared datasets root: {datasets_root()})")
-    samples, labels = load_dataset(fmt, Path(data), args.split)
-    samples = samples[: args.limit] if args.limit else samples
-    assert_no_synthetic([s.image for s in samples], args.split)
-    model = OnnxModel(model_dir / str(version) / config.model_file, config.runtime)
-    preds, latency = predict_all(model, config, samples, max(1, config.batching.max_batch_size))
+def evaluate_detector(
+    name: str,
+    repo: Path | None = None,
+    version: int | str | None = None,
+    split: str = "test",
+    data: Path | None = None,
+    fmt: str | None = None,
+    limit: int = 0,
+    out: Path | None = None,
+    update_card: bool = True,
+) -> dict:
+    """`vision eval --model NAME` for a detector: through `vision.loader`; writes report.json,
+    the PR curves and the confusion matrix into `out` (default reports/NAME); returns the
+    report."""
+    model_dir = Path(repo or default_repository()) / name
+    model = load_model(model_dir, version, explain=False)
+    config = model.config
+    fmt, data = dataset_of(name, fmt, data)
+    samples, _ = load_dataset(fmt, data, split)
+    samples = samples[:limit] if limit else samples
+    assert_no_synthetic([s.image for s in samples], split)
+    preds, latency = predict_all(model, samples)
     truths = [Boxes.truth(s.boxes, s.labels) for s in samples]
-    metrics = compute_metrics(
-        preds, truths, config.labels, config.postprocess.score_threshold, deeppcb=fmt == "deeppcb"
-    )
+    threshold = config.postprocess.score_threshold
+    metrics = compute_metrics(preds, truths, config.labels, threshold, deeppcb=fmt == "deeppcb")
     metrics["latency_ms_per_image_cpu"] = round(latency, 2)
-    out = args.out or Path("reports") / args.model
+    out = Path(out or Path("reports") / name)
     out.mkdir(parents=True, exist_ok=True)
-    match = 0.33 if fmt == "deeppcb" else 0.5
-    plot_pr_curves(preds, truths, config.labels, match, out / "pr_curve.png")
-    plot_confusion(
-        preds,
-        truths,
-        config.labels,
-        config.postprocess.score_threshold,
-        out / "confusion_matrix.png",
+    plot_pr_curves(
+        preds, truths, config.labels, 0.33 if fmt == "deeppcb" else 0.5, out / "pr_curve.png"
     )
+    plot_confusion(preds, truths, config.labels, threshold, out / "confusion_matrix.png")
     report = {
-        "model": args.model,
-        "version": version,
-        "split": args.split,
+        "model": name,
+        "version": int(model.version),
+        "split": split,
         "format": fmt,
         "images": len(samples),
         "providers": model.providers,
         **metrics,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if not args.no_card:
-        _update_card(model_dir, version, args.split, metrics, len(samples))
-    print(json.dumps({k: v for k, v in report.items() if k != "voc_ap50_per_class"}, indent=1))
-    return 0
+    if update_card:
+        _update_card(model_dir, int(model.version), split, metrics, len(samples))
+    return report

@@ -1,17 +1,22 @@
-"""Checkpoint -> ONNX (YOLOv8 output layout) with a parity gate, then the repository entry."""
+"""Checkpoint -> ONNX (YOLOv8 output layout) with a parity gate, then the repository entry.
+
+The gates score torch, ONNX Runtime, INT8 and TensorRT the same way: validation images decoded
+and preprocessed by the server's `Pipeline`, each run wrapped in a `vision.loader.LoadedModel`,
+detections decoded by `vision.postprocess` (the server's decoder and NMS) in original-image
+coordinates.
+"""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
 
 from vision.config import (
     BatchingSpec,
@@ -19,21 +24,46 @@ from vision.config import (
     ModelConfig,
     PostprocessSpec,
     PreprocessSpec,
+    RuntimeSpec,
     load_config,
 )
-from vision.detect.data import DetectionDataset
+from vision.detect.data import Sample
+from vision.detect.evaluate import predict_all
 from vision.detect.metrics import Boxes, ap_per_class, best_f
 from vision.detect.model import Detector, build_model, spec_from_dict
 from vision.detect.recipes import RECIPES, Recipe, from_dict
 from vision.detect.train import splits
+from vision.errors import ConfigError
+from vision.loader import LoadedModel, open_model
 from vision.paths import default_repository
+from vision.pipeline import Pipeline
+from vision.runtime import TensorSpec
 
 INPUT_NAME, OUTPUT_NAME = "images", "output0"
 METRIC_TOLERANCE = 0.005  # 0.5 points of mAP
+CPU = RuntimeSpec(providers=("cpu",))
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What `vision export` for a detector does (the CLI flags, parsed)."""
+
+    checkpoint: Path
+    repo: Path | None = None
+    name: str | None = None
+    recipe: str | None = None
+    version: int = 1
+    int8: bool = False
+    tensorrt: bool = False
+    parity_images: int = 8
+    val_limit: int = 0
+    tolerance: float = 1e-3
 
 
 def load_checkpoint(path: Path) -> tuple[Detector, Recipe, tuple[str, ...], dict]:
     """The EMA model (eval mode), its recipe, labels and training state."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint (train one with `vision train`)")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model = build_model(spec_from_dict(ckpt["spec"]))
     model.load_state_dict(ckpt["ema"])
@@ -72,34 +102,48 @@ def model_config(
     )
 
 
-def decode_yolov8(
-    output: np.ndarray, score_thr: float = 0.001, iou_thr: float = 0.5, max_det: int = 300
-) -> Boxes:
-    """One item's [4 + nc, A] output -> boxes (best class per anchor, per-class NMS)."""
-    out = torch.from_numpy(np.ascontiguousarray(output)).T
-    xy, wh = out[:, :2], out[:, 2:4]
-    scores, labels = out[:, 4:].max(1)
-    boxes = torch.cat([xy - wh / 2, xy + wh / 2], 1)
-    keep = scores > score_thr
-    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    keep = batched_nms(boxes, scores, labels, iou_thr)[:max_det]
-    return Boxes(boxes[keep].numpy(), labels[keep].numpy(), scores[keep].numpy())
+class TorchSession:
+    """The torch detector behind the session interface a `LoadedModel` runs (CPU, no grad)."""
+
+    def __init__(self, model: Detector, recipe: Recipe) -> None:
+        self.model = model.eval()
+        shape = (-1, recipe.channels, recipe.height, recipe.width)
+        self.inputs = [TensorSpec(INPUT_NAME, "float32", shape)]
+        self.output_names = [OUTPUT_NAME]
+        self.providers = ["torch-cpu"]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's output for a batch of preprocessed images."""
+        with torch.no_grad():
+            return {OUTPUT_NAME: self.model(torch.from_numpy(feeds[INPUT_NAME])).numpy()}
 
 
-def _val_batches(recipe: Recipe, limit: int) -> tuple[list[np.ndarray], list[Boxes]]:
+def val_samples(recipe: Recipe, limit: int = 0) -> list[Sample]:
+    """The recipe's validation images (the first `limit`, 0 = all)."""
     _, val, _ = splits(recipe)
-    val = val[:limit] if limit else val
-    ds = DetectionDataset(val, recipe.channels, (recipe.height, recipe.width))
-    items = [ds[i] for i in range(len(ds))]
-    batches = [np.stack([x.numpy() for x, _ in items[i : i + 4]]) for i in range(0, len(items), 4)]
-    truths = [Boxes.truth(t[:, 1:].numpy(), t[:, 0].long().numpy()) for _, t in items]
-    return batches, truths
+    return val[:limit] if limit else val
 
 
-def _val_map(
-    outputs: list[np.ndarray], truths: list[Boxes], recipe: Recipe, nc: int
-) -> tuple[float, list[Boxes]]:
-    preds = [decode_yolov8(o, iou_thr=recipe.iou_threshold) for batch in outputs for o in batch]
+def preprocessed(config: ModelConfig, samples: list[Sample]) -> list[np.ndarray]:
+    """The images as the server feeds them to the model (decoded, Pipeline-preprocessed)."""
+    from vision.io import decode_image
+
+    pipeline = Pipeline(config)
+    return [pipeline.preprocess(decode_image(s.image.read_bytes()))[0] for s in samples]
+
+
+def parity_batches(tensors: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """Real inputs for the output parity check: batches of up to 4 of the first `count`, and a
+    batch of one (another batch size than the others)."""
+    used = tensors[: max(1, count)]
+    return [np.stack(used[i : i + 4]) for i in range(0, len(used), 4)] + [used[0][None]]
+
+
+def val_map(model: LoadedModel, samples: list[Sample], recipe: Recipe) -> tuple[float, list[Boxes]]:
+    """The recipe's headline mAP of `model` on `samples`, and its predictions."""
+    preds, _ = predict_all(model, samples)
+    truths = [Boxes.truth(s.boxes, s.labels) for s in samples]
+    nc = len(model.config.labels)
     ap = ap_per_class(preds, truths, nc, recipe.match_iou, strict=recipe.match_iou < 0.5)
     return float(ap.mean()), preds
 
@@ -107,31 +151,31 @@ def _val_map(
 def parity_gate(
     model: Detector,
     onnx_path: Path,
+    config: ModelConfig,
     recipe: Recipe,
-    labels: tuple[str, ...],
-    limit: int,
-    tolerance: float,
+    samples: list[Sample],
+    opts: ExportOptions,
 ) -> dict:
-    """Max abs difference on real images and the val metric, torch vs ONNX Runtime."""
+    """Max abs difference on real images and the val metric, torch vs ONNX Runtime (CPU), both
+    through the server's pipeline and decoder."""
     from vision.export import parity_check
-    from vision.runtime import OnnxModel
 
-    batches, truths = _val_batches(recipe, limit)
-    parity = parity_check(model, onnx_path, batches[:2] + [batches[0][:1]])
-    session = OnnxModel(onnx_path)
-    with torch.no_grad():
-        torch_out = [model(torch.from_numpy(b)).numpy() for b in batches]
-    onnx_out = [session.run({INPUT_NAME: b})[OUTPUT_NAME] for b in batches]
-    torch_map, _ = _val_map(torch_out, truths, recipe, len(labels))
-    onnx_map, preds = _val_map(onnx_out, truths, recipe, len(labels))
+    parity = parity_check(
+        model, onnx_path, parity_batches(preprocessed(config, samples), opts.parity_images)
+    )
+    torch_map, _ = val_map(
+        LoadedModel(config, TorchSession(model, recipe), Pipeline(config)), samples, recipe
+    )
+    onnx_map, preds = val_map(open_model(config, onnx_path, CPU), samples, recipe)
+    truths = [Boxes.truth(s.boxes, s.labels) for s in samples]
     strict = recipe.match_iou < 0.5
-    val_f = best_f(preds, truths, len(labels), recipe.match_iou, strict)
+    val_f = best_f(preds, truths, len(config.labels), recipe.match_iou, strict)
     worst = max(parity["max_abs_diff"].values())
-    passed = worst <= tolerance and abs(torch_map - onnx_map) <= METRIC_TOLERANCE
+    passed = worst <= opts.tolerance and abs(torch_map - onnx_map) <= METRIC_TOLERANCE
     return {
         **parity,
-        "tolerance": tolerance,
-        "val_images": len(truths),
+        "tolerance": opts.tolerance,
+        "val_images": len(samples),
         "val_metric": f"mAP@{recipe.match_iou}",
         "torch_val_map": round(torch_map, 4),
         "onnx_val_map": round(onnx_map, 4),
@@ -162,56 +206,21 @@ def _card(recipe: Recipe, state: dict, gate: dict, name: str) -> dict:
     }
 
 
-class _Calibration:
-    def __init__(self, batches: list[np.ndarray]) -> None:
-        self._items = iter([{INPUT_NAME: b} for b in batches])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._items, None)
-
-
-def quantize_convs(onnx_path: Path, batches: list[np.ndarray], target: Path) -> Path:
-    """Static QDQ int8 of the convolutions only.
-
-    The decoded head (boxes in pixels concatenated with scores in 0..1) stays float: one shared
-    activation scale for both would round every score to zero.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = target.with_suffix(".pre.onnx")
-    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-    quantize_static(
-        str(prepared),
-        str(target),
-        _Calibration(batches),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["Conv"],
-    )
-    prepared.unlink(missing_ok=True)
-    onnx.checker.check_model(str(target))
-    return target
-
-
-def _write_int8(
-    model_dir: Path, version: int, onnx_path: Path, recipe: Recipe, nc: int, limit: int
+def write_int8(
+    model_dir: Path, config: ModelConfig, onnx_path: Path, recipe: Recipe, opts: ExportOptions
 ) -> dict:
-    """Static int8 copy beside the float model, with its val metric (not gated, not served)."""
-    from vision.runtime import OnnxModel
+    """Static int8 copy beside the float model (`vision.quantize`, convolutions only: the decoded
+    head stays float), with its val metric (not gated, not served)."""
+    from vision.quantize import quantize_int8
 
-    calibration, _ = _val_batches(recipe, 16)
-    target = model_dir / str(version) / "model.int8.onnx"
-    quantize_convs(onnx_path, calibration, target)
-    batches, truths = _val_batches(recipe, limit)
-    session = OnnxModel(target)
-    outputs = [session.run({INPUT_NAME: b})[OUTPUT_NAME] for b in batches]
-    int8_map, _ = _val_map(outputs, truths, recipe, nc)
+    calibration = [t[None] for t in preprocessed(config, val_samples(recipe, 16))]
+    target = model_dir / str(opts.version) / "model.int8.onnx"
+    quantize_int8(onnx_path, calibration, target, op_types=("Conv",))
+    int8_map, _ = val_map(
+        open_model(config, target, CPU), val_samples(recipe, opts.val_limit), recipe
+    )
     return {
-        "file": f"{version}/model.int8.onnx",
+        "file": f"{opts.version}/model.int8.onnx",
         "bytes": target.stat().st_size,
         "val_map": round(int8_map, 4),
         "note": "static QDQ int8 (calibrated on 16 val images); not served by default",
@@ -229,68 +238,66 @@ def _keep_explain(config: ModelConfig, model_dir: Path) -> ModelConfig:
 
 
 def _tensorrt_gate(
-    model_dir: Path, version: int, recipe: Recipe, config: ModelConfig, args: argparse.Namespace
+    model_dir: Path, config: ModelConfig, recipe: Recipe, opts: ExportOptions
 ) -> bool:
-    """FP16 TensorRT engine into the version's engine cache; output parity and val mAP against
-    ONNX Runtime CPU, recorded in the model card. False when the gate fails."""
-    from vision.export import read_card, write_card
-    from vision.runtime import OnnxModel
-    from vision.tensorrt import build_engine, tensorrt_parity, tensorrt_runtime
+    """`vision.tensorrt.tensorrt_gate` with the detector's val mAP; False when it fails."""
+    from vision.tensorrt import tensorrt_gate
 
-    version_dir = model_dir / str(version)
-    onnx_path = version_dir / config.model_file
-    runtime = tensorrt_runtime(config.runtime, version_dir / ".trt-cache")
-    batches, truths = _val_batches(recipe, args.val_limit)
-    engine = build_engine(onnx_path, runtime)
-    parity = tensorrt_parity(onnx_path, batches[:2], runtime, engine=engine)
-    nc = len(config.labels)
-    maps = {}
-    for key, session in (("cpu", OnnxModel(onnx_path)), ("tensorrt", engine)):
-        outputs = [session.run({INPUT_NAME: b})[OUTPUT_NAME] for b in batches]
-        maps[key] = round(_val_map(outputs, truths, recipe, nc)[0], 4)
-    metric_ok = abs(maps["cpu"] - maps["tensorrt"]) <= METRIC_TOLERANCE
-    parity |= {"val_map": maps, "passed": parity["passed"] and metric_ok}
-    write_card(model_dir, {**read_card(model_dir), "tensorrt": parity})
-    print(json.dumps({"tensorrt": parity}, indent=1))
-    return bool(parity["passed"])
+    samples = val_samples(recipe, opts.val_limit)
+    batches = parity_batches(preprocessed(config, samples), opts.parity_images)[:2]
+    entry = tensorrt_gate(
+        config,
+        model_dir / str(opts.version),
+        batches,
+        lambda model: {"val_map": round(val_map(model, samples, recipe)[0], 4)},
+        METRIC_TOLERANCE,
+    )
+    print(json.dumps({"tensorrt": entry}, indent=1))
+    return bool(entry["passed"])
 
 
-def run_export(args: argparse.Namespace) -> int:
-    """Export, gate, write the repository entry; non-zero exit when the gate fails."""
+def export_detector(opts: ExportOptions) -> int:
+    """Export, gate, write the repository entry; 1 when a gate fails (nothing written when the
+    ONNX gate does), 0 otherwise."""
     from vision.export import export_onnx, read_card, write_card, write_repository_entry
 
     torch.set_num_threads(1)
-    model, recipe, labels, state = load_checkpoint(args.checkpoint)
-    if args.recipe and args.recipe in RECIPES and args.recipe != recipe.name:
-        raise SystemExit(f"checkpoint was trained with recipe {recipe.name!r}, not {args.recipe!r}")
-    name = args.name or recipe.name
+    model, recipe, labels, state = load_checkpoint(opts.checkpoint)
+    if opts.recipe and opts.recipe in RECIPES and opts.recipe != recipe.name:
+        raise ConfigError(
+            f"checkpoint was trained with recipe {recipe.name!r}, not {opts.recipe!r}"
+        )
+    name = opts.name or recipe.name
     model.export_mode = True
+    samples = val_samples(recipe, opts.val_limit)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         example = torch.zeros(1, recipe.channels, recipe.height, recipe.width)
         export_onnx(model, example, onnx_path, (INPUT_NAME,), (OUTPUT_NAME,), opset=18)
-        gate = parity_gate(model, onnx_path, recipe, labels, args.val_limit, args.tolerance)
+        gate = parity_gate(
+            model, onnx_path, model_config(recipe, labels, name), recipe, samples, opts
+        )
         print(json.dumps(gate, indent=1))
         if not gate["passed"]:
             print("parity gate FAILED: nothing written to the repository")
             return 1
-        repo = args.repo or default_repository()
+        repo = Path(opts.repo or default_repository())
         config = model_config(recipe, labels, name, gate["val_best_f"].get("score_threshold"))
         config = _keep_explain(config, repo / name)
-        model_dir = write_repository_entry(
-            repo, config, onnx_path, _card(recipe, state, gate, name), version=args.version
-        )
-        if args.int8:
+        card = _card(recipe, state, gate, name)
+        model_dir = write_repository_entry(repo, config, onnx_path, card, version=opts.version)
+        if opts.int8:
             card = read_card(model_dir)
-            card["int8"] = _write_int8(
-                model_dir, args.version, onnx_path, recipe, len(labels), args.val_limit
-            )
+            card["int8"] = write_int8(model_dir, config, onnx_path, recipe, opts)
             write_card(model_dir, card)
-        if args.tensorrt and not _tensorrt_gate(model_dir, args.version, recipe, config, args):
+        if opts.tensorrt and not _tensorrt_gate(model_dir, config, recipe, opts):
             return 1
-    run_dir = args.checkpoint.parent
+    _copy_run_files(opts.checkpoint.parent, model_dir)
+    print(f"exported {name} v{opts.version} to {model_dir}")
+    return 0
+
+
+def _copy_run_files(run_dir: Path, model_dir: Path) -> None:
     for extra in ("curve.png", "log.json"):
         if (run_dir / extra).is_file():
             shutil.copyfile(run_dir / extra, model_dir / f"training_{extra}")
-    print(f"exported {name} v{args.version} to {model_dir}")
-    return 0

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from vision.errors import ConfigError
 from vision.paths import datasets_root
 
 
@@ -87,42 +88,49 @@ RECIPES = {
 }
 
 
-def from_args(args: object) -> Recipe:
-    """A named recipe, or a generic one from --format/--data; CLI flags override fields."""
-    name = getattr(args, "recipe", None)
-    if name:
-        if name not in RECIPES:
-            raise SystemExit(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
-        recipe = RECIPES[name]
+OVERRIDABLE = (
+    "epochs",
+    "minutes",
+    "batch",
+    "lr",
+    "channels",
+    "height",
+    "width",
+    "train_split",
+    "val_split",
+)
+
+
+def resolve_recipe(
+    recipe: str | None = None,
+    fmt: str | None = None,
+    data: str | Path | None = None,
+    name: str | None = None,
+    size: int | None = None,
+    **overrides: object,
+) -> Recipe:
+    """A named recipe, or a generic one from `fmt` and `data`; `overrides` (fields of
+    `OVERRIDABLE`, None = keep) and `size` (square input) replace the recipe's fields.
+    ConfigError names the fix when neither is given or the name is unknown."""
+    if recipe:
+        if recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
+        chosen = RECIPES[recipe]
+    elif fmt and data:
+        chosen = Recipe(name=name or "detector", format=fmt, data=str(Path(data).resolve()))
     else:
-        if not getattr(args, "format", None) or not getattr(args, "data", None):
-            raise SystemExit("give --recipe NAME, or --format voc|coco|yolo|deeppcb and --data DIR")
-        recipe = Recipe(
-            name=getattr(args, "name", None) or "detector",
-            format=args.format,
-            data=str(Path(args.data).resolve()),
-        )
-    overrides = {
-        key: getattr(args, key)
-        for key in (
-            "epochs",
-            "minutes",
-            "batch",
-            "lr",
-            "channels",
-            "height",
-            "width",
-            "train_split",
-            "val_split",
-        )
-        if getattr(args, key, None) is not None
-    }
-    if getattr(args, "size", None):
-        overrides.update(height=args.size, width=args.size)
-    return dataclasses.replace(recipe, **overrides)
+        raise ConfigError("give --recipe NAME, or --format voc|coco|yolo|deeppcb and --data DIR")
+    unknown = set(overrides) - set(OVERRIDABLE)
+    if unknown:
+        raise ConfigError(f"recipe fields {sorted(unknown)} cannot be overridden")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if size:
+        changes.update(height=size, width=size)
+    return dataclasses.replace(chosen, **changes)
 
 
 def from_dict(data: dict) -> Recipe:
+    """A recipe from its `to_dict` form (lists become tuples; unknown keys are dropped)."""
     fields = {f.name for f in dataclasses.fields(Recipe)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
     return Recipe(**values)
