@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vision.errors import ConfigError, DatasetNotFoundError
 from vision.paths import datasets_root, default_repository
 
 DATASET_DIRS = {"drive": "drive/DRIVE", "magnetic-tile": "magnetic-tile"}
@@ -23,8 +24,12 @@ def _threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def train(argv: list[str]) -> int:
-    """Train a recipe into runs/<recipe>/ (checkpoints each epoch; --resume continues)."""
+def train(argv: list[str], make_online: Any = None) -> int:
+    """Train a recipe into runs/<recipe>/ (checkpoints each epoch; --resume continues).
+
+    A recipe that synthesises online (`extra["online_synth"]`, or `--online-synth`) needs
+    `make_online`, an `ExtraImagesFactory` the caller injects (the `vision train` command passes
+    `vision.synth.online.from_spec`; segmentation never imports synthesis itself)."""
     p = argparse.ArgumentParser(prog="vision train")
     p.add_argument("--recipe", help="a reference recipe, or leave out and give --images/--masks")
     p.add_argument("--images", help="your own data: a folder of images ...")
@@ -70,6 +75,7 @@ def train(argv: list[str]) -> int:
         resume=a.resume,
         synthetic=a.synthetic,
         ratio=a.synthetic_ratio if a.synthetic else 0.0,
+        make_online=make_online,
     )
     print(f"trained {recipe.name}: {summary} -> {out}")
     return 0
@@ -81,9 +87,9 @@ def _with_online(a: argparse.Namespace, recipe: Any) -> Any:
     import dataclasses
 
     if a.synthetic:
-        raise SystemExit("give --synthetic (a stored folder) or --online-synth, not both")
+        raise ConfigError("give --synthetic (a stored folder) or --online-synth, not both")
     if recipe.dataset != "magnetic-tile":
-        raise SystemExit(f"--online-synth: magnetic-tile only, not {recipe.dataset}")
+        raise ConfigError(f"--online-synth: magnetic-tile only, not {recipe.dataset}")
     spec = {
         "classes": [c.strip() for c in a.synth_classes.split(",") if c.strip()],
         "ratio": a.synthetic_ratio,
@@ -105,11 +111,11 @@ def _train_recipe(a: argparse.Namespace) -> Any:
     if a.recipe:
         return get_recipe(a.recipe, **overrides)
     if not (a.images and a.masks and a.name):
-        raise SystemExit("give --recipe NAME, or --images DIR --masks DIR --name NAME")
+        raise ConfigError("give --recipe NAME, or --images DIR --masks DIR --name NAME")
     order = "GRAY" if a.gray else "RGB"
     samples = load_folder(Path(a.images), Path(a.masks))
     if not samples:
-        raise SystemExit(f"no image in {a.images} has a same-stem mask in {a.masks}")
+        raise DatasetNotFoundError(f"no image in {a.images} has a same-stem mask in {a.masks}")
     stats = channel_stats(samples, order)
     test = (a.test_images, a.test_masks) if a.test_images and a.test_masks else None
     recipe = folder_recipe(a.name, a.images, a.masks, a.size, order, stats, test)
@@ -139,7 +145,7 @@ def export(argv: list[str]) -> int:
     from vision.segment.model import get_recipe
 
     if not (a.recipe or a.checkpoint):
-        raise SystemExit("give --recipe NAME and/or --checkpoint runs/<name>/best.pt")
+        raise ConfigError("give --recipe NAME and/or --checkpoint runs/<name>/best.pt")
     checkpoint = Path(a.checkpoint or f"runs/{a.recipe}/best.pt")
     recipe = get_recipe(a.recipe) if a.recipe else _stored_recipe(checkpoint)
     repo = Path(a.repo) if a.repo else default_repository()

@@ -1,4 +1,4 @@
-"""Evaluation through the serving path (Pipeline + OnnxModel) and the export gate."""
+"""Evaluation through the serving path (`vision.loader`: Pipeline + session) and the export gate."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from vision.config import ModelConfig, RuntimeSpec, load_config
+from vision.config import ModelConfig, RuntimeSpec
+from vision.datasets.provenance import assert_no_synthetic
+from vision.errors import DatasetNotFoundError
 from vision.export import read_card, write_card
 from vision.io import decode_image
-from vision.paths import latest_version
+from vision.loader import LoadedModel, load_model, open_model
 from vision.postprocess import image_score
 from vision.reports import plot_roc, save_overlay, write_json
-from vision.runtime import OnnxModel
 from vision.segment import data as segdata
 from vision.segment.metrics import defect_metrics, image_roc, vessel_metrics, vessel_roc
 from vision.segment.model import Recipe
-from vision.synth.provenance import assert_no_synthetic
 from vision.types import Image
 
 log = logging.getLogger(__name__)
@@ -107,18 +107,17 @@ def _predictions(pipeline: Any, outputs: list[dict], metas: list) -> Predictions
     return Predictions(probs, scores)
 
 
+def predict(model: LoadedModel, samples: list, batch: int = 8) -> Predictions:
+    """Predictions of a loaded model through its Pipeline and session (the serving path)."""
+    tensors, metas = model_inputs(model.pipeline, samples)
+    return _predictions(model.pipeline, model.run_items(tensors, batch), metas)
+
+
 def onnx_predict(
     onnx_path: Path, config: ModelConfig, samples: list, batch: int = 8
 ) -> Predictions:
-    """Predictions via Pipeline + OnnxModel (the serving path)."""
-    pipeline = make_pipeline(config)
-    model = OnnxModel(onnx_path, config.runtime)
-    tensors, metas = model_inputs(pipeline, samples)
-    outputs = []
-    for chunk in _batched(tensors, batch):
-        result = model.run({model.inputs[0].name: chunk})
-        outputs += [{k: v[i] for k, v in result.items()} for i in range(len(chunk))]
-    return _predictions(pipeline, outputs, metas)
+    """`predict` with an ONNX file opened by `vision.loader.open_model` (config's runtime)."""
+    return predict(open_model(config, onnx_path), samples, batch)
 
 
 def torch_predict(model: Any, config: ModelConfig, samples: list, batch: int = 4) -> Predictions:
@@ -168,26 +167,18 @@ def gate(reference: dict, candidate: dict, tolerance_points: float) -> dict:
     }
 
 
-def time_model(onnx_path: Path, example: np.ndarray, repeats: int = 10) -> float:
+def time_model(
+    config: ModelConfig, onnx_path: Path, example: np.ndarray, repeats: int = 10
+) -> float:
     """Median single-thread latency (ms) of one batch through ONNX Runtime on CPU."""
-    model = OnnxModel(onnx_path, RuntimeSpec(providers=("cpu",), intra_op_threads=1))
-    feeds = {model.inputs[0].name: example}
-    model.run(feeds)
+    model = open_model(config, onnx_path, RuntimeSpec(providers=("cpu",), intra_op_threads=1))
+    model.run(example)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model.run(feeds)
+        model.run(example)
         times.append(1000 * (time.perf_counter() - start))
     return float(np.median(times))
-
-
-def _version_dir(model_dir: Path, version: int) -> Path:
-    if version:
-        return model_dir / str(version)
-    versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    if not versions:
-        raise FileNotFoundError(f"no versions under {model_dir}")
-    return model_dir / str(versions[-1])
 
 
 def write_plots(
@@ -226,13 +217,15 @@ def evaluate_model(
 ) -> dict:
     """Evaluate a repository model through ONNX on a split; JSON + PNGs; update the card."""
     model_dir = Path(repo) / (name or recipe.name)
-    config = load_config(model_dir)
-    onnx_path = model_dir / str(version or latest_version(model_dir)) / config.model_file
+    model = load_model(model_dir, version, explain=False)
+    config, onnx_path = model.config, model.session.path
     samples = load_samples(recipe, root, split, model_dir / "splits.json", limit)
     if not samples:
-        raise SystemExit(f"no {split} images for {name or recipe.name} (train with --test-images)")
+        raise DatasetNotFoundError(
+            f"no {split} images for {name or recipe.name} (train with --test-images)"
+        )
     start = time.perf_counter()
-    predictions = onnx_predict(onnx_path, config, samples)
+    predictions = predict(model, samples)
     seconds = time.perf_counter() - start
     metrics = compute_metrics(recipe, predictions, samples, config.postprocess.max_regions)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,7 +235,8 @@ def evaluate_model(
         "split": split,
         "images": len(samples),
         "limit": limit,
-        "pipeline": type(make_pipeline(config)).__module__,
+        "version": int(model.version),
+        "pipeline": type(model.pipeline).__module__,
         "seconds": round(seconds, 2),
         "metrics": metrics,
     }

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from vision.config import ModelConfig
+from vision.errors import ConfigError
 from vision.export import read_card, write_card
 from vision.segment.evaluate import (
     GATE_KEYS,
@@ -19,6 +20,7 @@ from vision.segment.evaluate import (
     make_pipeline,
     model_inputs,
     onnx_predict,
+    predict,
     spread,
     time_model,
     torch_predict,
@@ -43,7 +45,10 @@ def _load_checkpoint(checkpoint: Path) -> tuple[Any, Recipe, dict]:
     if "image_head" not in recipe.extra:
         return model.eval(), recipe, state
     if "image_head" not in state:
-        raise SystemExit("recipe has an image_head, the checkpoint none: train --resume fits it")
+        raise ConfigError(
+            f"{checkpoint}: the recipe has an image_head, the checkpoint none; "
+            "`vision train --resume` fits it"
+        )
     return with_image_score(model, state["image_head"]), recipe, state
 
 
@@ -102,7 +107,7 @@ def export_recipe(
 
     model, trained, state = _load_checkpoint(checkpoint)
     if trained.name != recipe.name:
-        raise SystemExit(f"{checkpoint} was trained for {trained.name!r}, not {recipe.name!r}")
+        raise ConfigError(f"{checkpoint} was trained for {trained.name!r}, not {recipe.name!r}")
     recipe = trained
     config = model_config(recipe)
     run = checkpoint.parent
@@ -164,21 +169,17 @@ def _tensorrt_gate(
     val_onnx: dict,
     tolerance: float,
 ) -> bool:
-    """FP16 TensorRT engine into the version's engine cache; output parity and the val metric
-    against ONNX Runtime CPU, recorded in the model card. False when the gate fails."""
-    from vision.tensorrt import tensorrt_parity, tensorrt_runtime
+    """`vision.tensorrt.tensorrt_gate` with the recipe's val metrics (GATE_KEYS, `tolerance` in
+    points); False when it fails."""
+    from vision.tensorrt import tensorrt_gate
 
-    onnx_path = version_dir / config.model_file
-    runtime = tensorrt_runtime(config.runtime, version_dir / ".trt-cache")
-    parity = tensorrt_parity(onnx_path, batches, runtime)
-    trt_config = dataclasses.replace(config, runtime=runtime)
-    val_trt = compute_metrics(recipe, onnx_predict(onnx_path, trt_config, val), val)
-    parity["metric_gate_val"] = gate(val_onnx, val_trt, tolerance)
-    parity["passed"] = parity["passed"] and parity["metric_gate_val"]["passed"]
-    model_dir = version_dir.parent
-    write_card(model_dir, {**read_card(model_dir), "tensorrt": parity})
-    log.info("TensorRT gate: %s", parity)
-    return bool(parity["passed"])
+    def metrics(model: Any) -> dict[str, float]:
+        found = compute_metrics(recipe, predict(model, val), val)
+        return {k: float(found[k]) for k in GATE_KEYS}
+
+    reference = {k: float(val_onnx[k]) for k in GATE_KEYS}
+    entry = tensorrt_gate(config, version_dir, batches, metrics, tolerance / 100, reference)
+    return bool(entry["passed"])
 
 
 def build_card(
@@ -237,7 +238,8 @@ def export_int8(
     max_drop_points: float = 1.0,
 ) -> bool:
     """Static QDQ INT8 twin `<name>-int8`, kept only if no gate metric drops > 1 point on val."""
-    from vision.export import quantize_int8, write_repository_entry
+    from vision.export import write_repository_entry
+    from vision.quantize import quantize_int8
 
     pipeline = make_pipeline(config)
     calib, _ = model_inputs(pipeline, spread(load_samples(recipe, root, "train", split_file), 16))
@@ -250,7 +252,9 @@ def export_int8(
                 recipe, onnx_predict(int8_path, config, samples), samples
             )
     drops = {k: 100 * (float(fp32["val"][k]) - float(result["val"][k])) for k in GATE_KEYS}
-    fp32_ms, int8_ms = time_model(onnx_path, calib[0][None]), time_model(int8_path, calib[0][None])
+    example = calib[0][None]
+    fp32_ms = time_model(config, onnx_path, example)
+    int8_ms = time_model(config, int8_path, example)
     summary = {
         "kept": all(d <= max_drop_points for d in drops.values()),
         "drop_points_val": drops,

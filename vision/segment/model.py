@@ -15,6 +15,7 @@ from vision.config import (
     PostprocessSpec,
     PreprocessSpec,
 )
+from vision.errors import ConfigError
 from vision.segment.image_head import SCORE_OUTPUT
 
 
@@ -137,7 +138,7 @@ RECIPES = {
 def get_recipe(name: str, **overrides: object) -> Recipe:
     """A named recipe, with some fields replaced (e.g. epochs, minutes)."""
     if name not in RECIPES:
-        raise SystemExit(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
+        raise ConfigError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
     given = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(RECIPES[name], **given)
 
