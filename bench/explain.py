@@ -6,7 +6,7 @@ For each bundled model (`retina-vessels`, segmentation; `blood-cells`, detection
 image (DRIVE 01_test.tif, BCCD BloodImage_00007.jpg; a synthetic image when the dataset is
 missing), sequential calls (concurrency 1), interleaved in `--rounds` rounds:
 
-* plain: vision.v1 Segment / Detect through our server (`python -m serving.cli serve`);
+* plain: vision.v1 Segment / Detect through our server (`python -m app serve`);
 * explain option: the same call with `explain` set (default options: every found class / box,
   at most the model's explain.max_targets), heat maps as float16, no overlay;
 * Explain RPC: the same image through `Explain`;
@@ -45,9 +45,9 @@ from bench.serving import HOST, free_port, server_process
 from protos.vision.v1 import vision_pb2 as pb
 from vision.config import ModelConfig, load_config, write_config
 from vision.io import decode_image
+from vision.loader import load_model, version_numbers
 from vision.paths import PROJECT_ROOT, datasets_root
 from vision.pipeline import Pipeline
-from vision.runtime import OnnxModel
 
 DETECT = "/vision.v1.VisionService/Detect"
 SEGMENT = "/vision.v1.VisionService/Segment"
@@ -120,9 +120,8 @@ def write_repository(root: Path, names: list[str], args: argparse.Namespace) -> 
         )
         config = replace(config, runtime=runtime)
         write_config(config, root / name)
-        for version in source.iterdir():
-            if version.is_dir() and version.name.isdigit():
-                (root / name / version.name).symlink_to(version.resolve())
+        for version in version_numbers(source, config.model_file):
+            (root / name / str(version)).symlink_to((source / str(version)).resolve())
         configs.append(config)
     return configs
 
@@ -191,10 +190,9 @@ def _torch_model(config: ModelConfig):
 def _targets(bench: ModelBench, tensor: np.ndarray, meta, max_findings: int) -> tuple[list, list]:
     """The classes and aux targets the server explains for this image (same selection rules)."""
     config = bench.config
-    folder = PROJECT_ROOT / "models" / bench.name / "1"
-    pipeline = Pipeline(config)
-    outputs = OnnxModel(folder / config.model_file).run({config.input.name: tensor[None]})
-    result = pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
+    loaded = load_model(PROJECT_ROOT / "models" / bench.name, explain=False, config=config)
+    outputs = loaded.run(tensor[None])
+    result = loaded.pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
     cap = min(max_findings or config.explain.max_targets, config.explain.max_targets)
     if config.task == "detection":
         top = sorted(result.detections, key=lambda d: -d.score)[:cap]
@@ -356,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         configs = write_repository(tmp / "models", names, args)
         port = free_port()
-        command = [sys.executable, "-m", "serving.cli", "serve", "--models", str(tmp / "models")]
+        command = [sys.executable, "-m", "app", "serve", "--models", str(tmp / "models")]
         command += ["--host", HOST, "--grpc-port", str(port), "--http-port", "-1"]
         command += ["--log-level", "WARNING"]
         with server_process("ours", command, port, names, tmp / "ours.log") as ours:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vision.config import load_config
+from vision.loader import load_model
 from vision.paths import default_repository
 from vision.runtime import OnnxModel
 
@@ -48,8 +49,7 @@ def _subjects(repo: Path, names: list[str], batches: list[int], threads: int) ->
             runtime = dataclasses.replace(config.runtime, intra_op_threads=threads)
         else:
             runtime = config.runtime
-        versions = sorted(int(p.name) for p in (repo / name).iterdir() if p.name.isdigit())
-        model = OnnxModel(repo / name / str(versions[-1]) / config.model_file, runtime)
+        model = load_model(repo / name, runtime=runtime, explain=False, config=config).session
         spec = config.input
         for batch in batches:
             shape = (batch, spec.channels, spec.height, spec.width)

@@ -15,12 +15,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from serving.config import DEFAULT_MAX_IMAGE_PIXELS
-from vision.config import ModelConfig, load_config, parse_config, write_config
+from vision.config import ModelConfig, parse_config, write_config
 from vision.io import decode_image
+from vision.loader import load_model
 from vision.masks import encode_png
 from vision.pipeline import Pipeline
 from vision.render import encode_png_rgb
-from vision.runtime import OnnxModel
 
 OPSET = [helper.make_opsetid("", 17)]
 INPUT, OUTPUT = "images", "logits"
@@ -141,7 +141,7 @@ def write_repository(root: Path, queue_delay_ms: float, seg_width: int = 16) -> 
 
 def session_call(model: BenchModel) -> Callable[[], object]:
     """In-process baseline (a): session.run on the tensor, the server's session settings."""
-    session = OnnxModel(model.onnx_path, load_config(model.folder).runtime).session
+    session = load_model(model.folder, explain=False).session.session
     feeds = {INPUT: model.tensor}
     return lambda: session.run(None, feeds)
 
@@ -151,15 +151,10 @@ def pipeline_call(model: BenchModel) -> Callable[[], object]:
 
     The same steps the server takes for a vision.v1 Segment call, without gRPC.
     """
-    config = load_config(model.folder)
-    runner = OnnxModel(model.onnx_path, config.runtime)
-    pipeline = Pipeline(config)
+    loaded = load_model(model.folder, explain=False)
 
     def call() -> object:
-        image = decode_image(model.png, DEFAULT_MAX_IMAGE_PIXELS)
-        tensor, meta = pipeline.preprocess(image)
-        outputs = runner.run({INPUT: tensor[np.newaxis]})
-        result = pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
+        result = loaded.predict(decode_image(model.png, DEFAULT_MAX_IMAGE_PIXELS))
         return [encode_png(m.mask) for m in result.masks]
 
     return call

@@ -18,13 +18,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vision.config import EXPLAIN_METHODS, ModelConfig, load_config
+from vision.config import EXPLAIN_METHODS, ModelConfig
 from vision.errors import VisionError
 from vision.io import decode_image
-from vision.paths import default_repository, latest_version
-from vision.pipeline import Pipeline
+from vision.loader import LoadedModel, load_model
+from vision.paths import default_repository
 from vision.render import color_for, encode_png_rgb, heatmap_overlay
-from vision.runtime import OnnxModel
 from vision.types import DetectionResult, Image
 from vision.xai.explainer import Explainer, Explanation
 
@@ -41,25 +40,16 @@ def _classes(text: str) -> list[int]:
 
 
 class _Models:
-    """The plain model and the explain graph of one model version, with its pipeline."""
+    """The plain model and the explain graph of one model version (`vision.loader`)."""
 
     def __init__(self, repo: Path, name: str, version: int | None) -> None:
-        model_dir = repo / name
-        self.config: ModelConfig = load_config(model_dir)
-        if not self.config.explain.file:
-            raise VisionError(
-                f"model {name!r} has no explain graph; run `vision explain-export --model {name} "
-                "--checkpoint runs/<recipe>/best.pt` first"
-            )
-        folder = model_dir / str(version or latest_version(model_dir))
-        graph = folder / self.config.explain.file
-        if not graph.is_file():
-            raise VisionError(f"{graph}: explain graph missing")
-        self.pipeline = Pipeline(self.config)
-        self.explainer = Explainer(self.config, OnnxModel(graph, self.config.runtime))
-        self.plain: OnnxModel | None = None
-        if self.config.task == "detection":
-            self.plain = OnnxModel(folder / self.config.model_file, self.config.runtime)
+        self.loaded: LoadedModel = load_model(repo / name, version, explain=True)
+        self.config: ModelConfig = self.loaded.config
+        self.pipeline = self.loaded.pipeline
+        assert self.loaded.explainer is not None
+        self.explainer: Explainer = self.loaded.explainer
+        # Segmentation: the explain graph yields masks and heat maps; no plain run needed.
+        self.plain = self.loaded.session if self.config.task == "detection" else None
 
     def explain(self, image: Image, classes: list[int]) -> list[Explanation]:
         """Heat maps of one decoded image (detections: filtered to `classes` when given)."""

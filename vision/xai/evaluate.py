@@ -25,13 +25,13 @@ import numpy as np
 from tqdm import tqdm
 
 from vision.config import ModelConfig, load_config
-from vision.paths import PROJECT_ROOT, latest_version
+from vision.loader import load_model
+from vision.paths import PROJECT_ROOT
 from vision.reports import write_json
 from vision.runtime import OnnxModel
 from vision.xai import faithfulness as fa
 from vision.xai.cam import heatmap
 from vision.xai.eval_data import Scorer, Target, explain_item, load_items
-from vision.xai.explainer import Explainer
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "xai_eval.json"
@@ -175,11 +175,11 @@ def evaluate_model(repo: Path, name: str, out: Path, opts: Options, version: int
     start = time.perf_counter()
     model_dir = Path(repo) / name
     config = load_config(model_dir)
-    version = version or latest_version(model_dir)
-    folder = model_dir / str(version)
-    session = OnnxModel(folder / config.explain.file, _runtime(config, opts.threads))
-    explainer = Explainer(config, session)
-    plain = OnnxModel(folder / config.model_file, _runtime(config, opts.threads))
+    runtime = _runtime(config, opts.threads)
+    loaded = load_model(model_dir, version, explain=True, runtime=runtime, config=config)
+    version = int(loaded.version)
+    assert loaded.explainer is not None
+    explainer, plain, session = loaded.explainer, loaded.session, loaded.explainer.session
     scorer = Scorer(config, plain, config.batching.max_batch_size)
     grid = cam_shape(session, config)
     items = load_items(config, model_dir, opts.limit)

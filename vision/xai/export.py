@@ -19,9 +19,9 @@ import numpy as np
 from vision.config import ModelConfig, load_config, write_config
 from vision.export import read_card, sha256, write_card
 from vision.io import decode_image
-from vision.paths import datasets_root, latest_version
+from vision.loader import load_model
+from vision.paths import datasets_root
 from vision.pipeline import Pipeline
-from vision.runtime import OnnxModel
 from vision.types import Image
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ def add_explain_graph(
 
     model_dir = Path(repo) / name
     config = load_config(model_dir)
-    version = version or latest_version(model_dir)
+    served_model = load_model(model_dir, version, providers=("cpu",), explain=False, config=config)
+    version = int(served_model.version)
     model, image, kind = load_for_explain(config, Path(checkpoint))
     if target_layer:
         layers = [target_layer]
@@ -140,7 +141,7 @@ def add_explain_graph(
         layers = [default_target_layer(model)]
     path = model_dir / str(version) / EXPLAIN_FILE
     example = example_tensor(config, image)
-    served = OnnxModel(model_dir / str(version) / config.model_file).output_names
+    served = served_model.session.output_names
     layer, parity = _export(model, layers, kind, example, path, method, tuple(served))
     spec = dataclasses.replace(config.explain, file=EXPLAIN_FILE, method=method, target_layer=layer)
     write_config(dataclasses.replace(config, explain=spec), model_dir)
