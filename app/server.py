@@ -105,6 +105,7 @@ class VisionServer:
         """Stop accepting, finish in-flight and queued requests (bounded), release everything."""
         if self._server is None or self._stopped.is_set():
             return
+        self.plane.begin_shutdown()
         await self.health.enter_graceful_shutdown()
         http = self._http.stop() if self._http is not None else asyncio.sleep(0)
         await asyncio.gather(self._server.stop(grace=self.config.drain_timeout_s), http)

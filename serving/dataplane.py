@@ -151,6 +151,7 @@ class DataPlane:
         self._executor = executor
         self._max_pixels = max_image_pixels
         self._observers: list[ResultObserver] = [on_result] if on_result else []
+        self._shutting_down = False
 
     # --- results --------------------------------------------------------------------------
 
@@ -342,8 +343,12 @@ class DataPlane:
         return True
 
     def server_ready(self) -> bool:
-        """Every model READY, and at least one (KServe readiness)."""
-        return server_ready(self._repository.entries())
+        """Every model READY, at least one, and not shutting down (KServe readiness)."""
+        return not self._shutting_down and server_ready(self._repository.entries())
+
+    def begin_shutdown(self) -> None:
+        """From now on the server reports not ready; in-flight work still finishes."""
+        self._shutting_down = True
 
     def server_metadata(self) -> ServerMetadata:
         """Server name, version and the KServe extensions served."""

@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from app.server import VisionServer
 from protos.vision.v1 import vision_pb2_grpc
 from serving.config import ServerConfig
-from app.server import VisionServer
 from tests.serving.tiny_models import build_repository
 
 
