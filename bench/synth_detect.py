@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vision.synth.detector import Detector, canonical, folder_items, load_grey
+from vision.synth_detect.detector import Detector, canonical, folder_items, load_grey
 
 
 def _whole_image(detector: Detector):

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vision.detect.data import (
+from vision.datasets.detection import (
     DEEPPCB_CLASSES,
-    DetectionDataset,
     load_coco,
     load_dataset,
     load_deeppcb,
     load_voc,
     load_yolo,
 )
+from vision.detect.data import DetectionDataset
 
 BOXES = np.array([[2, 3, 20, 18], [10, 12, 30, 31]], np.float32)
 

@@ -10,6 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vision.datasets.provenance import (
+    Provenance,
+    SyntheticDataError,
+    assert_no_synthetic,
+    is_synthetic,
+    read_embedded,
+    read_provenance,
+    read_sidecar,
+    sidecar_path,
+    write_image,
+)
 from vision.paths import datasets_root
 from vision.synth.copy_paste import (
     Instance,
@@ -22,17 +33,6 @@ from vision.synth.copy_paste import (
 )
 from vision.synth.distribution import fit_class, instance_stats, load_fits, save_fits
 from vision.synth.procedural import ProceduralConfig, add_defect, crack_mask, perlin_blob
-from vision.synth.provenance import (
-    Provenance,
-    SyntheticDataError,
-    assert_no_synthetic,
-    is_synthetic,
-    read_embedded,
-    read_provenance,
-    read_sidecar,
-    sidecar_path,
-    write_image,
-)
 
 DATA = datasets_root()
 TILES = DATA / "magnetic-tile"
@@ -253,7 +253,7 @@ def test_split_guard_rejects_synthetic(tmp_path: Path) -> None:
 @_needs(TILES)
 @pytest.mark.parametrize("generator", ["copy-paste", "procedural"])
 def test_cli_magnetic_tile_end_to_end(tmp_path: Path, generator: str) -> None:
-    from vision.segment.data import load_tile, tile_index
+    from vision.datasets.segmentation import load_tile, tile_index
     from vision.synth.cli import synth
 
     out = tmp_path / "out"
@@ -303,7 +303,7 @@ def test_tile_pastes_stay_on_the_tile_and_off_each_other() -> None:
 
 @_needs(BCCD)
 def test_cli_bccd_writes_voc_the_reader_loads(tmp_path: Path) -> None:
-    from vision.detect.data import load_voc
+    from vision.datasets.detection import load_voc
     from vision.synth.cli import synth
 
     argv = [
@@ -328,7 +328,7 @@ def test_cli_bccd_writes_voc_the_reader_loads(tmp_path: Path) -> None:
 
 @_needs(PCB)
 def test_cli_deeppcb_writes_txt_the_reader_loads(tmp_path: Path) -> None:
-    from vision.detect.data import load_deeppcb
+    from vision.datasets.detection import load_deeppcb
     from vision.synth.cli import synth
 
     argv = ["--dataset", "deeppcb", "--classes", "short", "--count", "2", "--out", str(tmp_path)]

@@ -75,10 +75,11 @@ def test_training_batches_carry_fresh_synthetic_items(online: OnlineSynthesis, t
 def test_the_tile_recipe_synthesises_from_its_training_split_only(tmp_path) -> None:
     from vision.segment.model import get_recipe
     from vision.segment.train import load_splits, recipe_online
+    from vision.synth.online import from_spec
 
     recipe = get_recipe("tile-defects")
     splits = load_splits(recipe, TILES, tmp_path)
-    online, ratio = recipe_online(recipe, TILES, splits)
+    online, ratio = recipe_online(recipe, TILES, splits, from_spec)
     assert ratio == recipe.extra["online_synth"]["ratio"]
     assert set(online.weights) == set(recipe.extra["online_synth"]["classes"])
     train = {s.name for s in splits["train"]}
@@ -86,3 +87,16 @@ def test_the_tile_recipe_synthesises_from_its_training_split_only(tmp_path) -> N
     used = {i.source for v in online.sources.instances.values() for i in v}
     used |= {b.rel for b in online.sources.backgrounds}
     assert used <= train and not used & held_out
+    assert online.source_images() == used
+
+
+def test_a_recipe_that_synthesises_online_needs_a_factory(tmp_path) -> None:
+    """Segmentation training never imports synthesis: without an injected factory, a recipe
+    with `extra["online_synth"]` is refused (ConfigError), not silently trained without it."""
+    from vision.errors import ConfigError
+    from vision.segment.model import get_recipe
+    from vision.segment.train import recipe_online
+
+    recipe = get_recipe("tile-defects")
+    with pytest.raises(ConfigError, match="make_online"):
+        recipe_online(recipe, TILES, {"train": []}, None)

@@ -14,13 +14,14 @@ import torch
 from torchvision.ops import batched_nms
 from tqdm import tqdm
 
-from vision.detect.data import DetectionDataset, Sample, collate, load_dataset, split_holdout
+from vision.datasets.detection import Sample, load_dataset, split_holdout
+from vision.datasets.mixing import MixedBatchSampler, detection_samples
+from vision.datasets.provenance import assert_no_synthetic
+from vision.detect.data import DetectionDataset, collate
 from vision.detect.loss import detection_loss
 from vision.detect.metrics import Boxes, ap_per_class
 from vision.detect.model import Detector, DetectorSpec, build_model
 from vision.detect.recipes import Recipe
-from vision.synth.mixing import MixedBatchSampler, detection_samples
-from vision.synth.provenance import assert_no_synthetic
 
 WARMUP_STEPS = 100
 

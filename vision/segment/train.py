@@ -18,13 +18,15 @@ from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from vision.datasets import segmentation
+from vision.datasets.extra import ExtraImages, ExtraImagesFactory
+from vision.datasets.mixing import mixed_positions, tile_relpaths
+from vision.datasets.provenance import assert_no_synthetic
+from vision.errors import ConfigError
 from vision.reports import plot_curves, write_json
 from vision.segment import data as segdata
 from vision.segment.metrics import defect_metrics, headline, vessel_metrics
 from vision.segment.model import Recipe, build_model, model_config
-from vision.synth.mixing import mixed_positions, tile_relpaths
-from vision.synth.online import OnlineSynthesis, tile_labels
-from vision.synth.provenance import assert_no_synthetic
 
 Mix = tuple[int, float]  # (synthetic images appended to the training data, share per batch)
 
@@ -39,7 +41,7 @@ class Prepared:
     names: list[str]
 
     @classmethod
-    def of(cls, samples: list[segdata.Sample], recipe: Recipe) -> Prepared:
+    def of(cls, samples: list[segmentation.Sample], recipe: Recipe) -> Prepared:
         config = model_config(recipe)
         views = [segdata.prepare(s, config) for s in samples]
         return cls(
@@ -59,46 +61,55 @@ class Prepared:
         )
 
 
-def load_splits(recipe: Recipe, root: Path, out: Path) -> dict[str, list[segdata.Sample]]:
+def load_splits(recipe: Recipe, root: Path, out: Path) -> dict[str, list[segmentation.Sample]]:
     """Train and val samples for a recipe; the split is recorded in `out/splits.json`."""
     if recipe.dataset == "drive":
         val = list(recipe.extra["val_images"])
-        train = [s for s in segdata.load_drive(root, "training") if s.name not in val]
-        return {"train": train, "val": segdata.load_drive(root, "training", val)}
+        train = [s for s in segmentation.load_drive(root, "training") if s.name not in val]
+        return {"train": train, "val": segmentation.load_drive(root, "training", val)}
     if recipe.dataset == "folder":
-        samples = segdata.load_folder(Path(recipe.extra["images"]), Path(recipe.extra["masks"]))
+        samples = segmentation.load_folder(
+            Path(recipe.extra["images"]), Path(recipe.extra["masks"])
+        )
         by_name = {s.name: s for s in samples}
-        splits = segdata.folder_split(sorted(by_name), out / "splits.json", recipe.seed)
+        splits = segmentation.folder_split(sorted(by_name), out / "splits.json", recipe.seed)
         return {k: [by_name[n] for n in splits[k]] for k in ("train", "val")}
-    splits = segdata.tile_split(root, out / "splits.json", seed=recipe.extra.get("split_seed", 0))
+    splits = segmentation.tile_split(
+        root, out / "splits.json", seed=recipe.extra.get("split_seed", 0)
+    )
     binary = len(recipe.labels) == 2
-    return {k: segdata.load_tile(root, splits[k], binary) for k in ("train", "val")}
+    return {k: segmentation.load_tile(root, splits[k], binary) for k in ("train", "val")}
 
 
-def recipe_online(recipe: Recipe, root: Path, splits: dict) -> tuple[OnlineSynthesis, float]:
+def recipe_online(
+    recipe: Recipe, root: Path, splits: dict, make_online: ExtraImagesFactory | None
+) -> tuple[ExtraImages, float]:
     """The recipe's own online synthesis (`extra["online_synth"]`: classes, ratio, generator,
-    reuse), drawing only on images of the recorded training split; (synthesis, batch share)."""
-    from vision.synth.dataset import load_sources
-
+    reuse), built by the caller's `make_online` (e.g. `vision.synth.online.from_spec`) and
+    drawing only on images of the recorded training split; (extra images, batch share)."""
     spec = recipe.extra["online_synth"]
-    sources = load_sources(recipe.dataset, root, tuple(spec["classes"]), limit=0, seed=recipe.seed)
+    if make_online is None:
+        raise ConfigError(
+            f"recipe {recipe.name} makes synthetic images while training "
+            '(extra["online_synth"]): the caller must pass make_online '
+            "(vision.synth.online.from_spec)"
+        )
+    online = make_online(spec, recipe.dataset, root, recipe.seed)
     train_names = {s.name for s in splits["train"]}
-    used = {i.source for v in sources.instances.values() for i in v}
-    used |= {b.rel for b in sources.backgrounds}
+    used = online.source_images()
     if not used <= train_names:
         raise ValueError(
             f"online synthesis sources outside the training split: {len(used - train_names)}"
         )
-    generator, reuse = spec.get("generator", "copy-paste"), int(spec.get("reuse", 4))
-    return OnlineSynthesis(sources, generator, recipe.seed, reuse), float(spec["ratio"])
+    return online, float(spec["ratio"])
 
 
 def load_synthetic(recipe: Recipe, folder: Path) -> Prepared:
     """Synthetic training samples written by `vision synth` (magnetic-tile layout)."""
     if recipe.dataset != "magnetic-tile":
-        raise SystemExit(f"--synthetic: no synthetic data for {recipe.dataset} (magnetic-tile)")
+        raise ConfigError(f"--synthetic: no synthetic data for {recipe.dataset} (magnetic-tile)")
     binary = len(recipe.labels) == 2
-    return Prepared.of(segdata.load_tile(folder, tile_relpaths(folder), binary), recipe)
+    return Prepared.of(segmentation.load_tile(folder, tile_relpaths(folder), binary), recipe)
 
 
 class CropDataset(Dataset):
@@ -111,7 +122,7 @@ class CropDataset(Dataset):
         length: int,
         epoch_seed: int,
         mix: Mix = (0, 0.0),
-        online: OnlineSynthesis | None = None,
+        online: ExtraImages | None = None,
     ) -> None:
         self.data, self.recipe, self.length = data, recipe, length
         self.rng = np.random.default_rng(epoch_seed)
@@ -143,11 +154,12 @@ class CropDataset(Dataset):
         if number not in self.cache:
             if len(self.cache) >= 2 * self.recipe.batch_size:
                 self.cache.pop(next(iter(self.cache)))
-            item = self.online.make(number)
+            item = self.online.labelled(number, binary=len(self.recipe.labels) == 2)
             prepared = None
             if item is not None:
-                labels = tile_labels(item, binary=len(self.recipe.labels) == 2)
-                sample = segdata.Sample(item.name, item.image, labels, None, "synthetic", "")
+                sample = segmentation.Sample(
+                    item.name, item.image, item.labels, None, "synthetic", ""
+                )
                 prepared = segdata.prepare(sample, self.config)
             self.cache[number] = prepared
         return self.cache[number]
@@ -311,7 +323,7 @@ def _epoch(
 ) -> float:
     """One training epoch; `clock()` is the training time spent so far (seconds); `mix` is
     (trailing synthetic images in `data`, their share of each batch); with `online`, that share
-    is made fresh (`OnlineSynthesis`)."""
+    is made fresh (an injected `ExtraImages`)."""
     recipe, first, last = at_epoch(recipe, epoch)
     loss_fn = make_loss(recipe) if recipe.extra.get("phases") else loss_fn
     length = recipe.steps_per_epoch * recipe.batch_size or len(data.labels) - mix[0]
@@ -360,11 +372,12 @@ def train(
     resume: bool = False,
     synthetic: Path | None = None,
     ratio: float = 0.0,
-    online: OnlineSynthesis | None = None,
+    online: ExtraImages | None = None,
+    make_online: ExtraImagesFactory | None = None,
 ) -> dict:
     """Train `recipe` on data under `root` (plus `ratio` of each batch from the `vision synth`
-    folder `synthetic`, or made fresh by `online`); writes last.pt, best.pt, history.json,
-    curves.png."""
+    folder `synthetic`, or made fresh by `online`; a recipe with `extra["online_synth"]` gets
+    its images from `make_online`); writes last.pt, best.pt, history.json, curves.png."""
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(recipe.seed)
     splits = load_splits(recipe, root, out)
@@ -375,7 +388,7 @@ def train(
         synth_data = load_synthetic(recipe, Path(synthetic))
         train_data, mix = train_data.join(synth_data), (len(synth_data.labels), ratio)
     elif online is None and recipe.extra.get("online_synth"):
-        online, ratio = recipe_online(recipe, root, splits)
+        online, ratio = recipe_online(recipe, root, splits, make_online)
     if online is not None and ratio > 0:
         mix = (0, ratio)
     model = build_model(recipe).to(training_device())

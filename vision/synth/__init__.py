@@ -4,7 +4,7 @@ fitted size/shape/intensity/location distributions, and provenance on every imag
 `vision.synth.cli.synth(argv)` is the `vision synth` command.
 """
 
-from vision.synth.provenance import (
+from vision.datasets.provenance import (
     Provenance,
     SyntheticDataError,
     assert_no_synthetic,

@@ -7,9 +7,10 @@ import json
 import time
 from pathlib import Path
 
-from vision.paths import datasets_root
+from vision.datasets.locations import dataset_dir
+from vision.errors import ConfigError
 from vision.synth.dataset import (
-    DATASET_DIRS,
+    DATASETS,
     GENERATORS,
     contact_sheet,
     generate,
@@ -24,7 +25,7 @@ SHEET_SAMPLES = 16
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vision synth", description=__doc__)
-    p.add_argument("--dataset", required=True, choices=sorted(DATASET_DIRS))
+    p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--classes", required=True, help="comma-separated rare classes, e.g. Fray,Crack")
     p.add_argument("--count", type=int, required=True, help="number of images to generate")
     p.add_argument("--generator", default="copy-paste", choices=GENERATORS)
@@ -49,9 +50,9 @@ def synth(argv: list[str]) -> int:
     """Run `vision synth` with its own arguments; returns an exit code."""
     a = _parser().parse_args(argv)
     if a.generator == "procedural" and a.dataset != "magnetic-tile":
-        raise SystemExit("--generator procedural makes segmentation defects: use magnetic-tile")
+        raise ConfigError("--generator procedural makes segmentation defects: use magnetic-tile")
     classes = tuple(c.strip() for c in a.classes.split(",") if c.strip())
-    root = Path(a.data) if a.data else datasets_root() / DATASET_DIRS[a.dataset]
+    root = dataset_dir(a.dataset, a.data)
     out = Path(a.out)
     started = time.perf_counter()
     src = load_sources(a.dataset, root, classes, a.split, a.max_source_images, a.seed, a.foreground)

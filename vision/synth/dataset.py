@@ -17,6 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vision.datasets import detection, segmentation
+from vision.datasets.images import load_image
+from vision.datasets.provenance import Provenance, write_image
+from vision.errors import ConfigError, DatasetNotFoundError
 from vision.synth.copy_paste import (
     Box,
     Instance,
@@ -28,10 +32,9 @@ from vision.synth.copy_paste import (
 )
 from vision.synth.distribution import ClassFit, fit_class, grey, largest_component
 from vision.synth.procedural import ProceduralConfig, add_defect
-from vision.synth.provenance import Provenance, write_image
 
-DATASET_DIRS = {"magnetic-tile": "magnetic-tile", "bccd": "bccd/BCCD", "deeppcb": "deeppcb"}
 TRAIN_SPLITS = {"magnetic-tile": "train", "bccd": "train", "deeppcb": "trainval"}
+DATASETS = tuple(sorted(TRAIN_SPLITS))  # what `vision synth` generates for
 GENERATORS = ("copy-paste", "procedural")
 
 
@@ -69,12 +72,8 @@ class Synthetic:
 
 
 def read_pixels(path: Path, channels: int) -> np.ndarray:
-    """HxWxC uint8 (C = 1 grey or 3 RGB)."""
-    from PIL import Image as PILImage
-
-    with PILImage.open(path) as im:
-        arr = np.array(im.convert("L" if channels == 1 else "RGB"))
-    return np.ascontiguousarray(arr[..., None] if arr.ndim == 2 else arr)
+    """HxWxC uint8 (C = 1 grey or 3 RGB), decoded by the server's decoder (`load_image`)."""
+    return load_image(path, channels)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -88,16 +87,14 @@ def _subset(items: list, limit: int, seed: int) -> list:
 
 
 def _tile_sources(root: Path, classes: tuple[str, ...], split: str, limit: int, seed: int):
-    from vision.segment import data as segdata
-
-    rels = segdata.stratified_split(segdata.tile_index(root), seed=0)[split]
+    rels = segmentation.stratified_split(segmentation.tile_index(root), seed=0)[split]
     by_class: dict[str, list[Instance]] = {c: [] for c in classes}
     wanted = [r for r in rels if Path(r).parent.parent.name.removeprefix("MT_") in classes]
-    for sample in segdata.load_tile(root, _subset(wanted, limit, seed)):
+    for sample in segmentation.load_tile(root, _subset(wanted, limit, seed)):
         by_class[sample.category] += from_mask(
             sample.image, sample.mask > 0, sample.category, sample.name
         )
-    free = [r for r in rels if r.startswith(f"MT_{segdata.TILE_FREE}/")]
+    free = [r for r in rels if r.startswith(f"MT_{segmentation.TILE_FREE}/")]
     return by_class, [Background(root / r, r) for r in _subset(free, limit, seed)], 1
 
 
@@ -108,9 +105,7 @@ def _voc_box(box: np.ndarray, h: int, w: int) -> Box:
 
 
 def _bccd_sources(root: Path, classes, split: str, limit: int, seed: int, method: str):
-    from vision.detect.data import load_voc
-
-    samples, names = load_voc(root, split)
+    samples, names = detection.load_voc(root, split)
     by_class: dict[str, list[Instance]] = {c: [] for c in classes}
     backgrounds = []
     for s in _subset(samples, limit, seed):
@@ -126,19 +121,17 @@ def _bccd_sources(root: Path, classes, split: str, limit: int, seed: int, method
 
 
 def _pcb_sources(root: Path, classes, split: str, limit: int, seed: int):
-    from vision.detect.data import DEEPPCB_CLASSES, load_deeppcb
-
-    samples, _ = load_deeppcb(root, split)
+    samples, _ = detection.load_deeppcb(root, split)
     by_class: dict[str, list[Instance]] = {c: [] for c in classes}
     backgrounds = []
     for s in _subset(samples, limit, seed):
         template = s.image.with_name(s.image.name.replace("_test", "_temp"))
         backgrounds.append(Background(template, _rel(template, root)))
-        if not any(DEEPPCB_CLASSES[c] in by_class for c in s.labels):
+        if not any(detection.DEEPPCB_CLASSES[c] in by_class for c in s.labels):
             continue
         image, temp = read_pixels(s.image, 1), read_pixels(template, 1)
         for i, (b, c) in enumerate(zip(s.boxes, s.labels, strict=True)):
-            name = DEEPPCB_CLASSES[c]
+            name = detection.DEEPPCB_CLASSES[c]
             if name in by_class:
                 box = tuple(int(round(v)) for v in b)
                 by_class[name].append(
@@ -169,12 +162,14 @@ def load_sources(
     elif dataset == "deeppcb":
         by_class, backgrounds, channels = _pcb_sources(root, classes, split, limit, seed)
     else:
-        raise ValueError(f"unknown dataset {dataset!r}: {' | '.join(DATASET_DIRS)}")
+        raise ConfigError(f"unknown dataset {dataset!r}: {' | '.join(DATASETS)}")
     missing = [c for c in classes if not by_class.get(c)]
     if missing:
-        raise ValueError(f"no real instances of {missing} in {dataset} {split} under {root}")
+        raise DatasetNotFoundError(
+            f"no real instances of {missing} in {dataset} {split} under {root}"
+        )
     if not backgrounds:
-        raise ValueError(f"no background images in {dataset} {split} under {root}")
+        raise DatasetNotFoundError(f"no background images in {dataset} {split} under {root}")
     fits = {c: fit_class(c, [i.stats for i in by_class[c]]) for c in classes}
     return Sources(dataset, root, classes, by_class, backgrounds, fits, channels)
 
@@ -319,8 +314,6 @@ def write_synthetic(
         (out / "BCCD" / "Annotations" / f"{item.name}.xml").write_text(xml)
         return image
     if dataset == "deeppcb":
-        from vision.detect.data import DEEPPCB_CLASSES
-
         folder = out / "PCBData" / "groupsynth"
         image = write_image(folder / "synth" / f"{item.name}_test.png", item.image, item.provenance)
         if background is not None:
@@ -330,7 +323,8 @@ def write_synthetic(
                 item.provenance,
             )
         lines = [
-            f"{x1} {y1} {x2} {y2} {DEEPPCB_CLASSES.index(c) + 1}" for c, (x1, y1, x2, y2) in pasted
+            f"{x1} {y1} {x2} {y2} {detection.DEEPPCB_CLASSES.index(c) + 1}"
+            for c, (x1, y1, x2, y2) in pasted
         ]
         (folder / "synth_not").mkdir(parents=True, exist_ok=True)
         (folder / "synth_not" / f"{item.name}.txt").write_text("\n".join(lines) + "\n")

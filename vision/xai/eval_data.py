@@ -76,7 +76,7 @@ def _segmentation_items(name: str, model_dir: Path, limit: int) -> list[Item]:
 
 
 def _detection_items(name: str, limit: int) -> list[Item]:
-    from vision.detect.data import load_dataset
+    from vision.datasets.detection import load_dataset
     from vision.detect.recipes import RECIPES
 
     recipe = RECIPES[name]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vision.synth.detector import (
+from vision.synth_detect.detector import (
     CANON_QUALITY,
     STRIDE,
     WRITER_QUALITY,

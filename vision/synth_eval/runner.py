@@ -1,58 +1,50 @@
-"""`vision synth-eval`: the paired experiment, without vs with synthetic images, on real tests.
+"""Run the paired experiment: both arms per seed, cached results, summary, plot and report.
 
-Same architecture, step budget and seeds in both arms; the synthetic arm replaces `--ratio` of
-every batch with `vision synth` images. Writes `report.json` and `gain.png` (mean +/- std per
-arm) to reports/synth-eval/<experiment>/; runs (and the synthetic set) go to runs/synth-eval/.
+Same architecture, step budget and seeds in both arms; the synthetic arm replaces `ratio` of
+every batch with `vision synth` images (or images made while training). Functions take explicit
+options (`EvalOptions`); `vision.synth_eval.cli` parses the command line into them.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from vision.paths import datasets_root
-from vision.synth.arms import Budget, run_detection, run_segmentation
-from vision.synth.dataset import DATASET_DIRS
-from vision.synth.experiment import EXPERIMENTS, Experiment, synthesize
-from vision.synth.pcbview import kept_sources, pcb_view
+from vision.errors import ConfigError, DatasetNotFoundError
+from vision.synth.dataset import load_sources, paste_config
+from vision.synth.online import OnlineSynthesis
+from vision.synth_eval.arms import Budget, run_detection, run_segmentation
+from vision.synth_eval.experiment import Experiment, synthesize
+from vision.synth_eval.pcbview import kept_sources, pcb_view
 
 ARMS = ("baseline", "synthetic")
 RARE_MEAN = "rare mean"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vision synth-eval", description=__doc__)
-    p.add_argument("--experiment", required=True, choices=sorted(EXPERIMENTS))
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
-    p.add_argument("--ratio", type=float, default=0.25, help="synthetic share of each batch")
-    p.add_argument("--epochs", type=int, default=0, help="0: the experiment's budget")
-    p.add_argument("--steps-per-epoch", type=int, default=0, help="segmentation; 0: default")
-    p.add_argument("--synth-count", type=int, default=0, help="0: the experiment's")
-    p.add_argument("--train-limit", type=int, default=0, help="detection: training images")
-    p.add_argument("--test-limit", type=int, default=0, help="0: the experiment's")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument(
-        "--online",
-        choices=("copy-paste", "procedural"),
-        help="synthetic arm: make its images while training (class-balanced), no stored set",
-    )
-    p.add_argument("--online-reuse", type=int, default=4, help="batches each made image serves")
-    p.add_argument("--data", type=Path, help="dataset folder (default: the shared datasets)")
-    p.add_argument("--work", type=Path, help="default runs/synth-eval/<experiment>")
-    p.add_argument("--out", type=Path, help="default reports/synth-eval/<experiment>")
-    p.add_argument(
-        "--summarize-only",
-        action="store_true",
-        help="report the finished runs under --work (seeds with both arms); train nothing",
-    )
-    return p
+@dataclass
+class EvalOptions:
+    """One `vision synth-eval` run: the experiment, its seeds and budget, and the folders."""
+
+    experiment: Experiment
+    seeds: list[int]
+    root: Path  # the dataset folder
+    work: Path  # runs (and the synthetic set)
+    out: Path  # report.json, gain.png
+    ratio: float = 0.25
+    epochs: int = 0
+    steps_per_epoch: int = 0
+    train_limit: int = 0
+    test_limit: int = 0
+    threads: int = 1
+    online: str | None = None  # generator of online synthesis for the synthetic arm
+    online_reuse: int = 4
+    summarize_only: bool = False
+    command: str = ""  # the command line, for the report
 
 
 def prepare(exp: Experiment, root: Path, work: Path) -> tuple[Path, set[str] | None, dict]:
@@ -113,7 +105,7 @@ def finished(work: Path, seeds: list[int]) -> tuple[dict[str, list[dict]], list[
     path = "{}/seed{}/result.json"
     done = [s for s in seeds if all((work / path.format(a, s)).is_file() for a in ARMS)]
     if not done:
-        raise SystemExit(f"no seed has finished both arms under {work}")
+        raise DatasetNotFoundError(f"no seed has finished both arms under {work}")
     runs = {
         arm: [json.loads((work / path.format(arm, s)).read_text()) for s in done] for arm in ARMS
     }
@@ -175,66 +167,55 @@ def plot(exp: Experiment, summary: dict, path: Path) -> Path:
     return path
 
 
-def _options(a: argparse.Namespace) -> tuple[Experiment, list[int], Path, Path, Path]:
-    exp = EXPERIMENTS[a.experiment]
-    if a.synth_count:
-        exp = dataclasses.replace(exp, synth_count=a.synth_count)
-    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
-    if len(seeds) < 2:
-        raise SystemExit("--seeds: give at least two seeds (mean +/- std needs them)")
-    root = a.data or datasets_root() / DATASET_DIRS[exp.dataset]
-    if not Path(root).is_dir():
-        raise SystemExit(f"{root}: dataset not found (shared datasets root: {datasets_root()})")
-    work = a.work or Path("runs") / "synth-eval" / exp.name
-    out = a.out or Path("reports") / "synth-eval" / exp.name
-    return exp, seeds, Path(root), work, out
-
-
-def _online(exp: Experiment, root: Path, a: argparse.Namespace) -> Any:
+def online_synthesis(exp: Experiment, root: Path, generator: str, reuse: int) -> OnlineSynthesis:
     """Online synthesis for the synthetic arm, from the experiment's training split."""
     if exp.task != "segmentation":
-        raise SystemExit(f"--online: segmentation experiments only, not {exp.name}")
-    from vision.synth.dataset import load_sources, paste_config
-    from vision.synth.online import OnlineSynthesis
-
+        raise ConfigError(f"--online: segmentation experiments only, not {exp.name}")
     src = load_sources(exp.dataset, root, exp.rare, "", exp.max_sources, 0, exp.foreground)
     options = {"paste": paste_config(exp.dataset)}
-    return OnlineSynthesis(src, a.online, 0, a.online_reuse, exp.per_image, options)
+    return OnlineSynthesis(src, generator, 0, reuse, exp.per_image, options)
 
 
-def _synthetic_record(a: argparse.Namespace, exp: Experiment, folder: Path, info: dict) -> dict:
-    if a.online:
-        return {"online": a.online, "reuse": a.online_reuse, "class_balanced": True}
-    return {"folder": str(folder), "requested": exp.synth_count, **info}
+def _synthetic_record(o: EvalOptions, folder: Path, info: dict) -> dict:
+    if o.online:
+        return {"online": o.online, "reuse": o.online_reuse, "class_balanced": True}
+    return {"folder": str(folder), "requested": o.experiment.synth_count, **info}
 
 
-def synth_eval(argv: list[str]) -> int:
-    """Run `vision synth-eval` with its own arguments; returns an exit code."""
+def _train_arms(o: EvalOptions, synth_dir: Path) -> tuple[dict, dict, dict]:
+    """Train and score both arms for every seed; (runs per arm, synthesis info, data notes)."""
     from tqdm import tqdm
 
-    a = _parser().parse_args(argv)
-    exp, seeds, root, work, out = _options(a)
+    exp = o.experiment
+    data, keep, notes = prepare(exp, o.root, o.work)
+    online = online_synthesis(exp, o.root, o.online, o.online_reuse) if o.online else None
+    synth_info = synthesize(exp, o.root, synth_dir, 0, keep) if not online else {}
+    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    jobs = [(seed, arm) for seed in o.seeds for arm in ARMS]
+    for seed, arm in tqdm(jobs, desc=f"synth-eval {exp.name}", unit="run"):
+        limit = o.train_limit or exp.train_images
+        budget = Budget(seed, o.epochs, o.steps_per_epoch, o.threads, limit, o.test_limit)
+        synthetic = synth_dir if arm == "synthetic" and not online else None
+        ratio = o.ratio if arm == "synthetic" else 0.0
+        arm_online = online if arm == "synthetic" else None
+        run_dir = o.work / (f"{arm}-online" if arm_online else arm) / f"seed{seed}"
+        result = run_arm(exp, data, run_dir, budget, synthetic, ratio, arm_online)
+        runs[arm].append(result)
+        tqdm.write(f"{arm} seed {seed}: {json.dumps(result['scores'])}")
+    return runs, synth_info, notes
+
+
+def run_experiment(o: EvalOptions) -> dict:
+    """Train (or, with `summarize_only`, collect) both arms, then write `report.json` and
+    `gain.png` to `o.out`; returns the report."""
+    exp, seeds = o.experiment, o.seeds
     started = time.perf_counter()
-    synth_dir = work / f"synthetic-{exp.synth_count}"
-    if a.summarize_only:
-        runs, seeds = finished(work, seeds)
+    synth_dir = o.work / f"synthetic-{exp.synth_count}"
+    if o.summarize_only:
+        runs, seeds = finished(o.work, seeds)
         synth_info, notes = json.loads((synth_dir / "synth.json").read_text()), {}
     else:
-        data, keep, notes = prepare(exp, root, work)
-        online = _online(exp, root, a) if a.online else None
-        synth_info = synthesize(exp, root, synth_dir, 0, keep) if not online else {}
-        runs = {arm: [] for arm in ARMS}
-        jobs = [(seed, arm) for seed in seeds for arm in ARMS]
-        for seed, arm in tqdm(jobs, desc=f"synth-eval {exp.name}", unit="run"):
-            limit = a.train_limit or exp.train_images
-            budget = Budget(seed, a.epochs, a.steps_per_epoch, a.threads, limit, a.test_limit)
-            synthetic = synth_dir if arm == "synthetic" and not online else None
-            ratio = a.ratio if arm == "synthetic" else 0.0
-            arm_online = online if arm == "synthetic" else None
-            run_dir = work / (f"{arm}-online" if arm_online else arm) / f"seed{seed}"
-            result = run_arm(exp, data, run_dir, budget, synthetic, ratio, arm_online)
-            runs[arm].append(result)
-            tqdm.write(f"{arm} seed {seed}: {json.dumps(result['scores'])}")
+        runs, synth_info, notes = _train_arms(o, synth_dir)
     report = {
         "experiment": exp.name,
         "task": exp.task,
@@ -242,24 +223,17 @@ def synth_eval(argv: list[str]) -> int:
         "rare_classes": list(exp.rare),
         "metric": exp.metric,
         "seeds": seeds,
-        "ratio": a.ratio,
+        "ratio": o.ratio,
         "steps": runs["baseline"][0]["steps"],
         "overrides": {k: str(v) for k, v in exp.overrides.items()},
-        "synthetic": _synthetic_record(a, exp, synth_dir, synth_info),
+        "synthetic": _synthetic_record(o, synth_dir, synth_info),
         **notes,
         **summarize(exp, runs),
         "runs": runs,
         "seconds": round(time.perf_counter() - started, 1),
-        "command": "vision synth-eval " + shlex.join(argv),
+        "command": o.command,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    plot(exp, report, out / "gain.png")
-    print(json.dumps({"relative_gain": report["relative_gain"], "out": str(out)}, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    raise SystemExit(synth_eval(sys.argv[1:]))
+    o.out.mkdir(parents=True, exist_ok=True)
+    (o.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot(exp, report, o.out / "gain.png")
+    return report

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vision.synth.experiment import Experiment
-from vision.synth.provenance import assert_no_synthetic
+from vision.datasets.provenance import assert_no_synthetic
+from vision.synth_eval.experiment import Experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +47,14 @@ def segmentation_recipe(exp: Experiment, budget: Budget):
 
 def score_segmentation(model, recipe, root: Path, splits: dict, exp: Experiment) -> dict:
     """Defect Dice per rare class on that class's real test (and val + test) images."""
-    from vision.segment import data as segdata
+    from vision.datasets.segmentation import load_tile
     from vision.segment.train import Prepared, predict
 
     scores: dict[str, float] = {}
     for name, parts in (("test", ("test",)), ("heldout", ("val", "test"))):
         for cls in exp.rare:
             rels = [r for s in parts for r in splits[s] if r.startswith(f"MT_{cls}/")]
-            samples = segdata.load_tile(root, rels, True)
+            samples = load_tile(root, rels, True)
             assert_no_synthetic([s.path for s in samples], name)
             data = Prepared.of(samples, recipe)
             probs = predict(model, data.inputs)
@@ -119,7 +119,8 @@ def run_detection(
     ratio: float,
 ) -> dict:
     """Train the detection arm into `out`; score its final EMA weights on the real test split."""
-    from vision.detect.data import DetectionDataset, load_dataset
+    from vision.datasets.detection import load_dataset
+    from vision.detect.data import DetectionDataset
     from vision.detect.train import Trainer, validate
 
     recipe = detection_recipe(exp, data, budget)

@@ -2,7 +2,7 @@
 
 Each experiment trains the same small network for the same number of steps with the same seeds
 twice, without and with synthetic rare-class images mixed into every batch, and scores both on
-real held-out images only (`vision.synth.arms`, `vision.synth.evalcli`).
+real held-out images only (`vision.synth_eval.arms`, `vision.synth_eval.runner`).
 """
 
 from __future__ import annotations

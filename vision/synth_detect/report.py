@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vision.synth.detector import WRITER_QUALITY, Detector, Item, jpeg_roundtrip, load_grey
+from vision.synth_detect.detector import WRITER_QUALITY, Detector, Item, jpeg_roundtrip, load_grey
 
 CONTROL = "real re-saved (control)"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vision.synth.provenance import SyntheticDataError, is_synthetic
+from vision.datasets.detection import load_deeppcb, load_voc
+from vision.datasets.provenance import SyntheticDataError, is_synthetic
 
 SYNTH_SPLIT = "synth"
 
@@ -85,8 +86,6 @@ def tile_relpaths(folder: Path) -> list[str]:
 def detection_samples(folder: Path, fmt: str, classes: tuple[str, ...]) -> list:
     """Synthetic detection samples (BCCD VOC or DeepPCB layout, split `synth`) with labels in
     the real dataset's class order `classes`; every image must carry provenance."""
-    from vision.detect.data import load_deeppcb, load_voc
-
     folder = Path(folder)
     if fmt == "voc":
         root = folder / "BCCD" if (folder / "BCCD").is_dir() else folder

@@ -3,7 +3,6 @@ reduced view, and the paired experiment end to end (tiny budget; needs the share
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -12,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vision.datasets.mixing import MixedBatchSampler, mixed_positions, per_batch
+from vision.datasets.provenance import Provenance, SyntheticDataError, write_image
 from vision.paths import datasets_root, default_repository
-from vision.synth.mixing import MixedBatchSampler, mixed_positions, per_batch
-from vision.synth.provenance import Provenance, SyntheticDataError, write_image
 
 TILES = datasets_root() / "magnetic-tile"
 
@@ -121,22 +120,19 @@ def _voc(root: Path, names: list[str], split: str, synthetic: set[str] = frozens
     reason="models/blood-cells not in the repository",
 )
 def test_detection_eval_refuses_a_synthetic_image(tmp_path: Path) -> None:
-    from vision.detect.evaluate import run_eval
+    from vision.detect.evaluate import evaluate_detector
 
     _voc(tmp_path, ["real", "fake"], "test", synthetic={"fake"})
-    args = argparse.Namespace(
-        model="blood-cells",
-        repo=default_repository(),
-        version=0,
-        split="test",
-        data=tmp_path,
-        format="voc",
-        limit=0,
-        out=tmp_path / "out",
-        no_card=True,
-    )
     with pytest.raises(SyntheticDataError, match="1 synthetic image"):
-        run_eval(args)
+        evaluate_detector(
+            "blood-cells",
+            repo=default_repository(),
+            split="test",
+            data=tmp_path,
+            fmt="voc",
+            out=tmp_path / "out",
+            update_card=False,
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -166,7 +162,7 @@ def test_detection_trainer_mixes_and_guards(tmp_path: Path) -> None:
 
 
 def test_pcb_view_erases_dropped_boxes_with_the_template(tmp_path: Path) -> None:
-    from vision.synth.pcbview import kept_sources, pcb_view
+    from vision.synth_eval.pcbview import kept_sources, pcb_view
 
     root = tmp_path / "pcb"
     lines = []
@@ -198,7 +194,7 @@ def test_pcb_view_erases_dropped_boxes_with_the_template(tmp_path: Path) -> None
 
 @pytest.mark.skipif(not TILES.is_dir(), reason=f"shared dataset not found at {TILES}")
 def test_synth_eval_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
-    from vision.synth.evalcli import synth_eval
+    from vision.synth_eval.cli import synth_eval
 
     out = tmp_path / "report"
     argv = ["--experiment", "tile-fray-crack", "--seeds", "0,1", "--epochs", "1"]

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vision.datasets.provenance import Provenance, write_image
 from vision.paths import datasets_root
-from vision.synth.detect_cli import source_leaks, synth_detect
-from vision.synth.detector import (
+from vision.synth_detect.cli import synth_detect
+from vision.synth_detect.detector import (
     STRIDE,
     Detector,
     Item,
@@ -26,11 +27,11 @@ from vision.synth.detector import (
     tile_real_items,
     window_clear_of,
 )
-from vision.synth.provenance import Provenance, write_image
+from vision.synth_detect.workflow import source_leaks
 
 torch = pytest.importorskip("torch")
-from vision.synth.detector_report import metrics, score  # noqa: E402
-from vision.synth.detector_train import (  # noqa: E402
+from vision.synth_detect.report import metrics, score  # noqa: E402
+from vision.synth_detect.train import (  # noqa: E402
     TrainConfig,
     build_model,
     check_parity,
@@ -134,7 +135,7 @@ def test_check_runs_without_torch(learned, tmp_path) -> None:
     Image.fromarray(_texture(np.random.default_rng(3))).save(image)
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from serving.cli import main\n"
+        "from app.cli import main\n"
         f"sys.exit(main(['synth-detect', 'check', {str(image)!r}, '--detector', "
         f"{str(learned[1])!r}]))"
     )

@@ -12,8 +12,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numpy as np
 from PIL import Image as PILImage
+
+from vision.datasets.detection import DEEPPCB_CLASSES
+from vision.datasets.images import load_grey
 
 MARGIN = 2
 
@@ -47,8 +49,7 @@ def erase(root: Path, line: str, class_id: int, out: Path) -> str | None:
     test = base / rel.with_name(f"{rel.stem}_test{rel.suffix}")
     temp = base / rel.with_name(f"{rel.stem}_temp{rel.suffix}")
     rows = _rows(root, line)
-    image = np.array(PILImage.open(test).convert("L"))
-    template = np.array(PILImage.open(temp).convert("L"))
+    image, template = load_grey(test).copy(), load_grey(temp)
     h, w = image.shape
     others = [r for r in rows if r[4] != class_id]
     for row in (r for r in rows if r[4] == class_id):
@@ -75,8 +76,6 @@ def _link_groups(root: Path, base: Path) -> None:
 
 def pcb_view(root: Path, out: Path, cls: str, keep: float, seed: int = 0) -> dict:
     """Write the view (symlinked groups, erased copies, split lists) under `out`; counts."""
-    from vision.detect.data import DEEPPCB_CLASSES
-
     class_id = DEEPPCB_CLASSES.index(cls) + 1
     lines = pcb_lines(root, "trainval")
     counts = {ln: sum(r[4] == class_id for r in _rows(root, ln)) for ln in lines}

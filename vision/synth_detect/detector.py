@@ -17,9 +17,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image as PILImage
 
-from vision.synth.provenance import Provenance, read_provenance
+from vision.datasets import images, segmentation
+from vision.datasets.provenance import Provenance, read_provenance
 
 CANON_QUALITY = 90
 WRITER_QUALITY = 95
@@ -41,9 +41,8 @@ class Item:
 
 
 def load_grey(path: Path | str) -> np.ndarray:
-    """Decoded pixels as HxW uint8 grey (metadata is never read)."""
-    with PILImage.open(path) as im:
-        return np.array(im.convert("L"))
+    """Decoded pixels as HxW uint8 grey (the server's decoder; metadata is never read)."""
+    return images.load_grey(path)
 
 
 def jpeg_roundtrip(pixels: np.ndarray, quality: int) -> np.ndarray:
@@ -108,16 +107,22 @@ def mask_boxes(mask: np.ndarray) -> list[Box]:
     return [(x, y, x + w, y + h) for x, y, w, h, _ in stats[1:n]]
 
 
+def _read_mask(path: Path) -> np.ndarray:
+    """A defect mask as HxW uint8 grey (a label: read as stored, with PIL)."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as im:
+        return np.array(im.convert("L"))
+
+
 def tile_real_items(root: Path, split: str) -> list[Item]:
     """Real magnetic-tile images of a seed-0 stratified split, boxed by their defect masks."""
-    from vision.segment import data as segdata
-
-    index = segdata.tile_index(root)
+    index = segmentation.tile_index(root)
     items = []
-    for rel in segdata.stratified_split(index, seed=0)[split]:
+    for rel in segmentation.stratified_split(index, seed=0)[split]:
         path = Path(root) / rel
         mask_path = path.with_suffix(".png")
-        boxes = mask_boxes(load_grey(mask_path) > 127) if mask_path.is_file() else []
+        boxes = mask_boxes(_read_mask(mask_path) > 127) if mask_path.is_file() else []
         items.append(Item(path, False, index[rel], boxes))
     return items
 
