@@ -36,7 +36,7 @@ def _train_parser() -> argparse.ArgumentParser:
 def train(argv: list[str]) -> int:
     """Train; writes best.pt, last.pt, log.json and curve.png into the run folder."""
     args = _train_parser().parse_args(argv)
-    from vision.detect.recipes import OVERRIDABLE, resolve_recipe
+    from vision.detect.recipes import resolve_recipe
     from vision.detect.train import Trainer
 
     recipe = resolve_recipe(
@@ -45,7 +45,13 @@ def train(argv: list[str]) -> int:
         args.data,
         args.name,
         args.size,
-        **{key: getattr(args, key) for key in OVERRIDABLE},
+        epochs=args.epochs,
+        minutes=args.minutes,
+        batch=args.batch,
+        lr=args.lr,
+        channels=args.channels,
+        train_split=args.train_split,
+        val_split=args.val_split,
     )
     out = args.out or Path("runs") / recipe.name
     trainer = Trainer(
