@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vision.detect.loss import assign, detection_loss
@@ -48,3 +49,18 @@ def test_loss_decreases() -> None:
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
+
+
+def test_resolve_recipe_named_generic_and_overrides(tmp_path) -> None:
+    from vision.detect.recipes import resolve_recipe
+    from vision.errors import ConfigError
+
+    recipe = resolve_recipe("blood-cells", size=320, epochs=3, lr=None)
+    assert (recipe.height, recipe.width, recipe.epochs) == (320, 320, 3)
+    assert recipe.lr == resolve_recipe("blood-cells").lr
+    generic = resolve_recipe(fmt="voc", data=tmp_path, name="mine")
+    assert generic.name == "mine" and generic.data == str(tmp_path.resolve())
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        resolve_recipe("nope")
+    with pytest.raises(ConfigError, match="cannot be overridden"):
+        resolve_recipe("blood-cells", strides=(8,))

@@ -36,3 +36,12 @@ def test_eval_of_a_missing_version_names_the_versions_there(tmp_path: Path, caps
     argv = ["--model", "boxes", "--repo", str(tmp_path), "--version", "9", "--format", "voc"]
     assert run("eval", [*argv, "--data", str(tmp_path)]) == 2
     assert "version 9 has no model.onnx; versions: 1" in capsys.readouterr().err
+
+
+def test_explain_without_explain_graph_says_what_to_run(tmp_path: Path, capsys) -> None:
+    build_repository(tmp_path)
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    assert run("explain", [str(image), "--model", "bright", "--repo", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "vision explain-export --model bright" in err and "\n" not in err

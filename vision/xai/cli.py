@@ -140,7 +140,7 @@ def explain(argv: list[str] | None = None) -> int:
         summary = explain_files(args.images, models, args.out, args.classes)
     except (VisionError, OSError) as exc:
         print(f"vision explain: {exc}", file=sys.stderr)
-        return 1
+        return 2
     report = {
         "model": args.model,
         "method": models.config.explain.method,
@@ -182,7 +182,10 @@ def explain_export(argv: list[str] | None = None) -> int:
             args.method,
             args.target_layer,
         )
-    except (RuntimeError, VisionError, OSError) as exc:
+    except (VisionError, OSError) as exc:
+        print(f"vision explain-export: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # the explain graph failed its parity check: nothing written
         print(f"vision explain-export: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({k: entry[k] for k in ("file", "target_layer", "bytes", "parity")}, indent=2))
