@@ -1,9 +1,10 @@
 """The bundled models' explain graphs on real images.
 
 The torch-free `Explainer` heat maps (original-image size) must match pytorch-grad-cam's
-GradCAM on the eager torch checkpoint: same layer (config `explain.target_layer`), same targets,
-same preprocessing (`vision.pipeline.Pipeline`), and both maps taken to the original size the same
-way (`to_original_maps`, then min-max). Skipped when a model, its explain graph, checkpoint,
+GradCAM on the eager torch network with the shipped weights (`vision.weights.load_bundled`):
+same layer (config `explain.target_layer`), same targets, same preprocessing
+(`vision.pipeline.Pipeline`), and both maps taken to the original size the same way
+(`to_original_maps`, then min-max). Skipped when a model, its explain graph or weights, the
 dataset or pytorch-grad-cam is missing (export with `vision explain-export`).
 """
 
@@ -61,22 +62,13 @@ def _explained(name: str) -> ModelConfig:
 
 
 def _torch_model(config: ModelConfig) -> Any:
-    """The eager checkpoint runs/<name>/best.pt, in eval mode."""
-    run = {"pcb-defects": "pcb-defects-ft"}.get(config.name, config.name)  # fine-tuned run
-    checkpoint = PROJECT_ROOT / "runs" / run / "best.pt"
-    _skip_unless(checkpoint.is_file(), f"{checkpoint} is missing")
-    if config.task == "detection":  # as vision.detect.exporting.load_checkpoint, sans torchvision
-        import torch
+    """The eager network with the weights shipped beside the ONNX file, in eval mode."""
+    from vision.weights import load_bundled
 
-        from vision.detect.model import build_model, spec_from_dict
-
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        model = build_model(spec_from_dict(state["spec"]))
-        model.load_state_dict(state["ema"])
-        return model.eval()
-    from vision.segment.export import _load_checkpoint
-
-    return _load_checkpoint(checkpoint)[0]
+    try:
+        return load_bundled(config.name, MODELS)
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
