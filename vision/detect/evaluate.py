@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vision.datasets.detection import Sample, load_dataset
 from vision.datasets.provenance import assert_no_synthetic
-from vision.detect.data import Sample, load_dataset
 from vision.detect.metrics import (
     Boxes,
     ap_per_class,

@@ -27,7 +27,7 @@ from vision.config import (
     RuntimeSpec,
     load_config,
 )
-from vision.detect.data import Sample
+from vision.datasets.detection import Sample
 from vision.detect.evaluate import predict_all
 from vision.detect.metrics import Boxes, ap_per_class, best_f
 from vision.detect.model import Detector, build_model, spec_from_dict

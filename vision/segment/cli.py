@@ -103,7 +103,8 @@ def _train_recipe(a: argparse.Namespace) -> Any:
     """The named reference recipe, or a folder recipe for --images/--masks; CLI overrides."""
     import dataclasses
 
-    from vision.segment.data import channel_stats, load_folder
+    from vision.datasets.segmentation import load_folder
+    from vision.segment.data import channel_stats
     from vision.segment.model import folder_recipe, get_recipe
 
     overrides = {"epochs": a.epochs, "minutes": a.minutes, "steps_per_epoch": a.steps_per_epoch}

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from vision.config import ModelConfig, RuntimeSpec
+from vision.datasets import segmentation
 from vision.datasets.provenance import assert_no_synthetic
 from vision.errors import DatasetNotFoundError
 from vision.export import read_card, write_card
@@ -18,7 +19,6 @@ from vision.io import decode_image
 from vision.loader import LoadedModel, load_model, open_model
 from vision.postprocess import image_score
 from vision.reports import plot_roc, save_overlay, write_json
-from vision.segment import data as segdata
 from vision.segment.metrics import defect_metrics, image_roc, vessel_metrics, vessel_roc
 from vision.segment.model import Recipe
 from vision.types import Image
@@ -40,18 +40,18 @@ def load_samples(recipe: Recipe, root: Path, split: str, split_file: Path, limit
     if recipe.dataset == "drive":
         val = list(recipe.extra["val_images"])
         if split == "test":
-            samples = segdata.load_drive(root, "test")
+            samples = segmentation.load_drive(root, "test")
         else:
             samples = [
                 s
-                for s in segdata.load_drive(root, "training")
+                for s in segmentation.load_drive(root, "training")
                 if (s.name in val) == (split == "val")
             ]
     elif recipe.dataset == "folder":
         samples = _folder_samples(recipe, split, split_file)
     else:
-        splits = segdata.tile_split(root, split_file, seed=recipe.extra.get("split_seed", 0))
-        samples = segdata.load_tile(root, splits[split], binary=len(recipe.labels) == 2)
+        splits = segmentation.tile_split(root, split_file, seed=recipe.extra.get("split_seed", 0))
+        samples = segmentation.load_tile(root, splits[split], binary=len(recipe.labels) == 2)
     if limit:
         samples = spread(samples, limit)
     assert_no_synthetic([s.path for s in samples if s.path], split)
@@ -64,9 +64,11 @@ def _folder_samples(recipe: Recipe, split: str, split_file: Path) -> list:
     if split == "test":
         if not extra.get("test_images"):
             return []
-        return segdata.load_folder(Path(extra["test_images"]), Path(extra["test_masks"]))
-    by_name = {s.name: s for s in segdata.load_folder(Path(extra["images"]), Path(extra["masks"]))}
-    return [by_name[n] for n in segdata.folder_split(sorted(by_name), split_file)[split]]
+        return segmentation.load_folder(Path(extra["test_images"]), Path(extra["test_masks"]))
+    by_name = {
+        s.name: s for s in segmentation.load_folder(Path(extra["images"]), Path(extra["masks"]))
+    }
+    return [by_name[n] for n in segmentation.folder_split(sorted(by_name), split_file)[split]]
 
 
 def spread(samples: list, limit: int) -> list:
@@ -75,7 +77,7 @@ def spread(samples: list, limit: int) -> list:
     return [samples[i] for i in sorted(set(idx))]
 
 
-def _decoded(sample: segdata.Sample) -> Image:
+def _decoded(sample: segmentation.Sample) -> Image:
     """The image as the server sees it: its file decoded by vision.io (raw pixels otherwise)."""
     if sample.path:
         return decode_image(Path(sample.path).read_bytes())
