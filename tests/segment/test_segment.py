@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
 from vision.config import load_config  # noqa: E402
+from vision.datasets import segmentation  # noqa: E402
 from vision.export import export_onnx, parity_check, write_repository_entry  # noqa: E402
 from vision.paths import datasets_root  # noqa: E402
 from vision.quantize import quantize_int8  # noqa: E402
@@ -90,8 +91,8 @@ def test_export_parity_quantize_and_repository(tmp_path: Path) -> None:
 
 @needs_tiles
 def test_tile_split_is_stratified_and_fixed(tmp_path: Path) -> None:
-    first = segdata.tile_split(TILES, tmp_path / "a.json")
-    again = segdata.stratified_split(segdata.tile_index(TILES), seed=0)
+    first = segmentation.tile_split(TILES, tmp_path / "a.json")
+    again = segmentation.stratified_split(segmentation.tile_index(TILES), seed=0)
     assert first == again
     everything = sum(first.values(), [])
     assert len(everything) == len(set(everything))
@@ -104,7 +105,7 @@ def test_training_preprocessing_matches_serving_pipeline() -> None:
     from vision.segment.evaluate import make_pipeline
     from vision.types import Image
 
-    sample = segdata.load_drive(DRIVE, "test", ["01"])[0]
+    sample = segmentation.load_drive(DRIVE, "test", ["01"])[0]
     config = model_config(get_recipe("retina-vessels"))
     served, _ = make_pipeline(config).preprocess(Image(pixels=sample.image))
     trained, _, _ = segdata.prepare(sample, config)
@@ -182,7 +183,7 @@ def test_letterbox_training_view_keeps_labels_on_their_pixels() -> None:
     mask = np.zeros((60, 120), np.int64)
     mask[20:30, 70:90] = 1
     recipe = get_recipe("tile-defects", resize="letterbox", height=64, width=64, crop=16)
-    sample = segdata.Sample("a", image, mask, None, "Break", "")
+    sample = segmentation.Sample("a", image, mask, None, "Break", "")
     x, labels, fov = segdata.prepare(sample, model_config(recipe))
     assert x.shape == (1, 64, 64) and labels.shape == fov.shape == (64, 64)
     rows = np.flatnonzero(fov.any(1))

@@ -1,7 +1,6 @@
 """Detection training sets: letterbox / crop views with augmentation, and batching (torch).
 
-The readers (VOC, COCO, YOLO, DeepPCB) live in `vision.datasets.detection`; they are
-re-exported here for this package's callers.
+The readers (VOC, COCO, YOLO, DeepPCB) live in `vision.datasets.detection`.
 """
 
 from __future__ import annotations
@@ -12,19 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from vision.datasets.detection import (  # noqa: F401  (re-exported readers)
-    DEEPPCB_CLASSES,
-    IMAGE_SUFFIXES,
-    Sample,
-    load_coco,
-    load_dataset,
-    load_deeppcb,
-    load_voc,
-    load_yolo,
-    read_deeppcb_txt,
-    read_voc_xml,
-    split_holdout,
-)
+from vision.datasets.detection import Sample
 from vision.datasets.images import load_image
 
 

@@ -2,7 +2,7 @@
 label maps on the input grid, and channel statistics.
 
 The readers (DRIVE, magnetic-tile, image+mask folders, splits) live in
-`vision.datasets.segmentation`; they are re-exported here for this package's callers.
+`vision.datasets.segmentation`.
 """
 
 from __future__ import annotations
@@ -11,19 +11,7 @@ import cv2
 import numpy as np
 
 from vision.config import ModelConfig
-from vision.datasets.segmentation import (  # noqa: F401  (re-exported readers)
-    IMAGE_SUFFIXES,
-    TILE_CLASSES,
-    TILE_FREE,
-    Sample,
-    folder_split,
-    load_drive,
-    load_folder,
-    load_tile,
-    stratified_split,
-    tile_index,
-    tile_split,
-)
+from vision.datasets.segmentation import Sample
 from vision.preprocess import Preprocessor, convert_channels
 from vision.types import PreprocessMeta
 
