@@ -8,14 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vision.datasets.locations import dataset_dir
 from vision.errors import ConfigError, DatasetNotFoundError
-from vision.paths import datasets_root, default_repository
-
-DATASET_DIRS = {"drive": "drive/DRIVE", "magnetic-tile": "magnetic-tile"}
+from vision.paths import default_repository
 
 
 def _data_root(dataset: str, given: str | None) -> Path:
-    return Path(given) if given else datasets_root() / DATASET_DIRS[dataset]
+    return dataset_dir(dataset, given)
 
 
 def _threads(n: int) -> None:

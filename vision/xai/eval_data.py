@@ -16,7 +16,6 @@ import numpy as np
 
 from vision.config import ModelConfig
 from vision.io import decode_image
-from vision.paths import datasets_root
 from vision.pipeline import Pipeline
 from vision.runtime import OnnxModel
 from vision.types import Detection, DetectionResult, Image, PreprocessMeta
@@ -59,12 +58,12 @@ def _spread(samples: list, limit: int) -> list:
 
 
 def _segmentation_items(name: str, model_dir: Path, limit: int) -> list[Item]:
-    from vision.segment.cli import DATASET_DIRS
+    from vision.datasets.locations import dataset_dir
     from vision.segment.evaluate import load_samples
     from vision.segment.model import get_recipe
 
     recipe = get_recipe(name)
-    root = datasets_root() / DATASET_DIRS[recipe.dataset]
+    root = dataset_dir(recipe.dataset)
     if not root.exists():
         raise FileNotFoundError(f"{root}: dataset not found")
     samples = load_samples(recipe, root, "test", model_dir / "splits.json", limit)

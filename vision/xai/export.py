@@ -20,7 +20,6 @@ from vision.config import ModelConfig, load_config, write_config
 from vision.export import read_card, sha256, write_card
 from vision.io import decode_image
 from vision.loader import load_model
-from vision.paths import datasets_root
 from vision.pipeline import Pipeline
 from vision.types import Image
 
@@ -46,12 +45,12 @@ def _detector_example(checkpoint: Path) -> tuple[Any, Image, str]:
 
 def _segmenter_example(checkpoint: Path) -> tuple[Any, Image, str]:
     """Segmenter (eval mode), its first validation image decoded, the target kind."""
-    from vision.segment.cli import DATASET_DIRS
+    from vision.datasets.locations import dataset_dir
     from vision.segment.evaluate import load_samples
     from vision.segment.export import _load_checkpoint
 
     model, recipe, _ = _load_checkpoint(checkpoint)
-    root = datasets_root() / DATASET_DIRS[recipe.dataset]
+    root = dataset_dir(recipe.dataset)
     sample = load_samples(recipe, root, "val", checkpoint.parent / "splits.json", limit=1)[0]
     if sample.path:
         return model, decode_image(Path(sample.path).read_bytes()), "segmentation"
