@@ -3,6 +3,7 @@
 vision.datasets is the bottom layer; detection and segmentation read from it and never import
 synthesis; synthesis (generators) and the real-vs-synthetic detector never import a task
 package; only the paired experiment (vision.synth_eval) sits above tasks and synthesis.
+The lead's import-linter contracts say the same; this test needs no extra tool.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {
-    "vision.datasets": (
+    "vision.datasets": (  # plain numpy readers: no torch either
+        "torch",
+        "torchvision",
+        "monai",
         "vision.detect",
         "vision.segment",
         "vision.synth",
