@@ -3,7 +3,7 @@
 vision.datasets is the bottom layer; detection and segmentation read from it and never import
 synthesis; synthesis (generators) and the real-vs-synthetic detector never import a task
 package; only the paired experiment (vision.synth_eval) sits above tasks and synthesis.
-The lead's import-linter contracts say the same; this test needs no extra tool.
+A plain ast walk, so it needs no extra tool (import-linter contracts can encode the same).
 """
 
 from __future__ import annotations
