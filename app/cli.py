@@ -63,12 +63,12 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "synth-detect",
         "real-vs-synthetic detector: train, evaluate (train extra); check (ONNX)",
-        "vision.synth.detect_cli:synth_detect",
+        "vision.synth_detect.cli:synth_detect",
     ),
     Command(
         "synth-eval",
         "paired experiment: train without/with synthetic images, score real tests",
-        "vision.synth.evalcli:synth_eval",
+        "vision.synth_eval.cli:synth_eval",
     ),
     Command(
         "explain",

@@ -2,7 +2,7 @@
 
     python -m bench.serving [--duration S] [--rounds R] [--concurrency 1,4] [--alternatives]
 
-Builds two models into a temp dir, starts `python -m serving.cli serve` on loopback, and for
+Builds two models into a temp dir, starts `python -m app serve` on loopback, and for
 each model and concurrency measures, interleaved in `--rounds` rounds: in-process session.run
 vs KServe v2 ModelInfer, and the in-process decode+pre+run+post pipeline vs vision.v1 Segment.
 With --alternatives, also KServe and PyTriton (each in its own venv under bench/.venvs/) on the
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         models = write_repository(tmp / "models", args.queue_delay_ms, args.seg_width)
         port = free_port()
-        command = [sys.executable, "-m", "serving.cli", "serve", "--models", str(tmp / "models")]
+        command = [sys.executable, "-m", "app", "serve", "--models", str(tmp / "models")]
         command += ["--host", HOST, "--grpc-port", str(port), "--http-port", "-1"]
         command += ["--log-level", "WARNING"]
         names = [m.name for m in models]

@@ -35,5 +35,8 @@ def test_contracts_cover_the_layers():
         "vision never imports grpc",
         "serving never imports torch",
         "never imports Ultralytics",
+        "vision.datasets is the bottom layer",
+        "detection and segmentation never import synthesis",
+        "the paired experiment sits above synthesis",
     ):
         assert rule in text, rule

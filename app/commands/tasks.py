@@ -55,7 +55,16 @@ def _dispatch(function: str, argv: list[str]) -> int:
 
 
 def train(argv: list[str]) -> int:
-    """`vision train`."""
+    """`vision train`; a segmentation recipe that synthesises online gets its factory here.
+
+    Segmentation training never imports synthesis (import contracts): the composition root
+    injects `vision.synth.online.from_spec` as the maker of its extra images.
+    """
+    if task_of(argv) == "segmentation":
+        from vision.segment.cli import train as train_segmenter
+        from vision.synth.online import from_spec
+
+        return int(train_segmenter(argv, make_online=from_spec) or 0)
     return _dispatch("train", argv)
 
 

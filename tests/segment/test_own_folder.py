@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vision.cli import run
+from app.cli import run
 
 
 def _folder(root: Path, count: int, seed: int) -> tuple[Path, Path]:

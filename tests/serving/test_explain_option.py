@@ -11,9 +11,9 @@ import grpc
 import numpy as np
 import pytest
 
+from app.cli import main
 from protos.vision.v1 import vision_pb2 as pb
 from protos.vision.v1 import vision_pb2_grpc
-from app.cli import main
 from serving.client import VisionClient
 from tests.serving.conftest import start_server
 from tests.serving.tiny_models import build_explainable_repository

@@ -158,7 +158,7 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(own_repository, tmp_
             [
                 sys.executable,
                 "-m",
-                "serving.cli",
+                "app",
                 "serve",
                 "--models",
                 str(own_repository),

@@ -177,7 +177,7 @@ def test_cli_smoke_on_a_bundled_model(tmp_path: Path) -> None:
         pytest.skip(f"{BCCD} is absent: no test images for the {MODEL} smoke run")
     if not (PROJECT_ROOT / "models" / MODEL / "1" / "model.explain.onnx").is_file():
         pytest.skip(f"models/{MODEL} has no explain graph")
-    from vision.cli import run
+    from app.cli import run
 
     torch.set_num_threads(1)
     args = ["--model", MODEL, "--limit", "1", "--steps", "4", "--seeds", "1", "--out"]
