@@ -95,17 +95,20 @@ class Metrics:
         )
 
     def watch_queue_depths(self, depths: Callable[[], dict[tuple[str, str], int]]) -> None:
+        """Report the queue depths that `depths` returns at each scrape."""
         self.registry.register(_QueueDepthCollector(depths))
 
     def observe_request(
         self, api: str, model: str, version: str, outcome: str, seconds: float
     ) -> None:
+        """Count one request (and its failure, if any) and record its latency."""
         self.requests.labels(api, model, version, "ok" if outcome == "ok" else "error").inc()
         if outcome != "ok":
             self.failures.labels(api, model, version, outcome).inc()
         self.request_latency.labels(api, model, version).observe(seconds)
 
     def observe_batch(self, model: str, version: str, batch: BatchStats) -> None:
+        """Record one batch: its size, its compute time and each request's queue time."""
         self.batch_size.labels(model, version).observe(batch.size)
         self.compute_latency.labels(model, version).observe(batch.compute_s)
         for queued in batch.queue_s:

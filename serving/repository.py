@@ -70,6 +70,7 @@ class ModelEntry:
     reason: str = ""
 
     def latest(self) -> ModelVersion | None:
+        """The highest-numbered served version, or None when none is served."""
         if not self.versions:
             return None
         return self.versions[max(self.versions, key=int)]
@@ -99,9 +100,11 @@ class ModelRepository:
         return sorted(p.name for p in self.root.iterdir() if (p / "config.yaml").is_file())
 
     def entries(self) -> list[ModelEntry]:
+        """All model entries, sorted by name."""
         return [self._entries[n] for n in sorted(self._entries)]
 
     def entry(self, name: str) -> ModelEntry:
+        """The entry of model `name`; raises ModelNotFoundError if there is none."""
         if name not in self._entries:
             known = ", ".join(sorted(self._entries)) or "none"
             raise ModelNotFoundError(f"no model named {name!r}; models: {known}")
@@ -162,6 +165,7 @@ class ModelRepository:
             await self._close_versions(old, drain_timeout)
 
     async def close(self, drain_timeout: float = 30.0) -> None:
+        """Unload every model for shutdown; queued requests finish first."""
         for entry in self.entries():
             old, entry.versions = entry.versions, {}
             self._set_state(entry, UNAVAILABLE, "server shutting down")

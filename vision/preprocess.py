@@ -135,6 +135,7 @@ class Preprocessor:
         self.offset = self.mean / std
 
     def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, PreprocessMeta]:
+        """Model input tensor of `pixels` and what preprocessing did to them."""
         if pixels.dtype == np.uint8:
             # Resize and pad in 8 bits, then convert, as Ultralytics' LetterBox does.
             x, meta = resize_for_model(

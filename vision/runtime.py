@@ -108,6 +108,7 @@ class OnnxModel:
 
     @property
     def output_names(self) -> list[str]:
+        """Names of the model's outputs, in graph order."""
         return [o.name for o in self.outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

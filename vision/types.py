@@ -28,10 +28,12 @@ class Image:
 
     @property
     def height(self) -> int:
+        """Height in pixels."""
         return int(self.pixels.shape[0])
 
     @property
     def width(self) -> int:
+        """Width in pixels."""
         return int(self.pixels.shape[1])
 
 
@@ -77,15 +79,20 @@ class ClassMask:
 
     @property
     def pixel_area(self) -> int:
+        """Number of pixels in the mask."""
         return int(np.count_nonzero(self.mask))
 
 
 @dataclass
 class DetectionResult:
+    """The detections of one image."""
+
     detections: list[Detection] = field(default_factory=list)
 
 
 @dataclass
 class SegmentationResult:
+    """The class masks of one image, and its image-level score if the model has one."""
+
     masks: list[ClassMask] = field(default_factory=list)
     image_score: float | None = None  # the config's image_score_output, when it names one

@@ -80,6 +80,7 @@ class UnexpectedErrorMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; answer 500 for an unhandled error if no response has started."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

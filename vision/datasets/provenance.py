@@ -46,6 +46,7 @@ class Provenance:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Provenance:
+        """Parse `to_json` output, ignoring unknown keys."""
         data = json.loads(text)
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 

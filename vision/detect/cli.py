@@ -159,6 +159,7 @@ COMMANDS = {"train": train, "export": export, "eval": evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the subcommand named by the first argument; print usage and return 2 if unknown."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python -m vision.detect.cli {{{'|'.join(COMMANDS)}}} ...", file=sys.stderr)

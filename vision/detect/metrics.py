@@ -19,6 +19,7 @@ class Boxes:
 
     @classmethod
     def truth(cls, boxes: np.ndarray, labels: np.ndarray) -> Boxes:
+        """Ground-truth boxes: `boxes` reshaped to [N, 4] float32, with score 1 each."""
         return cls(
             np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels), np.ones(len(labels))
         )

@@ -25,6 +25,7 @@ class DetectorSpec:
     strides: tuple[int, ...] = (8, 16, 32)
 
     def to_dict(self) -> dict:
+        """The spec as a plain dict."""
         return asdict(self)
 
 
@@ -36,11 +37,14 @@ def conv(c1: int, c2: int, k: int = 3, s: int = 1) -> nn.Sequential:
 
 
 class Bottleneck(nn.Module):
+    """Residual block: x + two 3x3 conv blocks."""
+
     def __init__(self, c: int) -> None:
         super().__init__()
         self.body = nn.Sequential(conv(c, c), conv(c, c))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Add the two-conv body's output to `x`."""
         return x + self.body(x)
 
 
@@ -54,6 +58,7 @@ class C2f(nn.Module):
         self.cv2 = conv(c // 2 * (2 + n), c, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Split into halves, chain the bottlenecks on the second, fuse all stages."""
         ys = list(self.cv1(x).chunk(2, 1))
         for block in self.blocks:
             ys.append(block(ys[-1]))
@@ -74,6 +79,7 @@ class Backbone(nn.Module):
         self.depth = max(self.keep) + 1
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        """Feature maps of the kept stages, finest stride first."""
         x = self.stem(x)
         outs = []
         for i, stage in enumerate(self.stages[: self.depth]):
@@ -95,6 +101,7 @@ class Head(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Class logits and raw box distances of one feature map."""
         return self.cls(x), self.box(x)
 
 
@@ -120,6 +127,9 @@ class Detector(nn.Module):
         return [sm(f) for sm, f in zip(self.smooth, feats, strict=True)]
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """Per-anchor class logits, x1 y1 x2 y2 boxes and anchor points (training mode), or
+        [N, 4 + nc, A] cx cy w h and sigmoid scores (export mode).
+        """
         logits, boxes, anchors = [], [], []
         for head, feat in zip(self.heads, self._levels(x), strict=True):
             cls, box = head(feat)
@@ -141,8 +151,10 @@ class Detector(nn.Module):
 
 
 def build_model(spec: DetectorSpec) -> Detector:
+    """A new Detector for `spec`."""
     return Detector(spec)
 
 
 def spec_from_dict(data: dict) -> DetectorSpec:
+    """The DetectorSpec of a `to_dict` dict (lists back to tuples)."""
     return DetectorSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

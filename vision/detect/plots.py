@@ -64,6 +64,7 @@ def confusion(
 def plot_confusion(
     preds: list[Boxes], truths: list[Boxes], labels: tuple[str, ...], score_thr: float, path: Path
 ) -> Path:
+    """Save the confusion matrix at IoU 0.5 as an annotated heatmap at `path`; returns `path`."""
     matrix = confusion(preds, truths, len(labels), score_thr)
     names = [*labels, "background"]
     fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 1.0 * len(names) + 1.5))

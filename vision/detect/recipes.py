@@ -42,14 +42,17 @@ class Recipe:
     description: str = ""
 
     def data_path(self) -> Path:
+        """The dataset folder: `data` itself if absolute, else under the datasets root."""
         path = Path(self.data)
         return path if path.is_absolute() else datasets_root() / path
 
     @property
     def train_size(self) -> tuple[int, int]:
+        """Training input (height, width): the crop size in crop mode, else the model input size."""
         return (self.crop, self.crop) if self.train_mode == "crop" else (self.height, self.width)
 
     def to_dict(self) -> dict:
+        """The recipe as a plain dict."""
         return dataclasses.asdict(self)
 
 

@@ -27,6 +27,7 @@ WARMUP_STEPS = 100
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's random generators."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -43,6 +44,7 @@ def splits(recipe: Recipe) -> tuple[list[Sample], list[Sample], tuple[str, ...]]
 
 
 def spec_of(recipe: Recipe, num_classes: int) -> DetectorSpec:
+    """The detector architecture of a recipe with `num_classes` classes."""
     return DetectorSpec(recipe.channels, num_classes, recipe.widths, recipe.neck, recipe.strides)
 
 
@@ -90,6 +92,7 @@ class Ema:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        """Move the averaged weights towards `model`'s (integer buffers are copied)."""
         self.updates += 1
         d = self.decay * (1 - math.exp(-self.updates / self.tau))
         source = model.state_dict()
@@ -101,17 +104,20 @@ class Ema:
 
 
 def learning_rate(recipe: Recipe, step: int, progress: float) -> float:
+    """Warm-up, then cosine decay to 5% of the recipe's lr, by `progress` in [0, 1]."""
     warm = min(1.0, (step + 1) / WARMUP_STEPS)
     return recipe.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    """Write `state` to `path` via a temporary file, so a crash leaves no partial file."""
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
+    """Plot training losses and validation mAP per epoch into `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,6 +203,7 @@ class Trainer:
         return torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate)
 
     def resume(self, path: Path) -> None:
+        """Restore model, EMA, optimiser and run state from checkpoint `path`."""
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(ckpt["model"])
         self.ema.model.load_state_dict(ckpt["ema"])
@@ -206,6 +213,7 @@ class Trainer:
         seed_everything(self.seed + self.state["epoch"])
 
     def checkpoint(self, ema_only: bool = False) -> dict:
+        """EMA weights, spec, recipe, labels, state; also model and optimiser unless `ema_only`."""
         data = {
             "ema": self.ema.model.state_dict(),
             "spec": self.spec.to_dict(),
@@ -218,11 +226,13 @@ class Trainer:
         return data
 
     def progress(self) -> float:
+        """Fraction of the run done: the larger of steps and elapsed time over their budgets."""
         steps = self.recipe.epochs * math.ceil(len(self.train_ds) / self.recipe.batch)
         by_time = self.state["elapsed"] / (self.recipe.minutes * 60) if self.recipe.minutes else 0
         return max(self.state["step"] / max(steps, 1), by_time)
 
     def train_epoch(self) -> dict:
+        """Train one epoch (or until the budget is spent); returns the mean losses."""
         self.model.train()
         loader = self.loader()
         totals = {"loss": 0.0, "cls": 0.0, "box": 0.0}

@@ -85,6 +85,7 @@ def _decoded(sample: segmentation.Sample) -> Image:
 
 
 def model_inputs(pipeline: Any, samples: list) -> tuple[list[np.ndarray], list]:
+    """Preprocessed float32 inputs of `samples` under `pipeline`, and their metadata."""
     pairs = [pipeline.preprocess(_decoded(s)) for s in samples]
     return [np.asarray(t, np.float32) for t, _ in pairs], [m for _, m in pairs]
 

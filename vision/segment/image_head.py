@@ -47,6 +47,7 @@ class PooledFeatures(nn.Module):
         return hook
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's output and the pooled features of the named layers."""
         out = self.model(x)
         maps = [self._seen.pop(name) for name in self.layers]
         pooled = [p for m in maps for p in (m.amax(dim=(2, 3)), m.mean(dim=(2, 3)))]
@@ -66,6 +67,7 @@ class WithImageScore(nn.Module):
             self.head.bias.fill_(float(bias))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segmentation logits and the per-image defect probability."""
         logits, pooled = self.features(x)
         return logits, torch.sigmoid(self.head(pooled)).squeeze(1)
 

@@ -49,9 +49,11 @@ class Recipe:
 
     @property
     def in_channels(self) -> int:
+        """Input channels: 1 for GRAY, else 3."""
         return 1 if self.channel_order == "GRAY" else 3
 
     def to_dict(self) -> dict:
+        """The recipe as a plain dict."""
         return dataclasses.asdict(self)
 
 

@@ -42,6 +42,7 @@ class Prepared:
 
     @classmethod
     def of(cls, samples: list[segmentation.Sample], recipe: Recipe) -> Prepared:
+        """Prepare `samples` at the input size of `recipe`'s model config."""
         config = model_config(recipe)
         views = [segdata.prepare(s, config) for s in samples]
         return cls(
@@ -289,6 +290,7 @@ def make_loss(recipe: Recipe) -> Any:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's random generators."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -50,10 +50,12 @@ class ClassFit:
         return Draw(area, aspect, contrast, centre)
 
     def to_dict(self) -> dict:
+        """The fit as a plain dict."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> ClassFit:
+        """The ClassFit of a `to_dict` dict (lists back to tuples)."""
         data = dict(data)
         for key in ("log_area", "log_aspect", "contrast"):
             data[key] = tuple(data[key])

@@ -142,6 +142,7 @@ class ExplainModule(nn.Module):
     def forward(
         self, images: Tensor, target_class: Tensor, target_aux: Tensor | None = None
     ) -> tuple[Tensor, ...]:
+        """Model outputs (detached) and the raw CAM of the target scores at the target layer."""
         with torch.enable_grad():
             outputs, activation = self._run(images)
             score = target_scores(self.kind, outputs[0], target_class, target_aux).sum()

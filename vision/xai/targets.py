@@ -79,6 +79,7 @@ class ClassTarget:
         self.category = category
 
     def __call__(self, output: Tensor) -> Tensor:
+        """The logit of `category`."""
         return output[self.category]
 
 
@@ -90,6 +91,7 @@ class SegmentationTarget:
         self.mask = mask
 
     def __call__(self, output: Tensor) -> Tensor:
+        """Sum of the `category` logits inside the mask."""
         return (output[self.category] * self.mask.to(output.device)).sum()
 
 
@@ -101,6 +103,7 @@ class DetectionScoreTarget:
         self.anchor = anchor
 
     def __call__(self, output: Tensor) -> Tensor:
+        """Score of `category` at `anchor`."""
         return output[BOX_FIELDS + self.category, self.anchor]
 
 
