@@ -22,6 +22,23 @@ def _layer(model: nn.Module, name: str) -> nn.Module:
     return dict(model.named_modules())[name]
 
 
+class _Keep:
+    """A forward hook that stores its layer's output in `store[name]`.
+
+    An object, not a closure over the wrapper: `copy.deepcopy` of a model carrying these hooks
+    (the randomisation check copies it) copies `store` with the wrapper, so the copy's hooks
+    write into the copy's features, never the original's.
+    """
+
+    def __init__(self, store: dict[str, torch.Tensor], name: str) -> None:
+        self.store = store
+        self.name = name
+
+    def __call__(self, _module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        """Keep the layer's output."""
+        self.store[self.name] = output
+
+
 class PooledFeatures(nn.Module):
     """Runs `model` and returns (its output, [N, 2*sum(C)] max- and mean-pooled features of the
     named layers)."""
@@ -31,20 +48,18 @@ class PooledFeatures(nn.Module):
         self.model = model
         self.layers = list(layers)
         self._seen: dict[str, torch.Tensor] = {}
-        self._hooks = [
-            _layer(model, name).register_forward_hook(self._keep(name)) for name in self.layers
-        ]
+        for name in self.layers:
+            _layer(model, name).register_forward_hook(_Keep(self._seen, name))
 
     def remove(self) -> None:
-        """Take the hooks off the wrapped model."""
-        for hook in self._hooks:
-            hook.remove()
-
-    def _keep(self, name: str) -> Any:
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            self._seen[name] = output
-
-        return hook
+        """Take this wrapper's hooks off the wrapped model (found by their store, so a deep copy
+        removes its own)."""
+        for name in self.layers:
+            hooks = _layer(self.model, name)._forward_hooks
+            for key in [
+                k for k, h in hooks.items() if isinstance(h, _Keep) and h.store is self._seen
+            ]:
+                del hooks[key]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's output and the pooled features of the named layers."""

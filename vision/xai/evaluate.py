@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vision.config import ModelConfig, load_config
+from vision.errors import VisionError
 from vision.loader import load_model
 from vision.paths import PROJECT_ROOT
 from vision.reports import write_json
@@ -152,20 +153,39 @@ def default_checkpoint(name: str) -> Path:
     return PROJECT_ROOT / CHECKPOINTS.get(name, f"runs/{name}/best.pt")
 
 
+def _has_shipped_weights(model_dir: Path) -> bool:
+    from vision.model_card import read_model_card
+
+    try:
+        weights = read_model_card(model_dir).weights
+    except (OSError, ValueError, VisionError):
+        return False
+    return bool(weights) and weights.get("parity") is not None
+
+
 def randomisation(
-    config: ModelConfig, targets: list[Target], plain: OnnxModel, opts: Options
+    config: ModelConfig,
+    targets: list[Target],
+    plain: OnnxModel,
+    opts: Options,
+    model_dir: Path | None = None,
 ) -> dict:
-    """The torch randomisation check, or why it was skipped (torch is imported only here)."""
+    """The torch randomisation check, or why it was skipped (torch is imported only here).
+
+    The model is the checkpoint (`--checkpoint`, else the recipe's `runs/` file) or, without
+    one, the weights shipped beside the ONNX file (`weights.safetensors`, in the model card).
+    """
     if not opts.randomisation:
         return {"skipped": "turned off (--no-randomisation)"}
     checkpoint = Path(opts.checkpoint) if opts.checkpoint else default_checkpoint(config.name)
-    if not checkpoint.is_file():
+    shipped = not opts.checkpoint and model_dir is not None and _has_shipped_weights(model_dir)
+    if not checkpoint.is_file() and not shipped:
         return {"skipped": f"no torch checkpoint at {checkpoint} (give --checkpoint)"}
     if not targets:
         return {"skipped": "no targets"}
     from vision.xai.sanity import run_randomisation
 
-    return run_randomisation(config, targets, plain, checkpoint, opts)
+    return run_randomisation(config, targets, plain, checkpoint, opts, model_dir)
 
 
 def evaluate_model(repo: Path, name: str, out: Path, opts: Options, version: int = 0) -> dict:
@@ -200,7 +220,9 @@ def evaluate_model(repo: Path, name: str, out: Path, opts: Options, version: int
         "baselines": {"deletion": "per-channel mean image", "insertion": "Gaussian blur"},
         **summarise(records, opts),
     }
-    report["randomisation"] = randomisation(config, targets[: opts.rand_images], plain, opts)
+    report["randomisation"] = randomisation(
+        config, targets[: opts.rand_images], plain, opts, Path(repo) / name
+    )
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = [plot_curves(report, out / "deletion_insertion.png").name]
     if report["randomisation"].get("steps"):

@@ -199,11 +199,23 @@ def checkpoint_difference(explain: ExplainModule, plain: OnnxModel, images: Tens
 
 
 def run_randomisation(
-    config: ModelConfig, targets: list[Target], plain: OnnxModel, checkpoint: Path, opts: Any
+    config: ModelConfig,
+    targets: list[Target],
+    plain: OnnxModel,
+    checkpoint: Path,
+    opts: Any,
+    model_dir: Path | None = None,
 ) -> dict:
-    """The randomisation check of `vision xai-eval` with an existing checkpoint."""
+    """The randomisation check of `vision xai-eval` on a checkpoint or, when `checkpoint` is
+    absent and `model_dir` given, on the weights shipped in the model's folder."""
     torch.set_num_threads(max(1, opts.threads))
-    model = load_torch_model(config.task, checkpoint)
+    if checkpoint.is_file():
+        model = load_torch_model(config.task, checkpoint)
+    else:
+        from vision.weights import load_bundled
+
+        model = load_bundled(model_dir.name, model_dir.parent)
+        checkpoint = model_dir / "weights (shipped)"
     layer = config.explain.target_layer
     inputs = [torch_inputs(t) for t in targets]
     explain = build_explain_module(model, layer, config.task, config.explain.method)
