@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import vision
+
+# Model states, re-exported for transports, which never import the repository itself.
+from serving.repository import LOADING as LOADING
 from serving.repository import READY, ModelEntry, ModelVersion
+from serving.repository import UNAVAILABLE as UNAVAILABLE
 from serving.tensors import datatype_of
 from vision.config import ModelConfig
 

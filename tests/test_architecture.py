@@ -38,5 +38,6 @@ def test_contracts_cover_the_layers():
         "vision.datasets is the bottom layer",
         "detection and segmentation never import synthesis",
         "the paired experiment sits above synthesis",
+        "transports go through the data plane, never the repository",
     ):
         assert rule in text, rule

@@ -10,8 +10,7 @@ from protos.vision.v1 import vision_pb2 as pb
 from protos.vision.v1 import vision_pb2_grpc as pb_grpc
 from serving.dataplane import DataPlane, ExplainOptions, ImageSource, Prediction, PredictOptions
 from serving.encoding import EncodedPrediction, WireOptions, encode_prediction
-from serving.model_info import ModelStatus
-from serving.repository import LOADING, READY
+from serving.model_info import LOADING, READY, ModelStatus
 from vision.errors import InvalidInputError
 from vision.types import ClassMask, Detection, DetectionResult
 from vision.xai.explainer import Explanation, heat_to_float16_bytes
