@@ -26,6 +26,20 @@ class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_STATE_LOADING: _ClassVar[ModelState]
     MODEL_STATE_READY: _ClassVar[ModelState]
     MODEL_STATE_UNAVAILABLE: _ClassVar[ModelState]
+
+class StreamPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_POLICY_UNSPECIFIED: _ClassVar[StreamPolicy]
+    STREAM_POLICY_EVERY: _ClassVar[StreamPolicy]
+    STREAM_POLICY_LATEST: _ClassVar[StreamPolicy]
+
+class VerdictStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERDICT_STATUS_UNSPECIFIED: _ClassVar[VerdictStatus]
+    VERDICT_STATUS_PASS: _ClassVar[VerdictStatus]
+    VERDICT_STATUS_FAIL: _ClassVar[VerdictStatus]
+    VERDICT_STATUS_DROPPED: _ClassVar[VerdictStatus]
+    VERDICT_STATUS_ERROR: _ClassVar[VerdictStatus]
 PIXEL_TYPE_UNSPECIFIED: PixelType
 PIXEL_TYPE_UINT8: PixelType
 PIXEL_TYPE_UINT16: PixelType
@@ -37,6 +51,14 @@ MODEL_STATE_UNSPECIFIED: ModelState
 MODEL_STATE_LOADING: ModelState
 MODEL_STATE_READY: ModelState
 MODEL_STATE_UNAVAILABLE: ModelState
+STREAM_POLICY_UNSPECIFIED: StreamPolicy
+STREAM_POLICY_EVERY: StreamPolicy
+STREAM_POLICY_LATEST: StreamPolicy
+VERDICT_STATUS_UNSPECIFIED: VerdictStatus
+VERDICT_STATUS_PASS: VerdictStatus
+VERDICT_STATUS_FAIL: VerdictStatus
+VERDICT_STATUS_DROPPED: VerdictStatus
+VERDICT_STATUS_ERROR: VerdictStatus
 
 class RawImage(_message.Message):
     __slots__ = ("data", "shape", "dtype")
@@ -347,3 +369,87 @@ class ModelMetadata(_message.Message):
     description: str
     explainable: bool
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., description: _Optional[str] = ..., explainable: _Optional[bool] = ...) -> None: ...
+
+class StreamConfig(_message.Message):
+    __slots__ = ("model", "camera_id", "policy", "max_in_flight", "stale_after_ms", "mask_encoding")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    STALE_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    MASK_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    camera_id: str
+    policy: StreamPolicy
+    max_in_flight: int
+    stale_after_ms: int
+    mask_encoding: MaskEncoding
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., camera_id: _Optional[str] = ..., policy: _Optional[_Union[StreamPolicy, str]] = ..., max_in_flight: _Optional[int] = ..., stale_after_ms: _Optional[int] = ..., mask_encoding: _Optional[_Union[MaskEncoding, str]] = ...) -> None: ...
+
+class Frame(_message.Message):
+    __slots__ = ("sequence", "capture_time_unix_ns", "image")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_TIME_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    capture_time_unix_ns: int
+    image: ImageInput
+    def __init__(self, sequence: _Optional[int] = ..., capture_time_unix_ns: _Optional[int] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ...) -> None: ...
+
+class InspectRequest(_message.Message):
+    __slots__ = ("config", "frame")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    config: StreamConfig
+    frame: Frame
+    def __init__(self, config: _Optional[_Union[StreamConfig, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ...) -> None: ...
+
+class RuleHit(_message.Message):
+    __slots__ = ("rule", "label", "score", "pixel_area")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_AREA_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    label: str
+    score: float
+    pixel_area: int
+    def __init__(self, rule: _Optional[str] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., pixel_area: _Optional[int] = ...) -> None: ...
+
+class FrameError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Verdict(_message.Message):
+    __slots__ = ("camera_id", "sequence", "status", "hits", "detections", "masks", "image_score", "model_name", "model_version", "server_latency_ms", "frame_age_ms", "error", "timings")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    sequence: int
+    status: VerdictStatus
+    hits: _containers.RepeatedCompositeFieldContainer[RuleHit]
+    detections: _containers.RepeatedCompositeFieldContainer[Detection]
+    masks: _containers.RepeatedCompositeFieldContainer[Mask]
+    image_score: float
+    model_name: str
+    model_version: str
+    server_latency_ms: float
+    frame_age_ms: float
+    error: FrameError
+    timings: Timings
+    def __init__(self, camera_id: _Optional[str] = ..., sequence: _Optional[int] = ..., status: _Optional[_Union[VerdictStatus, str]] = ..., hits: _Optional[_Iterable[_Union[RuleHit, _Mapping]]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., image_score: _Optional[float] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., server_latency_ms: _Optional[float] = ..., frame_age_ms: _Optional[float] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...

@@ -59,6 +59,11 @@ class VisionServiceStub:
                 request_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.ExplainResponse.FromString,
                 _registered_method=True)
+        self.Inspect = channel.stream_stream(
+                '/vision.v1.VisionService/Inspect',
+                request_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.InspectRequest.SerializeToString,
+                response_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.Verdict.FromString,
+                _registered_method=True)
 
 
 class VisionServiceServicer:
@@ -99,6 +104,15 @@ class VisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Inspect(self, request_iterator, context):
+        """One stream per camera: the first message configures the stream, every later one carries a
+        frame; one verdict comes back per frame, in the order the frames were sent (dropped and
+        failed frames included, each said so).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +140,11 @@ def add_VisionServiceServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.ExplainRequest.FromString,
                     response_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.ExplainResponse.SerializeToString,
+            ),
+            'Inspect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Inspect,
+                    request_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.InspectRequest.FromString,
+                    response_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.Verdict.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +282,33 @@ class VisionService:
             '/vision.v1.VisionService/Explain',
             protos_dot_vision_dot_v1_dot_vision__pb2.ExplainRequest.SerializeToString,
             protos_dot_vision_dot_v1_dot_vision__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Inspect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/vision.v1.VisionService/Inspect',
+            protos_dot_vision_dot_v1_dot_vision__pb2.InspectRequest.SerializeToString,
+            protos_dot_vision_dot_v1_dot_vision__pb2.Verdict.FromString,
             options,
             channel_credentials,
             insecure,
