@@ -24,6 +24,15 @@ Example::
     version_policy: {latest: 1}   # or {all: true} or {specific: [1, 3]}
     runtime: {providers: auto, intra_op_threads: 0, inter_op_threads: 0}
     explain: {file: model.explain.onnx, method: gradcam, target_layer: model.1.submodule}
+    inspection:                   # pass/fail of a frame (`vision.inspection`); absent: any finding
+      rules:                      # a frame FAILS when any rule fires
+        - name: defect            # required, unique
+          classes: [open, short]  # labels; empty/absent: every class
+          min_score: 0.5          # default: postprocess.score_threshold
+          min_area_px: 0          # segmentation: mask pixels inside the ROI; detection: box area
+          roi: [0, 0, 640, 480]   # x1, y1, x2, y2 in pixels of the image sent; absent: whole image
+        - name: image-score
+          image_score: 0.7        # segmentation with image_score_output: fires at >= this
 """
 
 from __future__ import annotations
@@ -144,6 +153,31 @@ class ExplainSpec:
 
 
 @dataclass(frozen=True)
+class InspectionRuleSpec:
+    """One pass/fail rule as written in the config (`vision.inspection.Rule` is its resolved form).
+
+    A finding rule fires on a finding of one of `classes` (every class when empty) scoring at
+    least `min_score` (None: the postprocess score threshold) with at least `min_area_px` pixels
+    (segmentation: mask pixels inside `roi`; detection: box area, box centre inside `roi`). An
+    image-score rule (`image_score` set) fires when the model's image-level score reaches it.
+    """
+
+    name: str
+    classes: tuple[str, ...] = ()
+    min_score: float | None = None
+    min_area_px: int = 0
+    roi: tuple[float, ...] | None = None  # x1, y1, x2, y2 in pixels of the image sent
+    image_score: float | None = None
+
+
+@dataclass(frozen=True)
+class InspectionSpec:
+    """The inspection rules of a model; no rules: the default rule, any finding fails the frame."""
+
+    rules: tuple[InspectionRuleSpec, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything the server needs to know about one model, read from its `config.yaml`."""
 
@@ -157,6 +191,7 @@ class ModelConfig:
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     explain: ExplainSpec = field(default_factory=ExplainSpec)
+    inspection: InspectionSpec = field(default_factory=InspectionSpec)
     model_file: str = "model.onnx"
     description: str = ""
 
@@ -216,6 +251,7 @@ def parse_config(data: dict[str, Any], where: str = "config") -> ModelConfig:
         "version_policy": _section(VersionPolicy, policy, f"{where}.version_policy"),
         "runtime": _section(RuntimeSpec, runtime, f"{where}.runtime"),
         "explain": _section(ExplainSpec, data.pop("explain", None), f"{where}.explain"),
+        "inspection": _inspection(data.pop("inspection", None), f"{where}.inspection"),
     }
     data.pop("version_policy", None)
     data.pop("runtime", None)
@@ -228,6 +264,72 @@ def parse_config(data: dict[str, Any], where: str = "config") -> ModelConfig:
     config = _section(ModelConfig, {**data, "labels": labels, **sections}, where)
     _validate(config, where)
     return config
+
+
+def _inspection(data: Any, where: str) -> InspectionSpec:
+    """Build the inspection section: a mapping with a list of rule mappings."""
+    if data is None:
+        return InspectionSpec()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with 'rules', got {type(data).__name__}")
+    unknown = sorted(set(data) - {"rules"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: ['rules']")
+    rules = data.get("rules") or []
+    if not isinstance(rules, list):
+        raise ConfigError(f"{where}.rules: expected a list of rules, got {type(rules).__name__}")
+    return InspectionSpec(
+        rules=tuple(
+            _section(InspectionRuleSpec, rule, f"{where}.rules[{i}]")
+            for i, rule in enumerate(rules)
+        )
+    )
+
+
+def _validate_inspection(config: ModelConfig, where: str) -> None:
+    """Rules name known labels, have unique names and sane thresholds and regions."""
+    seen: set[str] = set()
+    for i, rule in enumerate(config.inspection.rules):
+        at = f"{where}.inspection.rules[{i}]"
+        if not isinstance(rule.name, str) or not rule.name:
+            raise ConfigError(f"{at}.name: every rule needs a non-empty name")
+        if rule.name in seen:
+            raise ConfigError(f"{at}.name: {rule.name!r} is used twice; rule names are unique")
+        seen.add(rule.name)
+        unknown = sorted(set(rule.classes) - set(config.labels))
+        if unknown:
+            raise ConfigError(f"{at}.classes: {unknown} not in labels {list(config.labels)}")
+        if rule.image_score is not None:
+            _check_image_score_rule(config, rule, at)
+        if rule.min_score is not None and not 0.0 <= rule.min_score <= 1.0:
+            raise ConfigError(f"{at}.min_score: must be within [0, 1], got {rule.min_score}")
+        if not isinstance(rule.min_area_px, int) or rule.min_area_px < 0:
+            raise ConfigError(f"{at}.min_area_px: must be a whole number >= 0")
+        if rule.roi is not None:
+            _check_roi(rule.roi, f"{at}.roi")
+
+
+def _check_image_score_rule(config: ModelConfig, rule: InspectionRuleSpec, at: str) -> None:
+    if not config.postprocess.image_score_output:
+        raise ConfigError(
+            f"{at}.image_score: the model has no image-level score; set "
+            "postprocess.image_score_output or use classes/min_score instead"
+        )
+    if rule.classes or rule.min_score is not None or rule.min_area_px or rule.roi is not None:
+        raise ConfigError(
+            f"{at}: an image_score rule takes no classes, min_score, min_area_px or roi; "
+            "write a separate rule for findings"
+        )
+    if not 0.0 <= rule.image_score <= 1.0:  # type: ignore[operator]
+        raise ConfigError(f"{at}.image_score: must be within [0, 1], got {rule.image_score}")
+
+
+def _check_roi(roi: tuple[float, ...], at: str) -> None:
+    if len(roi) != 4 or not all(isinstance(v, (int, float)) for v in roi):
+        raise ConfigError(f"{at}: expected [x1, y1, x2, y2] in pixels, got {list(roi)}")
+    x1, y1, x2, y2 = roi
+    if min(roi) < 0 or x2 <= x1 or y2 <= y1:
+        raise ConfigError(f"{at}: need 0 <= x1 < x2 and 0 <= y1 < y2, got {list(roi)}")
 
 
 def _validate(config: ModelConfig, where: str) -> None:
@@ -253,6 +355,7 @@ def _validate(config: ModelConfig, where: str) -> None:
     _check_choice(config.explain.method, EXPLAIN_METHODS, f"{where}.explain.method")
     if config.batching.max_queue_size < 1:
         raise ConfigError(f"{where}.batching.max_queue_size: must be at least 1")
+    _validate_inspection(config, where)
 
 
 def load_config(model_dir: str | Path) -> ModelConfig:
