@@ -130,7 +130,26 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--out", type=Path, help="report folder (default reports/<model>)")
     p.add_argument("--no-card", action="store_true", help="do not update the model card")
+    _operating_point_flags(p)
     return p
+
+
+def _operating_point_flags(p: argparse.ArgumentParser) -> None:
+    """--target-escape-rate, --no-operating-point, --write-operating-point."""
+    p.add_argument(
+        "--target-escape-rate",
+        type=float,
+        default=0.01,
+        help="image-level escape rate the pass/fail threshold must meet (chosen on val)",
+    )
+    p.add_argument(
+        "--no-operating-point", action="store_true", help="skip the pass/fail operating point"
+    )
+    p.add_argument(
+        "--write-operating-point",
+        action="store_true",
+        help="record the selected threshold in the model's config (inspection rules) and card",
+    )
 
 
 def evaluate(argv: list[str]) -> int:
@@ -150,6 +169,8 @@ def evaluate(argv: list[str]) -> int:
         limit=args.limit,
         out=args.out,
         update_card=not args.no_card,
+        target_escape=None if args.no_operating_point else args.target_escape_rate,
+        write_point=args.write_operating_point,
     )
     print(json.dumps({k: v for k, v in report.items() if k != "voc_ap50_per_class"}, indent=1))
     return 0

@@ -7,13 +7,12 @@ data, a PR-curve PNG, a confusion-matrix PNG and a JSON report; updates the mode
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from vision.datasets.detection import Sample, load_dataset
+from vision.datasets.detection import Sample, load_dataset, split_holdout
 from vision.datasets.provenance import assert_no_synthetic
 from vision.detect.metrics import (
     Boxes,
@@ -25,8 +24,19 @@ from vision.detect.metrics import (
 )
 from vision.detect.plots import plot_confusion, plot_pr_curves
 from vision.errors import ConfigError, DatasetNotFoundError
+from vision.inspection import InspectionRules
 from vision.loader import LoadedModel, load_model
+from vision.operating_point import (
+    DEFAULT_TARGET_ESCAPE,
+    image_scores,
+    operating_point,
+    plot_operating_point,
+    rules_threshold,
+    write_operating_point,
+)
 from vision.paths import datasets_root, default_repository
+from vision.reports import write_json
+from vision.types import Detection, DetectionResult
 
 EVAL_SCORE_THRESHOLD = 0.001  # keep low-confidence boxes for AP; F-score uses the config's
 
@@ -45,6 +55,65 @@ def predict_all(
         preds += [_boxes(result.detections) for result in model.predict_many(images, batch)]
     latency = (time.perf_counter() - start) * 1000 / max(len(samples), 1)
     return preds, latency
+
+
+def load_split(name: str, fmt: str, data: Path, split: str) -> list[Sample]:
+    """The samples of a split; `val` of a recipe that holds validation images out of its
+    training split (`val_split` "") is that same hold-out (as training made it)."""
+    from vision.detect.recipes import RECIPES
+
+    recipe = RECIPES.get(name)
+    if split == "val" and recipe is not None and not recipe.val_split:
+        train, _ = load_dataset(fmt, data, recipe.train_split)
+        return split_holdout(train, recipe.holdout or max(1, len(train) // 10))[1]
+    return load_dataset(fmt, data, split)[0]
+
+
+def negatives_of(samples: list[Sample], fmt: str) -> list[Sample]:
+    """Defect-free images for the image-level false-reject rate: DeepPCB's aligned templates
+    (`N_temp.jpg`; every DeepPCB test image has defects), else the images without a box."""
+    if fmt == "deeppcb":
+        return [_template_sample(s) for s in samples]
+    return [s for s in samples if not len(s.boxes)]
+
+
+def _template_sample(sample: Sample) -> Sample:
+    template = sample.image.with_name(sample.image.name.replace("_test", "_temp"))
+    return Sample(template, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+
+
+def as_results(preds: list[Boxes], labels: tuple[str, ...]) -> list[DetectionResult]:
+    """`Boxes` back as `DetectionResult`s (what the inspection rules judge)."""
+    return [
+        DetectionResult(
+            [
+                Detection(*map(float, box), float(score), int(c), labels[int(c)])
+                for box, c, score in zip(p.boxes, p.labels, p.scores, strict=True)
+            ]
+        )
+        for p in preds
+    ]
+
+
+def split_scores(
+    model: LoadedModel,
+    samples: list[Sample],
+    fmt: str,
+    preds: list[Boxes] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Image-level defect scores (inspection rules, `vision.inspection.defect_score`) of the
+    defective images and of the defect-free ones (`negatives_of`); `preds`: the samples'
+    predictions when already made."""
+    rules = InspectionRules.from_config(model.config)
+    labels = model.config.labels
+    preds = preds if preds is not None else predict_all(model, samples)[0]
+    scores = image_scores(as_results(preds, labels), rules)
+    pos = [sc for sc, s in zip(scores, samples, strict=True) if len(s.boxes)]
+    neg = [sc for sc, s in zip(scores, samples, strict=True) if not len(s.boxes)]
+    if fmt == "deeppcb":
+        neg_preds = predict_all(model, negatives_of(samples, fmt))[0]
+        neg = image_scores(as_results(neg_preds, labels), rules)
+    return pos, neg
 
 
 def _boxes(dets: list) -> Boxes:
@@ -130,15 +199,18 @@ def evaluate_detector(
     limit: int = 0,
     out: Path | None = None,
     update_card: bool = True,
+    target_escape: float | None = DEFAULT_TARGET_ESCAPE,
+    write_point: bool = False,
 ) -> dict:
     """`vision eval --model NAME` for a detector: through `vision.loader`; writes report.json,
-    the PR curves and the confusion matrix into `out` (default reports/NAME); returns the
-    report."""
+    the PR curves, the confusion matrix and the operating-point plot into `out` (default
+    reports/NAME); returns the report. `target_escape` None skips the operating point;
+    `write_point` records its selected threshold in the model's config and card."""
     model_dir = Path(repo or default_repository()) / name
     model = load_model(model_dir, version, explain=False)
     config = model.config
     fmt, data = dataset_of(name, fmt, data)
-    samples, _ = load_dataset(fmt, data, split)
+    samples = load_split(name, fmt, data, split)
     samples = samples[:limit] if limit else samples
     assert_no_synthetic([s.image for s in samples], split)
     preds, latency = predict_all(model, samples)
@@ -161,7 +233,49 @@ def evaluate_detector(
         "providers": model.providers,
         **metrics,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if target_escape is not None:
+        where = (data, split, limit, out)
+        report["operating_point"] = detector_operating_point(
+            model, name, fmt, where, samples, preds, target_escape
+        )
+    write_json(report, out / "report.json")
     if update_card:
         _update_card(model_dir, int(model.version), split, metrics, len(samples))
+    if write_point and "operating_point" in report:
+        write_operating_point(model_dir, report["operating_point"])
     return report
+
+
+def detector_operating_point(
+    model: LoadedModel,
+    name: str,
+    fmt: str,
+    where: tuple[Path, str, int, Path],
+    samples: list[Sample],
+    preds: list[Boxes],
+    target_escape: float,
+) -> dict:
+    """The `operating_point` report section: the threshold for `target_escape` chosen on the
+    validation split, the evaluated split scored at it and at the config's; PNG in the report
+    folder. `where`: (data folder, evaluated split, limit, report folder)."""
+    data, split, limit, out = where
+    scored = split_scores(model, samples, fmt, preds)
+    if split == "val":
+        val, test = scored, None
+    else:
+        val_samples = load_split(name, fmt, data, "val")
+        val = split_scores(model, val_samples[:limit] if limit else val_samples, fmt)
+        test = scored
+    rules = InspectionRules.from_config(model.config)
+    section = operating_point(val, test, rules_threshold(rules), target_escape)
+    section["test_split"] = None if test is None else split
+    section["negatives"] = (
+        "DeepPCB templates (N_temp.jpg): aligned defect-free images of the same boards"
+        if fmt == "deeppcb"
+        else "images without a labelled box"
+    )
+    splits = {"val": val} | ({split: test} if test is not None else {})
+    marks = {"config": section["config_threshold"], "selected": section["selected_threshold"]}
+    title = f"{name}: target escape {target_escape:g} (selected on val)"
+    section["plot"] = plot_operating_point(splits, marks, out / "operating_point.png", title).name
+    return section

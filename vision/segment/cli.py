@@ -174,6 +174,18 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--out", help="default: reports/<model>")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--no-card", action="store_true", help="do not update the model card")
+    p.add_argument(
+        "--target-escape-rate",
+        type=float,
+        default=0.01,
+        help="image-level escape rate the pass/fail threshold must meet (chosen on val)",
+    )
+    p.add_argument("--no-operating-point", action="store_true", help="skip the operating point")
+    p.add_argument(
+        "--write-operating-point",
+        action="store_true",
+        help="record the selected threshold in the model's config (inspection rules) and card",
+    )
     a = p.parse_args(argv)
     from vision.export import read_card
     from vision.segment.evaluate import evaluate_model
@@ -192,6 +204,8 @@ def evaluate(argv: list[str]) -> int:
         limit=a.limit,
         update_card=not a.no_card,
         name=a.model,
+        target_escape=None if a.no_operating_point else a.target_escape_rate,
+        write_point=a.write_operating_point,
     )
     print({k: v for k, v in report["metrics"].items() if k != "per_class"})
     return 0

@@ -15,8 +15,17 @@ from vision.datasets import segmentation
 from vision.datasets.provenance import assert_no_synthetic
 from vision.errors import DatasetNotFoundError
 from vision.export import read_card, write_card
+from vision.inspection import InspectionRules
 from vision.io import decode_image
 from vision.loader import LoadedModel, load_model, open_model
+from vision.operating_point import (
+    DEFAULT_TARGET_ESCAPE,
+    image_scores,
+    operating_point,
+    plot_operating_point,
+    rules_threshold,
+    write_operating_point,
+)
 from vision.postprocess import image_score
 from vision.reports import plot_roc, save_overlay, write_json
 from vision.segment.metrics import defect_metrics, image_roc, vessel_metrics, vessel_roc
@@ -101,6 +110,7 @@ class Predictions:
 
     probs: list[np.ndarray]
     image_scores: list[float] | None = None
+    results: list | None = None  # SegmentationResults as served, when asked for
 
 
 def _predictions(pipeline: Any, outputs: list[dict], metas: list) -> Predictions:
@@ -110,10 +120,46 @@ def _predictions(pipeline: Any, outputs: list[dict], metas: list) -> Predictions
     return Predictions(probs, scores)
 
 
-def predict(model: LoadedModel, samples: list, batch: int = 8) -> Predictions:
-    """Predictions of a loaded model through its Pipeline and session (the serving path)."""
+def predict(
+    model: LoadedModel, samples: list, batch: int = 8, results: bool = False
+) -> Predictions:
+    """Predictions of a loaded model through its Pipeline and session (the serving path);
+    `results`: also the served `SegmentationResult`s (what the inspection rules judge)."""
     tensors, metas = model_inputs(model.pipeline, samples)
-    return _predictions(model.pipeline, model.run_items(tensors, batch), metas)
+    outputs = model.run_items(tensors, batch)
+    predictions = _predictions(model.pipeline, outputs, metas)
+    if results:
+        post = model.pipeline.postprocess
+        predictions.results = [post(o, m) for o, m in zip(outputs, metas, strict=True)]
+    return predictions
+
+
+def split_scores(samples: list, results: list, rules: InspectionRules) -> tuple[list, list]:
+    """Image-level defect scores (`vision.inspection.defect_score`) of the images whose truth
+    mask has a defect pixel, and of the defect-free ones."""
+    scores = image_scores(results, rules)
+    pos = [sc for sc, s in zip(scores, samples, strict=True) if s.mask.any()]
+    neg = [sc for sc, s in zip(scores, samples, strict=True) if not s.mask.any()]
+    return pos, neg
+
+
+def segmenter_operating_point(
+    model: LoadedModel,
+    val: tuple[list, list],
+    test: tuple[list, list] | None,
+    target_escape: float,
+    out: Path,
+) -> dict:
+    """The `operating_point` report section (threshold chosen on `val`, `test` scored once at
+    it and at the config's); the PNG in `out`."""
+    rules = InspectionRules.from_config(model.config)
+    section = operating_point(val, test, rules_threshold(rules), target_escape)
+    section["negatives"] = "images whose truth mask has no defect pixel"
+    splits = {"val": val} | ({"test": test} if test is not None else {})
+    marks = {"config": section["config_threshold"], "selected": section["selected_threshold"]}
+    title = f"{model.name}: target escape {target_escape:g} (selected on val)"
+    section["plot"] = plot_operating_point(splits, marks, out / "operating_point.png", title).name
+    return section
 
 
 def onnx_predict(
@@ -217,8 +263,13 @@ def evaluate_model(
     limit: int = 0,
     update_card: bool = True,
     name: str = "",
+    target_escape: float | None = DEFAULT_TARGET_ESCAPE,
+    write_point: bool = False,
 ) -> dict:
-    """Evaluate a repository model through ONNX on a split; JSON + PNGs; update the card."""
+    """Evaluate a repository model through ONNX on a split; JSON + PNGs; update the card.
+
+    `target_escape` (None: skipped): the image-level operating point, its threshold chosen on
+    the val split (`operating_point` in the report); `write_point` records it in the config."""
     model_dir = Path(repo) / (name or recipe.name)
     model = load_model(model_dir, version, explain=False)
     config, onnx_path = model.config, model.session.path
@@ -228,7 +279,7 @@ def evaluate_model(
             f"no {split} images for {name or recipe.name} (train with --test-images)"
         )
     start = time.perf_counter()
-    predictions = predict(model, samples)
+    predictions = predict(model, samples, results=target_escape is not None)
     seconds = time.perf_counter() - start
     metrics = compute_metrics(recipe, predictions, samples, config.postprocess.max_regions)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,9 +295,22 @@ def evaluate_model(
         "metrics": metrics,
     }
     report["plots"] = write_plots(recipe, predictions, samples, metrics, out)
+    if target_escape is not None:
+        rules = InspectionRules.from_config(config)
+        scored = split_scores(samples, predictions.results or [], rules)
+        if split == "val":
+            val, test = scored, None
+        else:
+            val_samples = load_samples(recipe, root, "val", model_dir / "splits.json", limit)
+            val_results = predict(model, val_samples, results=True).results or []
+            val, test = split_scores(val_samples, val_results, rules), scored
+        section = segmenter_operating_point(model, val, test, target_escape, out)
+        report["operating_point"] = section | {"test_split": None if test is None else split}
     write_json(report, out / "report.json")
     if update_card and not limit:
         card = read_card(model_dir)
         card.setdefault("metrics", {})[split] = metrics
         write_card(model_dir, card)
+    if write_point and "operating_point" in report:
+        write_operating_point(model_dir, report["operating_point"])
     return report
