@@ -23,20 +23,21 @@ def _layer(model: nn.Module, name: str) -> nn.Module:
 
 
 class _Keep:
-    """A forward hook that stores its layer's output in `store[name]`.
+    """A forward hook that stores its layer's output in `owner._seen[name]`.
 
     An object, not a closure over the wrapper: `copy.deepcopy` of a model carrying these hooks
-    (the randomisation check copies it) copies `store` with the wrapper, so the copy's hooks
-    write into the copy's features, never the original's.
+    (the randomisation check copies it) copies `owner` with the model, so the copy's hooks
+    write into the copy's features, never the original's. The dict is looked up at call time
+    (the ONNX exporter may swap module attributes while it traces).
     """
 
-    def __init__(self, store: dict[str, torch.Tensor], name: str) -> None:
-        self.store = store
+    def __init__(self, owner: PooledFeatures, name: str) -> None:
+        self.owner = owner
         self.name = name
 
     def __call__(self, _module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
         """Keep the layer's output."""
-        self.store[self.name] = output
+        self.owner._seen[self.name] = output
 
 
 class PooledFeatures(nn.Module):
@@ -49,16 +50,14 @@ class PooledFeatures(nn.Module):
         self.layers = list(layers)
         self._seen: dict[str, torch.Tensor] = {}
         for name in self.layers:
-            _layer(model, name).register_forward_hook(_Keep(self._seen, name))
+            _layer(model, name).register_forward_hook(_Keep(self, name))
 
     def remove(self) -> None:
-        """Take this wrapper's hooks off the wrapped model (found by their store, so a deep copy
+        """Take this wrapper's hooks off the wrapped model (found by their owner, so a deep copy
         removes its own)."""
         for name in self.layers:
             hooks = _layer(self.model, name)._forward_hooks
-            for key in [
-                k for k, h in hooks.items() if isinstance(h, _Keep) and h.store is self._seen
-            ]:
+            for key in [k for k, h in hooks.items() if isinstance(h, _Keep) and h.owner is self]:
                 del hooks[key]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
