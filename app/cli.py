@@ -41,6 +41,11 @@ COMMANDS: tuple[Command, ...] = (
         "app.commands.infer:main",
     ),
     Command(
+        "line",
+        "stream a camera, video or image folder to Inspect: verdict log, reject actions",
+        "line.cli:main",
+    ),
+    Command(
         "train",
         "train a reference model or one on your own data (train extra)",
         "app.commands.tasks:train",
