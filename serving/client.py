@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
@@ -105,6 +105,54 @@ class VisionClient:
         _set_explain(request, explain)
         return self._call(self._stub.Segment, request)
 
+    @staticmethod
+    def frame(
+        image: str | Path | bytes | np.ndarray, sequence: int, capture_time_ns: int = 0
+    ) -> pb.Frame:
+        """A Frame for `inspect`: encoded bytes or a file, or raw HxW(xC) uint8/uint16/float32."""
+        frame = pb.Frame(sequence=sequence, capture_time_unix_ns=capture_time_ns)
+        if isinstance(image, np.ndarray):
+            frame.image.raw.CopyFrom(_raw_pixels(image))
+        else:
+            frame.image.CopyFrom(VisionClient.image(image))
+        return frame
+
+    def inspect(
+        self,
+        model: str,
+        frames: Iterable[pb.Frame],
+        camera_id: str = "",
+        policy: str = "every",
+        max_in_flight: int = 0,
+        stale_after_ms: int = 0,
+        version: str = "",
+        rle: bool = False,
+    ) -> Iterator[pb.Verdict]:
+        """Stream `frames` (see `frame`) to `Inspect`; a verdict per frame, in order.
+
+        `policy` is "every" (at most `max_in_flight` frames held by the server, then the frames
+        iterator is not pulled until a verdict comes back) or "latest" (frames older than
+        `stale_after_ms` when their turn comes are answered DROPPED). The stream has no
+        timeout; the returned iterator's `cancel()` ends it.
+        """
+        if policy not in _POLICIES:
+            raise ValueError(f"policy {policy!r} is not one of {sorted(_POLICIES)}")
+        config = pb.StreamConfig(
+            model=pb.ModelRef(name=model, version=version),
+            camera_id=camera_id,
+            policy=_POLICIES[policy],
+            max_in_flight=max_in_flight,
+            stale_after_ms=stale_after_ms,
+            mask_encoding=pb.MASK_ENCODING_RLE if rle else pb.MASK_ENCODING_PNG,
+        )
+
+        def requests() -> Iterator[pb.InspectRequest]:
+            yield pb.InspectRequest(config=config)
+            for frame in frames:
+                yield pb.InspectRequest(frame=frame)
+
+        return self._stub.Inspect(requests(), metadata=self._metadata)
+
     def list_models(self) -> pb.ListModelsResponse:
         """Every model with its versions and states."""
         return self._call(self._stub.ListModels, pb.ListModelsRequest())
@@ -113,6 +161,21 @@ class VisionClient:
         """Task, labels, input spec and runtime of a model version."""
         request = pb.GetModelMetadataRequest(model=pb.ModelRef(name=model, version=version))
         return self._call(self._stub.GetModelMetadata, request)
+
+
+_POLICIES = {"every": pb.STREAM_POLICY_EVERY, "latest": pb.STREAM_POLICY_LATEST}
+_PIXEL_TYPES = {
+    np.dtype(np.uint8): pb.PIXEL_TYPE_UINT8,
+    np.dtype(np.uint16): pb.PIXEL_TYPE_UINT16,
+    np.dtype(np.float32): pb.PIXEL_TYPE_FLOAT32,
+}
+
+
+def _raw_pixels(pixels: np.ndarray) -> pb.RawImage:
+    if pixels.dtype not in _PIXEL_TYPES:
+        raise ValueError(f"raw frames are uint8, uint16 or float32, not {pixels.dtype}")
+    data = np.ascontiguousarray(pixels)
+    return pb.RawImage(data=data.tobytes(), shape=list(data.shape), dtype=_PIXEL_TYPES[data.dtype])
 
 
 def _set_explain(

@@ -8,6 +8,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -91,6 +92,33 @@ class Metrics:
             "Rows per model execution",
             version_labels,
             buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+
+        self._stream_metrics()
+
+    def _stream_metrics(self) -> None:
+        """Inspect streams (`serving/streaming.py`): open streams, frames held, drops, verdicts."""
+        self.streams_open = Gauge(
+            "vision_streams_open", "Inspect streams open", ["model"], registry=self.registry
+        )
+        camera = ["model", "camera"]
+        self.stream_frames_in_flight = Gauge(
+            "vision_stream_frames_in_flight",
+            "Frames an Inspect stream holds (decoding, queued, inferring or awaiting their turn)",
+            camera,
+            registry=self.registry,
+        )
+        self.stream_frames_dropped = Counter(
+            "vision_stream_frames_dropped",
+            "Frames not inspected because they were stale when their turn came (policy LATEST)",
+            camera,
+            registry=self.registry,
+        )
+        self.stream_verdicts = Counter(
+            "vision_stream_verdicts",
+            "Verdicts sent on Inspect streams, by status (pass, fail, dropped, error)",
+            [*camera, "status"],
             registry=self.registry,
         )
 

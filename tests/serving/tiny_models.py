@@ -212,3 +212,42 @@ def build_explainable_repository(root: Path) -> Path:
     brightness_segmenter(root / other.name / "1" / "model.onnx")
     explain_graph(root / other.name / "1" / "model.explain.onnx", "segmentation", 64, gain=21.0)
     return root
+
+
+def build_inspection_repository(root: Path) -> Path:
+    """`build_repository`'s models, plus for Inspect streams: `boxes-rules` (the detector with
+    a defect rule inside a region and a dust rule that never fires), `bright-rules` (the scored
+    segmenter with a region-and-area rule and an image-score rule), `bright-gated` (a segmenter
+    for tests that hold its inference), `bright-serial` (the same without batching: one frame
+    per run, the others queued) and `no-versions` (a config without versions:
+    UNAVAILABLE)."""
+    build_repository(root)
+    inspection = {
+        "rules": [
+            {"name": "defect", "classes": ["defect"], "min_score": 0.5, "roi": [0, 0, 64, 64]},
+            {"name": "dust", "classes": ["dust"], "min_score": 0.8},
+        ]
+    }
+    det = detector_config("boxes-rules").to_dict()
+    det = parse_config({**det, "inspection": inspection})
+    write_config(det, root / det.name)
+    fixed_box_detector(root / det.name / "1" / "model.onnx", DETECTOR_BOXES, DETECTOR_SCORES, 128)
+    seg = segmenter_config("bright-rules").to_dict()
+    seg["postprocess"]["image_score_output"] = "brightness"
+    seg["inspection"] = {
+        "rules": [
+            {"name": "edge", "classes": ["bright"], "roi": [0, 0, 32, 90], "min_area_px": 50},
+            {"name": "image-score", "image_score": 0.9},
+        ]
+    }
+    seg = parse_config(seg)
+    write_config(seg, root / seg.name)
+    brightness_segmenter(root / seg.name / "1" / "model.onnx", score_output="brightness")
+    gated = segmenter_config("bright-gated")
+    write_config(gated, root / gated.name)
+    brightness_segmenter(root / gated.name / "1" / "model.onnx")
+    serial = segmenter_config("bright-serial", max_batch_size=1)
+    write_config(serial, root / serial.name)
+    brightness_segmenter(root / serial.name / "1" / "model.onnx")
+    write_config(segmenter_config("no-versions"), root / "no-versions")
+    return root
