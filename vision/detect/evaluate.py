@@ -257,13 +257,17 @@ def detector_operating_point(
 ) -> dict:
     """The `operating_point` report section: the threshold for `target_escape` chosen on the
     validation split, the evaluated split scored at it and at the config's; PNG in the report
-    folder. `where`: (data folder, evaluated split, limit, report folder)."""
+    folder. `where`: (data folder, evaluated split, limit, report folder). Without a val
+    split the section says so (`skipped`) and has no threshold."""
     data, split, limit, out = where
     scored = split_scores(model, samples, fmt, preds)
     if split == "val":
         val, test = scored, None
     else:
-        val_samples = load_split(name, fmt, data, "val")
+        try:
+            val_samples = load_split(name, fmt, data, "val")
+        except (FileNotFoundError, DatasetNotFoundError) as e:
+            return {"skipped": f"no val split to choose the threshold on ({e})"}
         val = split_scores(model, val_samples[:limit] if limit else val_samples, fmt)
         test = scored
     rules = InspectionRules.from_config(model.config)
