@@ -93,14 +93,15 @@ def reject_worker(args: argparse.Namespace, journal: Journal) -> RejectWorker | 
     return worker
 
 
-def install_stop(stop: threading.Event) -> None:
-    """SIGINT / SIGTERM: stop reading, let the server answer what it holds, exit."""
+def install_stop(stop: threading.Event) -> dict[int, object]:
+    """SIGINT / SIGTERM: stop reading, let the server answer what it holds, exit.
+
+    Returns the handlers it replaced (restored when `main` returns)."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def open_for_reading(args: argparse.Namespace) -> Source:
@@ -111,21 +112,9 @@ def open_for_reading(args: argparse.Namespace) -> Source:
     return source
 
 
-def main(argv: list[str]) -> int:
-    """Run the line client until the source ends or it is stopped."""
-    args = build_parser().parse_args(argv)
-    source = open_for_reading(args)
-    stop = threading.Event()
-    install_stop(stop)
-    journal = Journal(args.log)
-    stats = Stats()
-    fps = args.fps or source.fps()
-    video = AnnotatedVideo(args.annotated, fps) if args.annotated else None
-    sink = VerdictSink(journal, stats, video, reject_worker(args, journal))
-    every = args.policy == "every"
-    buffer = FrameBuffer(max(2, args.max_in_flight) if every else 1, replace=not every, stop=stop)
-    reader = FrameReader(source, buffer, journal, stop, pace_fps=args.fps)
-    settings = StreamSettings(
+def stream_settings(args: argparse.Namespace, source: Source) -> StreamSettings:
+    """What the stream asks of the server, from the flags."""
+    return StreamSettings(
         model=args.model,
         camera=args.camera or source.name,
         policy=args.policy,
@@ -135,8 +124,30 @@ def main(argv: list[str]) -> int:
         encoding=args.encoding,
         jpeg_quality=args.jpeg_quality,
     )
+
+
+def main(argv: list[str]) -> int:
+    """Run the line client until the source ends or it is stopped."""
+    args = build_parser().parse_args(argv)
+    source = open_for_reading(args)
+    stop = threading.Event()
+    previous = install_stop(stop)
+    journal = Journal(args.log)
+    every = args.policy == "every"
+    buffer = FrameBuffer(max(2, args.max_in_flight) if every else 1, replace=not every, stop=stop)
+    stats = Stats(skipped=lambda: buffer.replaced)
+    video = AnnotatedVideo(args.annotated, args.fps or source.fps()) if args.annotated else None
+    sink = VerdictSink(journal, stats, video, reject_worker(args, journal))
+    reader = FrameReader(source, buffer, journal, stop, pace_fps=args.fps)
     stream = LineStream(
-        args.server, settings, buffer, sink, journal, stop, args.api_key, args.drain_s
+        args.server,
+        stream_settings(args, source),
+        buffer,
+        sink,
+        journal,
+        stop,
+        args.api_key,
+        args.drain_s,
     )
     progress = ProgressLine(stats, stop)
     reader.start()
@@ -148,10 +159,11 @@ def main(argv: list[str]) -> int:
         stop.set()
         reader.join(5)
         sink.close()
-        stats.skipped = buffer.replaced
         if not args.quiet:
             progress.show(final=True)
         journal.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if reader.error is not None:
         raise reader.error
     return 0

@@ -6,6 +6,7 @@ import collections
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import numpy as np
@@ -16,12 +17,12 @@ WINDOW_S = 5.0
 class Stats:
     """Counts by status and a window of recent latencies and arrival times. Thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, skipped: Callable[[], int] = lambda: 0) -> None:
+        self.skipped = skipped  # frames the reader replaced before they were sent (latest)
         self.counts: collections.Counter[str] = collections.Counter()
         self._latencies: collections.deque[float] = collections.deque(maxlen=2000)
         self._arrivals: collections.deque[float] = collections.deque(maxlen=10000)
         self._lock = threading.Lock()
-        self.skipped = 0  # frames the reader replaced before they were sent (policy latest)
 
     def add(self, record: dict[str, Any]) -> None:
         """Count one verdict record."""
@@ -54,7 +55,7 @@ class Stats:
         return (
             f"{self.fps():6.1f} fps  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  "
             f"pass {c['pass']}  fail {c['fail']}  drop {c['dropped']}  error {c['error']}  "
-            f"skipped {self.skipped}"
+            f"skipped {self.skipped()}"
         )
 
 

@@ -7,6 +7,32 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 extras="${1:-cpu}"
 cd "$root"
 py="${PYTHON:-python3}"
+
+# The line-client tests need real video parts from Debian: ffmpeg (libx264, writes the H.264
+# line videos) and a GStreamer RTSP server driven by the system Python (python3-gi):
+# plugins-good (qtdemux, rtph264pay), -bad (h264parse), -ugly (x264enc), libav (avdec_h264).
+# Installed with the dev extra when missing; without apt (or root) those tests skip and say why.
+apt_packages=(ffmpeg gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav python3-gi)
+install_apt_packages() {
+  local missing=() pkg
+  for pkg in "${apt_packages[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" -ne 0 ]; then
+    echo "setup: apt-get unavailable (or not root): not installing ${missing[*]};" \
+      "the line-client RTSP tests will skip" >&2
+    return 0
+  fi
+  echo "setup: apt-get install ${missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" \
+    || { apt-get update && DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y --no-install-recommends "${missing[@]}"; } \
+    || echo "setup: apt-get install failed: the line-client RTSP tests will skip" >&2
+}
+case ",$extras," in *,dev,*) install_apt_packages ;; esac
 if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
