@@ -10,6 +10,7 @@ COPY protos ./protos
 COPY serving ./serving
 COPY vision ./vision
 COPY app ./app
+COPY line ./line
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir ".[${RUNTIME_EXTRA}]"
 
