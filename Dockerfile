@@ -11,8 +11,9 @@ COPY serving ./serving
 COPY vision ./vision
 COPY app ./app
 COPY line ./line
+COPY dicom_node ./dicom_node
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir ".[${RUNTIME_EXTRA}]"
+    && /opt/venv/bin/pip install --no-cache-dir ".[${RUNTIME_EXTRA},dicom]"
 
 FROM ${BASE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
