@@ -11,10 +11,11 @@ py="${PYTHON:-python3}"
 # The line-client tests need real video parts from Debian: ffmpeg (libx264, writes the H.264
 # line videos) and a GStreamer RTSP server driven by the system Python (python3-gi):
 # plugins-good (qtdemux, rtph264pay), -bad (h264parse), -ugly (x264enc), libav (avdec_h264).
+# The DICOM-node tests need a real PACS and DICOM tools: Orthanc with its DICOMweb plugin, dcmtk.
 # Installed with the dev extra when missing; without apt (or root) those tests skip and say why.
 apt_packages=(ffmpeg gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav python3-gi)
+  gstreamer1.0-libav python3-gi orthanc orthanc-dicomweb dcmtk)
 install_apt_packages() {
   local missing=() pkg
   for pkg in "${apt_packages[@]}"; do
