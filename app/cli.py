@@ -46,6 +46,11 @@ COMMANDS: tuple[Command, ...] = (
         "line.cli:main",
     ),
     Command(
+        "dicom-node",
+        "the DICOM node: check-rules (which routing rule DICOM files match, and why)",
+        "dicom_node.cli:main",
+    ),
+    Command(
         "train",
         "train a reference model or one on your own data (train extra)",
         "app.commands.tasks:train",
