@@ -1,0 +1,136 @@
+"""The findings as a softcopy presentation state, for viewers that draw neither SR nor SEG.
+
+Grayscale Softcopy Presentation State for MONOCHROME sources, Color Softcopy Presentation State for
+colour ones; one per source series. Each detection is a closed POLYLINE box with a text label
+(`label score`) above it; each class mask its outer contours (at most `MAX_CONTOURS` per mask,
+the largest) with a label. A frame with no finding gets the text `model version: no findings`.
+All coordinates are PIXEL units of the referenced image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+
+import cv2
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+
+from dicom_node.seg import BACKGROUND
+from dicom_node.uids import MANUFACTURER, Producer, SourceFrame, result_uids, unique_instances
+from vision.types import DetectionResult
+
+GSPS_SERIES_NUMBER = 903
+MAX_CONTOURS = 32
+_LAYER = hd.pr.GraphicLayer(layer_name="FINDINGS", order=1, description="model findings")
+
+
+def _box(x1: float, y1: float, x2: float, y2: float) -> hd.pr.GraphicObject:
+    points = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], dtype=np.float32)
+    return hd.pr.GraphicObject(graphic_type="POLYLINE", graphic_data=points, units="PIXEL")
+
+
+def _text(text: str, x: float, y: float) -> hd.pr.TextObject:
+    return hd.pr.TextObject(
+        text_value=text[:64],
+        units="PIXEL",
+        anchor_point=(max(float(x), 0.0), max(float(y), 0.0)),
+        text_justification="LEFT",
+        anchor_point_visible=False,
+    )
+
+
+def _contours(mask: np.ndarray) -> list[np.ndarray]:
+    """The largest outer contours of a mask as closed (x, y) polylines (pixel corners)."""
+    found, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    found = sorted(found, key=cv2.contourArea, reverse=True)[:MAX_CONTOURS]
+    lines = []
+    for contour in found:
+        points = contour.reshape(-1, 2).astype(np.float32) + 0.5  # pixel centres
+        if len(points) >= 2:
+            lines.append(np.vstack([points, points[:1]]))
+    return lines
+
+
+def _objects(item: SourceFrame, producer: Producer):
+    """(graphic objects, text objects) of one source frame."""
+    graphics, texts = [], []
+    result = item.prediction.result
+    if isinstance(result, DetectionResult):
+        for d in result.detections:
+            graphics.append(_box(d.x1, d.y1, d.x2, d.y2))
+            texts.append(_text(f"{d.label} {d.score:.2f}", d.x1, max(d.y1 - 2.0, 0.0)))
+    else:
+        for mask in result.masks:
+            if mask.label.lower() == BACKGROUND or mask.pixel_area == 0:
+                continue
+            lines = _contours(mask.mask)
+            graphics += [
+                hd.pr.GraphicObject(graphic_type="POLYLINE", graphic_data=line, units="PIXEL")
+                for line in lines
+            ]
+            if lines:
+                x, y = lines[0].min(axis=0)
+                texts.append(_text(f"{mask.label} {mask.score:.2f}", x, y))
+    if not graphics and not texts:
+        texts.append(_text(f"{producer.software_version}: no findings", 2.0, 2.0))
+    return graphics, texts
+
+
+def _annotation(item: SourceFrame, producer: Producer) -> hd.pr.GraphicAnnotation:
+    graphics, texts = _objects(item, producer)
+    return hd.pr.GraphicAnnotation(
+        referenced_images=[item.dataset],
+        graphic_layer=_LAYER,
+        referenced_frame_number=item.frame if item.is_multiframe else None,
+        graphic_objects=graphics or None,
+        text_objects=texts or None,
+    )
+
+
+def _icc_profile(instances: Sequence[Dataset]) -> bytes:
+    """The sources' ICC profile, else sRGB (what an RGB image without one is taken to be)."""
+    for ds in instances:
+        for holder in (ds, *ds.get("OpticalPathSequence", [])):
+            if "ICCProfile" in holder:
+                return bytes(holder.ICCProfile)
+    # highdicom's own sRGB profile (device class "spac", as the PS IOD wants)
+    return (
+        resources.files("highdicom") / "_icc_profiles" / "sRGB_v4_ICC_preference.icc"
+    ).read_bytes()
+
+
+def _presentation_state(series: list[SourceFrame], producer: Producer) -> Dataset:
+    instances = unique_instances(series)
+    series_uid, sop_uid = result_uids(instances, producer, "gsps")
+    colour = int(instances[0].get("SamplesPerPixel", 1)) > 1
+    if colour:
+        kind, extra = hd.pr.ColorSoftcopyPresentationState, {"icc_profile": _icc_profile(instances)}
+    else:
+        kind, extra = hd.pr.GrayscaleSoftcopyPresentationState, {}
+    return kind(
+        **extra,
+        referenced_images=instances,
+        series_instance_uid=series_uid,
+        series_number=GSPS_SERIES_NUMBER,
+        sop_instance_uid=sop_uid,
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=producer.model[:64],
+        software_versions=producer.software_version,
+        device_serial_number=producer.version[:64],
+        content_label="FINDINGS",
+        content_description=f"Findings of {producer.model}"[:64],
+        graphic_annotations=[_annotation(item, producer) for item in series],
+        graphic_layers=[_LAYER],
+        series_description=f"{producer.model} annotations"[:64],
+    )
+
+
+def presentation_states(frames: Sequence[SourceFrame], producer: Producer) -> list[Dataset]:
+    """One presentation state per source series of `frames`."""
+    by_series: dict[str, list[SourceFrame]] = {}
+    for item in frames:
+        by_series.setdefault(str(item.dataset.SeriesInstanceUID), []).append(item)
+    return [_presentation_state(series, producer) for series in by_series.values()]

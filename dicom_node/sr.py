@@ -1,0 +1,208 @@
+"""The findings as a Comprehensive 3D SR (TID 1500 Measurement Report, highdicom).
+
+- each detection box: a planar ROI group (TID 1410), its region a closed SCOORD POLYLINE in
+  the source image's pixel coordinates ((0, 0) the top left corner of the top left pixel), its
+  score a measurement;
+- each class mask: a planar ROI group referencing its SEG segment frame (or, with no SEG for the
+  source, a TID 1501 group on the source image), its area in mm² (UCUM `mm2`) when the image has
+  PixelSpacing, in pixels (UCUM `{pixels}`) otherwise, and its mean score;
+- each source frame: a TID 1501 group whose qualitative evaluations say, for each label of the
+  model, whether it was found (SCT Present / Absent), with the image-level score when the model
+  has one;
+- the model (name and version) as the device observer and as the algorithm of every group.
+Scores use local codes (scheme `99VISION`): DICOM has no concept for a model's raw score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from dicom_node.seg import BACKGROUND, SegmentRef, property_codes, segment_index
+from dicom_node.uids import (
+    MANUFACTURER,
+    Producer,
+    SourceFrame,
+    derived_uid,
+    result_uids,
+    unique_instances,
+)
+from vision.io.dicom_header import read_header
+from vision.types import ClassMask, Detection, DetectionResult, SegmentationResult
+
+SR_SERIES_NUMBER = 902
+PRESENT = Code("52101004", "SCT", "Present")
+ABSENT = Code("272519000", "SCT", "Absent")
+AREA = Code("42798000", "SCT", "Area")
+SQUARE_MM = Code("mm2", "UCUM", "square millimeter")
+PIXELS = Code("{pixels}", "UCUM", "pixels")
+NO_UNITS = Code("1", "UCUM", "no units")
+SCORE = Code("SCORE", "99VISION", "Model score")
+IMAGE_SCORE = Code("IMAGESCORE", "99VISION", "Image-level score")
+PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
+
+
+def _frames_of(item: SourceFrame) -> list[int] | None:
+    return [item.frame] if item.is_multiframe else None
+
+
+def _tracking(item: SourceFrame, producer: Producer, what: str, n: int) -> hd.sr.TrackingIdentifier:
+    uid = derived_uid("tracking", producer.model, producer.version, item.sop_instance_uid)
+    return hd.sr.TrackingIdentifier(
+        uid=derived_uid(uid, str(item.frame), what, str(n)),
+        identifier=f"{what} {n} (frame {item.frame})"[:64],
+    )
+
+
+def _measurement(name: Code, value: float, unit: Code, algorithm: hd.sr.AlgorithmIdentification):
+    return hd.sr.Measurement(name=name, value=float(value), unit=unit, algorithm_id=algorithm)
+
+
+def _box_group(item, box: Detection, n: int, producer, algorithm):
+    """The planar ROI group of one detection box."""
+    x1, y1, x2, y2 = box.x1, box.y1, box.x2, box.y2
+    polyline = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], dtype=np.float32)
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=polyline,
+        source_image=hd.sr.SourceImageForRegion.from_source_image(item.dataset, _frames_of(item)),
+    )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(item, producer, box.label, n),
+        referenced_region=region,
+        finding_type=property_codes(box.label)[1],
+        algorithm_id=algorithm,
+        measurements=[_measurement(SCORE, box.score, NO_UNITS, algorithm)],
+    )
+
+
+def _area(item: SourceFrame, mask: ClassMask) -> tuple[float, Code]:
+    spacing = item.prediction.image.pixel_spacing_mm or read_header(item.dataset).pixel_spacing_mm
+    if spacing:
+        return mask.pixel_area * spacing[0] * spacing[1], SQUARE_MM
+    return float(mask.pixel_area), PIXELS
+
+
+def _mask_group(item, mask: ClassMask, ref: SegmentRef | None, producer, algorithm):
+    """The group of one class mask: planar ROI on its SEG segment, else TID 1501 on the image."""
+    area, unit = _area(item, mask)
+    measurements = [
+        _measurement(AREA, area, unit, algorithm),
+        _measurement(SCORE, mask.score, NO_UNITS, algorithm),
+    ]
+    common = {
+        "tracking_identifier": _tracking(item, producer, mask.label, 1),
+        "finding_type": property_codes(mask.label)[1],
+        "algorithm_id": algorithm,
+        "measurements": measurements,
+    }
+    if ref is None:
+        source = hd.sr.SourceImageForMeasurementGroup.from_source_image(
+            item.dataset, _frames_of(item)
+        )
+        return hd.sr.MeasurementsAndQualitativeEvaluations(source_images=[source], **common)
+    segment = hd.sr.ReferencedSegmentationFrame(
+        sop_class_uid=ref.segmentation.SOPClassUID,
+        sop_instance_uid=ref.segmentation.SOPInstanceUID,
+        frame_number=ref.frame_number,
+        segment_number=ref.segment_number,
+        source_image=hd.sr.SourceImageForSegmentation.from_source_image(
+            item.dataset, _frames_of(item)
+        ),
+    )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        referenced_segment=segment, **common
+    )
+
+
+def _found_labels(item: SourceFrame) -> set[str]:
+    result = item.prediction.result
+    if isinstance(result, DetectionResult):
+        return {d.label for d in result.detections}
+    return {m.label for m in result.masks if m.pixel_area > 0}
+
+
+def _image_group(item: SourceFrame, producer: Producer, algorithm):
+    """Present / absent for each of the model's labels, and the image-level score."""
+    found = _found_labels(item)
+    labels = [lab for lab in producer.labels if lab.lower() != BACKGROUND] or sorted(found)
+    evaluations = [
+        hd.sr.QualitativeEvaluation(
+            name=property_codes(lab)[1], value=PRESENT if lab in found else ABSENT
+        )
+        for lab in labels
+    ]
+    result = item.prediction.result
+    measurements = []
+    if isinstance(result, SegmentationResult) and result.image_score is not None:
+        measurements.append(_measurement(IMAGE_SCORE, result.image_score, NO_UNITS, algorithm))
+    source = hd.sr.SourceImageForMeasurementGroup.from_source_image(item.dataset, _frames_of(item))
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(item, producer, "image", 0),
+        algorithm_id=algorithm,
+        source_images=[source],
+        qualitative_evaluations=evaluations or None,
+        measurements=measurements or None,
+    )
+
+
+def _groups(frames: Sequence[SourceFrame], segmentations: Sequence[Dataset], producer: Producer):
+    algorithm = hd.sr.AlgorithmIdentification(name=producer.model[:64], version=producer.version)
+    index = segment_index(segmentations)
+    groups = []
+    for item in frames:
+        groups.append(_image_group(item, producer, algorithm))
+        result = item.prediction.result
+        if isinstance(result, DetectionResult):
+            for n, box in enumerate(result.detections, start=1):
+                groups.append(_box_group(item, box, n, producer, algorithm))
+            continue
+        for mask in result.masks:
+            if mask.label.lower() != BACKGROUND and mask.pixel_area > 0:
+                ref = index.get((item.sop_instance_uid, item.frame, mask.label[:64]))
+                groups.append(_mask_group(item, mask, ref, producer, algorithm))
+    return groups
+
+
+def _observer(producer: Producer) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=derived_uid("device", producer.model, producer.version),
+        name=producer.software_version,
+        manufacturer_name=MANUFACTURER,
+        model_name=producer.model[:64],
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+
+
+def measurement_report(
+    frames: Sequence[SourceFrame], segmentations: Sequence[Dataset], producer: Producer
+) -> hd.sr.Comprehensive3DSR:
+    """The Comprehensive 3D SR of `frames`; `segmentations` are the SEGs its masks point at."""
+    instances = unique_instances(frames)
+    report = hd.sr.MeasurementReport(
+        observation_context=_observer(producer),
+        procedure_reported=PROCEDURE,
+        imaging_measurements=_groups(frames, segmentations, producer),
+        referenced_images=instances,
+    )
+    series_uid, sop_uid = result_uids(instances, producer, "sr")
+    return hd.sr.Comprehensive3DSR(
+        evidence=[*instances, *segmentations],
+        content=report[0],
+        series_instance_uid=series_uid,
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=sop_uid,
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        series_description=f"{producer.model} findings"[:64],
+    )
