@@ -1,0 +1,209 @@
+"""Delivering result objects to a destination: the `Sender` protocol and its C-STORE SCU.
+
+Outcomes follow the DICOM status classes (PS3.7 Annex C, PS3.4 B.2.3): success and warnings
+(0x0001, 0xBxxx: stored) are `SENT`; "refused: out of resources" (0xA7xx), resource limitation
+(0x0213), duplicate invocation (0x0210), cancel (0xFE00), a transient association rejection and
+every connection problem (refused, timed out, aborted) are `TEMPORARY` and retried; every other
+failure status (0x0122 SOP class not supported, 0x0124 not authorised, 0xA9xx, 0xCxxx, 0x0110,
+...), a permanent association rejection and a refused presentation context are `PERMANENT`: the
+same object would fail the same way again, so an operator decides. Reasons name status codes and
+association results only, never anything from the dataset.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pynetdicom import AE
+from pynetdicom.association import Association
+
+from dicom_node.model import Destination
+
+log = logging.getLogger(__name__)
+
+TEMPORARY_STATUSES = frozenset({0x0210, 0x0213, 0xFE00})
+
+
+class Outcome(enum.StrEnum):
+    """What one delivery attempt came to."""
+
+    SENT = "sent"
+    TEMPORARY = "temporary"  # retried with back-off
+    PERMANENT = "permanent"  # failed: an operator retries or discards
+
+
+class ItemState(enum.StrEnum):
+    """Where one (object, destination) delivery stands in the outbox."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"  # permanent failure: an operator retries or discards
+    DISCARDED = "discarded"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one attempt to deliver one object, with a reason free of patient data."""
+
+    outcome: Outcome
+    reason: str = ""
+    status: int | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One result object due for one destination (a row of the outbox)."""
+
+    item_id: int
+    job_id: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    destination: str
+    path: Path
+    state: ItemState
+    attempts: int
+    next_attempt_at: float
+    reason: str
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> dict[str, object]:
+        """The item as JSON (UIDs, destination, state: no patient attributes, no paths)."""
+        return {
+            "id": self.item_id,
+            "job_id": self.job_id,
+            "sop_instance_uid": self.sop_instance_uid,
+            "sop_class_uid": self.sop_class_uid,
+            "transfer_syntax": self.transfer_syntax,
+            "destination": self.destination,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "reason": self.reason,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+class Sender(Protocol):
+    """Delivers a batch of items to one destination, yielding each item's outcome as it comes.
+
+    The outbox records each outcome before it asks for the next, so a success is on disk
+    before the next object goes out.
+    """
+
+    def send(
+        self, destination: Destination, items: Sequence[OutboxItem]
+    ) -> Iterator[tuple[OutboxItem, Delivery]]:
+        """Deliver `items` (one association for the batch) and yield (item, outcome) for each."""
+        ...
+
+
+def classify_status(status: int) -> Delivery:
+    """A C-STORE response status as an outcome (module docstring: the status classes)."""
+    if status == 0x0000 or status == 0x0001 or 0xB000 <= status <= 0xBFFF:
+        return Delivery(Outcome.SENT, "" if status == 0 else f"warning 0x{status:04X}", status)
+    if 0xA700 <= status <= 0xA7FF or status in TEMPORARY_STATUSES:
+        return Delivery(Outcome.TEMPORARY, f"C-STORE status 0x{status:04X}", status)
+    return Delivery(Outcome.PERMANENT, f"C-STORE failed: status 0x{status:04X}", status)
+
+
+def association_failure(assoc: Association) -> Delivery:
+    """Why an association was not established, as an outcome."""
+    response = assoc.acceptor.primitive
+    if assoc.is_rejected and response is not None:
+        reason = f"{response.result_str}, {response.source_str}: {response.reason_str}"
+        congested = response.result_source == 3 and response.diagnostic in (1, 2)
+        if response.result == 0x02 or congested:
+            return Delivery(Outcome.TEMPORARY, f"association rejected ({reason})")
+        return Delivery(Outcome.PERMANENT, f"association rejected ({reason})")
+    if response is not None and response.result == 0x00:
+        return Delivery(
+            Outcome.PERMANENT,
+            "no presentation context accepted (SOP class or transfer syntax not supported)",
+        )
+    return Delivery(Outcome.TEMPORARY, "no association (connection refused, timed out or aborted)")
+
+
+class StoreScuSender:
+    """C-STORE SCU (pynetdicom): one association per batch, proposing each result's SOP class
+    with the transfer syntax it was written in."""
+
+    def __init__(
+        self,
+        ae_title: str = "VISION",
+        connection_timeout_s: float = 10.0,
+        acse_timeout_s: float = 30.0,
+        dimse_timeout_s: float = 120.0,
+    ) -> None:
+        self.ae_title = ae_title
+        self.connection_timeout_s = connection_timeout_s
+        self.acse_timeout_s = acse_timeout_s
+        self.dimse_timeout_s = dimse_timeout_s
+
+    def _application_entity(self, items: Sequence[OutboxItem]) -> AE:
+        ae = AE(ae_title=self.ae_title)
+        ae.connection_timeout = self.connection_timeout_s
+        ae.acse_timeout = self.acse_timeout_s
+        ae.dimse_timeout = self.dimse_timeout_s
+        ae.network_timeout = self.dimse_timeout_s
+        contexts = dict.fromkeys((item.sop_class_uid, item.transfer_syntax) for item in items)
+        for sop_class, syntax in list(contexts)[:128]:
+            ae.add_requested_context(sop_class, syntax)
+        return ae
+
+    def send(
+        self, destination: Destination, items: Sequence[OutboxItem]
+    ) -> Iterator[tuple[OutboxItem, Delivery]]:
+        """See `Sender.send`."""
+        started = time.perf_counter()
+        assoc = self._application_entity(items).associate(
+            destination.host, destination.port, ae_title=destination.ae_title
+        )
+        if not assoc.is_established:
+            failure = association_failure(assoc)
+            log.warning("no association with %s: %s", destination, failure.reason)
+            for item in items:
+                yield item, failure
+            return
+        try:
+            for index, item in enumerate(items):
+                delivery = _store(assoc, item, started)
+                started = time.perf_counter()
+                yield item, delivery
+                if not assoc.is_established:
+                    lost = Delivery(Outcome.TEMPORARY, "association aborted")
+                    for rest in items[index + 1 :]:
+                        yield rest, lost
+                    return
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+
+def _store(assoc: Association, item: OutboxItem, started: float) -> Delivery:
+    """One C-STORE of `item` on an established association."""
+    if not item.path.exists():
+        return Delivery(Outcome.PERMANENT, "result file missing from the outbox folder")
+    accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+    if (item.sop_class_uid, item.transfer_syntax) not in accepted:
+        return Delivery(
+            Outcome.PERMANENT,
+            f"destination accepted no context for SOP class {item.sop_class_uid} "
+            f"in transfer syntax {item.transfer_syntax}",
+        )
+    response = assoc.send_c_store(item.path)
+    seconds = time.perf_counter() - started
+    if "Status" not in response:
+        return Delivery(Outcome.TEMPORARY, "no C-STORE response (timeout or abort)", None, seconds)
+    delivery = classify_status(int(response.Status))
+    return Delivery(delivery.outcome, delivery.reason, delivery.status, seconds)
