@@ -47,8 +47,8 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "dicom-node",
-        "the DICOM node: check-rules (which routing rule DICOM files match, and why)",
-        "dicom_node.cli:main",
+        "the DICOM node: run (as its own process), check-rules (which rule files match, why)",
+        "app.commands.dicom:main",
     ),
     Command(
         "train",
