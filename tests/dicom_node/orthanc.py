@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -435,15 +436,21 @@ def echo(port: int, called_ae: str = NODE_AE, timeout: float = 30) -> bool:
 
 
 def dcmsend(port: int, files: list[Path], called_ae: str = NODE_AE, timeout: float = 300) -> str:
-    """dcmtk `dcmsend` (any SOP class, any transfer syntax, no flags): its output; fails if rc≠0."""
+    """dcmtk `dcmsend` (any SOP class and transfer syntax, no flags); asserts every file got a
+    SUCCESS status (dcmsend's exit status alone is 0 when no association could be negotiated)."""
     done = subprocess.run(
         ["dcmsend", "-v", "-aec", called_ae, "-to", "60", "127.0.0.1", str(port), *map(str, files)],
         capture_output=True,
         text=True,
         timeout=timeout,
     )
-    assert done.returncode == 0, f"dcmsend rc={done.returncode}: {done.stderr[-2000:]}"
-    return done.stdout + done.stderr
+    out = done.stdout + done.stderr
+    match = re.search(r"with status SUCCESS\s*:\s*(\d+)", out)
+    sent = int(match[1]) if match else 0
+    assert done.returncode == 0 and sent == len(files), (
+        f"dcmsend rc={done.returncode}: {out[-2000:]}"
+    )
+    return out
 
 
 @contextmanager

@@ -1,0 +1,315 @@
+"""The DICOM node against a real PACS (Orthanc): where the time goes, outbox throughput, 10 senders.
+
+    nice -n 10 .venv/bin/python -m bench.dicom_node [--quick] [--out reports/bench-dicom-node]
+
+Orthanc (loopback, temporary config) and `vision dicom-node run` (bundled models and rules) run as
+processes. Scenarios:
+- `2d`: one fundus photograph (Ophthalmic Photography, DRIVE) pushed by Orthanc to the node;
+- `series`: a series of 100 fundus photographs (10 with --quick) pushed as one study.
+  From the last instance received to the results stored in Orthanc, split from the job's
+  timestamps (`GET /dicom-node/jobs`) and Orthanc's store log:
+  receive (Orthanc's push: first byte to the release, measured here), assemble (last instance
+  received -> series routed: `received_at` -> `assembled_at`), infer (`assembled_at` ->
+  `inferred_at`), encode (`inferred_at` -> `encoded_at`), queue (`encoded_at` -> `queued_at`),
+  send (`queued_at` -> last result stored in Orthanc, polled every 10 ms).
+  Goal (issue 14): everything but inference <= 10 % of the total (last received -> stored).
+- `outbox`: the PACS down while N smear studies are processed, then up: results per second
+  delivered from the backlog (first to last result stored).
+- `concurrent`: 10 associations (dcmsend) at once, one smear study each: all acknowledged, all
+  processed, results stored.
+Prints a table and writes report.json into `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+
+from tests.dicom_node import wrap
+from tests.dicom_node.orthanc import (
+    NODE_AE,
+    NodeProcess,
+    Orthanc,
+    dcmsend,
+    dcmtk_missing,
+    free_port,
+    node_models,
+    orthanc_missing,
+    running_node,
+    running_orthanc,
+    wait_for,
+)
+from vision.reports import write_json
+
+STAGES = ("assemble", "infer", "encode", "queue", "send")
+# stage -> (job field it starts at, job field it ends at); "stored" is Orthanc's store time.
+STAGE_FIELDS = {
+    "assemble": ("received_at", "assembled_at"),
+    "infer": ("assembled_at", "inferred_at"),
+    "encode": ("inferred_at", "encoded_at"),
+    "queue": ("encoded_at", "queued_at"),
+    "send": ("queued_at", "stored"),
+}
+TIMEOUT = 1800
+
+
+class StoreWatch:
+    """Polls Orthanc's store log (every 10 ms) and records when each SOP Instance UID appeared."""
+
+    def __init__(self, pacs: Orthanc) -> None:
+        self.pacs = pacs
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> StoreWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            for uid in self.pacs.stored():
+                self.seen.setdefault(uid, now)
+            time.sleep(0.01)
+
+
+@dataclass
+class Bench:
+    pacs: Orthanc
+    node: NodeProcess
+    folder: Path
+    missing_fields: set[str] = field(default_factory=set)
+
+    def jobs_of(self, study_uid: str) -> list[dict]:
+        return [job for job in self.node.jobs() if job["study_uid"] == study_uid]
+
+    def wait_sent(self, study_uids: set[str], timeout: float = TIMEOUT) -> list[dict]:
+        """Wait until every job of these studies is sent; the jobs."""
+
+        def done() -> list[dict] | None:
+            jobs = [job for job in self.node.jobs() if job["study_uid"] in study_uids]
+            failed = [job for job in jobs if job["state"] in ("failed", "set_aside")]
+            assert not failed, f"jobs failed: {failed}"
+            studies = {job["study_uid"] for job in jobs}
+            sent = studies == study_uids and all(job["state"] == "sent" for job in jobs)
+            return jobs if sent else None
+
+        return wait_for(done, timeout, f"jobs of {len(study_uids)} studies sent")
+
+    def result_uids(self, jobs: list[dict]) -> list[str]:
+        ids = {job["job_id"] for job in jobs}
+        items = [i for i in self.node.outbox() if i.get("job_id") in ids]
+        return [i["sop_instance_uid"] for i in items]
+
+
+def push_and_split(bench: Bench, sources: list[Path]) -> dict:
+    """Upload `sources` (one study) to Orthanc, push it to the node, split the time by stage."""
+    study_uid = str(pydicom.dcmread(sources[0], stop_before_pixels=True).StudyInstanceUID)
+    for path in sources:
+        bench.pacs.upload(path)
+    with StoreWatch(bench.pacs) as watch:
+        start = time.time()
+        bench.pacs.push_study("vision", study_uid, timeout=TIMEOUT)
+        pushed = time.time()
+        jobs = bench.wait_sent({study_uid})
+        uids = bench.result_uids(jobs)
+        wait_for(lambda: all(u in watch.seen for u in uids), 120, "results in the store log")
+    stored = max(watch.seen[u] for u in uids)
+    return split(bench, jobs, start, pushed, stored, len(sources), len(uids))
+
+
+def split(
+    bench: Bench, jobs: list[dict], start: float, pushed: float, stored: float, n: int, results: int
+) -> dict:
+    """Stage durations (s) from one study's jobs (several models: the slowest per stage)."""
+    marks: dict[str, float] = {"stored": stored}
+    for name in {f for pair in STAGE_FIELDS.values() for f in pair} - {"stored"}:
+        values = [job[name] for job in jobs if job.get(name)]
+        if values:
+            marks[name] = max(values)
+        else:
+            bench.missing_fields.add(name)
+    received = marks.get("received_at", pushed)
+    stages = {
+        stage: (marks[b] - marks[a]) if a in marks and b in marks else None
+        for stage, (a, b) in STAGE_FIELDS.items()
+    }
+    total = stored - received
+    infer = stages["infer"]
+    overhead = (total - infer) / total if infer is not None and total > 0 else None
+    return {
+        "instances": n,
+        "results": results,
+        "receive_s": pushed - start,
+        "stages_s": stages,
+        "total_s": total,
+        "non_inference_share": overhead,
+        "last_received_from": "job received_at" if "received_at" in marks else "push returned",
+    }
+
+
+def outbox_throughput(bench: Bench, studies: int) -> dict:
+    """PACS down, `studies` smear studies processed, PACS up: results/s out of the backlog."""
+    bench.pacs.stop()
+    uids = set()
+    for i in range(studies):
+        files = wrap.smear_series(bench.folder / f"outbox-{i}", 1)
+        uids.add(str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID))
+        dcmsend(bench.node.dicom_port, files)
+
+    def queued() -> bool:
+        jobs = [j for j in bench.node.jobs() if j["study_uid"] in uids]
+        return {j["study_uid"] for j in jobs} == uids and all(j["state"] == "queued" for j in jobs)
+
+    wait_for(queued, TIMEOUT, "every job queued with the PACS down")
+    backlog = [i for i in bench.node.outbox() if i["state"] in ("pending", "sending")]
+    up = time.time()
+    bench.pacs.start()
+    with StoreWatch(bench.pacs) as watch:
+        jobs = bench.wait_sent(uids)
+        result_uids = bench.result_uids(jobs)
+        wait_for(lambda: all(u in watch.seen for u in result_uids), 120, "backlog stored")
+    times = sorted(watch.seen[u] for u in result_uids)
+    span = times[-1] - times[0]
+    received = bench.pacs.receptions()
+    return {
+        "studies": studies,
+        "results": len(result_uids),
+        "backlog_items": len(backlog),
+        "first_after_pacs_up_s": times[0] - up,
+        "drain_s": span,
+        "results_per_s": (len(times) - 1) / span if span > 0 else None,
+        "duplicates": sum(received.count(u) - 1 for u in result_uids),
+    }
+
+
+def concurrent_senders(bench: Bench, senders: int) -> dict:
+    """`senders` dcmsend associations at once, one smear study each."""
+    batches = [wrap.smear_series(bench.folder / f"conc-{i}", 1) for i in range(senders)]
+    uids = {str(pydicom.dcmread(b[0], stop_before_pixels=True).StudyInstanceUID) for b in batches}
+
+    def send(files: list[Path]) -> float:
+        t0 = time.time()
+        dcmsend(bench.node.dicom_port, files)
+        return time.time() - t0
+
+    start = time.time()
+    with cf.ThreadPoolExecutor(senders) as pool:
+        durations = list(pool.map(send, batches))
+    acknowledged = time.time()
+    jobs = bench.wait_sent(uids)
+    done = time.time()
+    received = bench.pacs.receptions()
+    result_uids = bench.result_uids(jobs)
+    return {
+        "associations": senders,
+        "acknowledged": len(durations),
+        "processed_studies": len({j["study_uid"] for j in jobs}),
+        "results": len(result_uids),
+        "duplicates": sum(received.count(u) - 1 for u in result_uids),
+        "send_s_median": statistics.median(durations),
+        "send_s_max": max(durations),
+        "all_acknowledged_s": acknowledged - start,
+        "all_results_stored_s": done - start,
+    }
+
+
+def table(report: dict) -> str:
+    rows = [
+        "scenario      inst  results  receive  "
+        + "  ".join(f"{s:>8}" for s in STAGES)
+        + "     total  non-infer"
+    ]
+    for name in ("2d", "series"):
+        r = report[name]
+        stages = "  ".join(
+            f"{r['stages_s'][s]:8.3f}" if r["stages_s"][s] is not None else "       ?"
+            for s in STAGES
+        )
+        share = r["non_inference_share"]
+        rows.append(
+            f"{name:12s} {r['instances']:5d} {r['results']:8d} {r['receive_s']:8.3f}  {stages}"
+            f"  {r['total_s']:8.3f}  " + (f"{share:8.1%}" if share is not None else "       ?")
+        )
+    o, c = report["outbox"], report["concurrent"]
+    rows.append(
+        f"outbox: {o['results']} results from the backlog in {o['drain_s']:.2f} s = "
+        f"{o['results_per_s'] or 0:.1f} results/s, duplicates {o['duplicates']}"
+    )
+    rows.append(
+        f"concurrent: {c['acknowledged']}/{c['associations']} associations acknowledged in "
+        f"{c['all_acknowledged_s']:.2f} s, {c['processed_studies']} studies processed, results "
+        f"stored after {c['all_results_stored_s']:.2f} s, duplicates {c['duplicates']}"
+    )
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace, root: Path) -> dict:
+    node_port = free_port()
+    models = node_models(root / "models")
+    modalities = {"vision": (NODE_AE, "127.0.0.1", node_port)}
+    with running_orthanc(root / "pacs", modalities) as pacs:
+        node = NodeProcess(root / "node", models, pacs.destination, dicom_port=node_port)
+        node.extra = tuple(args.node_arg)
+        with running_node(node):
+            bench = Bench(pacs, node, root / "data")
+            frames = 10 if args.quick else args.frames
+            push_and_split(bench, wrap.fundus_study(bench.folder / "warm", 1))  # warm-up
+            report = {
+                "2d": push_and_split(bench, wrap.fundus_study(bench.folder / "2d", 1)),
+                "series": push_and_split(bench, wrap.fundus_study(bench.folder / "s", frames)),
+                "outbox": outbox_throughput(bench, 5 if args.quick else args.outbox_studies),
+                "concurrent": concurrent_senders(bench, args.senders),
+            }
+            report["missing_job_fields"] = sorted(bench.missing_fields)
+    report["dataset"] = "drive+bccd" if not wrap.dataset_missing("drive") else "synthetic"
+    report["quick"] = args.quick
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="10-image series, 5 outbox studies")
+    p.add_argument("--frames", type=int, default=100, help="images in the series scenario")
+    p.add_argument("--outbox-studies", type=int, default=20)
+    p.add_argument("--senders", type=int, default=10)
+    p.add_argument("--node-arg", action="append", default=[], help="extra flag for the node")
+    p.add_argument("--out", type=Path, default=Path("reports/bench-dicom-node"))
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = p.parse_args(argv)
+    reason = orthanc_missing() or dcmtk_missing()
+    if reason:
+        print(f"bench.dicom_node: {reason}")
+        return 2
+    root = Path(tempfile.mkdtemp(prefix="bench-dicom-node-"))
+    try:
+        report = run(args, root)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(table(report))
+    if report["missing_job_fields"]:
+        print(f"job fields missing from GET /dicom-node/jobs: {report['missing_job_fields']}")
+    name = "report-quick.json" if args.quick else "report.json"
+    print(f"wrote {write_json(report, args.out / name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
