@@ -13,8 +13,11 @@ association results only, never anything from the dataset.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,3 +210,72 @@ def _store(assoc: Association, item: OutboxItem, started: float) -> Delivery:
         return Delivery(Outcome.TEMPORARY, "no C-STORE response (timeout or abort)", None, seconds)
     delivery = classify_status(int(response.Status))
     return Delivery(delivery.outcome, delivery.reason, delivery.status, seconds)
+
+
+class StowRsSender:
+    """STOW-RS (DICOMweb, PS3.18 10.5): one POST per object to `url` (for example
+    `http://pacs:8042/dicom-web/studies`), standard library only; the destination names the batch.
+
+    200 is `SENT`; 202 is `SENT` unless the response lists the object as failed (its Failure
+    Reason is classified like a C-STORE status); 408, 429, 5xx and connection errors are
+    `TEMPORARY`; any other status (400, 401, 403, 409, 415, ...) is `PERMANENT`.
+    """
+
+    def __init__(
+        self, url: str, timeout_s: float = 60.0, headers: dict[str, str] | None = None
+    ) -> None:
+        self.url, self.timeout_s, self.headers = url, timeout_s, dict(headers or {})
+
+    def send(
+        self, destination: Destination, items: Sequence[OutboxItem]
+    ) -> Iterator[tuple[OutboxItem, Delivery]]:
+        """See `Sender.send`."""
+        for item in items:
+            started = time.perf_counter()
+            delivery = self._post(item)
+            seconds = time.perf_counter() - started
+            yield item, Delivery(delivery.outcome, delivery.reason, delivery.status, seconds)
+
+    def _post(self, item: OutboxItem) -> Delivery:
+        if not item.path.exists():
+            return Delivery(Outcome.PERMANENT, "result file missing from the outbox folder")
+        boundary = f"vision-{item.item_id}-{time.time_ns()}"
+        body = b"".join(
+            (
+                f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
+                item.path.read_bytes(),
+                f"\r\n--{boundary}--\r\n".encode(),
+            )
+        )
+        headers = {
+            **self.headers,
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        }
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return stow_outcome(response.status, response.read())
+        except urllib.error.HTTPError as error:
+            return stow_outcome(error.code, error.read())
+        except (urllib.error.URLError, OSError) as error:  # refused, unreachable, timed out
+            return Delivery(Outcome.TEMPORARY, f"STOW-RS: {type(error).__name__}")
+
+
+def stow_outcome(code: int, body: bytes) -> Delivery:
+    """A STOW-RS response (one object) as an outcome (`StowRsSender`)."""
+    if code == 202:
+        try:
+            failed = json.loads(body or b"{}").get("00081198", {}).get("Value", [])
+        except (ValueError, AttributeError):
+            failed = []
+        if failed:
+            reason = int(failed[0].get("00081197", {}).get("Value", [0xC000])[0])
+            outcome = classify_status(reason).outcome
+            return Delivery(outcome, f"STOW-RS failure reason 0x{reason:04X}", code)
+        return Delivery(Outcome.SENT, "STOW-RS 202 (warnings)", code)
+    if code == 200:
+        return Delivery(Outcome.SENT, status=code)
+    if code in (408, 429) or code >= 500:
+        return Delivery(Outcome.TEMPORARY, f"STOW-RS HTTP {code}", code)
+    return Delivery(Outcome.PERMANENT, f"STOW-RS HTTP {code}", code)

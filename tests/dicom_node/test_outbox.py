@@ -6,6 +6,7 @@ process delivering, job states and metrics. Fake clocks where waiting would be l
 from __future__ import annotations
 
 import collections
+import http.server
 import os
 import signal
 import socket
@@ -27,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from dicom_node.api import node_routes
-from dicom_node.delivery import Outcome, classify_status
+from dicom_node.delivery import Outcome, StowRsSender, classify_status, stow_outcome
 from dicom_node.jobs import JobStore, job_id
 from dicom_node.metrics import NodeMetrics
 from dicom_node.model import Destination, JobState
@@ -390,3 +391,46 @@ def test_kill_9_while_delivering_then_restart_delivers_each_once(tmp_path: Path)
     # same object, which the PACS keeps once; no delivery was recorded twice.
     assert sum(pacs.received.values()) <= len(results) + 1
     assert [item.state for item in restarted.list()] == [ItemState.SENT] * len(results)
+
+
+class _StowHandler(http.server.BaseHTTPRequestHandler):
+    statuses: list[int] = []
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(self.statuses.pop(0))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        return
+
+
+def test_stow_rs_sender(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StowHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _StowHandler.statuses[:] = [503, 200, 409]
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web/studies"
+        clock = FakeClock()
+        outbox = make_outbox(
+            tmp_path, [Destination("STOW", "127.0.0.1", 1)], sender=StowRsSender(url), clock=clock
+        )
+        first = outbox.enqueue(new_job(outbox.store), [result()])
+        outbox.deliver_due()  # 503: temporary
+        assert outbox.get(first[0]).state is ItemState.PENDING  # type: ignore[union-attr]
+        clock.advance(400)
+        outbox.deliver_due()  # 200
+        assert outbox.get(first[0]).state is ItemState.SENT  # type: ignore[union-attr]
+        assert b"application/dicom" in _StowHandler.bodies[-1]
+        second = outbox.enqueue(new_job(outbox.store, "blood-cells"), [result()])
+        outbox.deliver_due()  # 409: permanent
+        assert outbox.get(second[0]).state is ItemState.FAILED  # type: ignore[union-attr]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert stow_outcome(202, b'{"00081198": {"vr": "SQ", "Value": [{"00081197": {"vr": "US", '
+                        b'"Value": [42752]}}]}}').outcome is Outcome.TEMPORARY  # fmt: skip
+    assert stow_outcome(202, b"{}").outcome is Outcome.SENT
