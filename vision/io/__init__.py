@@ -4,7 +4,7 @@ Module order (no import circle): `limits`, `sniff`, `dicom_header` at the bottom
 uses them; `image` uses `dicom` and them.
 """
 
-from vision.io.dicom import decode_dataset, decode_dicom
+from vision.io.dicom import decode_dataset, decode_dicom, decode_frames
 from vision.io.dicom_header import DicomHeader, DicomReference, PatientStudy, read_header
 from vision.io.image import decode_image, image_from_raw, read_image, to_uint8
 from vision.io.limits import check_max_pixels
@@ -18,6 +18,7 @@ __all__ = [
     "check_max_pixels",
     "decode_dataset",
     "decode_dicom",
+    "decode_frames",
     "decode_image",
     "image_from_raw",
     "read_header",
