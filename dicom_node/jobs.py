@@ -11,7 +11,7 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,24 +30,27 @@ CREATE TABLE IF NOT EXISTS jobs (
     model TEXT NOT NULL DEFAULT '',
     rule TEXT NOT NULL DEFAULT '',
     instances INTEGER NOT NULL DEFAULT 0,
+    results INTEGER NOT NULL DEFAULT 0,
     reason TEXT NOT NULL DEFAULT '',
+    received_at REAL NOT NULL DEFAULT 0,
+    assembled_at REAL NOT NULL DEFAULT 0,
+    inferred_at REAL NOT NULL DEFAULT 0,
+    encoded_at REAL NOT NULL DEFAULT 0,
+    queued_at REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, updated_at);
+CREATE TABLE IF NOT EXISTS processed_instances (sop_instance_uid TEXT PRIMARY KEY);
 """
-# The fields `upsert` takes besides the state; a reason longer than this is cut.
+# The fields `upsert` takes besides the state (`*_at`: wall-clock stage times, 0 until reached);
+# a reason longer than MAX_REASON is cut.
 JOB_FIELDS = (
-    "calling_ae",
-    "study_uid",
-    "series_uid",
-    "run",
-    "model",
-    "rule",
-    "instances",
-    "reason",
-)
+    "calling_ae", "study_uid", "series_uid", "run", "model", "rule", "instances", "results",
+    "reason", "received_at", "assembled_at", "inferred_at", "encoded_at", "queued_at",
+)  # fmt: skip
 MAX_REASON = 500
+_DELIVERED = (JobState.SENT.value, JobState.FAILED.value)
 
 
 def job_id(calling_ae: str, study_uid: str, series_uid: str, run: int, model: str) -> str:
@@ -113,7 +116,13 @@ class Job:
     model: str
     rule: str
     instances: int
+    results: int
     reason: str
+    received_at: float
+    assembled_at: float
+    inferred_at: float
+    encoded_at: float
+    queued_at: float
     created_at: float
     updated_at: float
 
@@ -160,12 +169,37 @@ class JobStore:
         """Create job `job` or move it to `state`, updating the given fields (`JOB_FIELDS`).
 
         A reason must not carry patient attributes (UIDs, status codes and model names only).
-        Moving to any state but `failed` clears the reason unless one is given.
+        Moving to any state but `failed` clears the reason unless one is given. `queued` on a
+        job the outbox already settled (`sent`, `failed`) updates the fields, not the state.
         """
         if JobState(state) is not JobState.FAILED:
             fields.setdefault("reason", "")
         with self.database.transaction() as conn:
+            row = conn.execute("SELECT state FROM jobs WHERE job_id = ?", (job,)).fetchone()
+            if JobState(state) is JobState.QUEUED and row and row[0] in _DELIVERED:
+                state = JobState(row[0])  # the outbox already settled it: keep state and reason
+                fields.pop("reason", None)
             upsert_job(conn, job, state, self.clock(), **fields)
+
+    def mark_processed(self, sop_instance_uids: Iterable[str]) -> None:
+        """Record source instances as processed (a restart does not run them again)."""
+        with self.database.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO processed_instances VALUES (?)",
+                [(uid,) for uid in sop_instance_uids],
+            )
+
+    def processed(self, sop_instance_uids: Iterable[str]) -> set[str]:
+        """Those of `sop_instance_uids` recorded as processed."""
+        uids = list(sop_instance_uids)
+        with self.database.reading() as conn:
+            return {
+                uid
+                for uid in uids
+                if conn.execute(
+                    "SELECT 1 FROM processed_instances WHERE sop_instance_uid = ?", (uid,)
+                ).fetchone()
+            }
 
     def get(self, job: str) -> Job | None:
         """Job `job`, or None when there is none."""

@@ -178,6 +178,10 @@ def test_delivered_once_and_job_sent(tmp_path: Path, pacs: Pacs) -> None:
     assert pacs.received == {str(r.SOPInstanceUID): 1 for r in results}
     assert [item.state for item in outbox.list()] == [ItemState.SENT] * 2
     assert store.get(job).state is JobState.SENT  # type: ignore[union-attr]
+    store.upsert(job, JobState.QUEUED, queued_at=5.0, results=2)  # late: keeps `sent`
+    assert store.get(job).state is JobState.SENT and store.get(job).results == 2  # type: ignore[union-attr]
+    store.mark_processed(["1.2.3", "1.2.4"])
+    assert store.processed(["1.2.3", "9.9"]) == {"1.2.3"}
     assert not list(outbox.folder.glob("*.dcm"))  # no destination needs them any more
     assert outbox.enqueue(job, results) == ids and outbox.deliver_due() == 0
     assert store.get(job).state is JobState.SENT  # type: ignore[union-attr]
