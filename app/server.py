@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1.health import aio as health_aio
 from starlette.routing import BaseRoute
 
+from dicom_node.model import NodeSettings
 from serving.batcher import BatchStats
 from serving.config import ServerConfig
 from serving.dataplane import DataPlane
@@ -32,8 +33,15 @@ log = logging.getLogger(__name__)
 class VisionServer:
     """One process: repository, data plane, gRPC server and HTTP app (metrics, KServe REST)."""
 
-    def __init__(self, config: ServerConfig, http_mounts: Sequence[BaseRoute] = ()) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        http_mounts: Sequence[BaseRoute] = (),
+        dicom: NodeSettings | None = None,
+    ) -> None:
         self.config = config
+        self.dicom_settings = dicom
+        self.dicom = None  # the DicomNode, once started
         self.metrics = Metrics()
         self.stats = StatisticsBook()
         self.executor = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="vision")
@@ -71,24 +79,40 @@ class VisionServer:
         """Load the repository, then listen. Models that fail to load are UNAVAILABLE."""
         started = time.monotonic()
         await self.repository.load_all()
+        if self.dicom_settings is not None:
+            await self._start_dicom(self.dicom_settings)
+        if self.config.grpc_port >= 0:
+            await self._start_grpc()
+        if self.config.http_port >= 0:
+            await self._start_http()
+        await self.health.set("", SERVING)
+        ready = [e.name for e in self.repository.entries() if e.state == READY]
+        log.info(
+            "SERVING gRPC on port %s, HTTP on port %s, DICOM on port %s, %d model(s) ready %s, "
+            "started in %.2f s",
+            self.grpc_port if self._server else "-",
+            self.http_port if self._http else "-",
+            self.dicom.port if self.dicom else "-",
+            len(ready),
+            ready,
+            time.monotonic() - started,
+        )
+
+    async def _start_grpc(self) -> None:
         self._server = build_grpc_server(self.plane, self.health, self.config)
         address = f"{self.config.host}:{self.config.grpc_port}"
         self.grpc_port = self._server.add_insecure_port(address)
         if self.grpc_port == 0:
             raise OSError(f"cannot listen on {address} (port in use?)")
         await self._server.start()
-        if self.config.http_port >= 0:
-            await self._start_http()
-        await self.health.set("", SERVING)
-        ready = [e.name for e in self.repository.entries() if e.state == READY]
-        log.info(
-            "SERVING gRPC on port %d, HTTP on port %s, %d model(s) ready %s, started in %.2f s",
-            self.grpc_port,
-            self.http_port if self._http else "-",
-            len(ready),
-            ready,
-            time.monotonic() - started,
-        )
+
+    async def _start_dicom(self, settings: NodeSettings) -> None:
+        from dicom_node.node import DicomNode
+
+        known = {s.name for s in self.plane.list_models()}
+        self.dicom = DicomNode(settings, self.plane, known)
+        self.http_mounts = (*self.http_mounts, *self.dicom.routes())
+        await self.dicom.start()
 
     async def _start_http(self) -> None:
         app = build_http_app(
@@ -103,12 +127,19 @@ class VisionServer:
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight and queued requests (bounded), release everything."""
-        if self._server is None or self._stopped.is_set():
+        if self._stopped.is_set():
             return
         self.plane.begin_shutdown()
         await self.health.enter_graceful_shutdown()
+        if self.dicom is not None:
+            await self.dicom.stop()
         http = self._http.stop() if self._http is not None else asyncio.sleep(0)
-        await asyncio.gather(self._server.stop(grace=self.config.drain_timeout_s), http)
+        grpc_stop = (
+            self._server.stop(grace=self.config.drain_timeout_s)
+            if self._server is not None
+            else asyncio.sleep(0)
+        )
+        await asyncio.gather(grpc_stop, http)
         await self.repository.close(self.config.drain_timeout_s)
         self.executor.shutdown(wait=False)
         self._stopped.set()

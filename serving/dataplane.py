@@ -153,6 +153,11 @@ class DataPlane:
         self._observers: list[ResultObserver] = [on_result] if on_result else []
         self._shutting_down = False
 
+    @property
+    def max_image_pixels(self) -> int:
+        """The pixel limit decoded images are held to (0: none)."""
+        return self._max_pixels
+
     # --- results --------------------------------------------------------------------------
 
     def add_result_observer(self, observer: ResultObserver) -> None:

@@ -36,7 +36,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--api-key", default="", help="require 'authorization: Bearer KEY'")
     p.add_argument("--log-level", default="INFO")
+    add_dicom_arguments(p)
     return p
+
+
+def add_dicom_arguments(p: argparse.ArgumentParser) -> None:
+    """The DICOM node's flags (the node is off unless --dicom-port is given)."""
+    g = p.add_argument_group("DICOM node (off unless --dicom-port is given)")
+    g.add_argument("--dicom-port", type=int, default=None, help="DICOM port, e.g. 11112")
+    g.add_argument("--ae-title", default=None, help="the node's AE title (default VISION)")
+    g.add_argument(
+        "--dicom-destination",
+        action="append",
+        default=None,
+        metavar="AE@HOST:PORT",
+        help="where results are sent (repeat for several)",
+    )
+    g.add_argument("--dicom-config", type=Path, help="YAML file of node settings")
+    g.add_argument("--dicom-state-dir", type=Path, help="spool and outbox (default dicom-node/)")
+    g.add_argument("--dicom-rules", type=Path, help="routing rules YAML (default: bundled)")
+    g.add_argument("--dicom-idle-s", type=float, help="a series is complete after this silence")
+    g.add_argument(
+        "--dicom-allow-ae", action="append", default=None, help="calling AE allowed (repeat)"
+    )
+    g.add_argument("--dicom-min-free-mb", type=int, help="refuse associations below this")
+    g.add_argument("--dicom-heatmaps", action="store_true", default=None, help="send heat maps")
+
+
+_DICOM_FLAGS = {
+    "dicom_port": "port",
+    "ae_title": "ae_title",
+    "dicom_destination": "destinations",
+    "dicom_state_dir": "state_dir",
+    "dicom_rules": "rules_file",
+    "dicom_idle_s": "series_idle_s",
+    "dicom_allow_ae": "allowed_calling_aes",
+    "dicom_min_free_mb": "min_free_disk_mb",
+    "dicom_heatmaps": "heatmaps",
+}
+
+
+def dicom_settings_from(args: argparse.Namespace):
+    """The node's settings (config file, then flags), or None when the node is off."""
+    if args.dicom_port is None and args.dicom_config is None:
+        return None
+    from dicom_node.settings import load_node_settings, node_settings
+
+    base = load_node_settings(args.dicom_config) if args.dicom_config else None
+    flags = {key: getattr(args, flag) for flag, key in _DICOM_FLAGS.items()}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "host" not in given:
+        given["host"] = args.host
+    return node_settings(given, base)
 
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
@@ -53,11 +104,11 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-async def serve(config: ServerConfig) -> int:
+async def serve(config: ServerConfig, dicom=None) -> int:
     """Start the server, stop it gracefully on SIGTERM / SIGINT; exit code 0."""
     from app.server import VisionServer
 
-    server = VisionServer(config)
+    server = VisionServer(config, dicom=dicom)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -72,4 +123,4 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return asyncio.run(serve(config_from(args)))
+    return asyncio.run(serve(config_from(args), dicom_settings_from(args)))

@@ -1,0 +1,210 @@
+"""The DICOM node, composed: receive → spool → assemble → route → infer → results → outbox.
+
+Instances arrive through the C-STORE SCP (pynetdicom threads) or STOW-RS (the HTTP app) and are
+on disk before they are acknowledged. The assembler calls back, from its own thread, with each
+complete series; the series is processed on the server's event loop: routed, decoded frame by
+frame in the data plane's workers, inferred through the data plane (so the frames of a series
+batch together in the model's dynamic batcher, beside the gRPC traffic), turned into SEG, SR and
+GSPS objects and queued in the durable outbox, which sends them to the destinations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+import pydicom
+from starlette.routing import BaseRoute
+
+from dicom_node.api import node_routes
+from dicom_node.assembly import SeriesAssembler
+from dicom_node.jobs import JobStore
+from dicom_node.jobs import job_id as make_job_id
+from dicom_node.metrics import NodeMetrics
+from dicom_node.model import JobState, NodeSettings, Series, SpooledInstance
+from dicom_node.outbox import Outbox
+from dicom_node.results import build_results
+from dicom_node.routing import RoutingRules
+from dicom_node.scp import StorageSCP
+from dicom_node.spool import Spool
+from dicom_node.stow import stow_routes
+from serving.dataplane import DataPlane, ExplainOptions, Prediction, PredictOptions
+from vision.errors import VisionError
+from vision.io import decode_frames
+from vision.types import Image
+
+log = logging.getLogger(__name__)
+ORIGIN = "dicom"
+
+
+def job_id(series: Series, model: str) -> str:
+    """A job's id: the same series run through the same model is the same job."""
+    return make_job_id(series.calling_ae, series.study_uid, series.series_uid, series.run, model)
+
+
+class DicomNode:
+    """One DICOM Application Entity in front of the data plane."""
+
+    def __init__(self, settings: NodeSettings, plane: DataPlane, known_models: set[str]) -> None:
+        self.settings = settings
+        self.plane = plane
+        state = settings.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        self.rules = RoutingRules.load(settings.rules_file, known_models=known_models)
+        self.spool = Spool(state / "spool")
+        self.jobs = JobStore(state / "node.sqlite")
+        self.metrics = NodeMetrics(plane.metrics.registry)
+        self.outbox = Outbox(
+            self.jobs,
+            settings.destinations,
+            max_retry_delay_s=settings.max_retry_delay_s,
+            metrics=self.metrics,
+        )
+        self.metrics.watch(self.jobs.counts, self.outbox.counts)
+        self.assembler = SeriesAssembler(settings, self._on_series_complete)
+        self.scp = StorageSCP(settings, self.spool, self.assembler.add, self.assembler.released)
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: set[Future] = set()
+
+    def routes(self) -> list[BaseRoute]:
+        """HTTP routes for the server's app: STOW-RS and the job / outbox API."""
+        return [*stow_routes(self.spool, self.assembler.add), *node_routes(self.jobs, self.outbox)]
+
+    async def start(self) -> None:
+        """Listen for associations, resume spooled instances and the outbox."""
+        self._loop = asyncio.get_running_loop()
+        self.outbox.start()
+        self.assembler.start()
+        pending = await self.plane.run_in_worker(self.spool.pending)
+        done = self.jobs.processed(i.sop_instance_uid for i in pending)
+        waiting = [i for i in pending if i.sop_instance_uid not in done]
+        completed = _series_of([i for i in pending if i.sop_instance_uid in done])
+        self.assembler.recover(waiting, completed=completed)
+        if waiting:
+            log.info("resuming %d spooled instance(s) not yet processed", len(waiting))
+        self.port = await self.plane.run_in_worker(self.scp.start)
+        log.info(
+            "DICOM node %s listening on port %d, %d destination(s)",
+            self.settings.ae_title,
+            self.port,
+            len(self.settings.destinations),
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting associations; finish the series being processed; stop sending."""
+        await self.plane.run_in_worker(self.scp.stop)
+        self.assembler.stop()
+        if self._running:
+            await asyncio.gather(
+                *(asyncio.wrap_future(f) for f in list(self._running)), return_exceptions=True
+            )
+        await self.plane.run_in_worker(self.outbox.stop)
+
+    async def _job(self, job: str, state: JobState, **fields: object) -> None:
+        """Record a job's state off the event loop (SQLite commits are fsynced)."""
+        await self.plane.run_in_worker(lambda: self.jobs.upsert(job, state, **fields))
+
+    def _on_series_complete(self, series: Series) -> None:
+        """Called from the assembler's thread: process the series on the event loop."""
+        if self._loop is None or self._loop.is_closed():
+            log.error("series completed while the node is stopped; it stays in the spool")
+            return
+        future = asyncio.run_coroutine_threadsafe(self.process(series), self._loop)
+        self._running.add(future)
+        future.add_done_callback(self._finished)
+
+    def _finished(self, future: Future) -> None:
+        self._running.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("series processing failed", exc_info=future.exception())
+
+    async def process(self, series: Series) -> None:
+        """Route one complete series and run it through each model its rule names."""
+        datasets = [await self.plane.run_in_worker(self.spool.load, i) for i in series.instances]
+        route = self.rules.match(datasets[0])
+        if route is None:
+            fields = _series_fields(series)
+            await self._job(job_id(series, ""), JobState.SET_ASIDE, **fields, reason="no rule")
+            log.info("a series of %d instance(s) matched no routing rule: set aside", len(datasets))
+        else:
+            for model in route.models:
+                await self._run_model(series, datasets, model, route.rule)
+        uids = [i.sop_instance_uid for i in series.instances]
+        await self.plane.run_in_worker(self.jobs.mark_processed, uids)
+
+    async def _run_model(
+        self, series: Series, datasets: list[pydicom.Dataset], model: str, rule: str
+    ) -> None:
+        job = job_id(series, model)
+        fields = {**_series_fields(series), "model": model, "rule": rule}
+        await self._job(job, JobState.RECEIVED, **fields, assembled_at=time.time())
+        try:
+            sources, predictions = await self._infer(datasets, model)
+            await self._job(job, JobState.INFERRED, inferred_at=time.time())
+            results = await self.plane.run_in_worker(self._results, sources, predictions, model)
+            await self._job(job, JobState.INFERRED, encoded_at=time.time())
+            await self.plane.run_in_worker(self.outbox.enqueue, job, results)
+            await self._job(job, JobState.QUEUED, queued_at=time.time(), results=len(results))
+        except (VisionError, ValueError) as exc:
+            # Domain errors' and the result builder's messages never carry patient attributes.
+            await self._job(job, JobState.FAILED, reason=f"{type(exc).__name__}: {exc}")
+            log.warning("job %s (%s) failed: %s", job, model, type(exc).__name__)
+
+    async def _infer(
+        self, datasets: list[pydicom.Dataset], model: str
+    ) -> tuple[list[pydicom.Dataset], list[Prediction]]:
+        """Every frame of every instance through the data plane, concurrently (they batch)."""
+        info = self.plane.model_info(model)
+        frames = await self.plane.run_in_worker(self._frames, datasets)
+        explain = ExplainOptions() if self.settings.heatmaps and info.explainable else None
+        options = PredictOptions(explain=explain)
+        task = info.config.task
+        predictions = await asyncio.gather(
+            *(
+                self.plane.predict(task, model, "", image, options, origin=ORIGIN)
+                for _, image in frames
+            )
+        )
+        return [ds for ds, _ in frames], list(predictions)
+
+    def _frames(self, datasets: Sequence[pydicom.Dataset]) -> list[tuple[pydicom.Dataset, Image]]:
+        max_pixels = self.plane.max_image_pixels
+        return [(ds, image) for ds in datasets for image in decode_frames(ds, max_pixels, True)]
+
+    def _results(
+        self, sources: list[pydicom.Dataset], predictions: list[Prediction], model: str
+    ) -> list[pydicom.Dataset]:
+        info = self.plane.model_info(model, predictions[0].version)
+        return build_results(
+            sources,
+            predictions,
+            model,
+            predictions[0].version,
+            info.config.labels,
+            heatmaps=self.settings.heatmaps and info.explainable,
+        )
+
+
+def _series_of(instances: list[SpooledInstance]) -> list[Series]:
+    """Processed instances grouped back into their series (so a late instance re-runs them)."""
+    groups: dict[tuple[str, str, str], Series] = {}
+    for i in instances:
+        key = (i.calling_ae, i.study_uid, i.series_uid)
+        groups.setdefault(key, Series(i.study_uid, i.series_uid, i.calling_ae)).instances.append(i)
+    return list(groups.values())
+
+
+def _series_fields(series: Series) -> dict[str, object]:
+    last = max((i.received_at for i in series.instances), default=time.time())
+    return {
+        "calling_ae": series.calling_ae,
+        "study_uid": series.study_uid,
+        "series_uid": series.series_uid,
+        "run": series.run,
+        "instances": len(series.instances),
+        "received_at": last,
+    }
