@@ -3,7 +3,7 @@
 Example::
 
     name: retina-vessels
-    task: segmentation            # detection | segmentation
+    task: segmentation            # detection | segmentation | volumetric_segmentation
     labels: [background, vessel]
     input:   {name: images, layout: NCHW, height: 512, width: 512, channels: 3, dtype: float32}
     preprocess:
@@ -24,6 +24,12 @@ Example::
     version_policy: {latest: 1}   # or {all: true} or {specific: [1, 3]}
     runtime: {providers: auto, intra_op_threads: 0, inter_op_threads: 0}
     explain: {file: model.explain.onnx, method: gradcam, target_layer: model.1.submodule}
+    volume:                       # task volumetric_segmentation only (input.layout NCDHW)
+      spacing_mm: [1.0, 1.0, 1.0] # z, y, x: the grid the model was trained on
+      patch: [32, 48, 32]         # z, y, x voxels: the model's input
+      overlap: 0.5                # sliding windows, blended as MONAI does
+      blend: gaussian             # gaussian | constant
+      normalisation: zscore_nonzero  # zscore | zscore_nonzero | window | none
     inspection:                   # pass/fail of a frame (`vision.inspection`); absent: any finding
       rules:                      # a frame FAILS when any rule fires
         - name: defect            # required, unique
@@ -47,10 +53,12 @@ import yaml
 from vision.errors import ConfigError
 
 CONFIG_FILENAME = "config.yaml"
-TASKS = ("detection", "segmentation")
+TASKS = ("detection", "segmentation", "volumetric_segmentation")
 RESIZE_MODES = ("stretch", "letterbox", "none")
 CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
-LAYOUTS = ("NCHW", "NHWC")
+LAYOUTS = ("NCHW", "NHWC", "NCDHW")
+NORMALISATIONS = ("zscore", "zscore_nonzero", "window", "none")
+BLEND_MODES = ("gaussian", "constant")
 POSTPROCESS_TYPES = ("argmax", "sigmoid", "yolov8")
 PROVIDER_NAMES = ("auto", "tensorrt", "cuda", "cpu")
 EXPLAIN_METHODS = ("gradcam", "gradcam++", "hirescam")
@@ -178,6 +186,30 @@ class InspectionSpec:
 
 
 @dataclass(frozen=True)
+class VolumeSpec:
+    """Volumetric models (task `volumetric_segmentation`): grid, intensities, sliding window.
+
+    Volumes are resampled to `spacing_mm` (z, y, x: slice direction, rows, columns) before
+    inference and the masks back to the original grid; `patch` (z, y, x voxels) is the model's
+    input; windows overlap by `overlap` (fraction of the patch) and are blended as MONAI's
+    `sliding_window_inference` does (`gaussian` with `sigma_scale`, or `constant`).
+    """
+
+    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    patch: tuple[int, int, int] = (32, 32, 32)
+    overlap: float = 0.5
+    blend: str = "gaussian"
+    sigma_scale: float = 0.125
+    # zscore: (v - mean) / std over the volume; zscore_nonzero: over voxels != 0 (MRI crops);
+    # window: clip to [window_min, window_max] and scale to [0, 1] (CT); none: as stored.
+    normalisation: str = "zscore_nonzero"
+    window_min: float = 0.0
+    window_max: float = 1.0
+    # Masks smaller than this many voxels are not reported.
+    min_voxels: int = 0
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything the server needs to know about one model, read from its `config.yaml`."""
 
@@ -192,6 +224,7 @@ class ModelConfig:
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     explain: ExplainSpec = field(default_factory=ExplainSpec)
     inspection: InspectionSpec = field(default_factory=InspectionSpec)
+    volume: VolumeSpec = field(default_factory=VolumeSpec)
     model_file: str = "model.onnx"
     description: str = ""
 
@@ -252,6 +285,7 @@ def parse_config(data: dict[str, Any], where: str = "config") -> ModelConfig:
         "runtime": _section(RuntimeSpec, runtime, f"{where}.runtime"),
         "explain": _section(ExplainSpec, data.pop("explain", None), f"{where}.explain"),
         "inspection": _inspection(data.pop("inspection", None), f"{where}.inspection"),
+        "volume": _section(VolumeSpec, data.pop("volume", None), f"{where}.volume"),
     }
     data.pop("version_policy", None)
     data.pop("runtime", None)
@@ -356,6 +390,28 @@ def _validate(config: ModelConfig, where: str) -> None:
     if config.batching.max_queue_size < 1:
         raise ConfigError(f"{where}.batching.max_queue_size: must be at least 1")
     _validate_inspection(config, where)
+    _validate_volume(config, where)
+
+
+def _validate_volume(config: ModelConfig, where: str) -> None:
+    volumetric = config.task == "volumetric_segmentation"
+    if volumetric != (config.input.layout == "NCDHW"):
+        raise ConfigError(f"{where}: task volumetric_segmentation goes with input.layout NCDHW")
+    if not volumetric:
+        return
+    v, at = config.volume, f"{where}.volume"
+    _check_choice(v.normalisation, NORMALISATIONS, f"{at}.normalisation")
+    _check_choice(v.blend, BLEND_MODES, f"{at}.blend")
+    if len(v.spacing_mm) != 3 or min(v.spacing_mm) <= 0:
+        raise ConfigError(f"{at}.spacing_mm: three positive numbers (z, y, x), got {v.spacing_mm}")
+    if len(v.patch) != 3 or min(v.patch) < 1:
+        raise ConfigError(f"{at}.patch: three positive voxel counts (z, y, x), got {v.patch}")
+    if not 0.0 <= v.overlap < 1.0:
+        raise ConfigError(f"{at}.overlap: a fraction of the patch in [0, 1), got {v.overlap}")
+    if v.normalisation == "window" and v.window_max <= v.window_min:
+        raise ConfigError(f"{at}: window_max must be above window_min")
+    if config.postprocess.type == "yolov8":
+        raise ConfigError(f"{where}: volumetric models need postprocess.type argmax or sigmoid")
 
 
 def load_config(model_dir: str | Path) -> ModelConfig:

@@ -13,6 +13,7 @@ class PixelType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PIXEL_TYPE_UINT8: _ClassVar[PixelType]
     PIXEL_TYPE_UINT16: _ClassVar[PixelType]
     PIXEL_TYPE_FLOAT32: _ClassVar[PixelType]
+    PIXEL_TYPE_INT16: _ClassVar[PixelType]
 
 class MaskEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -44,6 +45,7 @@ PIXEL_TYPE_UNSPECIFIED: PixelType
 PIXEL_TYPE_UINT8: PixelType
 PIXEL_TYPE_UINT16: PixelType
 PIXEL_TYPE_FLOAT32: PixelType
+PIXEL_TYPE_INT16: PixelType
 MASK_ENCODING_UNSPECIFIED: MaskEncoding
 MASK_ENCODING_PNG: MaskEncoding
 MASK_ENCODING_RLE: MaskEncoding
@@ -453,3 +455,71 @@ class Verdict(_message.Message):
     error: FrameError
     timings: Timings
     def __init__(self, camera_id: _Optional[str] = ..., sequence: _Optional[int] = ..., status: _Optional[_Union[VerdictStatus, str]] = ..., hits: _Optional[_Iterable[_Union[RuleHit, _Mapping]]] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., masks: _Optional[_Iterable[_Union[Mask, _Mapping]]] = ..., image_score: _Optional[float] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., server_latency_ms: _Optional[float] = ..., frame_age_ms: _Optional[float] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
+class RawVolume(_message.Message):
+    __slots__ = ("data", "shape", "dtype", "spacing_mm", "origin_mm", "direction")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SPACING_MM_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_MM_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: PixelType
+    spacing_mm: _containers.RepeatedScalarFieldContainer[float]
+    origin_mm: _containers.RepeatedScalarFieldContainer[float]
+    direction: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, data: _Optional[bytes] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[PixelType, str]] = ..., spacing_mm: _Optional[_Iterable[float]] = ..., origin_mm: _Optional[_Iterable[float]] = ..., direction: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class DicomSeries(_message.Message):
+    __slots__ = ("instances",)
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    instances: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, instances: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class SegmentVolumeRequest(_message.Message):
+    __slots__ = ("model", "series", "volume")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    series: DicomSeries
+    volume: RawVolume
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., series: _Optional[_Union[DicomSeries, _Mapping]] = ..., volume: _Optional[_Union[RawVolume, _Mapping]] = ...) -> None: ...
+
+class VolumeMask(_message.Message):
+    __slots__ = ("class_id", "label", "score", "voxel_count", "volume_mm3", "rle", "slices")
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    VOXEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_MM3_FIELD_NUMBER: _ClassVar[int]
+    RLE_FIELD_NUMBER: _ClassVar[int]
+    SLICES_FIELD_NUMBER: _ClassVar[int]
+    class_id: int
+    label: str
+    score: float
+    voxel_count: int
+    volume_mm3: float
+    rle: RunLengthMask
+    slices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., voxel_count: _Optional[int] = ..., volume_mm3: _Optional[float] = ..., rle: _Optional[_Union[RunLengthMask, _Mapping]] = ..., slices: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SegmentVolumeResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "shape", "spacing_mm", "masks", "timings", "windows")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    SPACING_MM_FIELD_NUMBER: _ClassVar[int]
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    spacing_mm: _containers.RepeatedScalarFieldContainer[float]
+    masks: _containers.RepeatedCompositeFieldContainer[VolumeMask]
+    timings: Timings
+    windows: int
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., spacing_mm: _Optional[_Iterable[float]] = ..., masks: _Optional[_Iterable[_Union[VolumeMask, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., windows: _Optional[int] = ...) -> None: ...

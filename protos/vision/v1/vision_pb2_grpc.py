@@ -64,6 +64,11 @@ class VisionServiceStub:
                 request_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.InspectRequest.SerializeToString,
                 response_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.Verdict.FromString,
                 _registered_method=True)
+        self.SegmentVolume = channel.unary_unary(
+                '/vision.v1.VisionService/SegmentVolume',
+                request_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.SegmentVolumeRequest.SerializeToString,
+                response_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.SegmentVolumeResponse.FromString,
+                _registered_method=True)
 
 
 class VisionServiceServicer:
@@ -113,6 +118,15 @@ class VisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SegmentVolume(self, request, context):
+        """Per-label 3D masks and volumes (mm³) from a volumetric segmentation model, for a DICOM
+        series sent as its instances or a raw volume with its geometry. Volumes larger than the
+        model's input are inferred with overlapping sliding windows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +159,11 @@ def add_VisionServiceServicer_to_server(servicer, server):
                     servicer.Inspect,
                     request_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.InspectRequest.FromString,
                     response_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.Verdict.SerializeToString,
+            ),
+            'SegmentVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.SegmentVolume,
+                    request_deserializer=protos_dot_vision_dot_v1_dot_vision__pb2.SegmentVolumeRequest.FromString,
+                    response_serializer=protos_dot_vision_dot_v1_dot_vision__pb2.SegmentVolumeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +328,33 @@ class VisionService:
             '/vision.v1.VisionService/Inspect',
             protos_dot_vision_dot_v1_dot_vision__pb2.InspectRequest.SerializeToString,
             protos_dot_vision_dot_v1_dot_vision__pb2.Verdict.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SegmentVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vision.v1.VisionService/SegmentVolume',
+            protos_dot_vision_dot_v1_dot_vision__pb2.SegmentVolumeRequest.SerializeToString,
+            protos_dot_vision_dot_v1_dot_vision__pb2.SegmentVolumeResponse.FromString,
             options,
             channel_credentials,
             insecure,
