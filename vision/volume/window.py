@@ -1,0 +1,217 @@
+"""Sliding-window inference over a volume, torch-free, matching MONAI's `sliding_window_inference`.
+
+The same window placement (`monai.data.utils.dense_patch_slices` with MONAI's scan interval
+`int(patch * (1 - overlap))`, at least 1, and the patch itself where the volume is exactly one
+patch long), the same importance map (`monai.data.utils.compute_importance_map`: a separable
+Gaussian of sigma `sigma_scale * patch` per axis, not normalised, clamped below to its minimum
+or 1e-3; or ones), the same constant zero padding of a volume smaller than the patch (half
+before, the rest after), and the same blending (sum of weighted windows over sum of weights).
+
+The API is decomposed for a server that sends windows through a dynamic batcher a few at a
+time: `pad_to_patch`, then `plan_windows` on the padded shape, a `Blender` that takes each
+window's output as it comes, and `Blender.result` that removes the padding. `sliding_window`
+runs the whole loop for a callable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from vision.errors import InvalidInputError
+
+Window = tuple[slice, slice, slice]
+PadSpec = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+"""(before, after) zero padding of each spatial axis (D, H, W)."""
+
+BLENDS = ("gaussian", "constant")
+
+
+def _triple(value: float | Sequence[float], name: str) -> tuple[float, float, float]:
+    items = tuple(value) if isinstance(value, Sequence) else (value, value, value)
+    if len(items) != 3:
+        raise InvalidInputError(f"{name}: three values (z, y, x) or one, got {value}")
+    return items[0], items[1], items[2]
+
+
+def _patch(patch: Sequence[int]) -> tuple[int, int, int]:
+    if len(patch) != 3 or min(patch) < 1:
+        raise InvalidInputError(f"patch: three positive voxel counts (z, y, x), got {patch}")
+    return int(patch[0]), int(patch[1]), int(patch[2])
+
+
+def scan_interval(
+    shape: Sequence[int], patch: Sequence[int], overlap: float | Sequence[float]
+) -> tuple[int, int, int]:
+    """MONAI's step between window starts per axis (`_get_scan_interval`)."""
+    overlaps = _triple(overlap, "overlap")
+    for o in overlaps:
+        if not 0.0 <= o < 1.0:
+            raise InvalidInputError(f"overlap: a fraction of the patch in [0, 1), got {overlap}")
+    steps = []
+    for size, p, o in zip(shape, _patch(patch), overlaps, strict=True):
+        steps.append(p if p == size else max(int(p * (1 - o)), 1))
+    return steps[0], steps[1], steps[2]
+
+
+def _starts(size: int, p: int, step: int) -> list[int]:
+    """`dense_patch_slices`' window starts along one axis of (padded) length `size`."""
+    p = min(p, size)
+    count = int(math.ceil(float(size) / step))
+    last = next((d for d in range(count) if d * step + p >= size), None)
+    number = last + 1 if last is not None else 1
+    return [i * step - max(i * step + p - size, 0) for i in range(number)]
+
+
+def plan_windows(
+    shape: Sequence[int], patch: Sequence[int], overlap: float | Sequence[float]
+) -> list[Window]:
+    """The windows over a volume of `shape` (D, H, W), in MONAI's order (last axis fastest).
+
+    The slices index the volume padded by `pad_to_patch` (an axis shorter than the patch counts
+    as the patch's length), so every window is exactly `patch`.
+    """
+    p = _patch(patch)
+    size = tuple(max(int(s), q) for s, q in zip(shape, p, strict=True))
+    steps = scan_interval(size, p, overlap)
+    axes = [_starts(s, q, t) for s, q, t in zip(size, p, steps, strict=True)]
+    return [
+        (slice(z, z + p[0]), slice(y, y + p[1]), slice(x, x + p[2]))
+        for z in axes[0]
+        for y in axes[1]
+        for x in axes[2]
+    ]
+
+
+def pad_to_patch(array: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, PadSpec]:
+    """Zero-pad a [C, D, H, W] array so each spatial axis is at least the patch (as MONAI does).
+
+    Returns the padded array (the input itself when no axis is short) and the padding, which
+    `Blender.result` removes again.
+    """
+    if array.ndim != 4:
+        raise InvalidInputError(f"pad_to_patch: a [C, D, H, W] array, got shape {array.shape}")
+    spec = []
+    for size, p in zip(array.shape[1:], _patch(patch), strict=True):
+        diff = max(p - int(size), 0)
+        spec.append((diff // 2, diff - diff // 2))
+    pad: PadSpec = (spec[0], spec[1], spec[2])
+    if not any(b or a for b, a in pad):
+        return array, pad
+    return np.pad(array, ((0, 0), *pad), mode="constant", constant_values=0), pad
+
+
+def importance_map(
+    patch: Sequence[int], blend: str = "gaussian", sigma_scale: float | Sequence[float] = 0.125
+) -> np.ndarray:
+    """The float32 weight of each voxel of a window: MONAI's `compute_importance_map`."""
+    p = _patch(patch)
+    if blend == "constant":
+        weights = np.ones(p, dtype=np.float32)
+    elif blend == "gaussian":
+        scales = _triple(sigma_scale, "sigma_scale")
+        axes = []
+        for size, scale in zip(p, scales, strict=True):
+            sigma = size * scale
+            x = np.arange(-(size - 1) / 2.0, (size - 1) / 2.0 + 1, dtype=np.float32)[:size]
+            axes.append(np.exp(x**2 / np.float32(-2 * sigma**2)).astype(np.float32))
+        weights = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    else:
+        raise InvalidInputError(f"blend: one of {', '.join(BLENDS)}, got {blend!r}")
+    floor = max(float(weights.min()), 1e-3)
+    return np.maximum(weights, np.float32(floor)).astype(np.float32)
+
+
+class Blender:
+    """Accumulates window outputs into a [K, D, H, W] result, weighted as MONAI blends them.
+
+    `padded_shape` is the (D, H, W) of the padded volume the windows of `plan_windows` index.
+    Windows may be added in any order; `result` divides by the summed weights and removes the
+    padding. Every voxel must be covered by some window before `result` is called.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        padded_shape: Sequence[int],
+        patch: Sequence[int],
+        blend: str = "gaussian",
+        sigma_scale: float | Sequence[float] = 0.125,
+    ) -> None:
+        """Allocate the float32 sums for `channels` output channels over `padded_shape`."""
+        self.patch = _patch(patch)
+        shape = tuple(int(s) for s in padded_shape)
+        if len(shape) != 3 or any(s < q for s, q in zip(shape, self.patch, strict=True)):
+            raise InvalidInputError(
+                f"Blender: padded_shape {shape} must be three axes, each at least the patch "
+                f"{self.patch} (pad with pad_to_patch first)"
+            )
+        self.weights = importance_map(self.patch, blend, sigma_scale)
+        self._sum = np.zeros((int(channels), *shape), dtype=np.float32)
+        self._count = np.zeros(shape, dtype=np.float32)
+        self.windows_added = 0
+
+    def add(self, window: Window, probs: np.ndarray) -> None:
+        """Add one window's output `probs` [K, pd, ph, pw] at `window` (from `plan_windows`)."""
+        expected = (self._sum.shape[0], *self.patch)
+        if tuple(probs.shape) != expected:
+            raise InvalidInputError(
+                f"window output of shape {tuple(probs.shape)}; expected {expected} "
+                "(channels, patch): the model must return one value per input voxel"
+            )
+        self._sum[(slice(None), *window)] += probs.astype(np.float32, copy=False) * self.weights
+        self._count[window] += self.weights
+        self.windows_added += 1
+
+    def result(self, pad_spec: PadSpec | None = None) -> np.ndarray:
+        """The blended float32 [K, D, H, W], with `pad_spec`'s padding removed."""
+        if not self._count.all():
+            raise InvalidInputError(
+                "Blender.result: some voxels are covered by no window; add every window of "
+                "plan_windows before asking for the result"
+            )
+        out = self._sum / self._count
+        if pad_spec is None:
+            return out
+        crop = tuple(
+            slice(before, size - after)
+            for (before, after), size in zip(pad_spec, out.shape[1:], strict=True)
+        )
+        return out[(slice(None), *crop)]
+
+
+def sliding_window(
+    volume: np.ndarray,
+    patch: Sequence[int],
+    overlap: float | Sequence[float],
+    run: Callable[[np.ndarray], np.ndarray],
+    batch_size: int = 4,
+    blend: str = "gaussian",
+    sigma_scale: float | Sequence[float] = 0.125,
+) -> np.ndarray:
+    """`run` over every window of `volume` [C, D, H, W], blended into float32 [K, D, H, W].
+
+    `run` takes a batch [N, C, pd, ph, pw] of up to `batch_size` windows and returns
+    [N, K, pd, ph, pw]. Same result as MONAI's `sliding_window_inference` with
+    `mode=blend`, `sigma_scale`, constant zero padding.
+    """
+    padded, pad = pad_to_patch(np.asarray(volume, dtype=np.float32), patch)
+    windows = plan_windows(padded.shape[1:], patch, overlap)
+    blender: Blender | None = None
+    for start in range(0, len(windows), max(int(batch_size), 1)):
+        chunk = windows[start : start + max(int(batch_size), 1)]
+        batch = np.stack([padded[(slice(None), *w)] for w in chunk])
+        out = np.asarray(run(batch))
+        if out.ndim != 5 or out.shape[0] != len(chunk):
+            raise InvalidInputError(
+                f"run returned shape {tuple(out.shape)} for a batch of {len(chunk)} windows; "
+                "expected [N, K, pd, ph, pw]"
+            )
+        if blender is None:
+            blender = Blender(out.shape[1], padded.shape[1:], patch, blend, sigma_scale)
+        for window, probs in zip(chunk, out, strict=True):
+            blender.add(window, probs)
+    assert blender is not None  # plan_windows always yields at least one window
+    return blender.result(pad)
