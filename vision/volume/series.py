@@ -1,0 +1,238 @@
+"""A DICOM series (single-frame instances and/or Enhanced multi-frame objects) as a `Volume`.
+
+Slices are ordered by ImagePositionPatient projected on the normal of ImageOrientationPatient
+(never by InstanceNumber or file order); the slice spacing comes from those positions (not
+SliceThickness), the row and column spacing from PixelSpacing. The modality LUT (rescale
+slope/intercept, per frame in Enhanced objects) is applied; no VOI window. A series that is not
+one regular grid is refused with `InvalidInputError` naming the problem: instances of several
+series or frames of reference, missing geometry, slices of different sizes or pixel spacing,
+mixed orientations, duplicated positions, gaps (uneven spacing), gantry tilt. A single slice is
+accepted, with SliceThickness (else 1 mm) as its spacing and a note saying so.
+
+`volume_from_nifti` and `volume_from_raw` (in `vision.volume.sources`) are re-exported here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut
+
+from vision.errors import ImageTooLargeError, InvalidInputError
+from vision.io.dicom import _check_frames, _frame_groups, _frame_header, _frame_view, _iter_raw
+from vision.io.dicom_header import DicomHeader, read_header
+from vision.volume.sources import volume_from_nifti, volume_from_raw
+from vision.volume.types import Volume
+
+__all__ = ["volume_from_datasets", "volume_from_nifti", "volume_from_raw"]
+
+ORIENTATION_TOLERANCE = 1e-4  # per direction-cosine component
+POSITION_TOLERANCE_MM = 0.01  # absolute floor of the spacing/tilt tolerances
+RELATIVE_TOLERANCE = 0.01  # 1 % of the slice spacing
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """One frame of one input dataset, before its pixels are decoded."""
+
+    dataset: int  # index in the input
+    frame: int  # 0-based frame index in that dataset
+    header: DicomHeader
+
+    @property
+    def name(self) -> str:
+        where = f"instance {self.dataset + 1}"
+        return (
+            where
+            if self.header.number_of_frames in (None, 1)
+            else f"{where} frame {self.frame + 1}"
+        )
+
+
+def _frames_of(index: int, ds: Dataset) -> list[_Slice]:
+    header = read_header(ds)
+    count = header.number_of_frames or 1
+    if count == 1:
+        return [_Slice(index, 0, header)]
+    return [
+        _Slice(index, i, _frame_header(header, _frame_groups(ds, i), i + 1)) for i in range(count)
+    ]
+
+
+def _check_same_series(slices: list[_Slice]) -> None:
+    for attribute, keyword in (
+        ("series_instance_uid", "SeriesInstanceUID"),
+        ("frame_of_reference_uid", "FrameOfReferenceUID"),
+    ):
+        values = {getattr(s.header.reference, attribute) for s in slices}
+        if len(values) > 1:
+            raise InvalidInputError(
+                f"the instances belong to {len(values)} different {keyword}s; a volume is one "
+                "series in one frame of reference: send each series on its own"
+            )
+
+
+def _check_geometry(slices: list[_Slice]) -> None:
+    needs = (
+        ("image_position_patient", "ImagePositionPatient", "PlanePositionSequence"),
+        ("image_orientation_patient", "ImageOrientationPatient", "PlaneOrientationSequence"),
+        ("pixel_spacing_mm", "PixelSpacing", "PixelMeasuresSequence"),
+    )
+    for s in slices:
+        for attribute, keyword, group in needs:
+            if getattr(s.header, attribute) is None:
+                raise InvalidInputError(
+                    f"missing geometry: {s.name} has no {keyword} (nor a {group} in its "
+                    "functional groups); a volume needs the position, orientation and pixel "
+                    "spacing of every slice"
+                )
+        if s.header.samples_per_pixel not in (None, 1):
+            raise InvalidInputError(f"{s.name} is colour; volumes are greyscale (one sample)")
+
+
+def _check_uniform(slices: list[_Slice], what: str, key: Callable[[DicomHeader], object]) -> None:
+    values = Counter(key(s.header) for s in slices)
+    if len(values) > 1:
+        listed = ", ".join(f"{v} ({n} slices)" for v, n in values.most_common())
+        raise InvalidInputError(f"slices of different {what}: {listed}; send one regular grid")
+
+
+def _orientation(slices: list[_Slice]) -> np.ndarray:
+    """The common [row direction, column direction, normal], refusing mixed orientations."""
+    first = np.asarray(slices[0].header.image_orientation_patient, dtype=np.float64)
+    for s in slices[1:]:
+        other = np.asarray(s.header.image_orientation_patient, dtype=np.float64)
+        if np.abs(other - first).max() > ORIENTATION_TOLERANCE:
+            raise InvalidInputError(
+                f"mixed orientations: {s.name} has ImageOrientationPatient "
+                f"{other.round(4).tolist()}, {slices[0].name} {first.round(4).tolist()}; "
+                "a volume has one orientation"
+                " (send each stack, e.g. a localizer's planes, as its own series)"
+            )
+    row, col = first[:3], first[3:]
+    lengths = (abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(col) - 1), abs(row @ col))
+    if max(lengths) > 1e-3:
+        raise InvalidInputError(
+            f"ImageOrientationPatient {first.tolist()} is not two orthogonal unit vectors"
+        )
+    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    return np.stack([row, col, np.cross(row, col)])
+
+
+def _sorted(slices: list[_Slice], normal: np.ndarray) -> tuple[list[_Slice], np.ndarray]:
+    """Slices in ascending order along the normal, and their positions (mm, patient)."""
+    positions = np.array([s.header.image_position_patient for s in slices], dtype=np.float64)
+    order = np.argsort(positions @ normal, kind="stable")
+    return [slices[i] for i in order], positions[order]
+
+
+def _slice_spacing(slices: list[_Slice], positions: np.ndarray, normal: np.ndarray) -> float:
+    """The uniform spacing along the normal, refusing duplicates, gantry tilt and gaps."""
+    steps = positions[1:] - positions[:-1]
+    along = steps @ normal
+    for i, step in enumerate(along):
+        if step < POSITION_TOLERANCE_MM:
+            raise InvalidInputError(
+                f"duplicated position: {slices[i].name} and {slices[i + 1].name} are both at "
+                f"{positions[i].round(3).tolist()} mm; a volume has one slice per position "
+                "(several echoes, phases or acquisitions? send one of them per series)"
+            )
+    spacing = float(np.median(along))
+    tolerance = max(POSITION_TOLERANCE_MM, RELATIVE_TOLERANCE * spacing)
+    across = np.linalg.norm(steps - along[:, None] * normal, axis=1)
+    if across.max() > tolerance:
+        i = int(across.argmax())
+        angle = float(np.degrees(np.arctan2(across[i], along[i])))
+        raise InvalidInputError(
+            f"gantry tilt: the slice positions are not along the orientation's normal "
+            f"({slices[i].name} to {slices[i + 1].name}: {across[i]:.3f} mm across per "
+            f"{along[i]:.3f} mm along, {angle:.2f}°); resample the tilted series to an "
+            "orthogonal grid before sending it"
+        )
+    uneven = np.abs(along - spacing) > tolerance
+    if uneven.any():
+        i = int(np.argmax(uneven))
+        raise InvalidInputError(
+            f"gap or uneven spacing: {slices[i].name} at {positions[i].round(3).tolist()} mm "
+            f"and {slices[i + 1].name} at {positions[i + 1].round(3).tolist()} mm are "
+            f"{along[i]:.3f} mm apart, the series' spacing is {spacing:.3f} mm (tolerance "
+            f"{tolerance:.3f} mm); send the complete series"
+        )
+    return spacing
+
+
+def _check_size(slices: list[_Slice], max_voxels: int) -> tuple[int, int]:
+    rows, columns = slices[0].header.rows or 0, slices[0].header.columns or 0
+    total = rows * columns * len(slices)
+    if max_voxels > 0 and total > max_voxels:
+        raise ImageTooLargeError(
+            f"the series is {len(slices)} slices of {columns}x{rows} = {total} voxels; "
+            f"the limit is {max_voxels}"
+        )
+    return rows, columns
+
+
+def _decode(
+    datasets: Sequence[Dataset], slices: list[_Slice], shape: tuple[int, int]
+) -> np.ndarray:
+    """float32 [D, H, W] with each frame's modality LUT applied, in the order of `slices`."""
+    voxels = np.empty((len(slices), *shape), dtype=np.float32)
+    where = {(s.dataset, s.frame): k for k, s in enumerate(slices)}
+    for index in sorted({s.dataset for s in slices}):
+        ds = datasets[index]
+        _check_frames(ds, 0)
+        for frame, raw in enumerate(_iter_raw(ds)):
+            view = _frame_view(ds, _frame_groups(ds, frame))
+            if raw.shape != shape:
+                raise InvalidInputError(
+                    f"instance {index + 1} frame {frame + 1} has pixels of shape "
+                    f"{list(raw.shape)}, not one grey frame of {list(shape)}"
+                )
+            voxels[where[(index, frame)]] = apply_modality_lut(raw, view)
+    return voxels
+
+
+def _single_slice_spacing(header: DicomHeader) -> tuple[float, str]:
+    if header.slice_thickness_mm and header.slice_thickness_mm > 0:
+        return header.slice_thickness_mm, "a single slice: its SliceThickness is the slice spacing"
+    return 1.0, "a single slice without SliceThickness: a slice spacing of 1 mm is assumed"
+
+
+def volume_from_datasets(datasets: Sequence[Dataset], max_voxels: int = 0) -> Volume:
+    """The volume of one DICOM series given as its instances (any order).
+
+    `max_voxels` (0: no limit) bounds rows * columns * slices before any pixel is decoded.
+    Raises `InvalidInputError` naming the problem when the instances are not one regular grid.
+    """
+    if not datasets:
+        raise InvalidInputError("no instances: a volume needs at least one DICOM image")
+    slices = [s for i, ds in enumerate(datasets) for s in _frames_of(i, ds)]
+    _check_same_series(slices)
+    _check_geometry(slices)
+    _check_uniform(slices, "sizes (rows, columns)", lambda h: (h.rows, h.columns))
+    _check_uniform(slices, "PixelSpacing", lambda h: h.pixel_spacing_mm)
+    direction = _orientation(slices)
+    slices, positions = _sorted(slices, direction[2])
+    notes: tuple[str, ...] = ()
+    if len(slices) == 1:
+        spacing, note = _single_slice_spacing(slices[0].header)
+        notes = (note,)
+    else:
+        spacing = _slice_spacing(slices, positions, direction[2])
+    shape = _check_size(slices, max_voxels)
+    row_mm, col_mm = slices[0].header.pixel_spacing_mm  # type: ignore[misc]
+    return Volume(
+        voxels=_decode(datasets, slices, shape),
+        spacing_mm=(spacing, float(row_mm), float(col_mm)),
+        origin_mm=tuple(float(v) for v in positions[0]),  # type: ignore[arg-type]
+        direction=direction,
+        slices=tuple(s.header for s in slices),
+        source_frames=tuple(
+            (s.header.reference.sop_instance_uid or "", s.header.frames[0]) for s in slices
+        ),
+        notes=notes,
+    )
