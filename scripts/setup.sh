@@ -15,7 +15,7 @@ py="${PYTHON:-python3}"
 # Installed with the dev extra when missing; without apt (or root) those tests skip and say why.
 apt_packages=(ffmpeg gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav python3-gi orthanc orthanc-dicomweb dcmtk)
+  gstreamer1.0-libav python3-gi orthanc orthanc-dicomweb dcmtk dicom3tools)
 install_apt_packages() {
   local missing=() pkg
   for pkg in "${apt_packages[@]}"; do
