@@ -50,7 +50,12 @@ class VisionServer:
             config.models, self.executor, self._observe_batch, self._on_state_change
         )
         self.plane = DataPlane(
-            self.repository, self.metrics, self.stats, self.executor, config.max_image_pixels
+            self.repository,
+            self.metrics,
+            self.stats,
+            self.executor,
+            config.max_image_pixels,
+            max_volume_voxels=config.max_volume_voxels,
         )
         self.metrics.watch_queue_depths(self._queue_depths)
         self.http_mounts = tuple(http_mounts)

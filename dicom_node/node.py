@@ -5,12 +5,16 @@ on disk before they are acknowledged. The assembler calls back, from its own thr
 complete series; the series is processed on the server's event loop: routed, decoded frame by
 frame in the data plane's workers, inferred through the data plane (so the frames of a series
 batch together in the model's dynamic batcher, beside the gRPC traffic), turned into SEG, SR and
-GSPS objects and queued in the durable outbox, which sends them to the destinations.
+GSPS objects and queued in the durable outbox, which sends them to the destinations. A series
+routed to a volumetric model is assembled as one volume instead (`vision.volume`), segmented by
+sliding windows through the same batcher (`DataPlane.segment_volume`) and answered with one
+multi-frame SEG and an SR with the volumes (`dicom_node.volume_results`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -31,10 +35,13 @@ from dicom_node.routing import RoutingRules
 from dicom_node.scp import StorageSCP
 from dicom_node.spool import Spool
 from dicom_node.stow import stow_routes
+from dicom_node.volume_results import build_volume_results
 from serving.dataplane import DataPlane, ExplainOptions, Prediction, PredictOptions
+from serving.volumes import VOLUMETRIC, VolumePrediction
 from vision.errors import VisionError
 from vision.io import decode_frames
 from vision.types import Image
+from vision.volume.series import volume_from_datasets
 
 log = logging.getLogger(__name__)
 ORIGIN = "dicom"
@@ -143,9 +150,14 @@ class DicomNode:
         fields = {**_series_fields(series), "model": model, "rule": rule}
         await self._job(job, JobState.RECEIVED, **fields, assembled_at=time.time())
         try:
-            sources, predictions = await self._infer(datasets, model)
+            if self.plane.model_info(model).config.task == VOLUMETRIC:
+                volume = await self._infer_volume(datasets, model)
+                build = functools.partial(self._volume_results, datasets, volume, model)
+            else:
+                sources, predictions = await self._infer(datasets, model)
+                build = functools.partial(self._results, sources, predictions, model)
             await self._job(job, JobState.INFERRED, inferred_at=time.time())
-            results = await self.plane.run_in_worker(self._results, sources, predictions, model)
+            results = await self.plane.run_in_worker(build)
             await self._job(job, JobState.INFERRED, encoded_at=time.time())
             await self.plane.run_in_worker(self.outbox.enqueue, job, results)
             await self._job(job, JobState.QUEUED, queued_at=time.time(), results=len(results))
@@ -186,6 +198,22 @@ class DicomNode:
             predictions[0].version,
             info.config.labels,
             heatmaps=self.settings.heatmaps and info.explainable,
+        )
+
+    # --- volumetric models: the series as one volume ------------------------------------------
+
+    async def _infer_volume(self, datasets: list[pydicom.Dataset], model: str) -> VolumePrediction:
+        """The series assembled as one volume (refusals name the problem) and segmented."""
+        limit = self.plane.max_volume_voxels
+        volume = await self.plane.run_in_worker(volume_from_datasets, datasets, limit)
+        return await self.plane.segment_volume(model, "", volume, origin=ORIGIN)
+
+    def _volume_results(
+        self, sources: list[pydicom.Dataset], prediction: VolumePrediction, model: str
+    ) -> list[pydicom.Dataset]:
+        info = self.plane.model_info(model, prediction.version)
+        return build_volume_results(
+            sources, prediction, model, prediction.version, info.config.labels
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -11,6 +11,9 @@ import numpy as np
 from protos.vision.v1 import vision_pb2 as pb
 from protos.vision.v1 import vision_pb2_grpc as pb_grpc
 from serving.config import DEFAULT_MAX_MESSAGE_BYTES
+from vision.masks import decode_rle
+
+VolumeArray = tuple  # (voxels, spacing_mm[, origin_mm[, direction]])
 
 
 class VisionClient:
@@ -153,6 +156,33 @@ class VisionClient:
 
         return self._stub.Inspect(requests(), metadata=self._metadata)
 
+    def segment_volume(
+        self,
+        model: str,
+        volume: Sequence[str | Path | bytes] | VolumeArray,
+        version: str = "",
+    ) -> pb.SegmentVolumeResponse:
+        """Per-label 3D masks and volumes (mm³) of a series or a raw volume.
+
+        `volume` is a series (paths or Part-10 bytes of its instances, any order), or a tuple
+        (voxels [D, H, W] uint8 / int16 / uint16 / float32, spacing (slice, row, column) mm,
+        origin (x, y, z) mm, 3x3 direction rows); origin and direction may be left out.
+        `volume_mask` turns a returned mask back into an array.
+        """
+        request = pb.SegmentVolumeRequest(model=pb.ModelRef(name=model, version=version))
+        if isinstance(volume, tuple) and volume and isinstance(volume[0], np.ndarray):
+            request.volume.CopyFrom(_raw_volume(*volume))
+        else:
+            data = [v if isinstance(v, bytes) else Path(v).read_bytes() for v in volume]
+            request.series.instances.extend(data)
+        return self._call(self._stub.SegmentVolume, request)
+
+    @staticmethod
+    def volume_mask(mask: pb.VolumeMask, shape: Sequence[int]) -> np.ndarray:
+        """A VolumeMask's run lengths as a bool [D, H, W] array (`shape` from the response)."""
+        d, h, w = (int(s) for s in shape)
+        return decode_rle(list(mask.rle.counts), d * h, w).reshape(d, h, w)
+
     def list_models(self) -> pb.ListModelsResponse:
         """Every model with its versions and states."""
         return self._call(self._stub.ListModels, pb.ListModelsRequest())
@@ -176,6 +206,31 @@ def _raw_pixels(pixels: np.ndarray) -> pb.RawImage:
         raise ValueError(f"raw frames are uint8, uint16 or float32, not {pixels.dtype}")
     data = np.ascontiguousarray(pixels)
     return pb.RawImage(data=data.tobytes(), shape=list(data.shape), dtype=_PIXEL_TYPES[data.dtype])
+
+
+_VOLUME_TYPES = {**_PIXEL_TYPES, np.dtype(np.int16): pb.PIXEL_TYPE_INT16}
+
+
+def _raw_volume(
+    voxels: np.ndarray,
+    spacing_mm: Sequence[float] = (),
+    origin_mm: Sequence[float] = (),
+    direction: Sequence[Sequence[float]] | np.ndarray = (),
+) -> pb.RawVolume:
+    if voxels.ndim != 3 or voxels.dtype not in _VOLUME_TYPES:
+        raise ValueError(
+            f"raw volumes are [D, H, W] uint8, int16, uint16 or float32, not "
+            f"{list(voxels.shape)} {voxels.dtype}"
+        )
+    data = np.ascontiguousarray(voxels, dtype=voxels.dtype.newbyteorder("<"))
+    return pb.RawVolume(
+        data=data.tobytes(),
+        shape=list(voxels.shape),
+        dtype=_VOLUME_TYPES[voxels.dtype],
+        spacing_mm=[float(v) for v in spacing_mm],
+        origin_mm=[float(v) for v in origin_mm],
+        direction=[float(v) for v in np.ravel(np.asarray(direction, dtype=np.float64))],
+    )
 
 
 def _set_explain(

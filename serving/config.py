@@ -11,6 +11,8 @@ from vision.paths import default_repository
 # A 2048x2048 16-bit DICOM is 8 MiB of pixels; leave room for headers and raw float32 input.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+# A 512x512 CT of 1000 slices; as float32 about 1 GiB, the model's resampled grid as much again.
+DEFAULT_MAX_VOLUME_VOXELS = 512 * 512 * 1000
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class ServerConfig:
     http_port: int = 8000
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS  # SegmentVolume, the DICOM node's volumes
     worker_threads: int = max(2, os.cpu_count() or 2)
     drain_timeout_s: float = 30.0
     api_key: str = ""  # when set, every RPC needs metadata "authorization: Bearer <key>"

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from serving import explaining
+from serving import explaining, volumes
 from serving.batcher import BatcherClosedError
 from serving.explaining import ExplainOptions
 from serving.metrics import Metrics
@@ -40,6 +40,13 @@ from serving.model_info import (
 )
 from serving.repository import ModelRepository, ModelVersion
 from serving.statistics import StatisticsBook, VersionStatistics
+from serving.volumes import (
+    DEFAULT_MAX_VOLUME_VOXELS,
+    VOLUMETRIC,
+    VolumeInput,
+    VolumePrediction,
+    VolumeSource,
+)
 from vision.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -62,6 +69,8 @@ __all__ = [
     "Prediction",
     "PredictOptions",
     "ServedResult",
+    "VolumePrediction",
+    "VolumeSource",
     "decode",
 ]
 
@@ -120,13 +129,14 @@ class InferResult:
 class ServedResult:
     """What a result observer is told after each successful prediction or explanation.
 
-    `api` is detection / segmentation / explain; `origin` names the caller (vision.v1, dicom,
-    stream, ...). The prediction holds the decoded image, with its DICOM header when it had one.
+    `api` is detection / segmentation / explain / segment_volume; `origin` names the caller
+    (vision.v1, dicom, stream, ...). The prediction holds the decoded image, with its DICOM header
+    when it had one (for segment_volume: a `VolumePrediction` with the assembled volume).
     """
 
     api: str
     origin: str
-    prediction: Prediction
+    prediction: Prediction | VolumePrediction
 
 
 ResultObserver = Callable[[ServedResult], None]
@@ -144,12 +154,14 @@ class DataPlane:
         executor: ThreadPoolExecutor,
         max_image_pixels: int,
         on_result: ResultObserver | None = None,
+        max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS,
     ) -> None:
         self._repository = repository
         self.metrics = metrics
         self.stats = stats
         self._executor = executor
         self._max_pixels = max_image_pixels
+        self._max_voxels = max_volume_voxels
         self._observers: list[ResultObserver] = [on_result] if on_result else []
         self._shutting_down = False
 
@@ -157,6 +169,11 @@ class DataPlane:
     def max_image_pixels(self) -> int:
         """The pixel limit decoded images are held to (0: none)."""
         return self._max_pixels
+
+    @property
+    def max_volume_voxels(self) -> int:
+        """The voxel limit volumes are held to, before and after resampling (0: none)."""
+        return self._max_voxels
 
     # --- results --------------------------------------------------------------------------
 
@@ -168,7 +185,7 @@ class DataPlane:
         """
         self._observers.append(observer)
 
-    def _notify(self, api: str, origin: str, prediction: Prediction) -> None:
+    def _notify(self, api: str, origin: str, prediction: Prediction | VolumePrediction) -> None:
         served = ServedResult(api, origin, prediction)
         for observer in self._observers:
             try:
@@ -220,9 +237,35 @@ class DataPlane:
         if model.config.task != task:
             raise InvalidInputError(
                 f"model {name!r} is a {model.config.task} model; call "
-                f"{'Detect' if model.config.task == 'detection' else 'Segment'} instead"
+                f"{_RPC_OF_TASK.get(model.config.task, 'Segment')} instead"
             )
         return model
+
+    async def segment_volume(
+        self,
+        name: str,
+        version: str,
+        volume: VolumeInput,
+        deadline: float | None = None,
+        origin: str = "",
+    ) -> VolumePrediction:
+        """Per-label 3D masks of a volume (a `Volume`, or a `VolumeSource` assembled here) from
+        a volumetric model, by sliding windows through its batcher (`serving/volumes.py`)."""
+        model = self._resolve(VOLUMETRIC, name, version)
+        with self._track("segment_volume", model):
+            try:
+                prediction = await volumes.segment_volume(
+                    model, volume, deadline, self.run_in_worker, self._max_voxels
+                )
+            except BatcherClosedError:
+                fresh = self._resolve(VOLUMETRIC, name, version)
+                if fresh is model:
+                    raise
+                prediction = await volumes.segment_volume(
+                    fresh, volume, deadline, self.run_in_worker, self._max_voxels
+                )
+        self._notify("segment_volume", origin, prediction)
+        return prediction
 
     async def _predict(
         self, model: ModelVersion, image: ImageInput, options: PredictOptions, deadline
@@ -422,6 +465,13 @@ class DataPlane:
         elapsed = time.perf_counter() - start
         self.metrics.observe_request(api, model.name, model.version, "ok", elapsed)
         self.stats.record_request(model.name, model.version, True, elapsed)
+
+
+_RPC_OF_TASK = {
+    "detection": "Detect",
+    "segmentation": "Segment",
+    VOLUMETRIC: "SegmentVolume",
+}
 
 
 def _stamped(prediction: Prediction, model: ModelVersion, timings: dict) -> Prediction:

@@ -14,9 +14,9 @@ from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from protos.vision.v1 import vision_pb2, vision_pb2_grpc
 from serving.config import ServerConfig
 from serving.dataplane import DataPlane
-from serving.rpc.inspect_servicer import StreamingVisionServicer
 from serving.rpc.interceptors import ApiKeyInterceptor, ErrorMappingInterceptor
 from serving.rpc.kserve_servicer import KServeServicer
+from serving.rpc.volume_servicer import VolumeServicer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -43,7 +43,7 @@ def build_grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    vision_pb2_grpc.add_VisionServiceServicer_to_server(StreamingVisionServicer(plane), server)
+    vision_pb2_grpc.add_VisionServiceServicer_to_server(VolumeServicer(plane), server)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(plane), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = (

@@ -251,3 +251,77 @@ def build_inspection_repository(root: Path) -> Path:
     brightness_segmenter(root / serial.name / "1" / "model.onnx")
     write_config(segmenter_config("no-versions"), root / "no-versions")
     return root
+
+
+# --- volumetric ------------------------------------------------------------------------------
+
+VOLUME_PATCH = (8, 12, 10)
+
+
+def volume_segmenter(path: Path, patch: tuple[int, int, int] = VOLUME_PATCH) -> Path:
+    """volume [N,1,d,h,w] -> logits [N,2,d,h,w]: class 1 where a 3x3x3 weighted mean (centre
+    0.8, the 26 neighbours 0.2 together; zero padded at the patch border) is above 0.5.
+
+    On a 0 / 1 phantom the mask is the phantom itself (volumes are exact), while each logit
+    depends on the neighbours and on where the window's border lies, so the sliding-window
+    blending matters as with a real network."""
+    kernel = np.full((1, 1, 3, 3, 3), 0.2 / 26.0, dtype=np.float32)
+    kernel[0, 0, 1, 1, 1] = 0.8
+    nodes = [
+        helper.make_node("Conv", ["volume", "kernel"], ["mean"], pads=[1, 1, 1, 1, 1, 1]),
+        helper.make_node("Sub", ["mean", "half"], ["fg"]),
+        helper.make_node("Neg", ["fg"], ["bg"]),
+        helper.make_node("Concat", ["bg", "fg"], ["raw"], axis=1),
+        helper.make_node("Mul", ["raw", "gain"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "volume_threshold",
+        [helper.make_tensor_value_info("volume", TensorProto.FLOAT, ["N", 1, *patch])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, *patch])],
+        initializer=[
+            numpy_helper.from_array(kernel, "kernel"),
+            numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half"),
+            numpy_helper.from_array(np.array(8.0, dtype=np.float32), "gain"),
+        ],
+    )
+    return _save(graph, path)
+
+
+def volume_config(
+    name: str = "tiny-volume",
+    spacing_mm: tuple[float, float, float] = (2.0, 1.0, 1.0),
+    patch: tuple[int, int, int] = VOLUME_PATCH,
+    **volume,
+) -> ModelConfig:
+    """A volumetric config over `volume_segmenter`: intensities as stored (0 / 1 phantoms)."""
+    return parse_config(
+        {
+            "name": name,
+            "task": "volumetric_segmentation",
+            "labels": ["background", "bright"],
+            "input": {"name": "volume", "layout": "NCDHW", "channels": 1},
+            "preprocess": {"channel_order": "GRAY"},
+            "postprocess": {"type": "argmax"},
+            "batching": {"max_batch_size": 8, "max_queue_delay_ms": 2},
+            "volume": {
+                "spacing_mm": list(spacing_mm),
+                "patch": list(patch),
+                "overlap": 0.5,
+                "blend": "gaussian",
+                "normalisation": "none",
+                **volume,
+            },
+        }
+    )
+
+
+def build_volume_repository(root: Path, config: ModelConfig | None = None) -> Path:
+    """A repository with the tiny volumetric model (`volume_config`) and the 2D segmenter."""
+    config = config or volume_config()
+    write_config(config, root / config.name)
+    volume_segmenter(root / config.name / "1" / "model.onnx", tuple(config.volume.patch))
+    seg = segmenter_config()
+    write_config(seg, root / seg.name)
+    brightness_segmenter(root / seg.name / "1" / "model.onnx")
+    return root

@@ -1,0 +1,236 @@
+"""Volumetric segmentation in the server: assemble, preprocess, sliding windows, blend, masks.
+
+`segment_volume` is the data plane's volumetric path (`DataPlane.segment_volume` calls it): in
+the worker pool a `VolumeSource` (a DICOM series' Part-10 instances, or raw voxels with their
+geometry) becomes a `vision.volume.Volume` and `VolumePipeline.preprocess` normalises and
+resamples it to the model's spacing; every sliding window of the padded tensor then goes
+through the model version's dynamic batcher on its own (a bounded number in flight), so the
+windows of one volume batch together and with other requests; each window's output is blended
+(`vision.volume.Blender`, MONAI's weighting) as it comes back, and `VolumePipeline.postprocess`
+maps the blended output back to the volume's grid as per-label masks with their volumes.
+Everything here is per call: no state is kept between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from serving.config import DEFAULT_MAX_VOLUME_VOXELS
+from serving.repository import ModelVersion
+from vision.errors import ImageTooLargeError, InvalidInputError
+from vision.volume.pipeline import VolumePipeline
+from vision.volume.series import volume_from_datasets
+from vision.volume.sources import volume_from_raw
+from vision.volume.types import Volume, VolumeResult
+from vision.volume.window import Blender, Window, pad_to_patch, plan_windows
+
+Worker = Callable[..., Awaitable[Any]]
+VOLUMETRIC = "volumetric_segmentation"
+__all__ = [
+    "DEFAULT_MAX_VOLUME_VOXELS",
+    "VolumePrediction",
+    "VolumeSource",
+    "WindowedOutput",
+    "infer_windows",
+    "segment_volume",
+]
+
+
+@dataclass(frozen=True)
+class VolumeSource:
+    """A volume as a client sent it: a series' DICOM Part-10 instances (any order), or raw
+    voxels [D, H, W] (`dtype` uint8 / int16 / uint16 / float32, little-endian) with spacing
+    (slice, row, column mm), origin (x, y, z mm) and 3x3 direction rows; empty: the defaults."""
+
+    instances: tuple[bytes, ...] = ()
+    raw: bytes = b""
+    shape: tuple[int, ...] = ()
+    dtype: str = ""
+    spacing_mm: tuple[float, ...] = ()
+    origin_mm: tuple[float, ...] = ()
+    direction: tuple[float, ...] = ()
+
+
+@dataclass
+class VolumePrediction:
+    """What `segment_volume` returns: the volume as assembled, its masks, timings, windows."""
+
+    model: str
+    version: str
+    volume: Volume
+    result: VolumeResult
+    timings: dict[str, float] = field(default_factory=dict)
+    windows: int = 0
+
+
+VolumeInput = Volume | VolumeSource
+
+
+def read_series(instances: Sequence[bytes]) -> list[Dataset]:
+    """The instances as pydicom datasets; InvalidInputError names the one that is not DICOM."""
+    if not instances:
+        raise InvalidInputError("the series has no instances: send at least one DICOM file")
+    datasets = []
+    for index, data in enumerate(instances):
+        try:
+            datasets.append(pydicom.dcmread(io.BytesIO(data)))
+        except Exception as exc:  # pydicom raises many types on truncated or foreign files
+            raise InvalidInputError(
+                f"instance {index} of the series is not a readable DICOM Part-10 file "
+                f"({type(exc).__name__}); send complete files"
+            ) from exc
+    return datasets
+
+
+def assemble(source: VolumeInput, max_voxels: int) -> Volume:
+    """The `Volume` of `source` (a `Volume` is checked against the voxel limit only)."""
+    if isinstance(source, Volume):
+        check_voxels(source.shape, max_voxels)
+        return source
+    if source.instances:
+        return volume_from_datasets(read_series(source.instances), max_voxels)
+    if not source.raw:
+        raise InvalidInputError("the request has no volume: set series or volume")
+    direction = np.asarray(source.direction, dtype=np.float64) if source.direction else None
+    if direction is not None and direction.size == 9:
+        direction = direction.reshape(3, 3)
+    return volume_from_raw(
+        source.raw,
+        source.shape,
+        source.dtype,
+        source.spacing_mm or (1.0, 1.0, 1.0),
+        source.origin_mm or (0.0, 0.0, 0.0),
+        direction,
+        max_voxels,
+    )
+
+
+def check_voxels(shape: Sequence[int], max_voxels: int, where: str = "the volume") -> None:
+    """ImageTooLargeError when `shape` holds more than `max_voxels` voxels (0: no limit)."""
+    count = int(np.prod([int(s) for s in shape]))
+    if max_voxels and count > max_voxels:
+        raise ImageTooLargeError(
+            f"{where} has {count} voxels ({' x '.join(map(str, shape))}); this server takes at "
+            f"most {max_voxels} (--max-volume-voxels)"
+        )
+
+
+def _prepare(model: ModelVersion, source: VolumeInput, max_voxels: int):
+    """Worker job: assemble, then preprocess (normalise, resample to the model's spacing)."""
+    start = time.perf_counter()
+    volume = assemble(source, max_voxels)
+    timings = {"decode_ms": _ms(start)}
+    t = time.perf_counter()
+    pipeline = VolumePipeline(model.config)
+    tensor, meta = pipeline.preprocess(volume)
+    check_voxels(tensor.shape[1:], max_voxels, "the volume resampled to the model's spacing")
+    timings["preprocess_ms"] = _ms(t)
+    return volume, pipeline, meta, tensor, timings
+
+
+async def segment_volume(
+    model: ModelVersion,
+    source: VolumeInput,
+    deadline: float | None,
+    run_in_worker: Worker,
+    max_voxels: int,
+) -> VolumePrediction:
+    """One volume through `model` (a volumetric version); see the module docstring."""
+    start = time.perf_counter()
+    volume, pipeline, meta, tensor, timings = await run_in_worker(
+        _prepare, model, source, max_voxels
+    )
+    t = time.perf_counter()
+    inferred = await infer_windows(model, tensor, deadline, run_in_worker)
+    timings["sliding_window_ms"] = _ms(t)
+    timings["queue_ms"], timings["inference_ms"] = inferred.queue_ms, inferred.inference_ms
+    t = time.perf_counter()
+    result = await run_in_worker(pipeline.postprocess, inferred.output, meta)
+    timings["postprocess_ms"] = _ms(t)
+    timings["total_ms"] = _ms(start)
+    windows = len(inferred.windows)
+    return VolumePrediction(model.name, model.version, volume, result, timings, windows)
+
+
+@dataclass
+class WindowedOutput:
+    """The blended model output [K, D', H', W'] of a preprocessed volume and how it was made:
+    the windows, their mean time in the batch queue and their share of the batches' compute."""
+
+    output: np.ndarray
+    windows: list[Window]
+    queue_ms: float
+    inference_ms: float
+
+
+async def infer_windows(
+    model: ModelVersion, tensor: np.ndarray, deadline: float | None, run_in_worker: Worker
+) -> WindowedOutput:
+    """Every sliding window of `tensor` [C, D', H', W'] through the model's batcher, at most
+    `_in_flight(model)` queued at once, each blended as it comes back (MONAI's weighting; the
+    model's raw output). The first failure cancels the windows still running and is raised."""
+    spec = model.config.volume
+    padded, pad = pad_to_patch(tensor, spec.patch)
+    windows = plan_windows(padded.shape[1:], spec.patch, spec.overlap)
+    state: dict[str, Any] = {"blender": None, "queue_s": 0.0, "compute_s": 0.0}
+    lock = asyncio.Lock()  # one blend at a time: windows overlap
+    slots = asyncio.Semaphore(_in_flight(model))
+    name = model.config.input.name
+
+    async def one(window: Window) -> None:
+        async with slots:
+            feed = np.ascontiguousarray(padded[(slice(None), *window)])[np.newaxis]
+            batch = await model.batcher.submit({name: feed}, deadline)
+        output = _output(batch.outputs, model.config.postprocess.output)[0]
+        state["queue_s"] += batch.queue_s
+        state["compute_s"] += batch.compute_s / max(batch.batch_size, 1)
+        async with lock:
+            if state["blender"] is None:
+                state["blender"] = Blender(
+                    output.shape[0], padded.shape[1:], spec.patch, spec.blend, spec.sigma_scale
+                )
+            await run_in_worker(state["blender"].add, window, output)
+
+    await _all_or_nothing([one(w) for w in windows])
+    output = await run_in_worker(state["blender"].result, pad)
+    queue_ms = state["queue_s"] * 1000.0 / len(windows)
+    return WindowedOutput(output, windows, queue_ms, state["compute_s"] * 1000.0)
+
+
+def _in_flight(model: ModelVersion) -> int:
+    """Windows queued at once: two batches' worth, leaving half the queue to other requests."""
+    batching = model.config.batching
+    return max(1, min(2 * max(batching.max_batch_size, 1), batching.max_queue_size // 2))
+
+
+def _output(outputs: dict[str, np.ndarray], name: str) -> np.ndarray:
+    if name:
+        if name not in outputs:
+            raise InvalidInputError(f"the model has no output {name!r}: {sorted(outputs)}")
+        return outputs[name]
+    return next(iter(outputs.values()))
+
+
+async def _all_or_nothing(coroutines: list[Awaitable[None]]) -> None:
+    """Run `coroutines` concurrently; on the first error cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
