@@ -91,6 +91,11 @@ COMMANDS: tuple[Command, ...] = (
         "vision.xai.cli:explain_export",
     ),
     Command(
+        "deid",
+        "de-identify DICOM files (PS3.15 Basic Profile; UIDs, dates, private tags, burned-in)",
+        "vision.deid.cli:deid",
+    ),
+    Command(
         "xai-eval",
         "score Grad-CAM quality: deletion/insertion, randomisation, pointing (train extra)",
         "vision.xai.cli:xai_eval",

@@ -60,6 +60,10 @@ class NodeSettings:
     heatmaps: bool = False
     # Outbox: retries of temporary failures, with exponential back-off capped at this.
     max_retry_delay_s: float = 300.0
+    # De-identify results (PS3.15 Basic Profile, vision.deid) before they are queued to send.
+    deid: bool = False
+    # Its key (32 random bytes, created 0600 when absent); None: state_dir / "deid.key".
+    deid_key_file: Path | None = None
 
     def idle_for(self, calling_ae: str) -> float:
         """Seconds of silence after which a series from `calling_ae` is complete."""

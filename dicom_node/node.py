@@ -38,6 +38,7 @@ from dicom_node.stow import stow_routes
 from dicom_node.volume_results import build_volume_results
 from serving.dataplane import DataPlane, ExplainOptions, Prediction, PredictOptions
 from serving.volumes import VOLUMETRIC, VolumePrediction
+from vision.deid import Deidentifier
 from vision.errors import VisionError
 from vision.io import decode_frames
 from vision.types import Image
@@ -70,6 +71,9 @@ class DicomNode:
             max_retry_delay_s=settings.max_retry_delay_s,
             metrics=self.metrics,
         )
+        # PS3.15 de-identification of the results before they leave (vision.deid; off by default).
+        key_file = settings.deid_key_file or state / "deid.key"
+        self.deid = Deidentifier.from_key_file(key_file) if settings.deid else None
         self.metrics.watch(self.jobs.counts, self.outbox.counts)
         self.assembler = SeriesAssembler(settings, self._on_series_complete)
         self.scp = StorageSCP(settings, self.spool, self.assembler.add, self.assembler.released)
@@ -159,6 +163,8 @@ class DicomNode:
             await self._job(job, JobState.INFERRED, inferred_at=time.time())
             results = await self.plane.run_in_worker(build)
             await self._job(job, JobState.INFERRED, encoded_at=time.time())
+            if self.deid is not None:  # de-identified: UIDs mapped under the node's key
+                results = await self.plane.run_in_worker(self.deid.apply_all, results)
             await self.plane.run_in_worker(self.outbox.enqueue, job, results)
             await self._job(job, JobState.QUEUED, queued_at=time.time(), results=len(results))
         except (VisionError, ValueError) as exc:

@@ -61,6 +61,10 @@ def add_dicom_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--dicom-min-free-mb", type=int, help="refuse associations below this")
     g.add_argument("--dicom-heatmaps", action="store_true", default=None, help="send heat maps")
+    g.add_argument(
+        "--dicom-deid", action="store_true", default=None, help="de-identify results (PS3.15)"
+    )
+    g.add_argument("--dicom-deid-key", type=Path, help="de-identification key file")
 
 
 _DICOM_FLAGS = {
@@ -73,6 +77,8 @@ _DICOM_FLAGS = {
     "dicom_allow_ae": "allowed_calling_aes",
     "dicom_min_free_mb": "min_free_disk_mb",
     "dicom_heatmaps": "heatmaps",
+    "dicom_deid": "deid",
+    "dicom_deid_key": "deid_key_file",
 }
 
 
