@@ -8,7 +8,12 @@ import logging
 import signal
 from pathlib import Path
 
-from serving.config import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_MESSAGE_BYTES, ServerConfig
+from serving.config import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_VOLUME_VOXELS,
+    ServerConfig,
+)
 from vision.paths import default_repository
 
 
@@ -28,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
     p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS)
+    p.add_argument(
+        "--max-volume-voxels",
+        type=int,
+        default=DEFAULT_MAX_VOLUME_VOXELS,
+        help="SegmentVolume and the DICOM node's volumes, as sent and after resampling",
+    )
     p.add_argument(
         "--drain-timeout",
         type=float,
@@ -105,6 +116,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         http_port=args.http_port,
         max_message_bytes=args.max_message_bytes,
         max_image_pixels=args.max_image_pixels,
+        max_volume_voxels=args.max_volume_voxels,
         drain_timeout_s=args.drain_timeout,
         api_key=args.api_key,
     )
