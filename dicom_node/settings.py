@@ -20,7 +20,7 @@ def _coerce(key: str, value: Any) -> Any:
         return tuple(Destination.parse(str(v)) for v in value or ())
     if key == "allowed_calling_aes":
         return tuple(str(v) for v in value or ())
-    if key in ("state_dir", "rules_file"):
+    if key in ("state_dir", "rules_file", "deid_key_file"):
         return None if value is None else Path(value)
     if key == "idle_by_calling_ae":
         return {str(k): float(v) for k, v in dict(value or {}).items()}
