@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-TASKS = ("segmentation", "detection")
+TASKS = ("segmentation", "detection", "volumetric_segmentation")
 FILE_KEYS = ("file", "sha256", "bytes")
 WEIGHTS_KEYS = (*FILE_KEYS, "format", "provenance", "parity")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -81,6 +81,11 @@ def build_network(card: dict) -> nn.Module:
         model = build_model(spec)
         model.export_mode = True
         return model.eval()
+    if card["task"] == "volumetric_segmentation":
+        from vision.segment3d.recipe import Recipe3D
+        from vision.segment3d.recipe import build_network as build_3d
+
+        return build_3d(Recipe3D.from_dict(card["recipe"])).eval()
     return _segmenter(card)
 
 

@@ -20,8 +20,13 @@ RECIPE_TASKS = {
     "tile-defects": "segmentation",
     "pcb-defects": "detection",
     "blood-cells": "detection",
+    "hippocampus": "volumetric_segmentation",
 }
-TASK_PACKAGES = {"segmentation": "vision.segment.cli", "detection": "vision.detect.cli"}
+TASK_PACKAGES = {
+    "segmentation": "vision.segment.cli",
+    "detection": "vision.detect.cli",
+    "volumetric_segmentation": "vision.segment3d.cli",
+}
 
 
 def _peek(argv: list[str]) -> tuple[str | None, str | None, str | None, Path]:

@@ -1,0 +1,1 @@
+"""Volumetric segmentation recipes (MONAI 3D networks): train, export, evaluate through ONNX."""

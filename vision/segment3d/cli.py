@@ -1,0 +1,101 @@
+"""`vision train|export|eval --recipe hippocampus` (`python -m vision.segment3d.cli CMD ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from vision.paths import default_repository
+
+DEFAULT_SPLITS = "splits.json"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="hippocampus")
+    p.add_argument("--task", default=None)
+    p.add_argument("--data", help="hippocampus folder (default: the shared datasets)")
+    p.add_argument("--out", help="run folder (default: runs/<recipe>)")
+    p.add_argument("--repo", type=Path, default=None, help="model repository (default: models/)")
+    p.add_argument("--splits", type=Path, help="split file (default: <repo>/<recipe>/splits.json)")
+    p.add_argument("--threads", type=int, default=2)
+
+
+def _resolved(a: argparse.Namespace) -> tuple:
+    import torch
+
+    from vision.segment3d.data import dataset_root
+    from vision.segment3d.recipe import RECIPES
+
+    torch.set_num_threads(a.threads)
+    recipe = RECIPES[a.recipe]
+    repo = a.repo or default_repository()
+    splits = a.splits or repo / recipe.name / DEFAULT_SPLITS
+    return recipe, dataset_root(a.data), Path(a.out or f"runs/{recipe.name}"), repo, splits
+
+
+def train(argv: list[str]) -> int:
+    """Train into runs/<recipe>/ (checkpoints each epoch; --resume continues)."""
+    p = argparse.ArgumentParser(prog="vision train")
+    _common(p)
+    p.add_argument("--minutes", type=float, help="wall-clock budget (the recipe's: 45)")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (tests)")
+    p.add_argument("--limit-cases", type=int, default=0, help="use only this many cases (tests)")
+    p.add_argument("--resume", action="store_true")
+    a = p.parse_args(argv)
+    from vision.segment3d.train import train as run
+
+    recipe, root, out, _, splits = _resolved(a)
+    if a.minutes:
+        recipe = dataclasses.replace(recipe, minutes=a.minutes)
+    summary = run(recipe, root, out, splits, a.resume, a.max_steps, a.limit_cases)
+    print(f"trained {recipe.name}: {summary} -> {out}")
+    return 0
+
+
+def export(argv: list[str]) -> int:
+    """Export the best checkpoint to <repo>/<recipe>/ (ONNX, parity gate, weights, card)."""
+    p = argparse.ArgumentParser(prog="vision export")
+    _common(p)
+    p.add_argument("--checkpoint", type=Path, help="default: <out>/best.pt")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="parity gate (max abs logit)")
+    a = p.parse_args(argv)
+    from vision.segment3d.export import export as run
+
+    recipe, root, out, repo, splits = _resolved(a)
+    model_dir = run(a.checkpoint or out / "best.pt", repo, root, splits, out, a.tolerance)
+    print(f"exported {recipe.name} -> {model_dir}")
+    return 0
+
+
+def evaluate(argv: list[str]) -> int:
+    """Evaluate the repository model on the test split through ONNX (report + card metrics)."""
+    p = argparse.ArgumentParser(prog="vision eval")
+    _common(p)
+    p.add_argument("--model", default=None, help="model name in the repository")
+    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--limit-cases", type=int, default=0)
+    p.add_argument("--no-card", action="store_true", help="do not record the metrics in the card")
+    a = p.parse_args(argv)
+    from vision.segment3d.evaluate import evaluate as run
+
+    recipe, root, out, repo, splits = _resolved(a)
+    model_dir = repo / (a.model or recipe.name)
+    report = run(model_dir, root, splits, a.split, out, a.limit_cases, not a.no_card)
+    print(f"evaluated {model_dir.name} on {a.split}: {report['summary']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vision.segment3d.cli train|export|eval ...`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": train, "export": export, "eval": evaluate, "evaluate": evaluate}
+    if not argv or argv[0] not in commands:
+        print("usage: python -m vision.segment3d.cli train|export|eval [options]")
+        return 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
