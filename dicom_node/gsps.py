@@ -15,6 +15,8 @@ from importlib import resources
 import cv2
 import highdicom as hd
 import numpy as np
+from pydicom import config as pydicom_config
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from dicom_node.seg import BACKGROUND
@@ -53,6 +55,30 @@ def _contours(mask: np.ndarray) -> list[np.ndarray]:
     return lines
 
 
+def _polyline(line: np.ndarray) -> hd.pr.GraphicObject:
+    """A POLYLINE graphic object in PIXEL units of `line` ((N, 2) points, N >= 2, >= 0).
+
+    highdicom would set Graphic Data through pydicom, which validates each float one by one:
+    most of the encode time of a vessel mask's thousands of points. The object is built on the
+    line's end points (highdicom's checks), the points are checked here the same way (shape,
+    count, non-negative) and Graphic Data is set from the float32 array without pydicom's
+    per-value type check (the values are floats by construction).
+    """
+    if line.ndim != 2 or line.shape[1] != 2 or len(line) < 2 or float(line.min()) < 0.0:
+        raise ValueError("a polyline needs two or more non-negative (column, row) points")
+    graphic = hd.pr.GraphicObject(
+        graphic_type="POLYLINE", graphic_data=line[[0, -1]], units="PIXEL"
+    )
+    graphic.NumberOfGraphicPoints = len(line)
+    graphic["GraphicData"] = DataElement(
+        0x00700022,
+        "FL",
+        [float(v) for v in line.astype(np.float32).ravel()],
+        validation_mode=pydicom_config.IGNORE,
+    )
+    return graphic
+
+
 def _objects(item: SourceFrame, producer: Producer):
     """(graphic objects, text objects) of one source frame."""
     graphics, texts = [], []
@@ -66,10 +92,7 @@ def _objects(item: SourceFrame, producer: Producer):
             if mask.label.lower() == BACKGROUND or mask.pixel_area == 0:
                 continue
             lines = _contours(mask.mask)
-            graphics += [
-                hd.pr.GraphicObject(graphic_type="POLYLINE", graphic_data=line, units="PIXEL")
-                for line in lines
-            ]
+            graphics += [_polyline(line) for line in lines]
             if lines:
                 x, y = lines[0].min(axis=0)
                 texts.append(_text(f"{mask.label} {mask.score:.2f}", x, y))

@@ -160,9 +160,10 @@ class DicomNode:
             else:
                 sources, predictions = await self._infer(datasets, model)
                 build = functools.partial(self._results, sources, predictions, model)
-            await self._job(job, JobState.INFERRED, inferred_at=time.time())
+            inferred_at = time.time()
             results = await self.plane.run_in_worker(build)
-            await self._job(job, JobState.INFERRED, encoded_at=time.time())
+            # one commit (fsync) for both marks: nothing durable happens between them
+            await self._job(job, JobState.INFERRED, inferred_at=inferred_at, encoded_at=time.time())
             if self.deid is not None:  # de-identified: UIDs mapped under the node's key
                 results = await self.plane.run_in_worker(self.deid.apply_all, results)
             await self.plane.run_in_worker(self.outbox.enqueue, job, results)

@@ -1,16 +1,17 @@
 """The persistent outbox: result objects wait here, on disk and in SQLite, until each destination
 has acknowledged them.
 
-`enqueue` writes each object to `state_dir/outbox/<SOP Instance UID>.dcm` (fsync, atomic rename)
-and, in one transaction, a row per (object, destination); the pair is unique, so enqueueing the
-same result again (result UIDs are deterministic) adds no second delivery. A sender thread claims
-due rows (`pending` -> `sending`, committed), sends them and records each outcome in its own
-transaction before the next object goes out: `sent` after a success status only; a temporary
-failure goes back to `pending` with exponential back-off and jitter, capped; a permanent one is
-`failed` until an operator retries or discards it. Rows still `sending` when the process died
-(`kill -9`) are sent again on restart: delivery is at least once on the wire, and the receiver
-keeps one object per SOP Instance UID, so a resend is never a second object, and no delivery is
-ever recorded twice. The jobs the rows belong to follow (`queued` -> `sent` or `failed`).
+`enqueue` writes each object to `state_dir/outbox/<SOP Instance UID>.dcm` (fsync, atomic rename; the
+folder fsynced once for all of them) and, in one transaction, a row per (object, destination); the
+pair is unique, so enqueueing the same result again (result UIDs are deterministic) adds no second
+delivery. A sender thread claims due rows (`pending` -> `sending`, committed), sends them and
+records each outcome in its own transaction before the next object goes out: `sent` after a success
+status only; a temporary failure goes back to `pending` with exponential back-off and jitter,
+capped; a permanent one is `failed` until an operator retries or discards it. Rows still `sending`
+when the process died (`kill -9`) are sent again on restart: delivery is at least once on the wire,
+and the receiver keeps one object per SOP Instance UID, so a resend is never a second object, and no
+delivery is ever recorded twice. The jobs the rows belong to follow (`queued` -> `sent` or
+`failed`).
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class Outbox:
             self.store.upsert(job_id, JobState.FAILED, reason="no destination configured")
             return []
         written = [self._write(dataset) for dataset in datasets]
+        if written:  # the renames durable (one folder fsync) before any row names the files
+            _fsync_folder(self.folder)
         now = self.clock()
         with self.db.transaction() as conn:
             ids = [
@@ -114,8 +117,7 @@ class Outbox:
             dataset.save_as(file, enforce_file_format=True)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(partial, final)
-        _fsync_folder(self.folder)
+        os.replace(partial, final)  # the caller fsyncs the folder before committing rows
         return uid, sop_class, str(meta.TransferSyntaxUID)
 
     # -- delivery ------------------------------------------------------------------------------
