@@ -81,6 +81,7 @@ def _check_entry(model_dir: Path, report: dict) -> None:
     for key in ("dice_anterior", "dice_posterior"):
         assert report["metrics"][key]["n"] == report["n"] and 0 <= report["summary"][key] <= 1
     assert (model_dir.parent.parent / "run" / "eval-test.png").is_file()
+    assert "training_curves.png" in card.files and (model_dir / "training_log.json").is_file()
 
 
 def test_synthetic_train_export_evaluate(tmp_path: Path) -> None:

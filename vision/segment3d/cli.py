@@ -39,7 +39,7 @@ def train(argv: list[str]) -> int:
     """Train into runs/<recipe>/ (checkpoints each epoch; --resume continues)."""
     p = argparse.ArgumentParser(prog="vision train")
     _common(p)
-    p.add_argument("--minutes", type=float, help="wall-clock budget (the recipe's: 45)")
+    p.add_argument("--minutes", type=float, help="wall-clock budget in minutes (the recipe: 58)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (tests)")
     p.add_argument("--limit-cases", type=int, default=0, help="use only this many cases (tests)")
     p.add_argument("--resume", action="store_true")

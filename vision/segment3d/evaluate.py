@@ -5,6 +5,7 @@ Hausdorff distance in mm (MONAI metrics), with n and 95 % bootstrap intervals ov
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -135,13 +136,17 @@ def evaluate(
         cases, labels, out / f"eval-{split}.png", f"{model_dir.name} {split} (n={len(names)})"
     )
     if record and not limit_cases:
-        _record(model_dir, split, summary, len(names))
+        _record(model_dir, split, summary, len(names), out)
     return report
 
 
-def _record(model_dir: Path, split: str, summary: dict, n: int) -> None:
-    """Write the figures into the card (metrics.<split>, evaluation.<split>)."""
+def _record(model_dir: Path, split: str, summary: dict, n: int, out: Path) -> None:
+    """Write the figures into the card (metrics.<split>, evaluation.<split>) and the report
+    files beside the model."""
     card = read_card(model_dir)
+    for name in (f"eval-{split}.json", f"eval-{split}.png"):
+        shutil.copyfile(out / name, model_dir / name)
+    card["files"] = sorted({*card.get("files", []), f"eval-{split}.json", f"eval-{split}.png"})
     card["metrics"] = {
         **card.get("metrics", {}),
         split: {k: round(v["mean"], 4) for k, v in summary.items()},

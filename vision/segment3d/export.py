@@ -148,10 +148,10 @@ def export(
     load_config(model_dir)  # the written config must parse as the server reads it
     if splits_path.resolve() != (model_dir / "splits.json").resolve():
         shutil.copyfile(splits_path, model_dir / "splits.json")
-    return _ship_weights(model, model_dir, batches, tolerance)
+    return _ship_weights(model, model_dir, batches, tolerance, run)
 
 
-def _ship_weights(model: Any, model_dir: Path, batches: list, tolerance: float) -> Path:
+def _ship_weights(model: Any, model_dir: Path, batches: list, tolerance: float, run: Path) -> Path:
     """Save the weights, reload them into a fresh network and gate it against the ONNX file."""
     entry = save_weights(model, model_dir / "1" / WEIGHTS_FILE, {"format": "pt"})
     card = read_card(model_dir)
@@ -160,6 +160,9 @@ def _ship_weights(model: Any, model_dir: Path, batches: list, tolerance: float) 
         parity_check(fresh, model_dir / "1" / "model.onnx", batches),
         tolerance,
         "shipped weights parity",
+    )
+    card["files"] = sorted(
+        {*card.get("files", []), "splits.json", *_copy_run_files(run, model_dir)}
     )
     card["weights"] = {
         **entry,
@@ -181,3 +184,13 @@ def _shape(recipe: Recipe3D) -> str:
 
 def _dashed(values: tuple[int, ...]) -> str:
     return "-".join(str(v) for v in values)
+
+
+def _copy_run_files(run: Path, model_dir: Path) -> list[str]:
+    """The training curve and log beside the model; the names copied."""
+    copied = []
+    for src, dst in (("curve.png", "training_curves.png"), ("log.json", "training_log.json")):
+        if (run / src).is_file():
+            shutil.copyfile(run / src, model_dir / dst)
+            copied.append(dst)
+    return copied
