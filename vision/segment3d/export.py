@@ -143,7 +143,7 @@ def export(
     batches = parity_batches(root, _splits(splits_path)["val"], recipe)
     parity = _gate(parity_check(model, onnx_path, batches), tolerance, "export parity")
     config = model_config(recipe, DESCRIPTION)
-    card = _card(recipe, saved, splits_path, parity)
+    card = _card(recipe, _run_state(run, saved), splits_path, parity)
     model_dir = write_repository_entry(repo, config, onnx_path, card)
     load_config(model_dir)  # the written config must parse as the server reads it
     if splits_path.resolve() != (model_dir / "splits.json").resolve():
@@ -194,3 +194,12 @@ def _copy_run_files(run: Path, model_dir: Path) -> list[str]:
             shutil.copyfile(run / src, model_dir / dst)
             copied.append(dst)
     return copied
+
+
+def _run_state(run: Path, best: dict) -> dict:
+    """The run's totals (from `last.pt` when present) with the best checkpoint's epoch."""
+    last = run / "last.pt"
+    if not last.is_file():
+        return best
+    state = torch.load(last, map_location="cpu", weights_only=False)["state"]
+    return {"state": {**state, "best": best["state"]["best"], "best_epoch": best["state"]["epoch"]}}
