@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from pydicom.data import get_testdata_file
 from dicom_node.model import NodeSettings, SpooledInstance
 from dicom_node.scp import StorageSCP
 from dicom_node.spool import Spool
+from tests.dicom_node.dcmtk_tools import tool, tool_path
 
 
 def pydicom_file(name: str) -> Path:
@@ -27,7 +27,7 @@ def pydicom_file(name: str) -> Path:
 
 def need_tools(*tools: str) -> None:
     """Skip when a dcmtk tool is not installed (`apt-get install dcmtk`)."""
-    missing = [tool for tool in tools if shutil.which(tool) is None]
+    missing = [tool for tool in tools if tool_path(tool) is None]
     if missing:
         pytest.skip(f"dcmtk tools missing: {', '.join(missing)}")
 
@@ -35,9 +35,8 @@ def need_tools(*tools: str) -> None:
 def dcmtk(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run a dcmtk command line (waits for it; it ends by itself)."""
     need_tools(str(args[0]))
-    return subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False
-    )
+    command = [tool(str(args[0])), *(str(a) for a in args[1:])]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @dataclass

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +29,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.dicom_node.dcmtk_tools import tool, tool_path
 
 ROOT = Path(__file__).resolve().parents[2]
 ORTHANC = "/usr/sbin/Orthanc"
@@ -92,7 +93,7 @@ def orthanc_missing() -> str:
 
 def dcmtk_missing() -> str:
     """Why the dcmtk tests cannot run here ('' when they can)."""
-    absent = [tool for tool in DCMTK_TOOLS if shutil.which(tool) is None]
+    absent = [name for name in DCMTK_TOOLS if tool_path(name) is None]
     return f"dcmtk tools missing ({', '.join(absent)}): apt-get install dcmtk" if absent else ""
 
 
@@ -428,7 +429,7 @@ class NodeProcess:
 def echo(port: int, called_ae: str = NODE_AE, timeout: float = 30) -> bool:
     """dcmtk `echoscu` against a DICOM port: True when the C-ECHO succeeds."""
     done = subprocess.run(
-        ["echoscu", "-aec", called_ae, "-to", "10", "127.0.0.1", str(port)],
+        [tool("echoscu"), "-aec", called_ae, "-to", "10", "127.0.0.1", str(port)],
         capture_output=True,
         timeout=timeout,
     )
@@ -439,7 +440,17 @@ def dcmsend(port: int, files: list[Path], called_ae: str = NODE_AE, timeout: flo
     """dcmtk `dcmsend` (any SOP class and transfer syntax, no flags); asserts every file got a
     SUCCESS status (dcmsend's exit status alone is 0 when no association could be negotiated)."""
     done = subprocess.run(
-        ["dcmsend", "-v", "-aec", called_ae, "-to", "60", "127.0.0.1", str(port), *map(str, files)],
+        [
+            tool("dcmsend"),
+            "-v",
+            "-aec",
+            called_ae,
+            "-to",
+            "60",
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicom_node.results import build_results
 from serving.dataplane import Prediction
+from tests.dicom_node.dcmtk_tools import tool_path
 from vision.io.dicom_header import read_header
 from vision.types import ClassMask, Detection, DetectionResult, Image, SegmentationResult
 from vision.xai.explainer import Explanation
@@ -95,9 +95,9 @@ def _roundtrip(ds: Dataset, tmp_path: Path) -> Path:
 
 
 def _dcmtk(tool: str, path: Path) -> str:
-    if shutil.which(tool) is None:
+    if tool_path(tool) is None:
         pytest.skip(f"dcmtk's {tool} is not installed")
-    done = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([tool_path(tool), str(path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 

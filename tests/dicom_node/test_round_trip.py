@@ -26,6 +26,7 @@ import pytest
 from pydicom.uid import JPEG2000, JPEG2000Lossless
 
 from tests.dicom_node import wrap
+from tests.dicom_node.dcmtk_tools import tool as dcmtk_tool
 from tests.dicom_node.orthanc import (
     NODE_AE,
     NodeProcess,
@@ -142,7 +143,9 @@ def referenced_uids(ds: pydicom.Dataset) -> set[str]:
 
 
 def run_tool(tool: str, *args: object, timeout: float = 120) -> str:
-    done = subprocess.run([tool, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [dcmtk_tool(tool), *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, f"{tool} rc={done.returncode}: {done.stderr[-1500:]}"
     return done.stdout + done.stderr
 
