@@ -609,7 +609,7 @@ def plot(configs: list[Config], path: Path) -> None:
 
 def _panel(ax: Any, config: Config) -> None:
     for path, colour in ((STREAM, "tab:blue"), (UNARY, "tab:orange")):
-        probes = config.searches[path].probes + [config.common[path]] * bool(config.common)
+        probes = config.searches[path].probes + ([config.common[path]] if config.common else [])
         for ok in (True, False):
             chosen = sorted((p for p in probes if p.ok == ok), key=lambda p: p.fps)
             ax.scatter(

@@ -61,6 +61,24 @@ def test_bench_line_search_and_backlog_logic() -> None:
     assert search.summary()["sustained_fps"] == 10.0
 
 
+def test_bench_line_plot_without_a_sustained_rate(tmp_path: Path) -> None:
+    """A loaded machine may sustain no probed rate: no common-rate probes, still a plot."""
+    from bench.line import PATHS, Config, Probe, RateSearch, Subject, plot
+
+    fields = dict(model="m", cameras=1, duration_s=1.0, scheduled=1, sent=1, answered=1)
+    fields |= dict(errors=0, dropped=0, late=0, p50_ms=1.0, p99_ms=900.0, max_ms=900.0)
+    fields |= dict(backlog_ms=0.0, server_p50_ms=1.0)
+    searches = {}
+    for path in PATHS:
+        search = RateSearch(hi=16.0)
+        search.record(Probe(path=path, fps=search.next_rate(), reason="p99", **fields))
+        searches[path] = search
+    config = Config(Subject("m", "m", "fp32", [], "1x1"), 1, 1.0, searches)
+    assert config.common == {}
+    plot([config], tmp_path / "line.png")
+    assert (tmp_path / "line.png").stat().st_size > 0
+
+
 def test_bench_line_quick_writes_json(tmp_path: Path) -> None:
     import json
 
