@@ -56,7 +56,7 @@ def property_codes(label: str) -> tuple[Code, Code, Code | None]:
     return _CATEGORY_ALTERED, Code(value, "99VISION", label[:64] or "finding"), None
 
 
-def _description(
+def segment_description(
     number: int, label: str, producer: Producer, coded_as: str | None = None
 ) -> hd.seg.SegmentDescription:
     """Segment `number` labelled `label`, coded as the label `coded_as` (default: `label`)."""
@@ -221,7 +221,7 @@ def mask_segmentations(
         if not labels:
             continue
         instances, array = _mask_array(unit, labels)
-        descriptions = [_description(i + 1, lab, producer) for i, lab in enumerate(labels)]
+        descriptions = [segment_description(i + 1, lab, producer) for i, lab in enumerate(labels)]
         results.append(_segmentation(instances, array, descriptions, producer, "seg", fractional))
     return results
 
@@ -248,7 +248,7 @@ def heatmap_segmentations(
             plane = planes[(item.sop_instance_uid, item.frame)]
             array[plane, :, :, k] = np.clip(explanation.heat, 0.0, 1.0)
             label = f"{explanation.label} heat map {k + 1}"
-            descriptions.append(_description(k + 1, label, producer, explanation.label))
+            descriptions.append(segment_description(k + 1, label, producer, explanation.label))
         results.append(_segmentation(instances, array, descriptions, producer, "heatmap", True))
     return results
 

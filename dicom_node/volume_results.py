@@ -25,7 +25,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
-from dicom_node.seg import BACKGROUND, SEG_SERIES_NUMBER, property_codes
+from dicom_node.seg import BACKGROUND, SEG_SERIES_NUMBER, property_codes, segment_description
 from dicom_node.sr import ABSENT, NO_UNITS, PRESENT, PROCEDURE, SCORE, SR_SERIES_NUMBER
 from dicom_node.uids import MANUFACTURER, Producer, derived_uid, result_uids
 from serving.volumes import VolumePrediction
@@ -71,23 +71,6 @@ def _planes(sources: Sequence[Dataset], prediction: VolumePrediction):
     return instances, len(instances), [uids.index(uid) for uid, _ in frames]
 
 
-def _description(number: int, label: str, producer: Producer) -> hd.seg.SegmentDescription:
-    category, kind, region = property_codes(label)
-    return hd.seg.SegmentDescription(
-        segment_number=number,
-        segment_label=label[:64],
-        segmented_property_category=category,
-        segmented_property_type=kind,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=producer.model[:64],
-            family=hd.sr.CodedConcept("123109", "DCM", "Artificial Intelligence"),
-            version=producer.version[:64],
-        ),
-        anatomic_regions=[region] if region else None,
-    )
-
-
 def volume_segmentation(
     sources: Sequence[Dataset], prediction: VolumePrediction, producer: Producer
 ) -> hd.seg.Segmentation | None:
@@ -111,7 +94,9 @@ def volume_segmentation(
         source_images=instances,
         pixel_array=array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[_description(n + 1, m.label, producer) for n, m in enumerate(found)],
+        segment_descriptions=[
+            segment_description(n + 1, m.label, producer) for n, m in enumerate(found)
+        ],
         series_instance_uid=series_uid,
         series_number=SEG_SERIES_NUMBER,
         sop_instance_uid=sop_uid,
