@@ -34,7 +34,7 @@ TRITON_MODULE = "tritonclient.grpc.service_pb2"
 SERVICE = "inference.GRPCInferenceService"
 
 # The RPCs this server's API defines. Everything else in Triton's service (ModelConfig,
-# shared memory, trace and log settings) is deliberately absent.
+# CUDA shared memory, trace and log settings) is deliberately absent.
 IMPLEMENTED_METHODS = {
     "ServerLive",
     "ServerReady",
@@ -47,6 +47,9 @@ IMPLEMENTED_METHODS = {
     "RepositoryIndex",
     "RepositoryModelLoad",
     "RepositoryModelUnload",
+    "SystemSharedMemoryStatus",
+    "SystemSharedMemoryRegister",
+    "SystemSharedMemoryUnregister",
 }
 
 # Fields of Triton messages that we define too but deliberately leave out. Each must be
