@@ -207,6 +207,14 @@ class VolumeSpec:
     window_max: float = 1.0
     # Masks smaller than this many voxels are not reported.
     min_voxels: int = 0
+    # Test-time mirroring (nnU-Net's): besides the volume as it is, the model also sees it
+    # flipped along each listed set of axes (0 = z / slices, 1 = y / rows, 2 = x / columns, e.g.
+    # [[0], [1], [2]]); the passes' probabilities are flipped back and averaged. Empty: off.
+    tta_flips: tuple[tuple[int, ...], ...] = ()
+    # Canonical orientation before the model (axes permuted / flipped only, no interpolation;
+    # masks mapped back to the source grid): where the column, row and slice axes point, e.g.
+    # "RAS" or "LPS" (patient Left/Right, Posterior/Anterior, Superior/Inferior). "": as stored.
+    orientation: str = ""
 
 
 @dataclass(frozen=True)
@@ -285,7 +293,7 @@ def parse_config(data: dict[str, Any], where: str = "config") -> ModelConfig:
         "runtime": _section(RuntimeSpec, runtime, f"{where}.runtime"),
         "explain": _section(ExplainSpec, data.pop("explain", None), f"{where}.explain"),
         "inspection": _inspection(data.pop("inspection", None), f"{where}.inspection"),
-        "volume": _section(VolumeSpec, data.pop("volume", None), f"{where}.volume"),
+        "volume": _section(VolumeSpec, _volume_data(data.pop("volume", None)), f"{where}.volume"),
     }
     data.pop("version_policy", None)
     data.pop("runtime", None)
@@ -393,6 +401,29 @@ def _validate(config: ModelConfig, where: str) -> None:
     _validate_volume(config, where)
 
 
+def _volume_data(data: Any) -> Any:
+    """`volume.tta_flips` as a tuple of tuples (YAML gives lists of lists)."""
+    if isinstance(data, dict) and isinstance(data.get("tta_flips"), list):
+        flips = data["tta_flips"]
+        return {**data, "tta_flips": tuple(tuple(f) if isinstance(f, list) else f for f in flips)}
+    return data
+
+
+def _validate_tta_and_orientation(v: VolumeSpec, at: str) -> None:
+    for axes in v.tta_flips:
+        if not isinstance(axes, tuple) or not axes or not set(axes) <= {0, 1, 2}:
+            raise ConfigError(
+                f"{at}.tta_flips: a list of axis lists from 0 (z), 1 (y), 2 (x), e.g. "
+                f"[[0], [1], [2]]; got {list(v.tta_flips)}"
+            )
+    letters = v.orientation.upper()
+    if letters and sorted(letters.translate(str.maketrans("RAI", "LPS"))) != ["L", "P", "S"]:
+        raise ConfigError(
+            f"{at}.orientation: three letters, one of L/R, P/A, S/I each (e.g. RAS, LPS), "
+            f"or empty for the stored orientation; got {v.orientation!r}"
+        )
+
+
 def _validate_volume(config: ModelConfig, where: str) -> None:
     volumetric = config.task == "volumetric_segmentation"
     if volumetric != (config.input.layout == "NCDHW"):
@@ -410,6 +441,7 @@ def _validate_volume(config: ModelConfig, where: str) -> None:
         raise ConfigError(f"{at}.overlap: a fraction of the patch in [0, 1), got {v.overlap}")
     if v.normalisation == "window" and v.window_max <= v.window_min:
         raise ConfigError(f"{at}: window_max must be above window_min")
+    _validate_tta_and_orientation(v, at)
     if config.postprocess.type == "yolov8":
         raise ConfigError(f"{where}: volumetric models need postprocess.type argmax or sigmoid")
 
