@@ -21,6 +21,9 @@ from vision.detect.metrics import (
     coco_map,
     deeppcb_protocol,
     f_score,
+    instances_per_class,
+    mean_present,
+    per_class_or_absent,
 )
 from vision.detect.plots import plot_confusion, plot_pr_curves
 from vision.errors import ConfigError, DatasetNotFoundError
@@ -57,16 +60,19 @@ def predict_all(
     return preds, latency
 
 
-def load_split(name: str, fmt: str, data: Path, split: str) -> list[Sample]:
-    """The samples of a split; `val` of a recipe that holds validation images out of its
-    training split (`val_split` "") is that same hold-out (as training made it)."""
+def load_split(
+    name: str, fmt: str, data: Path, split: str, labels: tuple[str, ...] | None = None
+) -> list[Sample]:
+    """The samples of a split, class names mapped to `labels` (the model's); `val` of a recipe
+    that holds validation images out of its training split (`val_split` "") is that same
+    hold-out (as training made it)."""
     from vision.detect.recipes import RECIPES
 
     recipe = RECIPES.get(name)
     if split == "val" and recipe is not None and not recipe.val_split:
-        train, _ = load_dataset(fmt, data, recipe.train_split)
+        train, _ = load_dataset(fmt, data, recipe.train_split, labels)
         return split_holdout(train, recipe.holdout or max(1, len(train) // 10))[1]
-    return load_dataset(fmt, data, split)[0]
+    return load_dataset(fmt, data, split, labels)[0]
 
 
 def negatives_of(samples: list[Sample], fmt: str) -> list[Sample]:
@@ -134,9 +140,12 @@ def compute_metrics(
     """All metrics of one evaluation."""
     nc = len(labels)
     metrics = coco_map(preds, truths, labels)
+    counts = instances_per_class(truths, nc)
+    metrics["instances_per_class"] = dict(zip(labels, counts, strict=True))
+    metrics["absent_classes"] = [name for name, n in zip(labels, counts, strict=True) if not n]
     ap50 = ap_per_class(preds, truths, nc, 0.5)
-    metrics["voc_ap50_per_class"] = dict(zip(labels, np.round(ap50, 4).tolist(), strict=True))
-    metrics["voc_map50"] = float(ap50.mean())
+    metrics["voc_ap50_per_class"] = per_class_or_absent(labels, ap50)
+    metrics["voc_map50"] = mean_present(ap50)
     metrics["at_config_threshold"] = {
         "score_threshold": score_thr,
         **f_score(preds, truths, nc, 0.5, score_thr),
@@ -144,7 +153,7 @@ def compute_metrics(
     metrics["best_f_iou50"] = best_f(preds, truths, nc, 0.5, False)
     if deeppcb:
         proto = deeppcb_protocol(preds, truths, nc, score_thr)
-        proto["ap"] = dict(zip(labels, np.round(proto["ap"], 4).tolist(), strict=True))
+        proto["ap"] = per_class_or_absent(labels, np.asarray(proto["ap"]))
         proto["best_f"] = best_f(preds, truths, nc, 0.33, True)
         metrics["deeppcb"] = proto
     return metrics
@@ -172,7 +181,7 @@ def dataset_of(name: str, fmt: str | None = None, data: Path | None = None) -> t
 def headline(metrics: dict) -> dict[str, float]:
     """The flat numbers for the card's summary table."""
     flat = {"mAP50": metrics["map50"], "mAP50_95": metrics["map50_95"]}
-    flat.update({f"AP50_{k}": v for k, v in metrics["ap50_per_class"].items()})
+    flat.update({f"AP50_{k}": v for k, v in metrics["ap50_per_class"].items() if v is not None})
     flat["F1_at_threshold"] = metrics["at_config_threshold"]["f_score"]
     if "deeppcb" in metrics:
         flat["DeepPCB_mAP"] = metrics["deeppcb"]["map"]
@@ -210,11 +219,11 @@ def evaluate_detector(
     model = load_model(model_dir, version, explain=False)
     config = model.config
     fmt, data = dataset_of(name, fmt, data)
-    samples = load_split(name, fmt, data, split)
+    samples = load_split(name, fmt, data, split, config.labels)
     samples = samples[:limit] if limit else samples
     assert_no_synthetic([s.image for s in samples], split)
     preds, latency = predict_all(model, samples)
-    truths = [Boxes.truth(s.boxes, s.labels) for s in samples]
+    truths = [Boxes.truth(s.boxes, s.labels, s.difficult) for s in samples]
     threshold = config.postprocess.score_threshold
     metrics = compute_metrics(preds, truths, config.labels, threshold, deeppcb=fmt == "deeppcb")
     metrics["latency_ms_per_image_cpu"] = round(latency, 2)
@@ -265,7 +274,7 @@ def detector_operating_point(
         val, test = scored, None
     else:
         try:
-            val_samples = load_split(name, fmt, data, "val")
+            val_samples = load_split(name, fmt, data, "val", model.config.labels)
         except (FileNotFoundError, DatasetNotFoundError) as e:
             return {"skipped": f"no val split to choose the threshold on ({e})"}
         val = split_scores(model, val_samples[:limit] if limit else val_samples, fmt)

@@ -29,7 +29,7 @@ from vision.config import (
 )
 from vision.datasets.detection import Sample
 from vision.detect.evaluate import predict_all
-from vision.detect.metrics import Boxes, ap_per_class, best_f
+from vision.detect.metrics import Boxes, ap_per_class, best_f, mean_present
 from vision.detect.model import Detector, build_model, spec_from_dict
 from vision.detect.recipes import RECIPES, Recipe, from_dict
 from vision.detect.train import splits
@@ -145,7 +145,7 @@ def val_map(model: LoadedModel, samples: list[Sample], recipe: Recipe) -> tuple[
     truths = [Boxes.truth(s.boxes, s.labels) for s in samples]
     nc = len(model.config.labels)
     ap = ap_per_class(preds, truths, nc, recipe.match_iou, strict=recipe.match_iou < 0.5)
-    return float(ap.mean()), preds
+    return mean_present(ap), preds
 
 
 def parity_gate(

@@ -4,25 +4,46 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 
 @dataclass
 class Boxes:
-    """Boxes of one image: `boxes` [N, 4] x1 y1 x2 y2, `labels` [N], `scores` [N] (1 for truth)."""
+    """Boxes of one image: `boxes` [N, 4] x1 y1 x2 y2, `labels` [N], `scores` [N] (1 for truth),
+    `ignore` [N] (truth only: VOC `difficult` / COCO `iscrowd` boxes, neither a true positive
+    when found nor a miss when not)."""
 
     boxes: np.ndarray
     labels: np.ndarray
     scores: np.ndarray
+    ignore: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    def __post_init__(self) -> None:
+        if len(self.ignore) != len(self.labels):
+            self.ignore = np.zeros(len(self.labels), bool)
 
     @classmethod
-    def truth(cls, boxes: np.ndarray, labels: np.ndarray) -> Boxes:
+    def truth(
+        cls, boxes: np.ndarray, labels: np.ndarray, ignore: np.ndarray | None = None
+    ) -> Boxes:
         """Ground-truth boxes: `boxes` reshaped to [N, 4] float32, with score 1 each."""
+        flags = np.zeros(len(labels), bool) if ignore is None else np.asarray(ignore, bool)
         return cls(
-            np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels), np.ones(len(labels))
+            np.asarray(boxes, np.float32).reshape(-1, 4),
+            np.asarray(labels),
+            np.ones(len(labels)),
+            flags,
         )
+
+
+def instances_per_class(truths: list[Boxes], num_classes: int) -> list[int]:
+    """The number of (not ignored) true boxes of each class."""
+    counts = np.zeros(num_classes, np.int64)
+    for truth in truths:
+        np.add.at(counts, np.asarray(truth.labels, np.int64)[~truth.ignore], 1)
+    return counts.tolist()
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -36,25 +57,37 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _match_class(preds: list[Boxes], truths: list[Boxes], cls: int, thr: float, strict: bool):
-    """Scores, true-positive flags (greedy by score) and the number of truths of one class."""
+    """Scores, true-positive flags (greedy by score) and the number of truths of one class.
+    A detection that matches only an ignored truth (difficult / crowd) is left out, as VOC
+    and COCO evaluation do; ignored truths are not counted."""
     scores, flags, total = [], [], 0
     for pred, truth in zip(preds, truths, strict=True):
-        gt = truth.boxes[truth.labels == cls]
-        total += len(gt)
+        of_class = truth.labels == cls
+        gt, ignored = truth.boxes[of_class], truth.ignore[of_class]
+        total += int((~ignored).sum())
         keep = pred.labels == cls
         order = np.argsort(-pred.scores[keep], kind="stable")
         boxes, conf = pred.boxes[keep][order], pred.scores[keep][order]
-        used = np.zeros(len(gt), bool)
+        used = ignored.copy()
         ious = iou_matrix(boxes, gt) if len(gt) and len(boxes) else np.zeros((len(boxes), 0))
         for i in range(len(boxes)):
-            cand = np.where(~used, ious[i], -1.0) if len(gt) else np.zeros(0)
-            j = int(cand.argmax()) if len(cand) else -1
-            hit = j >= 0 and (cand[j] > thr if strict else cand[j] >= thr)
+            hit, j = _best_match(ious[i], used, thr, strict)
             if hit:
                 used[j] = True
+            elif _best_match(ious[i], ~ignored, thr, strict)[0]:
+                continue  # matches a difficult box only: neither true nor false positive
             scores.append(conf[i])
             flags.append(hit)
     return np.asarray(scores), np.asarray(flags, bool), total
+
+
+def _best_match(ious: np.ndarray, excluded: np.ndarray, thr: float, strict: bool):
+    """(whether the best IoU among the boxes not `excluded` reaches `thr`, its index)."""
+    if not len(ious):
+        return False, -1
+    cand = np.where(~excluded, ious, -1.0)
+    j = int(cand.argmax())
+    return bool(cand[j] > thr if strict else cand[j] >= thr), j
 
 
 def pr_curve(preds: list[Boxes], truths: list[Boxes], cls: int, thr: float, strict: bool = False):
@@ -86,13 +119,31 @@ def ap_per_class(
     thr: float = 0.5,
     strict: bool = False,
 ) -> np.ndarray:
-    """AP of each class at one IoU threshold (`strict`: IoU must exceed it, as DeepPCB)."""
+    """AP of each class at one IoU threshold (`strict`: IoU must exceed it, as DeepPCB); NaN
+    for a class with no true box in `truths` (absent: no AP, not AP 0)."""
+    present = np.asarray(instances_per_class(truths, num_classes)) > 0
     return np.array(
         [
             average_precision(*pr_curve(preds, truths, c, thr, strict)[:2])
+            if present[c]
+            else np.nan
             for c in range(num_classes)
         ]
     )
+
+
+def mean_present(values: np.ndarray) -> float:
+    """The mean over classes present in the split (NaN entries are absent classes)."""
+    values = np.asarray(values, float)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
+
+
+def per_class_or_absent(labels: tuple[str, ...], values: np.ndarray) -> dict[str, float | None]:
+    """`{label: value rounded}`, None where the class is absent from the split."""
+    return {
+        name: (None if not np.isfinite(v) else round(float(v), 4))
+        for name, v in zip(labels, values, strict=True)
+    }
 
 
 def f_score(
@@ -132,21 +183,22 @@ def deeppcb_protocol(preds: list[Boxes], truths: list[Boxes], num_classes: int, 
     """DeepPCB: a detection counts when IoU > 0.33 with a box of the same class."""
     ap = ap_per_class(preds, truths, num_classes, 0.33, strict=True)
     return {
-        "map": float(ap.mean()),
+        "map": mean_present(ap),
         "ap": ap.tolist(),
         **f_score(preds, truths, num_classes, 0.33, score_thr, strict=True),
     }
 
 
 def coco_map(preds: list[Boxes], truths: list[Boxes], labels: tuple[str, ...]) -> dict:
-    """mAP@0.5, mAP@[.5:.95] and per-class AP@0.5 through pycocotools."""
+    """mAP@0.5, mAP@[.5:.95] (means over the classes present) and per-class AP@0.5 through
+    pycocotools; a class without a true box is None (absent), not 0."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     images, anns, dets = [], [], []
     for i, (pred, truth) in enumerate(zip(preds, truths, strict=True)):
         images.append({"id": i, "width": 1, "height": 1})
-        for box, label in zip(truth.boxes, truth.labels, strict=True):
+        for box, label, ignore in zip(truth.boxes, truth.labels, truth.ignore, strict=True):
             w, h = float(box[2] - box[0]), float(box[3] - box[1])
             anns.append(
                 {
@@ -155,7 +207,7 @@ def coco_map(preds: list[Boxes], truths: list[Boxes], labels: tuple[str, ...]) -
                     "category_id": int(label),
                     "bbox": [float(box[0]), float(box[1]), w, h],
                     "area": w * h,
-                    "iscrowd": 0,
+                    "iscrowd": int(ignore),
                 }
             )
         for box, label, score in zip(pred.boxes, pred.labels, pred.scores, strict=True):
@@ -191,7 +243,7 @@ def coco_map(preds: list[Boxes], truths: list[Boxes], labels: tuple[str, ...]) -
     per_class = []
     for k in range(len(labels)):
         p = valid[0, :, k]
-        per_class.append(float(p[p > -1].mean()) if (p > -1).any() else 0.0)
+        per_class.append(float(p[p > -1].mean()) if (p > -1).any() else None)
     return {
         "map50": _mean_valid(valid[0]),
         "map50_95": _mean_valid(valid),

@@ -20,6 +20,9 @@ def plot_pr_curves(
     fig, ax = plt.subplots(figsize=(6, 5))
     for c, name in enumerate(labels):
         precision, recall, _ = pr_curve(preds, truths, c, iou, strict=iou < 0.5)
+        if not any(np.any(t.labels == c) for t in truths):
+            ax.plot([], [], label=f"{name} absent")
+            continue
         ap = average_precision(precision, recall)
         ax.plot(recall, precision, label=f"{name} AP={ap:.3f}")
     ax.set(

@@ -19,7 +19,7 @@ from vision.datasets.mixing import MixedBatchSampler, detection_samples
 from vision.datasets.provenance import assert_no_synthetic
 from vision.detect.data import DetectionDataset, collate
 from vision.detect.loss import detection_loss
-from vision.detect.metrics import Boxes, ap_per_class
+from vision.detect.metrics import Boxes, ap_per_class, mean_present
 from vision.detect.model import Detector, DetectorSpec, build_model
 from vision.detect.recipes import Recipe
 
@@ -37,7 +37,7 @@ def splits(recipe: Recipe) -> tuple[list[Sample], list[Sample], tuple[str, ...]]
     """Training and validation samples of a recipe, and its class names."""
     train, labels = load_dataset(recipe.format, recipe.data_path(), recipe.train_split)
     if recipe.val_split:
-        val, _ = load_dataset(recipe.format, recipe.data_path(), recipe.val_split)
+        val, _ = load_dataset(recipe.format, recipe.data_path(), recipe.val_split, labels)
     else:
         train, val = split_holdout(train, recipe.holdout or max(1, len(train) // 10))
     return train, val, labels
@@ -78,7 +78,8 @@ def validate(model: Detector, dataset: DetectionDataset, recipe: Recipe, num_cla
         truths += [Boxes.truth(t[:, 1:].numpy(), t[:, 0].long().numpy()) for t in targets]
     strict = recipe.match_iou < 0.5
     ap = ap_per_class(preds, truths, num_classes, recipe.match_iou, strict=strict)
-    return {"map": float(ap.mean()), "ap": [round(float(a), 4) for a in ap]}
+    ap_or_absent = [None if np.isnan(a) else round(float(a), 4) for a in ap]
+    return {"map": mean_present(ap), "ap": ap_or_absent}
 
 
 class Ema:
