@@ -40,6 +40,7 @@ from serving.model_info import (
 )
 from serving.repository import ModelRepository, ModelVersion
 from serving.statistics import StatisticsBook, VersionStatistics
+from serving.tensors import check_batch_rows
 from serving.volumes import (
     DEFAULT_MAX_VOLUME_VOXELS,
     VOLUMETRIC,
@@ -370,11 +371,7 @@ class DataPlane:
     ) -> InferResult:
         """Run raw tensors through the model's batcher."""
         model = self._repository.get(name, version)
-        if not feeds:
-            raise InvalidInputError("the request has no inputs")
-        rows = {v.shape[0] if v.ndim else 0 for v in feeds.values()}
-        if len(rows) != 1 or 0 in rows:
-            raise InvalidInputError("every input needs the same leading batch dimension (>= 1)")
+        check_batch_rows(feeds, model.config.batching.max_batch_size)
         with self._track("infer", model):
             model.session.check_feeds(feeds)
             try:

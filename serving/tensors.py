@@ -43,14 +43,45 @@ def _dtype(name: str, datatype: str) -> np.dtype:
     return np.dtype(DATATYPES[datatype]).newbyteorder("<")
 
 
+# Larger than any tensor a request can carry (64 MiB messages): refused before numpy sees it,
+# whose reshape would fail on a dimension over 2**63 with an error that is not the client's.
+MAX_DIMENSION = 2**31 - 1
+
+
 def _count(name: str, shape: Sequence[int]) -> tuple[tuple[int, ...], int]:
     dims = tuple(int(d) for d in shape)
     if any(d < 0 for d in dims):
         raise InvalidInputError(f"input {name!r}: negative dimension in shape {list(dims)}")
+    if any(d > MAX_DIMENSION for d in dims):
+        raise InvalidInputError(
+            f"input {name!r}: a dimension of shape {list(dims)} is over {MAX_DIMENSION}"
+        )
     count = 1
     for d in dims:
         count *= d  # Python ints: a huge shape cannot wrap around as np.prod would
     return dims, count
+
+
+def check_batch_rows(feeds: dict[str, np.ndarray], max_batch_size: int) -> int:
+    """The request's batch size (the inputs' common leading dimension), checked.
+
+    InvalidInputError when there is no input, when the inputs disagree on the leading
+    dimension or it is 0, and when it exceeds the model's `max_batch_size` (0 or 1: one row
+    at most), so a request the batcher could not split never reaches it.
+    """
+    if not feeds:
+        raise InvalidInputError("the request has no inputs")
+    rows = {v.shape[0] if v.ndim else 0 for v in feeds.values()}
+    if len(rows) != 1 or 0 in rows:
+        raise InvalidInputError("every input needs the same leading batch dimension (>= 1)")
+    (batch,) = rows
+    limit = max(1, max_batch_size)
+    if batch > limit:
+        raise InvalidInputError(
+            f"batch of {batch} rows; this model takes at most {limit} (max_batch_size): "
+            "split the request"
+        )
+    return batch
 
 
 def tensor_from_bytes(name: str, datatype: str, shape: Sequence[int], raw: bytes) -> np.ndarray:
