@@ -53,7 +53,8 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     json_part, binary = _split(body, header_length)
     try:
         header = json.loads(json_part)
-    except (UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+        # ValueError: JSONDecodeError, and integers past Python's int conversion limit.
         hint = "" if header_length else f" (binary tensors need the {HEADER_LENGTH} header)"
         raise InvalidInputError(f"the request body is not a JSON object: {exc}{hint}") from exc
     header = _object(header, "the request body")
@@ -178,12 +179,18 @@ def _outputs(specs: list) -> dict[str, bool | None]:
     return outputs
 
 
+# Ten days, in microseconds: any longer "timeout" is a mistake (and would overflow a float).
+MAX_TIMEOUT_US = 10 * 24 * 3600 * 1_000_000
+
+
 def _timeout(parameters: dict) -> int | None:
     timeout = parameters.get("timeout")
     if timeout is None:
         return None
-    if not _is_int(timeout) or timeout < 0:
-        raise InvalidInputError("request parameter 'timeout' must be microseconds (integer >= 0)")
+    if not _is_int(timeout) or not 0 <= timeout <= MAX_TIMEOUT_US:
+        raise InvalidInputError(
+            f"request parameter 'timeout' must be microseconds, an integer in [0, {MAX_TIMEOUT_US}]"
+        )
     return timeout or None
 
 
@@ -195,14 +202,21 @@ def _flag(parameters: dict, key: str, where: str) -> bool:
 
 
 def _flat(values: object) -> Iterator[object]:
-    """Row-major values of a flat or nested JSON list."""
+    """Row-major values of a flat or nested JSON list (iterative: any depth JSON allows)."""
     if not isinstance(values, list):
         raise InvalidInputError("tensor 'data' must be a (flat or nested) JSON list")
-    for value in values:
-        if isinstance(value, list):
-            yield from _flat(value)
+    stack = [iter(values)]
+    while stack:
+        value = next(stack[-1], _END)
+        if value is _END:
+            stack.pop()
+        elif isinstance(value, list):
+            stack.append(iter(value))
         else:
             yield value
+
+
+_END = object()
 
 
 def _is_int(value: object) -> bool:
