@@ -25,6 +25,7 @@ from serving.http import HttpServer, build_http_app
 from serving.metrics import Metrics
 from serving.repository import READY, ModelRepository
 from serving.rpc.server import NOT_SERVING, SERVING, build_grpc_server
+from serving.shared_memory import SharedMemoryRegistry
 from serving.statistics import StatisticsBook
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class VisionServer:
             max_volume_voxels=config.max_volume_voxels,
         )
         self.metrics.watch_queue_depths(self._queue_depths)
+        self.shared_memory = SharedMemoryRegistry()  # KServe system shared-memory regions
         self.http_mounts = tuple(http_mounts)
         self.grpc_port = 0
         self.http_port = 0
@@ -104,7 +106,7 @@ class VisionServer:
         )
 
     async def _start_grpc(self) -> None:
-        self._server = build_grpc_server(self.plane, self.health, self.config)
+        self._server = build_grpc_server(self.plane, self.health, self.config, self.shared_memory)
         address = f"{self.config.host}:{self.config.grpc_port}"
         self.grpc_port = self._server.add_insecure_port(address)
         if self.grpc_port == 0:
@@ -146,6 +148,7 @@ class VisionServer:
         )
         await asyncio.gather(grpc_stop, http)
         await self.repository.close(self.config.drain_timeout_s)
+        self.shared_memory.close()
         self.executor.shutdown(wait=False)
         self._stopped.set()
         log.info("stopped")

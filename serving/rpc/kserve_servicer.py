@@ -1,22 +1,35 @@
 """KServe v2 Open Inference Protocol servicer (`inference.GRPCInferenceService`).
 
 Wire compatible with Triton's extensions that tritonclient uses: repository index, load,
-unload and model statistics. Tensors come in and go out as raw little-endian bytes.
+unload, model statistics and system shared memory. Tensors come in and go out as raw
+little-endian bytes (through the lean codec of `serving/rpc/kserve_wire.py`) or by reference
+to a registered shared-memory region (`serving/shared_memory.py`).
 """
 
 from __future__ import annotations
+
+import contextlib
+
+import numpy as np
 
 from protos.inference import grpc_service_pb2 as pb
 from protos.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.dataplane import DataPlane
 from serving.model_info import TensorMetadata
+from serving.rpc.kserve_wire import InferCall, InferReply
 from serving.rpc.vision_servicer import deadline_of
+from serving.shared_memory import (
+    BYTE_SIZE_PARAMETER,
+    OFFSET_PARAMETER,
+    REGION_PARAMETER,
+    SharedMemoryRegistry,
+    TensorRef,
+)
 from serving.statistics import Duration, VersionStatistics
 from serving.tensors import (
     datatype_of,
     tensor_from_bytes,
     tensor_from_values,
-    to_little_endian_bytes,
 )
 from vision.errors import InvalidInputError
 
@@ -35,7 +48,7 @@ _CONTENT_FIELDS = {
 }
 
 
-def _decode_input(tensor: pb.InferInputTensor, raw: bytes | None):
+def _decode_input(tensor: pb.InferInputTensor, raw: object | None) -> np.ndarray:
     if raw is not None:
         return tensor_from_bytes(tensor.name, tensor.datatype, tensor.shape, raw)
     field = _CONTENT_FIELDS.get(tensor.datatype)
@@ -43,17 +56,94 @@ def _decode_input(tensor: pb.InferInputTensor, raw: bytes | None):
     return tensor_from_values(tensor.name, tensor.datatype, tensor.shape, values)
 
 
-def decode_inputs(request: pb.ModelInferRequest) -> dict:
-    """The request's tensors, from raw_input_contents or typed contents."""
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
+def decode_inputs(
+    call: InferCall, shm: SharedMemoryRegistry, leases: contextlib.ExitStack
+) -> dict[str, np.ndarray]:
+    """The request's tensors: from shared memory, raw_input_contents or typed contents.
+
+    As Triton does, raw_input_contents go, in order, to the inputs not in shared memory.
+    Shared-memory inputs stay leased (mapped) until `leases` closes.
+    """
+    request = call.request
+    raw = call.raw or list(request.raw_input_contents)
+    feeds, index = {}, 0
+    for tensor in request.inputs:
+        ref = tensor_ref(tensor.name, tensor.parameters)
+        if ref is not None:
+            if tensor.HasField("contents"):
+                raise InvalidInputError(
+                    f"input {tensor.name!r}: give its data in shared memory or in contents, "
+                    "not both"
+                )
+            data = leases.enter_context(shm.lease(ref))
+        elif raw:
+            if index >= len(raw):
+                raise InvalidInputError(
+                    f"{len(raw)} raw_input_contents for more inputs; give one per input that "
+                    "is not in shared memory"
+                )
+            data, index = raw[index], index + 1
+        else:
+            data = None
+        feeds[tensor.name] = _decode_input(tensor, data)
+    if index != len(raw):
         raise InvalidInputError(
-            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; give one per input"
+            f"{len(raw)} raw_input_contents for {index} input(s) not in shared memory; give "
+            "one per such input"
         )
-    return {
-        tensor.name: _decode_input(tensor, raw[i] if raw else None)
-        for i, tensor in enumerate(request.inputs)
-    }
+    return feeds
+
+
+def tensor_ref(name: str, parameters) -> TensorRef | None:
+    """The shared-memory reference in a tensor's parameters, or None (Triton's parameters)."""
+    if REGION_PARAMETER not in parameters:
+        return None
+    region = parameters[REGION_PARAMETER].string_param
+    if BYTE_SIZE_PARAMETER not in parameters:
+        raise InvalidInputError(
+            f"tensor {name!r}: {REGION_PARAMETER} given without {BYTE_SIZE_PARAMETER}"
+        )
+    return TensorRef(
+        region,
+        _int_parameter(parameters.get(OFFSET_PARAMETER)),
+        _int_parameter(parameters[BYTE_SIZE_PARAMETER]),
+    )
+
+
+def _int_parameter(value: pb.InferParameter | None) -> int:
+    if value is None:
+        return 0
+    kind = value.WhichOneof("parameter_choice")
+    if kind not in ("int64_param", "uint64_param"):
+        raise InvalidInputError("shared-memory offset and byte size must be integer parameters")
+    return int(getattr(value, kind))
+
+
+def write_to_region(
+    name: str, array: np.ndarray, ref: TensorRef, shm: SharedMemoryRegistry
+) -> None:
+    """Copy one output into the shared-memory region its request named (the only copy)."""
+    with shm.lease(ref) as view:
+        if ref.byte_size < array.nbytes:
+            raise InvalidInputError(
+                f"output {name!r}: shared-memory byte_size {ref.byte_size} is smaller than "
+                f"the {array.nbytes} bytes the output holds"
+            )
+        target = np.frombuffer(view, dtype=_little_endian(array.dtype), count=array.size)
+        target[...] = array.reshape(-1)
+        del target
+
+
+def _little_endian(dtype: np.dtype) -> np.dtype:
+    return dtype.newbyteorder("<") if dtype.byteorder != "|" else dtype
+
+
+def _wire_buffer(array: np.ndarray) -> np.ndarray:
+    """The array as C-contiguous little-endian (a copy only when it is not already)."""
+    array = np.ascontiguousarray(array)
+    if array.dtype != _little_endian(array.dtype):
+        array = array.astype(_little_endian(array.dtype))
+    return array
 
 
 def _duration(value: Duration) -> pb.StatisticDuration:
@@ -90,8 +180,9 @@ def _tensor_messages(specs: tuple[TensorMetadata, ...]) -> list:
 class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Health, metadata, inference, repository and statistics endpoints of KServe v2."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: DataPlane, shm: SharedMemoryRegistry | None = None) -> None:
         self._plane = plane
+        self._shm = shm if shm is not None else SharedMemoryRegistry()
 
     async def ServerLive(self, request, context):  # noqa: N802
         """Liveness: the process answers."""
@@ -123,27 +214,63 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=_tensor_messages(meta.outputs),
         )
 
-    async def ModelInfer(self, request, context):  # noqa: N802
-        """Raw tensors through the model's batcher."""
-        feeds = decode_inputs(request)
-        result = await self._plane.infer(
-            request.model_name, request.model_version, feeds, deadline_of(context)
-        )
+    async def ModelInfer(self, call, context):  # noqa: N802
+        """Raw or shared-memory tensors through the model's batcher."""
+        if isinstance(call, pb.ModelInferRequest):  # a caller without the lean codec
+            call = InferCall(call)
+        request = call.request
+        with contextlib.ExitStack() as leases:
+            feeds = decode_inputs(call, self._shm, leases)
+            result = await self._plane.infer(
+                request.model_name, request.model_version, feeds, deadline_of(context)
+            )
+            del feeds
+        return self._reply(request, result)
+
+    def _reply(self, request: pb.ModelInferRequest, result) -> InferReply:
         outputs = result.outputs
-        wanted = [o.name for o in request.outputs] or list(outputs)
+        wanted = {o.name: tensor_ref(o.name, o.parameters) for o in request.outputs}
+        wanted = wanted or dict.fromkeys(outputs)
         unknown = [name for name in wanted if name not in outputs]
         if unknown:
             raise InvalidInputError(f"unknown output(s) {unknown}; the model has {list(outputs)}")
-        response = pb.ModelInferResponse(
-            model_name=result.model, model_version=result.version, id=request.id
+        reply = InferReply(
+            pb.ModelInferResponse(
+                model_name=result.model, model_version=result.version, id=request.id
+            )
         )
-        for name in wanted:
+        for name, ref in wanted.items():
             array = outputs[name]
-            response.outputs.add(
+            reply.response.outputs.add(
                 name=name, datatype=datatype_of(str(array.dtype)), shape=list(array.shape)
             )
-            response.raw_output_contents.append(to_little_endian_bytes(array))
-        return response
+            if ref is None:
+                reply.raw.append(_wire_buffer(array))
+            else:  # as Triton: an empty raw entry keeps the list parallel to `outputs`
+                write_to_region(name, array, ref, self._shm)
+                reply.raw.append(b"")
+        return reply
+
+    async def SystemSharedMemoryStatus(self, request, context):  # noqa: N802
+        """Registered system shared-memory regions (all, or the one named)."""
+        regions = self._shm.status(request.name)
+        status = pb.SystemSharedMemoryStatusResponse.RegionStatus
+        return pb.SystemSharedMemoryStatusResponse(
+            regions={
+                r.name: status(name=r.name, key=r.key, offset=r.offset, byte_size=r.byte_size)
+                for r in regions
+            }
+        )
+
+    async def SystemSharedMemoryRegister(self, request, context):  # noqa: N802
+        """Map a region of a POSIX shared-memory object under a name."""
+        self._shm.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(self, request, context):  # noqa: N802
+        """Forget a region (or all); it is unmapped once requests using it are done."""
+        self._shm.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
 
     async def RepositoryIndex(self, request, context):  # noqa: N802
         """Models on disk or loaded, a row per version."""

@@ -10,13 +10,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from protos.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from protos.inference import grpc_service_pb2
 from protos.vision.v1 import vision_pb2, vision_pb2_grpc
 from serving.config import ServerConfig
 from serving.dataplane import DataPlane
 from serving.rpc.interceptors import ApiKeyInterceptor, ErrorMappingInterceptor
 from serving.rpc.kserve_servicer import KServeServicer
+from serving.rpc.kserve_wire import add_kserve_servicer
 from serving.rpc.volume_servicer import VolumeServicer
+from serving.shared_memory import SharedMemoryRegistry
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -31,9 +33,15 @@ def _interceptors(config: ServerConfig) -> list[grpc.aio.ServerInterceptor]:
 
 
 def build_grpc_server(
-    plane: DataPlane, health: health_aio.HealthServicer, config: ServerConfig
+    plane: DataPlane,
+    health: health_aio.HealthServicer,
+    config: ServerConfig,
+    shared_memory: SharedMemoryRegistry | None = None,
 ) -> grpc.aio.Server:
-    """A gRPC server with every service registered; the caller adds a port and starts it."""
+    """A gRPC server with every service registered; the caller adds a port and starts it.
+
+    `shared_memory` holds the KServe system shared-memory regions (the caller closes it).
+    """
     size = config.max_message_bytes
     server = grpc.aio.server(
         interceptors=_interceptors(config),
@@ -44,7 +52,7 @@ def build_grpc_server(
         ],
     )
     vision_pb2_grpc.add_VisionServiceServicer_to_server(VolumeServicer(plane), server)
-    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(plane), server)
+    add_kserve_servicer(KServeServicer(plane, shared_memory), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = (
         vision_pb2.DESCRIPTOR.services_by_name["VisionService"].full_name,
