@@ -12,10 +12,12 @@ py="${PYTHON:-python3}"
 # line videos) and a GStreamer RTSP server driven by the system Python (python3-gi):
 # plugins-good (qtdemux, rtph264pay), -bad (h264parse), -ugly (x264enc), libav (avdec_h264).
 # The DICOM-node tests need a real PACS and DICOM tools: Orthanc with its DICOMweb plugin, dcmtk.
+# The review page's browser tests drive Debian's Chromium (Playwright, never its own browser
+# download); npm fetches the prebuilt OHIF viewer (scripts/ohif.sh).
 # Installed with the dev extra when missing; without apt (or root) those tests skip and say why.
 apt_packages=(ffmpeg gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav python3-gi orthanc orthanc-dicomweb dcmtk dicom3tools)
+  gstreamer1.0-libav python3-gi orthanc orthanc-dicomweb dcmtk dicom3tools chromium npm)
 install_apt_packages() {
   local missing=() pkg
   for pkg in "${apt_packages[@]}"; do
@@ -33,7 +35,13 @@ install_apt_packages() {
       apt-get install -y --no-install-recommends "${missing[@]}"; } \
     || echo "setup: apt-get install failed: the line-client RTSP tests will skip" >&2
 }
-case ",$extras," in *,dev,*) install_apt_packages ;; esac
+case ",$extras," in
+  *,dev,*)
+    install_apt_packages
+    # OHIF for the review tool (pinned in review/ohif.py; returns at once when installed).
+    "$root/scripts/ohif.sh" || echo "setup: OHIF not installed: the OHIF link stays hidden" >&2
+    ;;
+esac
 if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
