@@ -65,6 +65,12 @@ class Metrics:
             [*labels, "error"],
             registry=self.registry,
         )
+        self.abandoned = Counter(
+            "vision_requests_abandoned",
+            "Requests that ended unanswered: the client cancelled, or the deadline passed",
+            [*labels, "reason"],  # reason: cancelled | deadline
+            registry=self.registry,
+        )
         self.request_latency = Histogram(
             "vision_request_latency_seconds",
             "Request latency inside the server",
@@ -134,6 +140,10 @@ class Metrics:
         if outcome != "ok":
             self.failures.labels(api, model, version, outcome).inc()
         self.request_latency.labels(api, model, version).observe(seconds)
+
+    def observe_abandoned(self, api: str, model: str, version: str, reason: str) -> None:
+        """Count a request that was cancelled or whose deadline passed (also a failure)."""
+        self.abandoned.labels(api, model, version, reason).inc()
 
     def observe_batch(self, model: str, version: str, batch: BatchStats) -> None:
         """Record one batch: its size, its compute time and each request's queue time."""
