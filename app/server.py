@@ -18,6 +18,7 @@ from grpc_health.v1.health import aio as health_aio
 from starlette.routing import BaseRoute
 
 from dicom_node.model import NodeSettings
+from review.settings import ReviewSettings
 from serving.batcher import BatchStats
 from serving.config import ServerConfig
 from serving.dataplane import DataPlane
@@ -39,6 +40,7 @@ class VisionServer:
         config: ServerConfig,
         http_mounts: Sequence[BaseRoute] = (),
         dicom: NodeSettings | None = None,
+        review: ReviewSettings | None = None,
     ) -> None:
         self.config = config
         self.dicom_settings = dicom
@@ -61,6 +63,12 @@ class VisionServer:
         self.metrics.watch_queue_depths(self._queue_depths)
         self.shared_memory = SharedMemoryRegistry()  # KServe system shared-memory regions
         self.http_mounts = tuple(http_mounts)
+        self.review = None  # the ReviewTool, when review settings are given
+        if review is not None:
+            from review.tool import ReviewTool
+
+            self.review = ReviewTool(review).attach(self.plane)
+            self.http_mounts = (*self.http_mounts, *self.review.routes())
         self.grpc_port = 0
         self.http_port = 0
         self._server: grpc.aio.Server | None = None
@@ -147,6 +155,8 @@ class VisionServer:
             else asyncio.sleep(0)
         )
         await asyncio.gather(grpc_stop, http)
+        if self.review is not None:
+            self.review.close()
         await self.repository.close(self.config.drain_timeout_s)
         self.shared_memory.close()
         self.executor.shutdown(wait=False)
