@@ -36,6 +36,11 @@ COMMANDS: tuple[Command, ...] = (
         "serve", "run the server (gRPC + HTTP) over a model repository", "app.commands.serve:main"
     ),
     Command(
+        "token",
+        "make (printed once, stored hashed), revoke or list the server's bearer tokens",
+        "app.commands.token:main",
+    ),
+    Command(
         "infer",
         "send one image to a running server and print the result",
         "app.commands.infer:main",
@@ -49,6 +54,11 @@ COMMANDS: tuple[Command, ...] = (
         "dicom-node",
         "the DICOM node: run (as its own process), check-rules (which rule files match, why)",
         "app.commands.dicom:main",
+    ),
+    Command(
+        "review",
+        "the review tool: add-user, add-token (served by vision serve --review-dir)",
+        "app.commands.review:main",
     ),
     Command(
         "train",

@@ -8,6 +8,7 @@ import logging
 import signal
 from pathlib import Path
 
+from app.commands.review import add_review_arguments, review_settings_from
 from serving.config import (
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default="", help="require 'authorization: Bearer KEY'")
     p.add_argument("--log-level", default="INFO")
     add_dicom_arguments(p)
+    add_review_arguments(p)
     return p
 
 
@@ -122,11 +124,11 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-async def serve(config: ServerConfig, dicom=None) -> int:
+async def serve(config: ServerConfig, dicom=None, review=None) -> int:
     """Start the server, stop it gracefully on SIGTERM / SIGINT; exit code 0."""
     from app.server import VisionServer
 
-    server = VisionServer(config, dicom=dicom)
+    server = VisionServer(config, dicom=dicom, review=review)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -141,4 +143,5 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return asyncio.run(serve(config_from(args), dicom_settings_from(args)))
+    review = review_settings_from(args)
+    return asyncio.run(serve(config_from(args), dicom_settings_from(args), review))

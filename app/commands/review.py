@@ -1,0 +1,83 @@
+"""`vision review`: accounts and tokens of the review tool; its `vision serve` flags.
+
+    vision review add-user NAME --role reviewer|supervisor|admin [--dir DIR]
+    vision review add-token NAME --role ROLE [--dir DIR]
+
+The password is read from standard input when it is not a terminal (one line), else prompted
+for twice; never from the command line, where `ps` would show it. The token is printed once:
+only its hash is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+DEFAULT_DIR = Path("review-data")
+
+
+def add_review_arguments(p: argparse.ArgumentParser) -> None:
+    """The review tool's `vision serve` flags (the tool is off unless --review-dir is given)."""
+    g = p.add_argument_group("review tool at /review/ (off unless --review-dir is given)")
+    g.add_argument("--review-dir", type=Path, help="cases, images and the review database")
+    g.add_argument("--review-config", type=Path, help="YAML: session timeouts, capture policy")
+
+
+def review_settings_from(args: argparse.Namespace):
+    """The review settings the flags describe, or None when the tool is off."""
+    if args.review_dir is None:
+        if args.review_config is not None:
+            from vision.errors import ConfigError
+
+            raise ConfigError("--review-config needs --review-dir (where the cases live)")
+        return None
+    from review.settings import load_settings
+
+    return load_settings(args.review_dir, args.review_config)
+
+
+def _password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `vision review`."""
+    from review.accounts import ROLES
+
+    p = argparse.ArgumentParser(prog="vision review", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="action", required=True)
+    for name, text in (("add-user", "add or replace a user"), ("add-token", "a script token")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("name")
+        s.add_argument("--role", required=True, choices=ROLES)
+        s.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the --review-dir")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """`vision review add-user | add-token`."""
+    args = build_parser().parse_args(argv)
+    from review.accounts import AccountError, Accounts
+    from review.db import Database
+    from review.settings import load_settings
+
+    accounts = Accounts(Database(load_settings(args.dir).database))
+    try:
+        if args.action == "add-user":
+            accounts.add_user(args.name, args.role, _password())
+            print(f"user {args.name} ({args.role}) saved in {args.dir}")
+        else:
+            token = accounts.add_token(args.name, args.role)
+            print(token)
+            print(f"token {args.name} ({args.role}): shown once, stored hashed", file=sys.stderr)
+    except (AccountError, ValueError) as exc:
+        print(f"vision review: {exc}", file=sys.stderr)
+        return 2
+    return 0
