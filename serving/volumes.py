@@ -6,8 +6,11 @@ geometry) becomes a `vision.volume.Volume` and `VolumePipeline.preprocess` norma
 resamples it to the model's spacing; every sliding window of the padded tensor then goes
 through the model version's dynamic batcher on its own (a bounded number in flight), so the
 windows of one volume batch together and with other requests; each window's output is blended
-(`vision.volume.Blender`, MONAI's weighting) as it comes back, and `VolumePipeline.postprocess`
-maps the blended output back to the volume's grid as per-label masks with their volumes.
+(`vision.volume.Blender`, MONAI's weighting) as it comes back. With test-time mirroring
+(`volume.tta_flips`) this runs once more per flip on the flipped tensor; each pass's
+probabilities are flipped back and averaged (`vision.volume.tta.ProbabilityMean`), and
+`VolumePipeline.postprocess_probabilities` maps them back to the volume's grid (and
+orientation) as per-label masks with their volumes. `windows` counts the windows of all passes.
 Everything here is per call: no state is kept between requests.
 """
 
@@ -30,6 +33,7 @@ from vision.errors import ImageTooLargeError, InvalidInputError
 from vision.volume.pipeline import VolumePipeline
 from vision.volume.series import volume_from_datasets
 from vision.volume.sources import volume_from_raw
+from vision.volume.tta import ProbabilityMean, flip_spatial
 from vision.volume.types import Volume, VolumeResult
 from vision.volume.window import Blender, Window, pad_to_patch, plan_windows
 
@@ -149,16 +153,29 @@ async def segment_volume(
     volume, pipeline, meta, tensor, timings = await run_in_worker(
         _prepare, model, source, max_voxels
     )
+    mean, windows, post_s = ProbabilityMean(), 0, 0.0
+    timings.update(sliding_window_ms=0.0, queue_ms=0.0, inference_ms=0.0)
+    passes = pipeline.passes()
+    for axes in passes:  # test-time mirroring: () alone unless the config lists flips
+        t = time.perf_counter()
+        inferred = await infer_windows(model, flip_spatial(tensor, axes), deadline, run_in_worker)
+        timings["sliding_window_ms"] += _ms(t)
+        timings["queue_ms"] += inferred.queue_ms / len(passes)
+        timings["inference_ms"] += inferred.inference_ms
+        windows += len(inferred.windows)
+        t = time.perf_counter()
+        await run_in_worker(_add_pass, pipeline, mean, inferred.output, axes)
+        post_s += time.perf_counter() - t
     t = time.perf_counter()
-    inferred = await infer_windows(model, tensor, deadline, run_in_worker)
-    timings["sliding_window_ms"] = _ms(t)
-    timings["queue_ms"], timings["inference_ms"] = inferred.queue_ms, inferred.inference_ms
-    t = time.perf_counter()
-    result = await run_in_worker(pipeline.postprocess, inferred.output, meta)
-    timings["postprocess_ms"] = _ms(t)
+    result = await run_in_worker(pipeline.postprocess_probabilities, mean.result(), meta)
+    timings["postprocess_ms"] = _ms(t) + post_s * 1000.0
     timings["total_ms"] = _ms(start)
-    windows = len(inferred.windows)
     return VolumePrediction(model.name, model.version, volume, result, timings, windows)
+
+
+def _add_pass(pipeline: VolumePipeline, mean: ProbabilityMean, output: np.ndarray, axes) -> None:
+    """Worker job: one pass's blended output as probabilities, flipped back, into the mean."""
+    mean.add(pipeline.probabilities(output), axes)
 
 
 @dataclass

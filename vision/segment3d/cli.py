@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -77,22 +78,52 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--limit-cases", type=int, default=0)
     p.add_argument("--no-card", action="store_true", help="do not record the metrics in the card")
+    p.add_argument(
+        "--tta-flips",
+        type=json.loads,
+        default=None,
+        help="test-time mirroring as JSON, e.g. '[[0],[1],[2]]' (default: the model's config)",
+    )
     a = p.parse_args(argv)
     from vision.segment3d.evaluate import evaluate as run
 
     recipe, root, out, repo, splits = _resolved(a)
     model_dir = repo / (a.model or recipe.name)
-    report = run(model_dir, root, splits, a.split, out, a.limit_cases, not a.no_card)
+    record = not a.no_card and a.tta_flips is None  # the card records what is served
+    report = run(model_dir, root, splits, a.split, out, a.limit_cases, record, a.tta_flips)
     print(f"evaluated {model_dir.name} on {a.split}: {report['summary']}")
+    return 0
+
+
+def tta_select(argv: list[str]) -> int:
+    """Choose the test-time mirroring on the validation split (report in <out>/tta-val.json)."""
+    p = argparse.ArgumentParser(prog="vision tta-select")
+    _common(p)
+    p.add_argument("--model", default=None, help="model name in the repository")
+    p.add_argument("--limit-cases", type=int, default=0)
+    a = p.parse_args(argv)
+    from vision.segment3d.tta_select import select
+
+    recipe, root, out, repo, splits = _resolved(a)
+    result = select(repo / (a.model or recipe.name), root, splits, out, a.limit_cases)
+    for name, row in result["candidates"].items():
+        print(f"{name:18} passes {row['passes']}  val {row['summary']}")
+    print(f"chosen on val (n={result['n']}): {result['chosen']} tta_flips {result['tta_flips']}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m vision.segment3d.cli train|export|eval ...`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": train, "export": export, "eval": evaluate, "evaluate": evaluate}
+    commands = {
+        "train": train,
+        "export": export,
+        "eval": evaluate,
+        "evaluate": evaluate,
+        "tta-select": tta_select,
+    }
     if not argv or argv[0] not in commands:
-        print("usage: python -m vision.segment3d.cli train|export|eval [options]")
+        print("usage: python -m vision.segment3d.cli train|export|eval|tta-select [options]")
         return 2
     return commands[argv[0]](argv[1:])
 

@@ -4,6 +4,7 @@ Hausdorff distance in mm (MONAI metrics), with n and 95 % bootstrap intervals ov
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -21,16 +22,26 @@ from vision.reports import write_json
 from vision.runtime import OnnxModel
 from vision.volume.pipeline import VolumePipeline
 from vision.volume.sources import volume_from_nifti
+from vision.volume.tta import ProbabilityMean, flip_spatial
 from vision.volume.window import sliding_window
 
 BOOTSTRAP = 2000
 
 
 class OnnxVolumeSegmenter:
-    """A repository model run as the server runs it (config, pipeline, ONNX session)."""
+    """A repository model run as the server runs it (config, pipeline, ONNX session);
+    `tta_flips` replaces the config's `volume.tta_flips` (None: the config's)."""
 
-    def __init__(self, model_dir: Path, version: int = 1) -> None:
-        self.config: ModelConfig = load_config(model_dir)
+    def __init__(
+        self, model_dir: Path, version: int = 1, tta_flips: list[list[int]] | None = None
+    ) -> None:
+        config = load_config(model_dir)
+        if tta_flips is not None:
+            flips = tuple(tuple(int(a) for a in f) for f in tta_flips)
+            config = dataclasses.replace(
+                config, volume=dataclasses.replace(config.volume, tta_flips=flips)
+            )
+        self.config: ModelConfig = config
         self.pipeline = VolumePipeline(self.config)
         self.session = OnnxModel(model_dir / str(version) / self.config.model_file)
         self.input_name = self.session.inputs[0].name
@@ -45,17 +56,20 @@ class OnnxVolumeSegmenter:
         volume = volume_from_nifti(path)
         tensor, meta = self.pipeline.preprocess(volume)
         spec = self.config.volume
-        logits = sliding_window(
-            tensor,
-            spec.patch,
-            spec.overlap,
-            self.run,
-            self.config.batching.max_batch_size,
-            spec.blend,
-            spec.sigma_scale,
-        )
+        mean = ProbabilityMean()
+        for axes in self.pipeline.passes():
+            logits = sliding_window(
+                flip_spatial(tensor, axes),
+                spec.patch,
+                spec.overlap,
+                self.run,
+                self.config.batching.max_batch_size,
+                spec.blend,
+                spec.sigma_scale,
+            )
+            mean.add(self.pipeline.probabilities(logits), axes)
         labels = np.zeros(volume.shape, np.int64)
-        for mask in self.pipeline.postprocess(logits, meta).masks:
+        for mask in self.pipeline.postprocess_probabilities(mean.result(), meta).masks:
             labels[mask.mask] = mask.class_id
         return labels, volume.spacing_mm
 
@@ -108,11 +122,14 @@ def evaluate(
     out: Path,
     limit_cases: int = 0,
     record: bool = True,
+    tta_flips: list[list[int]] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `model_dir` on `split` of the recorded split; report JSON + PNG in `out`."""
+    """Evaluate `model_dir` on `split` of the recorded split; report JSON + PNG in `out`.
+
+    `tta_flips` replaces the config's test-time mirroring (None: as the server runs it)."""
     names = json.loads(splits_path.read_text())["splits"][split]
     names = names[:limit_cases] if limit_cases else names
-    segmenter = OnnxVolumeSegmenter(model_dir)
+    segmenter = OnnxVolumeSegmenter(model_dir, tta_flips=tta_flips)
     labels = list(segmenter.config.labels)
     cases, start = {}, time.monotonic()
     for name in tqdm(names, desc=f"eval {split}"):
@@ -126,6 +143,7 @@ def evaluate(
         "split": split,
         "n": len(names),
         "path": "ONNX (VolumePipeline + sliding_window, the served path)",
+        "tta_flips": [list(f) for f in segmenter.config.volume.tta_flips],
         "seconds": round(seconds, 1),
         "summary": {k: round(v["mean"], 4) for k, v in summary.items()},
         "metrics": summary,
@@ -136,11 +154,13 @@ def evaluate(
         cases, labels, out / f"eval-{split}.png", f"{model_dir.name} {split} (n={len(names)})"
     )
     if record and not limit_cases:
-        _record(model_dir, split, summary, len(names), out)
+        _record(model_dir, split, summary, len(names), out, report["tta_flips"])
     return report
 
 
-def _record(model_dir: Path, split: str, summary: dict, n: int, out: Path) -> None:
+def _record(
+    model_dir: Path, split: str, summary: dict, n: int, out: Path, flips: list[list[int]]
+) -> None:
     """Write the figures into the card (metrics.<split>, evaluation.<split>) and the report
     files beside the model."""
     card = read_card(model_dir)
@@ -156,8 +176,9 @@ def _record(model_dir: Path, split: str, summary: dict, n: int, out: Path) -> No
         split: {
             "n": n,
             "method": "ONNX through vision.volume (VolumePipeline + sliding_window, "
-            "overlap 0.5, gaussian); MONAI DiceMetric and HausdorffDistanceMetric(percentile=95) "
-            "on one-hot labels, mm; 95 % percentile bootstrap over cases (2000 resamples)",
+            f"overlap 0.5, gaussian; test-time mirroring tta_flips {flips}); MONAI DiceMetric "
+            "and HausdorffDistanceMetric(percentile=95) on one-hot labels, mm; 95 % percentile "
+            "bootstrap over cases (2000 resamples)",
             "intervals": summary,
         },
     }

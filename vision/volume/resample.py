@@ -2,7 +2,8 @@
 
 The grids are aligned at their outer edges (scipy's `grid_mode=True`): a volume of n voxels of
 spacing s spans n * s mm before and after, so physical sizes (and mask volumes) are kept.
-Use `order=0` for labels, 1 (linear) for probabilities, 1 or 3 for intensities.
+Use `order=0` for labels, 1 (linear) for probabilities, 1 or 3 for intensities; order 1 is the
+separable float32 `vision.volume.labels.resample_linear` (the same values as scipy's, faster).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from vision.errors import InvalidInputError
+from vision.volume.labels import resample_linear
 
 
 def resampled_shape(
@@ -46,6 +48,8 @@ def resample_to_shape(array: np.ndarray, shape: Sequence[int], order: int = 1) -
         raise InvalidInputError(f"resample order {order}: use 0 (labels), 1 or 3")
     if len(shape) != 3 or min(int(s) for s in shape) < 1:
         raise InvalidInputError(f"resample: three positive sizes (D, H, W), got {shape}")
+    if order == 1 and array.ndim in (3, 4):
+        return resample_linear(array, shape)
     if array.ndim == 3:
         return _zoom3(array, shape, order)
     if array.ndim == 4:

@@ -22,6 +22,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from vision.io.dicom_header import DicomHeader
+    from vision.volume.orient import Reorientation
 
 Spacing = tuple[float, float, float]
 """(slice, row, column) spacing in mm, the order of a volume's [D, H, W] axes."""
@@ -75,13 +76,15 @@ class VolumeMeta:
     """What `VolumePipeline.preprocess` did, so the model's output maps back to the volume.
 
     `shape`/`spacing_mm` are the original grid's, `model_shape`/`model_spacing_mm` the grid the
-    model saw (after resampling, before sliding-window padding).
+    model saw (after reorientation and resampling, before sliding-window padding), and
+    `reorientation` how the source axes were permuted / flipped first (None: not at all).
     """
 
     shape: tuple[int, int, int]
     spacing_mm: Spacing
     model_shape: tuple[int, int, int]
     model_spacing_mm: Spacing
+    reorientation: Reorientation | None = None  # source -> canonical axes, when not identity
 
 
 @dataclass

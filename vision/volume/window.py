@@ -152,6 +152,7 @@ class Blender:
         self._sum = np.zeros((int(channels), *shape), dtype=np.float32)
         self._count = np.zeros(shape, dtype=np.float32)
         self.windows_added = 0
+        self._divided = False
 
     def add(self, window: Window, probs: np.ndarray) -> None:
         """Add one window's output `probs` [K, pd, ph, pw] at `window` (from `plan_windows`)."""
@@ -161,6 +162,8 @@ class Blender:
                 f"window output of shape {tuple(probs.shape)}; expected {expected} "
                 "(channels, patch): the model must return one value per input voxel"
             )
+        if self._divided:
+            raise InvalidInputError("Blender.add after result: make a new Blender per volume")
         self._sum[(slice(None), *window)] += probs.astype(np.float32, copy=False) * self.weights
         self._count[window] += self.weights
         self.windows_added += 1
@@ -172,7 +175,10 @@ class Blender:
                 "Blender.result: some voxels are covered by no window; add every window of "
                 "plan_windows before asking for the result"
             )
-        out = self._sum / self._count
+        if not self._divided:  # in place: the sums become the result once
+            np.divide(self._sum, self._count, out=self._sum)
+            self._divided = True
+        out = self._sum
         if pad_spec is None:
             return out
         crop = tuple(
