@@ -26,4 +26,5 @@ WORKDIR /srv
 EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s \
   CMD ["python", "-c", "import grpc,sys;from grpc_health.v1 import health_pb2 as h,health_pb2_grpc as g;c=grpc.insecure_channel('127.0.0.1:8001');r=g.HealthStub(c).Check(h.HealthCheckRequest(),timeout=4);sys.exit(r.status!=1)"]
-ENTRYPOINT ["vision", "serve", "--models", "/srv/models"]
+# The server listens on loopback unless told: in a container it must be 0.0.0.0.
+ENTRYPOINT ["vision", "serve", "--models", "/srv/models", "--host", "0.0.0.0"]

@@ -36,6 +36,11 @@ COMMANDS: tuple[Command, ...] = (
         "serve", "run the server (gRPC + HTTP) over a model repository", "app.commands.serve:main"
     ),
     Command(
+        "token",
+        "make (printed once, stored hashed), revoke or list the server's bearer tokens",
+        "app.commands.token:main",
+    ),
+    Command(
         "infer",
         "send one image to a running server and print the result",
         "app.commands.infer:main",

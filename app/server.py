@@ -26,10 +26,22 @@ from serving.http import HttpServer, build_http_app
 from serving.metrics import Metrics
 from serving.repository import READY, ModelRepository
 from serving.rpc.server import NOT_SERVING, SERVING, build_grpc_server
+from serving.security import AuditLog, GrpcTls, Guard, HttpTls
+from serving.security.policy import ADMIN_ROLE, DELEGATED, INFER_ROLE, rule
 from serving.shared_memory import SharedMemoryRegistry
 from serving.statistics import StatisticsBook
 
 log = logging.getLogger(__name__)
+
+# Access rules of the mounted integrations (the KServe and /metrics rules live in
+# serving/security/policy.py): STOW-RS runs inference, the node's job and outbox API is
+# administration, the review tool signs its own users in (accounts, sessions, its tokens).
+MOUNT_RULES = (
+    rule("", "/dicomweb/", INFER_ROLE),
+    rule("", "/dicom-node/", ADMIN_ROLE),
+    rule("", "/review", DELEGATED),
+    rule("", "/review/", DELEGATED),
+)
 
 
 class VisionServer:
@@ -46,6 +58,11 @@ class VisionServer:
         self.dicom_settings = dicom
         self.dicom = None  # the DicomNode, once started
         self.metrics = Metrics()
+        security = config.security
+        self.audit = AuditLog(security.audit_file)
+        self.guard = Guard(security.tokens_file, config.api_key, security.rate_limit, self.audit)
+        self.grpc_tls = GrpcTls(security.tls) if security.tls else None
+        self.http_tls = HttpTls(security.tls) if security.tls else None
         self.stats = StatisticsBook()
         self.executor = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="vision")
         self.health = health_aio.HealthServicer()
@@ -88,6 +105,7 @@ class VisionServer:
 
     def _on_state_change(self, name: str, state: str) -> None:
         status = SERVING if state == READY else NOT_SERVING
+        self.audit.record("model_state", model=name, state=state)
         asyncio.get_running_loop().create_task(self.health.set(name, status))
 
     async def start(self) -> None:
@@ -114,9 +132,14 @@ class VisionServer:
         )
 
     async def _start_grpc(self) -> None:
-        self._server = build_grpc_server(self.plane, self.health, self.config, self.shared_memory)
+        self._server = build_grpc_server(
+            self.plane, self.health, self.config, self.shared_memory, self.guard
+        )
         address = f"{self.config.host}:{self.config.grpc_port}"
-        self.grpc_port = self._server.add_insecure_port(address)
+        if self.grpc_tls is not None:
+            self.grpc_port = self._server.add_secure_port(address, self.grpc_tls.credentials())
+        else:
+            self.grpc_port = self._server.add_insecure_port(address)
         if self.grpc_port == 0:
             raise OSError(f"cannot listen on {address} (port in use?)")
         await self._server.start()
@@ -133,12 +156,36 @@ class VisionServer:
         app = build_http_app(
             self.plane,
             self.metrics,
-            self.config.api_key,
             self.http_mounts,
             self.config.max_message_bytes,
+            guard=self.guard,
+            metrics_mode=self.config.security.metrics,
+            mount_rules=MOUNT_RULES,
         )
-        self._http = HttpServer(app, self.config.drain_timeout_s)
-        self.http_port = await self._http.start(self.config.host, self.config.http_port)
+        context = self.http_tls.context if self.http_tls is not None else None
+        self._http = HttpServer(app, self.config.drain_timeout_s, ssl_context=context)
+        self.http_port = await self._http.start(
+            self.config.host, self.config.http_port, self.config.reuse_port
+        )
+
+    def reload_security(self) -> bool:
+        """Read the certificates and the token file again (SIGHUP); False when any part failed
+        (that part keeps what it had, the log says why)."""
+        ok = True
+        for part, reload in (
+            ("gRPC TLS", self.grpc_tls.reload if self.grpc_tls else None),
+            ("HTTP TLS", self.http_tls.reload if self.http_tls else None),
+            ("tokens", self.guard.reload),
+        ):
+            if reload is None:
+                continue
+            try:
+                reload()
+            except (OSError, ValueError) as exc:
+                ok = False
+                log.error("reload of %s failed, keeping the previous one: %s", part, exc)
+        self.audit.record("security_reloaded", ok=ok)
+        return ok
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight and queued requests (bounded), release everything."""
@@ -160,6 +207,7 @@ class VisionServer:
         await self.repository.close(self.config.drain_timeout_s)
         self.shared_memory.close()
         self.executor.shutdown(wait=False)
+        self.audit.close()
         self._stopped.set()
         log.info("stopped")
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.security.settings import SecuritySettings
 from vision.paths import default_repository
 
 # A 2048x2048 16-bit DICOM is 8 MiB of pixels; leave room for headers and raw float32 input.
@@ -20,7 +21,7 @@ class ServerConfig:
     """Everything `vision serve` can be told."""
 
     models: Path = default_repository()
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # loopback unless told (`--host 0.0.0.0` in a container)
     grpc_port: int = 8001
     http_port: int = 8000
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -28,4 +29,6 @@ class ServerConfig:
     max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS  # SegmentVolume, the DICOM node's volumes
     worker_threads: int = max(2, os.cpu_count() or 2)
     drain_timeout_s: float = 30.0
-    api_key: str = ""  # when set, every RPC needs metadata "authorization: Bearer <key>"
+    reuse_port: bool = False  # SO_REUSEPORT on both ports (`vision serve --workers N`)
+    api_key: str = ""  # VISION_API_KEY: one token with every role (tokens: security)
+    security: SecuritySettings = field(default_factory=SecuritySettings)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
 
 from app.commands.review import add_review_arguments, review_settings_from
@@ -15,7 +17,15 @@ from serving.config import (
     DEFAULT_MAX_VOLUME_VOXELS,
     ServerConfig,
 )
+from serving.security import RateLimit, SecuritySettings, TlsError, TlsFiles, TokenFileError
 from vision.paths import default_repository
+
+API_KEY_ENV = "VISION_API_KEY"
+API_KEY_REMOVED = (
+    "--api-key was removed (a key on the command line is visible in `ps`): make tokens with "
+    "`vision token new NAME --role infer --file tokens.yaml` and serve with --auth-tokens "
+    f"tokens.yaml, or set {API_KEY_ENV} for one token with every role"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_repository(),
         help="model repository folder (default: the bundled models/)",
     )
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default loopback; --host 0.0.0.0 in a container)",
+    )
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument(
         "--http-port", type=int, default=8000, help="KServe v2 REST and /metrics; -1 disables"
@@ -46,11 +60,72 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds to finish in-flight requests on SIGTERM",
     )
-    p.add_argument("--api-key", default="", help="require 'authorization: Bearer KEY'")
+    p.add_argument("--api-key", default=None, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the same ports (SO_REUSEPORT), each with its own models",
+    )
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a worker
+    add_security_arguments(p)
     add_dicom_arguments(p)
     add_review_arguments(p)
     return p
+
+
+def add_security_arguments(p: argparse.ArgumentParser) -> None:
+    """TLS, tokens, metrics, reflection, rate limits and the audit log (docs: README Security)."""
+    g = p.add_argument_group("security (SIGHUP reloads certificates and the token file)")
+    g.add_argument("--tls-cert", type=Path, help="PEM certificate chain: TLS on both ports")
+    g.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    g.add_argument(
+        "--tls-client-ca", type=Path, help="PEM CA(s): mutual TLS, clients need a certificate"
+    )
+    g.add_argument(
+        "--auth-tokens",
+        type=Path,
+        help=f"YAML/JSON file of hashed tokens with roles (`vision token new`); {API_KEY_ENV} "
+        "in the environment adds one token with every role",
+    )
+    g.add_argument(
+        "--metrics",
+        choices=("public", "token", "off"),
+        default="token",
+        help="/metrics: public, token (role metrics when auth is on; default), off",
+    )
+    g.add_argument(
+        "--reflection",
+        choices=("on", "off"),
+        default="on",
+        help="gRPC server reflection (needs a valid token when auth is on)",
+    )
+    g.add_argument(
+        "--rate-limit",
+        metavar="RPS[:BURST]",
+        help="per token (or per peer without one): over it RESOURCE_EXHAUSTED / HTTP 429",
+    )
+    g.add_argument("--audit-log", type=Path, help="append audit events (JSON lines) here")
+
+
+def security_from(args: argparse.Namespace) -> SecuritySettings:
+    """The security settings the flags describe; ValueError says which flag to fix."""
+    if args.api_key is not None:
+        raise ValueError(API_KEY_REMOVED)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    return SecuritySettings(
+        tokens_file=args.auth_tokens,
+        tls=tls,
+        metrics=args.metrics,
+        reflection=args.reflection == "on",
+        rate_limit=RateLimit.parse(args.rate_limit) if args.rate_limit else None,
+        audit_file=args.audit_log,
+    )
 
 
 def add_dicom_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,7 +195,9 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         max_image_pixels=args.max_image_pixels,
         max_volume_voxels=args.max_volume_voxels,
         drain_timeout_s=args.drain_timeout,
-        api_key=args.api_key,
+        reuse_port=args.reuse_port,
+        api_key=os.environ.get(API_KEY_ENV, ""),
+        security=security_from(args),
     )
 
 
@@ -133,6 +210,7 @@ async def serve(config: ServerConfig, dicom=None, review=None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(server.stop()))
+    loop.add_signal_handler(signal.SIGHUP, server.reload_security)
     await server.wait_stopped()
     return 0
 
@@ -140,8 +218,21 @@ async def serve(config: ServerConfig, dicom=None, review=None) -> int:
 def main(argv: list[str]) -> int:
     """`vision serve [flags]`."""
     args = build_parser().parse_args(argv)
+    if args.workers != 1:
+        from app.commands.workers import serve_workers
+
+        return serve_workers(args, argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    review = review_settings_from(args)
-    return asyncio.run(serve(config_from(args), dicom_settings_from(args), review))
+    try:
+        config = config_from(args)
+    except ValueError as exc:  # a flag's value: the message names the flag and the fix
+        print(f"vision serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        review = review_settings_from(args)
+        return asyncio.run(serve(config, dicom_settings_from(args), review))
+    except (TokenFileError, TlsError) as exc:
+        print(f"vision serve: {exc}", file=sys.stderr)
+        return 2

@@ -14,10 +14,12 @@ from starlette.routing import BaseRoute, Route
 
 from serving.config import DEFAULT_MAX_MESSAGE_BYTES
 from serving.dataplane import DataPlane
-from serving.http.auth import ApiKeyMiddleware
+from serving.http.auth import AuthMiddleware
 from serving.http.errors import EXCEPTION_HANDLERS, UnexpectedErrorMiddleware
 from serving.http.kserve_rest import kserve_routes
 from serving.metrics import Metrics
+from serving.security.guard import Guard
+from serving.security.policy import KSERVE_RULES, HttpRule, metrics_rules
 
 
 def metrics_route(metrics: Metrics) -> Route:
@@ -33,18 +35,25 @@ def metrics_route(metrics: Metrics) -> Route:
 def build_http_app(
     plane: DataPlane,
     metrics: Metrics,
-    api_key: str = "",
     mounts: Sequence[BaseRoute] = (),
     max_body_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    guard: Guard | None = None,
+    metrics_mode: str = "public",
+    mount_rules: Sequence[HttpRule] = (),
 ) -> Starlette:
-    """The HTTP app: `/metrics`, KServe v2 REST under `/v2`, then `mounts` (e.g. a
-    `starlette.routing.Mount("/dicomweb", app)`), all behind the API key when one is set
-    (except `/v2/health/*` and `/metrics`, see `serving/http/auth.py`)."""
+    """The HTTP app: `/metrics` (unless `metrics_mode` is `off`), KServe v2 REST under `/v2`,
+    then `mounts` (e.g. a `starlette.routing.Mount("/dicomweb", app)`).
+
+    With a `guard` that has tokens or a rate limit, every request is checked first against the
+    KServe rules, `/metrics` under `metrics_mode` (`public`, `token`: role `metrics`) and the
+    `mount_rules` that cover `mounts` (see `serving/http/auth.py`)."""
+    rules = (*metrics_rules(metrics_mode), *KSERVE_RULES, *mount_rules)
     middleware = [Middleware(UnexpectedErrorMiddleware)]
-    if api_key:
-        middleware.insert(0, Middleware(ApiKeyMiddleware, api_key=api_key))
+    if guard is not None and (guard.enabled or guard.limiter is not None):
+        middleware.insert(0, Middleware(AuthMiddleware, guard=guard, rules=rules))
+    routes = [metrics_route(metrics)] if metrics_mode != "off" else []
     return Starlette(
-        routes=[metrics_route(metrics), *kserve_routes(plane, max_body_bytes), *mounts],
+        routes=[*routes, *kserve_routes(plane, max_body_bytes), *mounts],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
     )

@@ -1,38 +1,80 @@
-"""Optional API key on the HTTP port: `Authorization: Bearer KEY`, except on open paths."""
+"""Tokens, roles and rate limits on the HTTP port (`Authorization: Bearer <token>`).
+
+Every request is matched against the access rules (`serving/security/policy.py` plus those the
+composition root gives for its mounts) and judged by the same `Guard` as gRPC: 401 without or
+with an unknown token, 403 for a token without the route's role (or a route with no rule),
+429 over the rate limit. `/v2/health/live` and `/v2/health/ready` stay open and name no model.
+"""
 
 from __future__ import annotations
 
-import hmac
+import math
+from collections.abc import Sequence
 
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.http.errors import error_response
+from serving.security.guard import Call, Guard, Outcome, Verdict
+from serving.security.policy import HttpRule, http_access, normalised_path
 
-# Probes and scrapers carry no secret: liveness, readiness and Prometheus stay open, as gRPC
-# health does. Exact paths, so no prefix trick reaches anything else.
-OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/metrics"})
-DENIED = "missing or wrong API key: send header 'Authorization: Bearer <key>'"
+STATUS = {
+    Outcome.UNAUTHENTICATED: 401,
+    Outcome.PERMISSION_DENIED: 403,
+    Outcome.RATE_LIMITED: 429,
+}
+BAD_PATH = "the path has an empty, '.' or '..' segment: send the route's plain path"
 
 
-class ApiKeyMiddleware:
-    """Answers 401 unless the request carries the key (compared in constant time)."""
+def _headers(verdict: Verdict) -> dict[str, str]:
+    if verdict.outcome is Outcome.UNAUTHENTICATED:
+        return {"WWW-Authenticate": "Bearer"}
+    if verdict.outcome is Outcome.RATE_LIMITED:
+        return {"Retry-After": str(max(1, math.ceil(verdict.retry_after_s)))}
+    return {}
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+
+class AuthMiddleware:
+    """Answers 401 / 403 / 429 unless `guard` lets the request through under `rules`."""
+
+    def __init__(self, app: ASGIApp, guard: Guard, rules: Sequence[HttpRule]) -> None:
         self.app = app
-        self._expected = f"Bearer {api_key}".encode()
+        self.guard = guard
+        self.rules = tuple(rules)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass lifespan events and authorised requests on; deny others (401 or websocket close)."""
-        if scope["type"] not in ("http", "websocket") or self._allowed(scope):
+        """Pass lifespan events and allowed requests on; refuse the others."""
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": DENIED})
-        else:
-            response = error_response(401, DENIED, {"WWW-Authenticate": "Bearer"})
-            await response(scope, receive, send)
+            return
+        path = normalised_path(scope["path"])
+        if path is None:
+            await self._refuse(scope, receive, send, 400, BAD_PATH, {})
+            return
+        verdict = await self._check(self._call(scope, path))
+        if verdict.allowed:
+            await self.app(scope, receive, send)
+            return
+        status = STATUS[verdict.outcome]
+        await self._refuse(scope, receive, send, status, verdict.message, _headers(verdict))
 
-    def _allowed(self, scope: Scope) -> bool:
-        if scope["path"] in OPEN_PATHS:
-            return True
-        given = [value for key, value in scope["headers"] if key == b"authorization"]
-        return len(given) == 1 and hmac.compare_digest(given[0], self._expected)
+    def _call(self, scope: Scope, path: str) -> Call:
+        method = scope.get("method", "GET")
+        access = http_access(self.rules, method, path)
+        values = [value for key, value in scope["headers"] if key == b"authorization"]
+        client = scope.get("client") or ("unknown", 0)
+        return Call("http", f"{method} {path}", access, values, str(client[0]), path)
+
+    async def _check(self, call: Call) -> Verdict:
+        if self.guard.store.has_slow_entries:  # scrypt: keep it off the event loop
+            return await run_in_threadpool(self.guard.check, call)
+        return self.guard.check(call)
+
+    @staticmethod
+    async def _refuse(
+        scope: Scope, receive: Receive, send: Send, status: int, message: str, headers: dict
+    ) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+            return
+        await error_response(status, message, headers)(scope, receive, send)

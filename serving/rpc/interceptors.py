@@ -1,14 +1,18 @@
-"""The one place where errors become gRPC status codes (documented in the README)."""
+"""The one place where errors become gRPC status codes (documented in the README), and the
+authentication / authorisation / rate-limit check every call passes first."""
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 
+from serving.security.guard import Call, Guard, Outcome, Verdict
+from serving.security.policy import GRPC_POLICY, OPEN, SIGNED_IN, Access
 from vision.errors import (
     DeadlineExceededError,
     ImageTooLargeError,
@@ -120,49 +124,105 @@ def _guarded_stream(behaviour: Callable, method: str) -> Callable:
     return call
 
 
-class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
-    """Requires `authorization: Bearer <key>` metadata, except on health checks.
+DENIAL_CODES = {
+    Outcome.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Outcome.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Outcome.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
-    The key is compared in constant time; a refused call of any kind (unary or streaming)
-    ends UNAUTHENTICATED before its handler runs.
+
+def peer_host(peer: str) -> str:
+    """The address part of a gRPC peer (`ipv4:10.0.0.1:5000` -> `10.0.0.1`, `ipv6:[::1]:5`)."""
+    kind, _, rest = unquote(peer or "").partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return rest or kind or "unknown"
+
+
+def _effective(access: Access | None, request: Any) -> Access | None:
+    """Health answers anonymously only for the whole server (service ""), which names no model."""
+    if access is not None and access.kind == "health":
+        return OPEN if not getattr(request, "service", "") else SIGNED_IN
+    return access
+
+
+def _subject(request: Any) -> str:
+    """The model an admin call acts on, for the audit log."""
+    for field in ("model_name", "name"):
+        value = getattr(request, field, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks every call (unary or streaming) against `guard` before its handler runs.
+
+    No or an unknown token: UNAUTHENTICATED; a token without the method's role (or a method
+    with no rule in `policy`): PERMISSION_DENIED; over the rate limit: RESOURCE_EXHAUSTED.
     """
 
-    OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+    def __init__(self, guard: Guard, policy: Mapping[str, Access] = GRPC_POLICY) -> None:
+        self._guard = guard
+        self._policy = policy
 
-    def __init__(self, api_key: str) -> None:
-        self._expected = f"Bearer {api_key}".encode()
-
-    def allows(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
-        """Whether the call's metadata carries the right key."""
-        given = dict(metadata or ()).get("authorization", "")
-        given = given.encode() if isinstance(given, str) else given
-        return hmac.compare_digest(given, self._expected)
-
-    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
-        """Let the call through with the right key (or to health); refuse it otherwise."""
-        if details.method.startswith(self.OPEN_PREFIXES) or self.allows(
-            details.invocation_metadata
-        ):
-            return await continuation(details)
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Wrap the method's handler so that the check runs first."""
         handler = await continuation(details)
         if handler is None:
             return handler
-        return _rewrap(handler, details.method, _denied, _denied_stream)
+        method = details.method
+        values = [v for k, v in (details.invocation_metadata or ()) if k == "authorization"]
+
+        async def judge(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await self._judge(method, values, request, context)
+
+        return _rewrap(handler, method, _checked(judge), _checked_stream(judge))
+
+    async def _judge(
+        self,
+        method: str,
+        values: Sequence[str | bytes],
+        request: Any,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        access = _effective(self._policy.get(method), request)
+        call = Call("grpc", method, access, values, peer_host(context.peer()), _subject(request))
+        verdict = await self._check(call)
+        if not verdict.allowed:
+            await context.abort(DENIAL_CODES[verdict.outcome], verdict.message)
+
+    async def _check(self, call: Call) -> Verdict:
+        if self._guard.store.has_slow_entries:  # scrypt: keep it off the event loop
+            return await asyncio.to_thread(self._guard.check, call)
+        return self._guard.check(call)
 
 
-_DENIED = "missing or wrong API key: send metadata 'authorization: Bearer <key>'"
+Judge = Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]
 
 
-def _denied(behaviour: Callable, method: str) -> Callable:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+def _checked(judge: Judge) -> Callable:
+    def wrap(behaviour: Callable, method: str) -> Callable:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await judge(request, context)
+            return await behaviour(request, context)
 
-    return call
+        return call
+
+    return wrap
 
 
-def _denied_stream(behaviour: Callable, method: str) -> Callable:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
-        yield  # pragma: no cover - abort raises; this makes the function an async generator
+def _checked_stream(judge: Judge) -> Callable:
+    def wrap(behaviour: Callable, method: str) -> Callable:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await judge(request, context)
+            async for response in behaviour(request, context):
+                yield response
 
-    return call
+        return call
+
+    return wrap

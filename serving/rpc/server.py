@@ -1,4 +1,4 @@
-"""The gRPC server: both APIs (vision.v1, KServe v2) on one port, health, reflection.
+"""The gRPC server: both APIs (vision.v1, KServe v2) on one port, health, reflection (when on).
 
 The composition root (`app/server.py`) builds it over a data plane and starts it.
 """
@@ -14,21 +14,23 @@ from protos.inference import grpc_service_pb2
 from protos.vision.v1 import vision_pb2, vision_pb2_grpc
 from serving.config import ServerConfig
 from serving.dataplane import DataPlane
-from serving.rpc.interceptors import ApiKeyInterceptor, ErrorMappingInterceptor
+from serving.rpc.interceptors import AuthInterceptor, ErrorMappingInterceptor
 from serving.rpc.kserve_servicer import KServeServicer
 from serving.rpc.kserve_wire import add_kserve_servicer
 from serving.rpc.volume_servicer import VolumeServicer
+from serving.security.guard import Guard
 from serving.shared_memory import SharedMemoryRegistry
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def _interceptors(config: ServerConfig) -> list[grpc.aio.ServerInterceptor]:
-    """API key first (when set), then error mapping: the one place errors become codes."""
+def _interceptors(guard: Guard | None) -> list[grpc.aio.ServerInterceptor]:
+    """Auth and rate limit first (when on), then error mapping: the one place errors become
+    codes."""
     interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor()]
-    if config.api_key:
-        interceptors.insert(0, ApiKeyInterceptor(config.api_key))
+    if guard is not None and (guard.enabled or guard.limiter is not None):
+        interceptors.insert(0, AuthInterceptor(guard))
     return interceptors
 
 
@@ -37,28 +39,31 @@ def build_grpc_server(
     health: health_aio.HealthServicer,
     config: ServerConfig,
     shared_memory: SharedMemoryRegistry | None = None,
+    guard: Guard | None = None,
 ) -> grpc.aio.Server:
     """A gRPC server with every service registered; the caller adds a port and starts it.
 
-    `shared_memory` holds the KServe system shared-memory regions (the caller closes it).
+    `shared_memory` holds the KServe system shared-memory regions (the caller closes it);
+    `guard` checks tokens, roles and the rate limit (`serving/security`).
     """
     size = config.max_message_bytes
     server = grpc.aio.server(
-        interceptors=_interceptors(config),
+        interceptors=_interceptors(guard),
         options=[
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(config.reuse_port)),
         ],
     )
     vision_pb2_grpc.add_VisionServiceServicer_to_server(VolumeServicer(plane), server)
     add_kserve_servicer(KServeServicer(plane, shared_memory), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = (
-        vision_pb2.DESCRIPTOR.services_by_name["VisionService"].full_name,
-        grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    )
-    reflection.enable_server_reflection(names, server)
+    if config.security.reflection:
+        names = (
+            vision_pb2.DESCRIPTOR.services_by_name["VisionService"].full_name,
+            grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
     return server

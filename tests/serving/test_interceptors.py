@@ -1,4 +1,4 @@
-"""Error mapping and API-key checks cover unary and streaming handlers alike (real loopback)."""
+"""Error mapping and token checks cover unary and streaming handlers alike (real loopback)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from serving.rpc.interceptors import ApiKeyInterceptor, ErrorMappingInterceptor
+from serving.rpc.interceptors import AuthInterceptor, ErrorMappingInterceptor, peer_host
+from serving.security.guard import Guard
+from serving.security.policy import INFER_ROLE
 from vision.errors import InvalidInputError
 
 KEY = "s3cret-key"
 SERVICE = "test.Echo"
+POLICY = {f"/{SERVICE}/{name}": INFER_ROLE for name in ("Say", "Chat", "Repeat")}
 
 
 async def _unary(request: bytes, context) -> bytes:
@@ -45,7 +48,7 @@ def _handler() -> grpc.GenericRpcHandler:
 
 
 async def _with_server(api_key: str, body) -> None:
-    interceptors = [ApiKeyInterceptor(api_key), ErrorMappingInterceptor()]
+    interceptors = [AuthInterceptor(Guard(api_key=api_key), POLICY), ErrorMappingInterceptor()]
     server = grpc.aio.server(interceptors=interceptors)
     server.add_generic_rpc_handlers((_handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -141,9 +144,15 @@ def test_unary_still_mapped():
     _run(body)
 
 
-def test_key_comparison_is_constant_time_and_exact():
-    checker = ApiKeyInterceptor(KEY)
-    assert checker.allows(_metadata(KEY))
-    assert not checker.allows(_metadata(KEY[:-1]))
-    assert not checker.allows(())
-    assert not checker.allows(None)
+@pytest.mark.parametrize(
+    ("peer", "host"),
+    [
+        ("ipv4:10.1.2.3:5000", "10.1.2.3"),
+        ("ipv6:[::1]:5000", "::1"),
+        ("ipv6:%5B::1%5D:5000", "::1"),
+        ("unix:/tmp/socket", "/tmp/socket"),
+        ("", "unknown"),
+    ],
+)
+def test_peer_host_drops_the_port(peer, host):
+    assert peer_host(peer) == host
