@@ -67,8 +67,11 @@ def test_every_frame_with_its_geometry() -> None:
         assert image.pixel_spacing_mm == (0.5, 0.6)
         assert image.dicom.slice_thickness_mm == 2.0
         assert image.dicom.image_orientation_patient == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-    # frames 1 and 3: no window, min-max of that frame; frame 2: its own window on HU values.
-    assert images[0].pixels.min() == 0.0 and images[0].pixels.max() == 255.0
+    # frames 1 and 3: no window, the full stored range (0..65535 - 100 after the shared
+    # group's rescale) onto 0..255; frame 2: its own window on HU values.
+    np.testing.assert_allclose(
+        images[0].pixels[:, :, 0], ds.pixel_array[0] * (255 / 65535), rtol=1e-5
+    )
     raw = ds.pixel_array[1].astype(np.float64) - 100  # the rescale of the shared group
     expected = np.clip((raw - (200 - 0.5)) / (100 - 1) + 0.5, 0, 1)  # PS3.3 linear window
     np.testing.assert_allclose(images[1].pixels[:, :, 0] / 255.0, expected, atol=0.02)

@@ -118,18 +118,25 @@ def test_too_large_checked_before_decoding_png() -> None:
 GREY16 = np.array([[0, 100], [200, 1000]], dtype=np.uint16)
 
 
-def test_dicom_min_max_without_window() -> None:
-    image = decode_image(make_dicom(GREY16))
+def test_dicom_full_stored_range_without_window() -> None:
+    """No window: 0..2^BitsStored-1 maps to 0..255, whatever the image holds (not min-max)."""
+    image = decode_image(make_dicom(GREY16, BitsStored=10, HighBit=9))
     assert image.source_format == "dicom"
     assert image.pixels.dtype == np.float32
     assert image.pixels.shape == (2, 2, 1)
-    np.testing.assert_allclose(image.pixels[:, :, 0], [[0, 25.5], [51, 255]])
+    np.testing.assert_allclose(image.pixels[:, :, 0], GREY16 * (255 / 1023), rtol=1e-6)
     assert image.pixel_spacing_mm is None
 
 
+def test_dicom_8_bit_keeps_its_values() -> None:
+    grey = RNG.integers(0, 256, (5, 7), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_image(make_dicom(grey)).pixels[:, :, 0], grey)
+
+
 def test_dicom_monochrome1_inverted_and_spacing() -> None:
-    image = decode_image(make_dicom(GREY16, "MONOCHROME1", PixelSpacing=[0.5, 0.25]))
-    np.testing.assert_allclose(image.pixels[:, :, 0], [[255, 229.5], [204, 0]])
+    data = make_dicom(GREY16, "MONOCHROME1", BitsStored=10, HighBit=9, PixelSpacing=[0.5, 0.25])
+    image = decode_image(data)
+    np.testing.assert_allclose(image.pixels[:, :, 0], 255 - GREY16 * (255 / 1023), rtol=1e-6)
     assert image.pixel_spacing_mm == (0.5, 0.25)
     image = decode_image(make_dicom(GREY16, ImagerPixelSpacing=[0.1, 0.1]))
     assert image.pixel_spacing_mm == pytest.approx((0.1, 0.1))
@@ -145,8 +152,9 @@ def test_dicom_rescale_then_window() -> None:
     assert pixels[0, 1] == pytest.approx(127.5, abs=1.0)
     assert pixels[1, 0] == 255.0
     assert pixels[1, 1] == 255.0
+    # Unwindowed: the full stored range through the rescale, -1000..130070, onto 0..255.
     unwindowed = decode_dicom(data, window=False).pixels[:, :, 0]
-    np.testing.assert_allclose(unwindowed, [[0, 25.5], [51, 255]], atol=1e-4)
+    np.testing.assert_allclose(unwindowed, GREY16 * (255 / 65535), atol=1e-4)
 
 
 def test_dicom_signed_window() -> None:
@@ -186,7 +194,7 @@ def test_dicom_compressed_transfer_syntaxes() -> None:
     buffer = io.BytesIO()
     ds.save_as(buffer)
     pixels = decode_image(buffer.getvalue()).pixels[:, :, 0]
-    np.testing.assert_allclose(pixels, stored * (255 / 63), rtol=1e-5)
+    np.testing.assert_allclose(pixels, stored * (255 / 65535), rtol=1e-5)
     if pydicom.pixels.get_decoder(JPEGLosslessSV1).is_available:
         return
     ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1  # no decoder installed for it

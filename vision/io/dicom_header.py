@@ -6,8 +6,9 @@ shown: the reprs of `DicomReference` and `PatientStudy` name no value, so a head
 or put in an error message without leaking a patient identifier. UIDs count as identifying
 (the PS3.15 Basic Application Level Confidentiality Profile replaces them).
 
-Patient and study text is read from the encoded bytes without pydicom's value validation, whose
-warnings quote the offending value (and so would put a malformed birth date into the log).
+Patient and study text, and every number, is read from the encoded bytes without pydicom's
+value validation, whose warnings quote the offending value (and so would put a malformed birth
+date into the log); a malformed attribute reads as None.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.values import TEXT_VR_DELIMS
+
+from vision.errors import InvalidInputError
+from vision.io.dicom_elements import decimals, first_item, integers
 
 _HIDDEN = "<hidden>"
 
@@ -147,74 +151,77 @@ def _raw_text(ds: Dataset, keyword: str, encodings: list[str]) -> str | None:
     return text or None
 
 
-def _as(value: Any, kind: type) -> Any:
-    """`kind(value)`, or None when absent, empty or not convertible."""
+def _int(ds: Dataset, keyword: str) -> int | None:
+    """A single integer attribute; None when absent, empty or malformed (never raises)."""
     try:
-        return kind(value) if value is not None and value != "" else None
-    except (TypeError, ValueError):
+        values = integers(ds, keyword)
+    except InvalidInputError:
         return None
+    return values[0] if values and len(values) == 1 else None
 
 
-def _floats(value: Any, count: int) -> tuple[float, ...] | None:
-    if value is None:
+def _floats(ds: Dataset | None, keyword: str, count: int) -> tuple[float, ...] | None:
+    """`count` numbers; None when absent, of another count or malformed (never raises)."""
+    if ds is None:
         return None
     try:
-        items = tuple(float(v) for v in (value if hasattr(value, "__len__") else [value]))
-    except (TypeError, ValueError):
+        values = decimals(ds, keyword)
+    except InvalidInputError:
         return None
-    return items if len(items) == count else None
+    return tuple(values) if values is not None and len(values) == count else None
 
 
-def _group_item(ds: Dataset, sequence: str, item: str, keyword: str) -> Any:
-    """`keyword` inside `sequence[0].item[0]`, or None."""
-    outer = ds.get(sequence)
-    if not outer:
+def _group_item(ds: Dataset, sequence: str, item: str) -> Dataset | None:
+    """`sequence[0].item[0]`, or None (never raises)."""
+    try:
+        outer = first_item(ds, sequence)
+        return first_item(outer, item) if outer is not None else None
+    except InvalidInputError:
         return None
-    inner = outer[0].get(item)
-    return inner[0].get(keyword) if inner else None
 
 
-def _geometry(ds: Dataset, keyword: str, item: str, frames: int) -> Any:
+def _geometry(ds: Dataset, keyword: str, item: str, frames: int, count: int) -> Any:
     """A top-level attribute, else the shared (then, for one frame, the per-frame) group's."""
-    value = ds.get(keyword)
+    value = _floats(ds, keyword, count)
     if value is None:
-        value = _group_item(ds, "SharedFunctionalGroupsSequence", item, keyword)
+        value = _floats(_group_item(ds, "SharedFunctionalGroupsSequence", item), keyword, count)
     if value is None and frames == 1:
-        value = _group_item(ds, "PerFrameFunctionalGroupsSequence", item, keyword)
+        per_frame = _group_item(ds, "PerFrameFunctionalGroupsSequence", item)
+        value = _floats(per_frame, keyword, count)
     return value
-
-
-def _pair(ds: Dataset, keyword: str, frames: int) -> tuple[float, float] | None:
-    return _floats(_geometry(ds, keyword, "PixelMeasuresSequence", frames), 2)  # type: ignore[return-value]
 
 
 def read_header(ds: Dataset) -> DicomHeader:
     """The `DicomHeader` of a dataset (never raises for absent or malformed attributes)."""
     encodings = _encodings(ds)
-    number_of_frames = _as(ds.get("NumberOfFrames"), int)
+    number_of_frames = _int(ds, "NumberOfFrames")
     count = number_of_frames if number_of_frames and number_of_frames > 0 else 1
     reference = DicomReference(**{k: _raw_text(ds, v, encodings) for k, v in _UID_KEYWORDS.items()})
     patient = PatientStudy(**{k: _raw_text(ds, v, encodings) for k, v in _PATIENT_KEYWORDS.items()})
-    thickness = _geometry(ds, "SliceThickness", "PixelMeasuresSequence", count)
-    position = _geometry(ds, "ImagePositionPatient", "PlanePositionSequence", count)
-    orientation = _geometry(ds, "ImageOrientationPatient", "PlaneOrientationSequence", count)
+    thickness = _geometry(ds, "SliceThickness", "PixelMeasuresSequence", count, 1)
     return DicomHeader(
         reference=reference,
         patient=patient,
-        modality=_as(ds.get("Modality"), str),
-        photometric_interpretation=_as(ds.get("PhotometricInterpretation"), str),
-        rows=_as(ds.get("Rows"), int),
-        columns=_as(ds.get("Columns"), int),
-        bits_allocated=_as(ds.get("BitsAllocated"), int),
-        bits_stored=_as(ds.get("BitsStored"), int),
-        high_bit=_as(ds.get("HighBit"), int),
-        pixel_representation=_as(ds.get("PixelRepresentation"), int),
-        samples_per_pixel=_as(ds.get("SamplesPerPixel"), int),
+        modality=_raw_text(ds, "Modality", encodings),
+        photometric_interpretation=_raw_text(ds, "PhotometricInterpretation", encodings),
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        bits_allocated=_int(ds, "BitsAllocated"),
+        bits_stored=_int(ds, "BitsStored"),
+        high_bit=_int(ds, "HighBit"),
+        pixel_representation=_int(ds, "PixelRepresentation"),
+        samples_per_pixel=_int(ds, "SamplesPerPixel"),
         number_of_frames=number_of_frames,
         frames=tuple(range(1, count + 1)),
-        pixel_spacing_mm=_pair(ds, "PixelSpacing", count),
-        imager_pixel_spacing_mm=_pair(ds, "ImagerPixelSpacing", count),
-        slice_thickness_mm=_as(thickness, float),
-        image_position_patient=_floats(position, 3),  # type: ignore[arg-type]
-        image_orientation_patient=_floats(orientation, 6),  # type: ignore[arg-type]
+        pixel_spacing_mm=_geometry(ds, "PixelSpacing", "PixelMeasuresSequence", count, 2),
+        imager_pixel_spacing_mm=_geometry(
+            ds, "ImagerPixelSpacing", "PixelMeasuresSequence", count, 2
+        ),
+        slice_thickness_mm=thickness[0] if thickness else None,
+        image_position_patient=_geometry(
+            ds, "ImagePositionPatient", "PlanePositionSequence", count, 3
+        ),
+        image_orientation_patient=_geometry(
+            ds, "ImageOrientationPatient", "PlaneOrientationSequence", count, 6
+        ),
     )
