@@ -144,7 +144,7 @@ class RuntimeSpec:
     providers: tuple[str, ...] = ("auto",)
     intra_op_threads: int = 0
     inter_op_threads: int = 0
-    allow_spinning: bool = True  # False suits CPUs shared with other work
+    allow_spinning: bool = False  # True: lower latency on cores nothing else uses
     tensorrt_fp16: bool = True
     tensorrt_cache_dir: str = ""  # default: <model dir>/.trt-cache
     warmup: bool = True

@@ -82,7 +82,12 @@ def test_export_writes_a_servable_entry(repo: Path) -> None:
 def test_eval_through_onnx(repo: Path, tmp_path: Path) -> None:
     from vision.detect.evaluate import evaluate_detector
 
-    returned = evaluate_detector("pcb-defects", repo=repo, split="test", limit=2, out=tmp_path)
+    card_before = (repo / "pcb-defects" / "card.json").read_text()
+    evaluate_detector("pcb-defects", repo=repo, split="test", limit=2, out=tmp_path / "dry")
+    assert (repo / "pcb-defects" / "card.json").read_text() == card_before, "eval left the card"
+    returned = evaluate_detector(
+        "pcb-defects", repo=repo, split="test", limit=2, out=tmp_path, update_card=True
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     assert returned["images"] == report["images"] and report["version"] == 1
     assert report["images"] == 2 and "deeppcb" in report and 0 <= report["map50"] <= 1

@@ -43,6 +43,9 @@ def test_train_export_eval_on_own_folders(tmp_path: Path) -> None:
     assert run("export", [*export, "--repo", str(repo), "--tolerance", "1.0"]) == 0
     card = json.loads((repo / "squares" / "card.json").read_text())
     assert card["metrics"]["test"]["images"] == 3
+    assert (repo / "squares" / "1" / "model.explain.onnx").is_file(), (
+        "export makes the explain graph"
+    )
     out = tmp_path / "report"
     assert run("eval", ["--model", "squares", "--repo", str(repo), "--out", str(out)]) == 0
     report = json.loads(next(out.glob("*.json")).read_text())

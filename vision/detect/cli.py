@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+AfterExport = Callable[[Path, str, int, Path], int]
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -17,8 +20,15 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name (generic training)")
     p.add_argument("--train-split", help="default train (trainval for DeepPCB)")
     p.add_argument("--val-split", help="default val; '' holds 10%% of the training split out")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--minutes", type=float, help="wall-clock training budget")
+    p.add_argument(
+        "--epochs", type=int, help="epoch budget; training stops at --epochs or --minutes, first"
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="wall-clock budget (0: none); the learning-rate schedule follows whichever budget "
+        "is nearer its end",
+    )
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--size", type=int, help="square input size")
@@ -88,11 +98,18 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-images", type=int, default=8)
     p.add_argument("--val-limit", type=int, default=0, help="validation images for the gate")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff allowed")
+    p.add_argument(
+        "--no-explain",
+        action="store_true",
+        help="skip the Grad-CAM explain graph (made by default)",
+    )
     return p
 
 
-def export(argv: list[str]) -> int:
-    """Export to ONNX with a parity gate; writes the repository entry."""
+def export(argv: list[str], after_export: AfterExport | None = None) -> int:
+    """Export to ONNX with a parity gate; writes the repository entry. `after_export(repo,
+    name, version, checkpoint)` runs once the entry is written (the composition root adds the
+    explain graph with it unless --no-explain)."""
     args = _export_parser().parse_args(argv)
     if args.tensorrt:
         from vision.tensorrt import unavailable_reason
@@ -100,9 +117,10 @@ def export(argv: list[str]) -> int:
         if reason := unavailable_reason():
             print(f"--tensorrt needs an NVIDIA GPU: {reason}", file=sys.stderr)
             return 2
-    from vision.detect.exporting import ExportOptions, export_detector
+    from vision.detect.exporting import ExportOptions, export_detector, load_checkpoint
+    from vision.paths import default_repository
 
-    return export_detector(
+    code = export_detector(
         ExportOptions(
             checkpoint=args.checkpoint,
             repo=args.repo,
@@ -116,6 +134,10 @@ def export(argv: list[str]) -> int:
             tolerance=args.tolerance,
         )
     )
+    if code or after_export is None or args.no_explain:
+        return code
+    name = args.name or load_checkpoint(args.checkpoint)[1].name
+    return after_export(args.repo or default_repository(), name, args.version, args.checkpoint)
 
 
 def _eval_parser() -> argparse.ArgumentParser:
@@ -129,7 +151,12 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["voc", "coco", "yolo", "deeppcb"])
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--out", type=Path, help="report folder (default reports/<model>)")
-    p.add_argument("--no-card", action="store_true", help="do not update the model card")
+    p.add_argument(
+        "--update-card",
+        action="store_true",
+        help="record these figures in the model card (default: the card is left as it is)",
+    )
+    p.add_argument("--no-card", action="store_true", help=argparse.SUPPRESS)  # the default now
     _operating_point_flags(p)
     return p
 
@@ -168,7 +195,7 @@ def evaluate(argv: list[str]) -> int:
         fmt=args.format,
         limit=args.limit,
         out=args.out,
-        update_card=not args.no_card,
+        update_card=args.update_card,
         target_escape=None if args.no_operating_point else args.target_escape_rate,
         write_point=args.write_operating_point,
     )

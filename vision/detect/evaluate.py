@@ -159,23 +159,42 @@ def compute_metrics(
     return metrics
 
 
-def dataset_of(name: str, fmt: str | None = None, data: Path | None = None) -> tuple[str, Path]:
-    """The format and folder of a model's evaluation data: given, else its recipe's; the folder
-    must exist (DatasetNotFoundError says where it looked)."""
+def dataset_of(
+    name: str, fmt: str | None = None, data: Path | None = None, model_dir: Path | None = None
+) -> tuple[str, Path]:
+    """The format and folder of a model's evaluation data: given, else its recipe's, else what
+    its model card records (`recipe.format`, `recipe.data`); the folder must exist
+    (DatasetNotFoundError says where it looked)."""
     from vision.detect.recipes import RECIPES
 
+    recorded = _recorded_dataset(model_dir)
     if fmt and data:
         found = fmt, Path(data)
     elif name in RECIPES:
-        found = RECIPES[name].format, Path(data) if data else RECIPES[name].data_path()
+        found = fmt or RECIPES[name].format, Path(data) if data else RECIPES[name].data_path()
+    elif recorded.get("format") and (data or recorded.get("data")):
+        found = fmt or recorded["format"], Path(data or recorded["data"])
     else:
-        raise ConfigError(f"model {name!r} has no recipe: give --format and --data")
+        raise ConfigError(
+            f"model {name!r} has no recipe and its card records no dataset: give --format "
+            "and --data"
+        )
     if not found[1].exists():
         raise DatasetNotFoundError(
             f"{found[1]}: dataset not found (shared datasets root: {datasets_root()}; set "
             "VISION_DATASETS or give --data)"
         )
     return found
+
+
+def _recorded_dataset(model_dir: Path | None) -> dict:
+    """The `recipe` section of a model's card (format, data, splits), {} without one."""
+    if model_dir is None or not (model_dir / "card.json").is_file():
+        return {}
+    from vision.export import read_card
+
+    recipe = read_card(model_dir).get("recipe") or read_card(model_dir).get("training", {})
+    return recipe.get("recipe", recipe) if isinstance(recipe, dict) else {}
 
 
 def headline(metrics: dict) -> dict[str, float]:
@@ -207,7 +226,7 @@ def evaluate_detector(
     fmt: str | None = None,
     limit: int = 0,
     out: Path | None = None,
-    update_card: bool = True,
+    update_card: bool = False,
     target_escape: float | None = DEFAULT_TARGET_ESCAPE,
     write_point: bool = False,
 ) -> dict:
@@ -218,7 +237,7 @@ def evaluate_detector(
     model_dir = Path(repo or default_repository()) / name
     model = load_model(model_dir, version, explain=False)
     config = model.config
-    fmt, data = dataset_of(name, fmt, data)
+    fmt, data = dataset_of(name, fmt, data, model_dir)
     samples = load_split(name, fmt, data, split, config.labels)
     samples = samples[:limit] if limit else samples
     assert_no_synthetic([s.image for s in samples], split)

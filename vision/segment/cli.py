@@ -39,8 +39,10 @@ def train(argv: list[str], make_online: Any = None) -> int:
     p.add_argument("--size", type=int, default=256, help="square input size for --images")
     p.add_argument("--gray", action="store_true", help="--images are greyscale")
     p.add_argument("--task", default=None)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--minutes", type=float)
+    p.add_argument(
+        "--epochs", type=int, help="epoch budget; training stops at --epochs or --minutes, first"
+    )
+    p.add_argument("--minutes", type=float, help="wall-clock budget; the schedule follows it")
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true")
@@ -122,8 +124,10 @@ def _train_recipe(a: argparse.Namespace) -> Any:
     return dataclasses.replace(recipe, **overrides)
 
 
-def export(argv: list[str]) -> int:
-    """Export a checkpoint to ONNX, gate on parity, write the repository entry (+ optional INT8)."""
+def export(argv: list[str], after_export: Any = None) -> int:
+    """Export a checkpoint to ONNX, gate on parity, write the repository entry (+ optional INT8);
+    then `after_export(repo, name, version, checkpoint)` (the composition root's explain graph)
+    unless --no-explain."""
     p = argparse.ArgumentParser(prog="vision export")
     p.add_argument("--recipe", help="default: the recipe stored in --checkpoint")
     p.add_argument("--task", default=None)
@@ -136,6 +140,11 @@ def export(argv: list[str]) -> int:
     p.add_argument("--tolerance", type=float, default=0.5, help="metric points (percent)")
     p.add_argument("--limit", type=int, default=0, help="evaluate on at most N images per split")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--no-explain",
+        action="store_true",
+        help="skip the Grad-CAM explain graph (made by default)",
+    )
     a = p.parse_args(argv)
     if a.tensorrt and (reason := _no_tensorrt()):
         print(reason, file=sys.stderr)
@@ -149,7 +158,7 @@ def export(argv: list[str]) -> int:
     checkpoint = Path(a.checkpoint or f"runs/{a.recipe}/best.pt")
     recipe = get_recipe(a.recipe) if a.recipe else _stored_recipe(checkpoint)
     repo = Path(a.repo) if a.repo else default_repository()
-    return export_recipe(
+    code = export_recipe(
         recipe,
         checkpoint,
         repo,
@@ -160,6 +169,9 @@ def export(argv: list[str]) -> int:
         tolerance=a.tolerance,
         limit=a.limit,
     )
+    if code or after_export is None or a.no_explain:
+        return code
+    return after_export(repo, recipe.name, a.version, checkpoint)
 
 
 def evaluate(argv: list[str]) -> int:
@@ -173,7 +185,12 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--data")
     p.add_argument("--out", help="default: reports/<model>")
     p.add_argument("--limit", type=int, default=0)
-    p.add_argument("--no-card", action="store_true", help="do not update the model card")
+    p.add_argument(
+        "--update-card",
+        action="store_true",
+        help="record these figures in the model card (default: the card is left as it is)",
+    )
+    p.add_argument("--no-card", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument(
         "--target-escape-rate",
         type=float,
@@ -202,7 +219,7 @@ def evaluate(argv: list[str]) -> int:
         Path(a.out or f"reports/{a.model}"),
         version=a.version,
         limit=a.limit,
-        update_card=not a.no_card,
+        update_card=a.update_card,
         name=a.model,
         target_escape=None if a.no_operating_point else a.target_escape_rate,
         write_point=a.write_operating_point,

@@ -261,7 +261,7 @@ def evaluate_model(
     out: Path,
     version: int = 0,
     limit: int = 0,
-    update_card: bool = True,
+    update_card: bool = False,
     name: str = "",
     target_escape: float | None = DEFAULT_TARGET_ESCAPE,
     write_point: bool = False,

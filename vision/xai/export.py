@@ -50,7 +50,7 @@ def _segmenter_example(checkpoint: Path) -> tuple[Any, Image, str]:
     from vision.segment.export import _load_checkpoint
 
     model, recipe, _ = _load_checkpoint(checkpoint)
-    root = dataset_dir(recipe.dataset)
+    root = Path(".") if recipe.dataset == "folder" else dataset_dir(recipe.dataset)
     sample = load_samples(recipe, root, "val", checkpoint.parent / "splits.json", limit=1)[0]
     if sample.path:
         return model, decode_image(Path(sample.path).read_bytes()), "segmentation"
