@@ -95,6 +95,9 @@ def _rewritten(path: Path, mtime: float) -> bytes | None:
     """The file with the prefix written in, or None when it needs no rewrite (then streamed)."""
     if path.name == "index.html":
         return _rewrite_index(path.read_text(encoding="utf-8")).encode()
+    if path.suffix == ".css":
+        text = path.read_text(encoding="utf-8")
+        return re.sub(r"url\(/(?!/)", f"url({PREFIX}/", text).encode()
     if path.suffix != ".js" or path.stat().st_size > 64 * 1024 * 1024:
         return None
     data = path.read_bytes()
