@@ -1,7 +1,15 @@
-"""Prometheus metrics, per model and version; `/metrics` on the HTTP port (serving/http/app.py)."""
+"""Prometheus metrics, per model and version; `/metrics` on the HTTP port (serving/http/app.py).
+
+Under `vision serve --workers N` (`serving/workers.py`) every worker runs with
+PROMETHEUS_MULTIPROC_DIR set: prometheus-client then keeps counters, histograms and gauges in
+files there, and the exposition of any worker adds up every worker's values
+(MultiProcessCollector). Collectors that read live state at scrape time (queue depths) report
+the worker that answers the scrape.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 from prometheus_client import (
@@ -13,6 +21,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from serving.batcher import BatchStats
 
@@ -33,6 +43,35 @@ LATENCY_BUCKETS = (
     10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class _Registry(CollectorRegistry):
+    """A registry that remembers its custom collectors (the ones read at scrape time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.custom: list = []
+
+    def register(self, collector) -> None:  # noqa: ANN001 - prometheus-client's collector type
+        """Register as usual; keep collectors that are not plain metrics apart."""
+        super().register(collector)
+        if not isinstance(collector, MetricWrapperBase):
+            self.custom.append(collector)
+
+
+class _MultiProcessView:
+    """Every worker's values (from the multiprocess folder) plus this process's custom ones."""
+
+    def __init__(self, folder: str, custom: list) -> None:
+        self._files = MultiProcessCollector(None, path=folder)
+        self._custom = custom
+
+    def collect(self) -> Iterable:
+        """What generate_latest exposes."""
+        yield from self._files.collect()
+        for collector in self._custom:
+            yield from collector.collect()
 
 
 class _QueueDepthCollector:
@@ -54,7 +93,7 @@ class Metrics:
     """The server's Prometheus metrics in a registry of their own."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = _Registry()
         labels = ["api", "model", "version"]
         self.requests = Counter(
             "vision_requests", "Requests served", [*labels, "outcome"], registry=self.registry
@@ -106,7 +145,11 @@ class Metrics:
     def _stream_metrics(self) -> None:
         """Inspect streams (`serving/streaming.py`): open streams, frames held, drops, verdicts."""
         self.streams_open = Gauge(
-            "vision_streams_open", "Inspect streams open", ["model"], registry=self.registry
+            "vision_streams_open",
+            "Inspect streams open",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         camera = ["model", "camera"]
         self.stream_frames_in_flight = Gauge(
@@ -114,6 +157,7 @@ class Metrics:
             "Frames an Inspect stream holds (decoding, queued, inferring or awaiting their turn)",
             camera,
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.stream_frames_dropped = Counter(
             "vision_stream_frames_dropped",
@@ -153,5 +197,12 @@ class Metrics:
             self.queue_latency.labels(model, version).observe(queued)
 
     def exposition(self) -> tuple[bytes, str]:
-        """The registry in Prometheus text format, and its content type (for GET /metrics)."""
+        """The registry in Prometheus text format, and its content type (for GET /metrics).
+
+        With PROMETHEUS_MULTIPROC_DIR set (workers), the values of every worker, added up.
+        """
+        folder = os.environ.get(MULTIPROC_ENV)
+        if folder:
+            view = _MultiProcessView(folder, self.registry.custom)
+            return generate_latest(view), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
