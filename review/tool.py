@@ -62,7 +62,8 @@ class ReviewTool:
             self.recorder.close()
 
     async def _login_page(self, request: Request) -> Response:
-        return HTMLResponse(LOGIN_PAGE.read_text(), headers={"Cache-Control": "no-store"})
+        page = STATIC / "login.html" if (STATIC / "login.html").is_file() else LOGIN_PAGE
+        return HTMLResponse(page.read_text(), headers={"Cache-Control": "no-store"})
 
     async def _index(self, request: Request) -> Response:
         if await principal_of(request, self.accounts) is None:
