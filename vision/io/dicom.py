@@ -20,7 +20,7 @@ from pydicom.pixels import get_decoder, iter_pixels
 from vision.errors import InvalidInputError, UnsupportedFormatError
 from vision.io.dicom_elements import MalformedElementError, decimals, first_item
 from vision.io.dicom_file import read_part10
-from vision.io.dicom_grey import apply_grey, grey_transform
+from vision.io.dicom_grey import apply_grey, grey_transform, modality_values
 from vision.io.dicom_header import DicomHeader, read_header
 from vision.io.dicom_pixels import PixelModule, check_limits, pixel_dataset, read_pixel_module
 from vision.types import Image
@@ -239,3 +239,18 @@ def decode_frames(ds: Dataset, max_pixels: int = 0, window: bool = True) -> list
     if len(images) != module.frames:
         raise InvalidInputError(f"DICOM pixel data holds {len(images)} of {module.frames} frames")
     return images
+
+
+def modality_frames(ds: Dataset, max_pixels: int = 0) -> Iterator[np.ndarray]:
+    """Each frame's stored values through its modality transform, float32, in frame order.
+
+    The Modality LUT or rescale of each frame (per-frame functional groups over the shared
+    ones over the top level), without VOI: the values a volume keeps (HU for CT). Checked as
+    `decode_frames` checks (`max_pixels` on rows * columns * frames, before decoding).
+    """
+    module = _prepare(ds, max_pixels)
+    for index, raw in enumerate(_iter_raw(ds, module)):
+        groups = _frame_groups(ds, index)
+        items = _group_items(groups, "PixelValueTransformationSequence")
+        transform = grey_transform(ds, items, module, window=False)
+        yield modality_values(transform, raw).astype(np.float32)

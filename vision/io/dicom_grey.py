@@ -159,12 +159,16 @@ def _windowed(values: np.ndarray, window: Window) -> np.ndarray:
     return np.where(below, 0.0, np.where(above, 255.0, out))
 
 
+def modality_values(transform: GreyTransform, raw: np.ndarray) -> np.ndarray:
+    """Stored values through the modality transform (Modality LUT or rescale), float64."""
+    if transform.modality_lut is not None:
+        return transform.modality_lut(raw)
+    return raw.astype(np.float64) * transform.slope + transform.intercept
+
+
 def apply_grey(transform: GreyTransform, module: PixelModule, raw: np.ndarray) -> np.ndarray:
     """A 2-D array of stored values as float32 HxWx1 on 0..255."""
-    if transform.modality_lut is not None:
-        values = transform.modality_lut(raw)
-    else:
-        values = raw.astype(np.float64) * transform.slope + transform.intercept
+    values = modality_values(transform, raw)
     if transform.voi_lut is not None:
         looked_up = transform.voi_lut(values)
         entries = transform.voi_lut.entries

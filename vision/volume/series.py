@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut
 
 from vision.errors import ImageTooLargeError, InvalidInputError
-from vision.io.dicom import _check_frames, _frame_groups, _frame_header, _frame_view, _iter_raw
+from vision.io.dicom import _frame_groups, _frame_header, modality_frames
 from vision.io.dicom_header import DicomHeader, read_header
 from vision.volume.sources import volume_from_nifti, volume_from_raw
 from vision.volume.types import Volume
@@ -184,15 +183,13 @@ def _decode(
     where = {(s.dataset, s.frame): k for k, s in enumerate(slices)}
     for index in sorted({s.dataset for s in slices}):
         ds = datasets[index]
-        _check_frames(ds, 0)
-        for frame, raw in enumerate(_iter_raw(ds)):
-            view = _frame_view(ds, _frame_groups(ds, frame))
-            if raw.shape != shape:
+        for frame, values in enumerate(modality_frames(ds)):
+            if values.shape != shape:
                 raise InvalidInputError(
                     f"instance {index + 1} frame {frame + 1} has pixels of shape "
-                    f"{list(raw.shape)}, not one grey frame of {list(shape)}"
+                    f"{list(values.shape)}, not one grey frame of {list(shape)}"
                 )
-            voxels[where[(index, frame)]] = apply_modality_lut(raw, view)
+            voxels[where[(index, frame)]] = values
     return voxels
 
 
