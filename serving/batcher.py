@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vision.config import BatchingSpec
-from vision.errors import DeadlineExceededError, ModelUnavailableError, QueueFullError
+from vision.errors import (
+    DeadlineExceededError,
+    ModelUnavailableError,
+    QueueFullError,
+    VisionError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +34,39 @@ Feeds = dict[str, np.ndarray]
 RunFn = Callable[[Feeds], Feeds]
 
 
+# Consecutive execution failures (not input errors) after which the version stops serving.
+FAILURES_TO_MARK = 3
+
+
+class RecentDurations:
+    """The median of the last `size` durations (seconds; 0 before the first): an estimate that
+    one stalled run does not skew."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._values: collections.deque[float] = collections.deque(maxlen=size)
+        self.value = 0.0
+
+    def add(self, seconds: float) -> None:
+        """Record one duration and update the median."""
+        self._values.append(seconds)
+        ordered = sorted(self._values)
+        middle = len(ordered) // 2
+        if len(ordered) % 2:
+            self.value = ordered[middle]
+        else:
+            self.value = (ordered[middle - 1] + ordered[middle]) / 2.0
+
+
 class BatcherClosedError(ModelUnavailableError):
     """The batcher stopped taking requests (its model version is being replaced or unloaded)."""
+
+
+class ExecutionFailedError(ModelUnavailableError):
+    """The runtime failed to run the model (an execution provider fault, not a bad input).
+
+    UNAVAILABLE: the request may be retried on another replica. After `FAILURES_TO_MARK` such
+    failures in a row the version is marked failed and refuses requests until it is reloaded.
+    """
 
 
 @dataclass
@@ -86,11 +122,20 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
         self._closing = False
         self._worker: asyncio.Task | None = None
+        self._running: list[_Pending] = []  # the batch on the inference thread now
+        self._compute = RecentDurations()  # one batch's compute time, recent median
+        self._failures = 0  # execution failures in a row
+        self.failed_reason = ""  # set once the version is marked failed
 
     @property
     def depth(self) -> int:
         """Requests waiting in the queue."""
         return len(self._queue)
+
+    @property
+    def compute_estimate_s(self) -> float:
+        """One batch's compute time in seconds: the median of recent batches (0 before one)."""
+        return self._compute.value
 
     def start(self) -> None:
         """Start the worker task (on the running event loop); idempotent."""
@@ -101,6 +146,8 @@ class DynamicBatcher:
         """Queue one request; `deadline` is an absolute time.monotonic() value or None."""
         if self._closing:
             raise BatcherClosedError(f"model {self._name} is unloading; retry")
+        if self.failed_reason:
+            raise ExecutionFailedError(f"model {self._name} is marked failed: {self.failed_reason}")
         if len(self._queue) >= self._spec.max_queue_size:
             raise QueueFullError(
                 f"model {self._name}: queue full ({self._spec.max_queue_size} requests waiting); "
@@ -128,10 +175,20 @@ class DynamicBatcher:
                 await asyncio.wait_for(asyncio.shield(self._worker), drain_timeout)
             except TimeoutError:
                 self._worker.cancel()
-                self._fail_all(ModelUnavailableError(f"model {self._name} was unloaded"))
+                self._fail_all(
+                    ModelUnavailableError(
+                        f"model {self._name} was unloaded before this request ran "
+                        "(drain timeout); retry"
+                    )
+                )
         self._executor.shutdown(wait=False)
 
     def _fail_all(self, error: Exception) -> None:
+        """Answer `error` to every queued request and to the batch still running."""
+        for pending in self._running:
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._running = []
         while self._queue:
             pending = self._queue.popleft()
             if not pending.future.done():
@@ -210,11 +267,12 @@ class DynamicBatcher:
     async def _execute(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
+        self._running = batch
         try:
             outputs = await loop.run_in_executor(self._executor, self._run_batch, batch)
         except Exception as exc:  # noqa: BLE001 - isolate the bad request below
             if len(batch) == 1:
-                self._settle(batch[0], exc)
+                self._settle(batch[0], self._failure(exc))
                 return
             log.warning(
                 "model %s: batch of %d failed (%s); retrying one by one",
@@ -225,8 +283,30 @@ class DynamicBatcher:
             for pending in batch:
                 await self._execute([pending])
             return
+        finally:
+            self._running = []
         compute_s = time.monotonic() - started
+        self._failures = 0
+        self._compute.add(compute_s)
         self._deliver(batch, outputs, started, compute_s)
+
+    def _failure(self, exc: Exception) -> Exception:
+        """What a request whose run raised `exc` is answered; marks the version after a run of
+        execution failures. Input errors (VisionError) are the request's own and pass through."""
+        if isinstance(exc, VisionError):
+            return exc
+        self._failures += 1
+        kind = type(exc).__name__
+        log.error("model %s: execution failed (%s), %d in a row", self._name, kind, self._failures)
+        if self._failures >= FAILURES_TO_MARK and not self.failed_reason:
+            self.failed_reason = (
+                f"execution failed {self._failures} times in a row ({kind}); "
+                "reload the model (repository load) once its runtime is fixed"
+            )
+            log.error("model %s marked failed: %s", self._name, self.failed_reason)
+        return ExecutionFailedError(
+            f"model {self._name} failed to run this request ({kind}); retry, or on another replica"
+        )
 
     def _run_batch(self, batch: list[_Pending]) -> Feeds:
         if len(batch) == 1:

@@ -2,10 +2,14 @@
 
 Predictions take an `Image` already decoded (the DICOM node hands frames it decoded itself) or an
 `ImageSource` to decode with the model's settings; they return domain results, which transports
-encode (`serving/encoding.py`). Decode, preprocess and postprocess run in a thread pool (numpy,
-OpenCV and ONNX Runtime release the GIL); inference goes through the model version's dynamic
-batcher. Explain orchestration lives in `serving/explaining.py`. Model listing, metadata, load,
-unload and statistics go through here too, so transports never read the repository.
+encode (`serving/encoding.py`). Every prediction and inference is admitted first
+(`serving/admission.py`: a bounded number per model, refused before any decode when over the
+bound or when its deadline cannot be met). Decode and preprocess run in the worker pool (numpy,
+OpenCV and ONNX Runtime release the GIL); postprocess and wire encoding run in a pool of their
+own, so admitted requests never wait behind new decodes; inference goes through the model
+version's dynamic batcher. Explain orchestration lives in `serving/explaining.py`. Model
+listing, metadata, load, unload and statistics go through here too, so transports never read
+the repository.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+from prometheus_client.core import GaugeMetricFamily
 
 from serving import explaining, volumes
-from serving.batcher import BatcherClosedError
+from serving.admission import Admission, Ticket
+from serving.batcher import BatcherClosedError, ExecutionFailedError
 from serving.explaining import ExplainOptions
 from serving.metrics import Metrics
 from serving.model_info import (
@@ -156,14 +162,19 @@ class DataPlane:
         max_image_pixels: int,
         on_result: ResultObserver | None = None,
         max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS,
+        admission: Admission | None = None,
+        post_threads: int = 2,
     ) -> None:
         self._repository = repository
+        self.admission = admission or Admission()
+        self._post = ThreadPoolExecutor(max(1, post_threads), thread_name_prefix="vision-post")
         self.metrics = metrics
         self.stats = stats
         self._executor = executor
         self._max_pixels = max_image_pixels
         self._max_voxels = max_volume_voxels
         self._observers: list[ResultObserver] = [on_result] if on_result else []
+        metrics.registry.register(_AdmittedCollector(self.admission))
         self._shutting_down = False
 
     @property
@@ -198,6 +209,11 @@ class DataPlane:
         """Run blocking `function(*args)` in the data plane's worker threads."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
+    async def run_post(self, function: Callable[..., T], *args: Any) -> T:
+        """Run blocking `function(*args)` for an admitted request past inference (postprocess,
+        wire encoding): a pool of its own, so it never waits behind new decodes."""
+        return await asyncio.get_running_loop().run_in_executor(self._post, function, *args)
+
     # --- predictions ----------------------------------------------------------------------
 
     async def predict(
@@ -209,32 +225,45 @@ class DataPlane:
         options: PredictOptions,
         deadline: float | None = None,
         origin: str = "",
+        shed: bool = False,
     ) -> Prediction:
         """Preprocess, batch, infer and postprocess one image with a `task` model.
 
         `image` is decoded already, or an `ImageSource` decoded here with the model's settings.
-        With `options.explain`, also a heat map per finding (metrics api "explain").
+        With `options.explain`, also a heat map per finding (metrics api "explain"). Admission
+        comes first: `shed` refuses at once when the model is at capacity (clients that can
+        retry elsewhere); otherwise the call waits for a ticket until its deadline.
         """
         model = self._resolve(task, name, version)
         if options.explain is not None:
             explaining.check_explain(model, options.explain)
         api = task if options.explain is None else "explain"
-        with self._track(api, model):
-            try:
-                prediction = await self._predict(model, image, options, deadline)
-            except BatcherClosedError:
-                # The version was swapped out by a reload while this request was decoding.
-                fresh = self._resolve(task, name, version)
-                if fresh is model:
-                    raise
-                if options.explain is not None:
-                    explaining.check_explain(fresh, options.explain)
-                prediction = await self._predict(fresh, image, options, deadline)
+        with self._track(api, model, deadline):
+            async with self.admission.ticket(model, deadline, shed) as ticket:
+                try:
+                    prediction = await self._predict(model, image, options, deadline, ticket)
+                except BatcherClosedError:
+                    # The version was swapped out by a reload while this request was decoding.
+                    fresh = self._resolve(task, name, version)
+                    if fresh is model:
+                        raise
+                    if options.explain is not None:
+                        explaining.check_explain(fresh, options.explain)
+                    prediction = await self._predict(fresh, image, options, deadline, ticket)
         self._notify(api, origin, prediction)
         return prediction
 
-    def _resolve(self, task: str, name: str, version: str) -> ModelVersion:
+    def _get(self, name: str, version: str) -> ModelVersion:
+        """The version to serve with; UNAVAILABLE when its runtime was marked failed."""
         model = self._repository.get(name, version)
+        if model.batcher.failed_reason:
+            raise ExecutionFailedError(
+                f"model {name!r} is marked failed: {model.batcher.failed_reason}"
+            )
+        return model
+
+    def _resolve(self, task: str, name: str, version: str) -> ModelVersion:
+        model = self._get(name, version)
         if model.config.task != task:
             raise InvalidInputError(
                 f"model {name!r} is a {model.config.task} model; call "
@@ -269,10 +298,16 @@ class DataPlane:
         return prediction
 
     async def _predict(
-        self, model: ModelVersion, image: ImageInput, options: PredictOptions, deadline
+        self,
+        model: ModelVersion,
+        image: ImageInput,
+        options: PredictOptions,
+        deadline: float | None,
+        ticket: Ticket,
     ) -> Prediction:
         start = time.perf_counter()
         image, tensor, meta, timings = await self.run_in_worker(self._prepare, model, image)
+        ticket.prepared(time.perf_counter() - start)
         explain = options.explain
         if explain is not None and explaining.one_run_gives_findings(model, explain):
             if deadline is not None and time.monotonic() > deadline:
@@ -285,9 +320,11 @@ class DataPlane:
             prediction = Prediction("", "", image, done.result, explanations=done.explanations)
         else:
             outputs = await self._batched(model, tensor, deadline, timings)
+            ticket.computed()
             t = time.perf_counter()
             pipeline = _pipeline_for(model, options)
-            result = await self.run_in_worker(pipeline.postprocess, outputs, meta)
+            result = await self.run_post(pipeline.postprocess, outputs, meta)
+            ticket.finished(time.perf_counter() - t)
             timings["postprocess_ms"] = _ms(t)
             prediction = Prediction("", "", image, result)
             if explain is not None:
@@ -317,12 +354,17 @@ class DataPlane:
         options: PredictOptions,
         deadline: float | None = None,
         origin: str = "",
+        shed: bool = False,
     ) -> Prediction:
-        """Predict and explain: a Grad-CAM heat map per finding, from the explain graph."""
-        model = self._repository.get(name, version)
+        """Predict and explain: a Grad-CAM heat map per finding, from the explain graph.
+
+        Admitted first, as `predict` (`shed`: refuse at once when the model is at capacity).
+        """
+        model = self._get(name, version)
         explaining.check_explain(model, ExplainOptions())
-        with self._track("explain", model):
-            prediction = await self._explain(model, image, class_ids, options, deadline)
+        with self._track("explain", model, deadline):
+            async with self.admission.ticket(model, deadline, shed):
+                prediction = await self._explain(model, image, class_ids, options, deadline)
         self._notify("explain", origin, prediction)
         return prediction
 
@@ -367,18 +409,25 @@ class DataPlane:
     # --- raw tensors (KServe v2) ----------------------------------------------------------
 
     async def infer(
-        self, name: str, version: str, feeds: dict[str, np.ndarray], deadline: float | None
+        self,
+        name: str,
+        version: str,
+        feeds: dict[str, np.ndarray],
+        deadline: float | None,
+        shed: bool = True,
     ) -> InferResult:
-        """Run raw tensors through the model's batcher."""
-        model = self._repository.get(name, version)
-        check_batch_rows(feeds, model.config.batching.max_batch_size)
-        with self._track("infer", model):
+        """Run raw tensors through the model's batcher, once admitted (`shed`: refuse at once
+        when the model is at capacity or the deadline cannot be met)."""
+        model = self._get(name, version)
+        rows = check_batch_rows(feeds, model.config.batching.max_batch_size)
+        with self._track("infer", model, deadline):
             model.session.check_feeds(feeds)
-            try:
-                batch = await model.batcher.submit(feeds, deadline)
-            except BatcherClosedError:
-                model = self._repository.get(name, version)
-                batch = await model.batcher.submit(feeds, deadline)
+            async with self.admission.ticket(model, deadline, shed, rows):
+                try:
+                    batch = await model.batcher.submit(feeds, deadline)
+                except BatcherClosedError:
+                    model = self._get(name, version)
+                    batch = await model.batcher.submit(feeds, deadline)
         return InferResult(model.name, model.version, batch.outputs)
 
     # --- models ---------------------------------------------------------------------------
@@ -392,8 +441,21 @@ class DataPlane:
         return not self._shutting_down and server_ready(self._repository.entries())
 
     def begin_shutdown(self) -> None:
-        """From now on the server reports not ready; in-flight work still finishes."""
+        """From now on the server reports not ready; requests are still served (`drain`)."""
         self._shutting_down = True
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new predictions and inferences (UNAVAILABLE, retry elsewhere), then wait until
+        every admitted one has been answered (at most `timeout` s); whether all were."""
+        self.admission.begin_shutdown()
+        idle = await self.admission.wait_idle(timeout)
+        left = self.admission.in_flight
+        log.info("drain: %s", "no admitted request left" if idle else f"{left} still running")
+        return idle
+
+    def close(self) -> None:
+        """Release the postprocessing threads (after the drain)."""
+        self._post.shutdown(wait=False)
 
     def server_metadata(self) -> ServerMetadata:
         """Server name, version and the KServe extensions served."""
@@ -402,8 +464,8 @@ class DataPlane:
     def model_ready(self, name: str, version: str = "") -> bool:
         """Whether `name` (at `version`, or its latest) can serve now."""
         try:
-            self._repository.get(name, version)
-        except VisionError:  # unknown, unavailable, unloading: not ready
+            self._get(name, version)
+        except VisionError:  # unknown, unavailable, unloading, marked failed: not ready
             return False
         return True
 
@@ -448,15 +510,19 @@ class DataPlane:
         }
 
     @contextlib.contextmanager
-    def _track(self, api: str, model: ModelVersion) -> Iterator[None]:
+    def _track(
+        self, api: str, model: ModelVersion, deadline: float | None = None
+    ) -> Iterator[None]:
         start = time.perf_counter()
         try:
             yield
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             elapsed = time.perf_counter() - start
-            self.metrics.observe_request(
-                api, model.name, model.version, type(exc).__name__, elapsed
-            )
+            abandoned = _abandoned(exc, deadline)
+            if abandoned:
+                self.metrics.observe_abandoned(api, model.name, model.version, abandoned)
+            outcome = type(exc).__name__
+            self.metrics.observe_request(api, model.name, model.version, outcome, elapsed)
             self.stats.record_request(model.name, model.version, False, elapsed)
             raise
         elapsed = time.perf_counter() - start
@@ -469,6 +535,34 @@ _RPC_OF_TASK = {
     "segmentation": "Segment",
     VOLUMETRIC: "SegmentVolume",
 }
+
+
+class _AdmittedCollector:
+    """`vision_admitted_requests{model}`: tickets held per model, read at scrape time."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """One gauge sample per model with a gate."""
+        family = GaugeMetricFamily(
+            "vision_admitted_requests",
+            "Requests admitted per model: decoding, queued, computing or postprocessing",
+            labels=["model"],
+        )
+        for model, held in self._admission.snapshot().items():
+            family.add_metric([model], held)
+        yield family
+
+
+def _abandoned(exc: BaseException, deadline: float | None) -> str:
+    """ "cancelled" or "deadline" for a request that ended unanswered; "" for other failures."""
+    if isinstance(exc, DeadlineExceededError):
+        return "deadline"
+    if isinstance(exc, asyncio.CancelledError):
+        expired = deadline is not None and time.monotonic() >= deadline
+        return "deadline" if expired else "cancelled"
+    return ""
 
 
 def _stamped(prediction: Prediction, model: ModelVersion, timings: dict) -> Prediction:

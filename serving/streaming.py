@@ -4,8 +4,10 @@ Transport-free (the gRPC translation is `serving/rpc/inspect_servicer.py`). A se
 frames from an async iterator and answers each with a `FrameVerdict`:
 
 - every frame goes through `DataPlane.predict` (origin "stream"), so streams share the model's
-  dynamic batcher with the unary APIs; the verdict is PASS or FAIL under the model's inspection
-  rules (`vision.inspection.judge`);
+  admission bound and dynamic batcher with the unary APIs (a frame waits for admission, its
+  window already bounds the stream; under `latest` a frame whose staleness deadline admission
+  says cannot be met is DROPPED before decoding); the verdict is PASS or FAIL under the
+  model's inspection rules (`vision.inspection.judge`);
 - at most `max_in_flight` frames are held at once (decoding, queued, inferring, or done and
   waiting for an earlier frame's verdict): the reader takes the next frame from the transport
   only when a frame's verdict has been sent, so a fast sender is pushed back by the transport's
@@ -27,6 +29,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from serving.admission import OverloadedError
 from serving.dataplane import DataPlane, ImageSource, Prediction, PredictOptions
 from serving.encoding import MASK_ENCODINGS, EncodedPrediction, WireOptions, encode_prediction
 from vision.errors import DeadlineExceededError, InvalidInputError, VisionError
@@ -234,7 +237,13 @@ class InspectSession:
             )
             verdict.hits = judge(prediction.result, self._rules_of(prediction.version))
             wire = WireOptions(mask_encoding=self.settings.mask_encoding)
-            verdict.encoded = await self._plane.run_in_worker(encode_prediction, prediction, wire)
+            verdict.encoded = await self._plane.run_post(encode_prediction, prediction, wire)
+        except OverloadedError as exc:  # admission: this frame's deadline cannot be met
+            if self.settings.policy == "latest":
+                verdict.status = DROPPED
+            else:
+                verdict.error = exc
+            return
         except DeadlineExceededError as exc:
             if deadline is None or time.monotonic() < deadline:
                 verdict.error = exc

@@ -1,4 +1,9 @@
-"""vision.v1 servicer: thin translation between protobuf messages and the data plane."""
+"""vision.v1 servicer: thin translation between protobuf messages and the data plane.
+
+Detect, Segment and Explain are shed: over the model's admission bound, or with a deadline that
+cannot be met, they are refused before decoding (RESOURCE_EXHAUSTED, with a retry hint), and
+their wire encoding runs in the data plane's postprocessing pool.
+"""
 
 from __future__ import annotations
 
@@ -130,7 +135,7 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
         self._plane = plane
 
     async def _encoded(self, prediction: Prediction, options: WireOptions) -> EncodedPrediction:
-        return await self._plane.run_in_worker(encode_prediction, prediction, options)
+        return await self._plane.run_post(encode_prediction, prediction, options)
 
     async def Detect(self, request: pb.DetectRequest, context) -> pb.DetectResponse:  # noqa: N802
         """Boxes (and heat maps when asked) for one image."""
@@ -147,6 +152,7 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             options,
             deadline_of(context),
             origin=ORIGIN,
+            shed=True,
         )
         wire = WireOptions(
             overlay=request.include_overlay, heat_overlays=_wants_heat_overlays(request)
@@ -176,6 +182,7 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             options,
             deadline_of(context),
             origin=ORIGIN,
+            shed=True,
         )
         rle = request.mask_encoding == pb.MASK_ENCODING_RLE
         wire = WireOptions(
@@ -235,6 +242,7 @@ class VisionServicer(pb_grpc.VisionServiceServicer):
             options,
             deadline_of(context),
             origin=ORIGIN,
+            shed=True,
         )
         encoded = await self._encoded(
             prediction, WireOptions(heat_overlays=request.include_overlay)

@@ -417,6 +417,8 @@ class HeldPlane:
     async def run_in_worker(self, function, *args):
         return function(*args)
 
+    run_post = run_in_worker  # the postprocessing pool, the same here
+
 
 def test_the_session_never_takes_more_frames_than_its_window():
     async def scenario() -> None:

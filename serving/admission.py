@@ -1,0 +1,237 @@
+"""Admission: how many requests per model may be decoding, queued or computing, decided first.
+
+A request is admitted (or refused) before any decode or other work it would cost. Each model
+has a gate of `limit` tickets, by default its batch queue plus one batch
+(`batching.max_queue_size + batching.max_batch_size`): beyond that the batcher would refuse it
+anyway, after the decode was paid for. A request is also refused when its deadline cannot be
+met: the gate estimates the time to an answer from what it measured (decode and preprocess,
+postprocess, and the batcher's compute time per batch) and the number of requests ahead.
+
+Transports whose clients can retry elsewhere (vision.v1 unary calls, KServe) are refused at
+once with `OverloadedError` (RESOURCE_EXHAUSTED, with a retry hint); internal callers and
+flow-controlled streams (the DICOM node, Inspect) wait for a ticket instead, in arrival order,
+bounded by their deadline. Once the server begins shutting down, every new request is refused
+with `ShuttingDownError` (UNAVAILABLE) and `wait_idle` lets the drain wait for the admitted ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from serving.batcher import RecentDurations
+from vision.errors import DeadlineExceededError, ModelUnavailableError, QueueFullError
+
+if TYPE_CHECKING:
+    from serving.repository import ModelVersion
+
+__all__ = ["Admission", "ModelGate", "OverloadedError", "ShuttingDownError", "Ticket"]
+
+
+class OverloadedError(QueueFullError):
+    """Refused before any work: the model has too many requests admitted, or the deadline
+    cannot be met. RESOURCE_EXHAUSTED; the message says when to retry."""
+
+
+class ShuttingDownError(ModelUnavailableError):
+    """The server is draining for shutdown and takes no new requests (UNAVAILABLE)."""
+
+
+class ModelGate:
+    """The tickets of one model, with what it measured to estimate a request's wait."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.admitted = 0  # tickets held: decoding, queued, computing or postprocessing
+        self.ahead = 0  # of those, not yet through the batcher
+        self.prepare = RecentDurations()  # decode + preprocess, per request
+        self.finish = RecentDurations()  # postprocess, per request
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    def estimate_s(self, model: ModelVersion, rows: int = 1) -> float:
+        """Seconds to an answer for a request of `rows` admitted now, from the measurements."""
+        batching = model.config.batching
+        per_batch = max(1, batching.max_batch_size)
+        batches = math.ceil((self.ahead + rows) / per_batch)
+        compute = model.batcher.compute_estimate_s
+        delay = batching.max_queue_delay_ms / 1000.0
+        return self.prepare.value + batches * (compute + delay) + self.finish.value
+
+    def retry_hint_ms(self, model: ModelVersion) -> int:
+        """A retry-after hint: about one batch's compute time (at least 10 ms)."""
+        return max(10, round(model.batcher.compute_estimate_s * 1000.0))
+
+    def _hand_over(self) -> bool:
+        """Give a released ticket to the oldest live waiter; False when none waits."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return True
+        return False
+
+    def refuse_waiters(self, error: Exception) -> None:
+        """Wake every waiter with `error` (shutdown)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+
+@dataclass
+class Ticket:
+    """One admitted request; the data plane reports its stages so the estimates stay current."""
+
+    gate: ModelGate
+    rows: int
+    through_batcher: bool = False
+
+    def prepared(self, seconds: float) -> None:
+        """Decode and preprocess took `seconds`."""
+        self.gate.prepare.add(seconds)
+
+    def computed(self) -> None:
+        """The batcher answered: the request no longer holds a place ahead of others."""
+        if not self.through_batcher:
+            self.through_batcher = True
+            self.gate.ahead -= self.rows
+
+    def finished(self, seconds: float) -> None:
+        """Postprocessing took `seconds`."""
+        self.gate.finish.add(seconds)
+
+
+class Admission:
+    """Every model's gate, the server-wide count of admitted requests, and the drain."""
+
+    def __init__(self, limit: int = 0) -> None:
+        """`limit`: tickets per model; 0 sizes each gate from its model's batching settings."""
+        self._limit = limit
+        self._gates: dict[str, ModelGate] = {}
+        self._closing = False
+        self.in_flight = 0
+        self._idle: asyncio.Event | None = None
+
+    def limit_for(self, model: ModelVersion) -> int:
+        """The number of tickets `model` has."""
+        if self._limit > 0:
+            return self._limit
+        batching = model.config.batching
+        return max(1, batching.max_queue_size) + max(1, batching.max_batch_size)
+
+    def gate(self, name: str) -> ModelGate:
+        """The gate of model `name` (made at first use; it outlives reloads)."""
+        if name not in self._gates:
+            self._gates[name] = ModelGate(name)
+        return self._gates[name]
+
+    @contextlib.asynccontextmanager
+    async def ticket(
+        self, model: ModelVersion, deadline: float | None, shed: bool, rows: int = 1
+    ) -> AsyncIterator[Ticket]:
+        """Hold a ticket for `model` while the block runs; refuse or wait when there is none.
+
+        `shed`: refuse at once (OverloadedError) when the gate is full; otherwise wait in
+        arrival order until a ticket is free or `deadline` passes (DeadlineExceededError).
+        """
+        gate = self.gate(model.name)
+        await self._acquire(gate, model, deadline, shed, rows)
+        ticket = Ticket(gate, rows)
+        gate.ahead += rows
+        try:
+            yield ticket
+        finally:
+            ticket.computed()
+            self._release(gate)
+
+    async def _acquire(
+        self, gate: ModelGate, model: ModelVersion, deadline: float | None, shed: bool, rows: int
+    ) -> None:
+        if self._closing:
+            raise ShuttingDownError("the server is shutting down; retry on another replica")
+        self._check_deadline(gate, model, deadline, rows)
+        if gate.admitted >= self.limit_for(model):
+            if shed:
+                raise OverloadedError(
+                    f"model {model.name} is at capacity ({gate.admitted} requests admitted); "
+                    f"retry after {gate.retry_hint_ms(model)} ms with backoff, or on another "
+                    "replica"
+                )
+            await self._wait(gate, deadline)
+        else:
+            gate.admitted += 1
+        self.in_flight += 1
+        if self._idle is not None:
+            self._idle.clear()
+
+    def _check_deadline(
+        self, gate: ModelGate, model: ModelVersion, deadline: float | None, rows: int
+    ) -> None:
+        if deadline is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceededError(f"model {model.name}: the deadline passed before admission")
+        needed = gate.estimate_s(model, rows)
+        if needed > left:
+            raise OverloadedError(
+                f"model {model.name}: an answer needs about {needed * 1000:.0f} ms "
+                f"({gate.ahead} requests ahead) but the deadline leaves {left * 1000:.0f} ms; "
+                f"retry after {gate.retry_hint_ms(model)} ms or with a longer deadline"
+            )
+
+    async def _wait(self, gate: ModelGate, deadline: float | None) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        gate._waiters.append(waiter)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"model {gate.name}: the deadline passed while waiting for admission"
+            ) from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._release_ticket_only(gate)  # handed over just as we were cancelled
+            raise
+
+    def _release_ticket_only(self, gate: ModelGate) -> None:
+        if not gate._hand_over():
+            gate.admitted -= 1
+
+    def _release(self, gate: ModelGate) -> None:
+        self._release_ticket_only(gate)
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle is not None:
+            self._idle.set()
+
+    def begin_shutdown(self) -> None:
+        """Refuse every new request from now on (UNAVAILABLE), waiting ones included."""
+        self._closing = True
+        error = ShuttingDownError("the server is shutting down; retry on another replica")
+        for gate in self._gates.values():
+            gate.refuse_waiters(error)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no admitted request is left (at most `timeout` s); whether none is."""
+        if self.in_flight == 0:
+            return True
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        if self.in_flight == 0:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return self.in_flight == 0
+        return True
+
+    def snapshot(self) -> dict[str, int]:
+        """Tickets held per model (for tests and the metrics)."""
+        return {name: gate.admitted for name, gate in sorted(self._gates.items())}
