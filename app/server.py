@@ -32,6 +32,8 @@ from serving.shared_memory import SharedMemoryRegistry
 from serving.statistics import StatisticsBook
 
 log = logging.getLogger(__name__)
+# After the data plane's drain: enough to send the refusals and short calls still on the wire.
+TRANSPORT_GRACE_S = 2.0
 
 # Access rules of the mounted integrations (the KServe and /metrics rules live in
 # serving/security/policy.py): STOW-RS runs inference, the node's job and outbox API is
@@ -195,17 +197,19 @@ class VisionServer:
         await self.health.enter_graceful_shutdown()
         if self.dicom is not None:
             await self.dicom.stop()
+        # New requests are refused UNAVAILABLE while every admitted one finishes; only then do
+        # the transports stop, with a short grace: what is left there was never admitted (a call
+        # grpc.aio had taken in as shutdown began would otherwise hold it the whole drain).
+        await self.plane.drain(self.config.drain_timeout_s)
         http = self._http.stop() if self._http is not None else asyncio.sleep(0)
-        grpc_stop = (
-            self._server.stop(grace=self.config.drain_timeout_s)
-            if self._server is not None
-            else asyncio.sleep(0)
-        )
+        grace = min(TRANSPORT_GRACE_S, self.config.drain_timeout_s)
+        grpc_stop = self._server.stop(grace=grace) if self._server is not None else asyncio.sleep(0)
         await asyncio.gather(grpc_stop, http)
         if self.review is not None:
             self.review.close()
         await self.repository.close(self.config.drain_timeout_s)
         self.shared_memory.close()
+        self.plane.close()
         self.executor.shutdown(wait=False)
         self.audit.close()
         self._stopped.set()
