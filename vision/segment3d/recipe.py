@@ -122,6 +122,7 @@ def model_config(recipe: Recipe3D, description: str = "") -> ModelConfig:
             overlap=0.5,
             blend="gaussian",
             normalisation="zscore_nonzero",
+            orientation="RAS",  # every MSD Task04 case is RAS (nibabel): as training saw them
         ),
         description=description,
     )
