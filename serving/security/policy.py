@@ -48,10 +48,7 @@ STATISTICS = Access("roles", frozenset({METRICS, ADMIN}))
 _VISION = "/vision.v1.VisionService/"
 _KSERVE = "/inference.GRPCInferenceService/"
 _HEALTH = "/grpc.health.v1.Health/"
-REFLECTION_METHODS = (
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-)
+REFLECTION_METHODS = ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",)
 
 GRPC_POLICY: Mapping[str, Access] = {
     **{
