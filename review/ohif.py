@@ -30,8 +30,9 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 OHIF_VERSION = "3.13.2"
-PREFIX = "/review/ohif"
-DICOMWEB_PREFIX = "/review/dicom-web"
+MOUNT = "/review"  # where ReviewTool mounts its app: the routes below are relative to it
+PREFIX = f"{MOUNT}/ohif"
+DICOMWEB_PREFIX = f"{MOUNT}/dicom-web"
 PUBLIC_PATH = '__webpack_require__.p = "/";'
 # Request headers passed on to the PACS; cookies and credentials never leave the server.
 FORWARDED = ("accept", "range", "if-none-match", "if-modified-since")
@@ -128,11 +129,12 @@ def _serve(path: Path, cache: bool) -> Response:
     return Response(body, media_type=_media_type(path), headers=headers)
 
 
-def ohif_routes(dist: Path, who: Who) -> list[BaseRoute]:
+def ohif_routes(dist: Path, who: Who, base: str = MOUNT) -> list[BaseRoute]:
     """`/review/ohif/...`: the viewer's files, its config, and the index for its routes.
 
     `who(request)` is the signed-in principal or None: the viewer's pages send the browser to
     the sign-in page first; its static files are served to anyone (they hold no data).
+    Paths are relative to `base`: the tool's mount (`/review`), or "" on the server's app.
     """
 
     async def config(request: Request) -> Response:
@@ -151,10 +153,11 @@ def ohif_routes(dist: Path, who: Who) -> list[BaseRoute]:
             return RedirectResponse(f"/review/login?next={back}", status_code=303)
         return _serve(dist / "index.html", cache=False)
 
+    rel = PREFIX.removeprefix(base)
     return [
-        Route(f"{PREFIX}/app-config.js", config, methods=["GET", "HEAD"]),
-        Route(PREFIX, files, methods=["GET", "HEAD"]),
-        Route(f"{PREFIX}/{{path:path}}", files, methods=["GET", "HEAD"]),
+        Route(f"{rel}/app-config.js", config, methods=["GET", "HEAD"]),
+        Route(rel, files, methods=["GET", "HEAD"]),
+        Route(f"{rel}/{{path:path}}", files, methods=["GET", "HEAD"]),
     ]
 
 
@@ -167,7 +170,7 @@ def _upstream_request(url: str, headers: dict[str, str]) -> tuple[int, dict[str,
         return error.code, dict(error.headers.items()), error.read()
 
 
-def dicomweb_proxy(upstream: str, who: Who) -> list[BaseRoute]:
+def dicomweb_proxy(upstream: str, who: Who, base: str = MOUNT) -> list[BaseRoute]:
     """`GET /review/dicom-web/...` → `upstream` (the PACS's DICOMweb root), signed-in only.
 
     Answers keep their status, type and body; the PACS's absolute URLs (BulkDataURI,
@@ -198,23 +201,32 @@ def dicomweb_proxy(upstream: str, who: Who) -> list[BaseRoute]:
         passed = {k: lowered[k] for k in PASSED_BACK if k in lowered}
         return Response(body, status_code=status, headers=passed)
 
-    return [Route(f"{DICOMWEB_PREFIX}/{{path:path}}", forward, methods=["GET", "HEAD"])]
+    rel = DICOMWEB_PREFIX.removeprefix(base)
+    return [Route(f"{rel}/{{path:path}}", forward, methods=["GET", "HEAD"])]
 
 
-def viewer_routes(accounts: object, dicomweb_upstream: str | None) -> list[BaseRoute]:
-    """OHIF (when its dist is installed) and the DICOMweb proxy (when a PACS is configured).
+def viewer_routes(
+    accounts: Callable[[], object],
+    dicomweb_upstream: str | None,
+    dist: Path | None = None,
+    base: str = MOUNT,
+) -> list[BaseRoute]:
+    """OHIF (when its dist is installed) and the DICOMweb proxy, for `ReviewTool(extra_routes=)`.
 
-    `accounts` is the tool's `review.accounts.Accounts`: the signed-in check of both.
+    `accounts()` gives the tool's `review.accounts.Accounts` at request time (the tool makes it
+    after its routes are given: `tool = ReviewTool(s, viewer_routes(lambda: tool.accounts,
+    url))`). `dicomweb_upstream` is the PACS's DICOMweb root, e.g. Orthanc's
+    `http://127.0.0.1:8042/dicom-web`; without one, neither OHIF nor the proxy is mounted.
+    `base`: "/review" inside the tool's mount, "" for `VisionServer(http_mounts=...)`, where
+    they come before the tool's mount.
     """
     from review.access import principal_of
 
     async def who(request: Request) -> object | None:
-        return await principal_of(request, accounts)  # type: ignore[arg-type]
+        return await principal_of(request, accounts())  # type: ignore[arg-type]
 
-    dist = ohif_dist()
-    routes: list[BaseRoute] = []
-    if dist is not None and dicomweb_upstream:
-        routes += ohif_routes(dist, who)
-    if dicomweb_upstream:
-        routes += dicomweb_proxy(dicomweb_upstream, who)
-    return routes
+    dist = dist or ohif_dist()
+    if not dicomweb_upstream:
+        return []
+    viewer = ohif_routes(dist, who, base) if dist is not None else []
+    return [*viewer, *dicomweb_proxy(dicomweb_upstream, who, base)]
