@@ -57,6 +57,11 @@ class HttpServer:
         self._task: asyncio.Task | None = None
         self.port = 0
 
+    @property
+    def app(self) -> ASGIApp:
+        """The application served (its routes are what the access rules must cover)."""
+        return self._app
+
     async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
         """Listen on host:port (0 picks a free port) and serve; returns the bound port."""
         if self._task is not None:
