@@ -1,0 +1,194 @@
+"""seg256 through gRPC bytes and through system shared memory, against in-process ONNX Runtime.
+
+    python -m bench.shm [--duration S] [--rounds R] [--concurrency 1,4] [--json PATH]
+
+Starts `python -m app serve` on loopback over the benchmark repository (`bench/models.py`) and
+runs three paths interleaved, at each concurrency: in-process `session.run` on the tensor,
+KServe ModelInfer with the tensor in `raw_input_contents`, and ModelInfer with the input and the
+output in registered shared-memory regions (one pair per client worker). The shared-memory call
+copies the tensor into its input region each time (a client that renders straight into the
+region saves that copy too) and reads the output from its region. Prints the table and the
+ratio lines; writes the figures to bench/results/shm.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from multiprocessing import shared_memory
+from pathlib import Path
+
+import numpy as np
+
+from bench import loadgen
+from bench.models import BenchModel, session_call, write_repository
+from bench.serving import HOST, Row, free_port, interleaved, print_table, server_process
+from protos.inference import grpc_service_pb2 as pb
+
+REGISTER = "/inference.GRPCInferenceService/SystemSharedMemoryRegister"
+RESULTS = Path(__file__).resolve().parent / "results" / "shm.json"
+SESSION, BYTES, SHM = "in-process session.run", "ModelInfer gRPC bytes", "ModelInfer shared memory"
+GOALS = {"added_p50_ms": {BYTES: 1.0, SHM: 0.3}, "throughput_ratio_c4": {SHM: 0.95}}
+
+
+def _params(region: str, byte_size: int) -> dict[str, pb.InferParameter]:
+    return {
+        "shared_memory_region": pb.InferParameter(string_param=region),
+        "shared_memory_byte_size": pb.InferParameter(int64_param=byte_size),
+    }
+
+
+class ShmClient:
+    """One worker's input and output regions, registered over its own connection."""
+
+    def __init__(self, address: str, model: BenchModel, output_bytes: int) -> None:
+        self.tensor = model.tensor
+        tag = uuid.uuid4().hex[:10]
+        self.blocks = [
+            shared_memory.SharedMemory(name=f"bench-{tag}-{part}", create=True, size=size)
+            for part, size in (("in", model.tensor.nbytes), ("out", output_bytes))
+        ]
+        self.channel = loadgen.open_channel(address)
+        register = self.channel.unary_unary(REGISTER)
+        for block, part in zip(self.blocks, ("in", "out"), strict=True):
+            message = pb.SystemSharedMemoryRegisterRequest(
+                name=f"{tag}-{part}", key=f"/{block.name}", byte_size=block.size
+            )
+            register(message.SerializeToString(), timeout=loadgen.CALL_TIMEOUT_S)
+        request = pb.ModelInferRequest(model_name=model.name)
+        request.inputs.add(
+            name="images",
+            datatype="FP32",
+            shape=list(model.tensor.shape),
+            parameters=_params(f"{tag}-in", model.tensor.nbytes),
+        )
+        request.outputs.add(name="logits", parameters=_params(f"{tag}-out", output_bytes))
+        self.rpc = self.channel.unary_unary(loadgen.MODEL_INFER)
+        self.payload = request.SerializeToString()
+        self.input = np.ndarray(model.tensor.shape, np.float32, buffer=self.blocks[0].buf)
+        self.output = np.ndarray((output_bytes // 4,), np.float32, buffer=self.blocks[1].buf)
+
+    def __call__(self) -> np.ndarray:
+        self.input[...] = self.tensor
+        self.rpc(self.payload, timeout=loadgen.CALL_TIMEOUT_S)
+        return self.output
+
+    def close(self) -> None:
+        self.input = self.output = None  # release the views before closing the blocks
+        self.channel.close()
+        for block in self.blocks:
+            block.close()
+            block.unlink()
+
+
+def check_same_output(model: BenchModel, shm: ShmClient, infer: Callable[[], bytes]) -> None:
+    """The shared-memory path must give the bytes path's bits before anything is timed."""
+    expected = pb.ModelInferResponse.FromString(infer()).raw_output_contents[0]
+    got = shm().tobytes()
+    if got != expected:
+        raise RuntimeError(f"{model.name}: shared-memory output differs from the bytes path")
+
+
+def measure(model: BenchModel, address: str, args: argparse.Namespace) -> list[Row]:
+    """The three paths at each concurrency, interleaved."""
+    session = session_call(model)
+    output_bytes = session()[0].nbytes
+    rows = []
+    for n in args.concurrency:
+        infer = loadgen.infer_calls(address, model.name, "images", model.tensor, n)
+        clients = [ShmClient(address, model, output_bytes) for _ in range(n)]
+        try:
+            check_same_output(model, clients[0], infer[0])
+            paths = {SESSION: [session] * n, BYTES: infer, SHM: clients}
+            results = interleaved(paths, args.rounds, args.duration / args.rounds)
+        finally:
+            for client in clients:
+                client.close()
+        rows += [Row(model.name, path, n, result) for path, result in results.items()]
+    return rows
+
+
+def ratios(rows: list[Row]) -> dict[str, dict[str, float]]:
+    """Added p50 (ms) and throughput ratio of each server path over in-process, per concurrency."""
+    index = {(r.path, r.concurrency): r.result for r in rows}
+    figures: dict[str, dict[str, float]] = {}
+    for (path, n), result in sorted(index.items()):
+        if path == SESSION:
+            continue
+        base = index[(SESSION, n)]
+        figures[f"{path} c={n}"] = {
+            "added_p50_ms": result.percentile_ms(50) - base.percentile_ms(50),
+            "throughput_ratio": result.throughput / base.throughput if base.throughput else 0.0,
+        }
+    return figures
+
+
+def print_ratios(figures: dict[str, dict[str, float]]) -> None:
+    print()
+    for label, values in figures.items():
+        path, n = label.rsplit(" c=", 1)
+        goal = GOALS["added_p50_ms"].get(path) if n == "1" else None
+        p50 = f"p50 {values['added_p50_ms']:+.3f} ms" + (f" (goal <= {goal} ms)" if goal else "")
+        goal = GOALS["throughput_ratio_c4"].get(path) if n == "4" else None
+        ratio = values["throughput_ratio"]
+        thr = f"throughput {ratio:.3f}x" + (f" (goal >= {goal}x)" if goal else "")
+        print(f"ratio seg256 c={n} {path} / {SESSION}: {thr}, {p50}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=9.0, help="seconds per path and load")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path")
+    parser.add_argument("--concurrency", default="1,4", help="comma-separated worker counts")
+    parser.add_argument("--seg-width", type=int, default=16, help="seg256 conv channels")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="where the figures go")
+    args = parser.parse_args(argv)
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.rounds = max(1, args.rounds)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command_line = "python -m bench.shm " + " ".join(argv if argv is not None else sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="bench-shm-") as tmp_name:
+        tmp = Path(tmp_name)
+        seg = write_repository(tmp / "models", 0.0, args.seg_width)[0]
+        port = free_port()
+        command = [sys.executable, "-m", "app", "serve", "--models", str(tmp / "models")]
+        command += ["--host", HOST, "--grpc-port", str(port), "--http-port", "-1"]
+        command += ["--log-level", "WARNING"]
+        with server_process("ours", command, port, [seg.name], tmp / "ours.log") as ours:
+            rows = measure(seg, ours.address, args)
+    print_table(rows, "seg256: in-process vs gRPC bytes vs shared memory (interleaved)")
+    figures = ratios(rows)
+    print_ratios(figures)
+    record = {
+        "command": command_line.strip(),
+        "rows": [
+            {
+                "path": r.path,
+                "concurrency": r.concurrency,
+                "requests": r.result.requests,
+                "throughput": r.result.throughput,
+                "p50_ms": r.result.percentile_ms(50),
+                "p99_ms": r.result.percentile_ms(99),
+                "errors": r.result.errors,
+            }
+            for r in rows
+        ],
+        "ratios": figures,
+        "goals": GOALS,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nwrote {args.json} ({command_line.strip()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
