@@ -9,6 +9,7 @@ import numpy as np
 
 from vision.config import InputSpec, PreprocessSpec
 from vision.errors import InvalidInputError
+from vision.io.image import to_uint8
 from vision.types import PreprocessMeta
 
 
@@ -135,17 +136,18 @@ class Preprocessor:
         self.offset = self.mean / std
 
     def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, PreprocessMeta]:
-        """Model input tensor of `pixels` and what preprocessing did to them."""
-        if pixels.dtype == np.uint8:
-            # Resize and pad in 8 bits, then convert, as Ultralytics' LetterBox does.
-            x, meta = resize_for_model(
-                convert_channels(pixels, self.pre.channel_order), self.spec, self.pre
-            )
-            x = to_float(x)
-        else:
-            x = convert_channels(to_float(pixels), self.pre.channel_order)
-            x, meta = resize_for_model(x, self.spec, self.pre)
-        x = x * self.gain - self.offset
+        """Model input tensor of `pixels` and what preprocessing did to them.
+
+        Every image is resized in 8 bits: uint16 and float32 pixels (16-bit PNG / TIFF, DICOM,
+        raw float) are first brought to uint8 on the 0..255 scale by `vision.io.to_uint8`
+        (rounded, the training readers' conversion), so the same pixels sent as PNG, TIFF or
+        DICOM give the same tensor. Resize and pad in 8 bits, then convert to float, as
+        Ultralytics' LetterBox does.
+        """
+        x, meta = resize_for_model(
+            convert_channels(to_uint8(pixels), self.pre.channel_order), self.spec, self.pre
+        )
+        x = to_float(x) * self.gain - self.offset
         if self.spec.layout == "NCHW":
             x = x.transpose(2, 0, 1)
         return np.ascontiguousarray(x, dtype=np.dtype(self.spec.dtype)), meta

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import TiffImagePlugin
 
 from vision.errors import InvalidInputError
 from vision.io.dicom import decode_dicom
-from vision.io.limits import check_max_pixels
+from vision.io.limits import check_decoded_bytes, check_max_pixels
 from vision.io.sniff import SUPPORTED_FORMATS, sniff_format, unsupported_error
 from vision.types import Image
 
@@ -57,26 +59,21 @@ def _jpeg_scan(data: bytes) -> tuple[tuple[int, int] | None, int]:
     return size, -1
 
 
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the first IFD of a classic TIFF (None when not readable)."""
-    order = "<" if data[:2] == b"II" else ">"
+def _tiff_size(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, decoded bytes) of the first page of a TIFF or BigTIFF, else None.
+
+    Pillow's TIFF reader parses the header and first IFD only (no pixel is decoded, and
+    opening the plugin class directly skips Pillow's own decompression-bomb warning).
+    """
     try:
-        magic, offset = struct.unpack(order + "HI", data[2:8])
-        if magic != 42:
-            return None
-        (count,) = struct.unpack(order + "H", data[offset : offset + 2])
-        found: dict[int, int] = {}
-        for k in range(count):
-            entry = data[offset + 2 + 12 * k : offset + 14 + 12 * k]
-            tag, kind = struct.unpack(order + "HH", entry[:4])
-            if tag in (256, 257) and kind in (3, 4):
-                fmt = order + ("H" if kind == 3 else "I")
-                found[tag] = struct.unpack(fmt, entry[8 : 8 + struct.calcsize(fmt)])[0]
-    except struct.error:
+        tiff = TiffImagePlugin.TiffImageFile(io.BytesIO(data))
+        width, height = tiff.size
+        samples = int(tiff.tag_v2.get(277, 1))
+        bits = tiff.tag_v2.get(258, (8,))
+        depth = max(int(b) for b in bits) if isinstance(bits, tuple | list) else int(bits)
+    except Exception:  # noqa: BLE001 - Pillow raises many types on a malformed header
         return None
-    if 256 in found and 257 in found:
-        return found[256], found[257]
-    return None
+    return width, height, (width * height * samples * depth + 7) // 8
 
 
 def _bmp_size(data: bytes) -> tuple[int, int] | None:
@@ -87,15 +84,38 @@ def _bmp_size(data: bytes) -> tuple[int, int] | None:
     return abs(width), abs(height)
 
 
-def _header_size(fmt: str, data: bytes) -> tuple[int, int] | None:
-    """The size the header announces, or None when it cannot be read cheaply."""
-    if fmt == "png":
-        return _png_size(data)
-    if fmt == "jpeg":
-        return _jpeg_scan(data)[0]
+def _header_size(fmt: str, data: bytes) -> tuple[int, int, int | None] | None:
+    """(width, height, decoded bytes if more than the pixels imply) the header announces.
+
+    None when the header cannot be read: such data is refused, never decoded blind. PNG
+    (16-bit RGBA at most), JPEG and BMP decode to at most `BYTES_PER_PIXEL` bytes a pixel, so
+    their pixel count bounds their bytes; a TIFF page can hold more samples and bits.
+    """
     if fmt == "tiff":
         return _tiff_size(data)
-    return _bmp_size(data)
+    size = _png_size(data) if fmt == "png" else _jpeg_scan(data)[0] if fmt == "jpeg" else None
+    if fmt == "bmp":
+        try:
+            size = _bmp_size(data)
+        except struct.error:
+            size = None
+    return None if size is None else (size[0], size[1], None)
+
+
+def _check_header(fmt: str, data: bytes, max_pixels: int) -> None:
+    """Pixel and byte limits on the size the header announces, before any decoding."""
+    size = _header_size(fmt, data)
+    if size is None:
+        raise InvalidInputError(
+            f"{fmt.upper()} header does not say the image size (or is corrupt); send a "
+            "complete, valid file"
+        )
+    width, height, decoded = size
+    if width <= 0 or height <= 0:
+        raise InvalidInputError(f"{fmt.upper()} header announces an empty image ({width}x{height})")
+    check_max_pixels(width, height, max_pixels)
+    if decoded is not None:
+        check_decoded_bytes(decoded, max_pixels, f"the {fmt.upper()} image")
 
 
 def _check_complete(fmt: str, data: bytes) -> None:
@@ -154,8 +174,8 @@ def decode_image(data: bytes, max_pixels: int = 0, dicom_window: bool = True) ->
     """Decode PNG, JPEG, TIFF, BMP or DICOM bytes into an `Image` (HxWxC, RGB order).
 
     uint8/uint16 are kept; DICOM becomes float32 on a 0..255 scale (see `decode_dicom`).
-    The size is checked against `max_pixels` (0 = no limit) before decoding where the header
-    allows it, else after.
+    The size the header announces is checked against `max_pixels` (0 = no limit) and the byte
+    limit before decoding (a header that does not say it is refused), and again after.
     """
     if data is None or len(data) == 0:
         raise InvalidInputError("empty image")
@@ -165,9 +185,7 @@ def decode_image(data: bytes, max_pixels: int = 0, dicom_window: bool = True) ->
         raise unsupported_error(data)
     if fmt == "dicom":
         return decode_dicom(data, max_pixels=max_pixels, window=dicom_window)
-    size = _header_size(fmt, data)
-    if size is not None:
-        check_max_pixels(size[0], size[1], max_pixels)
+    _check_header(fmt, data, max_pixels)
     _check_complete(fmt, data)
     pixels = _normalise_dtype(_to_hwc_rgb(_decode_with_cv2(fmt, data)))
     check_max_pixels(pixels.shape[1], pixels.shape[0], max_pixels)
