@@ -137,7 +137,7 @@ function onPanelClick(e) {
   if (!el) return;
   const cmd = el.dataset.cmd;
   if (COMMANDS[cmd]) run(COMMANDS[cmd]);
-  else if (cmd === "select" && !e.target.matches("input")) run(() => selectFinding(el.dataset.finding));
+  else if (cmd === "select" && !e.target.matches("input")) run(() => selectFinding(idOf(el.dataset.finding)));
   else if (cmd === "mode") run(() => (el.dataset.mode === "add" ? setMode(state.mode === "add" ? "view" : "add") : paintMode(el.dataset.mode)));
   else if (cmd === "preset") preset(Number(el.dataset.index));
 }
@@ -145,7 +145,7 @@ function onPanelClick(e) {
 function onPanelInput(e) {
   const el = e.target;
   const cmd = el.dataset.cmd;
-  if (cmd === "toggle-box") toggleIn(state.hiddenBoxes, el.dataset.finding, !el.checked);
+  if (cmd === "toggle-box") toggleIn(state.hiddenBoxes, idOf(el.dataset.finding), !el.checked);
   else if (cmd === "toggle-mask") toggleIn(state.hiddenMasks, el.dataset.label, !el.checked);
   else if (cmd === "heatmap") run(() => toggleHeatmap(el.checked));
   else if (cmd === "opacity") setOpacity(Number(el.value) / 100);
@@ -153,6 +153,12 @@ function onPanelInput(e) {
   else if (cmd === "brush") state.brush = Number(el.value);
   else if (cmd === "mask-target") state.maskLabel = el.dataset.label;
   redraw();
+}
+
+/** The finding id (a number from the API) that a data-finding attribute names. */
+function idOf(text) {
+  const f = state.case.findings.find((x) => String(x.id) === text);
+  return f ? f.id : text;
 }
 
 function toggleIn(set, key, hide) {
