@@ -15,7 +15,9 @@ from collections.abc import Iterator
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.pixels import get_decoder, iter_pixels
+from pydicom.uid import RLELossless
 
 from vision.errors import InvalidInputError, UnsupportedFormatError
 from vision.io.dicom_elements import MalformedElementError, decimals, first_item
@@ -23,6 +25,7 @@ from vision.io.dicom_file import read_part10
 from vision.io.dicom_grey import apply_grey, grey_transform, modality_values
 from vision.io.dicom_header import DicomHeader, read_header
 from vision.io.dicom_pixels import PixelModule, check_limits, pixel_dataset, read_pixel_module
+from vision.io.headers import codestream_size
 from vision.types import Image
 
 log = logging.getLogger(__name__)
@@ -51,8 +54,32 @@ def _undecodable(exc: Exception) -> InvalidInputError:
     )
 
 
+def _check_codestreams(ds: Dataset, module: PixelModule) -> None:
+    """Each compressed frame must announce Rows x Columns, checked before it is decoded.
+
+    A JPEG / JPEG-LS / JPEG 2000 codestream carries its own size, which decoders follow: a
+    frame announcing 30000x30000 in an object of 2x2 would be decoded in full otherwise.
+    """
+    if not module.syntax.is_encapsulated or module.syntax == RLELossless:
+        return
+    value = ds.get_item(0x7FE00010).value
+    try:
+        frames = list(generate_frames(value, number_of_frames=module.frames))
+    except Exception as exc:  # noqa: BLE001 - malformed encapsulation
+        raise _undecodable(exc) from None
+    for frame in frames:
+        size = codestream_size(bytes(frame[:65536]))
+        if size != (module.columns, module.rows):
+            raise InvalidInputError(
+                "DICOM compressed frame does not announce the size Rows x Columns say "
+                f"({module.columns}x{module.rows}); the pixel data is corrupt or does not "
+                "belong to this header"
+            )
+
+
 def _iter_raw(ds: Dataset, module: PixelModule) -> Iterator[np.ndarray]:
     _check_decodable(module)
+    _check_codestreams(ds, module)
     frames = iter_pixels(pixel_dataset(ds, module))
     while True:
         try:

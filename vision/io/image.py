@@ -12,6 +12,7 @@ from PIL import TiffImagePlugin
 
 from vision.errors import InvalidInputError
 from vision.io.dicom import decode_dicom
+from vision.io.headers import jpeg_scan
 from vision.io.limits import check_decoded_bytes, check_max_pixels
 from vision.io.sniff import SUPPORTED_FORMATS, sniff_format, unsupported_error
 from vision.types import Image
@@ -34,29 +35,6 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
         return None
     width, height = struct.unpack(">II", data[16:24])
     return width, height
-
-
-def _jpeg_scan(data: bytes) -> tuple[tuple[int, int] | None, int]:
-    """(width, height) from the first SOF marker, and the offset of the first SOS (-1: none)."""
-    size, i, n = None, 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return size, -1
-        marker = data[i + 1]
-        if marker == 0xFF:
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if marker == 0xDA:
-            return size, i
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 9 <= n:
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-            size = (width, height)
-        i += 2 + length
-    return size, -1
 
 
 def _tiff_size(data: bytes) -> tuple[int, int, int] | None:
@@ -93,7 +71,7 @@ def _header_size(fmt: str, data: bytes) -> tuple[int, int, int | None] | None:
     """
     if fmt == "tiff":
         return _tiff_size(data)
-    size = _png_size(data) if fmt == "png" else _jpeg_scan(data)[0] if fmt == "jpeg" else None
+    size = _png_size(data) if fmt == "png" else jpeg_scan(data)[0] if fmt == "jpeg" else None
     if fmt == "bmp":
         try:
             size = _bmp_size(data)
@@ -125,7 +103,7 @@ def _check_complete(fmt: str, data: bytes) -> None:
             f"PNG data is truncated ({len(data)} bytes, no IEND chunk); send the complete file"
         )
     if fmt == "jpeg":
-        _, sos = _jpeg_scan(data)
+        _, sos = jpeg_scan(data)
         if sos < 0 or data.find(b"\xff\xd9", sos) < 0:
             raise InvalidInputError(
                 f"JPEG data is truncated or corrupt ({len(data)} bytes, no end-of-image marker "
