@@ -1,0 +1,114 @@
+"""DICOM uploads: stored values for window/level, presets, patient attributes (shown, never
+logged), and the reviewed result as a DICOM SEG that references the source."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import zipfile
+
+import numpy as np
+import pydicom
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from tests.review.conftest import act, png, upload
+
+PATIENT_NAME = "Doe^Jane^Q"
+PATIENT_ID = "MRN-7734-XY"
+
+
+def ct_slice(size: int = 64) -> bytes:
+    """A CT slice: stored uint16 with intercept -1024; a bright (1000 HU) square on air."""
+    stored = np.full((size, size), 24, np.uint16)  # -1000 HU
+    stored[16:40, 8:32] = 2024  # 1000 HU
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (
+        PATIENT_NAME, PATIENT_ID, "19700101", "F",
+    )  # fmt: skip
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20261201", "101010", "A1", "S1"
+    ds.ReferringPhysicianName = ""
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.Manufacturer = "test"
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing, ds.SliceThickness = [0.5, 0.5], 1.0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    ds.PixelData = stored.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_dicom_upload_keeps_values_windows_and_patient(clients, server, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    rev = clients["rev1"]
+    case = upload(rev, "bright-x", ct_slice(), "slice.dcm")
+    opened = rev.get(f"/review/api/cases/{case['id']}").json()
+    image = opened["image"]
+    assert image["dicom"] and image["dtype"] == "int16" and image["study_uid"]
+    assert image["window"] == {"center": 40.0, "width": 400.0}
+    names = [p["name"] for p in image["presets"]]
+    assert "lung" in names and "bone" in names
+    assert opened["patient"]["patient_name"] == PATIENT_NAME
+    assert opened["patient"]["patient_id"] == PATIENT_ID
+    raw = rev.get(f"/review/api/cases/{case['id']}/pixels")
+    values = np.frombuffer(raw.content, "<i2").reshape(64, 64)
+    assert raw.headers["x-dtype"] == "int16"
+    assert values[20, 10] == 1000 and values[0, 0] == -1000
+    [finding] = opened["findings"]
+    assert finding["label"] == "bright" and finding["box"] == [8, 16, 32, 40]
+    with server.tool.db.connect() as conn:
+        listing = json.dumps(
+            [dict(r) for r in conn.execute("SELECT * FROM cases WHERE id = ?", (case["id"],))]
+        )
+    assert PATIENT_NAME in listing  # stored, because the source carried it
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert PATIENT_NAME not in logged and PATIENT_ID not in logged
+    cases = rev.get("/review/api/cases", params={"q": str(case["id"])}).json()
+    assert PATIENT_ID not in json.dumps(cases)  # the worklist carries no identifiers
+
+
+def test_png_cases_carry_no_patient(clients) -> None:
+    case = upload(clients["rev1"], "bright-x", png(np.zeros((64, 64, 3), np.uint8)))
+    assert case["patient"] == {} and case["image"]["dicom"] is False
+
+
+def test_dicom_seg_export_references_the_source(clients) -> None:
+    rev = clients["rev2"]
+    case = upload(rev, "bright-x", ct_slice(), "slice.dcm")
+    act(rev, case["id"], action="claim")
+    painted = np.zeros((64, 64), np.uint8)
+    painted[16:40, 8:20] = 255
+    b64 = base64.b64encode(png(painted)).decode()
+    assert act(rev, case["id"], action="paint", label="bright", mask_png_b64=b64).status_code == 200
+    assert act(rev, case["id"], action="finish").json()["status"] == "corrected"
+    png_case = upload(rev, "bright-x", png(np.full((64, 64, 3), 255, np.uint8)))
+    act(rev, png_case["id"], action="claim")
+    act(rev, png_case["id"], action="finish")
+    answer = rev.get("/review/api/export", params={"format": "dicom-seg", "model": "bright-x"})
+    assert answer.status_code == 200, answer.text
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    seg = pydicom.dcmread(io.BytesIO(archive.read(f"seg/case-{case['id']}.dcm")))
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert seg.ContentCreatorName.family_name == "rev2" and seg.ContentDescription == "review corrected"
+    assert seg.SegmentSequence[0].SegmentLabel == "bright"
+    assert seg.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
+    assert seg.PatientName == PATIENT_NAME
+    assert seg.StudyInstanceUID == case["image"]["study_uid"]
+    assert int(np.count_nonzero(seg.pixel_array)) == 24 * 12
+    manifest = json.loads(archive.read("manifest.json"))
+    assert {"id": png_case["id"], "why": "no DICOM or no mark"} in manifest["skipped"]
