@@ -104,7 +104,8 @@ def test_dicom_seg_export_references_the_source(clients) -> None:
     archive = zipfile.ZipFile(io.BytesIO(answer.content))
     seg = pydicom.dcmread(io.BytesIO(archive.read(f"seg/case-{case['id']}.dcm")))
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
-    assert seg.ContentCreatorName.family_name == "rev2" and seg.ContentDescription == "review corrected"
+    assert seg.ContentCreatorName.family_name == "rev2"
+    assert seg.ContentDescription == "review corrected"
     assert seg.SegmentSequence[0].SegmentLabel == "bright"
     assert seg.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
     assert seg.PatientName == PATIENT_NAME
