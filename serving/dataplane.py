@@ -448,6 +448,7 @@ class DataPlane:
         """Refuse new predictions and inferences (UNAVAILABLE, retry elsewhere), then wait until
         every admitted one has been answered (at most `timeout` s); whether all were."""
         self.admission.begin_shutdown()
+        log.info("drain: %d admitted request(s) to finish", self.admission.in_flight)
         idle = await self.admission.wait_idle(timeout)
         left = self.admission.in_flight
         log.info("drain: %s", "no admitted request left" if idle else f"{left} still running")

@@ -10,7 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -48,7 +50,8 @@ def test_broken_model_is_unavailable_with_reason_others_serve(own_repository):
     (broken / "config.yaml").write_text(
         (broken / "config.yaml").read_text().replace("name: bright", "name: broken")
     )
-    (broken / "2" / "model.onnx").write_bytes(b"this is not an onnx file")
+    for version in ("1", "2"):  # one good version would keep serving (test_repository_versions)
+        (broken / version / "model.onnx").write_bytes(b"this is not an onnx file")
     running = start_server(own_repository)
     try:
         with grpc.insecure_channel(running.address) as channel:
@@ -62,7 +65,9 @@ def test_broken_model_is_unavailable_with_reason_others_serve(own_repository):
             status = models["broken"].versions[0]
             assert status.state == pb.MODEL_STATE_UNAVAILABLE and "failed to load" in status.reason
             # Fix the file on disk and reload at run time.
-            shutil.copy(own_repository / "bright" / "2" / "model.onnx", broken / "2" / "model.onnx")
+            for version in ("1", "2"):
+                good = own_repository / "bright" / version / "model.onnx"
+                shutil.copy(good, broken / version / "model.onnx")
             running.call(running.server.repository.load("broken"))
             assert _segment(stub, "broken").masks
     finally:
@@ -148,56 +153,92 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_sigterm_finishes_in_flight_requests_and_exits_zero(own_repository, tmp_path):
-    config = own_repository / "bright" / "config.yaml"
-    config.write_text(config.read_text().replace("max_batch_size: 8", "max_batch_size: 1"))
-    port = _free_port()
-    log = tmp_path / "server.log"
+def _admitted(http_port: int, model: str) -> float:
+    """The server's vision_admitted_requests gauge for `model` (0 when not yet reported)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    prefix = f'vision_admitted_requests{{model="{model}"}} '
+    values = [float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix)]
+    return values[0] if values else 0.0
+
+
+def _serve(repository: Path, grpc_port: int, http_port: int, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "VISION_API_KEY"}
+    args = ["--models", str(repository), "--host", "127.0.0.1", "--drain-timeout", "20"]
+    ports = ["--grpc-port", str(grpc_port), "--http-port", str(http_port)]
     with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "app",
-                "serve",
-                "--models",
-                str(own_repository),
-                "--host",
-                "127.0.0.1",
-                "--grpc-port",
-                str(port),
-                "--http-port",
-                "-1",
-            ],
+        return subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", *args, *ports],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=dict(os.environ),
+            env=env,
         )
+
+
+def _until_refused(stub, image: pb.ImageInput, stop: threading.Event) -> list:
+    """Send Segment calls one after another until one is refused; every outcome, in order."""
+    outcomes: list = []
+    while not stop.is_set():
+        request = pb.SegmentRequest(model=pb.ModelRef(name="bright"), image=image)
+        try:
+            outcomes.append(bool(stub.Segment(request, timeout=120).masks))
+        except grpc.RpcError as exc:
+            outcomes.append(exc.code())
+            break
+    return outcomes
+
+
+def test_sigterm_finishes_in_flight_requests_and_exits_zero(own_repository, tmp_path):
+    """SIGTERM while requests are admitted: each one finishes (or, never admitted, is refused
+    UNAVAILABLE), none waits for its deadline, the process exits 0.
+
+    Once, on a loaded machine, a call came back DEADLINE_EXCEEDED after 30 s: the drain was
+    grpc's own grace period (30 s), and a call grpc.aio takes in just as shutdown begins can be
+    left unanswered, so it held the server for the whole grace while the client's deadline ran
+    out. Now the data plane drains first (new requests UNAVAILABLE, admitted ones finish) and
+    the transports stop after it with a short grace. The test waits on observable state (the
+    admitted-requests gauge), not on sleeps, and no timeout in it is near the drain timeout.
+    """
+    config = own_repository / "bright" / "config.yaml"
+    config.write_text(config.read_text().replace("max_batch_size: 8", "max_batch_size: 1"))
+    pixels = np.zeros((1500, 1500), np.uint8)  # a decode and resize long enough to be seen
+    pixels[100:600, 100:600] = 255
+    image = pb.ImageInput(encoded=cv2.imencode(".png", pixels)[1].tobytes())
+    grpc_port, http_port = _free_port(), _free_port()
+    log = tmp_path / "server.log"
+    proc = _serve(own_repository, grpc_port, http_port, log)
+    stop = threading.Event()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=60)
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
             stub = vision_pb2_grpc.VisionServiceStub(channel)
-            _segment(stub)
+            assert _segment(stub, timeout=120).masks
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                futures = [pool.submit(_segment, stub) for _ in range(40)]
-                time.sleep(0.05)
+                futures = [pool.submit(_until_refused, stub, image, stop) for _ in range(8)]
+                _wait_for(lambda: _admitted(http_port, "bright") >= 1, "an admitted request")
                 proc.send_signal(signal.SIGTERM)
-                outcomes = []
-                for f in futures:
-                    try:
-                        outcomes.append(bool(f.result().masks))
-                    except grpc.RpcError as exc:  # refused once shutdown began; retryable
-                        outcomes.append(exc.code())
-        assert proc.wait(30) == 0, log.read_text()
+                outcomes = [o for f in futures for o in f.result(timeout=120)]
+        assert proc.wait(60) == 0, log.read_text()
     finally:
+        stop.set()
         if proc.poll() is None:
             proc.kill()
     served = sum(1 for o in outcomes if o is True)
     refused = [o for o in outcomes if o is not True]
     assert served >= 1
-    # Requests that reached the server after SIGTERM are refused by gRPC (UNAVAILABLE, or
-    # CANCELLED for a stream the transport had opened but not dispatched); none fails otherwise.
+    # Calls that reached the server after SIGTERM are refused UNAVAILABLE (by the data plane
+    # while it drains, or by gRPC once it stopped), or CANCELLED for a stream the transport had
+    # opened but not dispatched; no admitted call fails, none waits for its deadline.
     retryable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
     assert all(code in retryable for code in refused), refused
-    assert "stopped" in log.read_text()
+    text = log.read_text()
+    assert "drain: no admitted request left" in text and "stopped" in text, text
+
+
+def _wait_for(condition, what: str, timeout_s: float = 120.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
