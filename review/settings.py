@@ -12,8 +12,9 @@ The capture policy is a YAML file (`vision serve --review-config FILE`)::
 
 Modes: `all`, `failed` (the model's inspection rules fail the image; without rules, any
 finding), `sample:P` (a random share P in (0, 1]), `off`. The most specific entry wins: model
-and source, model, source, default. Without a file: DICOM results are captured, camera lines
-and other callers are not (a line runs at frame rate). Uploads in the tool are always cases.
+and source, model, source, default. Without a `default`, sources not listed keep the built-in
+modes: DICOM results are captured, camera lines and other callers are not (a line runs at frame
+rate); a `default` applies to every source not listed. Uploads in the tool are always cases.
 """
 
 from __future__ import annotations
@@ -82,12 +83,13 @@ class CapturePolicy:
 
     @classmethod
     def parse(cls, data: dict[str, Any] | None) -> CapturePolicy:
-        """The `capture` section; unset sources keep DEFAULT_SOURCES."""
+        """The `capture` section; without a `default`, unlisted sources keep DEFAULT_SOURCES."""
         data = dict(data or {})
         unknown = sorted(set(data) - {"default", "sources", "models"})
         if unknown:
             raise ConfigError(f"capture: unknown key(s) {unknown}; known: default, sources, models")
-        given = {**DEFAULT_SOURCES, **(data.get("sources") or {})}
+        base = {} if "default" in data else DEFAULT_SOURCES  # a default replaces the built-ins
+        given = {**base, **(data.get("sources") or {})}
         sources = {k: CaptureMode.parse(v, f"capture.sources.{k}") for k, v in given.items()}
         models: dict[str, dict[str, CaptureMode]] = {}
         for name, entry in (data.get("models") or {}).items():

@@ -1,0 +1,111 @@
+"""Which served results become cases: the capture policy, through the real data plane and gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from protos.vision.v1 import vision_pb2 as pb
+from protos.vision.v1 import vision_pb2_grpc
+from review.settings import CaptureMode, CapturePolicy, load_settings
+from serving.dataplane import ImageSource, PredictOptions
+from tests.review.conftest import ReviewServer, png, start_review_server
+from vision.errors import ConfigError
+
+POLICY = {"models": {"bright": {"api": "failed", "line": "off"}, "boxes": {"line": "all"}}}
+WHITE = png(np.full((64, 64, 3), 255, np.uint8))
+BLACK = png(np.zeros((64, 64, 3), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def capturing(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReviewServer]:
+    running = start_review_server(models, tmp_path_factory.mktemp("review-capture"), POLICY)
+    yield running
+    running.stop()
+
+
+def _predict(server: ReviewServer, task: str, model: str, data: bytes, origin: str) -> None:
+    plane = server.server.plane
+    call = plane.predict(task, model, "", ImageSource(encoded=data), PredictOptions(), None, origin)
+    asyncio.run_coroutine_threadsafe(call, server.loop).result(60)
+
+
+def _cases(server: ReviewServer) -> list[tuple[str, str]]:
+    server.tool.recorder.flush()
+    with server.tool.db.connect() as conn:
+        rows = conn.execute("SELECT model, source FROM cases ORDER BY id").fetchall()
+    return [(r["model"], r["source"]) for r in rows]
+
+
+def test_results_are_captured_by_model_and_source(capturing: ReviewServer) -> None:
+    before = len(_cases(capturing))
+    _predict(capturing, "detection", "boxes", BLACK, "vision.v1")  # api: off (built-in)
+    _predict(capturing, "detection", "boxes", BLACK, "stream")  # boxes on a line: all
+    _predict(capturing, "segmentation", "bright", WHITE, "stream")  # bright on a line: off
+    _predict(capturing, "segmentation", "bright-scored", WHITE, "stream")  # line: off (built-in)
+    _predict(capturing, "segmentation", "bright", BLACK, "vision.v1")  # failed? no finding
+    _predict(capturing, "segmentation", "bright", WHITE, "dicom")  # dicom: all (built-in)
+    with grpc.insecure_channel(capturing.grpc_address) as channel:
+        stub = vision_pb2_grpc.VisionServiceStub(channel)
+        request = pb.SegmentRequest(
+            model=pb.ModelRef(name="bright"), image=pb.ImageInput(encoded=WHITE)
+        )
+        stub.Segment(request, timeout=60)  # api, failed: a bright mask -> captured
+    assert _cases(capturing)[before:] == [
+        ("boxes", "line"), ("bright", "dicom"), ("bright", "api"),
+    ]  # fmt: skip
+
+
+def test_captured_case_holds_the_result(capturing: ReviewServer) -> None:
+    _predict(capturing, "detection", "boxes", BLACK, "stream")
+    capturing.tool.recorder.flush()
+    with capturing.tool.db.connect() as conn:
+        case_id = conn.execute("SELECT MAX(id) FROM cases").fetchone()[0]
+        case = capturing.tool.store.case(conn, case_id)
+    assert case["source"] == "line" and case["status"] == "new" and case["model_version"] == "1"
+    assert sorted(f["label"] for f in case["findings"]) == ["defect", "dust"]
+    assert case["patient"] == {}
+    assert capturing.tool.recorder.dropped == 0
+
+
+def test_policy_precedence_and_modes() -> None:
+    policy = CapturePolicy.parse(POLICY)
+    assert policy.mode("bright", "api").kind == "failed"
+    assert policy.mode("bright", "line").kind == "off"
+    assert policy.mode("boxes", "line").kind == "all"
+    assert policy.mode("other", "dicom").kind == "all"
+    assert policy.mode("other", "line").kind == "off"
+    everything = CapturePolicy.parse({"default": "all", "sources": {"line": "sample:0.01"}})
+    assert everything.mode("x", "api").kind == "all"
+    assert everything.mode("x", "line") == CaptureMode("sample", 0.01)
+    assert CapturePolicy.parse({"models": {"m": "off"}}).mode("m", "dicom").kind == "off"
+
+
+def test_sampling_takes_about_its_share() -> None:
+    mode, rng = CaptureMode.parse("sample:0.25", "x"), random.Random(3)
+    taken = sum(mode.wants(False, rng) for _ in range(4000))
+    assert 800 < taken < 1200
+    failed = CaptureMode.parse("failed", "x")
+    assert failed.wants(True, rng) and not failed.wants(False, rng)
+
+
+@pytest.mark.parametrize("text", ["sample:0", "sample:2", "sample:x", "some", 3])
+def test_bad_modes_say_what_is_accepted(text) -> None:
+    with pytest.raises(ConfigError, match="all, failed, sample:P"):
+        CaptureMode.parse(text, "capture.default")
+
+
+def test_settings_file(tmp_path: Path) -> None:
+    config = tmp_path / "review.yaml"
+    config.write_text("session: {idle_s: 60}\ncapture:\n  sources: {line: failed}\n")
+    settings = load_settings(tmp_path / "data", config)
+    assert settings.idle_s == 60 and settings.capture.mode("m", "line").kind == "failed"
+    config.write_text("captures: {}\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_settings(tmp_path / "data", config)
