@@ -41,6 +41,8 @@ def status_for(error: BaseException) -> grpc.StatusCode:
     for error_type, code in STATUS_CODES:
         if isinstance(error, error_type):
             return code
+    if isinstance(error, NotImplementedError):  # a generated servicer's method left as is
+        return grpc.StatusCode.UNIMPLEMENTED
     return grpc.StatusCode.INTERNAL
 
 
@@ -48,6 +50,8 @@ def error_message(error: BaseException) -> str:
     """What the client reads. Unexpected errors say only their type (details stay in the log)."""
     if isinstance(error, VisionError):
         return str(error) or type(error).__name__
+    if isinstance(error, NotImplementedError):
+        return "this server does not implement the method"
     return f"internal error ({type(error).__name__}); the server log has the details"
 
 
@@ -86,7 +90,7 @@ def _rewrap(
 
 
 async def _abort_for(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
-    if isinstance(exc, VisionError):
+    if isinstance(exc, VisionError | NotImplementedError):
         code = status_for(exc)
         log.info("%s -> %s: %s", method, code.name, type(exc).__name__)
         await context.abort(code, error_message(exc))
@@ -109,12 +113,25 @@ def _guarded(behaviour: Callable, method: str) -> Callable:
     return call
 
 
+async def responses(
+    behaviour: Callable, request: Any, context: grpc.aio.ServicerContext
+) -> AsyncIterator[Any]:
+    """What a streaming-response behaviour answers: an async generator's items, or nothing
+    for a coroutine that writes with `context.write` (as grpc's health `Watch` does)."""
+    result = behaviour(request, context)
+    if hasattr(result, "__aiter__"):
+        async for response in result:
+            yield response
+    else:
+        await result
+
+
 def _guarded_stream(behaviour: Callable, method: str) -> Callable:
-    """A streaming-response behaviour (async generator) whose exceptions become status codes."""
+    """A streaming-response behaviour whose exceptions become status codes."""
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            async for response in behaviour(request, context):
+            async for response in responses(behaviour, request, context):
                 yield response
         except grpc.aio.AbortError:
             raise
@@ -220,7 +237,7 @@ def _checked_stream(judge: Judge) -> Callable:
     def wrap(behaviour: Callable, method: str) -> Callable:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             await judge(request, context)
-            async for response in behaviour(request, context):
+            async for response in responses(behaviour, request, context):
                 yield response
 
         return call
