@@ -102,12 +102,23 @@ def model_metadata(model: ModelVersion, entry: ModelEntry) -> ModelMetadata:
 
 
 def model_status(entry: ModelEntry) -> ModelStatus:
-    """The entry's versions and state; a model with none loaded has one row with version ""."""
-    versions = tuple(VersionStatus(v, entry.state, entry.reason) for v in _sorted_versions(entry))
+    """The entry's versions and state: a row per served version, then one per version that
+    failed its last load (UNAVAILABLE, with the reason) while others still serve; a model with
+    none served has one row with version "" and the entry's state and reason."""
+    served = tuple(VersionStatus(v, entry.state, entry.reason) for v in _sorted_versions(entry))
     task = entry.config.task if entry.config else ""
-    return ModelStatus(
-        entry.name, task, versions or (VersionStatus("", entry.state, entry.reason),)
+    if not served:
+        return ModelStatus(entry.name, task, (VersionStatus("", entry.state, entry.reason),))
+    failed = tuple(
+        VersionStatus(
+            v,
+            UNAVAILABLE,
+            f"failed to load: {reason}; still serving {', '.join(_sorted_versions(entry))}",
+        )
+        for v, reason in sorted(entry.failures.items(), key=lambda kv: int(kv[0] or -1))
+        if v not in entry.versions
     )
+    return ModelStatus(entry.name, task, served + failed)
 
 
 def vision_model_info(model: ModelVersion) -> VisionModelInfo:
@@ -117,13 +128,15 @@ def vision_model_info(model: ModelVersion) -> VisionModelInfo:
         version=model.version,
         config=model.config,
         providers=tuple(model.session.providers),
-        explainable=model.explainer is not None,
+        explainable=model.explain_ready,
     )
 
 
 def server_ready(entries: list[ModelEntry]) -> bool:
-    """KServe readiness: at least one model, every model READY."""
-    return bool(entries) and all(e.state == READY for e in entries)
+    """KServe readiness, "serving what it can": every model has finished its first load
+    (READY, or failed with its reason) and at least one is READY. A broken model makes that
+    model not ready (ModelReady), never the server."""
+    return all(e.settled for e in entries) and any(e.state == READY for e in entries)
 
 
 @dataclass(frozen=True)

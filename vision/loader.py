@@ -162,11 +162,28 @@ def open_model(
     check_named_outputs(config, session, version)
     explainer = None
     if explain_file is not None:
-        explainer = Explainer(config, OnnxModel(explain_file, runtime))
-        if config.task == "segmentation":
-            explainer.check_outputs(session)  # can one run give masks and heat maps?
+        explainer = open_explainer(config, explain_file, session, runtime)
     folder = Path(model_file).parent
     return LoadedModel(config, session, Pipeline(config), version, folder, explainer)
+
+
+def open_explainer(
+    config: ModelConfig, explain_file: str | Path, session: OnnxModel, runtime: RuntimeSpec
+) -> Explainer:
+    """The `Explainer` over an explain graph, checked against the plain model's `session`
+    (for a segmenter: can one run give masks and heat maps?)."""
+    explainer = Explainer(config, OnnxModel(explain_file, runtime))
+    if config.task == "segmentation":
+        explainer.check_outputs(session)
+    return explainer
+
+
+def explain_file_of(model: LoadedModel) -> Path | None:
+    """The explain graph the config names for a loaded version, or None when it names none;
+    ModelNotFoundError when it is named but missing."""
+    if model.folder is None:
+        return None
+    return _explain_file(model.config, model.folder, None)
 
 
 def load_model(

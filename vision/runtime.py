@@ -1,4 +1,12 @@
-"""One ONNX Runtime session wrapper: provider choice, threads, warm-up, I/O metadata."""
+"""One ONNX Runtime session wrapper: provider choice, threads, memory, warm-up, I/O metadata.
+
+Memory: the CPU arena is shrunk at the end of every run (run option
+`memory.enable_memory_arena_shrinkage`), so a warm-up or a rare large batch does not stay
+resident for the life of the process (`bench/ort_memory.py` has the figures). Graph
+optimisation: on CPU a stored optimised graph beside the model (`vision.optimised`, written by
+`vision export` or `python -m vision.optimised`) is used when it was made from this very file by
+this ONNX Runtime version; otherwise ORT optimises at load, as before.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ import onnxruntime as ort
 
 from vision.config import RuntimeSpec
 from vision.errors import InvalidInputError
+from vision.optimised import stamp_matches, stored_optimised
 
 log = logging.getLogger(__name__)
 
@@ -75,31 +84,63 @@ def choose_providers(spec: RuntimeSpec, cache_dir: Path) -> list[tuple[str, dict
     return chosen
 
 
+def session_options(spec: RuntimeSpec) -> ort.SessionOptions:
+    """The session options of `spec`: threads, spinning, every graph optimisation, CPU arena."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = spec.intra_op_threads
+    options.inter_op_num_threads = spec.inter_op_threads
+    if not spec.allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def run_options() -> ort.RunOptions:
+    """Run options that hand the CPU arena's unused chunks back at the end of every run."""
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 class OnnxModel:
     """An ONNX Runtime session over one model file. `run` is thread-safe (ORT sessions are)."""
 
     def __init__(self, path: str | Path, spec: RuntimeSpec | None = None) -> None:
         self.path = Path(path)
         spec = spec or RuntimeSpec()
+        self.spec = spec
         cache_dir = Path(spec.tensorrt_cache_dir or self.path.parent / ".trt-cache")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = spec.intra_op_threads
-        options.inter_op_num_threads = spec.inter_op_threads
-        if not spec.allow_spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = choose_providers(spec, cache_dir)
-        self.session = ort.InferenceSession(
-            str(self.path),
-            sess_options=options,
-            providers=[p for p, _ in providers],
-            provider_options=[o for _, o in providers],
-        )
+        cpu_only = [p for p, _ in providers] == [_PROVIDER_IDS["cpu"]]
+        stored = stored_optimised(self.path) if cpu_only else None
+        self.optimised = False  # True: loaded from the stored optimised graph
+        if stored is not None:
+            self.session = self._open(stored, spec, providers)
+            self.optimised = stamp_matches(
+                self.session.get_modelmeta().custom_metadata_map, self.path
+            )
+        if not self.optimised:
+            self.session = self._open(self.path, spec, providers)
+        self.run_options = run_options()
         self.providers: list[str] = self.session.get_providers()
         self.inputs = [self._spec(x) for x in self.session.get_inputs()]
         self.outputs = [self._spec(x) for x in self.session.get_outputs()]
-        log.info("loaded %s with providers %s", self.path, self.providers)
+        log.info(
+            "loaded %s with providers %s%s",
+            self.path.name,
+            self.providers,
+            " (stored optimised graph)" if self.optimised else "",
+        )
+
+    @staticmethod
+    def _open(path: Path, spec: RuntimeSpec, providers: list) -> ort.InferenceSession:
+        return ort.InferenceSession(
+            str(path),
+            sess_options=session_options(spec),
+            providers=[p for p, _ in providers],
+            provider_options=[o for _, o in providers],
+        )
 
     @staticmethod
     def _spec(node: ort.NodeArg) -> TensorSpec:
@@ -115,7 +156,7 @@ class OnnxModel:
         """Run the model; raises InvalidInputError for inputs that do not fit the graph."""
         self.check_feeds(feeds)
         try:
-            values = self.session.run(self.output_names, feeds)
+            values = self.session.run(self.output_names, feeds, self.run_options)
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ValueError) as exc:
             raise InvalidInputError(f"model {self.path.parent.parent.name}: {exc}") from exc
         return dict(zip(self.output_names, values, strict=True))
@@ -151,4 +192,4 @@ class OnnxModel:
                     for i, d in enumerate(spec.shape)
                 ]
                 feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
-            self.session.run(self.output_names, feeds)
+            self.session.run(self.output_names, feeds, self.run_options)

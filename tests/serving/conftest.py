@@ -20,8 +20,9 @@ from tests.serving.tiny_models import build_repository
 class ServerThread:
     """Runs VisionServer in a background thread; `address` is host:port on loopback."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, wait_explain: bool = True) -> None:
         self.config = config
+        self.wait_explain = wait_explain  # start() returns once explain graphs are in too
         self.server: VisionServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
@@ -48,6 +49,8 @@ class ServerThread:
             self.server = VisionServer(self.config)
             self.loop = asyncio.get_running_loop()
             await self.server.start()
+            if self.wait_explain:
+                await self.server.repository.explain_loaded()
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             self._error = exc
             self._started.set()
@@ -70,7 +73,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_repository(tmp_path_factory.mktemp("models"))
 
 
-def start_server(models: Path, **overrides) -> ServerThread:
+def start_server(models: Path, wait_explain: bool = True, **overrides) -> ServerThread:
     settings = {
         "models": models,
         "host": "127.0.0.1",
@@ -81,7 +84,7 @@ def start_server(models: Path, **overrides) -> ServerThread:
         **overrides,
     }
     config = replace(ServerConfig(), **settings)
-    return ServerThread(config).start()
+    return ServerThread(config, wait_explain).start()
 
 
 @pytest.fixture(scope="module")

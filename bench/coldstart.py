@@ -1,0 +1,292 @@
+"""Cold start and memory of `vision serve` over a model repository (default: the bundled one).
+
+Each run spawns `python -m app serve --host 127.0.0.1 --http-port -1` in its own process group
+and times, from just before the spawn:
+
+- `serving`: gRPC health `Check("")` answers SERVING;
+- `ready`: ServerReady true and ModelReady true for every model folder on disk;
+- `explainable`: vision.v1 metadata says `explainable` for every model whose config names an
+  explain graph (those load in the background after the plain model is READY);
+
+and reads the process group's RSS (VmRSS) when every model is READY and once explain graphs are
+in. `--runs` runs (default 3), medians printed. `--importtime` adds `python -X importtime` of
+the same start (top cumulative imports); `--profile` adds an in-process per-model load profile
+(config, session, explain session, parity check, warm-up per shape), one model at a time.
+
+    .venv/bin/python -m bench.coldstart                  # 3 runs of the bundled repository
+    .venv/bin/python -m bench.coldstart --runs 1 --importtime --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from protos.inference import grpc_service_pb2 as kserve_pb
+from protos.vision.v1 import vision_pb2 as vision_pb
+
+HOST = "127.0.0.1"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+SERVER_READY = "/inference.GRPCInferenceService/ServerReady"
+MODEL_READY = "/inference.GRPCInferenceService/ModelReady"
+VISION_METADATA = "/vision.v1.VisionService/GetModelMetadata"
+TIMEOUT_S = 120.0
+POLL_S = 0.01
+
+
+@dataclass
+class ColdStart:
+    """One start: seconds from spawn to each milestone, RSS in MiB at two of them."""
+
+    serving_s: float
+    ready_s: float
+    explainable_s: float
+    rss_ready_mib: float
+    rss_explainable_mib: float
+
+
+def repository_models(root: Path) -> tuple[list[str], list[str]]:
+    """Model folders on disk, and those whose config names an explain graph."""
+    from vision.config import load_config
+
+    names = sorted(p.name for p in root.iterdir() if (p / "config.yaml").is_file())
+    explain = [n for n in names if load_config(root / n).explain.file]
+    return names, explain
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def group_rss_mib(pgid: int) -> float:
+    """VmRSS of every process in process group `pgid`, MiB."""
+    total_kb = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+    return total_kb / 1024.0
+
+
+class Probe:
+    """Pre-serialised readiness calls on one channel; every call False on any RPC error."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.insecure_channel(address)
+
+    def _call(self, method: str, request, response_type):
+        data = self.channel.unary_unary(method)(request.SerializeToString(), timeout=2.0)
+        return response_type.FromString(data)
+
+    def serving(self) -> bool:
+        """gRPC health of the whole server is SERVING."""
+        with contextlib.suppress(grpc.RpcError):
+            reply = self._call(
+                HEALTH_CHECK, health_pb2.HealthCheckRequest(), health_pb2.HealthCheckResponse
+            )
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+        return False
+
+    def ready(self, models: list[str]) -> bool:
+        """ServerReady, and ModelReady for each of `models`."""
+        with contextlib.suppress(grpc.RpcError):
+            reply = self._call(
+                SERVER_READY, kserve_pb.ServerReadyRequest(), kserve_pb.ServerReadyResponse
+            )
+            if not reply.ready:
+                return False
+            for name in models:
+                request = kserve_pb.ModelReadyRequest(name=name)
+                if not self._call(MODEL_READY, request, kserve_pb.ModelReadyResponse).ready:
+                    return False
+            return True
+        return False
+
+    def explainable(self, models: list[str]) -> bool:
+        """vision.v1 metadata reports `explainable` for each of `models`."""
+        with contextlib.suppress(grpc.RpcError):
+            for name in models:
+                request = vision_pb.GetModelMetadataRequest(model=vision_pb.ModelRef(name=name))
+                if not self._call(VISION_METADATA, request, vision_pb.ModelMetadata).explainable:
+                    return False
+            return True
+        return False
+
+
+def serve_command(models: Path, port: int, extra: list[str] = ()) -> list[str]:
+    """The `vision serve` command line for one run."""
+    return [
+        sys.executable,
+        *extra,
+        "-m",
+        "app",
+        "serve",
+        "--models",
+        str(models),
+        "--host",
+        HOST,
+        "--grpc-port",
+        str(port),
+        "--http-port",
+        "-1",
+        "--log-level",
+        "WARNING",
+    ]
+
+
+def _wait(process: subprocess.Popen, started: float, check, log: Path) -> float:
+    while not check():
+        if process.poll() is not None or time.perf_counter() - started > TIMEOUT_S:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the server did not get there (rc {process.poll()}):\n{tail}")
+        time.sleep(POLL_S)
+    return time.perf_counter() - started
+
+
+def _stop(process: subprocess.Popen) -> None:
+    for sig, wait_s in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(wait_s)
+
+
+def measure(models: Path, names: list[str], explain: list[str], log: Path) -> ColdStart:
+    """One cold start of the server over `models`."""
+    port = free_port()
+    probe = Probe(f"{HOST}:{port}")
+    started = time.perf_counter()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            serve_command(models, port), stdout=out, stderr=subprocess.STDOUT, process_group=0
+        )
+    try:
+        serving = _wait(process, started, probe.serving, log)
+        ready = _wait(process, started, lambda: probe.ready(names), log)
+        rss_ready = group_rss_mib(process.pid)
+        explainable = _wait(process, started, lambda: probe.explainable(explain), log)
+        rss_explain = group_rss_mib(process.pid)
+        return ColdStart(serving, ready, explainable, rss_ready, rss_explain)
+    finally:
+        probe.channel.close()
+        _stop(process)
+
+
+def import_profile(models: Path, names: list[str], top: int = 15) -> str:
+    """`python -X importtime` of one start until every model is READY: top cumulative imports."""
+    port = free_port()
+    probe = Probe(f"{HOST}:{port}")
+    with tempfile.NamedTemporaryFile("w+b", suffix=".log") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            serve_command(models, port, ["-X", "importtime"]),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            process_group=0,
+        )
+        try:
+            _wait(process, started, lambda: probe.ready(names), Path(err.name))
+        finally:
+            probe.channel.close()
+            _stop(process)
+        rows = _import_rows(Path(err.name).read_text(errors="replace"))
+    total = sum(us for us, _, depth in rows if depth == 0) / 1e6
+    lines = [f"imports: {total:.2f} s in all (top-level modules, self+children)"]
+    tops = sorted((r for r in rows if r[2] == 0), reverse=True)[:top]
+    lines += [f"  {us / 1e6:6.3f} s  {name}" for us, name, _ in tops]
+    return "\n".join(lines)
+
+
+def _import_rows(text: str) -> list[tuple[int, str, int]]:
+    rows = []
+    for line in text.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _, cumulative, name = (part.strip() for part in line[12:].split("|", 2))
+        raw = line[12:].split("|", 2)[2]
+        depth = (len(raw) - len(raw.lstrip(" ")) - 1) // 2
+        rows.append((int(cumulative), name, depth))
+    return rows
+
+
+def load_profile(models: Path, names: list[str]) -> str:
+    """Per model, in this process: seconds for config, session, explain session, warm-up."""
+    from bench.coldstart_profile import profile_model
+
+    lines = ["per-model load profile (in-process, one at a time, seconds):"]
+    for name in names:
+        lines.append("  " + profile_model(models / name))
+    return "\n".join(lines)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def report(runs: list[ColdStart]) -> str:
+    """Median and range of each milestone."""
+    fields = [
+        ("SERVING", "serving_s", "s"),
+        ("every model READY", "ready_s", "s"),
+        ("every explain graph in", "explainable_s", "s"),
+        ("RSS at READY", "rss_ready_mib", "MiB"),
+        ("RSS with explain graphs", "rss_explainable_mib", "MiB"),
+    ]
+    lines = [f"cold start, {len(runs)} run(s), {os.cpu_count()} CPU(s):"]
+    for label, attr, unit in fields:
+        values = [getattr(r, attr) for r in runs]
+        lines.append(
+            f"  {label:26s} median {_median(values):7.2f} {unit}  "
+            f"(min {min(values):.2f}, max {max(values):.2f})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the cold-start measurement and print the medians."""
+    p = argparse.ArgumentParser(prog="bench.coldstart", description=__doc__.split("\n")[0])
+    p.add_argument("--models", type=Path, default=Path(__file__).parents[1] / "models")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--importtime", action="store_true", help="add a -X importtime profile")
+    p.add_argument("--profile", action="store_true", help="add a per-model load profile")
+    args = p.parse_args(argv)
+    names, explain = repository_models(args.models)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in range(args.runs):
+            runs.append(measure(args.models, names, explain, Path(tmp) / f"run{index}.log"))
+            print(f"run {index + 1}: {runs[-1]}", flush=True)
+    print(report(runs))
+    if args.importtime:
+        print(import_profile(args.models, names))
+    if args.profile:
+        print(load_profile(args.models, names))
+    print(f"(command: python -m bench.coldstart {' '.join(sys.argv[1:])})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
