@@ -126,7 +126,7 @@ export async function loadHeatmap(caseId, findingId, width, height) {
     img.data[j] = rgb[0];
     img.data[j + 1] = rgb[1];
     img.data[j + 2] = rgb[2];
-    img.data[j + 3] = 255;
+    img.data[j + 3] = 40 + (215 * grey[i]) / 255; // cold areas stay see-through
   }
   ctx.putImageData(img, 0, 0);
   return canvas;
