@@ -56,8 +56,8 @@ def inflate(deflated: bytes, limit: int) -> bytes:
             size += len(chunk)
             if limit and size > limit:
                 raise ImageTooLargeError(
-                    f"the deflated DICOM data set inflates to more than {limit} bytes, the limit "
-                    "for the pixel limit (--max-image-pixels): send a smaller image"
+                    f"the deflated DICOM data set inflates to more than {limit} bytes, the byte "
+                    "limit that --max-image-pixels sets: send a smaller image"
                 )
             parts.append(chunk)
             if not chunk and not pending:

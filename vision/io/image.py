@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 _RAW_DTYPES = ("uint8", "uint16", "float32")
+_BIGTIFF = (b"+\x00", b"\x00+")
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
@@ -40,18 +41,21 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
 def _tiff_size(data: bytes) -> tuple[int, int, int] | None:
     """(width, height, decoded bytes) of the first page of a TIFF or BigTIFF, else None.
 
-    Pillow's TIFF reader parses the header and first IFD only (no pixel is decoded, and
-    opening the plugin class directly skips Pillow's own decompression-bomb warning).
+    Pillow's IFD parser reads the header and the first directory's tags only: no pixel is
+    decoded, and no mode is resolved, so any samples-and-bits combination is measured.
     """
     try:
-        tiff = TiffImagePlugin.TiffImageFile(io.BytesIO(data))
-        width, height = tiff.size
-        samples = int(tiff.tag_v2.get(277, 1))
-        bits = tiff.tag_v2.get(258, (8,))
+        fp = io.BytesIO(data)
+        ifd = TiffImagePlugin.ImageFileDirectory_v2(fp.read(16 if data[2:4] in _BIGTIFF else 8))
+        fp.seek(ifd.next)
+        ifd.load(fp)
+        width, height = int(ifd[256]), int(ifd[257])
+        samples = int(ifd.get(277, 1))
+        bits = ifd.get(258, (8,))
         depth = max(int(b) for b in bits) if isinstance(bits, tuple | list) else int(bits)
     except Exception:  # noqa: BLE001 - Pillow raises many types on a malformed header
         return None
-    return width, height, (width * height * samples * depth + 7) // 8
+    return width, height, (width * height * samples * max(1, depth) + 7) // 8
 
 
 def _bmp_size(data: bytes) -> tuple[int, int] | None:

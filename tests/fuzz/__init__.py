@@ -1,0 +1,1 @@
+"""Fuzzing the decoders and the three APIs; the corpus of inputs that once broke them."""
