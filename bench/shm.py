@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from multiprocessing import shared_memory
@@ -28,10 +30,16 @@ from bench import loadgen
 from bench.models import BenchModel, session_call, write_repository
 from bench.serving import HOST, Row, free_port, interleaved, print_table, server_process
 from protos.inference import grpc_service_pb2 as pb
+from serving.rpc.kserve_servicer import write_to_region
+from serving.rpc.kserve_wire import InferReply, serialize_reply, split_request
+from serving.shared_memory import SharedMemoryRegistry, TensorRef
 
 REGISTER = "/inference.GRPCInferenceService/SystemSharedMemoryRegister"
+SERVER_LIVE = "/inference.GRPCInferenceService/ServerLive"
+FLOOR = "gRPC floor: ServerLive"
 RESULTS = Path(__file__).resolve().parent / "results" / "shm.json"
 SESSION, BYTES, SHM = "in-process session.run", "ModelInfer gRPC bytes", "ModelInfer shared memory"
+CODEC_CALLS = 200
 GOALS = {"added_p50_ms": {BYTES: 1.0, SHM: 0.3}, "throughput_ratio_c4": {SHM: 0.95}}
 
 
@@ -104,6 +112,10 @@ def measure(model: BenchModel, address: str, args: argparse.Namespace) -> list[R
         try:
             check_same_output(model, clients[0], infer[0])
             paths = {SESSION: [session] * n, BYTES: infer, SHM: clients}
+            if n == 1:  # the cost of any round trip at all, with nothing in it
+                live = loadgen.open_channel(address)
+                empty = pb.ServerLiveRequest().SerializeToString()
+                paths[FLOOR] = [loadgen.unary(live, SERVER_LIVE, empty)]
             results = interleaved(paths, args.rounds, args.duration / args.rounds)
         finally:
             for client in clients:
@@ -117,7 +129,7 @@ def ratios(rows: list[Row]) -> dict[str, dict[str, float]]:
     index = {(r.path, r.concurrency): r.result for r in rows}
     figures: dict[str, dict[str, float]] = {}
     for (path, n), result in sorted(index.items()):
-        if path == SESSION:
+        if path in (SESSION, FLOOR):
             continue
         base = index[(SESSION, n)]
         figures[f"{path} c={n}"] = {
@@ -137,6 +149,66 @@ def print_ratios(figures: dict[str, dict[str, float]]) -> None:
         ratio = values["throughput_ratio"]
         thr = f"throughput {ratio:.3f}x" + (f" (goal >= {goal}x)" if goal else "")
         print(f"ratio seg256 c={n} {path} / {SESSION}: {thr}, {p50}")
+
+
+def _median_us(call: Callable[[], object]) -> float:
+    times = []
+    for _ in range(CODEC_CALLS):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def codec_costs(model: BenchModel, output: np.ndarray) -> dict[str, float]:
+    """Server-side tensor handling per request, no network, no model (median microseconds).
+
+    protobuf: what ModelInfer did before (parse, read raw_input_contents, tobytes, append,
+    serialize); lean: `serving/rpc/kserve_wire.py`; shm: lease the input region, view it,
+    write the output into its region.
+    """
+    data = loadgen.infer_request(model.name, "images", model.tensor)
+    dims, shape = list(output.shape), model.tensor.shape
+
+    def protobuf() -> bytes:
+        request = pb.ModelInferRequest.FromString(data)
+        np.frombuffer(request.raw_input_contents[0], np.float32).reshape(shape)
+        response = pb.ModelInferResponse(model_name=model.name, model_version="1")
+        response.outputs.add(name="logits", datatype="FP32", shape=dims)
+        response.raw_output_contents.append(output.tobytes())
+        return response.SerializeToString()
+
+    def lean() -> bytes:
+        call = split_request(data)
+        np.frombuffer(call.raw[0], np.float32).reshape(shape)
+        reply = InferReply(pb.ModelInferResponse(model_name=model.name, model_version="1"))
+        reply.response.outputs.add(name="logits", datatype="FP32", shape=dims)
+        reply.raw.append(output)
+        return serialize_reply(reply)
+
+    registry, tag = SharedMemoryRegistry(), uuid.uuid4().hex[:10]
+    block = shared_memory.SharedMemory(
+        name=f"bench-codec-{tag}", create=True, size=model.tensor.nbytes + output.nbytes
+    )
+    registry.register("in", f"/{block.name}", 0, model.tensor.nbytes)
+    registry.register("out", f"/{block.name}", model.tensor.nbytes, output.nbytes)
+    in_ref, out_ref = TensorRef("in", 0, model.tensor.nbytes), TensorRef("out", 0, output.nbytes)
+
+    def shm() -> None:
+        with registry.lease(in_ref) as view:
+            np.frombuffer(view, np.float32).reshape(shape)
+        write_to_region("logits", output, out_ref, registry)
+
+    try:
+        return {
+            "protobuf_us": _median_us(protobuf),
+            "lean_us": _median_us(lean),
+            "shm_us": _median_us(shm),
+        }
+    finally:
+        registry.close()
+        block.close()
+        block.unlink()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -164,9 +236,18 @@ def main(argv: list[str] | None = None) -> int:
         command += ["--log-level", "WARNING"]
         with server_process("ours", command, port, [seg.name], tmp / "ours.log") as ours:
             rows = measure(seg, ours.address, args)
+        codec = codec_costs(seg, session_call(seg)()[0])
     print_table(rows, "seg256: in-process vs gRPC bytes vs shared memory (interleaved)")
     figures = ratios(rows)
     print_ratios(figures)
+    floor = [r.result.percentile_ms(50) for r in rows if r.path == FLOOR]
+    if floor:
+        print(f"gRPC floor: an empty ServerLive round trip, p50 {floor[0]:.3f} ms (same run)")
+    print(
+        f"tensor handling in the server per request (median of {CODEC_CALLS}, no network): "
+        f"protobuf {codec['protobuf_us']:.0f} us, lean {codec['lean_us']:.0f} us "
+        f"({codec['lean_us'] / codec['protobuf_us']:.2f}x), shared memory {codec['shm_us']:.0f} us"
+    )
     record = {
         "command": command_line.strip(),
         "rows": [
@@ -182,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
         ],
         "ratios": figures,
+        "codec_us": codec,
         "goals": GOALS,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
