@@ -70,3 +70,15 @@ def case_status(page, status: str) -> None:
 
 def canvas_png(page) -> bytes:
     return page.locator("#view-canvas").screenshot()
+
+
+def is_action(name: str):
+    """A response predicate: the answer to POST .../actions with action `name`."""
+
+    def match(response) -> bool:
+        if not response.url.endswith("/actions"):
+            return False
+        body = json.loads(response.request.post_data or "{}")
+        return body.get("action") == name
+
+    return match

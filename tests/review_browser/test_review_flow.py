@@ -20,6 +20,7 @@ from tests.review_browser.pages import (
     drag,
     finding,
     finding_status,
+    is_action,
     key,
     open_case,
     select_finding,
@@ -72,7 +73,7 @@ def test_review_a_detection_case_and_export_it(browser, review_server, detection
         x0, y0, x1, y1 = first["box"]
         start = to_screen(page, (x0 + x1) / 2, (y0 + y1) / 2)
         scale = json.loads(page.locator("#view-canvas").get_attribute("data-view"))["scale"]
-        with page.expect_response(lambda r: r.url.endswith("/actions")) as moved:
+        with page.expect_response(is_action("move")) as moved:
             drag(page, start, (start[0] + 40, start[1] + 30))
         assert moved.value.status == 200, moved.value.text()
         finding_status(page, first["id"], "corrected")

@@ -9,7 +9,7 @@ import re
 
 from tests.review_browser.conftest import PASSWORD, api_client, new_page, sign_in, upload
 from tests.review_browser.images import blob_png
-from tests.review_browser.pages import case_status, key, open_case
+from tests.review_browser.pages import case_status, is_action, key, open_case
 
 
 def test_reviewer_cannot_reopen_a_case_a_supervisor_closed(browser, review_server, shot):
@@ -31,7 +31,7 @@ def test_reviewer_cannot_reopen_a_case_a_supervisor_closed(browser, review_serve
         sign_in(reviewer, "rev2")
         open_case(reviewer, case_id)
         case_status(reviewer, "accepted")
-        with reviewer.expect_response(lambda r: r.url.endswith("/actions")) as answer:
+        with reviewer.expect_response(is_action("reopen")) as answer:
             reviewer.click("#btn-reopen")
         assert answer.value.status == 403
         toast = reviewer.locator("#toast")

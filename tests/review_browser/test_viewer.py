@@ -1,0 +1,169 @@
+"""The viewer in Chromium: a 16-bit DICOM case drawn from raw pixels with window/level in the
+page (presets, right-drag), pan and zoom that persist to the next case, a segmentation case
+whose mask is painted and saved, a missed finding added with the box tool, and the worklist
+keys and filters."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+from PIL import Image as PILImage
+
+from tests.review_browser.conftest import api_client, new_page, sign_in, upload, wait_first_image
+from tests.review_browser.images import blob_png, ct_dicom
+from tests.review_browser.pages import (
+    canvas_png,
+    drag,
+    is_action,
+    key,
+    open_case,
+    to_screen,
+    view_transform,
+)
+
+
+def window_label(page) -> str:
+    return page.locator("#window-label").inner_text().split("right-drag")[0].strip()
+
+
+def test_dicom_window_level_and_view_persistence(browser, review_server, shot):
+    with contextlib.closing(api_client(review_server, "rev1")) as client:
+        dicom = upload(client, "bright-x", ct_dicom(512), "ct.dcm")
+        photo = upload(client, "boxes-x", blob_png(640, 5), "photo.png")
+    assert dicom["image"]["dicom"] and dicom["image"]["dtype"] in ("uint16", "int16")
+    page = new_page(browser, review_server)
+    try:
+        sign_in(page, "rev1")
+        with page.expect_response(lambda r: "/pixels" in r.url) as pixels:
+            open_case(page, dicom["id"])
+        assert pixels.value.headers["x-dtype"] == dicom["image"]["dtype"]
+        assert int(pixels.value.headers["x-width"]) == 512
+        wait_first_image(page)
+        assert window_label(page) == "C 40 · W 400"
+        soft = canvas_png(page)
+        shot(page, "1-soft-tissue")
+
+        page.click("button[data-cmd=preset]:text-is('lung')")
+        assert window_label(page) == "C -600 · W 1500"
+        assert canvas_png(page) != soft, "the lung window drew the same picture"
+        key(page, "1")  # the first preset again
+        assert window_label(page) == "C 40 · W 400"
+
+        centre = to_screen(page, 256, 256)
+        drag(page, centre, (centre[0] + 120, centre[1] + 60), button="right")
+        moved = window_label(page)
+        assert moved != "C 40 · W 400", "right-drag left window/level unchanged"
+        shot(page, "2-right-drag")
+
+        # Zoom with the wheel, pan with a drag: both survive the move to another case.
+        page.mouse.move(*centre)
+        page.mouse.wheel(0, -600)
+        page.wait_for_timeout(200)
+        drag(page, to_screen(page, 100, 400), to_screen(page, 150, 420))
+        zoomed = view_transform(page)
+        assert zoomed["rel"] > 1.5
+        saved = json.loads(page.evaluate("localStorage.getItem('review.view')"))
+        page.goto(f"/review/#/case/{photo['id']}")
+        page.wait_for_selector(f"#panel h2:text-is('Case {photo['id']}')")
+        page.reload()
+        page.wait_for_selector(f"#panel h2:text-is('Case {photo['id']}')")
+        wait_first_image(page)
+        again = json.loads(page.evaluate("localStorage.getItem('review.view')"))
+        assert again == saved
+        assert view_transform(page)["rel"] == zoomed["rel"]
+        assert page.locator("#open-ohif").count() == 0, "no PACS configured: no OHIF link"
+        shot(page, "3-zoom-kept")
+        key(page, "0")
+        assert view_transform(page)["rel"] == 1
+        assert page.errors == [], page.errors
+    finally:
+        page.context.close()
+
+
+def mask_pixels(client, case_id: int, label: str) -> np.ndarray:
+    answer = client.get(f"/review/api/cases/{case_id}/masks/{label}.png")
+    assert answer.status_code == 200, answer.text
+    return np.asarray(PILImage.open(io.BytesIO(answer.content))) > 127
+
+
+def test_paint_a_mask_and_add_a_missed_finding(browser, review_server, shot):
+    with contextlib.closing(api_client(review_server, "rev1")) as client:
+        case = upload(client, "bright-x", blob_png(320, 9), "tile.png")
+        before = mask_pixels(client, case["id"], "bright")
+    page = new_page(browser, review_server)
+    try:
+        sign_in(page, "rev1")
+        open_case(page, case["id"])
+        wait_first_image(page)
+        page.wait_for_selector(".mask[data-mask='bright']")
+        key(page, "p")
+        page.wait_for_selector("#mode-badge:text('Paint')")
+        drag(page, to_screen(page, 20, 280), to_screen(page, 120, 280))
+        page.wait_for_selector("#btn-save-mask:not([disabled])")
+        with page.expect_response(is_action("paint")) as saved:
+            page.click("#btn-save-mask")
+        assert saved.value.status == 200, saved.value.text()
+        masks = {m["label"]: m["origin"] for m in saved.value.json()["masks"]}
+        assert masks.get("bright") == "human"
+        key(page, "Escape")
+
+        key(page, "b")
+        page.wait_for_selector("#mode-badge:text('Draw a box')")
+        drag(page, to_screen(page, 200, 20), to_screen(page, 260, 70))
+        page.wait_for_selector("#prompt-dialog[open]")
+        page.select_option("#prompt-select", "bright")
+        answer_prompt_select(page)
+        page.wait_for_selector(".finding .origin:text-is('human')")
+        shot(page, "painted-and-added")
+        assert page.errors == [], page.errors
+    finally:
+        page.context.close()
+
+    with contextlib.closing(api_client(review_server, "rev1")) as client:
+        after = mask_pixels(client, case["id"], "bright")
+        found = client.get(f"/review/api/cases/{case['id']}").json()["findings"]
+    painted = after & ~before
+    assert painted[270:291, 25:115].mean() > 0.9, "the brush stroke is not in the saved mask"
+    assert (before & ~after).sum() == 0, "painting erased pixels"
+    (human,) = [f for f in found if f["origin"] == "human"]
+    x0, y0, x1, y1 = human["box"]
+    assert abs(x0 - 200) <= 2 and abs(y0 - 20) <= 2 and abs(x1 - 260) <= 2 and abs(y1 - 70) <= 2
+
+
+def answer_prompt_select(page) -> None:
+    page.click("#prompt-ok")
+    page.wait_for_selector("#prompt-dialog:not([open])", state="attached")
+
+
+def test_worklist_filters_sort_and_keys(browser, review_server):
+    with contextlib.closing(api_client(review_server, "rev1")) as client:
+        made = [upload(client, "boxes-x", blob_png(128, 20 + i), f"w{i}.png") for i in range(3)]
+    page = new_page(browser, review_server)
+    try:
+        sign_in(page, "rev1")
+        page.select_option("#f-status", "new")
+        page.fill("#f-model", "boxes-x")
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector(f"#worklist tbody tr[data-case-id='{made[-1]['id']}']")
+        rows = page.locator("#worklist tbody tr")
+        statuses = rows.locator(".status").all_inner_texts()
+        assert statuses and set(statuses) == {"new"}
+        assert set(rows.locator("td:nth-child(3)").all_inner_texts()) == {"boxes-x v1"}
+        page.click("#worklist th[data-sort=created_at]")
+        page.wait_for_selector("#worklist th.sorted-asc")
+        ids = [int(i) for i in rows.locator("td:first-child").all_inner_texts()]
+        assert ids == sorted(ids)
+        page.keyboard.press("ArrowDown")
+        second = ids[1]
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"#panel h2:text-is('Case {second}')")
+        key(page, "Escape")
+        page.wait_for_selector("#worklist tbody tr")
+        page.keyboard.press("n")
+        page.wait_for_selector("#panel h2:text-matches('Case \\\\d+')")
+        assert page.errors == [], page.errors
+    finally:
+        page.context.close()
