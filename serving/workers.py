@@ -91,6 +91,7 @@ class Supervisor:
         """Start the workers and supervise them; the exit code for the whole."""
         self._metrics_dir, owned = prepare_metrics_dir(os.environ.get(MULTIPROC_ENV))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._forward_reload)
         try:
             self._workers = [self._spawn(i) for i in range(self._count)]
             log.info("started %d workers: pids %s", self._count, self.pids())
@@ -114,6 +115,12 @@ class Supervisor:
         if not self._stopping:
             log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self._workers))
         self._stopping = True
+
+    def _forward_reload(self, signum: int, frame: object) -> None:
+        """SIGHUP: every worker reloads its certificates and token file."""
+        for worker in self._workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGHUP)
 
     def _spawn(self, index: int) -> _Worker:
         env = {**os.environ, MULTIPROC_ENV: str(self._metrics_dir), WORKER_ENV: str(index)}
