@@ -59,9 +59,12 @@ class ModelGate:
         batching = model.config.batching
         per_batch = max(1, batching.max_batch_size)
         batches = math.ceil((self.ahead + rows) / per_batch)
-        compute = model.batcher.compute_estimate_s
         delay = batching.max_queue_delay_ms / 1000.0
-        return self.prepare.value + batches * (compute + delay) + self.finish.value
+        by_batch = batches * (model.batcher.compute_estimate_s + delay)
+        # Recent batches may have been smaller than those ahead will be: their cost per row
+        # bounds the estimate from below too.
+        by_row = (self.ahead + rows) * model.batcher.row_compute_estimate_s
+        return self.prepare.value + max(by_batch, by_row) + self.finish.value
 
     def retry_hint_ms(self, model: ModelVersion) -> int:
         """A retry-after hint: about one batch's compute time (at least 10 ms)."""

@@ -124,6 +124,7 @@ class DynamicBatcher:
         self._worker: asyncio.Task | None = None
         self._running: list[_Pending] = []  # the batch on the inference thread now
         self._compute = RecentDurations()  # one batch's compute time, recent median
+        self._row_compute = RecentDurations()  # compute time per row, recent median
         self._failures = 0  # execution failures in a row
         self.failed_reason = ""  # set once the version is marked failed
 
@@ -136,6 +137,11 @@ class DynamicBatcher:
     def compute_estimate_s(self) -> float:
         """One batch's compute time in seconds: the median of recent batches (0 before one)."""
         return self._compute.value
+
+    @property
+    def row_compute_estimate_s(self) -> float:
+        """Compute time per row in seconds: the median over recent batches (0 before one)."""
+        return self._row_compute.value
 
     def start(self) -> None:
         """Start the worker task (on the running event loop); idempotent."""
@@ -288,6 +294,7 @@ class DynamicBatcher:
         compute_s = time.monotonic() - started
         self._failures = 0
         self._compute.add(compute_s)
+        self._row_compute.add(compute_s / max(1, sum(p.rows for p in batch)))
         self._deliver(batch, outputs, started, compute_s)
 
     def _failure(self, exc: Exception) -> Exception:

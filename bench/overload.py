@@ -1,0 +1,419 @@
+"""Overload benchmark: capacity, then 5x and 10x of it with 5 s deadlines, on a real server.
+
+    python -m bench.overload [--phase-s 15] [--multiples 5,10] [--soak-minutes 0]
+
+Starts `python -m app serve` on loopback over the bundled blood-cells detector and, for each API
+(vision.v1 Detect with a BCCD JPEG, KServe ModelInfer with a raw FP32 tensor):
+
+1. capacity: a closed loop (`--concurrency` callers, each sending when its last call returned)
+   for `--phase-s` seconds; its OK answers per second are the sustainable rate;
+2. for each multiple: an open loop (arrivals at multiple x capacity, each call with a
+   `--deadline-s` deadline, sent whether or not earlier calls returned) for `--phase-s`;
+3. recovery, right after the overload stops: the closed loop again, and the time from the end
+   of the overload to the first OK answer.
+
+It prints and writes (bench/results/overload.json) goodput as a ratio to capacity, the latency
+of shed answers (RESOURCE_EXHAUSTED) and of admitted ones (p50 / p99), the count per status
+code, and the server's RSS before and after. With `--soak-minutes M` it then offers 80 % of
+the Detect capacity for M minutes and records RSS and latency per interval. The client runs on
+the same machine as the server, so both share its cores: the figures are for this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from protos.inference import grpc_service_pb2 as kserve_pb
+from protos.vision.v1 import vision_pb2 as pb
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "overload.json"
+MODEL = "blood-cells"
+DETECT = "/vision.v1.VisionService/Detect"
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+DEFAULT_IMAGE = Path("/work/shared/datasets/bccd/BCCD/JPEGImages/BloodImage_00000.jpg")
+START_TIMEOUT_S = 180.0
+MAX_MESSAGE = 64 * 1024 * 1024
+
+
+@dataclass
+class Phase:
+    """What one phase of load saw: each answer's status code and latency, over `seconds`."""
+
+    name: str
+    seconds: float = 0.0
+    answers: list[tuple[str, float, float]] = field(default_factory=list)  # code, latency, end
+
+    def latencies(self, code: str) -> list[float]:
+        """Latencies (s) of the answers with status `code`."""
+        return [t for c, t, _ in self.answers if c == code]
+
+    def rate(self, code: str = "OK") -> float:
+        """Answers with `code` that came back within the phase, per second."""
+        within = [c for c, _, end in self.answers if c == code and end <= self.seconds]
+        return len(within) / self.seconds if self.seconds else 0.0
+
+    def summary(self, capacity: float) -> dict:
+        """The phase as JSON: goodput and its ratio to capacity, latencies, codes."""
+        ok, shed = self.latencies("OK"), self.latencies("RESOURCE_EXHAUSTED")
+        return {
+            "phase": self.name,
+            "seconds": round(self.seconds, 2),
+            "offered": len(self.answers),
+            "goodput_per_s": round(self.rate(), 2),
+            "goodput_ratio": round(self.rate() / capacity, 3) if capacity else None,
+            "admitted_ms": _percentiles(ok),
+            "shed_ms": _percentiles(shed),
+            "codes": dict(Counter(c for c, _, _ in self.answers)),
+        }
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p99": None, "n": 0}
+    ms = np.asarray(values) * 1000.0
+    return {
+        "p50": round(float(np.percentile(ms, 50)), 2),
+        "p99": round(float(np.percentile(ms, 99)), 2),
+        "n": len(values),
+    }
+
+
+def detect_payload(image: Path) -> bytes:
+    """A serialized Detect request carrying the JPEG's bytes."""
+    request = pb.DetectRequest(
+        model=pb.ModelRef(name=MODEL), image=pb.ImageInput(encoded=image.read_bytes())
+    )
+    return request.SerializeToString()
+
+
+def infer_payload() -> bytes:
+    """A serialized ModelInfer request: one FP32 image tensor the size of the detector's input."""
+    tensor = kserve_pb.ModelInferRequest.InferInputTensor(
+        name="images", datatype="FP32", shape=[1, 3, 416, 416]
+    )
+    rng = np.random.default_rng(0)
+    raw = rng.random((1, 3, 416, 416), dtype=np.float32).tobytes()
+    request = kserve_pb.ModelInferRequest(
+        model_name=MODEL, inputs=[tensor], raw_input_contents=[raw]
+    )
+    return request.SerializeToString()
+
+
+async def _call(
+    channel: grpc.aio.Channel, method: str, payload: bytes, timeout: float, since: float
+) -> tuple[str, float, float]:
+    """One call: its status code, latency, and when it ended (s after `since`)."""
+    start = time.perf_counter()
+    try:
+        await channel.unary_unary(method)(payload, timeout=timeout)
+        code = "OK"
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code().name
+    end = time.perf_counter()
+    return code, end - start, end - since
+
+
+async def closed_loop(
+    address: str, method: str, payload: bytes, concurrency: int, seconds: float, name: str
+) -> Phase:
+    """`concurrency` callers, each sending its next call when the last returned."""
+    phase = Phase(name)
+    async with _channel(address) as channel:
+        start = time.perf_counter()
+        end = start + seconds
+
+        async def caller() -> None:
+            while time.perf_counter() < end:
+                phase.answers.append(await _call(channel, method, payload, 60.0, start))
+
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        phase.seconds = time.perf_counter() - start
+    return phase
+
+
+async def open_loop(
+    address: str,
+    method: str,
+    payload: bytes,
+    rate: float,
+    seconds: float,
+    deadline_s: float,
+    name: str,
+) -> Phase:
+    """Calls at `rate` per second for `seconds` (evenly spaced), each with `deadline_s`; waits
+    for every answer. Goodput counts OK answers over the offered interval."""
+    phase = Phase(name)
+    async with _channel(address) as channel:
+        tasks: list[asyncio.Task] = []
+        start = time.perf_counter()
+        sent = 0
+        while (now := time.perf_counter()) - start < seconds:
+            due = int((now - start) * rate) + 1
+            for _ in range(due - sent):
+                call = _call(channel, method, payload, deadline_s, start)
+                tasks.append(asyncio.create_task(call))
+            sent = max(sent, due)
+            await asyncio.sleep(0.001)
+        phase.answers = list(await asyncio.gather(*tasks))
+        phase.seconds = seconds
+    return phase
+
+
+@contextlib.asynccontextmanager
+async def _channel(address: str):
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ]
+    channel = grpc.aio.insecure_channel(address, options=options)
+    try:
+        await asyncio.wait_for(channel.channel_ready(), START_TIMEOUT_S)
+        yield channel
+    finally:
+        await channel.close()
+
+
+async def first_ok_after(address: str, method: str, payload: bytes) -> float:
+    """Seconds until a call (sent one after another) is answered OK."""
+    start = time.perf_counter()
+    async with _channel(address) as channel:
+        while True:
+            code, _, _ = await _call(channel, method, payload, 30.0, start)
+            if code == "OK":
+                return time.perf_counter() - start
+
+
+def rss_mb(pid: int) -> float:
+    """The resident set size of process `pid` in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(models: Path) -> Iterator[tuple[str, int]]:
+    """`python -m app serve` over `models` on loopback; yields (address, pid); SIGTERM at exit."""
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "app",
+        "serve",
+        "--models",
+        str(models),
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        str(port),
+        "--http-port",
+        "-1",
+        "--log-level",
+        "WARNING",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "VISION_API_KEY"}
+    proc = subprocess.Popen(command, cwd=ROOT, env=env)
+    try:
+        yield f"127.0.0.1:{port}", proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def repository(tmp: Path) -> Path:
+    """A repository holding only the bundled blood-cells detector (a link to it)."""
+    models = tmp / "models"
+    models.mkdir()
+    (models / MODEL).symlink_to(ROOT / "models" / MODEL)
+    return models
+
+
+async def measure_api(
+    address: str, pid: int, api: str, method: str, payload: bytes, args: argparse.Namespace
+) -> dict:
+    """Capacity, each overload multiple with its recovery, and RSS, for one API."""
+    await closed_loop(address, method, payload, args.concurrency, 3.0, "warm-up")
+    rss_before = rss_mb(pid)
+    capacity = await closed_loop(
+        address, method, payload, args.concurrency, args.phase_s, "capacity"
+    )
+    cap = capacity.rate()
+    print(f"{api}: capacity {cap:.1f} req/s (closed loop, {args.concurrency} callers)", flush=True)
+    phases = [capacity.summary(cap)]
+    for multiple in args.multiples:
+        over = await open_loop(
+            address, method, payload, multiple * cap, args.phase_s, args.deadline_s, f"{multiple}x"
+        )
+        overload_end = time.perf_counter()
+        rss_peak = rss_mb(pid)
+        first_ok = await first_ok_after(address, method, payload)
+        recovery = await closed_loop(
+            address, method, payload, args.concurrency, min(5.0, args.phase_s), f"after {multiple}x"
+        )
+        row = over.summary(cap) | {"rss_mb_at_end": round(rss_peak, 1)}
+        row["recovery"] = recovery.summary(cap) | {
+            "first_ok_s": round(first_ok, 3),
+            "since_overload_end_s": round(time.perf_counter() - overload_end, 2),
+        }
+        phases.append(row)
+        _print_overload(api, multiple, row)
+    return {
+        "api": api,
+        "capacity_per_s": round(cap, 2),
+        "rss_mb_before": round(rss_before, 1),
+        "rss_mb_after": round(rss_mb(pid), 1),
+        "phases": phases,
+    }
+
+
+def _print_overload(api: str, multiple: float, row: dict) -> None:
+    shed, recovery = row["shed_ms"], row["recovery"]
+    print(
+        f"{api} {multiple}x: goodput {row['goodput_per_s']} req/s = {row['goodput_ratio']} of "
+        f"capacity; shed p50/p99 {shed['p50']}/{shed['p99']} ms; admitted p99 "
+        f"{row['admitted_ms']['p99']} ms; codes {row['codes']}; after: goodput ratio "
+        f"{recovery['goodput_ratio']}, first OK {recovery['first_ok_s']} s",
+        flush=True,
+    )
+
+
+async def soak(
+    address: str,
+    pid: int,
+    payload: bytes,
+    capacity: float,
+    minutes: float,
+    interval_s: float,
+    deadline_s: float,
+) -> list[dict]:
+    """80 % of the Detect capacity for `minutes`, one row per interval: RSS, goodput, latency."""
+    rows = []
+    end = time.perf_counter() + minutes * 60.0
+    while time.perf_counter() < end:
+        phase = await open_loop(
+            address, DETECT, payload, 0.8 * capacity, interval_s, deadline_s, "soak"
+        )
+        row = phase.summary(capacity) | {
+            "rss_mb": round(rss_mb(pid), 1),
+            "elapsed_min": round(minutes - (end - time.perf_counter()) / 60.0, 2),
+        }
+        rows.append(row)
+        admitted = row["admitted_ms"]
+        print(
+            f"soak {row['elapsed_min']:.1f} min: RSS {row['rss_mb']} MiB, goodput ratio "
+            f"{row['goodput_ratio']}, admitted p50/p99 {admitted['p50']}/{admitted['p99']} ms, "
+            f"codes {row['codes']}",
+            flush=True,
+        )
+    return rows
+
+
+async def run(args: argparse.Namespace) -> dict:
+    """Every measurement, on one server."""
+    with tempfile.TemporaryDirectory() as tmp, served(repository(Path(tmp))) as (address, pid):
+        apis = [
+            ("vision.v1 Detect (JPEG)", DETECT, detect_payload(args.image)),
+            ("KServe ModelInfer", MODEL_INFER, infer_payload()),
+        ]
+        results = [
+            await measure_api(address, pid, name, method, payload, args)
+            for name, method, payload in apis
+            if name.split()[0].lower().startswith(tuple(args.apis))
+        ]
+        report = {
+            "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
+            "model": MODEL,
+            "deadline_s": args.deadline_s,
+            "apis": results,
+        }
+        if args.soak_minutes > 0 and results:
+            capacity = results[0]["capacity_per_s"]
+            report["soak"] = {
+                "minutes": args.soak_minutes,
+                "rate_per_s": round(0.8 * capacity, 2),
+                "rows": await soak(
+                    address,
+                    pid,
+                    apis[0][2],
+                    capacity,
+                    args.soak_minutes,
+                    args.soak_interval_s,
+                    args.deadline_s,
+                ),
+            }
+        return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags."""
+    p = argparse.ArgumentParser(
+        prog="python -m bench.overload",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the JPEG Detect sends")
+    p.add_argument("--phase-s", type=float, default=15.0, help="seconds per phase")
+    p.add_argument(
+        "--multiples", type=lambda s: [float(x) for x in s.split(",")], default=[5.0, 10.0]
+    )
+    p.add_argument("--deadline-s", type=float, default=5.0)
+    p.add_argument("--concurrency", type=int, default=32, help="callers of the closed loops")
+    p.add_argument(
+        "--apis",
+        type=lambda s: s.split(","),
+        default=["vision.v1", "kserve"],
+        help="vision.v1,kserve",
+    )
+    p.add_argument(
+        "--soak-minutes", type=float, default=0.0, help="then 80 %% of capacity for M minutes"
+    )
+    p.add_argument("--soak-interval-s", type=float, default=30.0)
+    p.add_argument("--output", type=Path, default=RESULTS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; write the JSON report."""
+    args = build_parser().parse_args(argv)
+    if not args.image.is_file():
+        print(f"no image at {args.image}: pass --image with a BCCD JPEG", file=sys.stderr)
+        return 2
+    report = asyncio.run(run(args))
+    report["command"] = "python -m bench.overload " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
