@@ -16,6 +16,7 @@ from protos.vision.v1 import vision_pb2_grpc
 from review.settings import CaptureMode, CapturePolicy, load_settings
 from serving.dataplane import ImageSource, PredictOptions
 from tests.review.conftest import ReviewServer, png, start_review_server
+from tests.review.test_dicom import PATIENT_ID, ct_slice
 from vision.errors import ConfigError
 
 POLICY = {"models": {"bright": {"api": "failed", "line": "off"}, "boxes": {"line": "all"}}}
@@ -72,6 +73,17 @@ def test_captured_case_holds_the_result(capturing: ReviewServer) -> None:
     assert sorted(f["label"] for f in case["findings"]) == ["defect", "dust"]
     assert case["patient"] == {}
     assert capturing.tool.recorder.dropped == 0
+
+
+def test_dicom_results_keep_the_patient_and_study(capturing: ReviewServer) -> None:
+    _predict(capturing, "segmentation", "bright", ct_slice(), "dicom")
+    capturing.tool.recorder.flush()
+    with capturing.tool.db.connect() as conn:
+        case_id = conn.execute("SELECT MAX(id) FROM cases").fetchone()[0]
+        case = capturing.tool.store.case(conn, case_id)
+    assert case["source"] == "dicom" and case["patient"]["patient_id"] == PATIENT_ID
+    assert case["image"]["dicom"] and case["image"]["study_uid"]
+    assert case["image"]["dtype"] == "uint8"  # the node's decoded image, windowed
 
 
 def test_policy_precedence_and_modes() -> None:
