@@ -175,7 +175,7 @@ async def segment_volume(
 
 def _add_pass(pipeline: VolumePipeline, mean: ProbabilityMean, output: np.ndarray, axes) -> None:
     """Worker job: one pass's blended output as probabilities, flipped back, into the mean."""
-    mean.add(pipeline.probabilities(output), axes)
+    mean.add(pipeline.probabilities(output, in_place=True), axes)
 
 
 @dataclass

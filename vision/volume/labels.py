@@ -1,8 +1,8 @@
 """Cheap linear resampling in float32, and exact labels of linearly resampled probabilities.
 
-`resample_linear` is scipy's `ndimage.zoom(order=1, mode="nearest", grid_mode=True)` done
-separably, one axis at a time in float32 (two gathers and a multiply-add per axis; axes that
-keep their size are skipped, shrinking axes go first).
+`resample_linear` gives scipy's `ndimage.zoom(order=1, mode="nearest", grid_mode=True)`
+values (to float32 rounding) separably in float32: OpenCV's bilinear resize in each slice, then
+a gather and multiply-add along the slices; axes that keep their size are skipped.
 
 `upsampled_labels` gives what thresholding or the argmax of the probabilities linearly
 resampled to the original grid gives, without resampling them: each output voxel lies in a
@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import cv2
 import numpy as np
 
-Exact = Callable[[tuple[np.ndarray, ...], "AxisMaps"], np.ndarray]
-"""Labels at boundary voxels (z, y, x index arrays on the output grid), given the axis maps."""
+from vision.errors import InvalidInputError
+
+Exact = Callable[[np.ndarray, "AxisMaps"], np.ndarray]
+"""Labels at boundary voxels (flat indices on the output grid), given the axis maps."""
 
 
 class AxisMaps:
@@ -55,83 +58,133 @@ def _axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def resample_linear(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """`array` [..., D, H, W] linearly resampled to spatial `shape`, float32 (a new array)."""
+    """`array` [..., D, H, W] linearly resampled to spatial `shape`, float32 (a new array).
+
+    Rows and columns go through OpenCV's bilinear `resize` slice by slice (the same
+    half-voxel-aligned sample positions and edge clamping); slices through two gathers and a
+    multiply-add; a shrinking slice axis goes first.
+    """
     maps = AxisMaps(array.shape[-3:], shape)
     out = array.astype(np.float32, copy=False)
-    lead = array.ndim - 3
-    axes = sorted(range(3), key=lambda a: maps.target[a] / maps.source[a])
-    for axis in (a for a in axes if maps.resampled(a)):
-        at = lead + axis
-        low = np.take(out, maps.lo[axis], axis=at)
-        high = np.take(out, maps.hi[axis], axis=at)
-        view = [1] * out.ndim
-        view[at] = -1
-        high -= low
-        high *= maps.w[axis].reshape(view)
-        high += low
-        out = high
-    if out is array:
-        out = out.copy()
+    shrink_first = maps.target[0] < maps.source[0]
+    if shrink_first:
+        out = _along_slices(out, maps)
+    out = _in_plane(out, maps)
+    if not shrink_first:
+        out = _along_slices(out, maps)
+    return out.copy() if out is array else out
+
+
+def _along_slices(array: np.ndarray, maps: AxisMaps) -> np.ndarray:
+    if not maps.resampled(0):
+        return array
+    at = array.ndim - 3
+    low = np.take(array, maps.lo[0], axis=at)
+    high = np.take(array, maps.hi[0], axis=at)
+    high -= low
+    high *= maps.w[0].reshape([-1 if a == at else 1 for a in range(array.ndim)])
+    high += low
+    return high
+
+
+def _in_plane(array: np.ndarray, maps: AxisMaps) -> np.ndarray:
+    if not (maps.resampled(1) or maps.resampled(2)):
+        return array
+    height, width = maps.target[1], maps.target[2]
+    out = np.empty((*array.shape[:-2], height, width), np.float32)
+    source = array.reshape(-1, *array.shape[-2:])
+    target = out.reshape(-1, height, width)
+    for index in range(source.shape[0]):
+        cv2.resize(source[index], (width, height), target[index], interpolation=cv2.INTER_LINEAR)
     return out
 
 
-def _box_uniform(labels: np.ndarray, maps: AxisMaps) -> np.ndarray:
-    """True where the cell starting at each model voxel has one label at all its corners."""
-    high, low = labels, labels
+def channel_argmax(values: np.ndarray) -> np.ndarray:
+    """`values.argmax(axis=0)` as uint8 (ties to the first channel), one pass per channel:
+    much faster than numpy's strided argmax over a short leading axis."""
+    best = values[0].copy()
+    index = np.zeros(values.shape[1:], np.uint8 if values.shape[0] < 256 else np.int16)
+    for c in range(1, values.shape[0]):
+        better = values[c] > best
+        index[better] = c
+        np.maximum(best, values[c], out=best)
+    return index
+
+
+MIXED = 255
+"""The code, in the gathered label map, of an output voxel whose cell has mixed corners."""
+
+
+def _coded(labels: np.ndarray, maps: AxisMaps) -> np.ndarray:
+    """uint8 [d, h, w]: the label where the cell starting at a model voxel has one label at all
+    its corners (along the resampled axes), `MIXED` where they differ."""
+    coded = labels.astype(np.uint8)  # a copy: labels are < MIXED (checked by the caller)
+    high, low = coded, coded
     for axis in (a for a in range(3) if maps.resampled(a)):
-        high = np.maximum(high, _next(high, axis))
-        low = np.minimum(low, _next(low, axis))
-    return high == low
+        high = np.maximum(high, _next(high, axis), out=None if high is coded else high)
+        low = np.minimum(low, _next(low, axis), out=None if low is coded else low)
+    coded[high != low] = MIXED
+    return coded
 
 
 def _next(array: np.ndarray, axis: int) -> np.ndarray:
     """`array` shifted by one towards lower indices along `axis`, the last index repeated."""
-    index = np.minimum(np.arange(array.shape[axis]) + 1, array.shape[axis] - 1)
-    return np.take(array, index, axis=axis)
+    out = np.empty_like(array)
+    head, tail, last = [slice(None)] * 3, [slice(None)] * 3, [slice(None)] * 3
+    head[axis], tail[axis], last[axis] = slice(0, -1), slice(1, None), slice(-1, None)
+    out[tuple(head)] = array[tuple(tail)]
+    out[tuple(last)] = array[tuple(last)]
+    return out
 
 
-def _gather(array: np.ndarray, maps: AxisMaps, which: str = "lo") -> np.ndarray:
+def _gather(array: np.ndarray, maps: AxisMaps) -> np.ndarray:
     """`array` [d, h, w] at each output voxel's lower corner (nearest below), [D, H, W]."""
     out = array
     for axis in range(3):
         if maps.resampled(axis):
-            out = np.take(out, getattr(maps, which)[axis], axis=axis)
+            out = np.take(out, maps.lo[axis], axis=axis)
     return out
 
 
-def interpolate_at(
-    values: np.ndarray, points: tuple[np.ndarray, ...], maps: AxisMaps
-) -> np.ndarray:
-    """Trilinear values [K, N] of `values` [K, d, h, w] at output voxels `points` (z, y, x)."""
-    corners = [
-        (maps.lo[a][points[a]], maps.hi[a][points[a]], maps.w[a][points[a]]) for a in range(3)
-    ]
-    out = np.zeros((values.shape[0], len(points[0])), np.float32)
+def interpolate_at(values: np.ndarray, points: np.ndarray, maps: AxisMaps) -> np.ndarray:
+    """Trilinear values [K, N] of `values` [K, d, h, w] at the output voxels whose flat (C
+    order) indices on the output grid are `points`."""
+    _, height, width = maps.target
+    z, rest = np.divmod(points, height * width)
+    y, x = np.divmod(rest, width)
+    flat = values.reshape(values.shape[0], -1)
+    d, h, w = maps.source
+    lo = [maps.lo[0][z], maps.lo[1][y], maps.lo[2][x]]
+    hi = [maps.hi[0][z], maps.hi[1][y], maps.hi[2][x]]
+    wt = [maps.w[0][z], maps.w[1][y], maps.w[2][x]]
+    out = np.zeros((values.shape[0], len(points)), np.float32)
     for dz in (0, 1):
         for dy in (0, 1):
             for dx in (0, 1):
-                weight = np.ones(len(points[0]), np.float32)
-                index = []
-                for step, (lo, hi, w) in zip((dz, dy, dx), corners, strict=True):
-                    weight *= w if step else 1.0 - w
-                    index.append(hi if step else lo)
-                out += values[:, index[0], index[1], index[2]] * weight
+                steps = (dz, dy, dx)
+                index = [(hi if s else lo)[a] for a, s in enumerate(steps)]
+                weight = np.ones(len(points), np.float32)
+                for a, step in enumerate(steps):
+                    weight *= wt[a] if step else np.float32(1.0) - wt[a]
+                source = (index[0] * h + index[1]) * w + index[2]
+                out += np.take(flat, source, axis=1) * weight
     return out
 
 
 def upsampled_labels(
-    labels: np.ndarray,
-    shape: Sequence[int],
-    exact: Exact,
+    labels: np.ndarray, shape: Sequence[int], exact: Exact
 ) -> tuple[np.ndarray, int]:
-    """Labels [d, h, w] (small ints or bool) on the output grid `shape`, and how many voxels
-    were interpolated: `exact(points, maps)` gives the labels at boundary voxels `points`."""
+    """Labels [d, h, w] (ints below 255, or bool) on the output grid `shape`, and how many
+    voxels were interpolated: `exact(points, maps)` gives the labels at the boundary voxels
+    (flat output indices `points`, for `interpolate_at`)."""
     maps = AxisMaps(labels.shape, shape)
     if not any(maps.resampled(a) for a in range(3)):
         return labels.copy(), 0
-    out = _gather(labels, maps)
-    mixed = ~_gather(_box_uniform(labels, maps), maps)
-    points = np.nonzero(mixed)
-    if len(points[0]):
-        out[points] = exact(points, maps)
-    return out, int(len(points[0]))
+    if labels.dtype != bool and int(labels.max(initial=0)) >= MIXED:
+        raise InvalidInputError(f"upsampled_labels: labels below {MIXED}, got {labels.max()}")
+    out = _gather(_coded(labels, maps), maps)
+    flat = out.reshape(-1)
+    points = np.flatnonzero(flat == MIXED)
+    if len(points):
+        flat[points] = exact(points, maps)
+    return out.astype(labels.dtype, copy=False), len(points)

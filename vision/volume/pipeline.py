@@ -19,41 +19,106 @@ are left out.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from vision.config import ModelConfig
 from vision.errors import ConfigError, InvalidInputError
-from vision.postprocess import sigmoid, softmax
-from vision.volume.labels import AxisMaps, interpolate_at, upsampled_labels
+from vision.volume.labels import AxisMaps, channel_argmax, interpolate_at, upsampled_labels
 from vision.volume.orient import Reorientation
 from vision.volume.resample import resample_to_shape, resampled_shape
 from vision.volume.tta import Flip, flip_passes
 from vision.volume.types import Volume, VolumeMask, VolumeMeta, VolumeResult
 
 
+@dataclass(frozen=True)
+class Normaliser:
+    """`config.volume.normalisation` as an affine map with an optional clip, its statistics
+    taken once over the whole volume, so it can be applied a slice at a time.
+
+    zscore: (v - mean) / std over the volume; zscore_nonzero: over the voxels != 0, which stay
+    0; window: (v - min) / (max - min) clipped to [0, 1]; none: as stored.
+    """
+
+    offset: float = 0.0
+    scale: float = 1.0
+    clip: bool = False
+    keep_zero: bool = False
+
+    @classmethod
+    def of(cls, voxels: np.ndarray, config: ModelConfig) -> Normaliser:
+        """The normalisation of `voxels` (statistics in float64, never a float64 copy)."""
+        spec = config.volume
+        if spec.normalisation == "window":
+            return cls(spec.window_min, 1.0 / (spec.window_max - spec.window_min), clip=True)
+        if spec.normalisation == "zscore":
+            return cls(float(voxels.mean(dtype=np.float64)), _inverse(voxels.std(dtype=np.float64)))
+        if spec.normalisation == "zscore_nonzero":
+            chosen = voxels[voxels != 0]
+            if not chosen.size:
+                return cls(keep_zero=True)
+            mean, std = chosen.mean(dtype=np.float64), chosen.std(dtype=np.float64)
+            return cls(float(mean), _inverse(std), keep_zero=True)
+        return cls()
+
+    def __call__(self, voxels: np.ndarray) -> np.ndarray:
+        """A new float32 array of the normalised `voxels` (any shape)."""
+        out = np.subtract(voxels, np.float32(self.offset), dtype=np.float32)
+        out *= np.float32(self.scale)
+        if self.clip:
+            np.clip(out, 0.0, 1.0, out=out)
+        if self.keep_zero:
+            out[voxels == 0] = 0.0
+        return out
+
+
+def _inverse(std: float) -> float:
+    return 1.0 / float(std) if std else 1.0
+
+
 def normalise(voxels: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """float32 intensities per `config.volume`: zscore, zscore_nonzero, window or none (new)."""
-    spec = config.volume
-    values = voxels.astype(np.float32, copy=False)
-    if spec.normalisation == "none":
-        return values.copy()
-    if spec.normalisation == "window":
-        out = values - np.float32(spec.window_min)
-        out *= np.float32(1.0 / (spec.window_max - spec.window_min))
-        return np.clip(out, 0.0, 1.0, out=out)
-    if spec.normalisation == "zscore":
-        out = values - np.float32(values.mean(dtype=np.float64))
-        out /= np.float32(values.std(dtype=np.float64) or 1.0)
-        return out
-    mask = values != 0
-    out = np.zeros(values.shape, np.float32)
-    if not mask.any():
-        return out
-    chosen = values[mask]
-    mean, std = chosen.mean(dtype=np.float64), chosen.std(dtype=np.float64) or 1.0
-    out[mask] = (chosen - np.float32(mean)) / np.float32(std)
-    return out
+    """float32 intensities per `config.volume.normalisation` (a new array; see `Normaliser`)."""
+    return Normaliser.of(voxels, config)(voxels)
+
+
+def normalised_on_grid(voxels: np.ndarray, config: ModelConfig, shape: tuple) -> np.ndarray:
+    """`normalise(voxels)` linearly resampled to `shape`, normalising a slice at a time right
+    before it is resized (no full-size float copy), then along the slices."""
+    norm = Normaliser.of(voxels, config)
+    if tuple(shape[1:]) == tuple(voxels.shape[1:]):
+        return resample_to_shape(norm(voxels), shape, order=1)
+    plane = np.empty((voxels.shape[0], *shape[1:]), np.float32)
+    for k in range(voxels.shape[0]):
+        plane[k] = resample_to_shape(norm(voxels[k : k + 1]), (1, *shape[1:]), order=1)[0]
+    return resample_to_shape(plane, shape, order=1) if plane.shape != tuple(shape) else plane
+
+
+def softmax_in_place(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 0 of float32 `logits` [K, ...], overwriting them (two classes: the
+    logistic of the difference, the same values)."""
+    if logits.shape[0] == 2:
+        difference = logits[1] - logits[0]
+        sigmoid_in_place(difference)
+        np.subtract(np.float32(1.0), difference, out=logits[0])
+        logits[1] = difference
+        return logits
+    top = logits[0].copy()
+    for c in range(1, logits.shape[0]):
+        np.maximum(top, logits[c], out=top)
+    logits -= top
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=0)
+    return logits
+
+
+def sigmoid_in_place(logits: np.ndarray) -> np.ndarray:
+    """The logistic function of float32 `logits`, overwriting them (tanh form, stable)."""
+    logits *= np.float32(0.5)
+    np.tanh(logits, out=logits)
+    logits += np.float32(1.0)
+    logits *= np.float32(0.5)
+    return logits
 
 
 def _label(labels: tuple[str, ...], class_id: int) -> str:
@@ -84,7 +149,7 @@ class VolumePipeline:
         canonical = turn.volume(volume) if turn else volume
         target = tuple(float(s) for s in self.config.volume.spacing_mm)
         shape = resampled_shape(canonical.shape, canonical.spacing_mm, target)
-        tensor = resample_to_shape(normalise(canonical.voxels, self.config), shape, order=1)
+        tensor = normalised_on_grid(canonical.voxels, self.config, shape)
         meta = VolumeMeta(
             shape=volume.shape,
             spacing_mm=tuple(float(s) for s in volume.spacing_mm),  # type: ignore[arg-type]
@@ -94,14 +159,16 @@ class VolumePipeline:
         )
         return tensor[None], meta
 
-    def probabilities(self, output: np.ndarray) -> np.ndarray:
-        """Blended model output [K, D', H', W'] as probabilities (softmax or sigmoid)."""
+    def probabilities(self, output: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """Blended model output [K, D', H', W'] as probabilities (softmax or sigmoid);
+        `in_place` reuses a float32 `output`'s memory (the caller gives it up)."""
         if output.ndim != 4:
             raise InvalidInputError(f"model output [K, D, H, W] expected, got {output.shape}")
-        logits = output.astype(np.float32, copy=False)
-        if self.config.postprocess.type == "argmax" and logits.shape[0] > 1:
-            return softmax(logits, axis=0)
-        return sigmoid(logits)
+        if output.dtype != np.float32 or not in_place:
+            output = output.astype(np.float32, copy=True)
+        if self.config.postprocess.type == "argmax" and output.shape[0] > 1:
+            return softmax_in_place(output)
+        return sigmoid_in_place(output)
 
     def postprocess(self, output: np.ndarray, meta: VolumeMeta) -> VolumeResult:
         """Masks on the original grid from one pass's blended model output [K, D', H', W']."""
@@ -129,10 +196,8 @@ class VolumePipeline:
     def _masks(self, probs: np.ndarray, grid: tuple[int, int, int]) -> Iterator[tuple]:
         """(class id, bool mask on the canonical grid, score function) per candidate class."""
         if self.config.postprocess.type == "argmax" and probs.shape[0] > 1:
-            low = probs.argmax(axis=0).astype(np.uint8 if probs.shape[0] < 256 else np.int16)
-            labels, _ = upsampled_labels(
-                low, grid, lambda points, maps: interpolate_at(probs, points, maps).argmax(0)
-            )
+            low = channel_argmax(probs)
+            labels, _ = upsampled_labels(low, grid, _argmax_at(probs))
             for c in range(probs.shape[0]):
                 if c != self.config.postprocess.background_class:
                     yield c, labels == c, _scorer(probs[c], low == c, grid)
@@ -148,14 +213,28 @@ class VolumePipeline:
             yield c, mask, _scorer(probs[c], channel[0] > threshold, grid)
 
 
+def _argmax_at(probs: np.ndarray):
+    """The exact argmax of `probs` linearly resampled, at boundary voxels (two classes: one
+    channel interpolated, class 1 where it is above one half, as argmax breaks ties to 0)."""
+
+    def labels(points: np.ndarray, maps: AxisMaps) -> np.ndarray:
+        if probs.shape[0] == 2:
+            return (interpolate_at(probs[1:], points, maps)[0] > np.float32(0.5)).astype(np.uint8)
+        return channel_argmax(interpolate_at(probs, points, maps))
+
+    return labels
+
+
 def _scorer(prob: np.ndarray, low_mask: np.ndarray, grid: tuple[int, int, int]):
     """The class's mean probability over its model-grid voxels; where it has none there (it
     appears only between them), the exact mean over the output mask's voxels."""
 
     def score(mask_on_grid: np.ndarray) -> float:
-        if low_mask.any():
-            return float(prob[low_mask].mean(dtype=np.float64))
+        count = int(np.count_nonzero(low_mask))
+        if count:
+            return float(np.sum(prob, where=low_mask, dtype=np.float64)) / count
         maps = AxisMaps(prob.shape, grid)
-        return float(interpolate_at(prob[None], np.nonzero(mask_on_grid), maps)[0].mean())
+        points = np.flatnonzero(mask_on_grid)
+        return float(interpolate_at(prob[None], points, maps)[0].mean(dtype=np.float64))
 
     return score

@@ -86,7 +86,7 @@ def volume_from_raw(
         raise InvalidInputError(f"{where}: origin must be three finite mm values (x, y, z)")
     matrix = check_direction(np.eye(3) if direction is None else np.asarray(direction), where)
     voxels = np.frombuffer(data, dtype=kind).reshape(dims).astype(np.float32)
-    if not np.isfinite(voxels).all():
+    if dtype == "float32" and not np.isfinite(voxels).all():  # integers always are
         raise InvalidInputError(f"{where}: voxels include NaN or infinity")
     return Volume(
         voxels=voxels,

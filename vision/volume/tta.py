@@ -52,10 +52,13 @@ class ProbabilityMean:
         self.passes = 0
 
     def add(self, probs: np.ndarray, axes: Flip) -> None:
-        """Add one pass's probabilities, computed on the volume flipped along `axes`."""
+        """Add one pass's probabilities, computed on the volume flipped along `axes`.
+
+        The mean takes `probs` over: an unflipped float32 first pass is summed into in place."""
         back = flip_spatial(probs, axes)
         if self._sum is None:
-            self._sum = np.array(back, dtype=np.float32, copy=True)
+            plain = not axes and back.dtype == np.float32 and back.flags.writeable
+            self._sum = back if plain else np.array(back, dtype=np.float32, copy=True)
         elif back.shape != self._sum.shape:
             raise InvalidInputError(
                 f"tta pass of shape {back.shape}; the first pass had {self._sum.shape}"
