@@ -1,6 +1,7 @@
 """seg256 through gRPC bytes and through system shared memory, against in-process ONNX Runtime.
 
     python -m bench.shm [--duration S] [--rounds R] [--concurrency 1,4] [--json PATH]
+                        [--profile S]
 
 Starts `python -m app serve` on loopback over the benchmark repository (`bench/models.py`) and
 runs three paths interleaved, at each concurrency: in-process `session.run` on the tensor,
@@ -29,6 +30,7 @@ import numpy as np
 from bench import loadgen
 from bench.models import BenchModel, session_call, write_repository
 from bench.serving import HOST, Row, free_port, interleaved, print_table, server_process
+from bench.shm_profile import profile
 from protos.inference import grpc_service_pb2 as pb
 from serving.rpc.kserve_servicer import write_to_region
 from serving.rpc.kserve_wire import InferReply, serialize_reply, split_request
@@ -151,6 +153,15 @@ def print_ratios(figures: dict[str, dict[str, float]]) -> None:
         print(f"ratio seg256 c={n} {path} / {SESSION}: {thr}, {p50}")
 
 
+def profiled(model: BenchModel, server, seconds: float) -> str:
+    """The server's py-spy breakdown while one shared-memory client runs (bench/shm_profile.py)."""
+    client = ShmClient(server.address, model, session_call(model)()[0].nbytes)
+    try:
+        return profile(server.process.pid, client, seconds)
+    finally:
+        client.close()
+
+
 def _median_us(call: Callable[[], object]) -> float:
     times = []
     for _ in range(CODEC_CALLS):
@@ -218,6 +229,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,4", help="comma-separated worker counts")
     parser.add_argument("--seg-width", type=int, default=16, help="seg256 conv channels")
     parser.add_argument("--json", type=Path, default=RESULTS, help="where the figures go")
+    parser.add_argument(
+        "--profile", type=float, default=0.0, help="then S seconds of py-spy on the server"
+    )
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     args.rounds = max(1, args.rounds)
@@ -236,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         command += ["--log-level", "WARNING"]
         with server_process("ours", command, port, [seg.name], tmp / "ours.log") as ours:
             rows = measure(seg, ours.address, args)
+            breakdown = profiled(seg, ours, args.profile) if args.profile > 0 else ""
         codec = codec_costs(seg, session_call(seg)()[0])
     print_table(rows, "seg256: in-process vs gRPC bytes vs shared memory (interleaved)")
     figures = ratios(rows)
@@ -243,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     floor = [r.result.percentile_ms(50) for r in rows if r.path == FLOOR]
     if floor:
         print(f"gRPC floor: an empty ServerLive round trip, p50 {floor[0]:.3f} ms (same run)")
+    if breakdown:
+        print(breakdown)
     print(
         f"tensor handling in the server per request (median of {CODEC_CALLS}, no network): "
         f"protobuf {codec['protobuf_us']:.0f} us, lean {codec['lean_us']:.0f} us "
@@ -264,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "ratios": figures,
         "codec_us": codec,
+        "profile": breakdown,
         "goals": GOALS,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
