@@ -153,3 +153,15 @@ def test_segmentation_paint_and_mask(clients) -> None:
     assert done["status"] == "corrected"
     masks = {(m["label"], m["origin"]) for m in done["masks"]}
     assert masks == {("bright", "ai"), ("bright", "human")}
+
+
+def test_bad_uploads_say_what_to_fix(clients) -> None:
+    rev = clients["rev1"]
+    garbage = rev.post("/review/api/cases", files={"image": ("x.png", b"not an image")},
+                       data={"model": "boxes-x"})  # fmt: skip
+    assert garbage.status_code == 400
+    unknown = rev.post("/review/api/cases", files={"image": ("x.png", png(np.zeros((8, 8, 3),
+                       np.uint8)))}, data={"model": "no-such-model"})  # fmt: skip
+    assert unknown.status_code == 404 and "no-such-model" in unknown.json()["error"]
+    missing = rev.post("/review/api/cases", data={"model": "boxes-x"})
+    assert missing.status_code == 400 and "image" in missing.json()["error"]
