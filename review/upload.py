@@ -3,7 +3,7 @@
 DICOM uploads keep their stored values for the viewer's window/level: the modality LUT
 (rescale) applied, as uint16 or int16 when the values are whole numbers in range (else the
 decoded 8-bit image), every frame, with the file's windows and the modality's usual presets;
-the file itself is kept for DICOM SEG export.
+the file itself is kept for DICOM SEG export. The model runs on the first frame.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from review.store import CaseDraft, CaseStore
 from serving.dataplane import DataPlane, ImageSource, PredictOptions
 from serving.explaining import ExplainOptions
 from vision.errors import InvalidInputError
-from vision.io import sniff_format
+from vision.io import decode_frames, sniff_format
+from vision.types import Image
 
 CT_PRESETS = (("soft tissue", 40.0, 400.0), ("lung", -600.0, 1500.0), ("bone", 400.0, 1800.0),
               ("brain", 40.0, 80.0))  # fmt: skip
@@ -89,6 +90,14 @@ def with_dicom_values(draft: CaseDraft, data: bytes) -> CaseDraft:
     return draft
 
 
+def first_frame(data: bytes, max_pixels: int, window: bool) -> Image | ImageSource:
+    """A multi-frame DICOM's first frame, decoded (the model sees that one); else the bytes."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    if int(ds.get("NumberOfFrames", 1) or 1) <= 1:
+        return ImageSource(encoded=data)
+    return decode_frames(ds, max_pixels, window)[0]
+
+
 async def upload(plane: DataPlane, store: CaseStore, data: bytes, model: str) -> int:
     """Run `model` on the uploaded image (with heat maps when it explains) and record the case."""
     if not data:
@@ -98,8 +107,12 @@ async def upload(plane: DataPlane, store: CaseStore, data: bytes, model: str) ->
     task = info.config.task
     if task not in ("detection", "segmentation"):
         raise InvalidInputError(f"model {model!r} is {task}: the review tool takes 2D models")
+    image: Image | ImageSource = ImageSource(encoded=data)
+    if sniff_format(data) == "dicom":
+        window = info.config.preprocess.dicom_window
+        image = await plane.run_in_worker(first_frame, data, plane.max_image_pixels, window)
     prediction = await plane.predict(
-        task, model, "", ImageSource(encoded=data), PredictOptions(explain=explain), origin="review"
+        task, model, "", image, PredictOptions(explain=explain), origin="review"
     )
     config = plane.model_info(model, prediction.version).config
     draft = draft_from(prediction, config, "upload")

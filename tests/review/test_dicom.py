@@ -82,6 +82,23 @@ def test_dicom_upload_keeps_values_windows_and_patient(clients, server, caplog) 
     assert PATIENT_ID not in json.dumps(cases)  # the worklist carries no identifiers
 
 
+def test_multi_frame_upload_keeps_every_frame(clients) -> None:
+    ds = pydicom.dcmread(io.BytesIO(ct_slice()))
+    frames = np.stack([ds.pixel_array, ds.pixel_array + 100, ds.pixel_array + 200])
+    ds.NumberOfFrames, ds.PixelData = 3, frames.astype(np.uint16).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    rev = clients["rev1"]
+    case = upload(rev, "bright-x", buffer.getvalue(), "multi.dcm")
+    assert case["image"]["frames"] == 3 and case["findings"][0]["box"] == [8, 16, 32, 40]
+    third = rev.get(f"/review/api/cases/{case['id']}/pixels", params={"frame": 2})
+    assert np.frombuffer(third.content, "<i2").reshape(64, 64)[0, 0] == -800
+    assert (
+        rev.get(f"/review/api/cases/{case['id']}/image.png", params={"frame": 2}).status_code == 200
+    )
+    assert rev.get(f"/review/api/cases/{case['id']}/pixels", params={"frame": 3}).status_code == 400
+
+
 def test_png_cases_carry_no_patient(clients) -> None:
     case = upload(clients["rev1"], "bright-x", png(np.zeros((64, 64, 3), np.uint8)))
     assert case["patient"] == {} and case["image"]["dicom"] is False
