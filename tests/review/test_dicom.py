@@ -11,6 +11,7 @@ import zipfile
 
 import numpy as np
 import pydicom
+import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -23,7 +24,8 @@ PATIENT_ID = "MRN-7734-XY"
 def ct_slice(size: int = 64) -> bytes:
     """A CT slice: stored uint16 with intercept -1024; a bright (1000 HU) square on air."""
     stored = np.full((size, size), 24, np.uint16)  # -1000 HU
-    stored[16:40, 8:32] = 2024  # 1000 HU
+    k = size // 64
+    stored[16 * k : 40 * k, 8 * k : 32 * k] = 2024  # 1000 HU
     ds = pydicom.Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
@@ -97,6 +99,17 @@ def test_multi_frame_upload_keeps_every_frame(clients) -> None:
         rev.get(f"/review/api/cases/{case['id']}/image.png", params={"frame": 2}).status_code == 200
     )
     assert rev.get(f"/review/api/cases/{case['id']}/pixels", params={"frame": 3}).status_code == 400
+
+
+def test_a_2048_square_16_bit_upload(clients) -> None:
+    rev = clients["rev2"]
+    case = upload(rev, "bright-x", ct_slice(2048), "big.dcm")
+    assert (case["image"]["width"], case["image"]["height"]) == (2048, 2048)
+    [finding] = case["findings"]
+    assert finding["box"] == pytest.approx([256, 512, 1024, 1280], abs=32)
+    raw = rev.get(f"/review/api/cases/{case['id']}/pixels", headers={"Accept-Encoding": "gzip"})
+    assert raw.headers["content-encoding"] == "gzip"
+    assert len(raw.content) == 2048 * 2048 * 2  # httpx inflates it
 
 
 def test_png_cases_carry_no_patient(clients) -> None:

@@ -165,3 +165,13 @@ def test_bad_uploads_say_what_to_fix(clients) -> None:
     assert unknown.status_code == 404 and "no-such-model" in unknown.json()["error"]
     missing = rev.post("/review/api/cases", data={"model": "boxes-x"})
     assert missing.status_code == 400 and "image" in missing.json()["error"]
+
+
+def test_a_supervisor_may_take_over_a_claimed_case(clients, detection_case) -> None:
+    case_id = detection_case["id"]
+    assert act(clients["rev1"], case_id, action="claim").status_code == 200
+    assert act(clients["rev2"], case_id, action="claim").status_code == 409
+    taken = act(clients["sup"], case_id, action="claim").json()
+    assert taken["status"] == "in_review" and taken["reviewer"] == "sup"
+    refused = act(clients["rev1"], case_id, action="finish")
+    assert refused.status_code == 409 and "sup" in refused.json()["error"]
