@@ -180,7 +180,7 @@ def sign_in(page, user: str) -> None:
     page.fill("#username", user)
     page.fill("#password", PASSWORD)
     page.click("#login-submit")
-    page.wait_for_selector("#worklist tbody tr")
+    page.wait_for_selector("#page-info:text('case(s)')")
 
 
 def wait_first_image(page) -> float:
