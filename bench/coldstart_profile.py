@@ -40,12 +40,16 @@ def profile_model(model_dir: Path) -> str:
     config, t_config = _timed(load_config, model_dir)
     folder = model_dir / latest_version(model_dir, config.model_file)
     session, t_session = _timed(OnnxModel, folder / config.model_file, config.runtime)
-    sizes = warmup_batches(config)
+    sizes = warmup_batches(config, session.providers)
     _, t_warm = _timed(session.warmup, sizes)
+    top = (max(1, config.batching.max_batch_size),)
+    _, t_cold_top = _timed(session.warmup, top)  # first run at the max batch after warm-up
+    _, t_warm_top = _timed(session.warmup, top)  # and the next one
     parts = [
         f"{config.name:22s} config {t_config:.3f}",
         f"session {t_session:.3f} ({'stored optimised' if session.optimised else 'optimised now'})",
         f"warm-up {sizes} {t_warm:.3f}",
+        f"batch {top[0]} first {t_cold_top:.3f} / next {t_warm_top:.3f}",
     ]
     if config.explain.file:
         explain, t_explain = _timed(OnnxModel, folder / config.explain.file, config.runtime)

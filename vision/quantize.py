@@ -3,11 +3,15 @@
 Both tasks use it: segmentation quantises every supported op; detection passes
 `op_types=("Conv",)` so that its decoded head (boxes in pixels concatenated with scores in 0..1)
 stays float, since one shared activation scale for both would round every score to zero.
+
+`Int8Options` holds the knobs `bench.int8` compares (QDQ vs QOperator, per-channel or per-tensor
+weights, `reduce_range`, unsigned or signed activations); the defaults are what the exports use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +36,42 @@ class CalibrationReader:
         self._items = iter(self._batches)
 
 
+@dataclass(frozen=True)
+class Int8Options:
+    """How to quantise: `qdq` (QuantizeLinear/DequantizeLinear pairs, which ORT fuses at load)
+    or `qoperator` (QLinearConv and friends written out); per-channel weights; `reduce_range`
+    (7-bit weights, for CPUs whose u8 x s8 multiply-add saturates: AVX2 without VNNI);
+    `signed_activations` (QInt8 activations instead of QUInt8)."""
+
+    quant_format: str = "qdq"
+    per_channel: bool = True
+    reduce_range: bool = False
+    signed_activations: bool = False
+
+    @property
+    def label(self) -> str:
+        """A short name, e.g. `qdq-pc` or `qoperator-pt-rr-s8`."""
+        parts = [self.quant_format, "pc" if self.per_channel else "pt"]
+        parts += ["rr"] * self.reduce_range + ["s8"] * self.signed_activations
+        return "-".join(parts)
+
+
 def quantize_int8(
     onnx_path: str | Path,
     calib_batches: Sequence[np.ndarray],
     out_path: str | Path,
     op_types: Sequence[str] | None = None,
+    options: Int8Options | None = None,
 ) -> Path:
-    """Static INT8 (QDQ, QUInt8 activations, per-channel QInt8 weights, MinMax calibration) of a
-    float model into `out_path`; `op_types`: quantise only these ops (default: all supported)."""
+    """Static INT8 (by default QDQ, QUInt8 activations, per-channel QInt8 weights; MinMax
+    calibration) of a float model into `out_path`; `op_types`: quantise only these ops (default:
+    all supported); `options`: the variant (`Int8Options`)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    options = options or Int8Options()
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    if options.quant_format not in formats:
+        raise ValueError(f"quant_format {options.quant_format!r}: use one of {sorted(formats)}")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out_path = Path(out_path)
@@ -52,10 +83,11 @@ def quantize_int8(
         str(prepared),
         str(out_path),
         CalibrationReader(input_name, calib_batches),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
+        quant_format=formats[options.quant_format],
+        activation_type=QuantType.QInt8 if options.signed_activations else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        per_channel=True,
+        per_channel=options.per_channel,
+        reduce_range=options.reduce_range,
         op_types_to_quantize=list(op_types) if op_types else None,
     )
     prepared.unlink(missing_ok=True)

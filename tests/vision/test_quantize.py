@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vision.quantize import CalibrationReader, quantize_int8
+from vision.quantize import CalibrationReader, Int8Options, quantize_int8
 from vision.runtime import OnnxModel
 
 
@@ -57,3 +58,29 @@ def test_int8_keeps_outputs_close_and_only_quantises_the_ops_asked(tmp_path: Pat
         got = OnnxModel(path).run(feeds)["out"]
         assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
     assert not (tmp_path / "conv.pre.onnx").exists()
+
+
+def test_variants_write_the_operators_they_name_and_stay_close(tmp_path: Path) -> None:
+    source = _conv_then_scale(tmp_path / "model.onnx")
+    rng = np.random.default_rng(2)
+    calib = [rng.random((1, 3, 16, 16), dtype=np.float32) for _ in range(4)]
+    feeds = {"images": calib[0]}
+    want = OnnxModel(source).run(feeds)["out"]
+    variants = {
+        "qoperator-pc": Int8Options(quant_format="qoperator"),
+        "qdq-pt-rr": Int8Options(per_channel=False, reduce_range=True),
+        "qdq-pc-s8": Int8Options(signed_activations=True),
+    }
+    for label, options in variants.items():
+        assert options.label == label
+        path = quantize_int8(source, calib, tmp_path / f"{label}.onnx", ("Conv",), options)
+        ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert ("QLinearConv" in ops) == (options.quant_format == "qoperator"), label
+        got = OnnxModel(path).run(feeds)["out"]
+        assert np.abs(got - want).max() < 0.1 * np.abs(want).max(), label
+
+
+def test_an_unknown_format_says_which_exist(tmp_path: Path) -> None:
+    source = _conv_then_scale(tmp_path / "model.onnx")
+    with pytest.raises(ValueError, match="qdq"):
+        quantize_int8(source, [], tmp_path / "x.onnx", options=Int8Options(quant_format="int4"))
