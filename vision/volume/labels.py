@@ -102,6 +102,8 @@ def _in_plane(array: np.ndarray, maps: AxisMaps) -> np.ndarray:
 def channel_argmax(values: np.ndarray) -> np.ndarray:
     """`values.argmax(axis=0)` as uint8 (ties to the first channel), one pass per channel:
     much faster than numpy's strided argmax over a short leading axis."""
+    if values.shape[0] == 2:  # one comparison, viewed as 0 / 1
+        return np.greater(values[1], values[0]).view(np.uint8)
     best = values[0].copy()
     index = np.zeros(values.shape[1:], np.uint8 if values.shape[0] < 256 else np.int16)
     for c in range(1, values.shape[0]):

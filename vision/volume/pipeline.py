@@ -98,10 +98,9 @@ def softmax_in_place(logits: np.ndarray) -> np.ndarray:
     """Softmax over axis 0 of float32 `logits` [K, ...], overwriting them (two classes: the
     logistic of the difference, the same values)."""
     if logits.shape[0] == 2:
-        difference = logits[1] - logits[0]
-        sigmoid_in_place(difference)
-        np.subtract(np.float32(1.0), difference, out=logits[0])
-        logits[1] = difference
+        np.subtract(logits[1], logits[0], out=logits[1])
+        sigmoid_in_place(logits[1])
+        np.subtract(np.float32(1.0), logits[1], out=logits[0])
         return logits
     top = logits[0].copy()
     for c in range(1, logits.shape[0]):
@@ -200,7 +199,8 @@ class VolumePipeline:
             labels, _ = upsampled_labels(low, grid, _argmax_at(probs))
             for c in range(probs.shape[0]):
                 if c != self.config.postprocess.background_class:
-                    yield c, labels == c, _scorer(probs[c], low == c, grid)
+                    mask = labels.view(bool) if probs.shape[0] == 2 and c == 1 else labels == c
+                    yield c, mask, _scorer(probs[c], low == c, grid)
             return
         threshold = np.float32(self.config.postprocess.mask_threshold)
         for c in range(probs.shape[0]):
