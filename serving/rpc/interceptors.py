@@ -75,7 +75,7 @@ def _rewrap(
 ) -> grpc.RpcMethodHandler:
     """`handler` with its behaviour wrapped: `unary` for a single response, else `streaming`."""
     codec = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _tolerant(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
@@ -87,6 +87,46 @@ def _rewrap(
             streaming(handler.unary_stream, method), **codec
         )
     return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream, method), **codec)
+
+
+class _Undecodable:
+    """What a request that is not a valid protobuf message deserialises to (see `_tolerant`)."""
+
+
+UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Callable | None) -> Callable | None:
+    """`deserializer`, returning UNDECODABLE instead of raising: grpc would answer UNKNOWN."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - DecodeError, or a lean codec's own
+            return UNDECODABLE
+
+    return parse
+
+
+def _undecodable(method: str) -> InvalidInputError:
+    return InvalidInputError(f"the request is not a valid {method} message (protobuf)")
+
+
+async def _decoded_stream(requests: AsyncIterator[Any], method: str) -> AsyncIterator[Any]:
+    """A request stream whose undecodable message raises InvalidInputError."""
+    async for request in requests:
+        if request is UNDECODABLE:
+            raise _undecodable(method)
+        yield request
+
+
+def _decoded(request: Any, method: str) -> Any:
+    """The request (or stream of requests), refused when it could not be deserialised."""
+    if request is UNDECODABLE:
+        raise _undecodable(method)
+    return _decoded_stream(request, method) if hasattr(request, "__aiter__") else request
 
 
 async def _abort_for(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
@@ -104,7 +144,7 @@ def _guarded(behaviour: Callable, method: str) -> Callable:
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await behaviour(request, context)
+            return await behaviour(_decoded(request, method), context)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - every error becomes a status, none escapes
@@ -131,7 +171,7 @@ def _guarded_stream(behaviour: Callable, method: str) -> Callable:
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            async for response in responses(behaviour, request, context):
+            async for response in responses(behaviour, _decoded(request, method), context):
                 yield response
         except grpc.aio.AbortError:
             raise
