@@ -122,10 +122,25 @@ def read_card(model_dir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def store_optimised(model_file: Path) -> Path | None:
+    """The stored optimised graph beside `model_file` (`vision.optimised`, parity-checked), so
+    that the server does not optimise it on every start; None (logged) when the parity gate
+    refuses it: the server then optimises at load, as it always could."""
+    from vision.errors import ConfigError
+    from vision.optimised import write_optimised
+
+    try:
+        return write_optimised(model_file)
+    except ConfigError as exc:
+        log.warning("%s", exc)
+        return None
+
+
 def write_repository_entry(
     repo: Path, config: ModelConfig, onnx_path: Path, card: dict, version: int = 1
 ) -> Path:
-    """Copy the model into `repo/<name>/<version>/<model_file>`, write config.yaml and the card.
+    """Copy the model into `repo/<name>/<version>/<model_file>` with its stored optimised graph
+    (`store_optimised`), write config.yaml and the card.
 
     The card gains `name`, `versions[version]` (sha256, size, date) and keeps earlier versions'
     entries. Returns the model folder.
@@ -135,6 +150,7 @@ def write_repository_entry(
     target.parent.mkdir(parents=True, exist_ok=True)
     if Path(onnx_path).resolve() != target.resolve():
         shutil.copyfile(onnx_path, target)
+    store_optimised(target)
     write_config(config, model_dir)
     merged = {**read_card(model_dir), **card}
     versions = dict(merged.get("versions", {}))

@@ -91,3 +91,13 @@ def test_runs_shrink_the_arena_and_keep_answers(tmp_path: Path) -> None:
     assert entries == "cpu:0"
     first = model.run(_feeds())["out"]
     np.testing.assert_array_equal(model.run(_feeds())["out"], first)
+
+
+def test_export_writes_the_stored_graph_beside_the_model(tmp_path: Path) -> None:
+    from vision.export import write_repository_entry
+
+    config = segmenter_config("exported")
+    source = brightness_segmenter(tmp_path / "source.onnx")
+    folder = write_repository_entry(tmp_path / "repo", config, source, {"metrics": {}}, 1)
+    assert (folder / "1" / "model.optimized.onnx").is_file()
+    assert OnnxModel(folder / "1" / "model.onnx", CPU).optimised
