@@ -153,6 +153,42 @@ def print_ratios(figures: dict[str, dict[str, float]]) -> None:
         print(f"ratio seg256 c={n} {path} / {SESSION}: {thr}, {p50}")
 
 
+def paired_paths(model: BenchModel, address: str, n: int) -> dict[str, dict]:
+    """`paired_overhead` of the bytes and the shared-memory path, c=1."""
+    infer = loadgen.infer_calls(address, model.name, "images", model.tensor, 1)[0]
+    client = ShmClient(address, model, session_call(model)()[0].nbytes)
+    try:
+        return {
+            BYTES: paired_overhead(address, model.name, infer, n),
+            SHM: paired_overhead(address, model.name, client, n),
+        }
+    finally:
+        client.close()
+
+
+def paired_overhead(address: str, model: str, call: Callable[[], object], n: int) -> dict:
+    """Mean client latency minus the server's own compute for the same `n` sequential requests.
+
+    Scheduling noise on a loaded machine lands in both terms, so their difference (transport,
+    gRPC, our code) holds up where two separately timed paths (server vs in-process) do not.
+    The server's compute_infer spans the batch run including the hop to the inference thread.
+    """
+    with loadgen.open_channel(address) as channel:
+        before = loadgen._statistics(channel, model)  # noqa: SLF001 - the bench's own helper
+        started = time.perf_counter()
+        for _ in range(n):
+            call()
+        client_ms = (time.perf_counter() - started) / n * 1000.0
+        after = loadgen._statistics(channel, model)  # noqa: SLF001
+
+    def mean_ms(name: str) -> float:
+        old, new = getattr(before, name), getattr(after, name)
+        return (new.ns - old.ns) / max(1, new.count - old.count) / 1e6
+
+    compute = mean_ms("compute_infer")
+    return {"client_ms": client_ms, "compute_ms": compute, "added_ms": client_ms - compute}
+
+
 def profiled(model: BenchModel, server, seconds: float) -> str:
     """The server's py-spy breakdown while one shared-memory client runs (bench/shm_profile.py)."""
     client = ShmClient(server.address, model, session_call(model)()[0].nbytes)
@@ -229,6 +265,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,4", help="comma-separated worker counts")
     parser.add_argument("--seg-width", type=int, default=16, help="seg256 conv channels")
     parser.add_argument("--json", type=Path, default=RESULTS, help="where the figures go")
+    parser.add_argument("--paired-calls", type=int, default=200, help="paired-overhead requests")
     parser.add_argument(
         "--profile", type=float, default=0.0, help="then S seconds of py-spy on the server"
     )
@@ -250,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         command += ["--log-level", "WARNING"]
         with server_process("ours", command, port, [seg.name], tmp / "ours.log") as ours:
             rows = measure(seg, ours.address, args)
+            paired = paired_paths(seg, ours.address, args.paired_calls)
             breakdown = profiled(seg, ours, args.profile) if args.profile > 0 else ""
         codec = codec_costs(seg, session_call(seg)()[0])
     print_table(rows, "seg256: in-process vs gRPC bytes vs shared memory (interleaved)")
@@ -258,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     floor = [r.result.percentile_ms(50) for r in rows if r.path == FLOOR]
     if floor:
         print(f"gRPC floor: an empty ServerLive round trip, p50 {floor[0]:.3f} ms (same run)")
+    for path, figure in paired.items():
+        print(
+            f"paired c=1 {path}: client {figure['client_ms']:.3f} ms - server compute "
+            f"{figure['compute_ms']:.3f} ms = added {figure['added_ms']:+.3f} ms (means of "
+            f"{args.paired_calls} requests)"
+        )
     if breakdown:
         print(breakdown)
     print(
@@ -281,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "ratios": figures,
         "codec_us": codec,
+        "paired_c1": paired,
         "profile": breakdown,
         "goals": GOALS,
     }

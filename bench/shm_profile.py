@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 RATE_HZ = 250
 GROUPS = (
     ("ONNX Runtime session.run (the model)", ("Session.run",)),
-    ("inference thread waking the event loop", ("call_soon_threadsafe",)),
+    ("result handed to the event loop (GIL wait)", ("call_soon_threadsafe",)),
     ("our code: servicer, data plane, batcher, shm", ("serving/",)),
     ("gRPC aio and asyncio callbacks", ("Handle._run", "grpc")),
 )
@@ -34,7 +35,7 @@ def _group(frames: list[str]) -> str:
     if any(word in leaf for word in IDLE) and "Session.run" not in text:
         return "idle (waiting for work)"
     for name, words in GROUPS:
-        where = text if name.startswith(("ONNX", "inference")) else leaf
+        where = text if name.startswith(("ONNX", "result")) else leaf
         if any(word in where for word in words):
             return name
     return "other Python"
@@ -52,7 +53,7 @@ def summarize(raw: Path) -> Counter:
 
 def profile(pid: int, call: Callable[[], object], seconds: float) -> str:
     """Drive `call` for `seconds` while py-spy samples process `pid`; a printable breakdown."""
-    spy = shutil.which("py-spy")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         return "profile skipped: py-spy is not installed (pip install py-spy)"
     with tempfile.TemporaryDirectory(prefix="bench-spy-") as tmp:
