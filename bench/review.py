@@ -8,7 +8,8 @@ Runs the real server (`VisionServer` with the review tool, the tiny explainable 
 on loopback and Debian's Chromium through Playwright. Each image is opened `--repeat` times in
 a fresh browser context (cold cache, signed in first) by navigating straight to the case; the
 time is the page's `performance.mark("review:first-image")` (set right after the canvas drew
-the image) since navigation start, and the bytes are the sum of `transferSize` (headers and
+the image) since navigation start (with the marks of the case JSON and of the image bytes
+received, to split it), and the bytes are the sum of `transferSize` (headers and
 encoded bodies, as on the wire) of the navigation and every resource that finished before the
 mark. The two images are measured round by round, interleaved, so machine load hits both
 alike; the ratio DICOM / PNG of the medians is printed. The worklist is timed end to end
@@ -46,8 +47,11 @@ BYTES_BEFORE_MARK = """(mark) => {
   const t = performance.getEntriesByName(mark)[0].startTime;
   const entries = [...performance.getEntriesByType("navigation"),
                    ...performance.getEntriesByType("resource")].filter((e) => e.responseEnd <= t);
+  const at = (name) => performance.getEntriesByName(`review:${name}`)[0]?.startTime ?? null;
   return {
     ms: t,
+    case_ms: at("case"),
+    image_bytes_ms: at("image-bytes"),
     transfer: entries.reduce((s, e) => s + e.transferSize, 0),
     body: entries.reduce((s, e) => s + e.encodedBodySize, 0),
     decoded: entries.reduce((s, e) => s + e.decodedBodySize, 0),
@@ -137,6 +141,8 @@ def images(browser, server: ReviewServer, repeat: int) -> dict:
     for name, rows in runs.items():
         out[name] = {
             "first_image_ms": summary([r["ms"] for r in rows]),
+            "case_json_done_ms": statistics.median(r["case_ms"] for r in rows),
+            "image_bytes_done_ms": statistics.median(r["image_bytes_ms"] for r in rows),
             "transfer_bytes": statistics.median(r["transfer"] for r in rows),
             "encoded_body_bytes": statistics.median(r["body"] for r in rows),
             "decoded_body_bytes": statistics.median(r["decoded"] for r in rows),

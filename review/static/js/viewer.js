@@ -103,22 +103,26 @@ function label(ctx, v, box, text, color) {
   ctx.fillText(text, x0 + 3, y0 - 4);
 }
 
-function markFirstImage() {
+/** Marks of the first case the page opens (bench/review.py reads them): the case JSON, its
+ * image bytes, the drawn image. */
+function markFirst(step) {
   if (firstDrawn) return;
-  firstDrawn = true;
-  performance.mark("review:first-image");
+  performance.mark(`review:${step}`);
+  if (step === "first-image") firstDrawn = true;
 }
 
 async function loadImage() {
   const c = state.case;
   if (c.image.dicom) {
     state.pixels = await loadPixels(c.id, state.frame);
+    markFirst("image-bytes");
     state.bytes += state.pixels.bytes;
     if (!state.window) state.window = defaultWindow(c.image, state.pixels);
     renderPixels();
     return;
   }
   const png = await loadPng(api.casePath(c.id, `image.png?frame=${state.frame}`));
+  markFirst("image-bytes");
   state.bytes += png.bytes;
   view.setImage(png.bitmap, c.image.width, c.image.height);
 }
@@ -178,6 +182,7 @@ export function refreshPanel() {
 /** Open case `id`: the image first (time to first image), then masks and overlays. */
 export async function showCase(id) {
   const c = await api.getCase(id);
+  markFirst("case");
   Object.assign(state, {
     case: c, frame: 0, window: null, pixels: null, selected: null, preview: null,
     hiddenBoxes: new Set(), hiddenMasks: new Set(), heatmaps: new Map(), masks: new Map(),
@@ -187,7 +192,7 @@ export async function showCase(id) {
   refreshPanel();
   await loadImage();
   drawNow();
-  markFirstImage();
+  markFirst("first-image");
   await loadMasks();
   state.ohifUrl = await ohifLink(c);
   await ensureHeatmap();
