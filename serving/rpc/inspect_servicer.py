@@ -4,11 +4,22 @@ The first message must be a `StreamConfig` (else INVALID_ARGUMENT); an unknown o
 ends the call NOT_FOUND / UNAVAILABLE before any frame is read. Then each `Frame` becomes a
 `StreamFrame` and each `FrameVerdict` a `Verdict`; a frame's error is reported in its verdict
 with the status a unary call would get (`status_for`, `error_message`), and the stream goes on.
+
+A client that stops reading its verdicts is pushed back by flow control: the session holds at
+most its window of frames and reads no more, so the server's memory stays bounded. If a verdict
+then stays unsent for `STALL_TIMEOUT_S`, the stream is reset (the client sees CANCELLED: no
+status can pass the verdicts it does not read) and everything it held is released.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+
+import grpc
 
 from protos.vision.v1 import vision_pb2 as pb
 from serving.dataplane import Prediction
@@ -31,6 +42,10 @@ from serving.streaming import (
 )
 from vision.errors import InvalidInputError, VisionError
 from vision.types import DetectionResult
+
+log = logging.getLogger(__name__)
+
+STALL_TIMEOUT_S = 30.0  # a verdict unsent for this long ends the stream
 
 _POLICIES = {
     pb.STREAM_POLICY_UNSPECIFIED: "every",
@@ -60,8 +75,69 @@ class StreamingVisionServicer(VisionServicer):
         if first.WhichOneof("item") != "config":
             raise InvalidInputError("the first message of an Inspect stream must be its config")
         session = InspectSession.open(self._plane, stream_settings(first.config))
-        async for verdict in session.verdicts(_frames(requests)):
-            yield verdict_message(verdict, session.settings)
+        verdicts = session.verdicts(_frames(requests))
+        watchdog = StallWatchdog(STALL_TIMEOUT_S, context, verdicts)
+        try:
+            async for verdict in verdicts:
+                with watchdog.sending():
+                    yield verdict_message(verdict, session.settings)
+        finally:
+            watchdog.stop()
+
+
+class StallWatchdog:
+    """Ends a stream whose verdict stays unsent (a client that does not read) for longer than
+    `timeout_s`: queues RESOURCE_EXHAUSTED behind the verdicts already sent, closes the session
+    (its frames, tasks and gauges) and cancels the task that was writing."""
+
+    def __init__(
+        self, timeout_s: float, context: grpc.aio.ServicerContext, session: AsyncGenerator
+    ) -> None:
+        self._timeout_s = timeout_s
+        self._context = context
+        self._session = session
+        self._abort: asyncio.Task | None = None
+        self._call = asyncio.current_task()
+        self._since: float | None = None
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        """Mark a verdict as being written for the duration of the block."""
+        self._since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._since = None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self._timeout_s / 4))
+            since = self._since
+            if since is not None and time.monotonic() - since > self._timeout_s:
+                log.warning(
+                    "Inspect: the client read no verdict for %.0f s; ending its stream",
+                    self._timeout_s,
+                )
+                await self._session.aclose()  # suspended at its yield: releases everything
+                # The status goes out behind the verdicts the client has not read: never await
+                # it here (it may never complete); the task ends with the connection.
+                self._abort = asyncio.get_running_loop().create_task(self._refuse())
+                if self._call is not None:
+                    self._call.cancel()
+                return
+
+    async def _refuse(self) -> None:
+        with contextlib.suppress(Exception):  # AbortError once the status is queued
+            await self._context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"no verdict was read for {self._timeout_s:.0f} s: read the stream's verdicts "
+                "as they come, or open it with a smaller max_in_flight",
+            )
+
+    def stop(self) -> None:
+        """Stop watching (the stream ended)."""
+        self._task.cancel()
 
 
 def stream_settings(config: pb.StreamConfig) -> StreamSettings:
