@@ -6,9 +6,10 @@ import gzip
 import json
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from review import actions, export, report, worklist
@@ -216,10 +217,14 @@ class ReviewApi:
     async def export(self, request: Request) -> Response:
         """Reviewed cases as a training-data zip."""
         options = export.ExportOptions.from_params(dict(request.query_params))
-        data = await self._db(export.build_zip, self.store, options)
+        path = await self._db(export.export_file, self.store, options)
         name = f"review-{options.format}.zip"
-        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
-        return Response(data, media_type="application/zip", headers=headers)
+        return FileResponse(
+            path,
+            media_type="application/zip",
+            filename=name,
+            background=BackgroundTask(path.unlink, missing_ok=True),
+        )
 
     async def report(self, request: Request) -> Response:
         """Per-class precision and recall of the model against the reviewed truth."""

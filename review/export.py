@@ -17,13 +17,15 @@ out. Each annotation says its `origin` (ai | human), `review_status` and `review
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
+import os
 import sqlite3
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -268,10 +270,9 @@ def _manifest(options: ExportOptions, cases: list, details: dict, skipped: list)
     }
 
 
-def build_zip(store: CaseStore, options: ExportOptions) -> bytes:
-    """The export as zip bytes (see the module docstring for each layout)."""
-    buffer = io.BytesIO()
-    with store.db.connect() as conn, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+def write_zip(store: CaseStore, options: ExportOptions, target: BinaryIO) -> None:
+    """Write the export as a zip into `target` (see the module docstring for each layout)."""
+    with store.db.connect() as conn, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
         selected = select_cases(conn, options)
         cases = [c for c in selected if c["status"] != "rejected"]
         skipped = [{"id": c["id"], "why": "case rejected"} for c in selected if c not in cases]
@@ -286,4 +287,17 @@ def build_zip(store: CaseStore, options: ExportOptions) -> bytes:
         zf.writestr(
             "manifest.json", json.dumps(_manifest(options, selected, details, skipped), indent=1)
         )
-    return buffer.getvalue()
+
+
+def export_file(store: CaseStore, options: ExportOptions) -> Path:
+    """The export as a zip file under the data dir's `exports/` (the caller deletes it)."""
+    folder = store.root / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f"{options.format}-", suffix=".zip", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as target:
+            write_zip(store, options, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
