@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.http.errors import error_response
 from serving.security.guard import Call, Guard, Outcome, Verdict
-from serving.security.policy import HttpRule, http_access, normalised_path
+from serving.security.policy import HttpRule, http_rule, normalised_path
 
 STATUS = {
     Outcome.UNAUTHENTICATED: 401,
@@ -59,11 +59,16 @@ class AuthMiddleware:
         await self._refuse(scope, receive, send, status, verdict.message, _headers(verdict))
 
     def _call(self, scope: Scope, path: str) -> Call:
+        """The call as the guard sees it. Its target is the rule's pattern, never the path
+        itself (a path can carry a study UID or anything a client put in it)."""
         method = scope.get("method", "GET")
-        access = http_access(self.rules, method, path)
+        found = http_rule(self.rules, method, path)
         values = [value for key, value in scope["headers"] if key == b"authorization"]
         client = scope.get("client") or ("unknown", 0)
-        return Call("http", f"{method} {path}", access, values, str(client[0]), path)
+        if found is None:
+            return Call("http", f"{method} (no rule)", None, values, str(client[0]))
+        target = f"{method} {found.path}"
+        return Call("http", target, found.access, values, str(client[0]), found.model(path))
 
     async def _check(self, call: Call) -> Verdict:
         if self.guard.store.has_slow_entries:  # scrypt: keep it off the event loop

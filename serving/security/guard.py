@@ -139,7 +139,10 @@ class Guard:
     def _authorise(self, call: Call, principal: Principal) -> Verdict:
         access = call.access
         if access is None:
-            message = f"{call.target} has no access rule: add one to serving/security/policy.py"
+            message = (
+                "no access rule covers this call, so it is refused to every token (rules live "
+                "in serving/security/policy.py)"
+            )
             return self._refuse(call, Outcome.PERMISSION_DENIED, message, principal)
         if access.kind == "roles" and not principal.roles & access.roles:
             message = (

@@ -118,6 +118,11 @@ class HttpRule:
         method = "GET" if method == "HEAD" else method
         return (not self.methods or method in self.methods) and bool(self._regex.match(path))
 
+    def model(self, path: str) -> str:
+        """The `{name}` (a model) in a path this rule matches, "" when it has none."""
+        match = self._regex.match(path)
+        return match.groupdict().get("name", "") if match else ""
+
 
 def rule(methods: str, path: str, access: Access) -> HttpRule:
     """An `HttpRule` from a space-separated method list ("" for any method)."""
@@ -157,12 +162,18 @@ def metrics_rules(mode: str) -> tuple[HttpRule, ...]:
     return (rule("GET", "/metrics", OPEN if mode == "public" else METRICS_ROLE),)
 
 
-def http_access(rules: Iterable[HttpRule], method: str, path: str) -> Access | None:
-    """The first matching rule's access, None when no rule covers the request."""
+def http_rule(rules: Iterable[HttpRule], method: str, path: str) -> HttpRule | None:
+    """The first rule that covers the request, None when none does."""
     for candidate in rules:
         if candidate.matches(method, path):
-            return candidate.access
+            return candidate
     return None
+
+
+def http_access(rules: Iterable[HttpRule], method: str, path: str) -> Access | None:
+    """The first matching rule's access, None when no rule covers the request."""
+    found = http_rule(rules, method, path)
+    return found.access if found is not None else None
 
 
 _UNSAFE_PATH = re.compile(r"//|/\.\.?(/|$)")

@@ -70,6 +70,31 @@ def test_audit_records_sign_ins_denials_admin_calls_and_model_states(repository,
     assert any(r.name == "vision.audit" for r in caplog.records)
 
 
+def test_http_audit_names_the_route_and_model_never_the_path(repository, tmp_path):
+    tokens = make_tokens(tmp_path)
+    audit = tmp_path / "audit.jsonl"
+    running = start_secured(repository, SecuritySettings(tokens_file=tokens.file, audit_file=audit))
+    uid = "1.2.826.0.1.3680043.2.1125.99999"
+    try:
+        admin = {"Authorization": f"Bearer {tokens.by_role['admin']}"}
+        with httpx.Client(base_url=running.http_base, timeout=60) as client:
+            assert (
+                client.post("/v2/repository/models/boxes/unload", headers=admin).status_code == 200
+            )
+            assert client.post("/v2/repository/models/boxes/load", headers=admin).status_code == 200
+            assert client.get(f"/v2/models/{uid}", headers=admin).status_code == 403
+            assert client.get(f"/anything/{uid}").status_code == 401
+    finally:
+        running.stop()
+    events = _events(audit)
+    calls = [(e["target"], e["subject"]) for e in events if e["event"] == "admin_call"]
+    assert calls == [
+        ("POST /v2/repository/models/{name}/unload", "boxes"),
+        ("POST /v2/repository/models/{name}/load", "boxes"),
+    ]
+    assert uid not in audit.read_text()
+
+
 def test_rate_limit_answers_resource_exhausted_and_429(repository, tmp_path):
     tokens = make_tokens(tmp_path)
     security = SecuritySettings(tokens_file=tokens.file, rate_limit=RateLimit(0.001, 2))
