@@ -5,7 +5,9 @@ one creation period — the model's findings as it made them (their original lab
 matched to the reviewed truth (accepted and corrected findings with their final label and box,
 and human additions), per class, greedily by IoU >= 0.5 in order of score. A rejected finding
 is a false positive; a human addition a false negative; a moved box still counts when it
-overlaps its original by the threshold.
+overlaps its original by the threshold. Segmentation cases also count pixels per class: the
+AI mask against the final one (painted, else the AI mask; none when its finding was rejected),
+summed over the cases (`pixel_precision`, `pixel_recall`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from review.export import parse_time
-from review.store import CaseStore
+import numpy as np
+
+from review.export import final_masks, parse_time
+from review.images import read_png
+from review.store import CaseStore, mask_name
 
 IOU = 0.5
 
@@ -104,22 +109,51 @@ def _tally(conn: sqlite3.Connection, case_id: int, counts: dict[str, dict[str, i
         row["fn"] += len(truth.get(label, [])) - tp
 
 
+def _pixels(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row, counts: dict) -> None:
+    """Add a segmentation case's per-class pixel overlaps (AI mask vs final mask)."""
+    labels = json.loads(case["labels"])
+    final = final_masks(store, conn, case)
+    files = store.files(case["id"])
+    for label in labels[1:]:
+        data = files.read(mask_name(labels, label, "ai"))
+        ai = read_png(data) > 127 if data is not None else None
+        truth = final.get(label, (None, ""))[0]
+        if ai is None and truth is None:
+            continue
+        ai = ai if ai is not None else np.zeros_like(truth)
+        truth = truth if truth is not None else np.zeros_like(ai)
+        row = counts.setdefault(label, {"tp": 0, "fp": 0, "fn": 0})
+        row["tp"] += int(np.count_nonzero(ai & truth))
+        row["fp"] += int(np.count_nonzero(ai & ~truth))
+        row["fn"] += int(np.count_nonzero(~ai & truth))
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
 def build(store: CaseStore, options: ReportOptions) -> dict[str, Any]:
     """The report: n cases and, per class, tp / fp / fn, precision and recall (None for 0/0)."""
     counts: dict[str, dict[str, int]] = {}
+    pixels: dict[str, dict[str, int]] = {}
     with store.db.connect() as conn:
         cases = _cases(conn, options)
         for case in cases:
             _tally(conn, case["id"], counts)
+            if case["kind"] == "segmentation":
+                _pixels(store, conn, case, pixels)
     classes = []
     for label in sorted(counts):
         c = counts[label]
         predicted, truth = c["tp"] + c["fp"], c["tp"] + c["fn"]
         classes.append({
             "label": label, **c, "n_predicted": predicted, "n_truth": truth,
-            "precision": c["tp"] / predicted if predicted else None,
-            "recall": c["tp"] / truth if truth else None,
+            "precision": _ratio(c["tp"], predicted), "recall": _ratio(c["tp"], truth),
         })  # fmt: skip
+        if label in pixels:
+            px = pixels[label]
+            classes[-1]["pixel_precision"] = _ratio(px["tp"], px["tp"] + px["fp"])
+            classes[-1]["pixel_recall"] = _ratio(px["tp"], px["tp"] + px["fn"])
     return {
         "model": options.model,
         "version": options.version or None,

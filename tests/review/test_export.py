@@ -136,6 +136,25 @@ def test_report_counts_against_the_reviewed_truth(clients) -> None:
     assert future.json()["n_cases"] == 0
 
 
+def test_report_counts_pixels_for_segmentation(clients) -> None:
+    rev = clients["rev2"]
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[0:10, 0:10] = 255  # the model finds 100 pixels
+    case = upload(rev, "bright-x", png(image))
+    act(rev, case["id"], action="claim")
+    painted = np.zeros((64, 64), np.uint8)
+    painted[0:10, 0:20] = 255  # the truth has 200, the 100 found among them
+    b64 = base64.b64encode(png(painted)).decode()
+    act(rev, case["id"], action="paint", label="bright", mask_png_b64=b64)
+    act(rev, case["id"], action="finish")
+    since = str(case["created_at"] - 0.001)
+    params = {"model": "bright-x", "since": since}
+    report = rev.get("/review/api/report", params=params).json()
+    [bright] = [c for c in report["classes"] if c["label"] == "bright"]
+    assert report["n_cases"] == 1
+    assert bright["pixel_precision"] == 1.0 and bright["pixel_recall"] == 0.5
+
+
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the train extra")
 @pytest.mark.timeout(900)
 def test_round_trip_cases_export_train(clients, tmp_path: Path) -> None:
