@@ -56,7 +56,7 @@ def fixed_box_detector(path: Path, boxes_xywh: np.ndarray, scores: np.ndarray, s
     """images [N,3,size,size] -> output0 [N,4+nc,A] (YOLOv8 layout) with fixed boxes and scores."""
     table = np.concatenate([boxes_xywh.T, scores.T], axis=0)[np.newaxis].astype(np.float32)
     nodes = [
-        helper.make_node("ReduceMean", ["images"], ["m"], keepdims=1),  # [N,1,1,1]
+        helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2, 3], keepdims=1),  # [N,1,1,1]
         helper.make_node("Reshape", ["m", "shape3"], ["m3"]),  # [N,1,1]
         helper.make_node("Mul", ["m3", "zero"], ["z"]),
         helper.make_node("Add", ["z", "table"], ["output0"]),
