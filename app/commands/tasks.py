@@ -37,8 +37,18 @@ def _peek(argv: list[str]) -> tuple[str | None, str | None, str | None, Path]:
     parser.add_argument("--recipe")
     parser.add_argument("--model")
     parser.add_argument("--repo", type=Path, default=None)
+    parser.add_argument("--format")  # a detection dataset format: voc | coco | yolo | deeppcb
+    parser.add_argument("--images")  # a folder of images (+ --masks): segmentation
     known, _ = parser.parse_known_args(argv)
-    return known.task, known.recipe, known.model, known.repo or default_repository()
+    task = known.task or _implied_task(known.format, known.images)
+    return task, known.recipe, known.model, known.repo or default_repository()
+
+
+def _implied_task(fmt: str | None, images: str | None) -> str | None:
+    """The task a dataset flag implies: --format is detection's, --images segmentation's."""
+    if fmt:
+        return "detection"
+    return "segmentation" if images else None
 
 
 def asks_for_help(argv: list[str]) -> bool:
@@ -56,7 +66,8 @@ def task_of(argv: list[str]) -> str:
     if model:
         return load_config(repo / model).task
     raise ConfigError(
-        "say which task: --task segmentation|detection, or --recipe "
+        "say which task: --task segmentation|detection (--format voc|coco|yolo|deeppcb implies "
+        "detection, --images segmentation), or --recipe "
         f"{'|'.join(RECIPE_TASKS)}, or --model NAME (a model in the repository)"
     )
 
