@@ -37,6 +37,7 @@ class ReviewServer:
 
     def __init__(self, config: ServerConfig, review: ReviewSettings) -> None:
         self.config, self.review_settings = config, review
+        self.dicom = None  # NodeSettings, to run the DICOM node too
         self.server: VisionServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
@@ -65,7 +66,7 @@ class ReviewServer:
 
     async def _main(self) -> None:
         try:
-            self.server = VisionServer(self.config, review=self.review_settings)
+            self.server = VisionServer(self.config, dicom=self.dicom, review=self.review_settings)
             self.loop = asyncio.get_running_loop()
             await self.server.start()
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
