@@ -12,12 +12,16 @@ import io
 import struct
 import zlib
 
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    AllTransferSyntaxes,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
 
-from vision.errors import ImageTooLargeError, InvalidInputError
+from vision.errors import ImageTooLargeError, InvalidInputError, UnsupportedFormatError
 from vision.io.limits import DICOM_HEADER_BYTES, max_decoded_bytes
 
 _PREFIX = 132  # 128-byte preamble + "DICM"
@@ -40,7 +44,7 @@ def _file_meta(data: bytes) -> tuple[int, str | None]:
             (length,) = struct.unpack_from("<H", data, offset + 6)
             start = offset + 8
         if element == 0x0010:
-            syntax = data[start : start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+            syntax = data[start : start + length].rstrip(b"\x00 ").decode("latin-1")
         offset = start + length
     return offset, syntax
 
@@ -69,28 +73,48 @@ def inflate(deflated: bytes, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _read_deflated(data: bytes, meta_end: int, max_pixels: int) -> Dataset:
-    limit = max_decoded_bytes(max_pixels)
-    plain = inflate(data[meta_end:], limit + DICOM_HEADER_BYTES if limit else 0)
+def _encoding(syntax: str | None) -> tuple[bool, bool]:
+    """(implicit VR, little endian) of a transfer syntax; refused when it is no known one."""
+    if syntax is None:
+        raise InvalidInputError(
+            "DICOM file meta has no readable TransferSyntaxUID; send a Part 10 file with its "
+            "file meta information"
+        )
+    if syntax not in AllTransferSyntaxes:
+        raise UnsupportedFormatError(
+            "DICOM TransferSyntaxUID is not a transfer syntax this server knows; send "
+            "uncompressed, deflated, RLE, JPEG, JPEG-LS or JPEG 2000 data"
+        )
+    return syntax == ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian
+
+
+def _parse(data: bytes, meta_end: int, syntax: str | None, max_pixels: int) -> Dataset:
+    implicit, little = _encoding(syntax)
+    body: bytes | memoryview = memoryview(data)[meta_end:]
+    if syntax == DeflatedExplicitVRLittleEndian:
+        limit = max_decoded_bytes(max_pixels)
+        body = inflate(bytes(body), limit + DICOM_HEADER_BYTES if limit else 0)
     meta = read_dataset(io.BytesIO(data[_PREFIX:meta_end]), False, True)
-    ds = read_dataset(io.BytesIO(plain), False, True)
+    ds = read_dataset(io.BytesIO(body), implicit, little)
     ds.file_meta = FileMetaDataset(meta)
+    ds.set_original_encoding(implicit, little)
     return ds
 
 
 def read_part10(data: bytes, max_pixels: int = 0) -> Dataset:
-    """The data set of a Part 10 file (preamble + DICM); InvalidInputError when unreadable."""
+    """The data set of a Part 10 file (preamble + DICM); InvalidInputError when unreadable.
+
+    The file meta is walked here and the data set parsed with pydicom's `read_dataset`
+    (elements left raw): nothing is converted, so pydicom's validation never warns with a
+    value; the decoder reads what it needs with `dicom_elements`.
+    """
     try:
         meta_end, syntax = _file_meta(data)
     except struct.error:
         meta_end, syntax = 0, None
     try:
-        if syntax == DeflatedExplicitVRLittleEndian:
-            return _read_deflated(data, meta_end, max_pixels)
-        return pydicom.dcmread(io.BytesIO(data))
-    except ImageTooLargeError:
-        raise
-    except InvalidInputError:
+        return _parse(data, meta_end, syntax, max_pixels)
+    except (ImageTooLargeError, InvalidInputError):
         raise
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types; its text may quote values
         raise InvalidInputError(
