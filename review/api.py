@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -63,7 +64,14 @@ class ReviewApi:
         return run_in_threadpool(function, *args)
 
     async def login(self, request: Request) -> Response:
-        """Sign in: JSON or form `username`, `password`; sets the session cookie."""
+        """Sign in: JSON or form `username`, `password`; sets the session cookie.
+
+        A request from another site's page (its Origin is not this host) is refused: no one can
+        sign a browser into an account of theirs.
+        """
+        origin = request.headers.get("origin")
+        if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
+            return error(403, "sign in from this server's own /review/login page")
         form = request.headers.get("content-type", "").startswith("application/x-www-form")
         body = dict(await request.form()) if form else await _json(request)
         name, password = str(body.get("username", "")), str(body.get("password", ""))

@@ -33,6 +33,17 @@ def test_wrong_password_and_unknown_user_are_refused(server) -> None:
             assert "review_session" not in answer.cookies
 
 
+def test_sign_in_from_another_site_is_refused(server) -> None:
+    with httpx.Client(base_url=server.url, timeout=60.0) as client:
+        body = {"username": "rev1", "password": PASSWORD}
+        foreign = client.post(
+            "/review/api/login", json=body, headers={"Origin": "https://evil.test"}
+        )
+        assert foreign.status_code == 403 and "review_session" not in foreign.cookies
+        own = client.post("/review/api/login", json=body, headers={"Origin": server.url})
+        assert own.status_code == 200
+
+
 def test_session_cookie_flags_and_me(server) -> None:
     with httpx.Client(base_url=server.url, timeout=60.0) as client:
         answer = client.post("/review/api/login", json={"username": "rev1", "password": PASSWORD})
