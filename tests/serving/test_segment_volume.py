@@ -13,22 +13,34 @@ import pytest
 
 from serving.client import VisionClient
 from serving.dataplane import ServedResult
-from serving.volumes import infer_windows
+from serving.volumes import infer_windows, segment_volume
 from tests.serving.conftest import ServerThread, start_server
-from tests.serving.tiny_models import VOLUME_PATCH, build_volume_repository
+from tests.serving.tiny_models import (
+    VOLUME_PATCH,
+    build_volume_repository,
+    volume_config,
+    volume_segmenter,
+)
 from tests.serving.volume_series import ellipsoid, mr_series, to_bytes
+from vision.config import write_config
 from vision.loader import load_model
 from vision.volume.pipeline import VolumePipeline
+from vision.volume.tta import ProbabilityMean, flip_spatial
 from vision.volume.types import Volume
 from vision.volume.window import plan_windows, sliding_window
 
 MODEL = "tiny-volume"
+MIRRORED = "tiny-volume-mirrored"  # tta_flips [[0], [1], [2]], orientation LPS
 SPACING = (2.0, 1.0, 1.0)  # the tiny model's
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_volume_repository(tmp_path_factory.mktemp("volume-models"))
+    root = build_volume_repository(tmp_path_factory.mktemp("volume-models"))
+    mirrored = volume_config(MIRRORED, tta_flips=[[0], [1], [2]], orientation="LPS")
+    write_config(mirrored, root / MIRRORED)
+    volume_segmenter(root / MIRRORED / "1" / "model.onnx", VOLUME_PATCH)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +190,56 @@ def test_too_many_voxels_is_resource_exhausted(models) -> None:
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "resampled" in details
     finally:
         small.stop()
+
+
+def test_mirrored_model_averages_the_flipped_passes_served(server, models) -> None:
+    """tta_flips through the batcher: the windows of every pass, and the masks of the mean
+    of the un-flipped probabilities computed in-process with the same ONNX model."""
+    volume = _random_volume((14, 26, 22))
+    model = server.server.repository.get(MIRRORED)
+    plane = server.server.plane
+    served = server.call(segment_volume(model, volume, None, plane.run_in_worker, 0))
+    pipeline = VolumePipeline(model.config)
+    tensor, meta = pipeline.preprocess(volume)
+    loaded = load_model(models / MIRRORED, providers=("cpu",))
+    mean = ProbabilityMean()
+    for axes in pipeline.passes():
+        logits = sliding_window(flip_spatial(tensor, axes), VOLUME_PATCH, 0.5, _runner(loaded))
+        mean.add(pipeline.probabilities(logits), axes)
+    expected = pipeline.postprocess_probabilities(mean.result(), meta)
+    assert served.windows == 4 * len(plan_windows(tensor.shape[1:], VOLUME_PATCH, 0.5))
+    (mask,) = served.result.masks
+    (local,) = expected.masks
+    assert mask.voxel_count > 0
+    assert (mask.mask == local.mask).mean() > 0.999  # float rounding at exact ties only
+    assert mask.score == pytest.approx(local.score, abs=1e-4)
+
+
+def _runner(loaded):
+    return lambda batch: loaded.run(batch)["logits"]
+
+
+def test_sagittal_series_gives_the_axial_masks(client) -> None:
+    """One phantom as an axial and as a sagittal DICOM series through a model that reorients
+    to LPS: the masks come back on each series' own grid and agree voxel for voxel."""
+    spacing, shape = (2.0, 1.0, 1.0), (12, 30, 26)
+    phantom = ellipsoid(shape, spacing, (11.0, 15.0, 12.0), (8.0, 9.0, 7.0))
+    axial_rows = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    axial = [
+        to_bytes(ds) for ds in mr_series(phantom.astype(np.int16), spacing, (0, 0, 0), axial_rows)
+    ]
+    # Sagittal: columns towards anterior (-y), rows towards the feet (-z), slices along +x.
+    sagittal_voxels = np.ascontiguousarray(phantom.transpose(2, 0, 1)[:, ::-1, ::-1])
+    rows = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
+    origin = (0.0, (shape[1] - 1) * spacing[1], (shape[0] - 1) * spacing[0])
+    sag_spacing = (spacing[2], spacing[0], spacing[1])
+    sagittal = mr_series(sagittal_voxels.astype(np.int16), sag_spacing, origin, rows)
+    one = client.segment_volume(MIRRORED, axial)
+    other = client.segment_volume(MIRRORED, [to_bytes(ds) for ds in sagittal])
+    assert list(other.shape) == [shape[2], shape[0], shape[1]]
+    assert list(other.spacing_mm) == pytest.approx(sag_spacing)
+    axial_mask = VisionClient.volume_mask(one.masks[0], one.shape)
+    sagittal_mask = VisionClient.volume_mask(other.masks[0], other.shape)
+    assert np.array_equal(axial_mask, phantom)
+    assert np.array_equal(sagittal_mask[:, ::-1, ::-1].transpose(1, 2, 0), axial_mask)
+    assert other.masks[0].volume_mm3 == pytest.approx(one.masks[0].volume_mm3)
