@@ -8,7 +8,12 @@ import io
 import numpy as np
 from PIL import Image as PILImage
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 STUDY_DESCRIPTION = "review browser test"
 
@@ -88,4 +93,34 @@ def blob_png(size: int = 640, seed: int = 1) -> bytes:
     rgb = np.stack([base, base * 0.9, base * 0.8], axis=-1).clip(0, 255).astype(np.uint8)
     out = io.BytesIO()
     PILImage.fromarray(rgb).save(out, format="PNG")
+    return out.getvalue()
+
+
+def multiframe_dicom(size: int = 128, frames: int = 3) -> bytes:
+    """Multi-frame Grayscale Word Secondary Capture: frame k has a bright square at row 20k."""
+    sop = MultiFrameGrayscaleWordSecondaryCaptureImageStorage
+    stack = np.full((frames, size, size), 100, np.uint16)
+    for k in range(frames):
+        stack[k, 20 * k + 10 : 20 * k + 30, 40:80] = 3000
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = sop
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName, ds.PatientID, ds.Modality = "Test^Frames", "RV-0002", "OT"
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20260101", "120000", "", "2"
+    ds.ReferringPhysicianName, ds.SeriesNumber, ds.InstanceNumber = "", 1, 1
+    ds.ConversionType = "WSD"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.NumberOfFrames, ds.Rows, ds.Columns = frames, size, size
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.FrameIncrementPointer = 0x00181063
+    ds.FrameTime = 100.0
+    ds.PixelData = stack.tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
     return out.getvalue()

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from tests.review_browser.conftest import api_client, new_page, sign_in, upload, wait_first_image
-from tests.review_browser.images import blob_png, ct_dicom
+from tests.review_browser.images import blob_png, ct_dicom, multiframe_dicom
 from tests.review_browser.pages import (
     canvas_png,
     drag,
@@ -164,6 +164,37 @@ def test_worklist_filters_sort_and_keys(browser, review_server):
         page.wait_for_selector("#worklist tbody tr")
         page.keyboard.press("n")
         page.wait_for_selector("#panel h2:text-matches('Case \\\\d+')")
+        assert page.errors == [], page.errors
+    finally:
+        page.context.close()
+
+
+def test_multiframe_scrolling(browser, review_server, shot):
+    with contextlib.closing(api_client(review_server, "rev1")) as client:
+        case = upload(client, "bright-x", multiframe_dicom(128, 3), "frames.dcm")
+    assert case["image"]["frames"] == 3
+    page = new_page(browser, review_server)
+    try:
+        sign_in(page, "rev1")
+        open_case(page, case["id"])
+        wait_first_image(page)
+        assert page.locator("#frame-label").inner_text() == "1 / 3"
+        first = canvas_png(page)
+        with page.expect_response(lambda r: "/pixels?frame=1" in r.url) as second:
+            key(page, "ArrowDown")
+        assert second.value.status == 200
+        page.wait_for_selector("#frame-label:text-is('2 / 3')")
+        page.wait_for_timeout(200)
+        assert canvas_png(page) != first, "frame 2 drew the same picture as frame 1"
+        page.mouse.move(*to_screen(page, 64, 64))
+        with page.expect_response(lambda r: "/pixels?frame=2" in r.url):
+            page.keyboard.down("Shift")
+            page.mouse.wheel(0, 100)
+            page.keyboard.up("Shift")
+        page.wait_for_selector("#frame-label:text-is('3 / 3')")
+        shot(page, "frame-3")
+        key(page, "ArrowDown")  # past the last frame: stays
+        assert page.locator("#frame-label").inner_text() == "3 / 3"
         assert page.errors == [], page.errors
     finally:
         page.context.close()
