@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 
@@ -22,10 +23,19 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 KDF = f"scrypt:n={SCRYPT_N},r={SCRYPT_R},p={SCRYPT_P}"
 MIN_PASSWORD = 8
 TOUCH_S = 15.0  # the idle clock is written at most this often
+MAX_FAILURES, FAILURE_WINDOW_S = 10, 300.0  # failed sign-ins per user name, then a pause
 
 
 class AccountError(ValueError):
     """A refused account operation (bad role, short password, unknown user)."""
+
+
+class TooManyFailuresError(Exception):
+    """Too many failed sign-ins for one user name lately; `retry_after_s` until the next try."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"too many failed sign-ins: try again in {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,8 @@ class Accounts:
         self.db = db
         self.idle_s = idle_s
         self.absolute_s = absolute_s
+        self._failures: dict[str, list[float]] = {}
+        self._failures_lock = threading.Lock()
 
     # --- users and tokens -----------------------------------------------------------------
 
@@ -118,10 +130,19 @@ class Accounts:
     # --- sessions ---------------------------------------------------------------------------
 
     def sign_in(self, name: str, password: str) -> tuple[str, Principal] | None:
-        """A new session (cookie value, principal) when the password is right, else None."""
+        """A new session (cookie value, principal) when the password is right, else None.
+
+        After MAX_FAILURES wrong passwords for a name within FAILURE_WINDOW_S, further tries
+        raise TooManyFailuresError until the oldest failure leaves the window.
+        """
+        self._check_failures(name)
         role = self.verify_password(name, password)
         if role is None:
+            with self._failures_lock:
+                self._failures.setdefault(name, []).append(time.monotonic())
             return None
+        with self._failures_lock:
+            self._failures.pop(name, None)
         session, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), time.time()
         with self.db.write() as conn:
             conn.execute(
@@ -134,6 +155,14 @@ class Accounts:
                 (_digest(session), name, csrf, now, now),
             )
         return session, Principal(name, role, csrf, session)
+
+    def _check_failures(self, name: str) -> None:
+        now = time.monotonic()
+        with self._failures_lock:
+            recent = [t for t in self._failures.get(name, []) if now - t < FAILURE_WINDOW_S]
+            self._failures[name] = recent
+        if len(recent) >= MAX_FAILURES:
+            raise TooManyFailuresError(FAILURE_WINDOW_S - (now - recent[0]))
 
     def session_principal(self, session: str) -> Principal | None:
         """The principal of a live session (its idle clock restarted), or None if expired.

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from review import actions, export, report, worklist
 from review.access import COOKIE, error, guard, me_json, set_session_cookie
-from review.accounts import Accounts
+from review.accounts import Accounts, TooManyFailuresError
 from review.actions import ActionError
 from review.images import png_bytes, squeeze_channels, to_uint8
 from review.store import CaseNotFoundError, CaseStore
@@ -75,7 +75,11 @@ class ReviewApi:
         form = request.headers.get("content-type", "").startswith("application/x-www-form")
         body = dict(await request.form()) if form else await _json(request)
         name, password = str(body.get("username", "")), str(body.get("password", ""))
-        signed = await self._db(self.accounts.sign_in, name, password)
+        try:
+            signed = await self._db(self.accounts.sign_in, name, password)
+        except TooManyFailuresError as exc:
+            retry = {"Retry-After": str(int(exc.retry_after_s) + 1)}
+            return JSONResponse({"error": str(exc)}, status_code=429, headers=retry)
         if signed is None:
             return error(401, "wrong user name or password")
         session, who = signed

@@ -33,6 +33,19 @@ def test_wrong_password_and_unknown_user_are_refused(server) -> None:
             assert "review_session" not in answer.cookies
 
 
+def test_repeated_wrong_passwords_pause_that_user(server) -> None:
+    server.tool.accounts.add_user("guessed", "reviewer", PASSWORD)
+    with httpx.Client(base_url=server.url, timeout=60.0) as client:
+        for _ in range(10):
+            wrong = {"username": "guessed", "password": "guess-guess"}
+            assert client.post("/review/api/login", json=wrong).status_code == 401
+        right = {"username": "guessed", "password": PASSWORD}
+        paused = client.post("/review/api/login", json=right)
+        assert paused.status_code == 429 and int(paused.headers["retry-after"]) > 0
+        other = client.post("/review/api/login", json={"username": "rev1", "password": PASSWORD})
+        assert other.status_code == 200
+
+
 def test_sign_in_from_another_site_is_refused(server) -> None:
     with httpx.Client(base_url=server.url, timeout=60.0) as client:
         body = {"username": "rev1", "password": PASSWORD}
