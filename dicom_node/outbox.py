@@ -113,11 +113,15 @@ class Outbox:
             dataset.file_meta = meta = meta or FileMetaDataset()
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
         final, partial = self._path(uid), self.folder / f".{uid}.{os.getpid()}.partial"
-        with open(partial, "wb") as file:
-            dataset.save_as(file, enforce_file_format=True)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, final)  # the caller fsyncs the folder before committing rows
+        try:
+            with open(partial, "wb") as file:
+                dataset.save_as(file, enforce_file_format=True)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, final)  # the caller fsyncs the folder before committing rows
+        except BaseException:  # a full disk, say: no half-written file left holding space
+            partial.unlink(missing_ok=True)
+            raise
         return uid, sop_class, str(meta.TransferSyntaxUID)
 
     # -- delivery ------------------------------------------------------------------------------
