@@ -31,6 +31,11 @@ class InferCall:
     request: pb.ModelInferRequest
     raw: list[memoryview] = field(default_factory=list)
 
+    @property
+    def model_name(self) -> str:
+        """The request's model (what interceptors read from a ModelInferRequest)."""
+        return self.request.model_name
+
 
 @dataclass
 class InferReply:
