@@ -270,6 +270,17 @@ def _manifest(options: ExportOptions, cases: list, details: dict, skipped: list)
     }
 
 
+def _seg_writer():
+    try:
+        from review.seg_export import write_segs
+    except ImportError:
+        raise ExportError(
+            "format dicom-seg needs highdicom: install the dicom extra (pip install "
+            "'vision-serving[dicom]')"
+        ) from None
+    return write_segs
+
+
 def write_zip(store: CaseStore, options: ExportOptions, target: BinaryIO) -> None:
     """Write the export as a zip into `target` (see the module docstring for each layout)."""
     with store.db.connect() as conn, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -277,7 +288,7 @@ def write_zip(store: CaseStore, options: ExportOptions, target: BinaryIO) -> Non
         cases = [c for c in selected if c["status"] != "rejected"]
         skipped = [{"id": c["id"], "why": "case rejected"} for c in selected if c not in cases]
         if options.format == "dicom-seg":
-            from review.seg_export import write_segs
+            write_segs = _seg_writer()
 
             details, more = write_segs(zf, store, conn, cases)
             skipped += more
