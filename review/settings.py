@@ -112,6 +112,9 @@ class ReviewSettings:
     absolute_s: float = 43200.0
     capture: CapturePolicy = field(default_factory=lambda: CapturePolicy.parse(None))
     queue_size: int = 256
+    # The PACS's DICOMweb root (e.g. Orthanc's http://127.0.0.1:8042/dicom-web): OHIF at
+    # /review/ohif/ reads it through the proxy at /review/dicom-web/ (review/ohif.py).
+    dicomweb_url: str | None = None
 
     @property
     def database(self) -> Path:

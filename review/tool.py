@@ -42,6 +42,10 @@ class ReviewTool:
         self.plane: DataPlane | None = None
         self.recorder: Recorder | None = None
         self._extra = tuple(extra_routes)
+        if settings.dicomweb_url:
+            from review.ohif import viewer_routes
+
+            self._extra += tuple(viewer_routes(lambda: self.accounts, settings.dicomweb_url))
 
     def attach(self, plane: DataPlane) -> ReviewTool:
         """Record the plane's results as cases (capture policy) and run uploads through it."""

@@ -11,6 +11,7 @@ only its hash is stored.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import sys
 from pathlib import Path
@@ -23,19 +24,29 @@ def add_review_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("review tool at /review/ (off unless --review-dir is given)")
     g.add_argument("--review-dir", type=Path, help="cases, images and the review database")
     g.add_argument("--review-config", type=Path, help="YAML: session timeouts, capture policy")
+    g.add_argument(
+        "--review-dicomweb",
+        metavar="URL",
+        help="the PACS's DICOMweb root (e.g. http://127.0.0.1:8042/dicom-web): DICOM cases "
+        "open in OHIF at /review/ohif/ (installed by scripts/ohif.sh), read through /review/",
+    )
 
 
 def review_settings_from(args: argparse.Namespace):
     """The review settings the flags describe, or None when the tool is off."""
     if args.review_dir is None:
-        if args.review_config is not None:
+        given = [f for f in ("review_config", "review_dicomweb") if getattr(args, f, None)]
+        if given:
             from vision.errors import ConfigError
 
-            raise ConfigError("--review-config needs --review-dir (where the cases live)")
+            flag = "--" + given[0].replace("_", "-")
+            raise ConfigError(f"{flag} needs --review-dir (where the cases live)")
         return None
     from review.settings import load_settings
 
-    return load_settings(args.review_dir, args.review_config)
+    settings = load_settings(args.review_dir, args.review_config)
+    dicomweb = getattr(args, "review_dicomweb", None)
+    return dataclasses.replace(settings, dicomweb_url=dicomweb) if dicomweb else settings
 
 
 def _password() -> str:

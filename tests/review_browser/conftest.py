@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from app.server import VisionServer
-from review.ohif import viewer_routes
 from review.settings import CapturePolicy, ReviewSettings
 from serving.config import ServerConfig
 from tests.serving.tiny_models import build_explainable_repository
@@ -43,11 +42,11 @@ def browser_missing() -> str:
 
 
 class ReviewServer:
-    """VisionServer with the review tool (and OHIF + the DICOMweb proxy when `dicomweb` is
-    given), in a thread with its own event loop."""
+    """VisionServer with the review tool (and OHIF + the DICOMweb proxy when the settings name
+    a PACS), in a thread with its own event loop."""
 
-    def __init__(self, config: ServerConfig, review: ReviewSettings, dicomweb: str | None):
-        self.config, self.review_settings, self.dicomweb = config, review, dicomweb
+    def __init__(self, config: ServerConfig, review: ReviewSettings):
+        self.config, self.review_settings = config, review
         self.server: VisionServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
@@ -74,8 +73,7 @@ class ReviewServer:
 
     async def _main(self) -> None:
         try:
-            mounts = viewer_routes(lambda: self.server.review.accounts, self.dicomweb, base="")
-            self.server = VisionServer(self.config, http_mounts=mounts, review=self.review_settings)
+            self.server = VisionServer(self.config, review=self.review_settings)
             self.loop = asyncio.get_running_loop()
             await self.server.start()
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
@@ -103,8 +101,10 @@ def start_review_server(
         max_image_pixels=max_pixels,
         drain_timeout_s=5.0,
     )
-    settings = ReviewSettings(data_dir=data_dir, capture=CapturePolicy.parse(None))
-    return ReviewServer(config, settings, dicomweb).start()
+    settings = ReviewSettings(
+        data_dir=data_dir, capture=CapturePolicy.parse(None), dicomweb_url=dicomweb
+    )
+    return ReviewServer(config, settings).start()
 
 
 def api_client(server: ReviewServer, user: str) -> httpx.Client:
