@@ -3,7 +3,8 @@
 `Recorder` is a `DataPlane` result observer (`serving/dataplane.py`): on the event loop it only
 decides (capture policy, the model's inspection rules for `failed`) and queues; a writer thread
 turns the prediction into a case (pixels, masks and heat maps to disk, rows to SQLite). A full
-queue drops the result and counts it, so a slow disk never slows serving.
+queue drops the result and counts it (`vision_review_cases_total{source, outcome}` on the
+server's /metrics), so a slow disk never slows serving.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter
 
 from review.settings import CapturePolicy
 from review.store import CaseDraft, CaseStore, FindingDraft, ImageInfo
@@ -140,8 +142,16 @@ class Recorder:
         config_of: Callable[[str, str], ModelConfig],
         queue_size: int = 256,
         seed: int | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.store, self.policy, self._config_of = store, policy, config_of
+        self._cases = Counter(
+            "vision_review_cases",
+            "Served results offered to the review tool, by source and outcome "
+            "(recorded, dropped: queue full, failed: not written)",
+            ["source", "outcome"],
+            registry=registry,
+        )
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._rng = random.Random(seed)
         self.dropped = 0
@@ -167,6 +177,7 @@ class Recorder:
             self._queue.put_nowait((prediction, config, source))
         except queue.Full:
             self.dropped += 1
+            self._cases.labels(source, "dropped").inc()
             log.warning("review capture queue full: a %s result was not recorded", source)
 
     def _run(self) -> None:
@@ -174,11 +185,14 @@ class Recorder:
             item = self._queue.get()
             if item is None:
                 return
+            source = item[2]
             try:
                 self.store.create(draft_from(*item))
                 self.recorded += 1
+                self._cases.labels(source, "recorded").inc()
             except Exception:  # noqa: BLE001 - a failed capture never stops the recorder
-                log.exception("review capture failed")
+                log.exception("review capture of a %s result failed", source)
+                self._cases.labels(source, "failed").inc()
             finally:
                 self._queue.task_done()
 

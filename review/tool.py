@@ -55,7 +55,11 @@ class ReviewTool:
             return plane.model_info(name, version).config
 
         self.recorder = Recorder(
-            self.store, self.settings.capture, config_of, self.settings.queue_size
+            self.store,
+            self.settings.capture,
+            config_of,
+            self.settings.queue_size,
+            registry=plane.metrics.registry,
         )
         plane.add_result_observer(self.recorder)
         return self

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 
@@ -61,6 +62,18 @@ def test_results_are_captured_by_model_and_source(capturing: ReviewServer) -> No
     assert _cases(capturing)[before:] == [
         ("boxes", "line"), ("bright", "dicom"), ("bright", "api"),
     ]  # fmt: skip
+
+
+def test_capture_is_counted_on_metrics(capturing: ReviewServer) -> None:
+    _predict(capturing, "detection", "boxes", BLACK, "stream")
+    capturing.tool.recorder.flush()
+    text = httpx.get(f"{capturing.url}/metrics", timeout=60).text
+    line = next(
+        row for row in text.splitlines()
+        if row.startswith("vision_review_cases_total") and 'source="line"' in row
+        and 'outcome="recorded"' in row
+    )  # fmt: skip
+    assert float(line.rsplit(" ", 1)[1]) >= 1
 
 
 def test_captured_case_holds_the_result(capturing: ReviewServer) -> None:
