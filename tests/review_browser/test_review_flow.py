@@ -143,3 +143,44 @@ def test_review_a_detection_case_and_export_it(browser, review_server, detection
     assert reject["finding_id"] == second["id"] and reject["after"]["reason"] == REASON
     assert all(e["user"] for e in trail)
     assert [e["seq"] for e in trail] == sorted(e["seq"] for e in trail)
+
+
+def test_relabel_comment_and_reject_the_case(browser, review_server, shot):
+    with contextlib.closing(api_client(review_server, "rev2")) as client:
+        case = upload(client, "boxes-x", blob_png(320, 11), "part2.png")
+    first = case["findings"][0]
+    other = next(label for label in case["labels"] if label != first["label"])
+    page = new_page(browser, review_server)
+    try:
+        sign_in(page, "rev2")
+        open_case(page, case["id"])
+        wait_first_image(page)
+        select_finding(page, first["id"])
+        key(page, "l")
+        page.wait_for_selector("#prompt-dialog[open]")
+        page.select_option("#prompt-select", other)
+        page.click("#prompt-ok")
+        finding_status(page, first["id"], "corrected")
+        assert finding(page, first["id"]).locator(".label").inner_text() == other
+
+        key(page, "c")
+        answer_prompt(page, "blurred frame, ask for a retake")
+        page.wait_for_selector(".comments li:has-text('blurred frame')")
+
+        key(page, "Shift+R")  # reject the whole case: a reason is required
+        page.wait_for_selector("#prompt-dialog[open]")
+        page.keyboard.press("Enter")  # empty: refused by the prompt, it stays open
+        assert page.locator("#prompt-dialog[open]").count() == 1
+        answer_prompt(page, "not a part of this line")
+        case_status(page, "rejected")
+        shot(page, "rejected")
+        assert page.errors == [], page.errors
+    finally:
+        page.context.close()
+    with contextlib.closing(api_client(review_server, "rev2")) as client:
+        trail = client.get(f"/review/api/cases/{case['id']}/audit").json()
+    relabel = next(e for e in trail if e["action"] == "relabel")
+    assert relabel["before"]["label"] == first["label"] and relabel["after"]["label"] == other
+    assert any(e["action"] == "comment" for e in trail)
+    closed = [e for e in trail if e["action"] == "close"]
+    assert closed and closed[-1]["after"]["status"] == "rejected"
