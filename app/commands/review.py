@@ -2,6 +2,9 @@
 
     vision review add-user NAME --role reviewer|supervisor|admin [--dir DIR]
     vision review add-token NAME --role ROLE [--dir DIR]
+    vision review export --format coco|voc|masks|dicom-seg --out FILE.zip [--model M]
+        [--status accepted,corrected] [--since DATE] [--until DATE] [--dir DIR]
+    vision review report --model M [--version V] [--since DATE] [--until DATE] [--dir DIR]
 
 The password is read from standard input when it is not a terminal (one line), else prompted
 for twice; never from the command line, where `ps` would show it. The token is printed once:
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
+import json
 import sys
 from pathlib import Path
 
@@ -69,12 +73,58 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("name")
         s.add_argument("--role", required=True, choices=ROLES)
         s.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the --review-dir")
+    e = sub.add_parser("export", help="reviewed cases as training data (a zip)")
+    e.add_argument("--format", default="coco", choices=("coco", "voc", "masks", "dicom-seg"))
+    e.add_argument("--out", type=Path, required=True, help="the zip to write")
+    r = sub.add_parser("report", help="per-class precision / recall against the reviewers (JSON)")
+    r.add_argument("--version", default="")
+    for s, model_required in ((e, False), (r, True)):
+        s.add_argument("--model", default="", required=model_required)
+        s.add_argument("--since", default="", help="epoch seconds or an ISO date")
+        s.add_argument("--until", default="")
+        s.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the --review-dir")
+    e.add_argument("--status", default="accepted,corrected")
     return p
 
 
+def _offline(args: argparse.Namespace) -> int:
+    """`export` / `report` on the review data dir, without a server."""
+    from review.db import Database
+    from review.export import ExportOptions, write_zip
+    from review.report import ReportOptions, build
+    from review.store import CaseStore
+
+    if not (args.dir / "review.sqlite").is_file():
+        raise FileNotFoundError(f"no review database in {args.dir} (give --dir, the --review-dir)")
+    store = CaseStore(Database(args.dir / "review.sqlite"), args.dir)
+    params = {"model": args.model, "since": args.since, "until": args.until}
+    if args.action == "report":
+        print(
+            json.dumps(
+                build(store, ReportOptions.from_params({**params, "version": args.version})),
+                indent=1,
+            )
+        )
+        return 0
+    options = ExportOptions.from_params({**params, "format": args.format, "status": args.status})
+    with open(args.out, "wb") as target:
+        write_zip(store, options, target)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    """`vision review add-user | add-token`."""
+    """`vision review add-user | add-token | export | report`."""
     args = build_parser().parse_args(argv)
+    if args.action in ("export", "report"):
+        from review.export import ExportError
+        from review.report import ReportError
+
+        try:
+            return _offline(args)
+        except (ExportError, ReportError) as exc:
+            print(f"vision review {args.action}: {exc}", file=sys.stderr)
+            return 2
     from review.accounts import AccountError, Accounts
     from review.db import Database
     from review.settings import load_settings

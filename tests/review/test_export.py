@@ -136,6 +136,23 @@ def test_report_counts_against_the_reviewed_truth(clients) -> None:
     assert future.json()["n_cases"] == 0
 
 
+def test_offline_export_and_report_commands(clients, server, tmp_path: Path, capsys) -> None:
+    from app.cli import main
+
+    case_id, _ = _reviewed_detection(clients)
+    data_dir, out = str(server.tool.settings.data_dir), tmp_path / "export.zip"
+    argv = ["review", "export", "--dir", data_dir, "--format", "voc", "--model", "boxes-x"]
+    assert main([*argv, "--out", str(out)]) == 0
+    zipfile.ZipFile(out).extractall(tmp_path / "voc")
+    samples, _ = load_voc(tmp_path / "voc", "train")
+    assert any(s.image.name == f"case-{case_id}.png" for s in samples)
+    capsys.readouterr()
+    assert main(["review", "report", "--dir", data_dir, "--model", "boxes-x"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_cases"] >= 1
+    assert main(["review", "report", "--dir", str(tmp_path / "none"), "--model", "m"]) == 2
+    assert main([*argv[:-2], "--since", "yesterday", "--out", str(out)]) == 2
+
+
 def test_report_counts_pixels_for_segmentation(clients) -> None:
     rev = clients["rev2"]
     image = np.zeros((64, 64, 3), np.uint8)
