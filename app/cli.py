@@ -57,7 +57,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "review",
-        "the review tool: add-user, add-token (served by vision serve --review-dir)",
+        "review tool accounts, tokens, offline export and report (vision serve --review-dir)",
         "app.commands.review:main",
     ),
     Command(
