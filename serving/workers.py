@@ -102,7 +102,8 @@ class Supervisor:
                 signal.signal(sig, handler)
             if owned:
                 shutil.rmtree(self._metrics_dir, ignore_errors=True)
-        if code == 0 and any(c != 0 for c in codes):
+        # A worker still starting has no handler yet: SIGTERM ends it at once, as asked.
+        if code == 0 and any(c not in (0, -signal.SIGTERM) for c in codes):
             log.error("worker exit codes %s", codes)
             return 1
         return code

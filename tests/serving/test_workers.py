@@ -218,3 +218,46 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_all(repository, tmp_path):
         code = _stop(workers)
     assert code == 0, workers.tail()
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+
+
+def test_a_worker_that_keeps_dying_stops_the_parent_with_exit_1():
+    from serving.workers import RestartPolicy, Supervisor
+
+    command = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    supervisor = Supervisor(command, 2, drain_timeout_s=1.0, restart=RestartPolicy(2, 60.0))
+    assert supervisor.run() == 1
+
+
+def test_sigterm_to_the_parent_reaches_every_worker(tmp_path):
+    """Plain processes as workers: each records the signal it got, then exits 0."""
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "def stop(signum, frame):\n"
+        f"    open(os.path.join({str(tmp_path)!r}, 'got-' + os.environ['VISION_WORKER']), 'w')"
+        ".write(str(signum))\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        f"open(os.path.join({str(tmp_path)!r}, 'up-' + os.environ['VISION_WORKER']), 'w')\n"
+        "while True:\n"
+        "    time.sleep(0.1)\n"
+    )
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from serving.workers import run_workers; "
+            f"sys.exit(run_workers([sys.executable, {str(script)!r}], 3, 5.0))",
+        ],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+    )
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("up-*"))) < 3:  # every worker has its handler
+        assert time.monotonic() < deadline and parent.poll() is None, "workers did not start"
+        time.sleep(0.1)
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(60) == 0
+    got = sorted(p.name for p in tmp_path.glob("got-*"))
+    assert got == ["got-0", "got-1", "got-2"]
+    assert {p.read_text() for p in tmp_path.glob("got-*")} == {str(int(signal.SIGTERM))}
