@@ -53,7 +53,9 @@ def _raw(ds: Dataset, keyword: str) -> tuple[str, Any, bool] | None:
     if tag not in ds:
         return None
     element = ds.get_item(tag)
-    vr = element.VR or dictionary_VR(keyword).split(" or ")[0]
+    vr = element.VR or dictionary_VR(keyword)
+    if vr == dictionary_VR(keyword):  # implicit, or ambiguous ("US or SS") in memory
+        vr = vr.split(" or ")[0]
     if vr not in _allowed_vrs(keyword):
         what = f"VR {vr}" if vr in _KNOWN_VRS else "an unknown VR"
         raise MalformedElementError(
