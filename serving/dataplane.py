@@ -450,9 +450,18 @@ class DataPlane:
         self.admission.begin_shutdown()
         log.info("drain: %d admitted request(s) to finish", self.admission.in_flight)
         idle = await self.admission.wait_idle(timeout)
+        if idle:
+            log.info("drain: no admitted request left")
+            return True
         left = self.admission.in_flight
-        log.info("drain: %s", "no admitted request left" if idle else f"{left} still running")
-        return idle
+        log.warning(
+            "drain: %d request(s) still running after %.1f s: answering UNAVAILABLE", left, timeout
+        )
+        # Every batcher stops now: queued and running requests are answered UNAVAILABLE, and
+        # the ones still decoding find their model gone; then they are given a moment to reply.
+        await self._repository.close(drain_timeout=0.0)
+        await self.admission.wait_idle(_ANSWER_GRACE_S)
+        return False
 
     def close(self) -> None:
         """Release the postprocessing threads (after the drain)."""
@@ -530,6 +539,8 @@ class DataPlane:
         self.metrics.observe_request(api, model.name, model.version, "ok", elapsed)
         self.stats.record_request(model.name, model.version, True, elapsed)
 
+
+_ANSWER_GRACE_S = 1.0  # for requests refused at the drain timeout to send their answer
 
 _RPC_OF_TASK = {
     "detection": "Detect",
