@@ -62,13 +62,14 @@ class Running:
 
 
 def client_for(running: Running) -> httpx.Client:
-    """A signed-in client."""
+    """A signed-in client (its CSRF token in the default headers)."""
     running.server.review.accounts.add_user("bench", "reviewer", "bench-password")
     client = httpx.Client(base_url=f"http://127.0.0.1:{running.server.http_port}", timeout=60)
     answer = client.post(
         "/review/api/login", json={"username": "bench", "password": "bench-password"}
     )
     answer.raise_for_status()
+    client.headers["X-CSRF-Token"] = answer.json()["csrf_token"]
     return client
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from typing import Any
 from urllib.parse import urlsplit
@@ -159,9 +158,8 @@ class ReviewApi:
         gz = "gzip" in request.headers.get("accept-encoding", "")
 
         def read() -> bytes:
-            data = self.store.files(case_id).pixels()[frame]
-            raw = data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
-            return gzip.compress(raw, compresslevel=1) if gz else raw
+            files = self.store.files(case_id)
+            return files.gzip_frame(frame) if gz else files.frame_bytes(frame)
 
         headers = {
             "X-Width": str(info["width"]),

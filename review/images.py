@@ -1,13 +1,15 @@
 """Case images on disk: raw pixels (`.npy`), 8-bit PNG renderings, masks and heat maps.
 
 Each case has a folder `cases/<id>/` under the review data dir: `pixels.npy` (frames x H x W
-[x C], the dtype as stored: uint8, uint16 or int16), `image.png` (frame 0 as 8-bit), and PNGs
+[x C], the dtype as stored: uint8, uint16 or int16), `image.png` (frame 0 as 8-bit), the gzip
+form of each frame sent so far (`pixels-<frame>.gz`, frame 0 made with the case), and PNGs
 for masks (`mask-<origin>-<label index>.png`, 0/255) and heat maps (`heat-<finding id>.png`).
 DICOM uploads also keep `source.dcm` for DICOM SEG export.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 from pathlib import Path
 
@@ -91,6 +93,20 @@ class CaseFiles:
     def pixels(self) -> np.ndarray:
         """The raw frames, memory-mapped (F x H x W [x C])."""
         return np.load(self.folder / "pixels.npy", mmap_mode="r", allow_pickle=False)
+
+    def frame_bytes(self, frame: int) -> bytes:
+        """One frame's raw little-endian samples."""
+        data = self.pixels()[frame]
+        return data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
+
+    def gzip_frame(self, frame: int) -> bytes:
+        """One frame's samples gzip-compressed, made once and kept as `pixels-<frame>.gz`."""
+        name = f"pixels-{frame}.gz"
+        cached = self.read(name)
+        if cached is None:
+            cached = gzip.compress(self.frame_bytes(frame), compresslevel=6, mtime=0)
+            self.write(name, cached)
+        return cached
 
     def read(self, name: str) -> bytes | None:
         """A file's bytes, or None when the case has no such file."""

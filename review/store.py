@@ -160,6 +160,7 @@ class CaseStore:
             case_id = _insert_case(conn, draft, time.time())
             files = self.files(case_id)
             files.write_pixels(draft.frames)
+            files.gzip_frame(0)  # the page's first download, ready before it asks
             window = draft.info.window
             files.write("image.png", png_bytes(squeeze_channels(to_uint8(draft.frames[0], window))))
             if draft.source_dicom is not None:
