@@ -3,8 +3,8 @@
     nice -n 10 .venv/bin/python -m bench.review_pixels [--repeat 20]
 
 Runs the real server (`VisionServer` with the review tool and the test suite's tiny models) on
-loopback, uploads a 2048x2048 16-bit CT slice (DICOM) and a 640x640 RGB PNG, then times, side
-by side and interleaved, what the page can fetch for each: the raw pixels (identity and gzip)
+loopback, uploads a 2048x2048 16-bit CT slice (DICOM, 10 HU noise) and a 640x640 RGB PNG, then
+times, side by side and interleaved, what the page can fetch for each: raw pixels (identity, gzip)
 and the 8-bit PNG rendering. Prints bytes on the wire and median / p95 milliseconds (request
 sent to last byte read, httpx on one connection); the server-side half of the page's
 time-to-first-image.
@@ -57,7 +57,7 @@ def main() -> None:
     photo = rng.integers(0, 256, (640, 640, 3), dtype=np.uint8)
     photo[200:400, 200:400] = 255
     cases = {
-        "2048x2048 16-bit DICOM": _upload(client, ct_slice(2048), "ct.dcm"),
+        "2048x2048 16-bit DICOM": _upload(client, ct_slice(2048, noise_hu=10.0), "ct.dcm"),
         "640x640 RGB PNG": _upload(client, png(photo), "photo.png"),
     }
     fetches = [("pixels", "pixels", False), ("pixels gzip", "pixels", True),

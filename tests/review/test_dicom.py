@@ -21,11 +21,15 @@ PATIENT_NAME = "Doe^Jane^Q"
 PATIENT_ID = "MRN-7734-XY"
 
 
-def ct_slice(size: int = 64) -> bytes:
-    """A CT slice: stored uint16 with intercept -1024; a bright (1000 HU) square on air."""
-    stored = np.full((size, size), 24, np.uint16)  # -1000 HU
+def ct_slice(size: int = 64, noise_hu: float = 0.0) -> bytes:
+    """A CT slice: stored uint16 with intercept -1024; a bright (1000 HU) square on air, with
+    Gaussian noise of `noise_hu` (a scanner's is some 10 HU: realistic compression ratios)."""
+    stored = np.full((size, size), 24.0)  # -1000 HU
     k = size // 64
     stored[16 * k : 40 * k, 8 * k : 32 * k] = 2024  # 1000 HU
+    if noise_hu:
+        stored += np.random.default_rng(0).normal(0, noise_hu, stored.shape)
+    stored = np.clip(stored, 0, 4095).round().astype(np.uint16)
     ds = pydicom.Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
