@@ -163,6 +163,7 @@ class VisionServer:
             guard=self.guard,
             metrics_mode=self.config.security.metrics,
             mount_rules=MOUNT_RULES,
+            shared_memory=self.shared_memory,
         )
         context = self.http_tls.context if self.http_tls is not None else None
         self._http = HttpServer(app, self.config.drain_timeout_s, ssl_context=context)

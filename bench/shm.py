@@ -32,9 +32,8 @@ from bench.models import BenchModel, session_call, write_repository
 from bench.serving import HOST, Row, free_port, interleaved, print_table, server_process
 from bench.shm_profile import profile
 from protos.inference import grpc_service_pb2 as pb
-from serving.rpc.kserve_servicer import write_to_region
 from serving.rpc.kserve_wire import InferReply, serialize_reply, split_request
-from serving.shared_memory import SharedMemoryRegistry, TensorRef
+from serving.shared_memory import SharedMemoryRegistry, TensorRef, write_to_region
 
 REGISTER = "/inference.GRPCInferenceService/SystemSharedMemoryRegister"
 SERVER_LIVE = "/inference.GRPCInferenceService/ServerLive"

@@ -19,7 +19,7 @@ from vision.config import ModelConfig
 
 SERVER_NAME = "vision-serving"
 # KServe v2 extensions served on both gRPC and HTTP.
-EXTENSIONS = ("model_repository", "statistics", "binary_tensor_data")
+EXTENSIONS = ("model_repository", "statistics", "binary_tensor_data", "system_shared_memory")
 
 
 @dataclass(frozen=True)

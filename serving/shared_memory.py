@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from vision.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -193,3 +195,23 @@ def _slice(region: _Region, ref: TensorRef) -> memoryview:
             f"{ref.byte_size} is past its end ({size} bytes)"
         )
     return region.view[ref.offset : ref.offset + ref.byte_size]
+
+
+def write_to_region(
+    name: str, array: np.ndarray, ref: TensorRef, shm: SharedMemoryRegistry
+) -> None:
+    """Copy one output into the shared-memory region its request named (the only copy)."""
+    with shm.lease(ref) as view:
+        if ref.byte_size < array.nbytes:
+            raise InvalidInputError(
+                f"output {name!r}: shared-memory byte_size {ref.byte_size} is smaller than "
+                f"the {array.nbytes} bytes the output holds"
+            )
+        target = np.frombuffer(view, dtype=little_endian(array.dtype), count=array.size)
+        target[...] = array.reshape(-1)
+        del target
+
+
+def little_endian(dtype: np.dtype) -> np.dtype:
+    """`dtype` in little-endian byte order (the KServe wire order)."""
+    return dtype.newbyteorder("<") if dtype.byteorder != "|" else dtype

@@ -20,6 +20,7 @@ from serving.http.kserve_rest import kserve_routes
 from serving.metrics import Metrics
 from serving.security.guard import Guard
 from serving.security.policy import KSERVE_RULES, HttpRule, metrics_rules
+from serving.shared_memory import SharedMemoryRegistry
 
 
 def metrics_route(metrics: Metrics) -> Route:
@@ -40,20 +41,22 @@ def build_http_app(
     guard: Guard | None = None,
     metrics_mode: str = "public",
     mount_rules: Sequence[HttpRule] = (),
+    shared_memory: SharedMemoryRegistry | None = None,
 ) -> Starlette:
     """The HTTP app: `/metrics` (unless `metrics_mode` is `off`), KServe v2 REST under `/v2`,
     then `mounts` (e.g. a `starlette.routing.Mount("/dicomweb", app)`).
 
     With a `guard` that has tokens or a rate limit, every request is checked first against the
     KServe rules, `/metrics` under `metrics_mode` (`public`, `token`: role `metrics`) and the
-    `mount_rules` that cover `mounts` (see `serving/http/auth.py`)."""
+    `mount_rules` that cover `mounts` (see `serving/http/auth.py`). `shared_memory` holds the
+    system shared-memory regions (shared with the gRPC API)."""
     rules = (*metrics_rules(metrics_mode), *KSERVE_RULES, *mount_rules)
     middleware = [Middleware(UnexpectedErrorMiddleware)]
     if guard is not None and (guard.enabled or guard.limiter is not None):
         middleware.insert(0, Middleware(AuthMiddleware, guard=guard, rules=rules))
     routes = [metrics_route(metrics)] if metrics_mode != "off" else []
     return Starlette(
-        routes=[*routes, *kserve_routes(plane, max_body_bytes), *mounts],
+        routes=[*routes, *kserve_routes(plane, max_body_bytes, shared_memory), *mounts],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
     )

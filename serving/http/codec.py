@@ -4,16 +4,25 @@ A request body is a JSON object, optionally followed by the raw bytes of the inp
 `parameters.binary_data_size` is set, in input order; the `Inference-Header-Content-Length`
 header then gives the JSON part's length. Outputs go back the same way when the request asks
 for them binary (`binary_data` per output, else `binary_data_output` in its parameters).
+Inputs and outputs may instead name a system shared-memory region (Triton's parameters
+`shared_memory_region`, `shared_memory_byte_size`, `shared_memory_offset`); the route resolves
+them (`serving/http/kserve_rest.py`, `serving/shared_memory.py`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from serving.shared_memory import (
+    BYTE_SIZE_PARAMETER,
+    OFFSET_PARAMETER,
+    REGION_PARAMETER,
+    TensorRef,
+)
 from serving.tensors import (
     datatype_of,
     tensor_from_bytes,
@@ -26,6 +35,15 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 @dataclass(frozen=True)
+class ShmInput:
+    """An input whose bytes are in a shared-memory region."""
+
+    datatype: str
+    shape: list[int]
+    ref: TensorRef
+
+
+@dataclass(frozen=True)
 class InferRequest:
     """A decoded inference request: input tensors, and which outputs to return how."""
 
@@ -34,6 +52,8 @@ class InferRequest:
     outputs: dict[str, bool | None] = field(default_factory=dict)  # name -> binary; {}: all
     binary_default: bool = False
     timeout_us: int | None = None
+    shm_inputs: dict[str, ShmInput] = field(default_factory=dict)
+    shm_outputs: dict[str, TensorRef] = field(default_factory=dict)
 
     def selection(self, produced: dict[str, np.ndarray]) -> list[tuple[str, bool]]:
         """(output name, binary?) to return, in the request's order or the model's."""
@@ -62,12 +82,16 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     request_id = header.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidInputError("request 'id' must be a string")
+    feeds, shm_inputs = _inputs(_list(header.get("inputs"), "request 'inputs'"), binary)
+    outputs, shm_outputs = _outputs(_list(header.get("outputs", []), "request 'outputs'"))
     return InferRequest(
         id=request_id,
-        feeds=_inputs(_list(header.get("inputs"), "request 'inputs'"), binary),
-        outputs=_outputs(_list(header.get("outputs", []), "request 'outputs'")),
+        feeds=feeds,
+        outputs=outputs,
         binary_default=_flag(parameters, "binary_data_output", "request parameters"),
         timeout_us=_timeout(parameters),
+        shm_inputs=shm_inputs,
+        shm_outputs=shm_outputs,
     )
 
 
@@ -77,8 +101,12 @@ def encode_response(
     request_id: str,
     outputs: dict[str, np.ndarray],
     selection: list[tuple[str, bool]],
+    in_shared_memory: Collection[str] = (),
 ) -> tuple[bytes, int | None]:
-    """The response body, and the JSON part's length when binary tensors follow it."""
+    """The response body, and the JSON part's length when binary tensors follow it.
+
+    Outputs in `in_shared_memory` were written to their regions: only their description goes.
+    """
     entries, blobs = [], []
     for name, binary in selection:
         array = outputs[name]
@@ -87,7 +115,9 @@ def encode_response(
             "datatype": datatype_of(str(array.dtype)),
             "shape": list(array.shape),
         }
-        if binary:
+        if name in in_shared_memory:
+            pass
+        elif binary:
             raw = to_little_endian_bytes(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
@@ -119,13 +149,22 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     return body[:length], memoryview(body)[length:]
 
 
-def _inputs(specs: list, binary: memoryview) -> dict[str, np.ndarray]:
+def _inputs(specs: list, binary: memoryview) -> tuple[dict[str, np.ndarray], dict[str, ShmInput]]:
     feeds: dict[str, np.ndarray] = {}
+    shm: dict[str, ShmInput] = {}
     offset = 0
     for spec in specs:
         name, datatype, shape, parameters = _tensor_spec(spec)
-        if name in feeds:
+        if name in feeds or name in shm:
             raise InvalidInputError(f"input {name!r} is given twice")
+        ref = shm_ref(name, parameters)
+        if ref is not None:
+            if "data" in spec or "binary_data_size" in parameters:
+                raise InvalidInputError(
+                    f"input {name!r}: give its data in shared memory, 'data' or binary, one only"
+                )
+            shm[name] = ShmInput(datatype, shape, ref)
+            continue
         size = parameters.get("binary_data_size")
         if size is None:
             if "data" not in spec:
@@ -146,7 +185,21 @@ def _inputs(specs: list, binary: memoryview) -> dict[str, np.ndarray]:
             f"{len(binary) - offset} bytes after the inputs' binary data; "
             "binary_data_size must account for every byte"
         )
-    return feeds
+    return feeds, shm
+
+
+def shm_ref(name: str, parameters: dict) -> TensorRef | None:
+    """The shared-memory reference in a tensor's JSON parameters, or None."""
+    region = parameters.get(REGION_PARAMETER)
+    if region is None:
+        return None
+    size, offset = parameters.get(BYTE_SIZE_PARAMETER), parameters.get(OFFSET_PARAMETER, 0)
+    if not isinstance(region, str) or not _is_int(size) or not _is_int(offset):
+        raise InvalidInputError(
+            f"tensor {name!r}: {REGION_PARAMETER} must be a string, {BYTE_SIZE_PARAMETER} "
+            f"and {OFFSET_PARAMETER} integers"
+        )
+    return TensorRef(region, offset, size)
 
 
 def _tensor_spec(spec: object) -> tuple[str, str, list[int], dict]:
@@ -162,8 +215,9 @@ def _tensor_spec(spec: object) -> tuple[str, str, list[int], dict]:
     return name, datatype, shape, parameters
 
 
-def _outputs(specs: list) -> dict[str, bool | None]:
+def _outputs(specs: list) -> tuple[dict[str, bool | None], dict[str, TensorRef]]:
     outputs: dict[str, bool | None] = {}
+    shm: dict[str, TensorRef] = {}
     for spec in specs:
         spec = _object(spec, "each requested output")
         name = spec.get("name")
@@ -176,7 +230,10 @@ def _outputs(specs: list) -> dict[str, bool | None]:
         if binary is not None and not isinstance(binary, bool):
             raise InvalidInputError(f"output {name!r}: binary_data must be true or false")
         outputs[name] = binary
-    return outputs
+        ref = shm_ref(name, parameters)
+        if ref is not None:
+            shm[name] = ref
+    return outputs, shm
 
 
 # Ten days, in microseconds: any longer "timeout" is a mistake (and would overflow a float).

@@ -1,12 +1,14 @@
 """KServe v2 REST (Open Inference Protocol) routes, as tritonclient.http calls them.
 
 Health, server and model metadata, inference (JSON tensors and the binary tensor data
-extension), and Triton's repository and statistics extensions. Every route only translates
-between JSON and the data plane; errors become statuses in `serving/http/errors.py`.
+extension), and Triton's repository, statistics and system shared-memory extensions. Every
+route only translates between JSON and the data plane; errors become statuses in
+`serving/http/errors.py`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import zlib
@@ -18,9 +20,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from serving.dataplane import DataPlane
-from serving.http.codec import HEADER_LENGTH, decode_request, encode_response
+from serving.http.codec import HEADER_LENGTH, InferRequest, decode_request, encode_response
 from serving.model_info import ModelMetadata, TensorMetadata
+from serving.shared_memory import SharedMemoryRegistry, write_to_region
 from serving.statistics import Duration, VersionStatistics
+from serving.tensors import tensor_from_bytes
 from vision.errors import InvalidInputError
 
 JSON_TYPE = "application/json"
@@ -29,9 +33,15 @@ BINARY_TYPE = "application/octet-stream"
 _WBITS = {"gzip": 31, "deflate": 15}
 
 
-def kserve_routes(plane: DataPlane, max_body_bytes: int) -> list[Route]:
-    """The KServe v2 routes over `plane`; bodies above `max_body_bytes` are refused (413)."""
-    rest = _KServeRest(plane, max_body_bytes)
+def kserve_routes(
+    plane: DataPlane, max_body_bytes: int, shared_memory: SharedMemoryRegistry | None = None
+) -> list[Route]:
+    """The KServe v2 routes over `plane`; bodies above `max_body_bytes` are refused (413).
+
+    `shared_memory`: the process's system shared-memory regions (the gRPC API's too).
+    """
+    rest = _KServeRest(plane, max_body_bytes, shared_memory or SharedMemoryRegistry())
+    shm, region = "/v2/systemsharedmemory", "/v2/systemsharedmemory/region/{region}"
     model = "/v2/models/{name}"
     version = "/v2/models/{name}/versions/{version}"
     get, post = ["GET"], ["POST"]
@@ -52,6 +62,11 @@ def kserve_routes(plane: DataPlane, max_body_bytes: int) -> list[Route]:
         Route("/v2/repository/index", rest.repository_index, methods=post),
         Route("/v2/repository/models/{name}/load", rest.load, methods=post),
         Route("/v2/repository/models/{name}/unload", rest.unload, methods=post),
+        Route(f"{shm}/status", rest.shm_status, methods=get),
+        Route(f"{region}/status", rest.shm_status, methods=get),
+        Route(f"{region}/register", rest.shm_register, methods=post),
+        Route(f"{shm}/unregister", rest.shm_unregister, methods=post),
+        Route(f"{region}/unregister", rest.shm_unregister, methods=post),
     ]
 
 
@@ -68,9 +83,10 @@ def _ready_response(ready: bool, **fields: Any) -> Response:
 class _KServeRest:
     """Route handlers over one data plane."""
 
-    def __init__(self, plane: DataPlane, max_body_bytes: int) -> None:
+    def __init__(self, plane: DataPlane, max_body_bytes: int, shm: SharedMemoryRegistry) -> None:
         self._plane = plane
         self._max_body = max_body_bytes
+        self._shm = shm
 
     async def live(self, request: Request) -> Response:
         live = self._plane.server_live()
@@ -99,16 +115,64 @@ class _KServeRest:
         deadline = None
         if decoded.timeout_us is not None:
             deadline = time.monotonic() + decoded.timeout_us / 1e6
-        result = await self._plane.infer(name, version, decoded.feeds, deadline)
+        with contextlib.ExitStack() as leases:
+            feeds = {**decoded.feeds, **self._shm_feeds(decoded, leases)}
+            result = await self._plane.infer(name, version, feeds, deadline)
+            del feeds
         selection = decoded.selection(result.outputs)
+        for output, ref in decoded.shm_outputs.items():
+            write_to_region(output, result.outputs[output], ref, self._shm)
         content, header_length = encode_response(
-            result.model, result.version, decoded.id, result.outputs, selection
+            result.model,
+            result.version,
+            decoded.id,
+            result.outputs,
+            selection,
+            in_shared_memory=decoded.shm_outputs,
         )
         if header_length is None:
             return Response(content, media_type=JSON_TYPE)
         return Response(
             content, media_type=BINARY_TYPE, headers={HEADER_LENGTH: str(header_length)}
         )
+
+    def _shm_feeds(self, decoded: InferRequest, leases: contextlib.ExitStack) -> dict:
+        """The shared-memory inputs as arrays over their regions, leased until `leases` ends."""
+        return {
+            name: tensor_from_bytes(
+                name, spec.datatype, spec.shape, leases.enter_context(self._shm.lease(spec.ref))
+            )
+            for name, spec in decoded.shm_inputs.items()
+        }
+
+    async def shm_status(self, request: Request) -> Response:
+        """Registered regions, as Triton's REST API lists them."""
+        regions = self._shm.status(request.path_params.get("region", ""))
+        return JSONResponse(
+            [
+                {"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size}
+                for r in regions
+            ]
+        )
+
+    async def shm_register(self, request: Request) -> Response:
+        """Map a region: body {"key": ..., "offset": ..., "byte_size": ...}."""
+        options = await _json_object(request, self._max_body)
+        key, offset, size = options.get("key"), options.get("offset", 0), options.get("byte_size")
+        if not isinstance(key, str) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (offset, size)
+        ):
+            raise InvalidInputError(
+                "register needs 'key' (string), 'byte_size' and 'offset' (integers >= 0)"
+            )
+        self._shm.register(request.path_params["region"], key, offset, size)
+        return Response(status_code=200)
+
+    async def shm_unregister(self, request: Request) -> Response:
+        """Forget one region (or all)."""
+        await _json_object(request, self._max_body)
+        self._shm.unregister(request.path_params.get("region", ""))
+        return Response(status_code=200)
 
     async def repository_index(self, request: Request) -> Response:
         options = await _json_object(request, self._max_body)

@@ -24,6 +24,8 @@ from serving.shared_memory import (
     REGION_PARAMETER,
     SharedMemoryRegistry,
     TensorRef,
+    little_endian,
+    write_to_region,
 )
 from serving.statistics import Duration, VersionStatistics
 from serving.tensors import (
@@ -119,30 +121,11 @@ def _int_parameter(value: pb.InferParameter | None) -> int:
     return int(getattr(value, kind))
 
 
-def write_to_region(
-    name: str, array: np.ndarray, ref: TensorRef, shm: SharedMemoryRegistry
-) -> None:
-    """Copy one output into the shared-memory region its request named (the only copy)."""
-    with shm.lease(ref) as view:
-        if ref.byte_size < array.nbytes:
-            raise InvalidInputError(
-                f"output {name!r}: shared-memory byte_size {ref.byte_size} is smaller than "
-                f"the {array.nbytes} bytes the output holds"
-            )
-        target = np.frombuffer(view, dtype=_little_endian(array.dtype), count=array.size)
-        target[...] = array.reshape(-1)
-        del target
-
-
-def _little_endian(dtype: np.dtype) -> np.dtype:
-    return dtype.newbyteorder("<") if dtype.byteorder != "|" else dtype
-
-
 def _wire_buffer(array: np.ndarray) -> np.ndarray:
     """The array as C-contiguous little-endian (a copy only when it is not already)."""
     array = np.ascontiguousarray(array)
-    if array.dtype != _little_endian(array.dtype):
-        array = array.astype(_little_endian(array.dtype))
+    if array.dtype != little_endian(array.dtype):
+        array = array.astype(little_endian(array.dtype))
     return array
 
 

@@ -148,6 +148,7 @@ KSERVE_RULES: tuple[HttpRule, ...] = (
     rule("POST", "/v2/repository/index", ADMIN_ROLE),
     rule("POST", "/v2/repository/models/{name}/load", ADMIN_ROLE),
     rule("POST", "/v2/repository/models/{name}/unload", ADMIN_ROLE),
+    rule("GET POST", "/v2/systemsharedmemory/", INFER_ROLE),  # as the gRPC shared-memory RPCs
 )
 
 METRICS_MODES = ("public", "token", "off")

@@ -1,7 +1,7 @@
-"""System shared memory with the real tritonclient.grpc and tritonclient.utils.shared_memory.
+"""System shared memory with the real tritonclient (gRPC and HTTP) and its shared_memory utils.
 
 The client creates POSIX shared-memory regions, registers them with our server and names them
-in ModelInfer; the results must be the bits the plain bytes path returns.
+in inference requests; the results must be the bits the plain bytes path returns.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] not installed")
+httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] not installed")
 shm = pytest.importorskip("tritonclient.utils.shared_memory", reason="tritonclient shm missing")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
@@ -25,11 +26,26 @@ def _images() -> np.ndarray:
     return rng.random((2, 3, 64, 64), dtype=np.float32)
 
 
-@pytest.fixture()
-def client(server) -> Iterator[grpcclient.InferenceServerClient]:
-    with grpcclient.InferenceServerClient(server.address) as c:
+@pytest.fixture(params=["grpc", "http"])
+def client(request, server) -> Iterator[object]:
+    if request.param == "grpc":
+        c = grpcclient.InferenceServerClient(server.address)
+    else:
+        c = httpclient.InferenceServerClient(server.http_address)
+    c.module = grpcclient if request.param == "grpc" else httpclient
+    try:
         yield c
+    finally:
         c.unregister_system_shared_memory()
+        c.close()
+
+
+def _status(client) -> dict[str, int]:
+    """Registered regions -> byte size, from either client's answer."""
+    if client.module is grpcclient:
+        regions = client.get_system_shared_memory_status(as_json=True).get("regions", {})
+        return {name: int(r["byte_size"]) for name, r in regions.items()}
+    return {r["name"]: int(r["byte_size"]) for r in client.get_system_shared_memory_status()}
 
 
 @pytest.fixture()
@@ -56,44 +72,45 @@ def _register(client, regions) -> tuple[str, str]:
     return names
 
 
-def _bytes_path(client, images: np.ndarray) -> np.ndarray:
-    tensor = grpcclient.InferInput("images", list(images.shape), "FP32")
-    tensor.set_data_from_numpy(images)
-    result = client.infer("bright", [tensor], outputs=[grpcclient.InferRequestedOutput("logits")])
-    return result.as_numpy("logits")
+def _bytes_path(images: np.ndarray, address: str) -> np.ndarray:
+    with grpcclient.InferenceServerClient(address) as plain:
+        tensor = grpcclient.InferInput("images", list(images.shape), "FP32")
+        tensor.set_data_from_numpy(images)
+        outputs = [grpcclient.InferRequestedOutput("logits")]
+        return plain.infer("bright", [tensor], outputs=outputs).as_numpy("logits")
 
 
-def test_shared_memory_round_trip_equals_the_bytes_path(client, regions):
+def test_shared_memory_round_trip_equals_the_bytes_path(client, regions, server):
     images = _images()
     in_name, out_name = _register(client, regions)
     shm.set_shared_memory_region(regions["in"], [images])
-    tensor = grpcclient.InferInput("images", list(images.shape), "FP32")
+    tensor = client.module.InferInput("images", list(images.shape), "FP32")
     tensor.set_shared_memory(in_name, INPUT_BYTES)
-    output = grpcclient.InferRequestedOutput("logits")
+    output = client.module.InferRequestedOutput("logits")
     output.set_shared_memory(out_name, OUTPUT_BYTES)
     result = client.infer("bright", [tensor], outputs=[output])
 
     meta = result.get_output("logits")
-    assert meta.datatype == "FP32" and list(meta.shape) == [2, 2, 64, 64]
+    if client.module is grpcclient:
+        meta = {"datatype": meta.datatype, "shape": list(meta.shape)}
+    assert meta["datatype"] == "FP32" and [int(d) for d in meta["shape"]] == [2, 2, 64, 64]
     got = shm.get_contents_as_numpy(regions["out"], np.float32, [2, 2, 64, 64])
-    expected = _bytes_path(client, images)
+    expected = _bytes_path(images, server.address)
     np.testing.assert_array_equal(got, expected)
     assert got.argmax(axis=1).sum() > 0  # not a region left at zeros
 
 
 def test_status_and_unregister(client, regions):
     in_name, out_name = _register(client, regions)
-    status = client.get_system_shared_memory_status(as_json=True)
-    assert set(status["regions"]) >= {in_name, out_name}
-    assert int(status["regions"][in_name]["byte_size"]) == INPUT_BYTES
+    status = _status(client)
+    assert status[in_name] == INPUT_BYTES and status[out_name] == OUTPUT_BYTES
     client.unregister_system_shared_memory(in_name)
-    status = client.get_system_shared_memory_status(as_json=True)
-    assert in_name not in status.get("regions", {})
-    tensor = grpcclient.InferInput("images", [2, 3, 64, 64], "FP32")
+    assert in_name not in _status(client)
+    tensor = client.module.InferInput("images", [2, 3, 64, 64], "FP32")
     tensor.set_shared_memory(in_name, INPUT_BYTES)
     with pytest.raises(InferenceServerException) as info:
         client.infer("bright", [tensor])
-    assert "INVALID_ARGUMENT" in str(info.value.status())
+    assert _invalid(client, info.value)
     assert "unknown shared-memory region" in str(info.value)
 
 
@@ -103,22 +120,28 @@ def test_status_and_unregister(client, regions):
 )
 def test_bad_references_are_invalid_argument(client, regions, offset, byte_size, message):
     in_name, _ = _register(client, regions)
-    tensor = grpcclient.InferInput("images", [2, 3, 64, 64], "FP32")
+    tensor = client.module.InferInput("images", [2, 3, 64, 64], "FP32")
     tensor.set_shared_memory(in_name, byte_size, offset=offset)
     with pytest.raises(InferenceServerException) as info:
         client.infer("bright", [tensor])
-    assert "INVALID_ARGUMENT" in str(info.value.status())
+    assert _invalid(client, info.value)
     assert message in str(info.value)
 
 
 def test_output_region_too_small_is_invalid_argument(client, regions):
     in_name, out_name = _register(client, regions)
     shm.set_shared_memory_region(regions["in"], [_images()])
-    tensor = grpcclient.InferInput("images", [2, 3, 64, 64], "FP32")
+    tensor = client.module.InferInput("images", [2, 3, 64, 64], "FP32")
     tensor.set_shared_memory(in_name, INPUT_BYTES)
-    output = grpcclient.InferRequestedOutput("logits")
+    output = client.module.InferRequestedOutput("logits")
     output.set_shared_memory(out_name, OUTPUT_BYTES // 2)
     with pytest.raises(InferenceServerException) as info:
         client.infer("bright", [tensor], outputs=[output])
-    assert "INVALID_ARGUMENT" in str(info.value.status())
+    assert _invalid(client, info.value)
     assert "smaller" in str(info.value)
+
+
+def _invalid(client, error: InferenceServerException) -> bool:
+    """INVALID_ARGUMENT over gRPC, 400 over HTTP."""
+    expected = "StatusCode.INVALID_ARGUMENT" if client.module is grpcclient else "400"
+    return expected in str(error.status())
