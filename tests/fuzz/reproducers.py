@@ -116,6 +116,19 @@ def _tiff(width: int, height: int, big: bool, samples: int = 1, bits: int = 8) -
     return head + ifd + strip
 
 
+def _png_idat_4gib() -> bytes:
+    """A 12x8 PNG whose IDAT length says 4 GiB (found by bench.fuzz: 18 s and 4 GB in OpenCV)."""
+    png = cv2.imencode(".png", np.zeros((8, 12), np.uint8))[1].tobytes()
+    at = png.find(b"IDAT") - 4
+    return png[:at] + struct.pack(">I", 0xFFFFFF73) + png[at + 4 :]
+
+
+def _tiff_strip_past_the_end() -> bytes:
+    data = _tiff(40, 30, big=False)
+    at = data.find(struct.pack("<HHII", 279, 4, 1, len(zlib.compress(bytes(1000)))))
+    return data[: at + 8] + struct.pack("<I", 2**31) + data[at + 12 :]
+
+
 def _bmp_bomb() -> bytes:
     bmp = cv2.imencode(".bmp", np.zeros((2, 2), np.uint8))[1].tobytes()
     return bmp[:18] + struct.pack("<ii", 30000, 30000) + bmp[26:]
@@ -257,6 +270,14 @@ REPRODUCERS: list[Reproducer] = [
         (BIG,),
     ),
     Reproducer("bmp-30000", "image", _bmp_bomb, (BIG,)),
+    Reproducer(
+        "png-idat-length-4gib",
+        "image",
+        _png_idat_4gib,
+        (BAD,),
+        note="found by bench.fuzz: a 172-byte PNG took 18 s and 4 GB in cv2.imdecode",
+    ),
+    Reproducer("tiff-strip-past-the-end", "image", _tiff_strip_past_the_end, (BAD,)),
     Reproducer(
         "detect-score-threshold-nan",
         "detect",

@@ -50,12 +50,25 @@ def _tiff_size(data: bytes) -> tuple[int, int, int] | None:
         fp.seek(ifd.next)
         ifd.load(fp)
         width, height = int(ifd[256]), int(ifd[257])
+        if not _tiff_data_fits(ifd, len(data)):
+            return None
         samples = int(ifd.get(277, 1))
         bits = ifd.get(258, (8,))
         depth = max(int(b) for b in bits) if isinstance(bits, tuple | list) else int(bits)
     except Exception:  # noqa: BLE001 - Pillow raises many types on a malformed header
         return None
     return width, height, (width * height * samples * max(1, depth) + 7) // 8
+
+
+def _tiff_data_fits(ifd: TiffImagePlugin.ImageFileDirectory_v2, size: int) -> bool:
+    """Every strip or tile the first IFD points to lies inside the data."""
+    for offsets_tag, counts_tag in ((273, 279), (324, 325)):
+        offsets, counts = ifd.get(offsets_tag, ()), ifd.get(counts_tag, ())
+        offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+        counts = counts if isinstance(counts, tuple) else (counts,)
+        if any(int(o) + int(c) > size for o, c in zip(offsets, counts, strict=False)):
+            return False
+    return True
 
 
 def _bmp_size(data: bytes) -> tuple[int, int] | None:
@@ -100,11 +113,26 @@ def _check_header(fmt: str, data: bytes, max_pixels: int) -> None:
         check_decoded_bytes(decoded, max_pixels, f"the {fmt.upper()} image")
 
 
+def _png_chunks_fit(data: bytes) -> bool:
+    """Every chunk up to IEND lies inside the data (OpenCV allocates what a length announces:
+    an IDAT claiming 4 GiB in a 172-byte file took 18 s and 4 GB before failing)."""
+    at = 8
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        if at + 12 + length > len(data):
+            return False
+        if data[at + 4 : at + 8] == b"IEND":
+            return True
+        at += 12 + length
+    return False
+
+
 def _check_complete(fmt: str, data: bytes) -> None:
-    """Catch truncation that decoders would silently paper over."""
-    if fmt == "png" and data.rfind(b"IEND") < 0:
+    """Catch truncation that decoders would silently paper over, or pay for in memory."""
+    if fmt == "png" and not _png_chunks_fit(data):
         raise InvalidInputError(
-            f"PNG data is truncated ({len(data)} bytes, no IEND chunk); send the complete file"
+            f"PNG data is truncated or corrupt ({len(data)} bytes: a chunk runs past the end, "
+            "or there is no IEND chunk); send the complete file"
         )
     if fmt == "jpeg":
         _, sos = jpeg_scan(data)
