@@ -82,3 +82,18 @@ def is_action(name: str):
         return body.get("action") == name
 
     return match
+
+
+def canvas_grey(page, x: float, y: float) -> int:
+    """The red channel of the canvas pixel that shows image pixel (x, y)."""
+    return page.evaluate(
+        """([x, y]) => {
+          const c = document.getElementById("view-canvas");
+          const v = JSON.parse(c.dataset.view);
+          const dpr = window.devicePixelRatio || 1;
+          const px = Math.floor((x * v.scale + v.tx) * dpr);
+          const py = Math.floor((y * v.scale + v.ty) * dpr);
+          return c.getContext("2d").getImageData(px, py, 1, 1).data[0];
+        }""",
+        [x + 0.5, y + 0.5],
+    )

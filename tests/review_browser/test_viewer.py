@@ -15,6 +15,7 @@ from PIL import Image as PILImage
 from tests.review_browser.conftest import api_client, new_page, sign_in, upload, wait_first_image
 from tests.review_browser.images import blob_png, ct_dicom, multiframe_dicom
 from tests.review_browser.pages import (
+    canvas_grey,
     canvas_png,
     drag,
     is_action,
@@ -43,11 +44,22 @@ def test_dicom_window_level_and_view_persistence(browser, review_server, shot):
         assert int(pixels.value.headers["x-width"]) == 512
         wait_first_image(page)
         assert window_label(page) == "C 40 · W 400"
+        # Window/level done in the page, checked on the drawn pixels (phantom: air -1000 HU,
+        # body 40 HU with noise sd 10, bone 900 HU): C 40 / W 400 maps 40 HU to mid-grey.
+        # Masks and boxes off (keys m, o) so that only the image is on the canvas.
+        page.wait_for_selector(".mask[data-mask='bright']")
+        key(page, "m")
+        key(page, "o")
+        page.wait_for_timeout(200)
+        assert canvas_grey(page, 8, 8) == 0
+        assert abs(canvas_grey(page, 256, 400) - 128) <= 25
+        assert canvas_grey(page, 0.35 * 512, 0.4 * 512) == 255
         soft = canvas_png(page)
         shot(page, "1-soft-tissue")
 
         page.click("button[data-cmd=preset]:text-is('lung')")
         assert window_label(page) == "C -600 · W 1500"
+        assert abs(canvas_grey(page, 8, 8) - round((-1000 + 600 + 750) / 1500 * 255)) <= 8
         assert canvas_png(page) != soft, "the lung window drew the same picture"
         key(page, "1")  # the first preset again
         assert window_label(page) == "C 40 · W 400"
