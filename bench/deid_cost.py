@@ -2,10 +2,15 @@
 de-identified copies of the same DICOM objects, through the server's decode path.
 
 retina-vessels: the DRIVE test images as Ophthalmic Photography, Dice against the 1st_manual masks
-inside the FOV; blood-cells: the BCCD test split as VL Microscopic, mAP@0.5 (pycocotools);
-hippocampus: skipped unless `models/hippocampus/config.yaml` exists (it is trained separately).
-Both copies go through `vision.io.decode_dataset` and `LoadedModel.predict`; the de-identified one
-is written and read back (as it would leave the hospital). Expected: no change, pixels identical.
+inside the FOV; blood-cells: the BCCD test split as VL Microscopic, mAP@0.5 (pycocotools). Both
+copies go through `vision.io.decode_dataset` and `LoadedModel.predict`. hippocampus: its test
+split (models/hippocampus/splits.json) rendered as MR series (one instance per slice, the NIfTI
+geometry, identifiers added), Dice per label (MONAI) of the served volumetric path (series
+assembly, test-time mirroring, sliding window over ONNX) on both copies; skipped without a model
+version. The de-identified copy is written and read back (as it would leave the hospital).
+Expected: no change — the profile removes or replaces attributes, never MR voxels (no burned-in
+region is configured) — and `pixels` counts the objects whose pixels, and for hippocampus the
+assembled volume, are identical to the original's.
 
     .venv/bin/python -m bench.deid_cost [--limit N] [--json reports/deid_cost.json]
 """
@@ -109,6 +114,70 @@ def cells(repo: Path, limit: int) -> dict:
     return _row("blood-cells", "mAP@0.5 (BCCD test)", ap, len(samples), identical, changed)
 
 
+def _mr_series(volume, name: str) -> list[Dataset]:
+    """A NIfTI case as an MR series (one instance per slice, its geometry), carrying identifiers
+    for de-identification to remove. Integer cases are stored as they are; float cases as int16
+    with a RescaleSlope (rounding error at most half of it: ~0.04 of values up to ~2300)."""
+    from tests.serving.volume_series import mr_series
+
+    values = volume.voxels
+    integral = bool(np.array_equal(values, np.rint(values))) and values.max() < 32768
+    slope = 1.0 if integral else float(values.max()) / 30000.0
+    datasets = mr_series(
+        np.rint(values / slope).astype(np.int16),
+        volume.spacing_mm,
+        volume.origin_mm,
+        np.asarray(volume.direction)[:2],
+        description=f"T1 hippocampus {name}",
+    )
+    for ds in datasets:
+        ds.PatientName, ds.PatientID = f"Case^{name}", f"MRN-{name}"
+        ds.PatientBirthDate, ds.InstitutionName = "19580417", "Test Hospital"
+        ds.ReferringPhysicianName, ds.OperatorsName = "Referring^Doctor", "Operator^MR"
+        ds.RescaleSlope = f"{slope:.10g}"
+    return datasets
+
+
+def hippocampus(repo: Path, limit: int) -> list[dict]:
+    """Dice per label of the hippocampus model (as served: its test-time mirroring and
+    orientation) on MR series rendered from the test split and on their de-identified copies,
+    each assembled with `vision.volume.volume_from_datasets`. De-identification only changes
+    attributes: the test below checks that the assembled voxels are the same."""
+    from vision.segment3d.data import dataset_root
+    from vision.segment3d.evaluate import OnnxVolumeSegmenter, case_metrics
+    from vision.volume.series import volume_from_datasets
+    from vision.volume.sources import volume_from_nifti
+
+    model_dir, root = repo / "hippocampus", dataset_root()
+    names = json.loads((model_dir / "splits.json").read_text())["splits"]["test"][: limit or None]
+    segmenter = OnnxVolumeSegmenter(model_dir)
+    n_labels = len(segmenter.config.labels)
+    dice: dict[str, list] = {"original": [], "deid": []}
+    identical = changed = 0
+    rendering = 0.0  # the largest |series voxel - NIfTI voxel| (the slope's rounding)
+    for name in names:
+        source = volume_from_nifti(root / "imagesTr" / f"{name}.nii.gz")
+        truth = np.rint(volume_from_nifti(root / "labelsTr" / f"{name}.nii.gz").voxels)
+        series = _mr_series(source, name)
+        pairs = [_pair(ds) for ds in series]
+        original = volume_from_datasets([p[0] for p in pairs])
+        deid = volume_from_datasets([p[1] for p in pairs])
+        identical += all(p[2] for p in pairs) and np.array_equal(original.voxels, deid.voxels)
+        rendering = max(rendering, float(np.abs(original.voxels - source.voxels).max()))
+        a, b = segmenter.labels_of(original), segmenter.labels_of(deid)
+        changed += int(np.count_nonzero(a != b))
+        for key, labels in (("original", a), ("deid", b)):
+            metrics = case_metrics(labels, truth.astype(np.int64), source.spacing_mm, n_labels)
+            dice[key].append(metrics["dice"])
+    rows = []
+    for i, label in enumerate(segmenter.config.labels[1:]):
+        values = {k: float(np.mean([d[i] for d in v])) for k, v in dice.items()}
+        metric = f"Dice {label} (test, MR series)"
+        row = _row("hippocampus", metric, values, len(names), identical, changed)
+        rows.append({**row, "rendering_max_abs_error": round(rendering, 4)})
+    return rows
+
+
 def _row(model: str, metric: str, values: dict, n: int, identical: int, changed: int) -> dict:
     return {
         "model": model,
@@ -131,12 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = [retina(args.models, args.limit), cells(args.models, args.limit)]
     skipped = []
-    if not (args.models / "hippocampus" / "config.yaml").is_file():
-        skipped.append("hippocampus: models/hippocampus has no config.yaml yet (being trained)")
-    print(f"{'model':16} {'metric':26} {'n':>4} {'original':>9} {'deid':>9} {'change':>9} pixels")
+    if any((args.models / "hippocampus").glob("*/model.onnx")):
+        rows += hippocampus(args.models, args.limit)
+    else:
+        skipped.append("hippocampus: models/hippocampus has no model version")
+    print(f"{'model':16} {'metric':34} {'n':>4} {'original':>9} {'deid':>9} {'change':>9} pixels")
     for r in rows:
         print(
-            f"{r['model']:16} {r['metric']:26} {r['objects']:>4} {r['original']:9.4f} "
+            f"{r['model']:16} {r['metric']:34} {r['objects']:>4} {r['original']:9.4f} "
             f"{r['deidentified']:9.4f} {r['change']:+9.4f} {r['pixels_identical']}"
         )
     for line in skipped:

@@ -23,6 +23,7 @@ from vision.runtime import OnnxModel
 from vision.volume.pipeline import VolumePipeline
 from vision.volume.sources import volume_from_nifti
 from vision.volume.tta import ProbabilityMean, flip_spatial
+from vision.volume.types import Volume
 from vision.volume.window import sliding_window
 
 BOOTSTRAP = 2000
@@ -54,6 +55,10 @@ class OnnxVolumeSegmenter:
     def label_map(self, path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
         """The predicted labels of a NIfTI volume on its own grid, and its spacing."""
         volume = volume_from_nifti(path)
+        return self.labels_of(volume), volume.spacing_mm
+
+    def labels_of(self, volume: Volume) -> np.ndarray:
+        """The predicted labels of `volume` (e.g. an assembled DICOM series) on its grid."""
         tensor, meta = self.pipeline.preprocess(volume)
         spec = self.config.volume
         mean = ProbabilityMean()
@@ -71,7 +76,7 @@ class OnnxVolumeSegmenter:
         labels = np.zeros(volume.shape, np.int64)
         for mask in self.pipeline.postprocess_probabilities(mean.result(), meta).masks:
             labels[mask.mask] = mask.class_id
-        return labels, volume.spacing_mm
+        return labels
 
 
 def _one_hot(labels: np.ndarray, n: int) -> torch.Tensor:
