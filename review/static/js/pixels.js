@@ -53,7 +53,7 @@ export function defaultWindow(image, pixels) {
   return { center: (min + max) / 2, width: Math.max(1, max - min + 1) };
 }
 
-function lookupTable(dtype, center, width) {
+function lookupTable(dtype, center, width, invert) {
   const offset = dtype === "int16" ? 32768 : 0;
   const size = dtype === "uint8" ? 256 : 65536;
   const lut = new Uint8ClampedArray(size);
@@ -65,16 +65,17 @@ function lookupTable(dtype, center, width) {
     if (x <= low) lut[i] = 0;
     else if (x > high) lut[i] = 255;
     else lut[i] = ((x - (center - 0.5)) / (w - 1 || 1) + 0.5) * 255;
+    if (invert) lut[i] = 255 - lut[i];
   }
   return { lut, offset };
 }
 
-/** Apply window/level: an RGBA ImageData of the frame. */
-export function applyWindow(pixels, center, width, target) {
+/** Apply window/level (inverted for MONOCHROME1 when `invert`): an RGBA ImageData. */
+export function applyWindow(pixels, center, width, invert = false, target = null) {
   const { width: w, height: h, channels, data } = pixels;
   const out = target && target.width === w && target.height === h ? target : new ImageData(w, h);
   const rgba = out.data;
-  const { lut, offset } = lookupTable(pixels.dtype, center, width);
+  const { lut, offset } = lookupTable(pixels.dtype, center, width, invert);
   const n = w * h;
   if (channels === 1) {
     for (let i = 0, j = 0; i < n; i++, j += 4) {

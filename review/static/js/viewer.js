@@ -134,7 +134,9 @@ export function renderPixels() {
     imageCanvas = new OffscreenCanvas(p.width, p.height);
   }
   const ctx = imageCanvas.getContext("2d");
-  ctx.putImageData(applyWindow(p, state.window.center, state.window.width), 0, 0);
+  // `image.invert` (MONOCHROME1: low values white) when the server says so.
+  const invert = Boolean(state.case.image.invert);
+  ctx.putImageData(applyWindow(p, state.window.center, state.window.width, invert), 0, 0);
   view.setImage(imageCanvas, p.width, p.height);
   renderWindowLabel(state);
 }
