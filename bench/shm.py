@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -277,6 +278,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command_line = "python -m bench.shm " + " ".join(argv if argv is not None else sys.argv[1:])
+    load_before = os.getloadavg()
+    print(
+        f"bench.shm: {os.cpu_count()} CPUs, load average "
+        f"{', '.join(f'{x:.1f}' for x in load_before)}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="bench-shm-") as tmp_name:
         tmp = Path(tmp_name)
         seg = write_repository(tmp / "models", 0.0, args.seg_width)[0]
@@ -310,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     record = {
         "command": command_line.strip(),
+        "cpus": os.cpu_count(),
+        "load_average_before_after": [load_before, os.getloadavg()],
         "rows": [
             {
                 "path": r.path,

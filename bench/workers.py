@@ -122,6 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    load_before = os.getloadavg()
     command_line = "python -m bench.workers " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
         f"bench.workers: {os.cpu_count()} CPUs (load average "
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "command": command_line.strip(),
         "cpus": os.cpu_count(),
+        "load_average_before_after": [load_before, os.getloadavg()],
         "loadgen_cpus": args.loadgen_cpus,
         "server_cpus": args.server_cpus,
         "rows": [
