@@ -172,13 +172,14 @@ class VisionServer:
         )
 
     def reload_security(self) -> bool:
-        """Read the certificates and the token file again (SIGHUP); False when any part failed
-        (that part keeps what it had, the log says why)."""
+        """Read the certificates and the token file again and reopen the audit log (SIGHUP);
+        False when any part failed (that part keeps what it had, the log says why)."""
         ok = True
         for part, reload in (
             ("gRPC TLS", self.grpc_tls.reload if self.grpc_tls else None),
             ("HTTP TLS", self.http_tls.reload if self.http_tls else None),
             ("tokens", self.guard.reload),
+            ("audit log", self.audit.reopen),
         ):
             if reload is None:
                 continue

@@ -23,13 +23,24 @@ class AuditLog:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._file: TextIO | None = None
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = path.open("a", encoding="utf-8")
-            except OSError as exc:
-                raise OSError(f"cannot open the audit log {path}: {exc.strerror}") from exc
+        self._file: TextIO | None = self._open() if path is not None else None
+
+    def _open(self) -> TextIO:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise OSError(f"cannot open the audit log {self.path}: {exc.strerror}") from exc
+
+    def reopen(self) -> None:
+        """Open the file again by name (SIGHUP after log rotation moved it away)."""
+        if self.path is None:
+            return
+        fresh = self._open()
+        with self._lock:
+            old, self._file = self._file, fresh
+        if old is not None:
+            old.close()
 
     def record(self, event: str, **fields: Any) -> None:
         """Write one event (`fields` must be JSON-serialisable and free of secrets)."""

@@ -149,3 +149,18 @@ def test_metrics_and_reflection_follow_their_settings(repository, tmp_path):
         assert reply.status_code == 403 and "no access rule" in reply.json()["error"]
     finally:
         off.stop()
+
+
+def test_audit_log_reopens_after_rotation(tmp_path):
+    from serving.security import AuditLog
+
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path)
+    audit.record("first")
+    path.rename(tmp_path / "audit.jsonl.1")  # logrotate moves the file away
+    audit.record("second")  # still the old file until reopened
+    audit.reopen()
+    audit.record("third")
+    audit.close()
+    assert [e["event"] for e in _events(tmp_path / "audit.jsonl.1")] == ["first", "second"]
+    assert [e["event"] for e in _events(path)] == ["third"]
