@@ -12,6 +12,7 @@ COPY vision ./vision
 COPY app ./app
 COPY line ./line
 COPY dicom_node ./dicom_node
+COPY review ./review
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir ".[${RUNTIME_EXTRA},dicom]"
 
