@@ -134,3 +134,16 @@ def test_settings_file(tmp_path: Path) -> None:
     config.write_text("captures: {}\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_settings(tmp_path / "data", config)
+
+
+def test_the_documented_example_parses(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "review-api.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "review.yaml").write_text(example)
+    settings = load_settings(tmp_path, tmp_path / "review.yaml")
+    capture = settings.capture
+    assert capture.mode("x", "api").kind == "off" and capture.mode("x", "dicom").kind == "all"
+    assert capture.mode("x", "line") == CaptureMode("sample", 0.01)
+    assert capture.mode("pcb-defects", "line").kind == "failed"
+    assert capture.mode("chest-xray", "line").kind == "off"
+    assert settings.absolute_s == 43200
