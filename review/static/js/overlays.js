@@ -1,6 +1,15 @@
 // Masks (0/255 PNGs, editable) and Grad-CAM heat maps (8-bit grey PNGs, coloured here).
 import { api, fetchBinary } from "./api.js";
 
+/** One entry per mask label: the current mask is the human one when there is one. */
+export function currentMasks(c) {
+  const byLabel = new Map();
+  for (const m of c.masks) {
+    if (!byLabel.has(m.label) || m.origin === "human") byLabel.set(m.label, m);
+  }
+  return [...byLabel.values()];
+}
+
 async function greyPixels(path, width, height) {
   const response = await fetchBinary(path);
   const bitmap = await createImageBitmap(await response.blob());

@@ -1,6 +1,7 @@
 // The side panel of the viewer, drawn from the viewer's state; its controls carry
 // data-cmd attributes that the viewer handles (one delegated listener).
 import { labelColor } from "./view.js";
+import { currentMasks } from "./overlays.js";
 
 const esc = (v) =>
   String(v ?? "").replace(/[&<>"']/g, (c) =>
@@ -50,7 +51,7 @@ function finding(f, state) {
       <div class="row">
         <input type="checkbox" data-cmd="toggle-box" data-finding="${esc(f.id)}" ${shown ? "checked" : ""} title="show box">
         <span class="swatch" style="background:${labelColor(f.label)}"></span>
-        <b class="label">${esc(f.label)}</b> <span class="score">${score(f.score)}</span>
+        <b class="label">${esc(f.label)}</b> <span class="score">${f.origin === "human" ? "" : score(f.score)}</span>
         <span class="origin">${esc(f.origin)}</span>
         <span class="finding-status finding-status-${esc(f.status)}">${esc(f.status)}</span>
       </div>
@@ -76,7 +77,7 @@ function findings(c, state) {
 
 function masks(c, state) {
   if (c.kind !== "segmentation" && !c.masks.length) return "";
-  const rows = c.masks.map((m) => `
+  const rows = currentMasks(c).map((m) => `
     <div class="row mask" data-mask="${esc(m.label)}">
       <input type="checkbox" data-cmd="toggle-mask" data-label="${esc(m.label)}" ${state.hiddenMasks.has(m.label) ? "" : "checked"}>
       <span class="swatch" style="background:${labelColor(m.label)}"></span>

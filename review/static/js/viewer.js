@@ -1,7 +1,7 @@
 // The case viewer: loads a case, its pixels (DICOM: raw values, window/level here; else the
 // PNG), masks and the selected finding's heat map, and draws them on the canvas.
 import { api } from "./api.js";
-import { loadHeatmap, Mask } from "./overlays.js";
+import { currentMasks, loadHeatmap, Mask } from "./overlays.js";
 import { renderPanel, renderWindowLabel } from "./panel.js";
 import { applyWindow, defaultWindow, loadPixels, loadPng } from "./pixels.js";
 import { attachPointer } from "./pointer.js";
@@ -73,7 +73,8 @@ function drawBoxes(ctx, v) {
   for (const f of items) {
     const box = state.preview && state.preview.id === f.id ? state.preview.box : f.box;
     strokeBox(ctx, v, box, labelColor(f.label), f.id === state.selected, f.status === "rejected");
-    label(ctx, v, box, `${f.label} ${f.score == null ? "" : Number(f.score).toFixed(2)}`, labelColor(f.label));
+    const score = f.origin === "human" || f.score == null ? "(human)" : Number(f.score).toFixed(2);
+    label(ctx, v, box, `${f.label} ${score}`, labelColor(f.label));
   }
   if (state.preview && state.preview.id == null && state.preview.box) {
     strokeBox(ctx, v, state.preview.box, "#fff", true, true);
@@ -144,7 +145,7 @@ export function renderPixels() {
 async function loadMasks() {
   const c = state.case;
   state.masks = new Map();
-  const loaded = await Promise.all(c.masks.map((m) =>
+  const loaded = await Promise.all(currentMasks(c).map((m) =>
     Mask.load(c.id, m.label, c.image.width, c.image.height, labelColor(m.label))));
   for (const mask of loaded) state.masks.set(mask.label, mask);
   state.maskLabel = state.maskLabel ?? c.masks[0]?.label ?? c.labels?.[0] ?? null;
