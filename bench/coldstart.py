@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import socket
 import statistics
@@ -56,6 +57,7 @@ class ColdStart:
     explainable_s: float
     rss_ready_mib: float
     rss_explainable_mib: float
+    server_load_s: float = float("nan")  # the server's own "started in" (load + listen)
 
 
 def repository_models(root: Path) -> tuple[list[str], list[str]]:
@@ -151,7 +153,7 @@ def serve_command(models: Path, port: int, extra: list[str] = ()) -> list[str]:
         "--http-port",
         "-1",
         "--log-level",
-        "WARNING",
+        "INFO",
     ]
 
 
@@ -189,7 +191,9 @@ def measure(models: Path, names: list[str], explain: list[str], log: Path) -> Co
         rss_ready = group_rss_mib(process.pid)
         explainable = _wait(process, started, lambda: probe.explainable(explain), log)
         rss_explain = group_rss_mib(process.pid)
-        return ColdStart(serving, ready, explainable, rss_ready, rss_explain)
+        found = re.search(r"started in ([0-9.]+) s", log.read_text(errors="replace"))
+        load = float(found.group(1)) if found else float("nan")
+        return ColdStart(serving, ready, explainable, rss_ready, rss_explain, load)
     finally:
         probe.channel.close()
         _stop(process)
@@ -252,10 +256,12 @@ def report(runs: list[ColdStart]) -> str:
         ("SERVING", "serving_s", "s"),
         ("every model READY", "ready_s", "s"),
         ("every explain graph in", "explainable_s", "s"),
+        ("of which the server's load", "server_load_s", "s"),
         ("RSS at READY", "rss_ready_mib", "MiB"),
         ("RSS with explain graphs", "rss_explainable_mib", "MiB"),
     ]
-    lines = [f"cold start, {len(runs)} run(s), {os.cpu_count()} CPU(s):"]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [f"cold start, {len(runs)} run(s), {os.cpu_count()} CPU(s), load average {load}:"]
     for label, attr, unit in fields:
         values = [getattr(r, attr) for r in runs]
         lines.append(

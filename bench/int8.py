@@ -165,6 +165,48 @@ def report(name: str, subjects: list[Subject], metric_name: str, batches: list[i
     return rows
 
 
+def op_profile(path: Path, config: ModelConfig, batch: int, runs: int = 5) -> dict[str, float]:
+    """Kernel ms per run by operator type (ORT's own profiler), over `runs` runs at `batch`
+    after one unprofiled warm-up run."""
+    import onnxruntime as ort
+
+    from vision.runtime import session_options
+
+    options = session_options(config.runtime)
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    spec = config.input
+    shape = (batch, spec.channels, spec.height, spec.width)
+    feeds = {spec.name: np.random.default_rng(0).random(shape, np.float32)}
+    for _ in range(runs + 1):
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    first_run = next((e for e in events if e.get("name") == "model_run"), None)
+    skip_until = (first_run or {}).get("ts", 0) + (first_run or {}).get("dur", 0)
+    totals: dict[str, float] = {}
+    for event in events:
+        if event.get("ts", 0) < skip_until:
+            continue  # the warm-up run
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = event.get("args", {}).get("op_name", "?")
+            totals[op] = totals.get(op, 0.0) + float(event.get("dur", 0))
+    return {op: t / 1e3 / runs for op, t in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def print_profiles(name: str, group: list[Subject], config: ModelConfig, tmp: Path) -> dict:
+    """Per subject, kernel ms per run at batch 1 by operator type (the largest six)."""
+    out = {}
+    for s in group:
+        copy = tmp / f"{name}-{s.label}-profile.onnx"
+        copy.write_bytes(s.path.read_bytes())
+        ms = op_profile(copy, config, 1)
+        out[s.label] = ms
+        top = ", ".join(f"{op} {t:.1f}" for op, t in list(ms.items())[:6])
+        print(f"  profile {s.label:14s} total {sum(ms.values()):6.1f} ms: {top}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Quantise, score and time each model's variants; print and write the results."""
     p = argparse.ArgumentParser(prog="bench.int8", description=__doc__.split("\n")[0])
@@ -173,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="1,8")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--limit", type=int, default=0, help="validation images (0: all)")
+    p.add_argument("--profile", action="store_true", help="add ORT's per-operator time shares")
+    p.add_argument("--no-metric", action="store_true", help="time only (metrics left at 0)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     print(f"CPU: {cpu_flags()}")
@@ -185,13 +230,15 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(MODELS / name)
             task = TASKS[config.task](config, args.limit)
             group = subjects(name, args.variants.split(","), task, Path(tmp))
-            for s in group:
+            for s in group if not args.no_metric else ():
                 s.metric = task.metric(s.path)
             time_all(group, config, batches, args.rounds)
             results[name] = report(name, group, task.metric_name, batches)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1))
-    print(f"(command: {results['command']}; written {RESULTS.name})")
+            if args.profile:
+                results[f"{name}-profile"] = print_profiles(name, group, config, Path(tmp))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(f"(command: {results['command']}; written {args.out})")
     return 0
 
 
