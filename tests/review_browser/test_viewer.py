@@ -120,6 +120,8 @@ def test_paint_a_mask_and_add_a_missed_finding(browser, review_server, shot):
         assert saved.value.status == 200, saved.value.text()
         masks = {m["label"]: m["origin"] for m in saved.value.json()["masks"]}
         assert masks.get("bright") == "human"
+        page.wait_for_selector(".mask[data-mask='bright'] .origin:text-is('human')")
+        assert page.locator(".mask[data-mask='bright']").count() == 1
         key(page, "Escape")
 
         key(page, "b")
