@@ -16,7 +16,7 @@ from review import actions, export, report, worklist
 from review.access import COOKIE, error, guard, me_json, set_session_cookie
 from review.accounts import Accounts, TooManyFailuresError
 from review.actions import ActionError
-from review.images import png_bytes, squeeze_channels, to_uint8
+from review.images import render_png
 from review.store import CaseNotFoundError, CaseStore
 from review.upload import upload
 from serving.dataplane import DataPlane
@@ -186,7 +186,7 @@ class ReviewApi:
         window = (info["window"]["center"], info["window"]["width"]) if info["window"] else None
 
         def render() -> bytes:
-            return png_bytes(squeeze_channels(to_uint8(files.pixels()[frame], window)))
+            return render_png(files.pixels()[frame], window, bool(info.get("invert")))
 
         return _png(await self._db(render), "")
 

@@ -53,6 +53,12 @@ def to_uint8(frame: np.ndarray, window: tuple[float, float] | None = None) -> np
     return np.clip((values - lo) * (255.0 / (hi - lo)), 0, 255).round().astype(np.uint8)
 
 
+def render_png(frame: np.ndarray, window: tuple[float, float] | None, invert: bool) -> bytes:
+    """The 8-bit PNG the page and exports show for a frame (MONOCHROME1: `invert`)."""
+    shown = to_uint8(frame, window)
+    return png_bytes(squeeze_channels(255 - shown if invert else shown))
+
+
 def mask_png(mask: np.ndarray) -> bytes:
     """A boolean mask as an 8-bit 0/255 PNG."""
     return png_bytes(np.where(mask, 255, 0).astype(np.uint8))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from review.db import Database
-from review.images import CaseFiles, heat_png, mask_png, png_bytes, squeeze_channels, to_uint8
+from review.images import CaseFiles, heat_png, mask_png, render_png
 
 SOURCES = ("dicom", "line", "upload", "api")
 KINDS = ("detection", "segmentation")
@@ -51,6 +51,7 @@ class ImageInfo:
     window: tuple[float, float] | None = None  # center, width
     presets: list[dict[str, Any]] = field(default_factory=list)
     study_uid: str | None = None
+    invert: bool = False  # MONOCHROME1 values kept as stored: low values are shown white
 
     def to_json(self) -> dict[str, Any]:
         """The `image` object of the case API."""
@@ -65,6 +66,7 @@ class ImageInfo:
             "window": window,
             "presets": self.presets,
             "study_uid": self.study_uid,
+            "invert": self.invert,
         }
 
 
@@ -162,7 +164,7 @@ class CaseStore:
             files.write_pixels(draft.frames)
             files.gzip_frame(0)  # the page's first download, ready before it asks
             window = draft.info.window
-            files.write("image.png", png_bytes(squeeze_channels(to_uint8(draft.frames[0], window))))
+            files.write("image.png", render_png(draft.frames[0], window, draft.info.invert))
             if draft.source_dicom is not None:
                 files.write("source.dcm", draft.source_dicom)
             for finding in draft.findings:

@@ -3,7 +3,8 @@
 DICOM uploads keep their stored values for the viewer's window/level: the modality LUT
 (rescale) applied, as uint16 or int16 when the values are whole numbers in range (else the
 decoded 8-bit image), every frame, with the file's windows and the modality's usual presets;
-the file itself is kept for DICOM SEG export. The model runs on the first frame.
+the file itself is kept for DICOM SEG export. The model runs on the first frame. MONOCHROME1
+values are kept as stored and the case says `invert` (the page and the PNG renderings invert).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def with_dicom_values(draft: CaseDraft, data: bytes) -> CaseDraft:
     if frames is None:
         return draft
     draft.frames = frames
+    draft.info.invert = ds.get("PhotometricInterpretation") == "MONOCHROME1"
     draft.info.dtype = str(frames.dtype)
     draft.info.frames = int(frames.shape[0])
     found = presets(ds)

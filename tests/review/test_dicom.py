@@ -16,6 +16,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from tests.review.conftest import act, png, upload
+from tests.review.test_export import read_png
 
 PATIENT_NAME = "Doe^Jane^Q"
 PATIENT_ID = "MRN-7734-XY"
@@ -114,6 +115,22 @@ def test_a_2048_square_16_bit_upload(clients) -> None:
     raw = rev.get(f"/review/api/cases/{case['id']}/pixels", headers={"Accept-Encoding": "gzip"})
     assert raw.headers["content-encoding"] == "gzip"
     assert len(raw.content) == 2048 * 2048 * 2  # httpx inflates it
+
+
+def test_monochrome1_is_kept_as_stored_and_marked_inverted(clients) -> None:
+    ds = pydicom.dcmread(io.BytesIO(ct_slice()))
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    rev = clients["rev1"]
+    case = upload(rev, "bright-x", buffer.getvalue(), "mono1.dcm")
+    assert case["image"]["invert"] is True
+    values = np.frombuffer(rev.get(f"/review/api/cases/{case['id']}/pixels").content, "<i2")
+    assert values.reshape(64, 64)[20, 10] == 1000  # as stored
+    shown = read_png(rev.get(f"/review/api/cases/{case['id']}/image.png").content)
+    assert shown[20, 10] == 0 and shown[0, 0] == 255  # high values dark
+    plain = upload(rev, "bright-x", ct_slice(), "mono2.dcm")
+    assert plain["image"]["invert"] is False
 
 
 def test_png_cases_carry_no_patient(clients) -> None:
