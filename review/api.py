@@ -24,6 +24,7 @@ from serving.http.errors import http_status_for
 from vision.errors import VisionError
 
 MAX_JSON_BYTES = 64 * 1024 * 1024  # a painted mask of a large image, base64
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # one image file (a multi-frame DICOM can be large)
 
 
 async def _json(request: Request) -> Any:
@@ -214,6 +215,8 @@ class ReviewApi:
         image, model = form.get("image"), str(form.get("model", ""))
         if image is None or isinstance(image, str) or not model:
             raise ActionError(400, "send multipart fields 'image' (a file) and 'model' (a name)")
+        if image.size is not None and image.size > MAX_UPLOAD_BYTES:
+            raise ActionError(413, f"the image is over {MAX_UPLOAD_BYTES >> 20} MiB")
         case_id = await upload(self.plane, self.store, await image.read(), model)
         who = request.state.principal
 
