@@ -20,6 +20,7 @@ Example::
       mask_threshold: 0.5
       max_regions: 0              # segmentation: keep the N strongest regions per class (0: all)
       image_score_output: ""      # segmentation: an output with one score per image (optional)
+      image_score_gate: 0.5       # ... and no mask is served below that image score (0: off)
     batching: {max_batch_size: 8, max_queue_delay_ms: 0, max_queue_size: 64}
     version_policy: {latest: 1}   # or {all: true} or {specific: [1, 3]}
     runtime: {providers: auto, intra_op_threads: 0, inter_op_threads: 0}
@@ -104,6 +105,9 @@ class PostprocessSpec:
     background_class: int = 0  # argmax: class id that is not reported as a mask (-1: none)
     max_regions: int = 0  # segmentation: per class, keep the N regions of highest mean prob
     image_score_output: str = ""  # segmentation: an output with one probability per image
+    # segmentation with image_score_output: no mask is served when the image score is below
+    # this ("no defect"); 0 serves the masks whatever the image score
+    image_score_gate: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -397,6 +401,9 @@ def _validate(config: ModelConfig, where: str) -> None:
     _check_choice(config.explain.method, EXPLAIN_METHODS, f"{where}.explain.method")
     if config.batching.max_queue_size < 1:
         raise ConfigError(f"{where}.batching.max_queue_size: must be at least 1")
+    gate = config.postprocess.image_score_gate
+    if not (isinstance(gate, (int, float)) and 0.0 <= gate <= 1.0):
+        raise ConfigError(f"{where}.postprocess.image_score_gate: must be within [0, 1] (0: off)")
     _validate_inspection(config, where)
     _validate_volume(config, where)
 

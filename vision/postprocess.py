@@ -268,6 +268,8 @@ def decode(
     result = DECODERS[spec.type](select_output(outputs, spec.output), meta, spec, labels)
     if isinstance(result, SegmentationResult):
         result.image_score = image_score(outputs, spec.image_score_output)
+        if result.image_score is not None and result.image_score < spec.image_score_gate:
+            result.masks = []  # the image-level head says "no defect": no mask is served
     return result
 
 

@@ -67,7 +67,8 @@ def test_defect_metrics_perfect_prediction() -> None:
     masks[2][5:, 5:] = 2
     probs = [np.eye(3, dtype=np.float32)[m].transpose(2, 0, 1) for m in masks]
     metrics = defect_metrics(probs, masks, labels)
-    assert metrics["dice"] == 1.0 and metrics["auroc"] == 1.0 and metrics["class_accuracy"] == 1.0
+    assert metrics["dice"] == 1.0 and metrics["auroc"] == 1.0
+    assert metrics["dominant_class_accuracy"] == 1.0
 
 
 def test_export_parity_quantize_and_repository(tmp_path: Path) -> None:
@@ -214,3 +215,26 @@ def test_training_device_follows_the_override(monkeypatch) -> None:
     assert training_device().type == "cpu"
     monkeypatch.delenv("VISION_TRAIN_DEVICE")
     assert training_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_defect_metrics_name_what_they_compute_with_intervals() -> None:
+    """Served masks (gated by the image score) on defect and defect-free tiles: Dice over
+    defect images, the defect-free mask rate, AUROC, each with n and a 95 % interval."""
+    from vision.segment.metrics import defect_metrics
+
+    truth = np.zeros((8, 8), np.int64)
+    truth[2:5, 2:5] = 1
+    probs_defect = np.stack([np.full((8, 8), 0.9), np.full((8, 8), 0.1)])
+    probs_defect[:, 2:5, 2:5] = [[[0.1]], [[0.9]]]
+    noisy_clean = probs_defect.copy()  # a defect-free tile where the mask head fires anyway
+    probs = [probs_defect, probs_defect, noisy_clean, noisy_clean]
+    masks = [truth, truth, np.zeros_like(truth), np.zeros_like(truth)]
+    scores = [0.9, 0.8, 0.3, 0.6]
+    ungated = defect_metrics(probs, masks, ("background", "defect"), 1, scores, 0.0)
+    gated = defect_metrics(probs, masks, ("background", "defect"), 1, scores, 0.5)
+    assert ungated["mask_fp_image_rate"] == 1.0 and gated["mask_fp_image_rate"] == 0.5
+    assert gated["dice"] == 1.0 and gated["dice_ci"]["n"] == 2
+    assert gated["mask_fp_image_rate_ci"]["n"] == 2 and gated["defect_free_images"] == 2
+    assert gated["auroc"] == 1.0 and gated["auroc_ci"]["n"] == 4
+    assert gated["per_class"]["defect"]["dice_mean"]["value"] == 1.0
+    assert "class_accuracy" not in gated and "dominant_class_accuracy" in gated["definitions"]

@@ -171,3 +171,31 @@ def test_image_score_output_is_read_per_item_and_checked() -> None:
         decode({"logits": _logits(3)}, SEG_META, spec, LABELS)
     with pytest.raises(ConfigError, match="2 values"):
         decode({**outputs, "defect_score": np.zeros(2)}, SEG_META, spec, LABELS)
+
+
+def test_image_score_below_the_gate_serves_no_mask() -> None:
+    """A segmenter with an image-level score says "no defect" with an empty mask below its
+    `image_score_gate` (default 0.5), keeps its masks at or above it, and 0 turns it off."""
+    spec = PostprocessSpec(type="argmax", output="logits", image_score_output="defect_score")
+    low = {"logits": _logits(3), "defect_score": np.float32(0.2)}
+    high = {"logits": _logits(3), "defect_score": np.float32(0.5)}
+    gated = decode(low, SEG_META, spec, LABELS)
+    assert gated.masks == [] and gated.image_score == pytest.approx(0.2)
+    assert [m.class_id for m in decode(high, SEG_META, spec, LABELS).masks] == [1, 2]
+    off = PostprocessSpec(
+        type="argmax", output="logits", image_score_output="defect_score", image_score_gate=0.0
+    )
+    assert [m.class_id for m in decode(low, SEG_META, off, LABELS).masks] == [1, 2]
+
+
+def test_the_gate_must_be_a_probability() -> None:
+    from vision.config import parse_config
+
+    base = {
+        "name": "m",
+        "task": "segmentation",
+        "labels": ["background", "defect"],
+        "postprocess": {"type": "argmax", "image_score_gate": 1.5},
+    }
+    with pytest.raises(ConfigError, match="image_score_gate"):
+        parse_config(base)

@@ -190,10 +190,15 @@ def torch_predict(model: Any, config: ModelConfig, samples: list, batch: int = 4
 
 
 def compute_metrics(
-    recipe: Recipe, predictions: Predictions, samples: list, max_regions: int | None = None
+    recipe: Recipe,
+    predictions: Predictions,
+    samples: list,
+    max_regions: int | None = None,
+    image_score_gate: float = 0.0,
 ) -> dict:
     """Recipe metrics at original image size, masks as served (`max_regions`: the config's
-    postprocess setting; default the recipe's)."""
+    postprocess setting, default the recipe's; `image_score_gate`: the config's, no mask below
+    that image score)."""
     probs, masks = predictions.probs, [s.mask for s in samples]
     if recipe.dataset in PIXEL_METRIC_DATASETS:
         fovs = [
@@ -203,7 +208,9 @@ def compute_metrics(
         return vessel_metrics(probs, masks, fovs)
     if max_regions is None:
         max_regions = int(recipe.extra.get("max_regions", 0))
-    return defect_metrics(probs, masks, recipe.labels, max_regions, predictions.image_scores)
+    return defect_metrics(
+        probs, masks, recipe.labels, max_regions, predictions.image_scores, image_score_gate
+    )
 
 
 def gate(reference: dict, candidate: dict, tolerance_points: float) -> dict:
@@ -281,7 +288,9 @@ def evaluate_model(
     start = time.perf_counter()
     predictions = predict(model, samples, results=target_escape is not None)
     seconds = time.perf_counter() - start
-    metrics = compute_metrics(recipe, predictions, samples, config.postprocess.max_regions)
+    post = config.postprocess
+    gate = post.image_score_gate if post.image_score_output else 0.0
+    metrics = compute_metrics(recipe, predictions, samples, post.max_regions, gate)
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "model": config.name,

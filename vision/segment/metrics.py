@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from vision.postprocess import strongest_regions
+from vision.stats import mean_ci, paired_ci, rate_ci
 
 
 def dice_iou(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -81,43 +84,92 @@ def regions_kept(probs: np.ndarray, max_regions: int) -> np.ndarray:
     return out
 
 
+METRIC_DEFINITIONS = {
+    "dice": "defect-vs-background Dice of the served mask, mean over the images with a defect",
+    "iou": "defect-vs-background IoU of the served mask, mean over the images with a defect",
+    "auroc": "image-level ROC AUC of the model's image score, defect vs defect-free images",
+    "mask_fp_image_rate": "share of defect-free images whose served mask is not empty",
+    "dominant_class_accuracy": "share of defect images whose most probable defect class is "
+    "the class covering most of the true defect pixels",
+    "per_class.dice_pooled": "Dice of one class over the pixels of all images pooled",
+    "per_class.dice_mean": "Dice of one class, mean over the images that contain it",
+    "ci95": "95 % percentile bootstrap interval over images (2,000 draws)",
+}
+
+
+def served_masks(
+    probs: list[np.ndarray],
+    max_regions: int,
+    image_scores: list[float] | None = None,
+    image_score_gate: float = 0.0,
+) -> list[np.ndarray]:
+    """Label maps as the server serves them: the `max_regions` strongest regions per class,
+    and nothing where the image score is below `image_score_gate` (0: no gate)."""
+    preds = [regions_kept(p, max_regions) for p in probs]
+    if image_scores is None or image_score_gate <= 0:
+        return preds
+    return [
+        p if score >= image_score_gate else np.zeros_like(p)
+        for p, score in zip(preds, image_scores, strict=True)
+    ]
+
+
+def _per_class(preds: list[np.ndarray], masks: list[np.ndarray], labels: tuple[str, ...]) -> dict:
+    per_class = {}
+    for c in range(1, len(labels)):
+        pooled_p = np.concatenate([(p == c).ravel() for p in preds])
+        pooled_t = np.concatenate([(m == c).ravel() for m in masks])
+        if not pooled_t.any():
+            continue
+        dice, iou = dice_iou(pooled_p, pooled_t)
+        per_image = [
+            dice_iou(p == c, m == c)[0] for p, m in zip(preds, masks, strict=True) if (m == c).any()
+        ]
+        per_class[labels[c]] = {
+            "dice_pooled": dice,
+            "iou_pooled": iou,
+            "dice_mean": mean_ci(per_image),
+        }
+    return per_class
+
+
 def defect_metrics(
     probs: list[np.ndarray],
     masks: list[np.ndarray],
     labels: tuple[str, ...],
     max_regions: int = 0,
     image_scores: list[float] | None = None,
-) -> dict[str, float | dict]:
-    """Tile metrics: defect-vs-background Dice/IoU per defect image (mean), per-class Dice/IoU
-    (pooled over images), image-level defect AUROC (of `image_scores`, the model's own image
-    score, else the largest defect probability), class accuracy; masks as served
-    (`max_regions` strongest regions per class)."""
-    preds = [regions_kept(p, max_regions) for p in probs]
+    image_score_gate: float = 0.0,
+) -> dict[str, Any]:
+    """Tile metrics on the masks as served (`served_masks`), each named for what it computes
+    (`METRIC_DEFINITIONS`) and, where it is a mean or a rate over images, with n and a 95 %
+    bootstrap interval (`*_ci`)."""
+    preds = served_masks(probs, max_regions, image_scores, image_score_gate)
     defect = [i for i, m in enumerate(masks) if m.any()]
+    clean = [i for i, m in enumerate(masks) if not m.any()]
     binary = [dice_iou(preds[i] > 0, masks[i] > 0) for i in defect]
-    per_class = {}
-    for c in range(1, len(labels)):
-        pooled_p = np.concatenate([(p == c).ravel() for p in preds])
-        pooled_t = np.concatenate([(m == c).ravel() for m in masks])
-        if pooled_t.any():
-            dice, iou = dice_iou(pooled_p, pooled_t)
-            per_class[labels[c]] = {"dice": dice, "iou": iou}
     has_defect = np.array([m.any() for m in masks])
     scores = np.array(image_scores or [defect_score(p) for p in probs])
     truth_cls = [int(np.bincount(m.ravel(), minlength=len(labels))[1:].argmax() + 1) for m in masks]
     cls_ok = [defect_class(probs[i]) == truth_cls[i] for i in defect]
-    both = has_defect.any() and (~has_defect).any()
+    dice_ci = mean_ci([d for d, _ in binary])
+    auroc_ci = paired_ci(roc_auc_score, has_defect, scores)
+    fp_ci = rate_ci([bool(preds[i].any()) for i in clean])
     return {
-        "dice": float(np.mean([d for d, _ in binary])) if binary else float("nan"),
+        "dice": dice_ci["value"],
         "iou": float(np.mean([j for _, j in binary])) if binary else float("nan"),
-        "auroc": float(roc_auc_score(has_defect, scores)) if both else float("nan"),
-        "class_accuracy": float(np.mean(cls_ok)) if cls_ok else float("nan"),
-        "mean_class_dice": float(np.mean([v["dice"] for v in per_class.values()]))
-        if per_class
-        else float("nan"),
-        "per_class": per_class,
+        "auroc": auroc_ci["value"],
+        "mask_fp_image_rate": fp_ci["value"],
+        "dominant_class_accuracy": float(np.mean(cls_ok)) if cls_ok else float("nan"),
+        "dice_ci": dice_ci,
+        "auroc_ci": auroc_ci,
+        "mask_fp_image_rate_ci": fp_ci,
+        "image_score_gate": image_score_gate,
+        "per_class": _per_class(preds, masks, labels),
         "images": len(probs),
         "defect_images": len(defect),
+        "defect_free_images": len(clean),
+        "definitions": METRIC_DEFINITIONS,
     }
 
 
