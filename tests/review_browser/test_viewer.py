@@ -163,6 +163,7 @@ def test_worklist_filters_sort_and_keys(browser, review_server):
         page.click("#filters button[type=submit]")
         page.wait_for_selector(f"#worklist tbody tr[data-case-id='{made[-1]['id']}']")
         rows = page.locator("#worklist tbody tr")
+        assert not page.locator("#viewer-view").is_visible(), "the viewer shows on the worklist"
         statuses = rows.locator(".status").all_inner_texts()
         assert statuses and set(statuses) == {"new"}
         assert set(rows.locator("td:nth-child(3)").all_inner_texts()) == {"boxes-x v1"}
