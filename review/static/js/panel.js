@@ -11,7 +11,7 @@ const score = (v) => (v == null ? "–" : Number(v).toFixed(3));
 
 function header(c, state) {
   const patient = Object.entries(c.patient || {})
-    .map(([k, v]) => `<div class="row"><span>${esc(k)}</span> <b>${esc(v)}</b></div>`)
+    .map(([k, v]) => `<div class="row"><span>${esc(k.replace(/_/g, " "))}</span> <b>${esc(v)}</b></div>`)
     .join("");
   const ohif = state.ohifUrl
     ? `<a id="open-ohif" href="${esc(state.ohifUrl)}" target="_blank" rel="noopener">Open study in OHIF</a>`
