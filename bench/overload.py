@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -201,6 +202,29 @@ async def first_ok_after(address: str, method: str, payload: bytes) -> float:
                 return time.perf_counter() - start
 
 
+SERVER_COUNTERS = {
+    "refused_overloaded": ("vision_request_failures_total{", 'error="OverloadedError"'),
+    "abandoned_deadline": ("vision_requests_abandoned_total{", 'reason="deadline"'),
+    "abandoned_cancelled": ("vision_requests_abandoned_total{", 'reason="cancelled"'),
+    "served_ok": ("vision_requests_total{", 'outcome="ok"'),
+}
+
+
+def server_counters(http_port: int) -> dict[str, float]:
+    """The server's own counts (all APIs) from /metrics: refusals, abandoned calls, served."""
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        lines = reply.read().decode().splitlines()
+    return {
+        key: sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith(name) and part in x)
+        for key, (name, part) in SERVER_COUNTERS.items()
+    }
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {key: after[key] - before[key] for key in after}
+
+
 def rss_mb(pid: int) -> float:
     """The resident set size of process `pid` in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -216,9 +240,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(models: Path) -> Iterator[tuple[str, int]]:
-    """`python -m app serve` over `models` on loopback; yields (address, pid); SIGTERM at exit."""
-    port = _free_port()
+def served(models: Path) -> Iterator[tuple[str, int, int]]:
+    """`python -m app serve` over `models` on loopback; yields (gRPC address, pid, HTTP port);
+    SIGTERM at exit."""
+    port, http_port = _free_port(), _free_port()
     command = [
         sys.executable,
         "-m",
@@ -231,14 +256,14 @@ def served(models: Path) -> Iterator[tuple[str, int]]:
         "--grpc-port",
         str(port),
         "--http-port",
-        "-1",
+        str(http_port),
         "--log-level",
         "WARNING",
     ]
     env = {k: v for k, v in os.environ.items() if k != "VISION_API_KEY"}
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
     try:
-        yield f"127.0.0.1:{port}", proc.pid
+        yield f"127.0.0.1:{port}", proc.pid, http_port
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -256,9 +281,10 @@ def repository(tmp: Path) -> Path:
 
 
 async def measure_api(
-    address: str, pid: int, api: str, method: str, payload: bytes, args: argparse.Namespace
+    server: tuple[str, int, int], api: str, method: str, payload: bytes, args: argparse.Namespace
 ) -> dict:
     """Capacity, each overload multiple with its recovery, and RSS, for one API."""
+    address, pid, http_port = server
     await closed_loop(address, method, payload, args.concurrency, 3.0, "warm-up")
     rss_before = rss_mb(pid)
     capacity = await closed_loop(
@@ -268,6 +294,7 @@ async def measure_api(
     print(f"{api}: capacity {cap:.1f} req/s (closed loop, {args.concurrency} callers)", flush=True)
     phases = [capacity.summary(cap)]
     for multiple in args.multiples:
+        counted = server_counters(http_port)
         over = await open_loop(
             address, method, payload, multiple * cap, args.phase_s, args.deadline_s, f"{multiple}x"
         )
@@ -278,6 +305,7 @@ async def measure_api(
             address, method, payload, args.concurrency, min(5.0, args.phase_s), f"after {multiple}x"
         )
         row = over.summary(cap) | {"rss_mb_at_end": round(rss_peak, 1)}
+        row["server_counts"] = _delta(server_counters(http_port), counted)
         row["recovery"] = recovery.summary(cap) | {
             "first_ok_s": round(first_ok, 3),
             "since_overload_end_s": round(time.perf_counter() - overload_end, 2),
@@ -299,7 +327,8 @@ def _print_overload(api: str, multiple: float, row: dict) -> None:
         f"{api} {multiple}x: goodput {row['goodput_per_s']} req/s = {row['goodput_ratio']} of "
         f"capacity; shed p50/p99 {shed['p50']}/{shed['p99']} ms; admitted p99 "
         f"{row['admitted_ms']['p99']} ms; codes {row['codes']}; after: goodput ratio "
-        f"{recovery['goodput_ratio']}, first OK {recovery['first_ok_s']} s",
+        f"{recovery['goodput_ratio']}, first OK {recovery['first_ok_s']} s; server counted "
+        f"{row['server_counts']}",
         flush=True,
     )
 
@@ -337,13 +366,14 @@ async def soak(
 
 async def run(args: argparse.Namespace) -> dict:
     """Every measurement, on one server."""
-    with tempfile.TemporaryDirectory() as tmp, served(repository(Path(tmp))) as (address, pid):
+    with tempfile.TemporaryDirectory() as tmp, served(repository(Path(tmp))) as server:
+        address, pid, _ = server
         apis = [
             ("vision.v1 Detect (JPEG)", DETECT, detect_payload(args.image)),
             ("KServe ModelInfer", MODEL_INFER, infer_payload()),
         ]
         results = [
-            await measure_api(address, pid, name, method, payload, args)
+            await measure_api(server, name, method, payload, args)
             for name, method, payload in apis
             if name.split()[0].lower().startswith(tuple(args.apis))
         ]

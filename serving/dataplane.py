@@ -15,37 +15,34 @@ the repository.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-from prometheus_client.core import GaugeMetricFamily
 
 from serving import explaining, volumes
+from serving.accounting import AdmittedCollector, track
 from serving.admission import Admission, Ticket
 from serving.batcher import BatcherClosedError, ExecutionFailedError
 from serving.explaining import ExplainOptions
 from serving.metrics import Metrics
-from serving.model_info import (
-    ModelIndexEntry,
-    ModelMetadata,
-    ModelStatus,
-    ServerMetadata,
-    VisionModelInfo,
-    model_metadata,
-    model_status,
-    repository_index,
-    server_ready,
-    vision_model_info,
+from serving.model_admin import ModelAdmin
+from serving.predictions import (
+    ImageInput,
+    ImageSource,
+    InferResult,
+    Prediction,
+    PredictOptions,
+    ResultObserver,
+    ServedResult,
+    decode,
 )
 from serving.repository import ModelRepository, ModelVersion
-from serving.statistics import StatisticsBook, VersionStatistics
+from serving.statistics import StatisticsBook
 from serving.tensors import check_batch_rows
 from serving.volumes import (
     DEFAULT_MAX_VOLUME_VOXELS,
@@ -54,16 +51,8 @@ from serving.volumes import (
     VolumePrediction,
     VolumeSource,
 )
-from vision.errors import (
-    DeadlineExceededError,
-    InvalidInputError,
-    ModelNotFoundError,
-    VisionError,
-)
-from vision.io import decode_image, image_from_raw
+from vision.errors import DeadlineExceededError, InvalidInputError
 from vision.pipeline import Pipeline
-from vision.types import DetectionResult, Image, SegmentationResult
-from vision.xai.explainer import Explanation
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,75 +71,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ImageSource:
-    """An image as a client sent it: encoded bytes, or raw pixels with shape and dtype."""
-
-    encoded: bytes | None = None
-    raw: bytes | None = None
-    shape: tuple[int, ...] = ()
-    dtype: str = ""
-
-
-def decode(source: ImageSource, max_pixels: int, dicom_window: bool = True) -> Image:
-    """The `Image` in `source` (sniffed encoded bytes, or raw pixels); InvalidInputError if none."""
-    if source.encoded is not None:
-        return decode_image(source.encoded, max_pixels, dicom_window=dicom_window)
-    if source.raw is not None:
-        return image_from_raw(source.raw, source.shape, source.dtype, max_pixels)
-    raise InvalidInputError("the request has no image: set image.encoded or image.raw")
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """Per-request overrides of the model's postprocessing, and heat maps when asked."""
-
-    score_threshold: float | None = None
-    iou_threshold: float | None = None
-    explain: ExplainOptions | None = None  # None: no heat maps
-
-
-@dataclass
-class Prediction:
-    """A result in original-image coordinates, with the timings of each stage (ms)."""
-
-    model: str
-    version: str
-    image: Image
-    result: DetectionResult | SegmentationResult
-    timings: dict[str, float] = field(default_factory=dict)
-    explanations: list[Explanation] = field(default_factory=list)
-    explain_method: str = ""
-
-
-@dataclass(frozen=True)
-class InferResult:
-    """Raw output tensors of a KServe inference, and the version that made them."""
-
-    model: str
-    version: str
-    outputs: dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class ServedResult:
-    """What a result observer is told after each successful prediction or explanation.
-
-    `api` is detection / segmentation / explain / segment_volume; `origin` names the caller
-    (vision.v1, dicom, stream, ...). The prediction holds the decoded image, with its DICOM header
-    when it had one (for segment_volume: a `VolumePrediction` with the assembled volume).
-    """
-
-    api: str
-    origin: str
-    prediction: Prediction | VolumePrediction
-
-
-ResultObserver = Callable[[ServedResult], None]
-ImageInput = Image | ImageSource
-
-
-class DataPlane:
+class DataPlane(ModelAdmin):
     """Serves predictions, raw inference and model management from a ModelRepository."""
 
     def __init__(
@@ -174,7 +95,7 @@ class DataPlane:
         self._max_pixels = max_image_pixels
         self._max_voxels = max_volume_voxels
         self._observers: list[ResultObserver] = [on_result] if on_result else []
-        metrics.registry.register(_AdmittedCollector(self.admission))
+        metrics.registry.register(AdmittedCollector(self.admission))
         self._shutting_down = False
 
     @property
@@ -238,7 +159,7 @@ class DataPlane:
         if options.explain is not None:
             explaining.check_explain(model, options.explain)
         api = task if options.explain is None else "explain"
-        with self._track(api, model, deadline):
+        with self._tracked(api, model, deadline):
             async with self.admission.ticket(model, deadline, shed) as ticket:
                 try:
                     prediction = await self._predict(model, image, options, deadline, ticket)
@@ -282,7 +203,7 @@ class DataPlane:
         """Per-label 3D masks of a volume (a `Volume`, or a `VolumeSource` assembled here) from
         a volumetric model, by sliding windows through its batcher (`serving/volumes.py`)."""
         model = self._resolve(VOLUMETRIC, name, version)
-        with self._track("segment_volume", model):
+        with self._tracked("segment_volume", model):
             try:
                 prediction = await volumes.segment_volume(
                     model, volume, deadline, self.run_in_worker, self._max_voxels
@@ -362,7 +283,7 @@ class DataPlane:
         """
         model = self._get(name, version)
         explaining.check_explain(model, ExplainOptions())
-        with self._track("explain", model, deadline):
+        with self._tracked("explain", model, deadline):
             async with self.admission.ticket(model, deadline, shed):
                 prediction = await self._explain(model, image, class_ids, options, deadline)
         self._notify("explain", origin, prediction)
@@ -420,7 +341,7 @@ class DataPlane:
         when the model is at capacity or the deadline cannot be met)."""
         model = self._get(name, version)
         rows = check_batch_rows(feeds, model.config.batching.max_batch_size)
-        with self._track("infer", model, deadline):
+        with self._tracked("infer", model, deadline):
             model.session.check_feeds(feeds)
             async with self.admission.ticket(model, deadline, shed, rows):
                 try:
@@ -430,15 +351,11 @@ class DataPlane:
                     batch = await model.batcher.submit(feeds, deadline)
         return InferResult(model.name, model.version, batch.outputs)
 
-    # --- models ---------------------------------------------------------------------------
+    def _tracked(self, api: str, model: ModelVersion, deadline: float | None = None):
+        """Account for the request the `with` block serves (`serving/accounting.py`)."""
+        return track(self.metrics, self.stats, api, model, deadline)
 
-    def server_live(self) -> bool:
-        """The process is up (KServe liveness)."""
-        return True
-
-    def server_ready(self) -> bool:
-        """Every model READY, at least one, and not shutting down (KServe readiness)."""
-        return not self._shutting_down and server_ready(self._repository.entries())
+    # --- lifecycle ------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
         """From now on the server reports not ready; requests are still served (`drain`)."""
@@ -467,78 +384,6 @@ class DataPlane:
         """Release the postprocessing threads (after the drain)."""
         self._post.shutdown(wait=False)
 
-    def server_metadata(self) -> ServerMetadata:
-        """Server name, version and the KServe extensions served."""
-        return ServerMetadata()
-
-    def model_ready(self, name: str, version: str = "") -> bool:
-        """Whether `name` (at `version`, or its latest) can serve now."""
-        try:
-            self._get(name, version)
-        except VisionError:  # unknown, unavailable, unloading, marked failed: not ready
-            return False
-        return True
-
-    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
-        """KServe metadata: versions, platform, graph inputs and outputs."""
-        model = self._repository.get(name, version)
-        return model_metadata(model, self._repository.entry(name))
-
-    def model_info(self, name: str, version: str = "") -> VisionModelInfo:
-        """vision.v1 metadata: config, providers, explainability."""
-        return vision_model_info(self._repository.get(name, version))
-
-    def list_models(self) -> list[ModelStatus]:
-        """Every model the repository knows, with its versions and states."""
-        return [model_status(e) for e in self._repository.entries()]
-
-    def repository_index(self, ready_only: bool = False) -> list[ModelIndexEntry]:
-        """KServe repository index: models on disk or loaded, a row per version."""
-        repo = self._repository
-        return repository_index(repo.names_on_disk(), repo.entries(), ready_only)
-
-    async def load_model(self, name: str) -> None:
-        """(Re)load model folder `name`; NOT_FOUND when the repository has no such folder."""
-        if name not in self._repository.names_on_disk():
-            raise ModelNotFoundError(f"no folder with config.yaml for {name!r} in the repository")
-        await self._repository.load(name)
-
-    async def unload_model(self, name: str) -> None:
-        """Stop serving `name`; its queued requests finish first."""
-        await self._repository.unload(name)
-
-    def model_statistics(
-        self, name: str = "", version: str = ""
-    ) -> dict[tuple[str, str], VersionStatistics]:
-        """KServe statistics per (model, version), filtered by name and version when given."""
-        if name:
-            self._repository.entry(name)  # NOT_FOUND for an unknown model
-        return {
-            key: value
-            for key, value in sorted(self.stats.snapshot().items())
-            if (not name or key[0] == name) and (not version or key[1] == version)
-        }
-
-    @contextlib.contextmanager
-    def _track(
-        self, api: str, model: ModelVersion, deadline: float | None = None
-    ) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        except (Exception, asyncio.CancelledError) as exc:
-            elapsed = time.perf_counter() - start
-            abandoned = _abandoned(exc, deadline)
-            if abandoned:
-                self.metrics.observe_abandoned(api, model.name, model.version, abandoned)
-            outcome = type(exc).__name__
-            self.metrics.observe_request(api, model.name, model.version, outcome, elapsed)
-            self.stats.record_request(model.name, model.version, False, elapsed)
-            raise
-        elapsed = time.perf_counter() - start
-        self.metrics.observe_request(api, model.name, model.version, "ok", elapsed)
-        self.stats.record_request(model.name, model.version, True, elapsed)
-
 
 _ANSWER_GRACE_S = 1.0  # for requests refused at the drain timeout to send their answer
 
@@ -547,34 +392,6 @@ _RPC_OF_TASK = {
     "segmentation": "Segment",
     VOLUMETRIC: "SegmentVolume",
 }
-
-
-class _AdmittedCollector:
-    """`vision_admitted_requests{model}`: tickets held per model, read at scrape time."""
-
-    def __init__(self, admission: Admission) -> None:
-        self._admission = admission
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        """One gauge sample per model with a gate."""
-        family = GaugeMetricFamily(
-            "vision_admitted_requests",
-            "Requests admitted per model: decoding, queued, computing or postprocessing",
-            labels=["model"],
-        )
-        for model, held in self._admission.snapshot().items():
-            family.add_metric([model], held)
-        yield family
-
-
-def _abandoned(exc: BaseException, deadline: float | None) -> str:
-    """ "cancelled" or "deadline" for a request that ended unanswered; "" for other failures."""
-    if isinstance(exc, DeadlineExceededError):
-        return "deadline"
-    if isinstance(exc, asyncio.CancelledError):
-        expired = deadline is not None and time.monotonic() >= deadline
-        return "deadline" if expired else "cancelled"
-    return ""
 
 
 def _stamped(prediction: Prediction, model: ModelVersion, timings: dict) -> Prediction:

@@ -4,7 +4,10 @@ go the moment load drops; cancelled and expired calls are counted."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +139,41 @@ def test_cancelled_and_expired_calls_are_counted_with_their_reason(server, chann
     finally:
         held.release()
     wait_for(lambda: admitted(server, "tight") == 0, "every ticket back")
+
+
+def test_kserve_rest_is_refused_with_429_when_the_model_is_at_capacity(tmp_path: Path):
+    running = start_server(tight_repository(tmp_path / "models"), http_port=0)
+    held = HeldRuns(running, "tight")
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "images",
+                    "datatype": "FP32",
+                    "shape": [1, 3, 64, 64],
+                    "data": [0.0] * (3 * 64 * 64),
+                }
+            ]
+        }  # fmt: skip
+    ).encode()
+    url = f"http://127.0.0.1:{running.server.http_port}/v2/models/tight/infer"
+
+    def post() -> int:
+        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                return reply.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(TIGHT_TICKETS) as pool:
+            calls = [pool.submit(post) for _ in range(TIGHT_TICKETS)]
+            wait_for(lambda: admitted(running, "tight") == TIGHT_TICKETS, "a full gate")
+            assert post() == 429
+            held.release()
+            assert [call.result(timeout=60) for call in calls] == [200] * TIGHT_TICKETS
+        assert post() == 200
+    finally:
+        held.release()
+        running.stop()
