@@ -75,8 +75,30 @@ def workers_server(n: int, models: Path, tmp: Path, server_cpus: str) -> Iterato
         yield server
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and its children, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for each in (pid, *_children(pid)):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def _idle_share() -> tuple[float, float]:
+    """(idle + iowait jiffies, all jiffies) of the whole machine so far."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return values[3] + values[4], sum(values)
+
+
 def measure(servers: list, models: list, args: argparse.Namespace) -> tuple[list[Row], dict]:
-    """Every server at the same concurrency, per model, interleaved; load generator CPU use."""
+    """Every server at the same concurrency, per model, interleaved; where the CPU went.
+
+    CPU figures are cores in use while a model was driven: the load generator (this process),
+    each server's process tree (parent and workers) over the time it was driven, and the share
+    of the machine left idle.
+    """
     rows, cpu = [], {}
     for model in models:
         paths = {}
@@ -86,11 +108,21 @@ def measure(servers: list, models: list, args: argparse.Namespace) -> tuple[list
             )
             loadgen.check_infer_response(calls[0]())
             paths[f"workers={server.workers}"] = calls
-        before, wall = os.times(), time.perf_counter()
+        warm_s = min(0.5, args.duration / args.rounds)  # interleaved() warms each path first
+        before, wall, idle = os.times(), time.perf_counter(), _idle_share()
+        trees = {s.workers: _tree_cpu_s(s.process.pid) for s in servers}
         results = interleaved(paths, args.rounds, args.duration / args.rounds)
-        after = os.times()
+        after, idle_after = os.times(), _idle_share()
         used = (after.user - before.user) + (after.system - before.system)
-        cpu[model.name] = used / (time.perf_counter() - wall)
+        cpu[model.name] = {
+            "load generator": used / (time.perf_counter() - wall),
+            **{
+                f"server workers={n}": (_tree_cpu_s(s.process.pid) - trees[n])
+                / (results[f"workers={n}"].elapsed_s + warm_s)
+                for n, s in ((s.workers, s) for s in servers)
+            },
+            "machine idle share": (idle_after[0] - idle[0]) / max(1, idle_after[1] - idle[1]),
+        }
         rows += [Row(model.name, path, args.concurrency, r) for path, r in results.items()]
     return rows, cpu
 
@@ -149,8 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     for label, ratio in figures.items():
         model, path = label.split(" ", 1)
         print(f"ratio {model} {path} / workers=1: {ratio:.2f}x req/s")
-    for model, share in cpu.items():
-        print(f"load generator CPU while driving {model}: {share:.2f} cores")
+    for model, shares in cpu.items():
+        parts = ", ".join(
+            f"{k} {v:.0%}" if k.endswith("share") else f"{k} {v:.2f} cores"
+            for k, v in shares.items()
+        )
+        print(f"CPU while driving {model}: {parts}")
     record = {
         "command": command_line.strip(),
         "cpus": os.cpu_count(),
@@ -170,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
         ],
         "ratios": figures,
-        "loadgen_cpu_cores": cpu,
+        "cpu_while_driven": cpu,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=2) + "\n")
