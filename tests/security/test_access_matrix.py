@@ -89,6 +89,11 @@ EXPECTED_HTTP = {
     ("POST", "/v2/repository/index"): ADMIN,
     ("POST", "/v2/repository/models/{name}/load"): ADMIN,
     ("POST", "/v2/repository/models/{name}/unload"): ADMIN,
+    ("GET", "/v2/systemsharedmemory/status"): INFER,
+    ("GET", "/v2/systemsharedmemory/region/{region}/status"): INFER,
+    ("POST", "/v2/systemsharedmemory/region/{region}/register"): INFER,
+    ("POST", "/v2/systemsharedmemory/region/{region}/unregister"): INFER,
+    ("POST", "/v2/systemsharedmemory/unregister"): INFER,
     ("POST", "/dicomweb/studies"): INFER,
     ("POST", "/dicomweb/studies/{study}"): INFER,
     ("GET", "/dicom-node/jobs"): ADMIN,
@@ -97,7 +102,14 @@ EXPECTED_HTTP = {
     ("POST", "/dicom-node/outbox/{item_id:int}/retry"): ADMIN,
     ("POST", "/dicom-node/outbox/{item_id:int}/discard"): ADMIN,
 }
-PARAMS = {"name": "absent", "version": "1", "study": "1.2.3", "job_id": "absent", "item_id": "9"}
+PARAMS = {
+    "name": "absent",
+    "version": "1",
+    "study": "1.2.3",
+    "job_id": "absent",
+    "item_id": "9",
+    "region": "absent",
+}
 
 
 def _token(tokens, caller: str) -> str | None:
