@@ -58,6 +58,7 @@ class ColdStart:
     rss_ready_mib: float
     rss_explainable_mib: float
     server_load_s: float = float("nan")  # the server's own "started in" (load + listen)
+    cpu_ready_s: float = float("nan")  # CPU seconds the server used until every model was READY
 
 
 def repository_models(root: Path) -> tuple[list[str], list[str]]:
@@ -74,6 +75,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds used so far by process group `pgid` (a figure a loaded machine
+    stretches far less than wall time)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def group_rss_mib(pgid: int) -> float:
@@ -176,24 +192,31 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(wait_s)
 
 
-def measure(models: Path, names: list[str], explain: list[str], log: Path) -> ColdStart:
-    """One cold start of the server over `models`."""
+def measure(
+    models: Path, names: list[str], explain: list[str], log: Path, tree: Path | None = None
+) -> ColdStart:
+    """One cold start of the server over `models` (`tree`: run another checkout's server)."""
     port = free_port()
     probe = Probe(f"{HOST}:{port}")
     started = time.perf_counter()
     with log.open("wb") as out:
         process = subprocess.Popen(
-            serve_command(models, port), stdout=out, stderr=subprocess.STDOUT, process_group=0
+            serve_command(models, port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            cwd=tree,
         )
     try:
         serving = _wait(process, started, probe.serving, log)
         ready = _wait(process, started, lambda: probe.ready(names), log)
         rss_ready = group_rss_mib(process.pid)
+        cpu_ready = group_cpu_s(process.pid)
         explainable = _wait(process, started, lambda: probe.explainable(explain), log)
         rss_explain = group_rss_mib(process.pid)
         found = re.search(r"started in ([0-9.]+) s", log.read_text(errors="replace"))
         load = float(found.group(1)) if found else float("nan")
-        return ColdStart(serving, ready, explainable, rss_ready, rss_explain, load)
+        return ColdStart(serving, ready, explainable, rss_ready, rss_explain, load, cpu_ready)
     finally:
         probe.channel.close()
         _stop(process)
@@ -257,6 +280,7 @@ def report(runs: list[ColdStart]) -> str:
         ("every model READY", "ready_s", "s"),
         ("every explain graph in", "explainable_s", "s"),
         ("of which the server's load", "server_load_s", "s"),
+        ("CPU time until READY", "cpu_ready_s", "s"),
         ("RSS at READY", "rss_ready_mib", "MiB"),
         ("RSS with explain graphs", "rss_explainable_mib", "MiB"),
     ]
@@ -276,16 +300,36 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.coldstart", description=__doc__.split("\n")[0])
     p.add_argument("--models", type=Path, default=Path(__file__).parents[1] / "models")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (say, a `git worktree` of an older commit): its server and its "
+        "models/ start in turn with ours, interleaved, and both are reported",
+    )
     p.add_argument("--importtime", action="store_true", help="add a -X importtime profile")
     p.add_argument("--profile", action="store_true", help="add a per-model load profile")
     args = p.parse_args(argv)
-    names, explain = repository_models(args.models)
-    runs = []
+    trees = {"ours": (None, args.models)}
+    if args.baseline is not None:
+        trees["baseline"] = (args.baseline.resolve(), args.baseline.resolve() / "models")
+    runs: dict[str, list[ColdStart]] = {label: [] for label in trees}
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.runs):
-            runs.append(measure(args.models, names, explain, Path(tmp) / f"run{index}.log"))
-            print(f"run {index + 1}: {runs[-1]}", flush=True)
-    print(report(runs))
+            for label, (tree, models) in trees.items():
+                names, explain = repository_models(models)
+                log = Path(tmp) / f"{label}{index}.log"
+                runs[label].append(measure(models, names, explain, log, tree))
+                print(f"{label} run {index + 1}: {runs[label][-1]}", flush=True)
+    for label, found in runs.items():
+        print(f"{label}: {report(found)}")
+    if "baseline" in runs:
+        ours, base = runs["ours"], runs["baseline"]
+        for attr in ("ready_s", "cpu_ready_s", "rss_ready_mib"):
+            ratio = _median([getattr(r, attr) for r in ours]) / _median(
+                [getattr(r, attr) for r in base]
+            )
+            print(f"ours / baseline {attr}: {ratio:.2f}")
+    names, explain = repository_models(args.models)
     if args.importtime:
         print(import_profile(args.models, names))
     if args.profile:
