@@ -148,6 +148,9 @@ class Context:
     def update_finding(self, row: sqlite3.Row, action: str, **columns: Any) -> None:
         """Change a finding's columns and audit its before and after."""
         before = finding_json(row)
+        columns["reviewed_by"] = self.who.name
+        if action in ("relabel", "move"):
+            columns["labelled_by"] = self.who.name
         names = ", ".join(f"{k} = ?" for k in columns)
         self.conn.execute(
             f"UPDATE findings SET {names} WHERE id = ?", (*columns.values(), row["id"])
@@ -253,9 +256,9 @@ def add(ctx: Context) -> None:
     _require_review(ctx)
     label, (x0, y0, x1, y1) = ctx.label(), ctx.box()
     cursor = ctx.conn.execute(
-        "INSERT INTO findings (case_id, label, score, x0, y0, x1, y1, origin, status) "
-        "VALUES (?, ?, 1.0, ?, ?, ?, ?, 'human', 'accepted')",
-        (ctx.id, label, x0, y0, x1, y1),
+        "INSERT INTO findings (case_id, label, score, x0, y0, x1, y1, origin, status, "
+        "labelled_by, reviewed_by) VALUES (?, ?, 1.0, ?, ?, ?, ?, 'human', 'accepted', ?, ?)",
+        (ctx.id, label, x0, y0, x1, y1, ctx.who.name, ctx.who.name),
     )
     row = ctx.conn.execute("SELECT * FROM findings WHERE id = ?", (cursor.lastrowid,)).fetchone()
     ctx.log("add", row["id"], None, finding_json(row))

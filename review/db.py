@@ -54,7 +54,9 @@ CREATE TABLE IF NOT EXISTS findings (
     reason TEXT,
     has_heatmap INTEGER NOT NULL DEFAULT 0,
     ai_label TEXT,
-    ai_box TEXT
+    ai_box TEXT,
+    labelled_by TEXT,
+    reviewed_by TEXT
 );
 CREATE INDEX IF NOT EXISTS findings_case ON findings (case_id);
 CREATE INDEX IF NOT EXISTS findings_label ON findings (label, case_id);
@@ -115,6 +117,17 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 
+# Columns added after the first schema: (table, column, type), added to older files on open.
+ADDED_COLUMNS = (("findings", "labelled_by", "TEXT"), ("findings", "reviewed_by", "TEXT"))
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 class Database:
     """The review SQLite file: schema on first open, WAL, a connection per unit of work."""
 
@@ -124,6 +137,7 @@ class Database:
         with self.connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            _add_missing_columns(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextlib.contextmanager

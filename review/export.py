@@ -147,6 +147,8 @@ def _ann_fields(row: sqlite3.Row, case: sqlite3.Row) -> dict[str, Any]:
         "review_status": row["status"],
         "case_status": case["status"],
         "reviewer": case["reviewer"],
+        "labelled_by": row["labelled_by"],
+        "reviewed_by": row["reviewed_by"],
         "score": row["score"] if row["origin"] == "ai" else None,
     }
 

@@ -119,11 +119,14 @@ def _insert_case(conn: sqlite3.Connection, draft: CaseDraft, now: float) -> int:
     return int(cursor.lastrowid)
 
 
-def _insert_finding(conn: sqlite3.Connection, case_id: int, finding: FindingDraft) -> int:
+def _insert_finding(
+    conn: sqlite3.Connection, case_id: int, finding: FindingDraft, model: str
+) -> int:
     x0, y0, x1, y1 = (float(v) for v in finding.box)
     cursor = conn.execute(
         "INSERT INTO findings (case_id, label, score, x0, y0, x1, y1, origin, status, "
-        "has_heatmap, ai_label, ai_box) VALUES (?, ?, ?, ?, ?, ?, ?, 'ai', 'pending', ?, ?, ?)",
+        "has_heatmap, ai_label, ai_box, labelled_by) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'ai', 'pending', ?, ?, ?, ?)",
         (
             case_id,
             finding.label,
@@ -135,6 +138,7 @@ def _insert_finding(conn: sqlite3.Connection, case_id: int, finding: FindingDraf
             int(finding.heat is not None),
             finding.label,
             json.dumps([x0, y0, x1, y1]),
+            model,
         ),
     )
     return int(cursor.lastrowid)
@@ -168,7 +172,8 @@ class CaseStore:
             if draft.source_dicom is not None:
                 files.write("source.dcm", draft.source_dicom)
             for finding in draft.findings:
-                finding_id = _insert_finding(conn, case_id, finding)
+                model = f"model {draft.model} {draft.model_version}"
+                finding_id = _insert_finding(conn, case_id, finding, model)
                 if finding.heat is not None:
                     files.write(f"heat-{finding_id}.png", heat_png(finding.heat))
             for label, mask in draft.masks.items():
@@ -241,4 +246,6 @@ def finding_json(row: sqlite3.Row) -> dict[str, Any]:
         "status": row["status"],
         "reason": row["reason"],
         "has_heatmap": bool(row["has_heatmap"]),
+        "labelled_by": row["labelled_by"],
+        "reviewed_by": row["reviewed_by"],
     }

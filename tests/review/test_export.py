@@ -59,6 +59,7 @@ def test_coco_export_matches_the_actions(clients, tmp_path: Path) -> None:
         ("dust", [5, 6, 10, 12], "human", "accepted"),
     ]
     assert {a["reviewer"] for a in mine} == {"rev2"}
+    assert {(a["labelled_by"], a["reviewed_by"]) for a in mine} == {("rev2", "rev2")}
     assert by_label["dust"] not in {a["finding_id"] for a in mine}  # rejected: left out
     image = next(i for i in coco["images"] if i["id"] == case_id)
     assert image["case_status"] == "corrected" and (out / image["file_name"]).is_file()

@@ -23,6 +23,8 @@ def test_upload_runs_the_model_and_keeps_heat_maps(clients, detection_case) -> N
     assert case["model"] == "boxes-x" and case["model_version"] == "1"
     assert sorted(f["label"] for f in case["findings"]) == ["defect", "dust"]
     assert all(f["origin"] == "ai" and f["status"] == "pending" for f in case["findings"])
+    assert {f["labelled_by"] for f in case["findings"]} == {"model boxes-x 1"}
+    assert {f["reviewed_by"] for f in case["findings"]} == {None}
     assert case["labels"] == ["defect", "dust"] and case["patient"] == {}
     assert case["image"]["width"] == 128 and case["image"]["dtype"] == "uint8"
     defect = next(f for f in case["findings"] if f["label"] == "defect")
@@ -70,6 +72,9 @@ def test_review_a_case_end_to_end(clients, detection_case) -> None:
         ("dust", [100, 100, 110, 112], "accepted")
     ]
     assert done["comments"][0]["user"] == "rev1"
+    defect = findings[by_label["defect"]]
+    assert (defect["labelled_by"], defect["reviewed_by"]) == ("rev1", "rev1")
+    assert human[0]["labelled_by"] == "rev1"
     again = act(rev1, case_id, action="move", finding_id=by_label["defect"], box=[1, 1, 5, 5])
     assert again.status_code == 409
 

@@ -83,6 +83,18 @@ def test_query_errors_name_the_parameter() -> None:
         WorklistQuery.from_params({"order": "up"})
 
 
+def test_older_files_get_the_added_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "review.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE findings (id INTEGER PRIMARY KEY, case_id INTEGER, label TEXT)")
+    Database(path)
+    with sqlite3.connect(path) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(findings)")}
+    assert {"labelled_by", "reviewed_by"} <= columns
+
+
 def test_schema_survives_reopening(tmp_path: Path) -> None:
     db = Database(tmp_path / "review.sqlite")
     insert_cases(db, 10)
