@@ -15,6 +15,8 @@ runs the whole loop for a callable.
 
 from __future__ import annotations
 
+import ast
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -149,8 +151,10 @@ class Blender:
                 f"{self.patch} (pad with pad_to_patch first)"
             )
         self.weights = importance_map(self.patch, blend, sigma_scale)
+        self._key = (shape, self.patch, blend, str(sigma_scale))
         self._sum = np.zeros((int(channels), *shape), dtype=np.float32)
-        self._count = np.zeros(shape, dtype=np.float32)
+        self._scratch = np.empty((int(channels), *self.patch), dtype=np.float32)
+        self._starts: list[tuple[int, int, int]] = []
         self.windows_added = 0
         self._divided = False
 
@@ -164,19 +168,21 @@ class Blender:
             )
         if self._divided:
             raise InvalidInputError("Blender.add after result: make a new Blender per volume")
-        self._sum[(slice(None), *window)] += probs.astype(np.float32, copy=False) * self.weights
-        self._count[window] += self.weights
+        np.multiply(probs, self.weights, out=self._scratch)
+        self._sum[(slice(None), *window)] += self._scratch
+        self._starts.append((window[0].start, window[1].start, window[2].start))
         self.windows_added += 1
 
     def result(self, pad_spec: PadSpec | None = None) -> np.ndarray:
         """The blended float32 [K, D, H, W], with `pad_spec`'s padding removed."""
-        if not self._count.all():
+        count = _coverage(*self._key, tuple(sorted(self._starts)))
+        if count is None:
             raise InvalidInputError(
                 "Blender.result: some voxels are covered by no window; add every window of "
                 "plan_windows before asking for the result"
             )
         if not self._divided:  # in place: the sums become the result once
-            np.divide(self._sum, self._count, out=self._sum)
+            np.divide(self._sum, count, out=self._sum)
             self._divided = True
         out = self._sum
         if pad_spec is None:
@@ -186,6 +192,31 @@ class Blender:
             for (before, after), size in zip(pad_spec, out.shape[1:], strict=True)
         )
         return out[(slice(None), *crop)]
+
+
+@functools.lru_cache(maxsize=2)
+def _coverage(
+    shape: tuple[int, ...],
+    patch: tuple[int, int, int],
+    blend: str,
+    sigma: str,
+    starts: tuple[tuple[int, int, int], ...],
+) -> np.ndarray | None:
+    """The summed window weights over a padded volume (read-only, cached: volumes of one size
+    share it), or None where some voxel is covered by no window."""
+    weights = importance_map(patch, blend, _sigma(sigma))
+    count = np.zeros(shape, dtype=np.float32)
+    for z, y, x in starts:
+        count[z : z + patch[0], y : y + patch[1], x : x + patch[2]] += weights
+    if not count.all():
+        return None
+    count.flags.writeable = False
+    return count
+
+
+def _sigma(text: str) -> float | tuple[float, ...]:
+    value = ast.literal_eval(text)
+    return tuple(value) if isinstance(value, (list, tuple)) else float(value)
 
 
 def sliding_window(
