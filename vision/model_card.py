@@ -251,3 +251,50 @@ def check_files(model_dir: str | Path, card: ModelCard) -> list[str]:
         elif _sha256(path) != entry["sha256"]:
             problems.append(f"{where}: {path} sha256 differs from the card")
     return problems
+
+
+def source_commit() -> str:
+    """The git commit of the code that runs (`git rev-parse HEAD`), "" outside a checkout."""
+    import subprocess
+
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
+def note_evaluation(card: dict, split: str, images: int) -> dict:
+    """Record in `card` (a dict) that its `split` figures were produced now, by which commit,
+    on how many images. The protocol selects on validation and scores test once: a test figure
+    produced more than once is said so in `limitations`."""
+    import datetime as dt
+
+    runs = card.setdefault("evaluation", {}).setdefault("runs", [])
+    runs.append(
+        {
+            "split": split,
+            "images": images,
+            "commit": source_commit(),
+            "utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )
+    test_runs = sum(1 for run in runs if run["split"] == "test")
+    limitations = [x for x in card.get("limitations", []) if not x.startswith(_REPEATED_TEST)]
+    if test_runs > 1:
+        limitations.append(
+            f"{_REPEATED_TEST} {test_runs} times (evaluation.runs): the test split may have "
+            "informed a choice, so its figures can over-state"
+        )
+    card["limitations"] = limitations
+    return card
+
+
+_REPEATED_TEST = "the test figures were produced"

@@ -98,3 +98,19 @@ def test_write_card_migrates_a_legacy_card(tmp_path: Path) -> None:
     write_card(tmp_path, _minimal(parity={"passed": True}))
     card = read_model_card(tmp_path)
     assert card.export["parity"]["passed"] and "## Export" in card.render_markdown()
+
+
+def test_a_test_figure_produced_twice_is_said_so() -> None:
+    from vision.model_card import note_evaluation
+
+    card: dict = {"limitations": ["research only"]}
+    note_evaluation(card, "val", 10)
+    note_evaluation(card, "test", 12)
+    assert card["limitations"] == ["research only"], "one test run: nothing to confess"
+    note_evaluation(card, "test", 12)
+    assert [run["split"] for run in card["evaluation"]["runs"]] == ["val", "test", "test"]
+    assert card["evaluation"]["runs"][-1]["images"] == 12
+    said = [x for x in card["limitations"] if "2 times" in x]
+    assert len(said) == 1 and card["limitations"][0] == "research only"
+    note_evaluation(card, "test", 12)
+    assert sum("times" in x for x in card["limitations"]) == 1, "one line, updated"

@@ -210,11 +210,13 @@ def headline(metrics: dict) -> dict[str, float]:
 
 def _update_card(model_dir: Path, version: int, split: str, metrics: dict, n: int) -> None:
     from vision.export import read_card, write_card
+    from vision.model_card import note_evaluation
 
     card = read_card(model_dir)
     card["metrics"] = {split: headline(metrics)}
-    card["evaluation"] = {"split": split, "images": n, "version": version, **metrics}
-    write_card(model_dir, card)
+    runs = card.get("evaluation", {}).get("runs", [])
+    card["evaluation"] = {"split": split, "images": n, "version": version, **metrics, "runs": runs}
+    write_card(model_dir, note_evaluation(card, split, n))
 
 
 def evaluate_detector(

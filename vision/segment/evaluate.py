@@ -317,9 +317,11 @@ def evaluate_model(
         report["operating_point"] = section | {"test_split": None if test is None else split}
     write_json(report, out / "report.json")
     if update_card and not limit:
+        from vision.model_card import note_evaluation
+
         card = read_card(model_dir)
         card.setdefault("metrics", {})[split] = metrics
-        write_card(model_dir, card)
+        write_card(model_dir, note_evaluation(card, split, len(samples)))
     if write_point and "operating_point" in report:
         write_operating_point(model_dir, report["operating_point"])
     return report
