@@ -4,8 +4,9 @@
     | rejected --reopen (supervisor or admin only)--> in_review
 
 Edits (accept / reject / relabel / move a finding, add one, paint a mask) need the case in
-review, by the user who claimed it or a supervisor. `finish` closes as `corrected` when any
-edit changed the model's result, `accepted` otherwise; pending findings count as accepted.
+review, by the user who claimed it or a supervisor. `finish` closes as `corrected` when the
+result as it stands differs from the model's (a finding rejected, relabelled or moved, one
+added, a mask painted), `accepted` otherwise; pending findings count as accepted.
 Every action appends one audit row per change (user, time, action, finding, before, after) in
 the same transaction as the change itself.
 """
@@ -199,7 +200,7 @@ def reopen(ctx: Context) -> None:
         raise ActionError(409, f"case {ctx.id} is {status}: reopen needs a closed case")
     if not ctx.who.supervises:
         raise ActionError(403, f"case {ctx.id} is {status}: only a supervisor or admin reopens it")
-    ctx.set_case(status="in_review", reviewer=ctx.who.name, changed=0)
+    ctx.set_case(status="in_review", reviewer=ctx.who.name)
     ctx.log("reopen", None, {"status": status, "reviewer": ctx.case["reviewer"]},
             {"status": "in_review", "reviewer": ctx.who.name})  # fmt: skip
 
@@ -211,7 +212,20 @@ def finish(ctx: Context) -> None:
         "SELECT * FROM findings WHERE case_id = ? AND status = 'pending'", (ctx.id,)
     ).fetchall():
         ctx.update_finding(row, "accept", status="accepted")
-    _close(ctx, "corrected" if ctx.case["changed"] else "accepted")
+    _close(ctx, "corrected" if _differs(ctx) else "accepted")
+
+
+def _differs(ctx: Context) -> bool:
+    """Whether the reviewed result differs from the model's (as it stands, not as it went)."""
+    edited = ctx.conn.execute(
+        "SELECT COUNT(*) FROM findings WHERE case_id = ? AND "
+        "(origin = 'human' OR status IN ('rejected', 'corrected'))",
+        (ctx.id,),
+    ).fetchone()[0]
+    painted = ctx.conn.execute(
+        "SELECT COUNT(*) FROM masks WHERE case_id = ? AND origin = 'human'", (ctx.id,)
+    ).fetchone()[0]
+    return bool(edited or painted)
 
 
 def accept(ctx: Context) -> None:

@@ -180,3 +180,17 @@ def test_a_supervisor_may_take_over_a_claimed_case(clients, detection_case) -> N
     assert taken["status"] == "in_review" and taken["reviewer"] == "sup"
     refused = act(clients["rev1"], case_id, action="finish")
     assert refused.status_code == 409 and "sup" in refused.json()["error"]
+
+
+def test_a_reverted_rejection_closes_as_accepted(clients, detection_case) -> None:
+    rev, case_id = clients["rev1"], detection_case["id"]
+    fid = detection_case["findings"][0]["id"]
+    act(rev, case_id, action="claim")
+    act(rev, case_id, action="reject", finding_id=fid, reason="looked wrong")
+    act(rev, case_id, action="accept", finding_id=fid)  # changed their mind
+    assert act(rev, case_id, action="finish").json()["status"] == "accepted"
+    act(clients["sup"], case_id, action="reopen")
+    act(clients["sup"], case_id, action="reject", finding_id=fid, reason="it is wrong")
+    assert act(clients["sup"], case_id, action="finish").json()["status"] == "corrected"
+    act(clients["sup"], case_id, action="reopen")
+    assert act(clients["sup"], case_id, action="finish").json()["status"] == "corrected"
