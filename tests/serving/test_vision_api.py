@@ -30,7 +30,10 @@ def _segment(stub, image: pb.ImageInput, **kwargs) -> pb.SegmentResponse:
     return stub.Segment(pb.SegmentRequest(model=pb.ModelRef(name="bright"), image=image, **kwargs))
 
 
-def _dicom(pixels: np.ndarray, monochrome1: bool = False, spacing=(0.5, 0.25)) -> bytes:
+def _dicom(
+    pixels: np.ndarray, monochrome1: bool = False, spacing=(0.5, 0.25), bits_stored: int = 16
+) -> bytes:
+    """A DICOM of `pixels`; without a window its stored range (`bits_stored`) maps to 0..255."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -43,8 +46,8 @@ def _dicom(pixels: np.ndarray, monochrome1: bool = False, spacing=(0.5, 0.25)) -
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
+    ds.BitsAllocated, ds.BitsStored = 16, bits_stored
+    ds.HighBit = bits_stored - 1
     ds.PixelRepresentation = 0
     ds.PixelSpacing = list(spacing)
     ds.PixelData = pixels.astype(np.uint16).tobytes()
@@ -110,7 +113,7 @@ def test_segment_16bit_tiff(vision_stub):
 
 def test_segment_dicom_reports_physical_area(vision_stub):
     pixels = _square_image(dtype=np.uint16) // 16  # 12-bit values
-    response = _segment(vision_stub, pb.ImageInput(encoded=_dicom(pixels)))
+    response = _segment(vision_stub, pb.ImageInput(encoded=_dicom(pixels, bits_stored=12)))
     mask = response.masks[0]
     assert mask.HasField("physical_area_mm2")
     assert mask.physical_area_mm2 == pytest.approx(mask.pixel_area * 0.5 * 0.25)
@@ -118,7 +121,8 @@ def test_segment_dicom_reports_physical_area(vision_stub):
 
 def test_segment_dicom_monochrome1_is_inverted(vision_stub):
     pixels = _square_image(dtype=np.uint16) // 16
-    response = _segment(vision_stub, pb.ImageInput(encoded=_dicom(pixels, monochrome1=True)))
+    encoded = _dicom(pixels, monochrome1=True, bits_stored=12)
+    response = _segment(vision_stub, pb.ImageInput(encoded=encoded))
     mask = decode_png(response.masks[0].png)
     assert mask[0, 0] and not mask[30, 50]  # the square is now the dark part
 
