@@ -100,7 +100,7 @@ class Ticket:
     through_batcher: bool = False
 
     def prepared(self, seconds: float) -> None:
-        """Decode and preprocess took `seconds`."""
+        """Decode and preprocess took `seconds` (their own work, not the wait for a worker)."""
         self.gate.prepare.add(seconds)
 
     def computed(self) -> None:
@@ -185,6 +185,10 @@ class Admission:
         left = deadline - time.monotonic()
         if left <= 0:
             raise DeadlineExceededError(f"model {model.name}: the deadline passed before admission")
+        if gate.ahead == 0:
+            # Nothing queued ahead: the wait would be this request's own work. Admitting it
+            # also keeps the measurements current, so stale estimates never lock the gate.
+            return
         needed = gate.estimate_s(model, rows)
         if needed > DEADLINE_SHARE * left:
             raise OverloadedError(
