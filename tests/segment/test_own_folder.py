@@ -50,3 +50,11 @@ def test_train_export_eval_on_own_folders(tmp_path: Path) -> None:
     assert run("eval", ["--model", "squares", "--repo", str(repo), "--out", str(out)]) == 0
     report = json.loads(next(out.glob("*.json")).read_text())
     assert report["metrics"]["dice"] > 0.5, report["metrics"]  # bright squares are learnable
+    other_images, other_masks = _folder(tmp_path / "other", 4, seed=2)
+    card_before = (repo / "squares" / "card.json").read_text()
+    elsewhere = ["--model", "squares", "--repo", str(repo), "--out", str(tmp_path / "other-report")]
+    folders = ["--images", str(other_images), "--masks", str(other_masks)]
+    assert run("eval", [*elsewhere, *folders, "--update-card"]) == 0
+    other = json.loads(next((tmp_path / "other-report").glob("*.json")).read_text())
+    assert other["split"] == "folder" and other["images"] == 4
+    assert (repo / "squares" / "card.json").read_text() == card_before, "a folder never goes in"

@@ -183,6 +183,10 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--version", type=int, default=0, help="0: the latest")
     p.add_argument("--split", default="test")
     p.add_argument("--data")
+    p.add_argument(
+        "--images", type=Path, help="evaluate on any folder of images (+ --masks), not a split"
+    )
+    p.add_argument("--masks", type=Path, help="same-stem masks for --images (> 127 = foreground)")
     p.add_argument("--out", help="default: reports/<model>")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument(
@@ -204,6 +208,8 @@ def evaluate(argv: list[str]) -> int:
         help="record the selected threshold in the model's config (inspection rules) and card",
     )
     a = p.parse_args(argv)
+    if bool(a.images) != bool(a.masks):
+        raise ConfigError("give --images and --masks together (a folder of each, same stems)")
     from vision.export import read_card
     from vision.segment.evaluate import evaluate_model
     from vision.segment.model import RECIPES, Recipe
@@ -223,6 +229,7 @@ def evaluate(argv: list[str]) -> int:
         name=a.model,
         target_escape=None if a.no_operating_point else a.target_escape_rate,
         write_point=a.write_operating_point,
+        folder=(a.images, a.masks) if a.images else None,
     )
     print({k: v for k, v in report["metrics"].items() if k != "per_class"})
     return 0

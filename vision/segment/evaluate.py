@@ -272,15 +272,22 @@ def evaluate_model(
     name: str = "",
     target_escape: float | None = DEFAULT_TARGET_ESCAPE,
     write_point: bool = False,
+    folder: tuple[Path, Path] | None = None,
 ) -> dict:
     """Evaluate a repository model through ONNX on a split; JSON + PNGs; update the card.
 
     `target_escape` (None: skipped): the image-level operating point, its threshold chosen on
-    the val split (`operating_point` in the report); `write_point` records it in the config."""
+    the val split (`operating_point` in the report); `write_point` records it in the config.
+    `folder` (images, masks): evaluate on any such pair of folders instead (split "folder";
+    never recorded in the card)."""
     model_dir = Path(repo) / (name or recipe.name)
     model = load_model(model_dir, version, explain=False)
     config, onnx_path = model.config, model.session.path
-    samples = load_samples(recipe, root, split, model_dir / "splits.json", limit)
+    if folder is not None:
+        samples = segmentation.load_folder(Path(folder[0]), Path(folder[1]))
+        samples, split, update_card = spread(samples, limit) if limit else samples, "folder", False
+    else:
+        samples = load_samples(recipe, root, split, model_dir / "splits.json", limit)
     if not samples:
         raise DatasetNotFoundError(
             f"no {split} images for {name or recipe.name} (train with --test-images)"
