@@ -1,7 +1,8 @@
 """A DICOM case opens in OHIF (the pinned prebuilt viewer, same origin under /review/ohif/),
 reading a real Orthanc through the tool's DICOMweb proxy; the study holds the source image and
 our SEG (the tool's own `dicom-seg` export of the reviewed case), and OHIF shows the SEG: its
-series in the study browser, the overlay loaded, the segment label in the segmentation panel.
+series in the study browser, the overlay drawn on the image (segment-coloured pixels appear),
+the segment label in the segmentation panel.
 
 Skips without Orthanc (+ its DICOMweb plugin), without the OHIF dist (scripts/ohif.sh), or
 without the browser.
@@ -16,8 +17,10 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
+from PIL import Image as PILImage
 
 from review.ohif import OHIF_VERSION, ohif_dist
 from tests.dicom_node.orthanc import Orthanc, orthanc_missing, running_orthanc
@@ -52,6 +55,12 @@ def ohif_server(models: Path, pacs: Orthanc, tmp_path_factory) -> Iterator[Revie
     running = start_review_server(models, data, dicomweb=f"{pacs.url}/dicom-web")
     yield running
     running.stop()
+
+
+def reddish(png: bytes) -> int:
+    """Pixels of a screenshot where red clearly dominates (OHIF's first segment colour)."""
+    rgb = np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int(((rgb[..., 0] - rgb[..., 1] > 40) & (rgb[..., 0] - rgb[..., 2] > 40)).sum())
 
 
 def reviewed_study(server: ReviewServer, pacs: Orthanc) -> dict:
@@ -98,12 +107,20 @@ def test_dicom_case_opens_in_ohif_with_our_seg(browser, ohif_server, pacs, shot)
         seg_thumb.wait_for(timeout=180_000)
         with contextlib.suppress(Exception):  # the first-visit tour, when it shows
             ohif.get_by_text("Skip all").click(timeout=10_000)
+        viewport = ohif.locator("[data-cy=viewport-pane]").first
+        ohif.locator("[data-cy=viewport-overlay-bottom-left]").get_by_text("W:").wait_for()
+        ohif.wait_for_timeout(1000)
+        without_seg = reddish(viewport.screenshot())
         seg_thumb.dblclick()
         with contextlib.suppress(Exception):  # "Do you want to open this Segmentation?"
             ohif.get_by_role("button", name="Yes").click(timeout=30_000)
         ohif.locator("[data-cy=panelSegmentation-btn]").click()
         ohif.get_by_text(SEGMENT, exact=True).first.wait_for(timeout=120_000)
+        ohif.wait_for_timeout(1000)
+        with_seg = reddish(viewport.screenshot())
         shot(ohif, "2-ohif-seg")
+        # The overlay is drawn: the segment's colour covers part of the image now.
+        assert with_seg > without_seg + 500, (without_seg, with_seg)
         assert not [u for u in failed if "/review/" in u], failed
     finally:
         page.context.close()
