@@ -206,7 +206,7 @@ def reopen(ctx: Context) -> None:
 
 
 def finish(ctx: Context) -> None:
-    """in_review -> corrected when anything changed, else accepted; pending become accepted."""
+    """in_review -> corrected when the result differs from the model's, else accepted."""
     _require_review(ctx)
     for row in ctx.conn.execute(
         "SELECT * FROM findings WHERE case_id = ? AND status = 'pending'", (ctx.id,)
@@ -246,7 +246,7 @@ def reject(ctx: Context) -> None:
         _close(ctx, "rejected")
         return
     ctx.update_finding(ctx.finding(), "reject", status="rejected", reason=reason)
-    ctx.set_case(changed=1)
+    ctx.set_case()
 
 
 def relabel(ctx: Context) -> None:
@@ -254,7 +254,7 @@ def relabel(ctx: Context) -> None:
     _require_review(ctx)
     row, label = ctx.finding(), ctx.label()
     ctx.update_finding(row, "relabel", label=label, status="corrected")
-    ctx.set_case(changed=1)
+    ctx.set_case()
 
 
 def move(ctx: Context) -> None:
@@ -262,7 +262,7 @@ def move(ctx: Context) -> None:
     _require_review(ctx)
     row, (x0, y0, x1, y1) = ctx.finding(), ctx.box()
     ctx.update_finding(row, "move", x0=x0, y0=y0, x1=x1, y1=y1, status="corrected")
-    ctx.set_case(changed=1)
+    ctx.set_case()
 
 
 def add(ctx: Context) -> None:
@@ -277,7 +277,7 @@ def add(ctx: Context) -> None:
     row = ctx.conn.execute("SELECT * FROM findings WHERE id = ?", (cursor.lastrowid,)).fetchone()
     ctx.log("add", row["id"], None, finding_json(row))
     count = ctx.conn.execute("SELECT COUNT(*) FROM findings WHERE case_id = ?", (ctx.id,))
-    ctx.set_case(changed=1, finding_count=count.fetchone()[0])
+    ctx.set_case(finding_count=count.fetchone()[0])
 
 
 def _mask_from(ctx: Context) -> np.ndarray:
@@ -314,7 +314,7 @@ def paint(ctx: Context) -> None:
         (ctx.id, label),
     )
     ctx.log("paint", None, before, {"label": label, "pixels": int(np.count_nonzero(mask))})
-    ctx.set_case(changed=1)
+    ctx.set_case()
 
 
 def comment(ctx: Context) -> None:

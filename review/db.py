@@ -29,7 +29,6 @@ CREATE TABLE IF NOT EXISTS cases (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     reviewer TEXT,
-    changed INTEGER NOT NULL DEFAULT 0,
     labels TEXT NOT NULL DEFAULT '[]',
     image TEXT NOT NULL DEFAULT '{}',
     patient TEXT
