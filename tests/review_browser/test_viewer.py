@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import zipfile
 
 import numpy as np
 from PIL import Image as PILImage
@@ -131,7 +132,14 @@ def test_paint_a_mask_and_add_a_missed_finding(browser, review_server, shot):
         page.select_option("#prompt-select", "bright")
         answer_prompt_select(page)
         page.wait_for_selector(".finding .origin:text-is('human')")
+        key(page, "f")
+        page.wait_for_selector("#case-status.status-corrected")
         shot(page, "painted-and-added")
+        # The masks export (from the page's menu) carries the painted mask as the truth.
+        page.select_option("#export-format", "masks")
+        with page.expect_download() as download:
+            page.click("#export-link")
+        archive = zipfile.ZipFile(io.BytesIO(download.value.path().read_bytes()))
         assert page.errors == [], page.errors
     finally:
         page.context.close()
@@ -142,6 +150,10 @@ def test_paint_a_mask_and_add_a_missed_finding(browser, review_server, shot):
     painted = after & ~before
     assert painted[270:291, 25:115].mean() > 0.9, "the brush stroke is not in the saved mask"
     assert (before & ~after).sum() == 0, "painting erased pixels"
+    exported = archive.read(f"masks_by_label/bright/case-{case['id']}.png")
+    assert np.array_equal(np.asarray(PILImage.open(io.BytesIO(exported))) > 127, after)
+    manifest = json.loads(archive.read("manifest.json"))
+    assert str(case["id"]) in json.dumps(manifest) and "human" in json.dumps(manifest)
     (human,) = [f for f in found if f["origin"] == "human"]
     x0, y0, x1, y1 = human["box"]
     assert abs(x0 - 200) <= 2 and abs(y0 - 20) <= 2 and abs(x1 - 260) <= 2 and abs(y1 - 70) <= 2
