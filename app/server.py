@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # After the data plane's drain: enough to send the refusals and short calls still on the wire.
 TRANSPORT_GRACE_S = 2.0
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 # Access rules of the mounted integrations (the KServe and /metrics rules live in
 # serving/security/policy.py): STOW-RS runs inference, the node's job and outbox API is
 # administration, the review tool signs its own users in (accounts, sessions, its tokens).
@@ -113,6 +114,7 @@ class VisionServer:
     async def start(self) -> None:
         """Load the repository, then listen. Models that fail to load are UNAVAILABLE."""
         started = time.monotonic()
+        self._log_security()
         await self.repository.load_all()
         if self.dicom_settings is not None:
             await self._start_dicom(self.dicom_settings)
@@ -170,6 +172,32 @@ class VisionServer:
         self.http_port = await self._http.start(
             self.config.host, self.config.http_port, self.config.reuse_port
         )
+
+    def _log_security(self) -> None:
+        """What protects the ports, and a warning when a non-loopback port has nothing."""
+        security, guard = self.config.security, self.guard
+        tls = "off" if security.tls is None else ("mTLS" if security.tls.mutual else "TLS")
+        log.info(
+            "security: %s, tokens %s, metrics %s, reflection %s, rate limit %s, audit %s",
+            tls,
+            f"on ({len(guard.store)})" if guard.enabled else "off",
+            security.metrics,
+            "on" if security.reflection else "off",
+            security.rate_limit or "off",
+            security.audit_file or "log only",
+        )
+        if guard.enabled and not len(guard.store):
+            log.warning("the token file has no tokens: every call but health is refused")
+        missing = [
+            name for name, on in (("TLS", security.tls), ("tokens", guard.enabled)) if not on
+        ]
+        if missing and self.config.host not in LOOPBACK:
+            log.warning(
+                "listening on %s without %s: anyone who reaches the ports can use them "
+                "(docs/security.md: --tls-cert / --tls-key, --auth-tokens)",
+                self.config.host,
+                " or ".join(missing),
+            )
 
     def reload_security(self) -> bool:
         """Read the certificates and the token file again and reopen the audit log (SIGHUP);

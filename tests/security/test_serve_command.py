@@ -3,6 +3,7 @@ server process."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -162,3 +163,33 @@ def test_sighup_reloads_certificates_and_tokens(repository, tmp_path):
             proc.kill()
     text = log.read_text()
     assert "security_reloaded" in text and first not in text and second not in text
+
+
+@pytest.mark.parametrize(
+    ("host", "tls", "warned"),
+    [
+        ("0.0.0.0", False, "without TLS or tokens"),
+        ("0.0.0.0", True, "without tokens"),
+        ("127.0.0.1", False, ""),
+    ],
+)
+def test_an_unprotected_public_port_is_warned_about(repository, pki, caplog, host, tls, warned):
+    from dataclasses import replace
+
+    from app.server import VisionServer
+    from serving.config import ServerConfig
+    from serving.security import SecuritySettings, TlsFiles
+
+    files = TlsFiles(pki.server.cert, pki.server.key) if tls else None
+    config = replace(
+        ServerConfig(), models=repository, host=host, security=SecuritySettings(tls=files)
+    )
+    server = VisionServer(config)  # not started: nothing listens
+    try:
+        with caplog.at_level(logging.INFO, logger="app.server"):
+            server._log_security()
+    finally:
+        server.executor.shutdown()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (warned in warnings[0]) if warned else not warnings
+    assert any(r.getMessage().startswith("security: ") for r in caplog.records)
