@@ -261,3 +261,37 @@ def test_sigterm_to_the_parent_reaches_every_worker(tmp_path):
     got = sorted(p.name for p in tmp_path.glob("got-*"))
     assert got == ["got-0", "got-1", "got-2"]
     assert {p.read_text() for p in tmp_path.glob("got-*")} == {str(int(signal.SIGTERM))}
+
+
+def test_multiprocess_exposition_adds_workers_and_keeps_scrape_time_collectors(tmp_path):
+    """Two processes write counters into one folder; a third's exposition has both, plus its
+    queue depths (read at scrape time)."""
+    observe = (
+        "from serving.metrics import Metrics\n"
+        "m = Metrics()\n"
+        "for _ in range({n}):\n"
+        "    m.observe_request('infer', 'bright', '2', 'ok', 0.01)\n"
+    )
+    scrape = (
+        "from serving.metrics import Metrics\n"
+        "m = Metrics()\n"
+        "m.watch_queue_depths(lambda: {('bright', '2'): 5})\n"
+        "print(m.exposition()[0].decode())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for n in (3, 4):
+        code = observe.format(n=n)
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", scrape],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    lines = done.stdout.splitlines()
+    requests = [ln for ln in lines if ln.startswith("vision_requests_total{")]
+    assert len(requests) == 1 and requests[0].endswith(" 7.0"), requests
+    assert any(ln.startswith("vision_queue_depth{") and ln.endswith(" 5.0") for ln in lines)
