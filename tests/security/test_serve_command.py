@@ -193,3 +193,38 @@ def test_an_unprotected_public_port_is_warned_about(repository, pki, caplog, hos
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert (warned in warnings[0]) if warned else not warnings
     assert any(r.getMessage().startswith("security: ") for r in caplog.records)
+
+
+def test_sighup_to_the_workers_parent_reloads_every_worker(repository, tmp_path):
+    old, new = make_pki(tmp_path / "old"), make_pki(tmp_path / "new")
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = Path(shutil.copy(old.server.cert, live)), Path(shutil.copy(old.server.key, live))
+    grpc_port, http_port = _free_port(), _free_port()
+    log = tmp_path / "server.log"
+    env = {k: v for k, v in os.environ.items() if k != "VISION_API_KEY"}
+    command = [
+        sys.executable, "-m", "app", "serve", "--models", str(repository), "--workers", "2",
+        "--grpc-port", str(grpc_port), "--http-port", str(http_port),
+        "--tls-cert", str(cert), "--tls-key", str(key),
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_for(lambda: log.read_text().count("SERVING gRPC") >= 2, "two workers", proc, log)
+        shutil.copy(new.server.cert, cert)
+        shutil.copy(new.server.key, key)
+        proc.send_signal(signal.SIGHUP)
+        want = fingerprint(new.server.read()[0])
+        _wait_for(
+            lambda: log.read_text().count("security_reloaded") >= 2, "both reloads", proc, log
+        )
+        # fresh connections land on either worker (SO_REUSEPORT): each presents the new one
+        seen = {_presented(http_port, new.ca.pair.cert) for _ in range(12)}
+        assert seen == {want}
+        assert proc.poll() is None  # the parent forwarded SIGHUP instead of dying of it
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
