@@ -11,6 +11,7 @@ import numpy as np
 from protos.vision.v1 import vision_pb2 as pb
 from protos.vision.v1 import vision_pb2_grpc as pb_grpc
 from serving.config import DEFAULT_MAX_MESSAGE_BYTES
+from serving.security.tls import ClientTls
 from vision.masks import decode_rle
 
 VolumeArray = tuple  # (voxels, spacing_mm[, origin_mm[, direction]])
@@ -20,16 +21,21 @@ class VisionClient:
     """Blocking client: `with VisionClient("localhost:8001") as c: c.detect(model, path)`."""
 
     def __init__(
-        self, address: str = "localhost:8001", api_key: str = "", timeout_s: float | None = 30.0
+        self,
+        address: str = "localhost:8001",
+        api_key: str = "",
+        timeout_s: float | None = 30.0,
+        tls: ClientTls | None = None,
     ) -> None:
         size = DEFAULT_MAX_MESSAGE_BYTES
-        self._channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", size),
-            ],
-        )
+        options = [
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+        ]
+        if tls is not None:  # `api_key`: any bearer token (docs/security.md)
+            self._channel = grpc.secure_channel(address, tls.credentials(), options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
         self._stub = pb_grpc.VisionServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._timeout = timeout_s

@@ -5,7 +5,7 @@ from serving.security.guard import Guard, Outcome, Verdict
 from serving.security.policy import ADMIN, INFER, METRICS, ROLES, Access
 from serving.security.ratelimit import RateLimit, RateLimiter
 from serving.security.settings import SecuritySettings
-from serving.security.tls import GrpcTls, HttpTls, TlsError, TlsFiles
+from serving.security.tls import ClientTls, GrpcTls, HttpTls, TlsError, TlsFiles
 from serving.security.tokens import Principal, TokenFileError, TokenStore
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "ROLES",
     "Access",
     "AuditLog",
+    "ClientTls",
     "GrpcTls",
     "Guard",
     "HttpTls",

@@ -125,3 +125,24 @@ class HttpTls:
     def reload(self) -> None:
         """Read the files again; new connections use them. TlsError keeps the old ones."""
         self._current = self.files.context()
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """What a client trusts (`ca`: PEM CA certificates) and, for mutual TLS, presents."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """gRPC channel credentials from the files; TlsError names one that cannot be read."""
+        try:
+            ca = self.ca.read_bytes()
+            cert = self.cert.read_bytes() if self.cert else None
+            key = self.key.read_bytes() if self.key else None
+        except OSError as exc:
+            raise TlsError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+        if (cert is None) != (key is None):
+            raise TlsError("a client certificate needs its key (and the key its certificate)")
+        return grpc.ssl_channel_credentials(ca, key, cert)

@@ -179,3 +179,26 @@ def test_unusable_files_say_which_and_how_to_fix(pki, tmp_path):
         TlsFiles(pki.server.cert, pki.server.key, bad).context()
     with pytest.raises(TlsError):
         TlsFiles(tmp_path / "absent.pem", pki.server.key).context()
+
+
+def test_vision_client_over_mtls_with_a_token(repository, pki, tmp_path):
+    from app.commands.token import make
+    from serving.client import VisionClient
+    from serving.security import ClientTls
+
+    tokens = tmp_path / "tokens.yaml"
+    token = make("scanner-1", ["infer"], tokens)
+    files = _files(pki, tmp_path / "live", mutual=True)
+    running = start_secured(repository, SecuritySettings(tls=files, tokens_file=tokens))
+    try:
+        tls = ClientTls(pki.ca.pair.cert, pki.client.cert, pki.client.key)
+        with VisionClient(running.address, api_key=token, tls=tls) as client:
+            assert "bright" in {m.name for m in client.list_models().models}
+        with VisionClient(running.address, tls=ClientTls(pki.ca.pair.cert)) as no_cert:
+            with pytest.raises(grpc.RpcError) as info:
+                no_cert.list_models()
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        running.stop()
+    with pytest.raises(TlsError, match="needs its key"):
+        ClientTls(pki.ca.pair.cert, pki.client.cert).credentials()
