@@ -334,8 +334,7 @@ def _print_overload(api: str, multiple: float, row: dict) -> None:
 
 
 async def soak(
-    address: str,
-    pid: int,
+    server: tuple[str, int, int],
     payload: bytes,
     capacity: float,
     minutes: float,
@@ -343,22 +342,25 @@ async def soak(
     deadline_s: float,
 ) -> list[dict]:
     """80 % of the Detect capacity for `minutes`, one row per interval: RSS, goodput, latency."""
+    address, pid, http_port = server
     rows = []
     end = time.perf_counter() + minutes * 60.0
     while time.perf_counter() < end:
+        counted = server_counters(http_port)
         phase = await open_loop(
             address, DETECT, payload, 0.8 * capacity, interval_s, deadline_s, "soak"
         )
         row = phase.summary(capacity) | {
             "rss_mb": round(rss_mb(pid), 1),
             "elapsed_min": round(minutes - (end - time.perf_counter()) / 60.0, 2),
+            "server_counts": _delta(server_counters(http_port), counted),
         }
         rows.append(row)
         admitted = row["admitted_ms"]
         print(
             f"soak {row['elapsed_min']:.1f} min: RSS {row['rss_mb']} MiB, goodput ratio "
             f"{row['goodput_ratio']}, admitted p50/p99 {admitted['p50']}/{admitted['p99']} ms, "
-            f"codes {row['codes']}",
+            f"codes {row['codes']}; server counted {row['server_counts']}",
             flush=True,
         )
     return rows
@@ -389,8 +391,7 @@ async def run(args: argparse.Namespace) -> dict:
                 "minutes": args.soak_minutes,
                 "rate_per_s": round(0.8 * capacity, 2),
                 "rows": await soak(
-                    address,
-                    pid,
+                    server,
                     apis[0][2],
                     capacity,
                     args.soak_minutes,
