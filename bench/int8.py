@@ -41,6 +41,8 @@ VARIANTS = {
         Int8Options(reduce_range=True),
         Int8Options(quant_format="qoperator"),
         Int8Options(signed_activations=True),
+        Int8Options(float_tail=True),
+        Int8Options(quant_format="qoperator", float_tail=True),
     )
 }
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")

@@ -41,19 +41,34 @@ class Int8Options:
     """How to quantise: `qdq` (QuantizeLinear/DequantizeLinear pairs, which ORT fuses at load)
     or `qoperator` (QLinearConv and friends written out); per-channel weights; `reduce_range`
     (7-bit weights, for CPUs whose u8 x s8 multiply-add saturates: AVX2 without VNNI);
-    `signed_activations` (QInt8 activations instead of QUInt8)."""
+    `signed_activations` (QInt8 activations instead of QUInt8); `float_tail`: quantise every
+    supported op (activations too, so int8 flows from conv to conv) except those after the last
+    Conv (a detector's decoded head), instead of the caller's `op_types`."""
 
     quant_format: str = "qdq"
     per_channel: bool = True
     reduce_range: bool = False
     signed_activations: bool = False
+    float_tail: bool = False  # every op up to the last Conv int8, the ops after it float
 
     @property
     def label(self) -> str:
         """A short name, e.g. `qdq-pc` or `qoperator-pt-rr-s8`."""
         parts = [self.quant_format, "pc" if self.per_channel else "pt"]
         parts += ["rr"] * self.reduce_range + ["s8"] * self.signed_activations
+        parts += ["tail"] * self.float_tail
         return "-".join(parts)
+
+
+def _tail_after_last_conv(path: Path) -> list[str]:
+    """Names of the nodes after the graph's last Conv (naming unnamed nodes, saved in place)."""
+    model = onnx.load(str(path))
+    for index, node in enumerate(model.graph.node):
+        node.name = node.name or f"node_{index}_{node.op_type}"
+    onnx.save(model, str(path))
+    nodes = list(model.graph.node)
+    last = max((i for i, n in enumerate(nodes) if n.op_type == "Conv"), default=len(nodes))
+    return [n.name for n in nodes[last + 1 :]]
 
 
 def quantize_int8(
@@ -79,6 +94,9 @@ def quantize_int8(
     prepared = out_path.with_suffix(".pre.onnx")
     quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
     input_name = onnx.load(str(prepared)).graph.input[0].name
+    exclude = _tail_after_last_conv(prepared) if options.float_tail else []
+    if options.float_tail:
+        op_types = None
     quantize_static(
         str(prepared),
         str(out_path),
@@ -89,6 +107,7 @@ def quantize_int8(
         per_channel=options.per_channel,
         reduce_range=options.reduce_range,
         op_types_to_quantize=list(op_types) if op_types else None,
+        nodes_to_exclude=exclude,
     )
     prepared.unlink(missing_ok=True)
     onnx.checker.check_model(str(out_path))

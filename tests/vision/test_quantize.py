@@ -84,3 +84,33 @@ def test_an_unknown_format_says_which_exist(tmp_path: Path) -> None:
     source = _conv_then_scale(tmp_path / "model.onnx")
     with pytest.raises(ValueError, match="qdq"):
         quantize_int8(source, [], tmp_path / "x.onnx", options=Int8Options(quant_format="int4"))
+
+
+def _conv_then_sigmoid(path: Path) -> Path:
+    """images [N,3,16,16] -> Conv (3x3, 4 channels) -> Sigmoid -> out (nothing to fuse)."""
+    _conv_then_scale(path)
+    model = onnx.load(str(path))
+    del model.graph.node[1]
+    model.graph.node.append(helper.make_node("Sigmoid", ["c"], ["out"]))
+    del model.graph.initializer[1]
+    onnx.save(model, str(path))
+    return path
+
+
+def test_float_tail_quantises_up_to_the_last_conv_and_leaves_the_rest_float(tmp_path: Path) -> None:
+    source = _conv_then_sigmoid(tmp_path / "model.onnx")
+    calib = [np.random.default_rng(3).random((1, 3, 16, 16), dtype=np.float32) for _ in range(2)]
+    options = Int8Options(float_tail=True)
+    assert options.label == "qdq-pc-tail"
+    path = quantize_int8(source, calib, tmp_path / "tail.onnx", ("Conv",), options)
+    nodes = onnx.load(str(path)).graph.node
+    producer = {out: n for n in nodes for out in n.output}
+    assert producer["out"].op_type == "Sigmoid"  # after the last Conv: float, unquantised
+    conv_input = producer[next(n for n in nodes if n.op_type == "Conv").input[0]]
+    assert conv_input.op_type == "DequantizeLinear"  # the conv is quantised
+    everything = quantize_int8(source, calib, tmp_path / "all.onnx", options=Int8Options())
+    assert producer_of(everything, "out") == "DequantizeLinear"  # without it: Sigmoid in int8
+
+
+def producer_of(path: Path, name: str) -> str:
+    return next(n.op_type for n in onnx.load(str(path)).graph.node if name in n.output)
