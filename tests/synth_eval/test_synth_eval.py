@@ -207,6 +207,11 @@ def test_synth_eval_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
         assert len(stats["per_seed"]) == 2 and 0.0 <= stats["mean"] <= 1.0
     assert set(report["relative_gain"]) >= {"Fray", "Crack", "rare mean"}
     assert report["synthetic"]["written"] >= 1
+    assert set(report["synthetic"]["per_seed"]) == {"0", "1"}, "one synthesis per training seed"
+    for key in ("Crack precision", "Crack recall", "Crack area_ratio", "Fray precision"):
+        assert len(report["arms"]["baseline"][key]["per_seed"]) == 2, key
+    assert "free_fp_image_rate" in report["arms"]["synthetic"]
+    assert 0.0 <= report["arms"]["synthetic"]["image_auroc"]["mean"] <= 1.0
     assert (out / "gain.png").stat().st_size > 1000
     again = tmp_path / "again"
     common = ["--work", str(tmp_path / "work"), "--out", str(again)]

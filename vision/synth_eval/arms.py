@@ -45,23 +45,69 @@ def segmentation_recipe(exp: Experiment, budget: Budget):
     return get_recipe(exp.recipe, seed=budget.seed, minutes=1e9, **overrides)
 
 
-def score_segmentation(model, recipe, root: Path, splits: dict, exp: Experiment) -> dict:
-    """Defect Dice per rare class on that class's real test (and val + test) images."""
+def _pixel_scores(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Pooled Dice, precision, recall and predicted-to-true area ratio of boolean pairs."""
+    pred = np.concatenate([p.ravel() for p, _ in pairs])
+    truth = np.concatenate([t.ravel() for _, t in pairs])
+    hits = float(np.logical_and(pred, truth).sum())
+    return {
+        "dice": _pooled_dice(pairs),
+        "precision": hits / max(float(pred.sum()), 1.0),
+        "recall": hits / max(float(truth.sum()), 1.0),
+        "area_ratio": float(pred.sum()) / max(float(truth.sum()), 1.0),
+    }
+
+
+def _predicted(model, recipe, root: Path, rels: list[str], name: str) -> tuple[list, list]:
+    """(defect probability maps, true masks) of the real images `rels`."""
     from vision.datasets.segmentation import load_tile
     from vision.segment.train import Prepared, predict
 
+    samples = load_tile(root, rels, True)
+    assert_no_synthetic([s.path for s in samples], name)
+    data = Prepared.of(samples, recipe)
+    return predict(model, data.inputs), list(data.labels)
+
+
+def _free_scores(model, recipe, root: Path, splits: dict, exp: Experiment) -> tuple[dict, list]:
+    """Share of defect-free test tiles with a predicted defect, and their image scores."""
+    from vision.datasets.segmentation import TILE_FREE
+
+    rels = [r for r in splits["test"] if r.startswith(f"MT_{TILE_FREE}/")]
+    if not rels:
+        return {}, []
+    probs, _ = _predicted(model, recipe, root, rels, "test")
+    flags = [bool((p.argmax(0) > 0).any()) for p in probs]
+    scores = [float(p[1:].max()) for p in probs]
+    return {"free_fp_image_rate": float(np.mean(flags)), "free images": len(rels)}, scores
+
+
+def score_segmentation(model, recipe, root: Path, splits: dict, exp: Experiment) -> dict:
+    """Per rare class on its real test (and val + test) images: pooled Dice (the class key),
+    precision, recall and predicted-to-true area ratio; on the defect-free test tiles the share
+    with a predicted defect; image-level AUROC of the largest defect probability, rare-class
+    test tiles against defect-free ones."""
+    from sklearn.metrics import roc_auc_score
+
     scores: dict[str, float] = {}
+    rare_scores: list[float] = []
     for name, parts in (("test", ("test",)), ("heldout", ("val", "test"))):
         for cls in exp.rare:
             rels = [r for s in parts for r in splits[s] if r.startswith(f"MT_{cls}/")]
-            samples = load_tile(root, rels, True)
-            assert_no_synthetic([s.path for s in samples], name)
-            data = Prepared.of(samples, recipe)
-            probs = predict(model, data.inputs)
-            pairs = [(p.argmax(0) > 0, t > 0) for p, t in zip(probs, data.labels, strict=True)]
+            probs, labels = _predicted(model, recipe, root, rels, name)
+            pairs = [(p.argmax(0) > 0, t > 0) for p, t in zip(probs, labels, strict=True)]
             key = cls if name == "test" else f"{cls} (val+test)"
-            scores[key] = _pooled_dice(pairs)
+            pixel = _pixel_scores(pairs)
+            scores[key] = pixel["dice"]
             scores[f"{key} images"] = len(rels)
+            if name == "test":
+                scores |= {f"{cls} {k}": v for k, v in pixel.items() if k != "dice"}
+                rare_scores += [float(p[1:].max()) for p in probs]
+    free, free_scores = _free_scores(model, recipe, root, splits, exp)
+    scores |= free
+    if free_scores and rare_scores:
+        truth = [1] * len(rare_scores) + [0] * len(free_scores)
+        scores["image_auroc"] = float(roc_auc_score(truth, rare_scores + free_scores))
     return scores
 
 

@@ -167,19 +167,34 @@ def plot(exp: Experiment, summary: dict, path: Path) -> Path:
     return path
 
 
-def online_synthesis(exp: Experiment, root: Path, generator: str, reuse: int) -> OnlineSynthesis:
-    """Online synthesis for the synthetic arm, from the experiment's training split."""
+def online_synthesis(
+    exp: Experiment, root: Path, generator: str, reuse: int, seed: int = 0
+) -> OnlineSynthesis:
+    """Online synthesis for the synthetic arm, from the experiment's training split; `seed`
+    (the training seed) seeds the sources and the generator."""
     if exp.task != "segmentation":
         raise ConfigError(f"--online: segmentation experiments only, not {exp.name}")
-    src = load_sources(exp.dataset, root, exp.rare, "", exp.max_sources, 0, exp.foreground)
+    src = load_sources(exp.dataset, root, exp.rare, "", exp.max_sources, seed, exp.foreground)
     options = {"paste": paste_config(exp.dataset)}
-    return OnlineSynthesis(src, generator, 0, reuse, exp.per_image, options)
+    return OnlineSynthesis(src, generator, seed, reuse, exp.per_image, options)
+
+
+def seed_folder(synth_dir: Path, seed: int) -> Path:
+    """The stored synthetic images of one seed (each training seed has its own synthesis)."""
+    return synth_dir / f"seed{seed}"
 
 
 def _synthetic_record(o: EvalOptions, folder: Path, info: dict) -> dict:
     if o.online:
         return {"online": o.online, "reuse": o.online_reuse, "class_balanced": True}
-    return {"folder": str(folder), "requested": o.experiment.synth_count, **info}
+    per_seed = {str(seed): found for seed, found in info.items()}
+    return {
+        "folder": str(folder),
+        "requested": o.experiment.synth_count,
+        "seeded_by": "the training seed (one synthesis per seed)",
+        "written": sum(found.get("written", 0) for found in per_seed.values()),
+        "per_seed": per_seed,
+    }
 
 
 def _train_arms(o: EvalOptions, synth_dir: Path) -> tuple[dict, dict, dict]:
@@ -188,16 +203,20 @@ def _train_arms(o: EvalOptions, synth_dir: Path) -> tuple[dict, dict, dict]:
 
     exp = o.experiment
     data, keep, notes = prepare(exp, o.root, o.work)
-    online = online_synthesis(exp, o.root, o.online, o.online_reuse) if o.online else None
-    synth_info = synthesize(exp, o.root, synth_dir, 0, keep) if not online else {}
+    synth_info: dict = {}
     runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     jobs = [(seed, arm) for seed in o.seeds for arm in ARMS]
     for seed, arm in tqdm(jobs, desc=f"synth-eval {exp.name}", unit="run"):
         limit = o.train_limit or exp.train_images
         budget = Budget(seed, o.epochs, o.steps_per_epoch, o.threads, limit, o.test_limit)
-        synthetic = synth_dir if arm == "synthetic" and not online else None
+        online = None
+        if arm == "synthetic" and o.online:  # the synthesis seed follows the training seed
+            online = online_synthesis(exp, o.root, o.online, o.online_reuse, seed)
+        elif arm == "synthetic":
+            synth_info[seed] = synthesize(exp, o.root, seed_folder(synth_dir, seed), seed, keep)
+        synthetic = seed_folder(synth_dir, seed) if arm == "synthetic" and not online else None
         ratio = o.ratio if arm == "synthetic" else 0.0
-        arm_online = online if arm == "synthetic" else None
+        arm_online = online
         run_dir = o.work / (f"{arm}-online" if arm_online else arm) / f"seed{seed}"
         result = run_arm(exp, data, run_dir, budget, synthetic, ratio, arm_online)
         runs[arm].append(result)
@@ -213,7 +232,12 @@ def run_experiment(o: EvalOptions) -> dict:
     synth_dir = o.work / f"synthetic-{exp.synth_count}"
     if o.summarize_only:
         runs, seeds = finished(o.work, seeds)
-        synth_info, notes = json.loads((synth_dir / "synth.json").read_text()), {}
+        synth_info = {
+            s: json.loads((seed_folder(synth_dir, s) / "synth.json").read_text())
+            for s in seeds
+            if (seed_folder(synth_dir, s) / "synth.json").is_file()
+        }
+        notes = {}
     else:
         runs, synth_info, notes = _train_arms(o, synth_dir)
     report = {
