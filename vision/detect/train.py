@@ -190,7 +190,11 @@ class Trainer:
         r = self.recipe
         if self.synth_ds is None:
             return torch.utils.data.DataLoader(
-                self.train_ds, batch_size=r.batch, shuffle=True, collate_fn=collate, drop_last=True
+                self.train_ds,
+                batch_size=r.batch,
+                shuffle=True,
+                collate_fn=collate,
+                drop_last=len(self.train_ds) > r.batch,  # a split under one batch still trains
             )
         sampler = MixedBatchSampler(
             len(self.train_ds),
@@ -228,7 +232,7 @@ class Trainer:
 
     def progress(self) -> float:
         """Fraction of the run done: the larger of steps and elapsed time over their budgets."""
-        steps = self.recipe.epochs * math.ceil(len(self.train_ds) / self.recipe.batch)
+        steps = self.recipe.epochs * max(1, len(self.train_ds) // self.recipe.batch)
         by_time = self.state["elapsed"] / (self.recipe.minutes * 60) if self.recipe.minutes else 0
         return max(self.state["step"] / max(steps, 1), by_time)
 
