@@ -163,3 +163,45 @@ def test_close_drains_queued_requests():
         return await asyncio.gather(*pending)
 
     assert len(_run(main())) == 5
+
+
+def test_a_stalled_batch_does_not_skew_the_compute_estimate():
+    model = Recorder(delay=0.01)
+
+    async def main():
+        batcher = DynamicBatcher(model, BatchingSpec(1, 0.0, 64), "m")
+        batcher.start()
+        for i in range(5):
+            await batcher.submit(_feeds(i))
+        typical = batcher.compute_estimate_s
+        model.delay = 1.0  # one run stalls (a slow machine, a GC pause)
+        await batcher.submit(_feeds(9))
+        model.delay = 0.01
+        stalled = batcher.compute_estimate_s
+        await batcher.close()
+        return typical, stalled
+
+    typical, stalled = _run(main())
+    assert 0 < typical < 0.5 and stalled < 0.5  # the median of recent runs, not their mean
+
+
+def test_past_the_drain_timeout_the_running_batch_is_answered_unavailable():
+    from vision.errors import ModelUnavailableError
+
+    model = Recorder()
+    model.gate.clear()  # the run never finishes until the test lets it
+
+    async def main():
+        batcher = DynamicBatcher(model, BatchingSpec(1, 0.0, 64), "m")
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit(_feeds(1)))
+        queued = asyncio.ensure_future(batcher.submit(_feeds(2)))
+        await asyncio.sleep(0)  # both submitted
+        while batcher.depth != 1:  # the first has left the queue for the inference thread
+            await asyncio.sleep(0.01)
+        await batcher.close(drain_timeout=0.2)
+        model.gate.set()
+        return await asyncio.gather(running, queued, return_exceptions=True)
+
+    outcomes = _run(main())
+    assert all(isinstance(o, ModelUnavailableError) for o in outcomes), outcomes
