@@ -117,7 +117,7 @@ def cells(repo: Path, limit: int) -> dict:
 def _mr_series(volume, name: str) -> list[Dataset]:
     """A NIfTI case as an MR series (one instance per slice, its geometry), carrying identifiers
     for de-identification to remove. Integer cases are stored as they are; float cases as int16
-    with a RescaleSlope (rounding error at most half of it: ~0.04 of values up to ~2300)."""
+    with a RescaleSlope of max/30000 (rounding error at most 1/60000 of the case's maximum)."""
     from tests.serving.volume_series import mr_series
 
     values = volume.voxels
