@@ -39,7 +39,7 @@ class NodeSettings:
     """Everything the DICOM node is configured with (flags of `vision serve` or a YAML file)."""
 
     ae_title: str = "VISION"
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = 11112
     destinations: tuple[Destination, ...] = ()
     # Calling AE titles allowed to associate; empty: any.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -21,6 +20,9 @@ from line.sources import Source, open_source
 from line.stream import LineStream
 from line.wire import ENCODINGS, POLICIES, StreamSettings
 from protos.vision.v1 import vision_pb2 as pb
+from serving.client_args import add_client_security_args, client_tls, client_token
+from serving.security.tls import TlsError
+from vision.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotated", type=Path, help="write an annotated video (mp4v)")
     p.add_argument("--reject-command", help="run per FAIL: verdict JSON on stdin, VISION_* env")
     p.add_argument("--reject-url", help="POST the verdict JSON per FAIL (e.g. a PLC gateway)")
-    p.add_argument("--api-key", default=os.environ.get("VISION_API_KEY", ""))
     p.add_argument("--drain-s", type=float, default=10.0, help="on stop: wait for verdicts")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    add_client_security_args(p)
     return p
 
 
@@ -129,6 +131,12 @@ def stream_settings(args: argparse.Namespace, source: Source) -> StreamSettings:
 def main(argv: list[str]) -> int:
     """Run the line client until the source ends or it is stopped."""
     args = build_parser().parse_args(argv)
+    token, tls = client_token(args), client_tls(args)
+    if tls is not None:
+        try:
+            tls.credentials()  # a file that cannot be read fails now, before the camera opens
+        except TlsError as exc:
+            raise ConfigError(f"vision line: {exc}") from exc
     source = open_for_reading(args)
     stop = threading.Event()
     previous = install_stop(stop)
@@ -146,8 +154,9 @@ def main(argv: list[str]) -> int:
         sink,
         journal,
         stop,
-        args.api_key,
+        token,
         args.drain_s,
+        tls=tls,
     )
     progress = ProgressLine(stats, stop)
     reader.start()

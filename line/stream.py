@@ -23,6 +23,7 @@ from line.wire import StreamSettings
 from protos.vision.v1 import vision_pb2 as pb
 from protos.vision.v1 import vision_pb2_grpc as pb_grpc
 from serving.config import DEFAULT_MAX_MESSAGE_BYTES
+from serving.security.tls import ClientTls
 from vision.errors import VisionError
 
 FATAL = {
@@ -40,21 +41,22 @@ class StreamError(VisionError):
     """The server refused the stream for good (unknown model, bad config, wrong API key)."""
 
 
-def open_channel(address: str, backoff_cap_s: float) -> grpc.Channel:
-    """A channel whose own reconnect back-off is short (the stream retries on top of it)."""
+def open_channel(address: str, backoff_cap_s: float, tls: ClientTls | None = None) -> grpc.Channel:
+    """A channel whose own reconnect back-off is short (the stream retries on top of it);
+    over TLS (or mutual TLS) when `tls` names the files."""
     size = DEFAULT_MAX_MESSAGE_BYTES
-    return grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", size),
-            ("grpc.max_send_message_length", size),
-            ("grpc.initial_reconnect_backoff_ms", 250),
-            ("grpc.min_reconnect_backoff_ms", 250),
-            ("grpc.max_reconnect_backoff_ms", int(backoff_cap_s * 1000)),
-            ("grpc.keepalive_time_ms", 10000),
-            ("grpc.keepalive_timeout_ms", 5000),
-        ],
-    )
+    options = [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", int(backoff_cap_s * 1000)),
+        ("grpc.keepalive_time_ms", 10000),
+        ("grpc.keepalive_timeout_ms", 5000),
+    ]
+    if tls is not None:
+        return grpc.secure_channel(address, tls.credentials(), options=options)
+    return grpc.insecure_channel(address, options=options)
 
 
 class InFlight:
@@ -102,11 +104,12 @@ class LineStream:
         api_key: str = "",
         drain_s: float = 10.0,
         backoff: Backoff | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.settings, self.buffer, self.on_verdict = settings, buffer, on_verdict
         self.journal, self.stop, self.drain_s = journal, stop, drain_s
         self.backoff = backoff or Backoff()
-        self.channel = open_channel(address, self.backoff.cap_s)
+        self.channel = open_channel(address, self.backoff.cap_s, tls)
         self.stub = pb_grpc.VisionServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self.in_flight = InFlight(settings.max_in_flight or 4)

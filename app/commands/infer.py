@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 
 from serving.client import VisionClient
+from serving.client_args import add_client_security_args, client_tls, client_token
+from serving.security.tls import ClientTls, TlsError
+from vision.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also ask for a heat map per finding; write each blended over the image as a PNG "
         "into DIR (the model needs an explain graph)",
     )
-    p.add_argument("--api-key", default="")
+    add_client_security_args(p)
     return p
 
 
@@ -49,9 +52,16 @@ def infer(
     overlay: Path | None = None,
     explain_dir: Path | None = None,
     api_key: str = "",
+    tls: ClientTls | None = None,
 ) -> int:
-    """Send `image` to `model` on `server`; print the findings; write the PNGs asked for."""
-    with VisionClient(server, api_key=api_key) as client:
+    """Send `image` to `model` on `server`; print the findings; write the PNGs asked for.
+
+    `api_key` is any bearer token; `tls` the files of a TLS or mutual-TLS channel."""
+    try:
+        client = VisionClient(server, api_key=api_key, tls=tls)
+    except TlsError as exc:
+        raise ConfigError(f"vision infer: {exc}") from exc
+    with client:
         task = client.metadata(model, version).task
         explain = client.explain_options(overlay=True) if explain_dir else False
         call = client.detect if task == "detection" else client.segment
@@ -83,4 +93,5 @@ def _write_heatmaps(response, folder: Path, stem: str) -> None:
 def main(argv: list[str]) -> int:
     """`vision infer IMAGE --model NAME [flags]`."""
     a = build_parser().parse_args(argv)
-    return infer(a.image, a.model, a.server, a.version, a.overlay, a.explain, a.api_key)
+    token, tls = client_token(a), client_tls(a)
+    return infer(a.image, a.model, a.server, a.version, a.overlay, a.explain, token, tls)
