@@ -230,6 +230,28 @@ REPRODUCERS: list[Reproducer] = [
     ),
     Reproducer("dicom-pixel-data-short", "image", lambda: grey_dicom(bytes(3), 4, 4), (BAD,)),
     Reproducer(
+        "dicom-rows-empty-unknown-vr",
+        "image",
+        lambda: _grey(Rows=("TS", b"")),
+        (BAD,),
+        note="found by bench.fuzz: pydicom converted the empty element, NotImplementedError",
+    ),
+    Reproducer(
+        "dicom-pixel-data-empty-unknown-vr",
+        "image",
+        lambda: _grey(PixelData=("OJ", b"")),
+        (BAD,),
+        note="found by bench.fuzz: NotImplementedError (answered UNIMPLEMENTED)",
+    ),
+    Reproducer(
+        "dicom-pixel-data-two-frames",
+        "image",
+        lambda: grey_dicom(bytes(32), 4, 4),
+        ("OK",),
+        note="found by bench.fuzz: pixel data for 2 frames of a 1-frame object was a ValueError; "
+        "the frames past NumberOfFrames are ignored",
+    ),
+    Reproducer(
         "dicom-deflate-bomb",
         "image",
         _deflate_bomb,

@@ -39,8 +39,9 @@ HTTP_TO_GRPC = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-# What a server must never answer to a client's input.
-FAILURES = ("INTERNAL", "UNKNOWN", "HANG", "CONNECTION", "HTTP_502")
+# What a server must never answer to a client's input (UNIMPLEMENTED: these methods exist, so
+# only an input that raised NotImplementedError gets it).
+FAILURES = ("INTERNAL", "UNKNOWN", "UNIMPLEMENTED", "HANG", "CONNECTION", "HTTP_502")
 MESSAGE_BYTES = 80 * 1024 * 1024  # above the server's limit: its own check answers
 
 

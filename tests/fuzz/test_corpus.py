@@ -34,14 +34,17 @@ def test_every_reproducer_is_in_the_corpus() -> None:
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r["api"] == "image"], ids=_id)
-def test_decoder_refuses_with_the_documented_status(row: dict) -> None:
+def test_decoder_gives_the_documented_status(row: dict) -> None:
     data = (CORPUS / row["file"]).read_bytes()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with pytest.raises(VisionError) as refused:
+        try:
             decode_image(data, max_pixels=MAX_PIXELS)
-    assert status_for(refused.value).name in row["expected"], str(refused.value)
-    assert PHI not in str(refused.value)
+            status, message = "OK", ""
+        except VisionError as exc:
+            status, message = status_for(exc).name, str(exc)
+    assert status in row["expected"], message
+    assert PHI not in message
     assert not [w for w in caught if PHI in str(w.message)]
 
 
@@ -53,6 +56,6 @@ def test_server_answers_the_documented_status(
     with caplog.at_level(logging.DEBUG):
         outcome = clients.send(row["api"], data, row["model"], row["headers"])
     assert outcome.status in row["expected"], outcome.message
-    assert outcome.message, "a refusal says what to fix"
+    assert outcome.status == "OK" or outcome.message, "a refusal says what to fix"
     assert PHI not in outcome.message
     assert PHI not in caplog.text

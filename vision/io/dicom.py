@@ -62,7 +62,7 @@ def _check_codestreams(ds: Dataset, module: PixelModule) -> None:
     """
     if not module.syntax.is_encapsulated or module.syntax == RLELossless:
         return
-    value = ds.get_item(0x7FE00010).value
+    value = ds.get_item(0x7FE00010, keep_deferred=True).value
     try:
         frames = list(generate_frames(value, number_of_frames=module.frames))
     except Exception as exc:  # noqa: BLE001 - malformed encapsulation
@@ -80,7 +80,7 @@ def _check_codestreams(ds: Dataset, module: PixelModule) -> None:
 def _iter_raw(ds: Dataset, module: PixelModule) -> Iterator[np.ndarray]:
     _check_decodable(module)
     _check_codestreams(ds, module)
-    frames = iter_pixels(pixel_dataset(ds, module))
+    frames = iter_pixels(pixel_dataset(ds, module), allow_excess_frames=False)
     while True:
         try:
             raw = next(frames)

@@ -52,7 +52,7 @@ def _raw(ds: Dataset, keyword: str) -> tuple[str, Any, bool] | None:
     tag = _tag(keyword)
     if tag not in ds:
         return None
-    element = ds.get_item(tag)
+    element = ds.get_item(tag, keep_deferred=True)  # never converted (nor validated)
     vr = element.VR or dictionary_VR(keyword)
     if vr == dictionary_VR(keyword):  # implicit, or ambiguous ("US or SS") in memory
         vr = vr.split(" or ")[0]
@@ -64,7 +64,8 @@ def _raw(ds: Dataset, keyword: str) -> tuple[str, Any, bool] | None:
     little = getattr(element, "is_little_endian", True)
     if vr == "UN":  # decode as the dictionary says
         vr = dictionary_VR(keyword).split(" or ")[0]
-    return vr, element.value, True if little is None else bool(little)
+    value = b"" if element.value is None else element.value  # an empty raw element
+    return vr, value, True if little is None else bool(little)
 
 
 def _texts(keyword: str, value: Any) -> list[str]:

@@ -138,7 +138,7 @@ def _raw_text(ds: Dataset, keyword: str, encodings: list[str]) -> str | None:
     tag = Tag(keyword)
     if tag not in ds:
         return None
-    value = ds.get_item(tag).value
+    value = ds.get_item(tag, keep_deferred=True).value
     if value is None:
         return None
     if isinstance(value, bytes):

@@ -163,7 +163,8 @@ def check_limits(module: PixelModule, max_pixels: int) -> None:
 
 
 def _pixel_value(ds: Dataset, module: PixelModule) -> bytes:
-    value = ds.get_item(_PIXEL_DATA).value
+    value = ds.get_item(_PIXEL_DATA, keep_deferred=True).value
+    value = b"" if value is None else value  # empty, of any VR
     if not isinstance(value, bytes | bytearray | memoryview):
         raise InvalidInputError("DICOM PixelData is not a byte string")
     if not module.syntax.is_encapsulated and len(value) < module.stored_bytes:
@@ -195,6 +196,6 @@ def pixel_dataset(ds: Dataset, module: PixelModule) -> Dataset:
     vr = "OB" if encapsulated or module.bits_allocated <= 8 else "OW"
     clean[_PIXEL_DATA] = DataElement(_PIXEL_DATA, vr, value, is_undefined_length=encapsulated)
     for tag in _OFFSET_TABLES:
-        if tag in ds and isinstance(ds.get_item(tag).value, bytes):
-            clean[tag] = DataElement(tag, "OV", ds.get_item(tag).value)
+        if tag in ds and isinstance(ds.get_item(tag, keep_deferred=True).value, bytes):
+            clean[tag] = DataElement(tag, "OV", ds.get_item(tag, keep_deferred=True).value)
     return clean
