@@ -117,7 +117,10 @@ def build_repository(root: Path) -> Path:
     write_config(seg, root / seg.name)
     brightness_segmenter(root / seg.name / "1" / "model.onnx")
     brightness_segmenter(root / seg.name / "2" / "model.onnx")
-    post = dataclasses.replace(seg.postprocess, image_score_output="brightness")
+    # the brightness fraction is a score, not a defect probability: no gate on the masks
+    post = dataclasses.replace(
+        seg.postprocess, image_score_output="brightness", image_score_gate=0.0
+    )
     scored = dataclasses.replace(seg, name="bright-scored", postprocess=post)
     write_config(scored, root / scored.name)
     brightness_segmenter(root / scored.name / "1" / "model.onnx", score_output="brightness")
@@ -234,6 +237,7 @@ def build_inspection_repository(root: Path) -> Path:
     fixed_box_detector(root / det.name / "1" / "model.onnx", DETECTOR_BOXES, DETECTOR_SCORES, 128)
     seg = segmenter_config("bright-rules").to_dict()
     seg["postprocess"]["image_score_output"] = "brightness"
+    seg["postprocess"]["image_score_gate"] = 0.0
     seg["inspection"] = {
         "rules": [
             {"name": "edge", "classes": ["bright"], "roi": [0, 0, 32, 90], "min_area_px": 50},
