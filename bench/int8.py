@@ -209,6 +209,31 @@ def print_profiles(name: str, group: list[Subject], config: ModelConfig, tmp: Pa
     return out
 
 
+def write_twin(name: str, label: str, task: Task, rows: dict) -> Path:
+    """Make `label` the bundled `<name>-int8` (same calibration as measured), its card saying
+    what was measured; returns the model folder."""
+    from vision.export import read_card, write_repository_entry
+
+    twin = MODELS / f"{name}-int8"
+    source = MODELS / name / "1" / "model.onnx"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = quantize_int8(
+            source, task.calibration, Path(tmp) / "model.onnx", task.op_types, VARIANTS[label]
+        )
+        row = rows[label]
+        card = read_card(twin)
+        card["int8"] = {
+            **card.get("int8", {}),
+            "variant": label,
+            "val_metric": round(row["metric"], 4),
+            "speedup_b1_b8": [round(row["speedup"][b], 2) for b in sorted(row["speedup"])],
+            "note": f"bench.int8 variant {label} ({task.metric_name} drop {row['drop']:+.2f} "
+            "points); measured FP32 vs INT8 interleaved in one process, see bench/results",
+        }
+        card["versions"] = {}
+        return write_repository_entry(MODELS, load_config(twin), path, card, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Quantise, score and time each model's variants; print and write the results."""
     p = argparse.ArgumentParser(prog="bench.int8", description=__doc__.split("\n")[0])
@@ -220,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="add ORT's per-operator time shares")
     p.add_argument("--no-metric", action="store_true", help="time only (metrics left at 0)")
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    p.add_argument("--write-twin", default="", help="variant to write as models/<name>-int8")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     print(f"CPU: {cpu_flags()}")
@@ -238,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = report(name, group, task.metric_name, batches)
             if args.profile:
                 results[f"{name}-profile"] = print_profiles(name, group, config, Path(tmp))
+            if args.write_twin:
+                print(f"wrote {write_twin(name, args.write_twin, task, results[name])}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(f"(command: {results['command']}; written {args.out})")
