@@ -11,6 +11,7 @@ ModelInferRequest), `rest` (a v2 REST infer body, with its headers).
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 import sys
@@ -167,6 +168,25 @@ def _deep(depth: int) -> str:
     )
 
 
+# Found by a fuzz run: a JPEG baseline DICOM whose frame made python-gdcm abort the process
+# (uncaught gdcm::Exception in gdcmJPEGBITSCodec); kept as found.
+GDCM_ABORT = base64.b64decode(
+    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    "AAAAAAAAAAAAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABESUNN"
+    "AgAAAFVMBAByAAAAAgABAE9CAAACAAAAAAECAAIAVUkaADEuMi44NDAuMTAwMDguNS4xLjQuMS4xLjcAAgADAFVJ"
+    "HAAxLjIuODI2LjA+MS4zNjgwMDQzLjguNDk4LjEAAgAQAFVJFgAxLjIuODQwLjEwMDA4LjEuMi40LjUwCAAWAFVJ"
+    "GgAxLjIuODQwLjEwMDA4LjUuMS40LjEuMS43AAgAGABVSRwAMS4yLjgyNi4wLjEuMzY4MDA0My44LjQ5OC4xAAgA"
+    "YABDUwIAT1QQABAAUE4OAFBISTEyMzQ1Xk5hbWUgEAAgAExPCABQSEkxMjM0NSgAAgBVUwIAAQAoAAQAQ1MMAE1P"
+    "Tk9DSFJPTUUyICgAEABVUwIADgAoABEAVVMCAAUAKAAAAVVTAgAIACgAAQFVUwIACAAoAAIBVVMCAAwAKAADAVVT"
+    "AgAAACgAADBTUQAALgAAAP7/AOAmAAAAKAACMFVTBgAAAQAACAAoAAYwT1cAAAwAAAAHAAcABwAHAAcABwDgfxAA"
+    "T0IAAP/////+/wDgAAAAAP7/AOBOAQAA/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAIBAQEBAQIBAQECAgICAgQD"
+    "AgICAgUEBAMEBgUGBgYFBgYGBwkIBgcJBwYGCAsICQoKCgoKBggLDAsKDAkKCgr/wAALCAAOAAUBAREA/8QAHwAA"
+    "AQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoLv8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJx"
+    "FDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVGV1hZWmNkZWZnaGlqc3R1"
+    "dnd4eXqDhIUGh4iJipKTlJWWl5iZm6KjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo"
+    "6erx8vP09fb3+Pn6/9oACAEBAAA/AP5/6K//2f7/3eAAAQAA"
+)
+
 _FP32 = {"name": "images", "datatype": "FP32"}
 _WRAPS = [2**32, 2**32, 1]  # 2**64: wraps to 0 in int64, as np.prod did
 
@@ -269,6 +289,13 @@ REPRODUCERS: list[Reproducer] = [
         "image",
         lambda: _jpeg_dicom(30000, 30000, _jpeg(np.zeros((8, 8), np.uint8))),
         (BIG,),
+    ),
+    Reproducer(
+        "dicom-jpeg-gdcm-abort",
+        "image",
+        lambda: GDCM_ABORT,
+        (BAD,),
+        note="found by a fuzz run: python-gdcm aborted the whole process (SIGABRT)",
     ),
     Reproducer("png-30000", "image", _png_bomb, (BIG,)),
     Reproducer(

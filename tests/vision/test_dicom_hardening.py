@@ -180,3 +180,24 @@ def test_in_memory_dataset_values_are_checked_too() -> None:
     with pytest.raises(InvalidInputError, match="RescaleSlope is not a finite number"):
         decode_dataset(ds)
     assert pydicom.dcmread(io.BytesIO(to_bytes(make_dataset(np.zeros((2, 2), np.uint8)))))
+
+
+def test_a_frame_that_aborts_gdcm_kills_only_its_own_process() -> None:
+    """python-gdcm calls std::terminate on this frame; it is decoded by another plugin, and
+    GDCM (the only JPEG Lossless decoder here) runs in a process of its own."""
+    from tests.fuzz.reproducers import GDCM_ABORT
+    from vision.io import dicom_codecs
+    from vision.io.dicom_file import read_part10
+    from vision.io.dicom_pixels import pixel_dataset, read_pixel_module
+
+    ds = read_part10(GDCM_ABORT)
+    module = read_pixel_module(ds)
+    assert dicom_codecs.plugin_for(module.syntax) != "gdcm"
+    with pytest.raises(InvalidInputError, match="crashed the decoder"):
+        list(dicom_codecs._isolated(pixel_dataset(ds, module), "gdcm"))
+    pixels = (np.arange(16 * 24).reshape(16, 24) % 200).astype(np.uint8)
+    ds = make_dataset(pixels)
+    ds.compress(pydicom.uid.JPEGLSLossless)
+    clean = pixel_dataset(ds, read_pixel_module(ds))
+    (frame,) = dicom_codecs._isolated(clean, "gdcm")  # a new process serves the next frame
+    np.testing.assert_array_equal(frame, pixels)

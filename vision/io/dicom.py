@@ -16,15 +16,22 @@ from collections.abc import Iterator
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.pixels import get_decoder, iter_pixels
+from pydicom.pixels import get_decoder
 from pydicom.uid import RLELossless
 
 from vision.errors import InvalidInputError, UnsupportedFormatError
+from vision.io import dicom_codecs
 from vision.io.dicom_elements import MalformedElementError, decimals, first_item
 from vision.io.dicom_file import read_part10
-from vision.io.dicom_grey import apply_grey, grey_transform, modality_values
+from vision.io.dicom_grey import GreyTransform, apply_grey, grey_transform, modality_values
 from vision.io.dicom_header import DicomHeader, read_header
-from vision.io.dicom_pixels import PixelModule, check_limits, pixel_dataset, read_pixel_module
+from vision.io.dicom_pixels import (
+    PixelModule,
+    check_limits,
+    check_pixel_data,
+    pixel_dataset,
+    read_pixel_module,
+)
 from vision.io.headers import codestream_size
 from vision.types import Image
 
@@ -78,9 +85,7 @@ def _check_codestreams(ds: Dataset, module: PixelModule) -> None:
 
 
 def _iter_raw(ds: Dataset, module: PixelModule) -> Iterator[np.ndarray]:
-    _check_decodable(module)
-    _check_codestreams(ds, module)
-    frames = iter_pixels(pixel_dataset(ds, module), allow_excess_frames=False)
+    frames = dicom_codecs.frames(pixel_dataset(ds, module), module.syntax)
     while True:
         try:
             raw = next(frames)
@@ -108,16 +113,21 @@ def _colour(module: PixelModule, raw: np.ndarray) -> np.ndarray:
     return np.clip(raw.astype(np.float64) * (255.0 / top), 0, 255).round().astype(np.uint8)
 
 
-def _frame_pixels(
-    ds: Dataset, module: PixelModule, raw: np.ndarray, groups: list[Dataset], window: bool
-) -> np.ndarray:
-    if not module.grey:
+def _frame_pixels(module: PixelModule, raw: np.ndarray, transform: GreyTransform | None):
+    if transform is None:
         return _colour(module, raw)
     if raw.ndim != 2:
         raise UnsupportedFormatError(
             f"DICOM frame of shape {list(raw.shape)} is not a single grey frame"
         )
-    return apply_grey(grey_transform(ds, groups, module, window), module, raw)
+    return apply_grey(transform, module, raw)
+
+
+def _transform(
+    ds: Dataset, module: PixelModule, groups: list[Dataset], window: bool
+) -> GreyTransform | None:
+    """The grey transform of a frame (checked before any pixel is decoded); None for colour."""
+    return grey_transform(ds, groups, module, window) if module.grey else None
 
 
 def _safe_floats(ds: Dataset | None, keyword: str, count: int) -> tuple[float, ...] | None:
@@ -140,8 +150,12 @@ def _spacing(ds: Dataset) -> tuple[float, float] | None:
 
 
 def _prepare(ds: Dataset, max_pixels: int) -> PixelModule:
+    """Every check that needs no decoding: module, limits, decoder, pixel data, codestreams."""
     module = read_pixel_module(ds)
     check_limits(module, max_pixels)
+    _check_decodable(module)
+    check_pixel_data(ds, module)
+    _check_codestreams(ds, module)
     return module
 
 
@@ -172,8 +186,9 @@ def decode_dataset(ds: Dataset, max_pixels: int = 0, window: bool = True) -> Ima
             f"multi-frame DICOM ({module.frames} frames) is not supported; send one frame per "
             "request"
         )
+    transform = _transform(ds, module, [], window)
     (raw,) = list(_iter_raw(ds, module))
-    pixels = _frame_pixels(ds, module, raw, [], window)
+    pixels = _frame_pixels(module, raw, transform)
     return Image(
         pixels=pixels, source_format="dicom", pixel_spacing_mm=_spacing(ds), dicom=read_header(ds)
     )
@@ -251,12 +266,13 @@ def decode_frames(ds: Dataset, max_pixels: int = 0, window: bool = True) -> list
     """
     module = _prepare(ds, max_pixels)
     header = read_header(ds)
+    groups = [_frame_groups(ds, index) for index in range(module.frames)]
+    items = [[i for name in _FRAME_GROUPS for i in _group_items(g, name)] for g in groups]
+    transforms = [_transform(ds, module, frame_items, window) for frame_items in items]
     images = []
     for index, raw in enumerate(_iter_raw(ds, module)):
-        groups = _frame_groups(ds, index)
-        items = [item for name in _FRAME_GROUPS for item in _group_items(groups, name)]
-        frame_header = _frame_header(header, groups, index + 1)
-        pixels = _frame_pixels(ds, module, raw, items, window)
+        frame_header = _frame_header(header, groups[index], index + 1)
+        pixels = _frame_pixels(module, raw, transforms[index])
         spacing = frame_header.pixel_spacing_mm or _spacing(ds)
         images.append(
             Image(

@@ -162,7 +162,8 @@ def check_limits(module: PixelModule, max_pixels: int) -> None:
     check_decoded_bytes(module.decoded_bytes, max_pixels, "the DICOM pixel data")
 
 
-def _pixel_value(ds: Dataset, module: PixelModule) -> bytes:
+def check_pixel_data(ds: Dataset, module: PixelModule) -> bytes:
+    """The pixel data bytes; InvalidInputError when not bytes or (native) shorter than needed."""
     value = ds.get_item(_PIXEL_DATA, keep_deferred=True).value
     value = b"" if value is None else value  # empty, of any VR
     if not isinstance(value, bytes | bytearray | memoryview):
@@ -173,7 +174,7 @@ def _pixel_value(ds: Dataset, module: PixelModule) -> bytes:
             f"SamplesPerPixel x BitsAllocated x frames needs {module.stored_bytes}; send the "
             "complete file"
         )
-    return bytes(value)
+    return value if isinstance(value, bytes) else bytes(value)
 
 
 def pixel_dataset(ds: Dataset, module: PixelModule) -> Dataset:
@@ -191,7 +192,7 @@ def pixel_dataset(ds: Dataset, module: PixelModule) -> Dataset:
         clean.PlanarConfiguration = module.planar_configuration
     if module.frames_given:
         clean.NumberOfFrames = module.frames
-    value = _pixel_value(ds, module)
+    value = check_pixel_data(ds, module)
     encapsulated = module.syntax.is_encapsulated
     vr = "OB" if encapsulated or module.bits_allocated <= 8 else "OW"
     clean[_PIXEL_DATA] = DataElement(_PIXEL_DATA, vr, value, is_undefined_length=encapsulated)
