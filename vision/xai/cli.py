@@ -215,6 +215,12 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-randomisation", action="store_true", help="skip the torch check")
     p.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--update-card",
+        action="store_true",
+        help="write the figures into the card's evaluation.xai (and the randomisation "
+        "limitation when the check fails); default: the report only",
+    )
     return p
 
 
@@ -248,6 +254,13 @@ def xai_eval(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(headline(report), indent=2))
     print(f"report: {out / REPORT_FILE}")
+    if args.update_card:
+        from vision.xai.eval_card import update_card
+
+        repo = args.repo or default_repository()
+        command = "vision xai-eval " + " ".join(a for a in (argv or sys.argv[1:]) if a)
+        update_card(repo / args.model, report, command)
+        print(f"card: {repo / args.model / 'card.json'} (evaluation.xai)")
     return 0
 
 
@@ -264,8 +277,20 @@ def headline(report: dict) -> dict[str, Any]:
         "pointing": {k: report["pointing"][k] for k in ("gradcam_hit_rate", "random_hit_rate")},
         "iou": {k: v for k, v in report["iou"].items() if k.endswith(("threshold", "area"))},
         "randomisation": rand.get("skipped")
-        or [
-            (s["down_to"], round(s["spearman_mean"], 3), round(s["abs_spearman_mean"], 3))
-            for s in rand["steps"]
-        ],
+        or {
+            "verdict": rand["verdict"],
+            "steps": [
+                {
+                    k: s.get(k)
+                    for k in (
+                        "down_to",
+                        "spearman_mean",
+                        "abs_spearman_mean",
+                        "box_abs_spearman_mean",
+                    )
+                    if k in s
+                }
+                for s in rand["steps"]
+            ],
+        },
     }

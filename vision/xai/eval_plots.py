@@ -44,18 +44,35 @@ def plot_curves(report: dict, path: Path) -> Path:
     return path
 
 
+def _series(steps: list[dict], key: str) -> np.ndarray:
+    """One statistic per step as floats (NaN where no target was scored)."""
+    return np.array([np.nan if s.get(key) is None else s[key] for s in steps], dtype=float)
+
+
 def plot_randomisation(report: dict, path: Path) -> Path:
-    """Spearman (trained vs randomised map) after each cascading randomisation step."""
-    steps = report["randomisation"]["steps"]
+    """Spearman (trained vs randomised map) after each cascading randomisation step: over the
+    image, |rho|, and inside the explained boxes for a detector."""
+    rand = report["randomisation"]
+    steps = rand["steps"]
     x = np.arange(len(steps))
-    mean = np.array([s["spearman_mean"] for s in steps])
-    std = np.array([s["spearman_std"] for s in steps])
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(steps) + 2), 4.5))
-    ax.errorbar(x, mean, yerr=std, fmt="o-", capsize=3, label="Spearman, mean ± sd")
-    goal = report["randomisation"]["goal_abs_spearman_below"]
+    ax.errorbar(
+        x,
+        _series(steps, "spearman_mean"),
+        yerr=_series(steps, "spearman_std"),
+        fmt="o-",
+        capsize=3,
+        label="Spearman over the image, mean ± sd",
+    )
+    ax.plot(x, _series(steps, "abs_spearman_mean"), "^:", color="C1", label="|Spearman|, image")
+    if "box_abs_spearman_mean" in steps[0]:
+        ax.plot(x, _series(steps, "box_spearman_mean"), "s-", color="C2", label="Spearman, box")
+        ax.plot(
+            x, _series(steps, "box_abs_spearman_mean"), "v:", color="C3", label="|Spearman|, box"
+        )
+    goal = rand["goal_abs_spearman_below"]
     for level in (goal, -goal):
         ax.axhline(level, color="red", ls=":", label="goal |rho|" if level > 0 else None)
-    ax.plot(x, [s["abs_spearman_mean"] for s in steps], "^:", color="C1", label="|Spearman|, mean")
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xticks(
         x,
@@ -69,7 +86,7 @@ def plot_randomisation(report: dict, path: Path) -> Path:
         ylabel="rank correlation with the trained map",
         title=f"{report['model']}: cascading randomisation, output layer first",
     )
-    ax.legend(loc="lower left")
+    ax.legend(loc="lower left", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

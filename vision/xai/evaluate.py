@@ -101,36 +101,90 @@ def evaluate_target(
     return record
 
 
-def summarise(records: list[dict], opts: Options) -> dict:
-    """Means over targets, and whether Grad-CAM beats random."""
+def wilson(hits: int, n: int) -> list[float] | None:
+    """95 % Wilson score interval of a hit rate (None without trials)."""
+    if n == 0:
+        return None
+    p, z = hits / n, 1.959964
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(float(centre - half), 4), round(float(centre + half), 4)]
+
+
+def bootstrap_ci(values: list[float], seed: int = 0, draws: int = 2000) -> list[float] | None:
+    """95 % percentile bootstrap interval of a mean (None without values)."""
+    if not values:
+        return None
+    data = np.asarray(values, dtype=np.float64)
+    means = np.random.default_rng(seed).choice(data, (draws, data.size)).mean(axis=1)
+    return [round(float(v), 4) for v in np.percentile(means, [2.5, 97.5])]
+
+
+def _faithfulness(records: list[dict], kind: str) -> dict:
+    better = np.less if kind == "deletion" else np.greater
+    grad = [r[kind]["gradcam"] for r in records]
+    rand = [r[kind]["random"] for r in records]
+    return {
+        "n": len(records),
+        "gradcam_auc": _mean(grad),
+        "gradcam_auc_ci95": bootstrap_ci(grad),
+        "random_auc": _mean(rand),
+        "targets_beating_random": int(better(grad, rand).sum()),
+        "goal_met": bool(better(_mean(grad), _mean(rand))),
+    }
+
+
+def _pointing(records: list[dict], tolerance: int) -> dict:
+    checked = [r for r in records if "pointing" in r]
+    hits = int(sum(bool(r["pointing"]["gradcam"]) for r in checked))
+    return {
+        "tolerance_px": tolerance,
+        "targets": len(checked),
+        "n": len(checked),
+        "hits": hits,
+        "gradcam_hit_rate": hits / len(checked) if checked else None,
+        "gradcam_hit_rate_ci95": wilson(hits, len(checked)),
+        "random_hit_rate": _mean([r["pointing"]["random"] for r in checked]) if checked else None,
+    }
+
+
+def per_class(records: list[dict], labels: list[str], tolerance: int) -> dict:
+    """Pointing game and deletion / insertion AUCs of each explained class, with n."""
+    out = {}
+    for class_id in sorted({r["class_id"] for r in records}):
+        mine = [r for r in records if r["class_id"] == class_id]
+        label = labels[class_id] if 0 <= class_id < len(labels) else str(class_id)
+        out[label] = {
+            "class_id": class_id,
+            "targets": len(mine),
+            "pointing": _pointing(mine, tolerance),
+            **{k: _faithfulness(mine, k) for k in ("deletion", "insertion")},
+        }
+    return out
+
+
+def summarise(records: list[dict], opts: Options, labels: list[str] | None = None) -> dict:
+    """Means over targets (with n and 95 % intervals), per class, and whether Grad-CAM beats
+    random."""
     out: dict[str, Any] = {
         "targets": len(records),
         "fractions": fa.step_fractions(opts.steps).tolist(),
     }
-    for kind, better in (("deletion", np.less), ("insertion", np.greater)):
-        grad = [r[kind]["gradcam"] for r in records]
-        rand = [r[kind]["random"] for r in records]
+    for kind in ("deletion", "insertion"):
         out[kind] = {
-            "gradcam_auc": _mean(grad),
-            "random_auc": _mean(rand),
-            "targets_beating_random": int(better(grad, rand).sum()),
-            "goal_met": bool(better(_mean(grad), _mean(rand))),
+            **_faithfulness(records, kind),
             "curve_gradcam": _mean([r[f"{kind}_curve"]["gradcam"] for r in records]),
             "curve_random": _mean([r[f"{kind}_curve"]["random"] for r in records]),
         }
+    out["pointing"] = _pointing(records, opts.tolerance)
     checked = [r for r in records if "pointing" in r]
-    out["pointing"] = {
-        "tolerance_px": opts.tolerance,
-        "targets": len(checked),
-        "gradcam_hit_rate": _mean([r["pointing"]["gradcam"] for r in checked]) if checked else None,
-        "random_hit_rate": _mean([r["pointing"]["random"] for r in checked]) if checked else None,
-    }
     out["iou"] = {"threshold": opts.threshold, "targets": len(checked)}
     for who in ("gradcam", "random"):
         for key in ("iou_threshold", "iou_top_area"):
             out["iou"][f"{who}_{key}"] = (
                 _mean([r["iou"][who][key] for r in checked]) if checked else None
             )
+    out["per_class"] = per_class(records, labels or [], opts.tolerance)
     return out
 
 
@@ -218,7 +272,7 @@ def evaluate_model(repo: Path, name: str, out: Path, opts: Options, version: int
         "images": len(items),
         "options": {k: v for k, v in dataclasses.asdict(opts).items() if k != "checkpoint"},
         "baselines": {"deletion": "per-channel mean image", "insertion": "Gaussian blur"},
-        **summarise(records, opts),
+        **summarise(records, opts, list(config.labels)),
     }
     report["randomisation"] = randomisation(
         config, targets[: opts.rand_images], plain, opts, Path(repo) / name
