@@ -54,7 +54,7 @@ def _randomisation(rand: dict) -> dict:
         )
     until = verdict["layers_until_goal"]
     return {
-        "weights": rand.get("checkpoint"),
+        "weights": _relative(rand.get("checkpoint")),
         "targets": rand["targets"],
         "layers": len(rand["layers"]),
         "top_layer": first["down_to"],
@@ -152,6 +152,16 @@ def update_card(model_dir: Path, report: dict, command: str) -> dict:
     card["limitations"] = kept + ([note] if note else [])
     write_card(model_dir, card)
     return section
+
+
+def _relative(path: str | None) -> str | None:
+    """A checkpoint path relative to the project (no machine-specific prefix in a card)."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT.resolve()))
+    except ValueError:
+        return Path(path).name
 
 
 def _commit() -> str | None:
