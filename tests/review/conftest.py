@@ -5,9 +5,7 @@ Users: `rev1` and `rev2` (reviewers), `sup` (supervisor), `boss` (admin); passwo
 
 from __future__ import annotations
 
-import asyncio
 import io
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from app.server import VisionServer
 from review.settings import CapturePolicy, ReviewSettings
 from serving.config import ServerConfig
+from tests.serving.conftest import ServerThread
 from tests.serving.tiny_models import build_explainable_repository, build_repository
 
 PASSWORD = "correct horse battery"
@@ -32,17 +30,21 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-class ReviewServer:
+class ReviewServer(ServerThread):
     """VisionServer with the review tool, in a thread with its own event loop."""
 
     def __init__(self, config: ServerConfig, review: ReviewSettings) -> None:
-        self.config, self.review_settings = config, review
-        self.dicom = None  # NodeSettings, to run the DICOM node too
-        self.server: VisionServer | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        super().__init__(config, wait_explain=False, start_timeout_s=120, review=review)
+        self.review_settings = review
+
+    @property
+    def dicom(self):
+        """NodeSettings, to run the DICOM node too (set before `start`)."""
+        return self.parts.get("dicom")
+
+    @dicom.setter
+    def dicom(self, settings) -> None:
+        self.parts["dicom"] = settings
 
     @property
     def url(self) -> str:
@@ -50,36 +52,11 @@ class ReviewServer:
 
     @property
     def grpc_address(self) -> str:
-        return f"127.0.0.1:{self.server.grpc_port}"
+        return self.address
 
     @property
     def tool(self):
         return self.server.review
-
-    def start(self) -> ReviewServer:
-        self._thread.start()
-        if not self._started.wait(120):
-            raise TimeoutError("server did not start in 120 s")
-        if self._error:
-            raise self._error
-        return self
-
-    async def _main(self) -> None:
-        try:
-            self.server = VisionServer(self.config, dicom=self.dicom, review=self.review_settings)
-            self.loop = asyncio.get_running_loop()
-            await self.server.start()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            self._error = exc
-            self._started.set()
-            return
-        self._started.set()
-        await self.server.wait_stopped()
-
-    def stop(self) -> None:
-        if self.server is not None and self.loop is not None and self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(60)
-        self._thread.join(30)
 
 
 @pytest.fixture(scope="package")

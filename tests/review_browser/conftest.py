@@ -7,10 +7,8 @@ install`: it downloads a browser build). Screenshots go to reports/review/ (git-
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.server import VisionServer
 from review.settings import CapturePolicy, ReviewSettings
 from serving.config import ServerConfig
+from tests.serving.conftest import ServerThread
 from tests.serving.tiny_models import build_explainable_repository
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,17 +39,13 @@ def browser_missing() -> str:
     return ""
 
 
-class ReviewServer:
+class ReviewServer(ServerThread):
     """VisionServer with the review tool (and OHIF + the DICOMweb proxy when the settings name
-    a PACS), in a thread with its own event loop."""
+    a PACS), in a thread with its own event loop; the test users are added once it runs."""
 
     def __init__(self, config: ServerConfig, review: ReviewSettings):
-        self.config, self.review_settings = config, review
-        self.server: VisionServer | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        super().__init__(config, wait_explain=False, start_timeout_s=180, review=review)
+        self.review_settings = review
 
     @property
     def url(self) -> str:
@@ -62,31 +56,10 @@ class ReviewServer:
         return self.server.review
 
     def start(self) -> ReviewServer:
-        self._thread.start()
-        if not self._started.wait(180):
-            raise TimeoutError("server did not start in 180 s")
-        if self._error:
-            raise self._error
+        super().start()
         for name, role in USERS.items():
             self.tool.accounts.add_user(name, role, PASSWORD)
         return self
-
-    async def _main(self) -> None:
-        try:
-            self.server = VisionServer(self.config, review=self.review_settings)
-            self.loop = asyncio.get_running_loop()
-            await self.server.start()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            self._error = exc
-            self._started.set()
-            return
-        self._started.set()
-        await self.server.wait_stopped()
-
-    def stop(self) -> None:
-        if self.server is not None and self.loop is not None and self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(60)
-        self._thread.join(30)
 
 
 def start_review_server(

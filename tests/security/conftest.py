@@ -3,7 +3,6 @@ test-time certificates."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from app.commands.token import make
-from app.server import VisionServer
 from serving.config import ServerConfig
 from serving.security import SecuritySettings
 from tests.security.certs import Authority, Pair
@@ -77,25 +75,12 @@ class NodeServerThread(ServerThread):
     """ServerThread whose server may also run the DICOM node (its routes join the HTTP app)."""
 
     def __init__(self, config: ServerConfig, dicom=None) -> None:
-        super().__init__(config)
-        self.dicom = dicom
+        super().__init__(config, dicom=dicom)
 
     @property
     def http_base(self) -> str:
         scheme = "https" if self.config.security.tls else "http"
         return f"{scheme}://127.0.0.1:{self.server.http_port}"
-
-    async def _main(self) -> None:
-        try:
-            self.server = VisionServer(self.config, dicom=self.dicom)
-            self.loop = asyncio.get_running_loop()
-            await self.server.start()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            self._error = exc
-            self._started.set()
-            return
-        self._started.set()
-        await self.server.wait_stopped()
 
 
 def dicom_settings(state: Path):

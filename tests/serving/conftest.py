@@ -20,9 +20,17 @@ from tests.serving.tiny_models import build_repository
 class ServerThread:
     """Runs VisionServer in a background thread; `address` is host:port on loopback."""
 
-    def __init__(self, config: ServerConfig, wait_explain: bool = True) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        wait_explain: bool = True,
+        start_timeout_s: float = 60.0,
+        **parts: object,
+    ) -> None:
         self.config = config
         self.wait_explain = wait_explain  # start() returns once explain graphs are in too
+        self.start_timeout_s = start_timeout_s
+        self.parts = dict(parts)  # VisionServer's other parts: dicom=..., review=...
         self.server: VisionServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
@@ -35,8 +43,8 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         self._thread.start()
-        if not self._started.wait(60):
-            raise TimeoutError("server did not start in 60 s")
+        if not self._started.wait(self.start_timeout_s):
+            raise TimeoutError(f"server did not start in {self.start_timeout_s:g} s")
         if self._error:
             raise self._error
         return self
@@ -46,7 +54,7 @@ class ServerThread:
 
     async def _main(self) -> None:
         try:
-            self.server = VisionServer(self.config)
+            self.server = VisionServer(self.config, **self.parts)
             self.loop = asyncio.get_running_loop()
             await self.server.start()
             if self.wait_explain:
