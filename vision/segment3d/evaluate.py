@@ -20,13 +20,12 @@ from vision.config import ModelConfig, load_config
 from vision.export import read_card, write_card
 from vision.reports import write_json
 from vision.runtime import OnnxModel
+from vision.stats import mean_ci
 from vision.volume.pipeline import VolumePipeline
 from vision.volume.sources import volume_from_nifti
 from vision.volume.tta import ProbabilityMean, flip_spatial
 from vision.volume.types import Volume
 from vision.volume.window import sliding_window
-
-BOOTSTRAP = 2000
 
 
 class OnnxVolumeSegmenter:
@@ -93,19 +92,15 @@ def case_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple, n: int) ->
 
 
 def bootstrap_ci(values: list[float], seed: int = 0) -> dict[str, Any]:
-    """Mean, n and the 95 % percentile bootstrap interval of the finite `values`."""
+    """Mean, n and the 95 % percentile bootstrap interval of the finite `values`
+    (`vision.stats.mean_ci`), with their median and how many were not finite."""
     x = np.asarray([v for v in values if np.isfinite(v)], np.float64)
-    if not len(x):
-        return {"mean": float("nan"), "n": 0, "ci95": [float("nan")] * 2}
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (BOOTSTRAP, len(x)))].mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
+    found = mean_ci(list(x), seed)
     return {
-        "mean": float(x.mean()),
-        "n": int(len(x)),
-        "ci95": [float(low), float(high)],
-        "median": float(np.median(x)),
-        "not_finite": int(len(values) - len(x)),
+        "mean": found["value"],
+        "n": found["n"],
+        "ci95": found["ci95"],
+        **({"median": float(np.median(x)), "not_finite": len(values) - len(x)} if len(x) else {}),
     }
 
 
