@@ -34,7 +34,9 @@ class ReviewServer(ServerThread):
     """VisionServer with the review tool, in a thread with its own event loop."""
 
     def __init__(self, config: ServerConfig, review: ReviewSettings) -> None:
-        super().__init__(config, wait_explain=False, start_timeout_s=120, review=review)
+        super().__init__(
+            config, start_timeout_s=180, review=review
+        )  # heat maps need explain graphs
         self.review_settings = review
 
     @property

@@ -44,7 +44,9 @@ class ReviewServer(ServerThread):
     a PACS), in a thread with its own event loop; the test users are added once it runs."""
 
     def __init__(self, config: ServerConfig, review: ReviewSettings):
-        super().__init__(config, wait_explain=False, start_timeout_s=180, review=review)
+        super().__init__(
+            config, start_timeout_s=180, review=review
+        )  # heat maps need explain graphs
         self.review_settings = review
 
     @property
