@@ -194,3 +194,9 @@ def test_cli_smoke_on_a_bundled_model(tmp_path: Path) -> None:
     assert "skipped" not in rand, rand
     assert rand["checkpoint_vs_onnx_rel_diff"] < 1e-3
     assert len(rand["steps"]) == 2 and (tmp_path / "randomisation.png").is_file()
+    # A detector is judged inside the explained box; the whole-image rho is reported beside it.
+    assert rand["verdict"]["judged_on"] == "box_abs_spearman_mean"
+    assert {"spearman_mean", "box_abs_spearman_mean", "box_scored"} <= set(rand["steps"][0])
+    per_class = report["per_class"]
+    assert sum(c["targets"] for c in per_class.values()) == report["targets"]
+    assert all(c["deletion"]["n"] == c["targets"] for c in per_class.values())

@@ -129,10 +129,16 @@ def limitation(section: dict) -> str | None:
         if rand["layers_until_goal"]
         else f"it stays above {rand['goal_abs_spearman_below']} until every layer is randomised"
     )
+    signed = top.get("box_spearman_mean", top.get("spearman_mean"))
+    inverted = (
+        f" (signed mean {signed:.2f}: some maps are inverted, not destroyed)"
+        if signed is not None and signed < value - 0.1
+        else ""
+    )
     return (
         f"{LIMITATION_PREFIX} the heat maps fail the model-randomisation sanity check: with the "
-        f"top layer ({rand['top_layer']}) randomised the map keeps |rho| = {value:.2f} {where} "
-        f"(n = {rand['targets']} targets), and {reached}. Why: the explained layer "
+        f"top layer ({rand['top_layer']}) randomised the map keeps |rho| = {value:.2f} {where}"
+        f"{inverted} (n = {rand['targets']} targets), and {reached}. Why: the explained layer "
         f"({section['target_layer']}) lies below the randomised layers, so its activations are "
         f"unchanged and the map, gradient x activation, keeps the image structure they carry. "
         f"Read the maps as where the features the model sees are, not as proof of what decided "
