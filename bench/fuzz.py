@@ -3,14 +3,15 @@
     python -m bench.fuzz [--inputs 100000] [--seed 18] [--workers 4]
 
 The server runs as its own process (`python -m app serve`, the tiny test models of
-`tests/fuzz/conftest.py`, loopback, `--max-image-pixels 2000000`), so its RSS is its own:
-read from /proc before the run (after a warm-up of valid requests) and after it; it must stay
-within 20 %. Inputs: a hypothesis pool of structured cases and seeded mutants of it
-(`tests/fuzz/run.py`) to vision.v1 Detect / Segment / Explain, KServe ModelInfer and v2 REST
-infer; then `vision.io.decode_image` in-process on image and DICOM inputs. Printed and written
-to `bench/results/fuzz.json`: counts per API and status, INTERNAL / UNKNOWN, hangs (calls past
-the client deadline), crashes (the server process gone), RSS before / after / peak. The first
-inputs that got a failing status are written under `bench/results/fuzz-failures/`.
+`tests/fuzz/conftest.py`, loopback, `--max-image-pixels 2000000`), so its RSS is its own: read
+from /proc before the run (after a warm-up: valid requests, the corpus, 200 cases of another
+seed) and after it; it must stay within 20 %. Inputs: a hypothesis pool of structured cases
+and seeded mutants of it (`tests/fuzz/run.py`) to vision.v1 Detect / Segment / Explain,
+KServe ModelInfer and v2 REST infer; then `vision.io.decode_image` in-process on image and
+DICOM inputs. Printed and written to `bench/results/fuzz.json`: counts per API and status,
+INTERNAL / UNKNOWN, hangs (calls past the client deadline), crashes (the server process gone),
+RSS before / after / peak. Inputs that got a failing status are written under
+`bench/results/fuzz-failures/`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from tests.fuzz.conftest import fuzz_repository
 from tests.fuzz.mutate import Mutator
-from tests.fuzz.reproducers import MAX_PIXELS
+from tests.fuzz.reproducers import CORPUS, MAX_PIXELS
 from tests.fuzz.run import Tally, inputs, pool, send_all
 from tests.fuzz.strategies import decoder_inputs
 from tests.fuzz.targets import Clients, image_request, small_png
@@ -74,11 +75,18 @@ def start_server(models: Path, log: Path) -> tuple[subprocess.Popen, Clients]:
 
 
 def warm_up(clients: Clients, count: int = 300) -> None:
-    """Valid requests on every API, so allocator pools and caches exist before RSS is read."""
+    """Before RSS is read: valid requests on every API, and each corpus file once, so that
+    allocator pools exist and every lazily imported decoder (pydicom's plugins, Pillow's,
+    OpenCV's codecs) is loaded; what grows after that is the run's."""
     for index in range(count):
         png = small_png(index)
         for api, model in (("detect", "boxes"), ("segment", "bright"), ("explain", "bright-x")):
             clients.send(api, image_request(api, model, png))
+    for row in json.loads((CORPUS / "manifest.json").read_text()):
+        data = (CORPUS / row["file"]).read_bytes()
+        clients.send(row["api"], data, row["model"], row["headers"])
+    for case in pool(200, 1):  # another seed than the run's
+        clients.send(*case)
 
 
 def fuzz_decoders(count: int, seed: int) -> dict[str, int]:

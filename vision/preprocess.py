@@ -63,7 +63,8 @@ def letterbox(
     """
     h, w = pixels.shape[:2]
     ratio = min(height / h, width / w)
-    new_w, new_h = int(round(w * ratio)), int(round(h * ratio))
+    # At least one pixel: a 1x30000 image would otherwise be resized to 0 rows (cv2.error).
+    new_w, new_h = max(1, int(round(w * ratio))), max(1, int(round(h * ratio)))
     dw, dh = (width - new_w) / 2, (height - new_h) / 2
     top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))

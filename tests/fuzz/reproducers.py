@@ -162,6 +162,13 @@ def _detect(**thresholds: float) -> bytes:
     return request.SerializeToString()
 
 
+def _detect_image(pixels: np.ndarray) -> bytes:
+    png = cv2.imencode(".png", pixels)[1].tobytes()
+    return pb.DetectRequest(
+        model=pb.ModelRef(name="boxes"), image=pb.ImageInput(encoded=png)
+    ).SerializeToString()
+
+
 def _deep(depth: int) -> str:
     return '{"inputs": [{"name": "images", "datatype": "FP32", "shape": [1], "data": ' + (
         "[" * depth + "1" + "]" * depth + "}]}"
@@ -340,6 +347,14 @@ REPRODUCERS: list[Reproducer] = [
         lambda: _detect(iou_threshold=float("inf")),
         (BAD,),
         model="boxes",
+    ),
+    Reproducer(
+        "detect-letterbox-1x30000",
+        "detect",
+        lambda: _detect_image(np.zeros((1, 30000), np.uint8)),
+        ("OK",),
+        model="boxes",
+        note="found by bench.fuzz: letterboxed to 0 rows, cv2.error answered INTERNAL",
     ),
     Reproducer(
         "infer-contents-out-of-range",
