@@ -190,3 +190,12 @@ def test_hpa_scales_the_deployment_on_the_adapters_metric():
     names = {rule["name"]["as"] for rule in rules}
     assert pods_metric["pods"]["metric"]["name"] in names
     assert hpa["spec"]["minReplicas"] >= 2  # one pod may drain while another serves
+
+
+@pytest.mark.parametrize("folder", ["base", "overlays/production"])
+@pytest.mark.parametrize("kind", sorted(WORKLOADS))
+def test_grace_period_outlasts_the_drain(folder, kind):
+    """SIGKILL must not come before the drain ends, or admitted requests are lost."""
+    doc = _by_kind(render(K8S / folder))[(kind, WORKLOADS[kind])]
+    drain = _serve_args(_container(doc)).drain_timeout
+    assert pod_spec(doc)["terminationGracePeriodSeconds"] >= drain + 10
