@@ -130,11 +130,10 @@ def limitation(section: dict) -> str | None:
         else f"it stays above {rand['goal_abs_spearman_below']} until every layer is randomised"
     )
     signed = top.get("box_spearman_mean", top.get("spearman_mean"))
-    inverted = (
-        f" (signed mean {signed:.2f}: some maps are inverted, not destroyed)"
-        if signed is not None and signed < value - 0.1
-        else ""
-    )
+    inverted = ""
+    if signed is not None and signed < value - 0.1:
+        which = "the maps are" if signed <= 0.1 - value else "some maps are"
+        inverted = f" (signed mean {signed:.2f}: {which} inverted, not destroyed)"
     return (
         f"{LIMITATION_PREFIX} the heat maps fail the model-randomisation sanity check: with the "
         f"top layer ({rand['top_layer']}) randomised the map keeps |rho| = {value:.2f} {where}"
