@@ -153,6 +153,8 @@ class VisionServer:
 
         known = {s.name for s in self.plane.list_models()}
         self.dicom = DicomNode(settings, self.plane, known)
+        if self.review is not None:  # node series become one case each, stored values kept
+            self.dicom.add_series_observer(self.review.recorder.series_observer())
         self.http_mounts = (*self.http_mounts, *self.dicom.routes())
         await self.dicom.start()
 

@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 import pydicom
@@ -46,6 +46,9 @@ from vision.volume.series import volume_from_datasets
 
 log = logging.getLogger(__name__)
 ORIGIN = "dicom"
+
+
+SeriesObserver = Callable[[list[pydicom.Dataset], list[Prediction]], None]
 
 
 def job_id(series: Series, model: str) -> str:
@@ -80,6 +83,22 @@ class DicomNode:
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: set[Future] = set()
+        self._series_observers: list[SeriesObserver] = []
+
+    def add_series_observer(self, observer: SeriesObserver) -> None:
+        """Call `observer(sources, predictions)` after each 2D series is inferred.
+
+        `sources[i]` is the dataset whose frame `predictions[i]` holds (the review tool
+        keeps the series' stored values from them). An observer that raises is logged.
+        """
+        self._series_observers.append(observer)
+
+    def _notify_series(self, sources: list[pydicom.Dataset], predictions: list[Prediction]) -> None:
+        for observer in self._series_observers:
+            try:
+                observer(sources, predictions)
+            except Exception as exc:  # noqa: BLE001 - an observer never fails the job
+                log.warning("series observer failed: %s", type(exc).__name__)
 
     def routes(self) -> list[BaseRoute]:
         """HTTP routes for the server's app: STOW-RS and the job / outbox API."""
@@ -159,6 +178,7 @@ class DicomNode:
                 build = functools.partial(self._volume_results, datasets, volume, model)
             else:
                 sources, predictions = await self._infer(datasets, model)
+                self._notify_series(sources, predictions)
                 build = functools.partial(self._results, sources, predictions, model)
             inferred_at = time.time()
             results = await self.plane.run_in_worker(build)

@@ -156,6 +156,7 @@ class Recorder:
         self._rng = random.Random(seed)
         self.dropped = 0
         self.recorded = 0
+        self.node_series = False  # True once the DICOM node hands series (observe_series)
         self._thread = threading.Thread(target=self._run, name="review-recorder", daemon=True)
         self._thread.start()
 
@@ -167,14 +168,42 @@ class Recorder:
         source = source_of(served.origin)
         if source == "upload":  # the tool records its uploads itself
             return
+        if source == "dicom" and self.node_series:  # recorded per series (observe_series)
+            return
         config = self._config_of(prediction.model, prediction.version)
-        mode = self.policy.mode(prediction.model, source)
+        if self._wanted(prediction.model, source, [prediction.result], config):
+            self._put((draft_from, (prediction, config, source)), source)
+
+    def observe_series(self, sources: list, predictions: list[Prediction]) -> None:
+        """Observe a series the DICOM node inferred (on the event loop: decide and queue).
+
+        `sources[i]` is the pydicom dataset whose frame `predictions[i]` holds.
+        """
+        from review.series import series_draft
+
+        if not predictions:
+            return
+        first = predictions[0]
+        config = self._config_of(first.model, first.version)
+        if self._wanted(first.model, "dicom", [p.result for p in predictions], config):
+            self._put((series_draft, (sources, predictions, config)), "dicom")
+
+    def series_observer(self) -> Callable[[list, list[Prediction]], None]:
+        """`observe_series`, for `DicomNode.add_series_observer`: node frames stop being
+        recorded one by one."""
+        self.node_series = True
+        return self.observe_series
+
+    def _wanted(self, model: str, source: str, results: list, config: ModelConfig) -> bool:
+        mode = self.policy.mode(model, source)
         if mode.kind == "off":
-            return
-        if not mode.wants(mode.kind == "failed" and failed(prediction.result, config), self._rng):
-            return
+            return False
+        failing = mode.kind == "failed" and any(failed(r, config) for r in results)
+        return mode.wants(failing, self._rng)
+
+    def _put(self, job: tuple, source: str) -> None:
         try:
-            self._queue.put_nowait((prediction, config, source))
+            self._queue.put_nowait((job, source))
         except queue.Full:
             self.dropped += 1
             self._cases.labels(source, "dropped").inc()
@@ -185,9 +214,9 @@ class Recorder:
             item = self._queue.get()
             if item is None:
                 return
-            source = item[2]
+            (build, args), source = item
             try:
-                self.store.create(draft_from(*item))
+                self.store.create(build(*args))
                 self.recorded += 1
                 self._cases.labels(source, "recorded").inc()
             except Exception:  # noqa: BLE001 - a failed capture never stops the recorder

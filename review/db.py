@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS findings (
     ai_label TEXT,
     ai_box TEXT,
     labelled_by TEXT,
-    reviewed_by TEXT
+    reviewed_by TEXT,
+    frame INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS findings_case ON findings (case_id);
 CREATE INDEX IF NOT EXISTS findings_label ON findings (label, case_id);
@@ -117,7 +118,11 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 
 # Columns added after the first schema: (table, column, type), added to older files on open.
-ADDED_COLUMNS = (("findings", "labelled_by", "TEXT"), ("findings", "reviewed_by", "TEXT"))
+ADDED_COLUMNS = (
+    ("findings", "labelled_by", "TEXT"),
+    ("findings", "reviewed_by", "TEXT"),
+    ("findings", "frame", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:

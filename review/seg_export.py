@@ -1,11 +1,12 @@
 """Reviewed DICOM cases as DICOM SEG (highdicom): one BINARY SEG per case, a segment per label.
 
-Only cases whose DICOM file the tool kept (uploads) can be referenced by a SEG; others are
-listed in the manifest as skipped. A segmentation case's segments are its final masks (painted
+Only cases whose DICOM files the tool kept (uploads: `source.dcm`; DICOM node series:
+`source-<i>.dcm`, one per instance) can be referenced by a SEG; others are listed in the
+manifest as skipped. A segmentation case's segments are its final masks (painted
 over AI); a detection case's are its reviewed boxes, filled. A segment is MANUAL when a human
 drew it (a painted mask, a box added or moved), else AUTOMATIC with the model as algorithm.
 The review status and reviewer are in ContentDescription / ContentCreatorName and the series
-description. Multi-frame sources: the masks cover the first frame (the one the model saw).
+description. A series' boxes mark the frame they were found on; masks cover the first frame.
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ _TYPE = Code("49755003", "SCT", "Morphologically altered structure")
 _AI = hd.sr.CodedConcept("123109", "DCM", "Artificial Intelligence")
 
 
-def _box_masks(rows: list[sqlite3.Row], height: int, width: int) -> dict[str, tuple]:
-    """label -> (filled boxes, origin: human when any box was drawn or moved by a reviewer)."""
+def _box_masks(rows: list[sqlite3.Row], shape: tuple[int, int, int]) -> dict[str, tuple]:
+    """label -> (filled boxes F x H x W, origin: human when any box was drawn or moved)."""
     found: dict[str, tuple[np.ndarray, str]] = {}
     for row in rows:
-        mask, origin = found.get(row["label"], (np.zeros((height, width), bool), "ai"))
+        mask, origin = found.get(row["label"], (np.zeros(shape, bool), "ai"))
         x0, y0 = int(np.floor(row["x0"])), int(np.floor(row["y0"]))
         x1, y1 = int(np.ceil(row["x1"])), int(np.ceil(row["y1"]))
-        mask[max(y0, 0) : y1, max(x0, 0) : x1] = True
+        frame = min(max(int(row["frame"] or 0), 0), shape[0] - 1)
+        mask[frame, max(y0, 0) : y1, max(x0, 0) : x1] = True
         human = row["origin"] == "human" or row["status"] == "corrected"
         found[row["label"]] = (mask, "human" if human else origin)
     return found
@@ -64,26 +66,27 @@ def _segment(number: int, label: str, origin: str, case: sqlite3.Row) -> hd.seg.
 
 def case_seg(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row) -> bytes | None:
     """The case's SEG as Part 10 bytes, or None when it has no DICOM file or nothing to mark."""
-    data = store.files(case["id"]).read("source.dcm")
-    if data is None:
+    sources = source_datasets(store, case["id"])
+    if not sources:
         return None
-    source = pydicom.dcmread(io.BytesIO(data))
     info = json.loads(case["image"])
+    frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for ds in sources)
     if case["kind"] == "segmentation":
-        masks = final_masks(store, conn, case)
+        masks = {k: (v[0][np.newaxis], v[1]) for k, v in final_masks(store, conn, case).items()}
     else:
-        masks = _box_masks(truth_findings(conn, case["id"]), info["height"], info["width"])
+        shape = (frames, info["height"], info["width"])
+        masks = _box_masks(truth_findings(conn, case["id"]), shape)
     masks = {label: part for label, part in masks.items() if part[0].any()}
     if not masks:
         return None
     labels = sorted(masks)
-    planes = np.stack([masks[label][0] for label in labels], axis=-1)[np.newaxis]
-    frames = int(source.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        planes = np.concatenate([planes, np.zeros((frames - 1, *planes.shape[1:]), bool)])
+    planes = np.stack([masks[label][0] for label in labels], axis=-1)
+    if planes.shape[0] < frames:
+        missing = np.zeros((frames - planes.shape[0], *planes.shape[1:]), bool)
+        planes = np.concatenate([planes, missing])
     status, reviewer = case["status"], case["reviewer"] or "unknown"
     seg = hd.seg.Segmentation(
-        source_images=[source],
+        source_images=sources,
         pixel_array=planes.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[
@@ -108,6 +111,19 @@ def case_seg(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row) -> b
     return buffer.getvalue()
 
 
+def source_datasets(store: CaseStore, case_id: int) -> list[pydicom.Dataset]:
+    """The DICOM files a case kept: `source.dcm`, else `source-0.dcm`, `source-1.dcm`, ..."""
+    files = store.files(case_id)
+    data = files.read("source.dcm")
+    if data is not None:
+        return [pydicom.dcmread(io.BytesIO(data))]
+    found, index = [], 0
+    while (data := files.read(f"source-{index}.dcm")) is not None:
+        found.append(pydicom.dcmread(io.BytesIO(data)))
+        index += 1
+    return found
+
+
 def write_segs(zf: zipfile.ZipFile, store: CaseStore, conn, cases: list) -> tuple[dict, list]:
     """`seg/case-<id>.dcm` per DICOM case; (segments per case, skipped cases with why)."""
     details: dict[int, Any] = {}
@@ -115,7 +131,7 @@ def write_segs(zf: zipfile.ZipFile, store: CaseStore, conn, cases: list) -> tupl
     for case in cases:
         blob = case_seg(store, conn, case)
         if blob is None:
-            why = "no DICOM file kept" if case["source"] != "upload" else "no DICOM or no mark"
+            why = "no DICOM file kept" if case["source"] == "api" else "no DICOM or no mark"
             skipped.append({"id": case["id"], "why": why})
             continue
         zf.writestr(f"seg/case-{case['id']}.dcm", blob)

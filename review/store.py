@@ -30,12 +30,13 @@ class CaseNotFoundError(KeyError):
 
 @dataclass
 class FindingDraft:
-    """A model's finding: label, score, box (x0, y0, x1, y1 pixels), optional heat map."""
+    """A model's finding: label, score, box (x0, y0, x1, y1 pixels), heat map, frame index."""
 
     label: str
     score: float
     box: tuple[float, float, float, float]
     heat: np.ndarray | None = None
+    frame: int = 0  # 0-based index into the case's frames
 
 
 @dataclass
@@ -87,6 +88,7 @@ class CaseDraft:
     image_score: float | None = None
     patient: dict[str, str] | None = None
     source_dicom: bytes | None = None
+    source_series: list[bytes] = field(default_factory=list)  # a node series' instances
 
     @property
     def max_score(self) -> float:
@@ -125,8 +127,8 @@ def _insert_finding(
     x0, y0, x1, y1 = (float(v) for v in finding.box)
     cursor = conn.execute(
         "INSERT INTO findings (case_id, label, score, x0, y0, x1, y1, origin, status, "
-        "has_heatmap, ai_label, ai_box, labelled_by) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 'ai', 'pending', ?, ?, ?, ?)",
+        "has_heatmap, ai_label, ai_box, labelled_by, frame) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'ai', 'pending', ?, ?, ?, ?, ?)",
         (
             case_id,
             finding.label,
@@ -139,6 +141,7 @@ def _insert_finding(
             finding.label,
             json.dumps([x0, y0, x1, y1]),
             model,
+            int(finding.frame),
         ),
     )
     return int(cursor.lastrowid)
@@ -171,6 +174,8 @@ class CaseStore:
             files.write("image.png", render_png(draft.frames[0], window, draft.info.invert))
             if draft.source_dicom is not None:
                 files.write("source.dcm", draft.source_dicom)
+            for index, data in enumerate(draft.source_series):
+                files.write(f"source-{index}.dcm", data)
             for finding in draft.findings:
                 model = f"model {draft.model} {draft.model_version}"
                 finding_id = _insert_finding(conn, case_id, finding, model)
@@ -248,4 +253,5 @@ def finding_json(row: sqlite3.Row) -> dict[str, Any]:
         "has_heatmap": bool(row["has_heatmap"]),
         "labelled_by": row["labelled_by"],
         "reviewed_by": row["reviewed_by"],
+        "frame": row["frame"],
     }
