@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
 import os
 import socket
@@ -36,6 +37,7 @@ from tests.fuzz.targets import Clients, image_request, small_png
 
 RESULTS = Path(__file__).parent / "results"
 RSS_TOLERANCE = 0.20
+TRACE_EVERY = 10_000
 
 
 def _free_port() -> int:
@@ -163,7 +165,11 @@ def run(args: argparse.Namespace) -> dict:
         rss_before = _rss_mb(server.pid)
         started = time.monotonic()
         structured = pool(args.pool, args.seed)
-        tally = send_all(clients, inputs(args.inputs, structured, args.seed), args.workers)
+        stream, tally, trace = inputs(args.inputs, structured, args.seed), Tally(), []
+        for _ in range(0, args.inputs, TRACE_EVERY):  # in parts, RSS read after each
+            send_all(clients, itertools.islice(stream, TRACE_EVERY), args.workers, tally)
+            if server.poll() is None:
+                trace.append([tally.total, round(_rss_mb(server.pid)["VmRSS"], 1)])
         seconds = time.monotonic() - started
         alive = server.poll() is None
         rss_after = _rss_mb(server.pid) if alive else {}
@@ -197,6 +203,7 @@ def run(args: argparse.Namespace) -> dict:
             "peak": round(rss_after.get("VmHWM", float("nan")), 1),
         },
         "rss_growth": round(after / before - 1.0, 4),
+        "rss_mb_after_inputs": trace,
         "rss_within_20_percent": abs(after / before - 1.0) <= RSS_TOLERANCE,
         "failures": _save_failures(tally, RESULTS / "fuzz-failures"),
         "decoders_in_process": fuzz_decoders(args.decoder_inputs, args.seed),

@@ -89,9 +89,12 @@ class Tally:
         return sum(statuses[name] for name in FAILURES)
 
 
-def send_all(clients: Clients, stream: Iterable[Case], workers: int = 4) -> Tally:
-    """Send every case, `workers` at a time (a few queued, never the whole stream), tally."""
-    tally = Tally()
+def send_all(
+    clients: Clients, stream: Iterable[Case], workers: int = 4, tally: Tally | None = None
+) -> Tally:
+    """Send every case, `workers` at a time (a few queued, never the whole stream), tally
+    (into `tally` when given: a run in parts)."""
+    tally = Tally() if tally is None else tally
     room = threading.BoundedSemaphore(workers * 2)
 
     def one(case: Case) -> None:
