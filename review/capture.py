@@ -127,6 +127,22 @@ def draft_from(prediction: Prediction, config: ModelConfig, source: str) -> Case
     return draft
 
 
+def draft_from_frames(predictions: list[Prediction], config: ModelConfig, source: str) -> CaseDraft:
+    """One case for the frames of a multi-frame image or series, in order: the first frame's
+    draft with every frame's findings (each with its frame index) and the frames' pixels."""
+    draft = draft_from(predictions[0], config, source)
+    for index, prediction in enumerate(predictions[1:], start=1):
+        frame = draft_from(prediction, config, source)
+        for finding in frame.findings:
+            finding.frame = index
+        draft.findings += frame.findings
+        for label, score in frame.mask_scores.items():
+            draft.mask_scores[label] = max(draft.mask_scores.get(label, score), score)
+    draft.frames = np.concatenate([stored_pixels(p.image)[0] for p in predictions])
+    draft.info.frames = len(predictions)
+    return draft
+
+
 def failed(result: DetectionResult | SegmentationResult, config: ModelConfig) -> bool:
     """Whether the model's inspection rules fail the image (no rules: any finding)."""
     return bool(judge(result, InspectionRules.from_config(config)))

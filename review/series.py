@@ -15,7 +15,7 @@ import io
 import numpy as np
 import pydicom
 
-from review.capture import draft_from, stored_pixels
+from review.capture import draft_from_frames
 from review.store import CaseDraft
 from review.upload import presets, stored_values
 from serving.dataplane import Prediction
@@ -69,19 +69,10 @@ def series_draft(
 ) -> CaseDraft:
     """One case for a node series (see the module doc); `sources[i]` holds `predictions[i]`."""
     instances, predictions = ordered(sources, predictions)
-    draft = draft_from(predictions[0], config, "dicom")
-    for index, prediction in enumerate(predictions[1:], start=1):
-        frame = draft_from(prediction, config, "dicom")
-        for finding in frame.findings:
-            finding.frame = index
-        draft.findings += frame.findings
-        for label, score in frame.mask_scores.items():
-            draft.mask_scores.setdefault(label, score)
+    draft = draft_from_frames(predictions, config, "dicom")
     draft.source_series = [_part10(ds) for ds in instances]
-    draft.info.frames = len(predictions)
     values = _stored_series(instances)
     if values is None or values.shape[0] != len(predictions):
-        draft.frames = np.concatenate([stored_pixels(p.image)[0] for p in predictions])
         return draft
     first = instances[0]
     draft.frames = values

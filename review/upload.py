@@ -3,12 +3,14 @@
 DICOM uploads keep their stored values for the viewer's window/level: the modality LUT
 (rescale) applied, as uint16 or int16 when the values are whole numbers in range (else the
 decoded 8-bit image), every frame, with the file's windows and the modality's usual presets;
-the file itself is kept for DICOM SEG export. The model runs on the first frame. MONOCHROME1
+the file itself is kept for DICOM SEG export. The model runs on every frame (concurrently, so
+they batch); findings carry their frame index, masks are the first frame's. MONOCHROME1
 values are kept as stored and the case says `invert` (the page and the PNG renderings invert).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut
 
-from review.capture import draft_from
+from review.capture import draft_from, draft_from_frames
 from review.store import CaseDraft, CaseStore
 from serving.dataplane import DataPlane, ImageSource, PredictOptions
 from serving.explaining import ExplainOptions
@@ -92,12 +94,12 @@ def with_dicom_values(draft: CaseDraft, data: bytes) -> CaseDraft:
     return draft
 
 
-def first_frame(data: bytes, max_pixels: int, window: bool) -> Image | ImageSource:
-    """A multi-frame DICOM's first frame, decoded (the model sees that one); else the bytes."""
+def dicom_frames(data: bytes, max_pixels: int, window: bool) -> list[Image | ImageSource]:
+    """A multi-frame DICOM's frames, decoded (the model sees each); else the bytes as one."""
     ds = pydicom.dcmread(io.BytesIO(data))
     if int(ds.get("NumberOfFrames", 1) or 1) <= 1:
-        return ImageSource(encoded=data)
-    return decode_frames(ds, max_pixels, window)[0]
+        return [ImageSource(encoded=data)]
+    return list(decode_frames(ds, max_pixels, window))
 
 
 async def upload(plane: DataPlane, store: CaseStore, data: bytes, model: str) -> int:
@@ -109,15 +111,19 @@ async def upload(plane: DataPlane, store: CaseStore, data: bytes, model: str) ->
     task = info.config.task
     if task not in ("detection", "segmentation"):
         raise InvalidInputError(f"model {model!r} is {task}: the review tool takes 2D models")
-    image: Image | ImageSource = ImageSource(encoded=data)
+    images: list[Image | ImageSource] = [ImageSource(encoded=data)]
     if sniff_format(data) == "dicom":
         window = info.config.preprocess.dicom_window
-        image = await plane.run_in_worker(first_frame, data, plane.max_image_pixels, window)
-    prediction = await plane.predict(
-        task, model, "", image, PredictOptions(explain=explain), origin="review"
+        images = await plane.run_in_worker(dicom_frames, data, plane.max_image_pixels, window)
+    options = PredictOptions(explain=explain)
+    predictions = await asyncio.gather(
+        *(plane.predict(task, model, "", image, options, origin="review") for image in images)
     )
-    config = plane.model_info(model, prediction.version).config
-    draft = draft_from(prediction, config, "upload")
+    config = plane.model_info(model, predictions[0].version).config
+    if len(predictions) == 1:
+        draft = draft_from(predictions[0], config, "upload")
+    else:
+        draft = draft_from_frames(list(predictions), config, "upload")
     if sniff_format(data) == "dicom":
         draft = await plane.run_in_worker(with_dicom_values, draft, data)
     return await plane.run_in_worker(store.create, draft)

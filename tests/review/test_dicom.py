@@ -89,15 +89,19 @@ def test_dicom_upload_keeps_values_windows_and_patient(clients, server, caplog) 
     assert PATIENT_ID not in json.dumps(cases)  # the worklist carries no identifiers
 
 
-def test_multi_frame_upload_keeps_every_frame(clients) -> None:
+def test_multi_frame_upload_keeps_every_frame_and_runs_the_model_on_each(clients) -> None:
     ds = pydicom.dcmread(io.BytesIO(ct_slice()))
-    frames = np.stack([ds.pixel_array, ds.pixel_array + 100, ds.pixel_array + 200])
+    air = np.full_like(ds.pixel_array, 124)  # frame 1: nothing to find
+    moved = np.roll(ds.pixel_array, 4, axis=0) + 200  # frame 2: the square 4 rows lower
+    frames = np.stack([ds.pixel_array, air, moved])
     ds.NumberOfFrames, ds.PixelData = 3, frames.astype(np.uint16).tobytes()
     buffer = io.BytesIO()
     ds.save_as(buffer)
     rev = clients["rev1"]
     case = upload(rev, "bright-x", buffer.getvalue(), "multi.dcm")
-    assert case["image"]["frames"] == 3 and case["findings"][0]["box"] == [8, 16, 32, 40]
+    assert case["image"]["frames"] == 3
+    found = sorted((f["frame"], f["box"]) for f in case["findings"])
+    assert found == [(0, [8, 16, 32, 40]), (2, [8, 20, 32, 44])]
     third = rev.get(f"/review/api/cases/{case['id']}/pixels", params={"frame": 2})
     assert np.frombuffer(third.content, "<i2").reshape(64, 64)[0, 0] == -800
     assert (
