@@ -124,6 +124,14 @@ class Context:
             raise ActionError(400, f"label: one of the model's labels {self.labels}")
         return str(label)
 
+    def frame(self) -> int:
+        """The payload's `frame` (0-based, default 0) inside the case's frames (400 otherwise)."""
+        frame = self.body.get("frame", 0)
+        frames = int(self.image.get("frames", 1) or 1)
+        if not isinstance(frame, int) or isinstance(frame, bool) or not 0 <= frame < frames:
+            raise ActionError(400, f"frame: a whole number from 0 to {frames - 1}")
+        return frame
+
     def box(self) -> list[float]:
         """The payload's `box` [x0, y0, x1, y1] inside the image (400 otherwise)."""
         box = self.body.get("box")
@@ -266,13 +274,14 @@ def move(ctx: Context) -> None:
 
 
 def add(ctx: Context) -> None:
-    """Add a finding the model missed (origin human, accepted)."""
+    """Add a finding the model missed (origin human, accepted) on `frame` (default 0)."""
     _require_review(ctx)
-    label, (x0, y0, x1, y1) = ctx.label(), ctx.box()
+    label, (x0, y0, x1, y1), frame = ctx.label(), ctx.box(), ctx.frame()
     cursor = ctx.conn.execute(
         "INSERT INTO findings (case_id, label, score, x0, y0, x1, y1, origin, status, "
-        "labelled_by, reviewed_by) VALUES (?, ?, 1.0, ?, ?, ?, ?, 'human', 'accepted', ?, ?)",
-        (ctx.id, label, x0, y0, x1, y1, ctx.who.name, ctx.who.name),
+        "labelled_by, reviewed_by, frame) "
+        "VALUES (?, ?, 1.0, ?, ?, ?, ?, 'human', 'accepted', ?, ?, ?)",
+        (ctx.id, label, x0, y0, x1, y1, ctx.who.name, ctx.who.name, frame),
     )
     row = ctx.conn.execute("SELECT * FROM findings WHERE id = ?", (cursor.lastrowid,)).fetchone()
     ctx.log("add", row["id"], None, finding_json(row))

@@ -102,6 +102,13 @@ def test_multi_frame_upload_keeps_every_frame_and_runs_the_model_on_each(clients
     assert case["image"]["frames"] == 3
     found = sorted((f["frame"], f["box"]) for f in case["findings"])
     assert found == [(0, [8, 16, 32, 40]), (2, [8, 20, 32, 44])]
+    assert act(rev, case["id"], action="claim").status_code == 200
+    missed = dict(action="add", label="bright", box=[1, 1, 9, 9])
+    assert act(rev, case["id"], **missed, frame=3).status_code == 400  # frames 0 .. 2
+    assert act(rev, case["id"], **missed, frame=1).status_code == 200
+    again = rev.get(f"/review/api/cases/{case['id']}").json()
+    added = [f for f in again["findings"] if f["origin"] == "human"]
+    assert [(f["frame"], f["box"]) for f in added] == [(1, [1, 1, 9, 9])]
     third = rev.get(f"/review/api/cases/{case['id']}/pixels", params={"frame": 2})
     assert np.frombuffer(third.content, "<i2").reshape(64, 64)[0, 0] == -800
     assert (

@@ -196,6 +196,55 @@ def test_worklist_filters_sort_and_keys(browser, review_server):
         page.context.close()
 
 
+def box_edge_colour(page, x: float, y: float) -> int:
+    """How far from grey (max - min of R, G, B) the canvas is at image point (x, y)."""
+    return page.evaluate(
+        """([x, y]) => {
+          const c = document.getElementById("view-canvas");
+          const v = JSON.parse(c.dataset.view);
+          const dpr = window.devicePixelRatio || 1;
+          const px = Math.floor((x * v.scale + v.tx) * dpr);
+          const py = Math.floor((y * v.scale + v.ty) * dpr);
+          const d = c.getContext("2d").getImageData(px - 1, py, 3, 1).data;
+          let most = 0;
+          for (let i = 0; i < 12; i += 4) {
+            const rgb = [d[i], d[i + 1], d[i + 2]];
+            most = Math.max(most, Math.max(...rgb) - Math.min(...rgb));
+          }
+          return most;
+        }""",
+        [x, y],
+    )
+
+
+def test_multiframe_findings_per_frame(browser, review_server, shot):
+    with contextlib.closing(api_client(review_server, "rev1")) as client:
+        case = upload(client, "bright-x", multiframe_dicom(128, 3), "frames.dcm")
+    by_frame = {f["frame"]: f for f in case["findings"]}
+    assert sorted(by_frame) == [0, 1, 2]  # the model ran on every frame
+    for k, f in by_frame.items():  # frame k's square is at rows 20k+10 .. 20k+30
+        assert f["box"][1] == 20 * k + 10, f
+    page = new_page(browser, review_server)
+    try:
+        sign_in(page, "rev1")
+        open_case(page, case["id"])
+        wait_first_image(page)
+        for k in range(3):
+            page.wait_for_selector(f"#findings-frame:text-is('frame {k + 1}: 1 of 3')")
+            ids = page.eval_on_selector_all(".finding", "els => els.map(e => e.dataset.findingId)")
+            assert ids == [str(by_frame[k]["id"])], (k, ids)
+            page.wait_for_timeout(200)
+            assert box_edge_colour(page, 40, 20 * k + 20) > 40, f"frame {k + 1}: its box not drawn"
+            others = [j for j in range(3) if j != k]
+            for j in others:  # the other frames' boxes (left edge, mid-height) are not drawn
+                assert box_edge_colour(page, 40, 20 * j + 20) < 10, (k, j)
+            shot(page, f"findings-frame-{k + 1}")
+            key(page, "ArrowDown")
+        assert page.errors == [], page.errors
+    finally:
+        page.close()
+
+
 def test_multiframe_scrolling(browser, review_server, shot):
     with contextlib.closing(api_client(review_server, "rev1")) as client:
         case = upload(client, "bright-x", multiframe_dicom(128, 3), "frames.dcm")

@@ -60,14 +60,18 @@ function finding(f, state) {
 }
 
 function findings(c, state) {
-  if (!c.findings.length) return "<h2>Findings</h2><p class=\"hint\">none</p>";
-  const sel = c.findings.find((f) => f.id === state.selected);
+  const here = c.findings.filter((f) => (f.frame ?? 0) === state.frame);
+  const title = c.image.frames > 1
+    ? `<h2>Findings <span class="hint" id="findings-frame">frame ${state.frame + 1}: ${here.length} of ${c.findings.length}</span></h2>`
+    : "<h2>Findings</h2>";
+  if (!here.length) return `${title}<p class="hint">none</p>`;
+  const sel = here.find((f) => f.id === state.selected);
   const heat = sel?.has_heatmap
     ? `<div class="row"><label><input id="heatmap-toggle" type="checkbox" data-cmd="heatmap" ${state.heatmap ? "checked" : ""}> Heat map (h)</label>
         <input id="heatmap-opacity" type="range" min="0" max="100" value="${Math.round(state.opacity * 100)}" data-cmd="opacity" aria-label="heat map opacity"></div>`
     : "";
   return `
-    <h2>Findings</h2>${c.findings.map((f) => finding(f, state)).join("")}
+    ${title}${here.map((f) => finding(f, state)).join("")}
     <div class="row">
       <button type="button" data-cmd="accept" id="btn-accept">Accept (a)</button>
       <button type="button" data-cmd="reject" id="btn-reject">Reject (r)</button>
@@ -136,8 +140,15 @@ const HELP = `
 /** Redraw the whole panel from the viewer state. */
 export function renderPanel(panel, state) {
   const c = state.case;
-  panel.innerHTML = [header(c, state), windowing(c, state), findings(c, state), masks(c, state),
+  const list = `<section id="findings-section">${findings(c, state)}</section>`;
+  panel.innerHTML = [header(c, state), windowing(c, state), list, masks(c, state),
     actions(c, state), comments(c), history(state), HELP].join("");
+}
+
+/** Update only the findings (those of the frame shown), leaving the frame slider as it is. */
+export function renderFindings(state) {
+  const el = document.getElementById("findings-section");
+  if (el) el.innerHTML = findings(state.case, state);
 }
 
 /** Update only the window/level readout (cheap, during right-drag). */

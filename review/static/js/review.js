@@ -48,7 +48,7 @@ async function addBox(box) {
   setMode("view");
   const label = await ask("Label of the new finding", { choices: state.case.labels });
   state.preview = null;
-  if (label) await act({ action: "add", label, box });
+  if (label) await act({ action: "add", label, box, frame: state.frame });
   redraw();
 }
 
@@ -76,7 +76,7 @@ async function selectFinding(id) {
 }
 
 function cycleFinding(step) {
-  const ids = state.case.findings.map((f) => f.id);
+  const ids = frameFindings().map((f) => f.id);
   if (!ids.length) return;
   const i = ids.indexOf(state.selected);
   return selectFinding(ids[(i + step + ids.length) % ids.length]);

@@ -2,7 +2,7 @@
 // PNG), masks and the selected finding's heat map, and draws them on the canvas.
 import { api } from "./api.js";
 import { currentMasks, loadHeatmap, Mask } from "./overlays.js";
-import { renderPanel, renderWindowLabel } from "./panel.js";
+import { renderFindings, renderPanel, renderWindowLabel } from "./panel.js";
 import { applyWindow, defaultWindow, loadPixels, loadPng } from "./pixels.js";
 import { attachPointer } from "./pointer.js";
 import { labelColor, View } from "./view.js";
@@ -53,12 +53,13 @@ export function redraw() {
 
 function drawNow() {
   const layers = [];
-  if (state.showMasks) {
+  if (state.showMasks && state.frame === 0) {  // a case's masks are its first frame's
     for (const [label, mask] of state.masks) {
       if (!state.hiddenMasks.has(label)) layers.push({ image: mask.canvas, alpha: 0.45 });
     }
   }
-  const heat = state.heatmap && state.heatmaps.get(state.selected);
+  const selected = state.case.findings.find((f) => f.id === state.selected);
+  const heat = state.heatmap && selected && onFrame(selected) && state.heatmaps.get(state.selected);
   if (heat) layers.push({ image: heat, alpha: state.opacity });
   view.draw(layers, drawBoxes);
   const status = document.getElementById("status-line");
@@ -67,9 +68,19 @@ function drawNow() {
     (state.case.image.frames > 1 ? ` · frame ${state.frame + 1}/${state.case.image.frames}` : "");
 }
 
+/** Whether finding `f` lies on the frame shown (findings carry their 0-based frame). */
+export function onFrame(f) {
+  return (f.frame ?? 0) === state.frame;
+}
+
+/** The findings of the frame shown. */
+export function frameFindings() {
+  return state.case.findings.filter(onFrame);
+}
+
 function drawBoxes(ctx, v) {
   if (!state.showBoxes) return;
-  const items = state.case.findings.filter((f) => f.box && !state.hiddenBoxes.has(f.id));
+  const items = frameFindings().filter((f) => f.box && !state.hiddenBoxes.has(f.id));
   for (const f of items) {
     const box = state.preview && state.preview.id === f.id ? state.preview.box : f.box;
     strokeBox(ctx, v, box, labelColor(f.label), f.id === state.selected, f.status === "rejected");
@@ -173,7 +184,8 @@ function derive() {
   const c = state.case;
   const closed = ["accepted", "corrected", "rejected"].includes(c.status);
   state.canReopen = closed;
-  if (!c.findings.some((f) => f.id === state.selected)) state.selected = c.findings[0]?.id ?? null;
+  const here = frameFindings();
+  if (!here.some((f) => f.id === state.selected)) state.selected = here[0]?.id ?? null;
 }
 
 /** Redraw the panel (after any state change that it shows). */
@@ -221,6 +233,9 @@ export async function setFrame(frame) {
   const next = Math.max(0, Math.min(frames - 1, frame));
   if (next === state.frame) return;
   state.frame = next;
+  derive();
+  renderFindings(state);
+  await ensureHeatmap();
   await loadImage();
   const slider = document.getElementById("frame-slider");
   if (slider) slider.value = String(next + 1);
@@ -276,7 +291,7 @@ export function initViewer(host) {
 
 function selectedFirst() {
   if (!state.showBoxes) return [];
-  const shown = state.case.findings.filter((f) => f.box && !state.hiddenBoxes.has(f.id));
+  const shown = frameFindings().filter((f) => f.box && !state.hiddenBoxes.has(f.id));
   shown.sort((a, b) => (b.id === state.selected) - (a.id === state.selected));
   return shown.map((f) => ({ id: f.id, box: f.box }));
 }
