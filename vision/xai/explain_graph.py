@@ -187,6 +187,17 @@ def _convolution_backward(
     if output_mask[1] or output_mask[2]:
         return NotImplemented
     dims = len(stride)
+    if not transposed and groups == 1 and all(s == 1 for s in stride):
+        # Stride 1: the input gradient is an ordinary convolution with the kernel flipped and
+        # its channel axes swapped. ONNX Runtime's Conv is several times faster than its
+        # ConvTranspose on CPU (issue 19: ConvTranspose was over half of the explain graph).
+        flipped = weight.transpose(0, 1).flip(list(range(2, 2 + dims)))
+        pad = [dilation[i] * (weight.shape[2 + i] - 1) - padding[i] for i in range(dims)]
+        if all(p >= 0 for p in pad):
+            grad = _aten.convolution.default(
+                grad_output, flipped, None, stride, pad, dilation, False, [0] * dims, 1
+            )
+            return grad, None, None
     if transposed:
         grad = _aten.convolution.default(
             grad_output, weight, None, stride, padding, dilation, False, [0] * dims, groups
@@ -298,13 +309,20 @@ def export_explain_graph(
     targets: tuple | None = None,
     output_names: tuple[str, ...] | None = None,
     check: bool = True,
+    shared: bool | None = None,
 ) -> ExplainExport:
     """Write the explain graph to `path` (dynamic batch) and, with `check`, gate on parity.
 
     `targets`: (target_class, aux) tensors for the example; default: the model's prediction.
-    Parity (see `explain_parity`) raises ExplainParityError when it fails.
+    `shared` (default: for detection without given targets): one image and K targets, one
+    forward pass shared by all (`vision.xai.shared_graph`). Parity (see `explain_parity`)
+    raises ExplainParityError when it fails.
     """
     module = build_explain_module(model, target_layer, target_kind, method)
+    if shared is None:
+        shared = target_kind == "detection" and targets is None
+    if shared:
+        return _export_shared(module, example, Path(path), output_names, check)
     inputs = example_inputs(module, example, targets)
     traced = _batched(inputs)
     graph = trace_explain(module, traced)
@@ -313,6 +331,20 @@ def export_explain_graph(
     result = ExplainExport(path, in_names, out_names)
     if check:
         result.parity = explain_parity(module, path, inputs)
+        _gate(result.parity)
+    return result
+
+
+def _export_shared(
+    module: ExplainModule, example: Tensor, path: Path, outputs: tuple | None, check: bool
+) -> ExplainExport:
+    from vision.xai.shared_graph import export_shared, shared_parity
+
+    names = explain_io_names(module.kind, outputs)
+    path, inputs = export_shared(module, example, path, names, OPSET)
+    result = ExplainExport(path, *names)
+    if check:
+        result.parity = shared_parity(module, path, inputs)
         _gate(result.parity)
     return result
 

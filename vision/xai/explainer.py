@@ -40,6 +40,9 @@ class Explainer:
         self.pipeline = Pipeline(config)
         # Set by `check_outputs`: the graph's model outputs equal the plain model's bit for bit.
         self.same_outputs = False
+        # A static image batch of 1: one forward pass shared by K targets (`shared_graph`);
+        # otherwise the image is repeated once per target.
+        self.shared_forward = bool(session.inputs) and session.inputs[0].shape[:1] == (1,)
 
     def check_outputs(self, plain: OnnxModel) -> bool:
         """Compare the graph's model outputs with `plain`'s on a fixed random image.
@@ -102,7 +105,8 @@ class Explainer:
         class_ids=(),
         max_findings: int = 0,
     ) -> list[Explanation]:
-        """One heat map per detection, highest scores first, in one graph run.
+        """One heat map per detection, highest scores first, in one graph run (one forward
+        pass for all of them when the graph is a shared-forward one).
 
         At most `limit(max_findings)`; only detections of `class_ids` when any are given.
         """
@@ -115,8 +119,11 @@ class Explainer:
             return []
         if any(d.anchor < 0 for d in found):
             raise InvalidInputError("detections carry no output row index; cannot explain them")
+        images = tensor[np.newaxis]
+        if not self.shared_forward:
+            images = np.repeat(images, len(found), axis=0)
         feeds = {
-            "images": np.repeat(tensor[np.newaxis], len(found), axis=0),
+            "images": images,
             "target_class": np.array([d.class_id for d in found], dtype=np.int64),
             "target_anchor": np.array([d.anchor for d in found], dtype=np.int64),
         }

@@ -57,6 +57,17 @@ def _segmenter_example(checkpoint: Path) -> tuple[Any, Image, str]:
     return model, Image(pixels=sample.image), "segmentation"
 
 
+def _bundled_example(model_dir: Path, image: Path | None) -> tuple[Any, Image, str]:
+    """The shipped weights (`vision.weights.load_bundled`), `image` decoded, the target kind."""
+    from vision.weights import load_bundled
+
+    if image is None:
+        raise ValueError("without a checkpoint, give the example image (a validation image)")
+    model = load_bundled(model_dir.name, model_dir.parent)
+    kind = "detection" if hasattr(model, "heads") else "segmentation"
+    return model, decode_image(Path(image).read_bytes()), kind
+
+
 def load_for_explain(config: ModelConfig, checkpoint: Path) -> tuple[Any, Image, str]:
     """The eager torch model of `checkpoint`, one real validation image and the target kind."""
     if config.task == "detection":
@@ -114,13 +125,15 @@ def _export(
 def add_explain_graph(
     repo: Path,
     name: str,
-    checkpoint: Path,
+    checkpoint: Path | None,
     version: int | None = None,
     method: str = "gradcam",
     target_layer: str | None = None,
+    image: Path | None = None,
 ) -> dict:
     """Export `<repo>/<name>/<version>/model.explain.onnx`; update config.yaml and the card.
 
+    `checkpoint` None: the shipped weights (`weights.safetensors`) and `image` as the example.
     `version`: default the latest. `target_layer`: default the architecture's (detector:
     `backbone.stages.0`, falling back to `smooth.0` if that fails parity). Returns the card's
     new `explain` entry. Raises RuntimeError (nothing recorded) when parity fails.
@@ -131,7 +144,10 @@ def add_explain_graph(
     config = load_config(model_dir)
     served_model = load_model(model_dir, version, providers=("cpu",), explain=False, config=config)
     version = int(served_model.version)
-    model, image, kind = load_for_explain(config, Path(checkpoint))
+    if checkpoint is None:
+        model, image, kind = _bundled_example(model_dir, image)
+    else:
+        model, image, kind = load_for_explain(config, Path(checkpoint))
     if target_layer:
         layers = [target_layer]
     elif kind == "detection":
@@ -144,15 +160,21 @@ def add_explain_graph(
     layer, parity = _export(model, layers, kind, example, path, method, tuple(served))
     spec = dataclasses.replace(config.explain, file=EXPLAIN_FILE, method=method, target_layer=layer)
     write_config(dataclasses.replace(config, explain=spec), model_dir)
+    shared = kind == "detection"
     entry = {
         "file": f"{version}/{EXPLAIN_FILE}",
+        "layout": "shared forward: images [1], K targets, cam [K, h, w]"
+        if shared
+        else "one image per target: images [N], N targets, cam [N, h, w]",
         "method": method,
         "target_layer": layer,
         "target_kind": kind,
         "inputs": ["images", "target_class", TARGET_INPUT[kind]],
         "outputs": "the model's outputs, then cam [N, h, w] (raw, before ReLU / min-max)",
         "example": f"one validation image, {config.input.height}x{config.input.width} after "
-        "vision.pipeline preprocessing; target: the model's own top prediction",
+        "vision.pipeline preprocessing; target: the model's own top prediction"
+        + (" (shared: its strongest anchors)" if shared else ""),
+        "weights": str(checkpoint) if checkpoint else "shipped weights.safetensors",
         "parity": parity,
         "sha256": sha256(path),
         "bytes": path.stat().st_size,
