@@ -335,6 +335,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ExplainOptions.max_findings of the explain option (and grad-cam's targets); "
         "0: the model's explain.max_targets. The Explain RPC always uses the latter",
     )
+    parser.add_argument(
+        "--boxes",
+        default="",
+        help="comma-separated box counts (e.g. 1,3,6,10): blood-cells heat maps per box count "
+        "vs plain, in process (bench/explain_boxes.py), written to bench/results/explain.json",
+    )
+    parser.add_argument("--old-graph", default="", help="with --boxes: a per-target graph too")
     args = parser.parse_args(argv)
     args.rounds = max(1, args.rounds)
     return args
@@ -342,6 +349,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.boxes:
+        from bench.explain_boxes import run
+
+        counts = [int(c) for c in args.boxes.split(",") if c]
+        out = PROJECT_ROOT / "bench" / "results" / "explain.json"
+        run(counts, max(3, args.calls), args.threads, args.old_graph or None, out)
+        return 0
     names = [n for n in args.models.split(",") if n]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(

@@ -1,0 +1,112 @@
+"""Heat maps per box count against plain inference, in process (issue 19 item 4).
+
+    python -m bench.explain --boxes 1,3,6,10 [--threads T] [--old-graph PATH]
+
+For blood-cells on BCCD BloodImage_00007.jpg: plain = preprocess + model + postprocess (as the
+server's Detect does, no wire); explain(K) = plain + `Explainer.explain_detections` for K boxes
+(the K strongest output rows, so any K can be asked of one image), heat maps at the original
+size. The bundled shared-forward graph and, with `--old-graph` (e.g. the graph before issue 19,
+`git show 658326b~1:models/blood-cells/1/model.explain.onnx > /tmp/old.onnx`), the
+one-image-per-target graph run interleaved, same image, same targets. Medians of `--calls`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vision.config import load_config
+from vision.io import decode_image
+from vision.loader import load_model
+from vision.paths import PROJECT_ROOT, datasets_root
+from vision.runtime import OnnxModel
+from vision.types import Detection, DetectionResult
+from vision.xai.explainer import Explainer
+
+GOAL = 4.0
+IMAGE = datasets_root() / "bccd" / "BCCD" / "JPEGImages" / "BloodImage_00007.jpg"
+
+
+def _boxes(outputs: dict, k: int, labels: list[str]) -> DetectionResult:
+    """K detections on the K strongest output rows (distinct anchors)."""
+    scores = outputs["output0"][0, 4:, :]
+    best = scores.max(0)
+    rows = np.argsort(-best)[:k]
+    found = []
+    for a in rows:
+        cls = int(scores[:, a].argmax())
+        found.append(Detection(0.0, 0.0, 1.0, 1.0, float(best[a]), cls, labels[cls], int(a)))
+    return DetectionResult(found)
+
+
+def _median_ms(fn, calls: int) -> list[float]:
+    out = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1000.0)
+    return out
+
+
+def run(counts: list[int], calls: int, threads: int, old_graph: str | None, out: Path) -> dict:
+    """Measure, print the ratios, write `out`; the figures."""
+    model_dir = PROJECT_ROOT / "models" / "blood-cells"
+    config = load_config(model_dir)
+    loaded = load_model(model_dir, explain=False, providers=("cpu",))
+    runtime = loaded.session.spec
+    if threads:
+        from dataclasses import replace
+
+        runtime = replace(runtime, intra_op_threads=threads, allow_spinning=False)
+    graphs = {"shared": model_dir / "1" / config.explain.file}
+    if old_graph:
+        graphs["per-target"] = Path(old_graph)
+    explainers = {n: Explainer(config, OnnxModel(p, runtime)) for n, p in graphs.items()}
+    plain_session = OnnxModel(model_dir / "1" / config.model_file, runtime)
+    image = decode_image(IMAGE.read_bytes())
+
+    def plain() -> tuple:
+        tensor, meta = loaded.pipeline.preprocess(image)
+        outputs = plain_session.run({"images": tensor[None]})
+        loaded.pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
+        return tensor, meta, outputs
+
+    tensor, meta, outputs = plain()
+    results = {"image": IMAGE.name, "threads": threads, "load": os.getloadavg(), "counts": {}}
+    for k in counts:
+        boxes = _boxes(outputs, k, config.labels)
+        row = {"plain_ms": []}
+        for name in explainers:
+            row[name + "_ms"] = []
+        for _ in range(2):  # warm-up
+            for ex in explainers.values():
+                ex.explain_detections(tensor, meta, boxes, max_findings=k)
+        for _ in range(calls):  # interleaved
+            row["plain_ms"] += _median_ms(plain, 1)
+            for name, ex in explainers.items():
+                row[name + "_ms"] += _median_ms(
+                    lambda ex=ex, boxes=boxes, k=k: (
+                        plain(),
+                        ex.explain_detections(tensor, meta, boxes, max_findings=k),
+                    ),
+                    1,
+                )
+        summary = {n: statistics.median(v) for n, v in row.items()}
+        base = summary["plain_ms"]
+        line = f"boxes {k:>2}: plain {base:6.1f} ms"
+        for name in explainers:
+            ratio = summary[name + "_ms"] / base
+            summary[name + "_x_plain"] = ratio
+            line += f" | {name} {summary[name + '_ms']:7.1f} ms = {ratio:5.2f}x plain"
+        ok = "meets" if summary["shared_x_plain"] <= GOAL else "misses"
+        print(f"{line} ({ok} goal <= {GOAL:g}x)", flush=True)
+        results["counts"][str(k)] = summary
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out}")
+    return results
