@@ -11,7 +11,10 @@
 The truth is the reviewed result: accepted and corrected findings (their final label and box),
 human additions, painted masks over the AI ones; rejected findings and rejected cases are left
 out. Each annotation says its `origin` (ai | human), `review_status` and `reviewer`;
-`manifest.json` lists every selected case, its status and reviewer.
+`manifest.json` lists every selected case, its status and reviewer. A multi-frame case (a
+multi-frame upload, a DICOM node series) gives one image per frame (`case-<id>-f<k>.png` after
+the first, COCO images with `case_id` and `frame`), each with the boxes found on it; masks
+exports hold the first frame's masks.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
-from review.images import mask_png, read_png
+from review.images import mask_png, read_png, render_png
 from review.store import CaseStore, mask_name
 
 FORMATS = ("coco", "voc", "masks", "dicom-seg")
@@ -132,12 +135,24 @@ def final_masks(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row) -
     return found
 
 
-def _stem(case: sqlite3.Row) -> str:
-    return f"case-{case['id']}"
+def _stem(case: sqlite3.Row, frame: int = 0) -> str:
+    return f"case-{case['id']}" if frame == 0 else f"case-{case['id']}-f{frame}"
 
 
-def _image(store: CaseStore, case: sqlite3.Row) -> bytes:
-    return store.files(case["id"]).read("image.png") or b""
+def _image(store: CaseStore, case: sqlite3.Row, frame: int = 0) -> bytes:
+    """Frame `frame` as the 8-bit PNG the page shows (frame 0 as stored with the case)."""
+    files = store.files(case["id"])
+    if frame == 0:
+        return files.read("image.png") or b""
+    info = json.loads(case["image"])
+    window = (info["window"]["center"], info["window"]["width"]) if info["window"] else None
+    return render_png(np.asarray(files.pixels()[frame]), window, bool(info.get("invert")))
+
+
+def _frames(case: sqlite3.Row, rows: list[sqlite3.Row]) -> list[tuple[int, list[sqlite3.Row]]]:
+    """Each frame of the case with its reviewed boxes (multi-frame cases: every frame)."""
+    count = int(json.loads(case["image"]).get("frames", 1) or 1)
+    return [(k, [r for r in rows if (r["frame"] or 0) == k]) for k in range(count)]
 
 
 def _ann_fields(row: sqlite3.Row, case: sqlite3.Row) -> dict[str, Any]:
@@ -166,35 +181,49 @@ def write_coco(zf: zipfile.ZipFile, store: CaseStore, conn, cases: list) -> dict
     """COCO instances JSON + images; returns annotations per case."""
     names = _categories(cases)
     images, annotations, counts = [], [], {}
+    next_id = max((c["id"] for c in cases), default=0) + 1  # ids of frames after the first
     for case in cases:
         info = json.loads(case["image"])
-        name = f"images/{_stem(case)}.png"
-        zf.writestr(name, _image(store, case))
-        images.append(
-            {"id": case["id"], "file_name": name, "width": info["width"],
-             "height": info["height"], "case_status": case["status"],
-             "reviewer": case["reviewer"], "model": case["model"],
-             "model_version": case["model_version"], "source": case["source"]}
-        )  # fmt: skip
         rows = truth_findings(conn, case["id"])
         counts[case["id"]] = len(rows)
-        for row in rows:
-            x0, y0, x1, y1 = row["x0"], row["y0"], row["x1"], row["y1"]
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": case["id"],
-                "category_id": names.index(row["label"]) + 1,
-                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
-                "iscrowd": 0, **_ann_fields(row, case),
-            })  # fmt: skip
+        for frame, frame_rows in _frames(case, rows):
+            image_id = case["id"] if frame == 0 else next_id
+            next_id += frame != 0
+            name = f"images/{_stem(case, frame)}.png"
+            zf.writestr(name, _image(store, case, frame))
+            images.append(
+                {"id": image_id, "file_name": name, "width": info["width"],
+                 "height": info["height"], "case_id": case["id"], "frame": frame,
+                 "case_status": case["status"], "reviewer": case["reviewer"],
+                 "model": case["model"], "model_version": case["model_version"],
+                 "source": case["source"]}
+            )  # fmt: skip
+            annotations += _coco_annotations(frame_rows, case, image_id, names, len(annotations))
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
     coco = {"images": images, "annotations": annotations, "categories": categories}
     zf.writestr("annotations.json", json.dumps(coco, indent=1))
     return counts
 
 
-def _voc_xml(case: sqlite3.Row, rows: list[sqlite3.Row], info: dict) -> bytes:
+def _coco_annotations(
+    rows: list[sqlite3.Row], case: sqlite3.Row, image_id: int, names: list[str], first: int
+) -> list[dict[str, Any]]:
+    """COCO annotations of one image's boxes, numbered from `first + 1`."""
+    found = []
+    for row in rows:
+        x0, y0, x1, y1 = row["x0"], row["y0"], row["x1"], row["y1"]
+        found.append({
+            "id": first + len(found) + 1, "image_id": image_id,
+            "category_id": names.index(row["label"]) + 1,
+            "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+            "iscrowd": 0, **_ann_fields(row, case),
+        })  # fmt: skip
+    return found
+
+
+def _voc_xml(case: sqlite3.Row, rows: list[sqlite3.Row], info: dict, frame: int) -> bytes:
     root = ET.Element("annotation")
-    ET.SubElement(root, "filename").text = f"{_stem(case)}.png"
+    ET.SubElement(root, "filename").text = f"{_stem(case, frame)}.png"
     size = ET.SubElement(root, "size")
     for key, value in (
         ("width", info["width"]),
@@ -218,15 +247,17 @@ def _voc_xml(case: sqlite3.Row, rows: list[sqlite3.Row], info: dict) -> bytes:
 
 def write_voc(zf: zipfile.ZipFile, store: CaseStore, conn, cases: list) -> dict[int, int]:
     """Pascal VOC folders; returns annotations per case."""
-    counts = {}
+    counts, stems = {}, []
     for case in cases:
         rows = truth_findings(conn, case["id"])
         counts[case["id"]] = len(rows)
-        zf.writestr(f"JPEGImages/{_stem(case)}.png", _image(store, case))
-        zf.writestr(
-            f"Annotations/{_stem(case)}.xml", _voc_xml(case, rows, json.loads(case["image"]))
-        )
-    zf.writestr("ImageSets/Main/train.txt", "".join(f"{_stem(c)}\n" for c in cases))
+        info = json.loads(case["image"])
+        for frame, frame_rows in _frames(case, rows):
+            stem = _stem(case, frame)
+            stems.append(stem)
+            zf.writestr(f"JPEGImages/{stem}.png", _image(store, case, frame))
+            zf.writestr(f"Annotations/{stem}.xml", _voc_xml(case, frame_rows, info, frame))
+    zf.writestr("ImageSets/Main/train.txt", "".join(f"{s}\n" for s in stems))
     return counts
 
 

@@ -84,6 +84,7 @@ def case_seg(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row) -> b
     if planes.shape[0] < frames:
         missing = np.zeros((frames - planes.shape[0], *planes.shape[1:]), bool)
         planes = np.concatenate([planes, missing])
+    planes = _referable(sources, planes)
     status, reviewer = case["status"], case["reviewer"] or "unknown"
     seg = hd.seg.Segmentation(
         source_images=sources,
@@ -111,6 +112,18 @@ def case_seg(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row) -> b
     return buffer.getvalue()
 
 
+def _referable(sources: list[pydicom.Dataset], planes: np.ndarray) -> np.ndarray:
+    """The planes a SEG can reference: a multi-frame source without per-frame positions (a
+    legacy multi-frame CT, say) is one plane to highdicom, so only its first frame's marks."""
+    legacy = len(sources) == 1 and "PerFrameFunctionalGroupsSequence" not in sources[0]
+    if not legacy or planes.shape[0] == 1:
+        return planes
+    if planes[1:].any():
+        raise ValueError("marks after the first frame of a multi-frame file without per-frame "
+                         "positions cannot be referenced by a SEG")  # fmt: skip
+    return planes[:1]
+
+
 def source_datasets(store: CaseStore, case_id: int) -> list[pydicom.Dataset]:
     """The DICOM files a case kept: `source.dcm`, else `source-0.dcm`, `source-1.dcm`, ..."""
     files = store.files(case_id)
@@ -129,7 +142,11 @@ def write_segs(zf: zipfile.ZipFile, store: CaseStore, conn, cases: list) -> tupl
     details: dict[int, Any] = {}
     skipped: list[dict[str, Any]] = []
     for case in cases:
-        blob = case_seg(store, conn, case)
+        try:
+            blob = case_seg(store, conn, case)
+        except ValueError as error:  # highdicom's checks; no patient attribute in them
+            skipped.append({"id": case["id"], "why": f"no SEG: {error}"})
+            continue
         if blob is None:
             why = "no DICOM file kept" if case["source"] == "api" else "no DICOM or no mark"
             skipped.append({"id": case["id"], "why": why})

@@ -15,6 +15,7 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from review.images import read_png as images_read_png
 from tests.review.conftest import act, png, upload
 from tests.review.test_export import read_png
 
@@ -109,6 +110,27 @@ def test_multi_frame_upload_keeps_every_frame_and_runs_the_model_on_each(clients
     again = rev.get(f"/review/api/cases/{case['id']}").json()
     added = [f for f in again["findings"] if f["origin"] == "human"]
     assert [(f["frame"], f["box"]) for f in added] == [(1, [1, 1, 9, 9])]
+    for f in case["findings"]:
+        assert act(rev, case["id"], action="accept", finding_id=f["id"]).status_code == 200
+    assert act(rev, case["id"], action="finish").status_code == 200
+    answer = rev.get("/review/api/export", params={"format": "coco", "model": "bright-x"})
+    assert answer.status_code == 200, answer.text
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    coco = json.loads(archive.read("annotations.json"))
+    images = {i["frame"]: i for i in coco["images"] if i["case_id"] == case["id"]}
+    assert sorted(images) == [0, 1, 2] and images[0]["id"] == case["id"]
+    boxes = {
+        k: sorted(a["bbox"] for a in coco["annotations"] if a["image_id"] == image["id"])
+        for k, image in images.items()
+    }
+    assert boxes == {0: [[8, 16, 24, 24]], 1: [[1, 1, 8, 8]], 2: [[8, 20, 24, 24]]}
+    third = images_read_png(archive.read(images[2]["file_name"]))
+    assert third[22, 10] == 255 and third[18, 10] == 0  # frame 2's own pixels, windowed
+    segs = rev.get("/review/api/export", params={"format": "dicom-seg", "model": "bright-x"})
+    assert segs.status_code == 200, segs.text
+    seg = pydicom.dcmread(io.BytesIO(zipfile.ZipFile(io.BytesIO(segs.content)).read(
+        f"seg/case-{case['id']}.dcm")))  # fmt: skip
+    assert int(seg.NumberOfFrames) == 1  # a segmentation case: the first frame's masks
     third = rev.get(f"/review/api/cases/{case['id']}/pixels", params={"frame": 2})
     assert np.frombuffer(third.content, "<i2").reshape(64, 64)[0, 0] == -800
     assert (
