@@ -158,12 +158,26 @@ def _check_same_findings(bench: ModelBench, plain: object, explained: object) ->
         raise RuntimeError(f"{bench.name}: findings with explain differ from those without")
 
 
+def _first_call(call: Callable[[], bytes], wait_s: float = 120.0) -> bytes:
+    """The first reply, retrying while the explain graph still loads (UNAVAILABLE)."""
+    import grpc
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
 def server_paths(bench: ModelBench, address: str, max_findings: int) -> None:
     channel = loadgen.open_channel(address)
     replies = {}
     for label, (method, payload, parse) in _requests(bench, max_findings).items():
         call = loadgen.unary(channel, method, payload)
-        replies[label] = parse(call())
+        replies[label] = parse(_first_call(call))
         bench.paths[label] = Measured(call, parse)
     _check_same_findings(bench, replies[PLAIN], replies[OPTION])
 
