@@ -3,11 +3,12 @@
 Over the closed, not rejected cases (accepted, corrected) of a model — optionally one version,
 one creation period — the model's findings as it made them (their original label and box) are
 matched to the reviewed truth (accepted and corrected findings with their final label and box,
-and human additions), per class, greedily by IoU >= 0.5 in order of score. A rejected finding
-is a false positive; a human addition a false negative; a moved box still counts when it
-overlaps its original by the threshold. Segmentation cases also count pixels per class: the
-AI mask against the final one (painted, else the AI mask; none when its finding was rejected),
-summed over the cases (`pixel_precision`, `pixel_recall`).
+and human additions), per class and frame, greedily by IoU >= 0.5 in order of score. A
+rejected finding is a false positive; a human addition a false negative; a moved box still
+counts when it overlaps its original by the threshold. Segmentation cases also count pixels
+per class: the AI mask against the final one (painted, else the AI mask; none when its
+finding was rejected), summed over the cases (`pixel_precision`, `pixel_recall`; a case's
+masks are its first frame's).
 """
 
 from __future__ import annotations
@@ -94,19 +95,21 @@ def _cases(conn: sqlite3.Connection, options: ReportOptions) -> list[sqlite3.Row
 
 def _tally(conn: sqlite3.Connection, case_id: int, counts: dict[str, dict[str, int]]) -> None:
     rows = conn.execute("SELECT * FROM findings WHERE case_id = ?", (case_id,)).fetchall()
-    predicted: dict[str, list] = {}
-    truth: dict[str, list] = {}
+    predicted: dict[tuple[str, int], list] = {}  # (label, frame): a box matches on its frame
+    truth: dict[tuple[str, int], list] = {}
     for r in rows:
+        frame = r["frame"] or 0
         if r["origin"] == "ai":
-            predicted.setdefault(r["ai_label"], []).append((r["score"], json.loads(r["ai_box"])))
+            box = (r["score"], json.loads(r["ai_box"]))
+            predicted.setdefault((r["ai_label"], frame), []).append(box)
         if r["status"] in ("accepted", "corrected"):
-            truth.setdefault(r["label"], []).append([r["x0"], r["y0"], r["x1"], r["y1"]])
-    for label in set(predicted) | set(truth):
-        tp = match(predicted.get(label, []), truth.get(label, []))
-        row = counts.setdefault(label, {"tp": 0, "fp": 0, "fn": 0})
+            truth.setdefault((r["label"], frame), []).append([r["x0"], r["y0"], r["x1"], r["y1"]])
+    for key in set(predicted) | set(truth):
+        tp = match(predicted.get(key, []), truth.get(key, []))
+        row = counts.setdefault(key[0], {"tp": 0, "fp": 0, "fn": 0})
         row["tp"] += tp
-        row["fp"] += len(predicted.get(label, [])) - tp
-        row["fn"] += len(truth.get(label, [])) - tp
+        row["fp"] += len(predicted.get(key, [])) - tp
+        row["fn"] += len(truth.get(key, [])) - tp
 
 
 def _pixels(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row, counts: dict) -> None:

@@ -192,3 +192,28 @@ def test_round_trip_cases_export_train(clients, tmp_path: Path) -> None:
     assert (run / "last.pt").is_file()
     log = json.loads((run / "log.json").read_text())
     assert log["recipe"]["format"] == "coco" and log["history"][-1]["step"] >= 2
+
+
+def test_report_matches_boxes_on_their_own_frame(tmp_path: Path) -> None:
+    from review.db import Database
+    from review.report import ReportOptions, build
+    from review.store import CaseDraft, CaseStore, FindingDraft, ImageInfo
+
+    store = CaseStore(Database(tmp_path / "review.sqlite"), tmp_path)
+    box = (10.0, 10.0, 30.0, 30.0)
+    draft = CaseDraft(
+        model="m", model_version="1", source="upload", kind="detection", labels=["spot"],
+        frames=np.zeros((2, 40, 40), np.uint8), info=ImageInfo(width=40, height=40, frames=2),
+        findings=[FindingDraft("spot", 0.9, box, frame=0)],
+    )  # fmt: skip
+    case_id = store.create(draft)
+    with store.db.write() as conn:  # the AI box rejected on frame 0, the same box drawn on 1
+        conn.execute("UPDATE findings SET status = 'rejected' WHERE case_id = ?", (case_id,))
+        conn.execute(
+            "INSERT INTO findings (case_id, label, score, x0, y0, x1, y1, origin, status, frame)"
+            " VALUES (?, 'spot', 1.0, 10, 10, 30, 30, 'human', 'accepted', 1)",
+            (case_id,),
+        )
+        conn.execute("UPDATE cases SET status = 'corrected' WHERE id = ?", (case_id,))
+    [spot] = build(store, ReportOptions("m"))["classes"]
+    assert (spot["tp"], spot["fp"], spot["fn"]) == (0, 1, 1)
