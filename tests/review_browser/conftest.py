@@ -98,8 +98,8 @@ def upload(client: httpx.Client, model: str, data: bytes, name: str) -> dict:
     return answer.json()
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="package")  # not "session": while Playwright's sync API runs, asyncio sees
+def browser():  # a running loop in the main thread, and later tests' asyncio.run() would fail
     reason = browser_missing()
     if reason:
         pytest.skip(reason)
