@@ -147,3 +147,42 @@ def test_the_documented_example_parses(tmp_path: Path) -> None:
     assert capture.mode("pcb-defects", "line").kind == "failed"
     assert capture.mode("chest-xray", "line").kind == "off"
     assert settings.absolute_s == 43200
+
+
+def test_a_node_series_is_captured_by_policy_as_one_case(
+    models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import io
+
+    import pydicom
+
+    policy = {"models": {"bright": {"dicom": "failed"}}}
+    running = start_review_server(models, tmp_path_factory.mktemp("review-series"), policy)
+    try:
+        recorder = running.tool.recorder
+        observe = recorder.series_observer()  # as the composition root wires the node
+
+        def predict(data: bytes):
+            call = running.server.plane.predict(
+                "segmentation", "bright", "", ImageSource(encoded=data), PredictOptions(), None,
+                "dicom",
+            )  # fmt: skip
+            return asyncio.run_coroutine_threadsafe(call, running.loop).result(60)
+
+        slices = [pydicom.dcmread(io.BytesIO(ct_slice())) for _ in range(2)]
+        for ds, number in zip(slices, (2, 1), strict=True):
+            ds.InstanceNumber = number
+        predict(WHITE)  # a failing frame served from the node is not a case by itself
+        assert _cases(running) == []
+        nothing = [predict(BLACK), predict(BLACK)]
+        observe(slices, nothing)
+        assert _cases(running) == []  # "failed": no frame failed
+        observe(slices, [predict(WHITE), predict(BLACK)])
+        assert _cases(running) == [("bright", "dicom")]
+        with running.tool.db.connect() as conn:
+            case = running.tool.store.case(conn, 1)
+        assert case["image"]["frames"] == 2 and case["image"]["dtype"] == "int16"
+        # the white frame was slices[0], InstanceNumber 2: the second frame of the case
+        assert {f["frame"] for f in case["findings"]} == {1}
+    finally:
+        running.stop()
