@@ -36,7 +36,8 @@ class ModelAdmin:
         return True
 
     def server_ready(self) -> bool:
-        """Every model READY, at least one, and not shutting down (KServe readiness)."""
+        """KServe readiness, "serving what it can": every model has finished its first load
+        (READY or failed with a reason), at least one is READY, and not shutting down."""
         return not self._shutting_down and server_ready(self._repository.entries())
 
     def server_metadata(self) -> ServerMetadata:

@@ -303,8 +303,11 @@ async def _json_object(request: Request, limit: int) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(body)
-    except (UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise InvalidInputError(f"the request body is not JSON: {exc}") from exc
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:  # e.g. a 5000-digit integer
+        reason = type(exc).__name__
+        raise InvalidInputError(f"the request body is not usable JSON ({reason})") from exc
     if not isinstance(value, dict):
         raise InvalidInputError("the request body must be a JSON object")
     return value

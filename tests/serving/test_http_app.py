@@ -280,6 +280,17 @@ def test_unknown_route_and_wrong_method_are_json(http):
     assert wrong.status == 405 and "POST" in wrong.headers["allow"]
 
 
+def test_repository_bodies_that_json_cannot_use_are_400(http):
+    """A 5000-digit integer (Python's int-conversion limit) or deep nesting in a repository
+    body is the client's error, not a 500."""
+    huge = b'{"ready": ' + b"1" * 5000 + b"}"
+    deep = b'{"ready": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for body in (huge, deep):
+        reply = call(http, "/v2/repository/index", "POST", body)
+        assert reply.status == 400, reply.json()
+        assert "JSON" in reply.json()["error"]
+
+
 def test_repository_index_unload_load_and_statistics(http):
     index = post_json(http, "/v2/repository/index", {}).json()
     states = {(m["name"], m["version"]): m["state"] for m in index}
