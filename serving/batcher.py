@@ -317,9 +317,12 @@ class DynamicBatcher:
 
     def _run_batch(self, batch: list[_Pending]) -> Feeds:
         if len(batch) == 1:
-            return self._run(batch[0].feeds)
-        names = batch[0].feeds.keys()
-        return self._run({n: np.concatenate([p.feeds[n] for p in batch]) for n in names})
+            outputs = self._run(batch[0].feeds)
+        else:
+            names = batch[0].feeds.keys()
+            outputs = self._run({n: np.concatenate([p.feeds[n] for p in batch]) for n in names})
+        _check_rows(self._name, outputs, sum(p.rows for p in batch))
+        return outputs
 
     def _deliver(self, batch: list[_Pending], outputs: Feeds, started: float, compute_s: float):
         rows = sum(p.rows for p in batch)
@@ -340,3 +343,13 @@ class DynamicBatcher:
             pending.future.set_exception(value)
         else:
             pending.future.set_result(value)
+
+
+def _check_rows(name: str, outputs: Feeds, rows: int) -> None:
+    """Every output keeps the batch dimension: a model that answers another number of rows
+    would hand one caller's row to another (ValueError; a batch is then retried one by one)."""
+    found = {k: (v.shape[0] if np.ndim(v) else 0) for k, v in outputs.items()}
+    wrong = {k: n for k, n in found.items() if n != rows}
+    if wrong:
+        log.error("model %s: outputs with %s rows for a batch of %d", name, wrong, rows)
+        raise ValueError(f"model {name}: outputs {sorted(wrong)} do not have {rows} rows")

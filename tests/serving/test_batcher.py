@@ -205,3 +205,22 @@ def test_past_the_drain_timeout_the_running_batch_is_answered_unavailable():
 
     outcomes = _run(main())
     assert all(isinstance(o, ModelUnavailableError) for o in outcomes), outcomes
+
+
+def test_a_model_that_drops_the_batch_dimension_never_mixes_callers():
+    """Outputs with one row for a batch of several (a reduce over the batch axis): the batch is
+    retried one request at a time, so each caller gets its own row, never another's."""
+
+    def collapsing(feeds):
+        x = feeds["x"]
+        return {"y": x.sum(axis=0, keepdims=True)}  # one row whatever the batch
+
+    async def main():
+        batcher = DynamicBatcher(collapsing, BatchingSpec(8, 50.0, 64), "m")
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(_feeds(i)) for i in range(4)))
+        await batcher.close()
+        return results
+
+    for i, result in enumerate(_run(main())):
+        assert np.allclose(result.outputs["y"], i) and result.outputs["y"].shape == (1, 4)
