@@ -307,22 +307,23 @@ def _mask_from(ctx: Context) -> np.ndarray:
 
 
 def paint(ctx: Context) -> None:
-    """Store the corrected (painted and erased) mask of a label, origin human."""
+    """Store the corrected (painted and erased) mask of a label on `frame`, origin human."""
     _require_review(ctx)
-    label, mask = ctx.label(), _mask_from(ctx)
+    label, mask, frame = ctx.label(), _mask_from(ctx), ctx.frame()
     files: CaseFiles = ctx.store.files(ctx.id)
-    previous = ctx.store.current_mask(ctx.conn, ctx.id, label)
+    previous = ctx.store.current_mask(ctx.conn, ctx.id, label, frame)
     before = (
         {"label": label, "pixels": int(np.count_nonzero(read_png(previous) > 127))}
         if previous
         else None
     )
-    files.write(mask_name(ctx.labels, label, "human"), mask_png(mask))
+    files.write(mask_name(ctx.labels, label, "human", frame), mask_png(mask))
     ctx.conn.execute(
         "INSERT OR IGNORE INTO masks (case_id, label, origin) VALUES (?, ?, 'human')",
         (ctx.id, label),
     )
-    ctx.log("paint", None, before, {"label": label, "pixels": int(np.count_nonzero(mask))})
+    after = {"label": label, "frame": frame, "pixels": int(np.count_nonzero(mask))}
+    ctx.log("paint", None, before, after)
     ctx.set_case()
 
 

@@ -198,14 +198,15 @@ class ReviewApi:
         return _png(data, f"finding {fid} of case {case_id} has no heat map")
 
     async def mask(self, request: Request) -> Response:
-        """The current mask of a label (human when painted, else AI)."""
+        """The current mask of a label on `?frame=K` (human when painted, else AI)."""
         case_id, label = _case_id(request), request.path_params["label"]
+        frame = _frame(request, (await self._db(self._image, case_id))["frames"])
 
         def run() -> bytes | None:
             with self.store.db.connect() as conn:
-                return self.store.current_mask(conn, case_id, label)
+                return self.store.current_mask(conn, case_id, label, frame)
 
-        return _png(await self._db(run), f"case {case_id} has no mask for {label!r}")
+        return _png(await self._db(run), f"case {case_id} has no mask for {label!r} on that frame")
 
     async def create(self, request: Request) -> Response:
         """Upload an image (`image` file, `model` name): the model runs, the new case comes back."""

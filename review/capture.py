@@ -129,13 +129,15 @@ def draft_from(prediction: Prediction, config: ModelConfig, source: str) -> Case
 
 def draft_from_frames(predictions: list[Prediction], config: ModelConfig, source: str) -> CaseDraft:
     """One case for the frames of a multi-frame image or series, in order: the first frame's
-    draft with every frame's findings (each with its frame index) and the frames' pixels."""
+    draft with every frame's findings (each with its frame index), masks and pixels."""
     draft = draft_from(predictions[0], config, source)
     for index, prediction in enumerate(predictions[1:], start=1):
         frame = draft_from(prediction, config, source)
         for finding in frame.findings:
             finding.frame = index
         draft.findings += frame.findings
+        for label, mask in frame.masks.items():
+            draft.frame_masks[(index, label)] = mask
         for label, score in frame.mask_scores.items():
             draft.mask_scores[label] = max(draft.mask_scores.get(label, score), score)
     draft.frames = np.concatenate([stored_pixels(p.image)[0] for p in predictions])

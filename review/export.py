@@ -14,7 +14,7 @@ out. Each annotation says its `origin` (ai | human), `review_status` and `review
 `manifest.json` lists every selected case, its status and reviewer. A multi-frame case (a
 multi-frame upload, a DICOM node series) gives one image per frame (`case-<id>-f<k>.png` after
 the first, COCO images with `case_id` and `frame`), each with the boxes found on it; masks
-exports hold the first frame's masks.
+exports hold every frame's masks (`case-<id>-f<k>`).
 """
 
 from __future__ import annotations
@@ -114,8 +114,11 @@ def truth_findings(conn: sqlite3.Connection, case_id: int) -> list[sqlite3.Row]:
     ).fetchall()
 
 
-def final_masks(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row) -> dict:
-    """label -> (mask bool H x W, origin): painted masks over AI ones; rejected labels left out."""
+def final_masks(
+    store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row, frame: int = 0
+) -> dict:
+    """label -> (mask bool H x W, origin) on `frame`: painted masks over AI ones; rejected
+    labels left out."""
     labels = json.loads(case["labels"])
     rejected = {
         r["label"]
@@ -127,7 +130,7 @@ def final_masks(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row) -
     rows = conn.execute("SELECT DISTINCT label FROM masks WHERE case_id = ?", (case["id"],))
     for (label,) in rows:
         for origin in ("human", "ai"):
-            data = files.read(mask_name(labels, label, origin))
+            data = files.read(mask_name(labels, label, origin, frame))
             if data is None or (origin == "ai" and label in rejected):
                 continue
             found[label] = (read_png(data) > 127, origin)
@@ -265,16 +268,25 @@ def write_masks(zf: zipfile.ZipFile, store: CaseStore, conn, cases: list) -> dic
     """images/ + masks/ (union of labels) + masks_by_label/; returns label origins per case."""
     origins = {}
     for case in cases:
-        info = json.loads(case["image"])
-        found = final_masks(store, conn, case)
-        union = np.zeros((info["height"], info["width"]), bool)
-        for label, (mask, _) in found.items():
-            union |= mask
-            zf.writestr(f"masks_by_label/{label}/{_stem(case)}.png", mask_png(mask))
-        zf.writestr(f"images/{_stem(case)}.png", _image(store, case))
-        zf.writestr(f"masks/{_stem(case)}.png", mask_png(union))
-        origins[case["id"]] = {label: origin for label, (_, origin) in found.items()}
+        info, labelled = json.loads(case["image"]), {}
+        for frame in range(int(info.get("frames", 1) or 1)):
+            for label, origin in _write_frame_masks(zf, store, conn, case, frame).items():
+                labelled[label] = "human" if "human" in (origin, labelled.get(label)) else origin
+        origins[case["id"]] = labelled
     return origins
+
+
+def _write_frame_masks(zf: zipfile.ZipFile, store: CaseStore, conn, case, frame: int) -> dict:
+    """One frame's image, union mask and per-label masks (stem case-<id>[-f<k>])."""
+    info, stem = json.loads(case["image"]), _stem(case, frame)
+    found = final_masks(store, conn, case, frame)
+    union = np.zeros((info["height"], info["width"]), bool)
+    for label, (mask, _) in found.items():
+        union |= mask
+        zf.writestr(f"masks_by_label/{label}/{stem}.png", mask_png(mask))
+    zf.writestr(f"images/{stem}.png", _image(store, case, frame))
+    zf.writestr(f"masks/{stem}.png", mask_png(union))
+    return {label: origin for label, (_, origin) in found.items()}
 
 
 def _manifest(options: ExportOptions, cases: list, details: dict, skipped: list) -> dict:

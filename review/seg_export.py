@@ -6,7 +6,7 @@ manifest as skipped. A segmentation case's segments are its final masks (painted
 over AI); a detection case's are its reviewed boxes, filled. A segment is MANUAL when a human
 drew it (a painted mask, a box added or moved), else AUTOMATIC with the model as algorithm.
 The review status and reviewer are in ContentDescription / ContentCreatorName and the series
-description. A series' boxes mark the frame they were found on; masks cover the first frame.
+description. A series' boxes mark the frame they were found on; masks cover every frame.
 """
 
 from __future__ import annotations
@@ -64,6 +64,17 @@ def _segment(number: int, label: str, origin: str, case: sqlite3.Row) -> hd.seg.
     )
 
 
+def _frame_masks(store: CaseStore, conn, case: sqlite3.Row, shape: tuple) -> dict[str, tuple]:
+    """label -> (F x H x W mask, origin): every frame's final mask; human if any was painted."""
+    found: dict[str, tuple] = {}
+    for frame in range(min(shape[0], int(json.loads(case["image"]).get("frames", 1) or 1))):
+        for label, (mask, origin) in final_masks(store, conn, case, frame).items():
+            planes, seen = found.get(label, (np.zeros(shape, bool), origin))
+            planes[frame] = mask
+            found[label] = (planes, "human" if "human" in (origin, seen) else origin)
+    return found
+
+
 def case_seg(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row) -> bytes | None:
     """The case's SEG as Part 10 bytes, or None when it has no DICOM file or nothing to mark."""
     sources = source_datasets(store, case["id"])
@@ -72,7 +83,7 @@ def case_seg(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row) -> b
     info = json.loads(case["image"])
     frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for ds in sources)
     if case["kind"] == "segmentation":
-        masks = {k: (v[0][np.newaxis], v[1]) for k, v in final_masks(store, conn, case).items()}
+        masks = _frame_masks(store, conn, case, (frames, info["height"], info["width"]))
     else:
         shape = (frames, info["height"], info["width"])
         masks = _box_masks(truth_findings(conn, case["id"]), shape)

@@ -83,7 +83,8 @@ class CaseDraft:
     frames: np.ndarray  # F x H x W [x C], uint8 / uint16 / int16
     info: ImageInfo
     findings: list[FindingDraft] = field(default_factory=list)
-    masks: dict[str, np.ndarray] = field(default_factory=dict)  # label -> H x W bool
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # label -> H x W bool, frame 0
+    frame_masks: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)  # frames 1..
     mask_scores: dict[str, float] = field(default_factory=dict)  # label -> the mask's score
     image_score: float | None = None
     patient: dict[str, str] | None = None
@@ -147,9 +148,10 @@ def _insert_finding(
     return int(cursor.lastrowid)
 
 
-def mask_name(labels: list[str], label: str, origin: str) -> str:
-    """The file name of a case's mask for `label` by `origin`."""
-    return f"mask-{origin}-{labels.index(label)}.png"
+def mask_name(labels: list[str], label: str, origin: str, frame: int = 0) -> str:
+    """The file name of a case's mask for `label` by `origin` on `frame` (frame 0: the old name)."""
+    suffix = f"-f{frame}" if frame else ""
+    return f"mask-{origin}-{labels.index(label)}{suffix}.png"
 
 
 class CaseStore:
@@ -181,12 +183,7 @@ class CaseStore:
                 finding_id = _insert_finding(conn, case_id, finding, model)
                 if finding.heat is not None:
                     files.write(f"heat-{finding_id}.png", heat_png(finding.heat))
-            for label, mask in draft.masks.items():
-                conn.execute(
-                    "INSERT INTO masks (case_id, label, origin) VALUES (?, ?, 'ai')",
-                    (case_id, label),
-                )
-                files.write(mask_name(draft.labels, label, "ai"), mask_png(mask))
+            _write_masks(conn, files, case_id, draft)
         return case_id
 
     def row(self, conn: sqlite3.Connection, case_id: int) -> sqlite3.Row:
@@ -226,18 +223,33 @@ class CaseStore:
             "comments": [dict(c) for c in comments],
         }
 
-    def current_mask(self, conn: sqlite3.Connection, case_id: int, label: str) -> bytes | None:
-        """The mask PNG shown for `label`: the human one when painted, else the AI one."""
+    def current_mask(
+        self, conn: sqlite3.Connection, case_id: int, label: str, frame: int = 0
+    ) -> bytes | None:
+        """The mask PNG shown for `label` on `frame`: the human one when painted, else the AI."""
         row = self.row(conn, case_id)
         labels = json.loads(row["labels"])
         if label not in labels:
             return None
         files = self.files(case_id)
         for origin in ("human", "ai"):
-            data = files.read(mask_name(labels, label, origin))
+            data = files.read(mask_name(labels, label, origin, frame))
             if data is not None:
                 return data
         return None
+
+
+def _write_masks(
+    conn: sqlite3.Connection, files: CaseFiles, case_id: int, draft: CaseDraft
+) -> None:
+    """The AI masks of every frame: one row per label, one file per label and frame."""
+    masks = {(0, label): mask for label, mask in draft.masks.items()} | draft.frame_masks
+    for (frame, label), mask in sorted(masks.items()):
+        conn.execute(
+            "INSERT OR IGNORE INTO masks (case_id, label, origin) VALUES (?, ?, 'ai')",
+            (case_id, label),
+        )
+        files.write(mask_name(draft.labels, label, "ai", frame), mask_png(mask))
 
 
 def finding_json(row: sqlite3.Row) -> dict[str, Any]:

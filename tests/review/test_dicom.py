@@ -110,6 +110,7 @@ def test_multi_frame_upload_keeps_every_frame_and_runs_the_model_on_each(clients
     again = rev.get(f"/review/api/cases/{case['id']}").json()
     added = [f for f in again["findings"] if f["origin"] == "human"]
     assert [(f["frame"], f["box"]) for f in added] == [(1, [1, 1, 9, 9])]
+    _masks_are_per_frame(rev, case["id"])
     for f in case["findings"]:
         assert act(rev, case["id"], action="accept", finding_id=f["id"]).status_code == 200
     assert act(rev, case["id"], action="finish").status_code == 200
@@ -126,17 +127,53 @@ def test_multi_frame_upload_keeps_every_frame_and_runs_the_model_on_each(clients
     assert boxes == {0: [[8, 16, 24, 24]], 1: [[1, 1, 8, 8]], 2: [[8, 20, 24, 24]]}
     third = images_read_png(archive.read(images[2]["file_name"]))
     assert third[22, 10] == 255 and third[18, 10] == 0  # frame 2's own pixels, windowed
+    _masks_export_has_every_frame(rev, case["id"])
     segs = rev.get("/review/api/export", params={"format": "dicom-seg", "model": "bright-x"})
     assert segs.status_code == 200, segs.text
-    seg = pydicom.dcmread(io.BytesIO(zipfile.ZipFile(io.BytesIO(segs.content)).read(
-        f"seg/case-{case['id']}.dcm")))  # fmt: skip
-    assert int(seg.NumberOfFrames) == 1  # a segmentation case: the first frame's masks
+    manifest = json.loads(zipfile.ZipFile(io.BytesIO(segs.content)).read("manifest.json"))
+    [skipped] = [s for s in manifest["skipped"] if s["id"] == case["id"]]
+    assert "after the first frame" in skipped["why"]  # a legacy multi-frame file: one plane
     third = rev.get(f"/review/api/cases/{case['id']}/pixels", params={"frame": 2})
     assert np.frombuffer(third.content, "<i2").reshape(64, 64)[0, 0] == -800
     assert (
         rev.get(f"/review/api/cases/{case['id']}/image.png", params={"frame": 2}).status_code == 200
     )
     assert rev.get(f"/review/api/cases/{case['id']}/pixels", params={"frame": 3}).status_code == 400
+
+
+def _mask(rev, case_id: int, frame: int):
+    return rev.get(f"/review/api/cases/{case_id}/masks/bright.png", params={"frame": frame})
+
+
+def _masks_are_per_frame(rev, case_id: int) -> None:
+    """Frame 0 and 2 have their own AI masks, frame 1 none until painted; paint keeps frames."""
+    first, third = (read_png(_mask(rev, case_id, k).content) > 127 for k in (0, 2))
+    assert first[16, 8] and not first[40, 8] and third[40, 8] and not third[16, 8]
+    assert _mask(rev, case_id, 1).status_code == 404
+    assert _mask(rev, case_id, 3).status_code == 400
+    painted = np.zeros((64, 64), np.uint8)
+    painted[50:54, 50:60] = 255
+    b64 = base64.b64encode(png(painted)).decode()
+    paint = dict(action="paint", label="bright", mask_png_b64=b64)
+    assert act(rev, case_id, **paint, frame=3).status_code == 400
+    assert act(rev, case_id, **paint, frame=1).status_code == 200
+    assert (read_png(_mask(rev, case_id, 1).content) > 127).sum() == 40
+    assert ((read_png(_mask(rev, case_id, 0).content) > 127) == first).all()
+
+
+def _masks_export_has_every_frame(rev, case_id: int) -> None:
+    answer = rev.get("/review/api/export", params={"format": "masks", "model": "bright-x"})
+    assert answer.status_code == 200, answer.text
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    stem = f"case-{case_id}"
+    masks = {
+        k: images_read_png(archive.read(f"masks/{stem}{suffix}.png")) > 127
+        for k, suffix in ((0, ""), (1, "-f1"), (2, "-f2"))
+    }
+    assert masks[0][16, 8] and masks[2][40, 8] and not masks[2][16, 8]
+    assert masks[1].sum() == 40 and masks[1][50, 50]
+    assert f"images/{stem}-f2.png" in archive.namelist()
+    assert f"masks_by_label/bright/{stem}-f1.png" in archive.namelist()
 
 
 def test_a_2048_square_16_bit_upload(clients) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from review.images import read_png
 from tests.review.conftest import PASSWORD, USERS, ReviewServer, act, sign_in
 from tests.review.test_dicom import PATIENT_ID, PATIENT_NAME, ct_slice
 
@@ -128,15 +129,21 @@ def test_a_received_series_becomes_one_case_with_values_and_seg(
         assert sorted(referenced) == sorted(ds.SOPInstanceUID for ds in slices)
         assert seg.StudyInstanceUID == slices[0].StudyInstanceUID
         assert seg.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
-        marked = seg.pixel_array  # one frame per source slice, each with its box
-        # a segmentation case: its masks are the first slice's (InstanceNumber 1), the only
-        # frame marked; every slice is referenced
+        # a segmentation case: every slice marked with its own mask (the square one row lower
+        # on each slice), every slice referenced
         marked = seg.pixel_array
         assert marked.shape[0] == 3
+        uids = [ds.SOPInstanceUID for ds in slices]
         for index, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
             source = group.DerivationImageSequence[0].SourceImageSequence[0]
-            first = source.ReferencedSOPInstanceUID == slices[0].SOPInstanceUID
-            assert int(marked[index].sum()) == (24 * 24 if first else 0)
+            k = uids.index(source.ReferencedSOPInstanceUID)
+            assert int(marked[index].sum()) == 24 * 24
+            assert marked[index][16 + k, 8] == 1 and marked[index][15 + k, 8] == 0
+        for k in range(3):  # the page's mask of each frame is that frame's
+            mask = rev.get(f"/review/api/cases/{case_id}/masks/bright.png", params={"frame": k})
+            assert mask.status_code == 200, mask.text
+            shown = read_png(mask.content) > 127
+            assert shown[16 + k, 8] and not shown[15 + k, 8] and shown.sum() == 24 * 24
         logged = "\n".join(r.getMessage() for r in caplog.records)
         assert PATIENT_ID not in logged and str(PATIENT_NAME) not in logged
     finally:
