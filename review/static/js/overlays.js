@@ -1,5 +1,5 @@
 // Masks (0/255 PNGs, editable) and Grad-CAM heat maps (8-bit grey PNGs, coloured here).
-import { api, fetchBinary } from "./api.js";
+import { api, ApiError, fetchBinary } from "./api.js";
 
 /** One entry per mask label: the current mask is the human one when there is one. */
 export function currentMasks(c) {
@@ -29,10 +29,11 @@ function parseColor(css) {
   return probe.getImageData(0, 0, 1, 1).data;
 }
 
-/** One label's mask: the 0/1 values, and an RGBA canvas of them in the label's colour. */
+/** One label's mask on one frame: the 0/1 values, and an RGBA canvas of them in its colour. */
 export class Mask {
-  constructor(label, width, height, values, color) {
+  constructor(label, width, height, values, color, frame = 0) {
     this.label = label;
+    this.frame = frame;
     this.width = width;
     this.height = height;
     this.values = values;
@@ -43,11 +44,18 @@ export class Mask {
     this.refresh(0, 0, width, height);
   }
 
-  static async load(caseId, label, width, height, color) {
-    const path = api.casePath(caseId, `masks/${encodeURIComponent(label)}.png`);
-    const grey = await greyPixels(path, width, height);
+  /** The label's mask on `frame`; an empty one when that frame has none (404). */
+  static async load(caseId, label, width, height, color, frame = 0) {
+    const name = `masks/${encodeURIComponent(label)}.png?frame=${frame}`;
+    let grey;
+    try {
+      grey = await greyPixels(api.casePath(caseId, name), width, height);
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 404)) throw error;
+      grey = new Uint8Array(width * height);
+    }
     for (let i = 0; i < grey.length; i++) grey[i] = grey[i] > 127 ? 1 : 0;
-    return new Mask(label, width, height, grey, color);
+    return new Mask(label, width, height, grey, color, frame);
   }
 
   refresh(x0, y0, x1, y1) {

@@ -56,7 +56,7 @@ async function saveMask() {
   const mask = state.masks.get(state.maskLabel);
   if (!mask || !mask.dirty) return;
   const png = await mask.pngBase64();
-  await act({ action: "paint", label: mask.label, mask_png_b64: png });
+  await act({ action: "paint", label: mask.label, mask_png_b64: png, frame: mask.frame });
   mask.dirty = false;
   state.maskDirty = false;
   refreshPanel();
@@ -204,6 +204,7 @@ export const editHost = {
     state.maskDirty = true;
   },
   brushDone: () => refreshPanel(),
+  saveMask: () => saveMask(),
 };
 
 /** Wire the panel and the keyboard (once). */

@@ -41,6 +41,7 @@ let imageCanvas = null;
 let firstDrawn = false;
 let frameRequest = 0;
 let ohifAvailable = null;
+let hooks = {}; // review.js's edit callbacks (saveMask before the frame changes)
 
 /** Schedule a redraw of the canvas on the next animation frame. */
 export function redraw() {
@@ -53,9 +54,10 @@ export function redraw() {
 
 function drawNow() {
   const layers = [];
-  if (state.showMasks && state.frame === 0) {  // a case's masks are its first frame's
+  if (state.showMasks) {  // the masks of the frame shown (loadMasks)
     for (const [label, mask] of state.masks) {
-      if (!state.hiddenMasks.has(label)) layers.push({ image: mask.canvas, alpha: 0.45 });
+      const shown = mask.frame === state.frame && !state.hiddenMasks.has(label);
+      if (shown) layers.push({ image: mask.canvas, alpha: 0.45 });
     }
   }
   const selected = state.case.findings.find((f) => f.id === state.selected);
@@ -153,11 +155,14 @@ export function renderPixels() {
   renderWindowLabel(state);
 }
 
+/** The current frame's mask of each label the case has masks for. */
 async function loadMasks() {
   const c = state.case;
-  state.masks = new Map();
+  const frame = state.frame;
   const loaded = await Promise.all(currentMasks(c).map((m) =>
-    Mask.load(c.id, m.label, c.image.width, c.image.height, labelColor(m.label))));
+    Mask.load(c.id, m.label, c.image.width, c.image.height, labelColor(m.label), frame)));
+  if (state.case !== c || state.frame !== frame) return;  // moved on while loading
+  state.masks = new Map();
   for (const mask of loaded) state.masks.set(mask.label, mask);
   state.maskLabel = state.maskLabel ?? c.masks[0]?.label ?? c.labels?.[0] ?? null;
 }
@@ -232,11 +237,13 @@ export async function setFrame(frame) {
   const frames = state.case.image.frames || 1;
   const next = Math.max(0, Math.min(frames - 1, frame));
   if (next === state.frame) return;
+  if (state.maskDirty && hooks.saveMask) await hooks.saveMask();  // painted on this frame
   state.frame = next;
   derive();
   renderFindings(state);
   await ensureHeatmap();
   await loadImage();
+  if (state.case.masks.length) await loadMasks();
   const slider = document.getElementById("frame-slider");
   if (slider) slider.value = String(next + 1);
   const label = document.getElementById("frame-label");
@@ -274,6 +281,7 @@ export function getView() {
 
 /** Make the View and wire pointer input; `host` adds the edit callbacks from review.js. */
 export function initViewer(host) {
+  hooks = host;
   const canvas = document.getElementById("view-canvas");
   view = new View(canvas);
   window.addEventListener("resize", redraw);
