@@ -113,12 +113,17 @@ def _tally(conn: sqlite3.Connection, case_id: int, counts: dict[str, dict[str, i
 
 
 def _pixels(store: CaseStore, conn: sqlite3.Connection, case: sqlite3.Row, counts: dict) -> None:
-    """Add a segmentation case's per-class pixel overlaps (AI mask vs final mask)."""
+    """Add a segmentation case's per-class pixel overlaps (AI mask vs final mask), every frame."""
+    for frame in range(int(json.loads(case["image"]).get("frames", 1) or 1)):
+        _frame_pixels(store, conn, case, frame, counts)
+
+
+def _frame_pixels(store: CaseStore, conn, case: sqlite3.Row, frame: int, counts: dict) -> None:
     labels = json.loads(case["labels"])
-    final = final_masks(store, conn, case)
+    final = final_masks(store, conn, case, frame)
     files = store.files(case["id"])
     for label in labels[1:]:
-        data = files.read(mask_name(labels, label, "ai"))
+        data = files.read(mask_name(labels, label, "ai", frame))
         ai = read_png(data) > 127 if data is not None else None
         truth = final.get(label, (None, ""))[0]
         if ai is None and truth is None:

@@ -128,6 +128,11 @@ def test_multi_frame_upload_keeps_every_frame_and_runs_the_model_on_each(clients
     third = images_read_png(archive.read(images[2]["file_name"]))
     assert third[22, 10] == 255 and third[18, 10] == 0  # frame 2's own pixels, windowed
     _masks_export_has_every_frame(rev, case["id"])
+    since = str(case["created_at"] - 0.001)
+    report = rev.get("/review/api/report", params={"model": "bright-x", "since": since}).json()
+    [bright] = [c for c in report["classes"] if c["label"] == "bright"]
+    found = 2 * 24 * 24  # frames 0 and 2, as the truth; frame 1's 40 painted pixels missed
+    assert bright["pixel_precision"] == 1.0 and bright["pixel_recall"] == found / (found + 40)
     segs = rev.get("/review/api/export", params={"format": "dicom-seg", "model": "bright-x"})
     assert segs.status_code == 200, segs.text
     manifest = json.loads(zipfile.ZipFile(io.BytesIO(segs.content)).read("manifest.json"))
