@@ -7,8 +7,8 @@ and human additions), per class and frame, greedily by IoU >= 0.5 in order of sc
 rejected finding is a false positive; a human addition a false negative; a moved box still
 counts when it overlaps its original by the threshold. Segmentation cases also count pixels
 per class: the AI mask against the final one (painted, else the AI mask; none when its
-finding was rejected), summed over the cases (`pixel_precision`, `pixel_recall`; a case's
-masks are its first frame's).
+finding was rejected), summed over the cases and their frames (`pixel_precision`,
+`pixel_recall`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ its prediction. The case keeps the stored values after rescale (uint16 / int16, 
 else the decoded 8-bit images), the first instance's windows and presets, `invert` for
 MONOCHROME1, and every source instance as `source-<i>.dcm` for DICOM SEG export. Frames are
 ordered by InstanceNumber, then the frame number inside an instance. Segmentation masks are
-those of the first frame (as for multi-frame uploads); findings carry their frame index.
+kept for every frame (as for multi-frame uploads); findings carry their frame index.
 """
 
 from __future__ import annotations

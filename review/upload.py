@@ -4,7 +4,7 @@ DICOM uploads keep their stored values for the viewer's window/level: the modali
 (rescale) applied, as uint16 or int16 when the values are whole numbers in range (else the
 decoded 8-bit image), every frame, with the file's windows and the modality's usual presets;
 the file itself is kept for DICOM SEG export. The model runs on every frame (concurrently, so
-they batch); findings carry their frame index, masks are the first frame's. MONOCHROME1
+they batch); findings and masks carry their frame index. MONOCHROME1
 values are kept as stored and the case says `invert` (the page and the PNG renderings invert).
 """
 
