@@ -21,6 +21,10 @@ apt_packages=(ffmpeg gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-p
 install_apt_packages() {
   local missing=() pkg
   for pkg in "${apt_packages[@]}"; do
+    # npm: a nodejs from another source (e.g. nodesource) bundles it and conflicts with Debian's
+    if [ "$pkg" = npm ] && command -v npm >/dev/null 2>&1; then
+      continue
+    fi
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
