@@ -271,16 +271,21 @@ def example_inputs(module: ExplainModule, images: Tensor, targets: tuple | None 
     return tuple(t for t in (images, *targets) if t is not None)
 
 
-def _write_onnx(
+def write_onnx(
     graph: torch.fx.GraphModule,
     inputs: tuple[Tensor, ...],
     path: Path,
     input_names: list[str],
     output_names: list[str],
+    dynamic_shapes: tuple | None = None,
+    opset: int = OPSET,
 ) -> Path:
-    """Dynamo-export the traced graph (dynamic batch on every input and output), then check it."""
+    """Dynamo-export the traced graph, then check it. `dynamic_shapes` default: a dynamic
+    batch on every input (the shared-forward graph passes its own)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", min=1, max=1024)
+    if dynamic_shapes is None:
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        dynamic_shapes = tuple({0: batch} for _ in inputs)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
         program = torch.onnx.export(
@@ -288,8 +293,8 @@ def _write_onnx(
             inputs,
             input_names=input_names,
             output_names=output_names,
-            opset_version=OPSET,
-            dynamic_shapes=tuple({0: batch} for _ in inputs),
+            opset_version=opset,
+            dynamic_shapes=dynamic_shapes,
             dynamo=True,
             external_data=False,
             verbose=False,
@@ -327,7 +332,7 @@ def export_explain_graph(
     traced = _batched(inputs)
     graph = trace_explain(module, traced)
     in_names, out_names = explain_io_names(target_kind, output_names)
-    path = _write_onnx(graph, traced, Path(path), in_names, out_names)
+    path = write_onnx(graph, traced, Path(path), in_names, out_names)
     result = ExplainExport(path, in_names, out_names)
     if check:
         result.parity = explain_parity(module, path, inputs)

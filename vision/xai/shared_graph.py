@@ -18,7 +18,6 @@ Graph I/O: ``images`` [1, C, H, W], ``target_class`` [K] int64, ``target_anchor`
 from __future__ import annotations
 
 import operator
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from vision.xai.explain_graph import ExplainModule, cam_from, explain_decompositions
+from vision.xai.explain_graph import ExplainModule, cam_from, explain_decompositions, write_onnx
 from vision.xai.targets import BOX_FIELDS
 
 SHARED_KINDS = ("detection",)
@@ -194,27 +193,9 @@ def write_shared_onnx(
     opset: int,
 ) -> Path:
     """Dynamo-export the traced graph: static image batch 1, dynamic target count; check it."""
-    import onnx
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     targets = torch.export.Dim("targets", min=1, max=1024)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
-        program = torch.onnx.export(
-            graph.eval(),
-            inputs,
-            input_names=input_names,
-            output_names=output_names,
-            opset_version=opset,
-            dynamic_shapes=(None, {0: targets}, {0: targets}),
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-
-    program.save(str(path), external_data=False)
-    onnx.checker.check_model(str(path), full_check=True)
-    return path
+    shapes = (None, {0: targets}, {0: targets})
+    return write_onnx(graph, inputs, path, input_names, output_names, shapes, opset)
 
 
 def export_shared(
