@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 import zipfile
 
 import numpy as np
@@ -60,7 +61,9 @@ def test_dicom_window_level_and_view_persistence(browser, review_server, shot):
 
         page.click("button[data-cmd=preset]:text-is('lung')")
         assert window_label(page) == "C -600 · W 1500"
-        assert abs(canvas_grey(page, 8, 8) - round((-1000 + 600 + 750) / 1500 * 255)) <= 8
+        lung_air = round((-1000 + 600 + 750) / 1500 * 255)
+        _redrawn(page, lambda: abs(canvas_grey(page, 8, 8) - lung_air) <= 8)  # label first, then
+        assert abs(canvas_grey(page, 8, 8) - lung_air) <= 8  # the canvas on the next frame
         assert canvas_png(page) != soft, "the lung window drew the same picture"
         key(page, "1")  # the first preset again
         assert window_label(page) == "C 40 · W 400"
@@ -274,3 +277,11 @@ def test_multiframe_scrolling(browser, review_server, shot):
         assert page.errors == [], page.errors
     finally:
         page.context.close()
+
+
+def _redrawn(page, drawn, timeout_s: float = 10.0) -> None:
+    """Wait (a loaded machine draws late) until `drawn()` holds or `timeout_s` passes; the
+    caller's assertion then says what was expected."""
+    end = time.monotonic() + timeout_s
+    while not drawn() and time.monotonic() < end:
+        page.wait_for_timeout(50)
