@@ -21,6 +21,18 @@ def _stop_in_background(running) -> threading.Thread:
     return thread
 
 
+def _wait_for_admission(running, calls: list[concurrent.futures.Future]) -> None:
+    """Wait until all `calls` hold a ticket; a call that ended first fails with its own error
+    (a loaded run once timed out here with no sign of why)."""
+    wait_for(
+        lambda: admitted(running, "tight") == len(calls) or any(call.done() for call in calls),
+        "three admitted requests",
+    )
+    for call in calls:
+        if call.done():
+            raise AssertionError(f"a held call ended before the drain: {call.exception()!r}")
+
+
 def test_stop_finishes_admitted_requests_and_refuses_new_ones(tmp_path: Path):
     running = start_server(tight_repository(tmp_path / "models"), drain_timeout_s=60.0)
     held = HeldRuns(running, "tight")
@@ -32,7 +44,7 @@ def test_stop_finishes_admitted_requests_and_refuses_new_ones(tmp_path: Path):
                     pool.submit(stub.Segment, segment_request("tight"), timeout=120)
                     for _ in range(3)
                 ]
-                wait_for(lambda: admitted(running, "tight") == 3, "three admitted requests")
+                _wait_for_admission(running, calls)
                 stopping = _stop_in_background(running)
                 wait_for(lambda: running.server.plane.admission._closing, "the drain")
                 with pytest.raises(grpc.RpcError) as info:
@@ -58,7 +70,7 @@ def test_past_the_drain_timeout_admitted_requests_get_unavailable(tmp_path: Path
                     pool.submit(stub.Segment, segment_request("tight"), timeout=120)
                     for _ in range(3)
                 ]
-                wait_for(lambda: admitted(running, "tight") == 3, "three admitted requests")
+                _wait_for_admission(running, calls)
                 stopping = _stop_in_background(running)
                 codes = []
                 for call in calls:

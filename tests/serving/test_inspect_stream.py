@@ -260,6 +260,11 @@ def test_latest_drops_exactly_the_stale_frames(server, client):
     assert after - before == 2
 
 
+# Wide enough that frame 1 reaches the held run fresh on a loaded machine (at 300 ms a loaded CI
+# run dropped frame 1 on the way in and held frame 2 instead).
+STALE_MS = 2000
+
+
 def test_latest_drops_frames_that_went_stale_while_the_model_was_busy(server, client):
     gate = Gate(server, "bright-serial")  # one frame per run: the others wait in the queue
 
@@ -274,12 +279,12 @@ def test_latest_drops_frames_that_went_stale_while_the_model_was_busy(server, cl
             "latest-2",
             policy="latest",
             max_in_flight=3,
-            stale_after_ms=300,
+            stale_after_ms=STALE_MS,
         )
         _wait_for(lambda: _in_flight(server, "bright-serial", "latest-2") == 3, "a full window")
         queued = lambda: _sample(server, "vision_queue_depth", model="bright-serial", version="1")  # noqa: E731
         _wait_for(lambda: queued() == 2, "two frames queued behind the held run")
-        time.sleep(0.5)  # the condition is time itself: every frame is now older than 300 ms
+        time.sleep(STALE_MS / 1000 + 0.2)  # the condition is time itself: every frame is now stale
         gate.open.set()
         statuses = [v.status for v in verdicts]
     finally:
