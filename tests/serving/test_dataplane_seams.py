@@ -27,7 +27,8 @@ def test_predict_takes_a_decoded_image_and_returns_domain_results(server):
     assert prediction.image is image
     mask = prediction.result.masks[0].mask
     assert mask.shape == (40, 60) and mask[20, 30] and not mask[0, 0]
-    assert prediction.timings["decode_ms"] < 5.0  # nothing to decode
+    # Nothing to decode (a type check); the bound leaves room for a loaded machine's stalls.
+    assert prediction.timings["decode_ms"] < 100.0
 
 
 def test_decoded_and_encoded_inputs_agree(server):
