@@ -52,11 +52,17 @@ class ModelGate:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.admitted = 0  # tickets held: decoding, queued, computing or postprocessing
-        self.ahead = 0  # of those, not yet through the batcher
+        self.limit = 1  # places: set from the model's batching at each admission
+        self.admitted = 0  # places held: decoding, queued, computing or postprocessing
+        self.ahead = 0  # rows of those not yet through the batcher
         self.prepare = RecentDurations()  # decode + preprocess, per request
         self.finish = RecentDurations()  # postprocess, per request
-        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._waiters: collections.deque[tuple[asyncio.Future, int]] = collections.deque()
+
+    def fits(self, places: int) -> bool:
+        """Whether `places` more fit now, with nobody waiting ahead (waiters are served in
+        arrival order: a volume waiting for many places is not overtaken by single images)."""
+        return not self._waiters and self.admitted + places <= self.limit
 
     def estimate_s(self, model: ModelVersion, rows: int = 1) -> float:
         """Seconds to an answer for a request of `rows` admitted now, from the measurements."""
@@ -74,19 +80,24 @@ class ModelGate:
         """A retry-after hint: about one batch's compute time (at least 10 ms)."""
         return max(10, round(model.batcher.compute_estimate_s * 1000.0))
 
-    def _hand_over(self) -> bool:
-        """Give a released ticket to the oldest live waiter; False when none waits."""
+    def release(self, places: int) -> None:
+        """Give back `places`, then admit the oldest live waiters they make room for."""
+        self.admitted -= places
         while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return True
-        return False
+            waiter, wanted = self._waiters[0]
+            if waiter.done():
+                self._waiters.popleft()
+                continue
+            if self.admitted + wanted > self.limit:
+                return
+            self._waiters.popleft()
+            self.admitted += wanted
+            waiter.set_result(None)
 
     def refuse_waiters(self, error: Exception) -> None:
         """Wake every waiter with `error` (shutdown)."""
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
 
@@ -97,6 +108,7 @@ class Ticket:
 
     gate: ModelGate
     rows: int
+    places: int = 1
     through_batcher: bool = False
 
     def prepared(self, seconds: float) -> None:
@@ -140,39 +152,68 @@ class Admission:
 
     @contextlib.asynccontextmanager
     async def ticket(
-        self, model: ModelVersion, deadline: float | None, shed: bool, rows: int = 1
+        self,
+        model: ModelVersion,
+        deadline: float | None,
+        shed: bool,
+        rows: int = 1,
+        places: int = 1,
     ) -> AsyncIterator[Ticket]:
-        """Hold a ticket for `model` while the block runs; refuse or wait when there is none.
+        """Hold `places` of `model`'s tickets while the block runs; refuse or wait when they
+        are not free.
 
         `shed`: refuse at once (OverloadedError) when the gate is full; otherwise wait in
-        arrival order until a ticket is free or `deadline` passes (DeadlineExceededError).
+        arrival order until the places are free or `deadline` passes (DeadlineExceededError).
+        `rows`: the rows it puts ahead of later requests. A volume takes the places of the
+        windows it keeps in flight (`serving.volumes.windows_in_flight`).
         """
         gate = self.gate(model.name)
-        await self._acquire(gate, model, deadline, shed, rows)
-        ticket = Ticket(gate, rows)
+        places = max(1, min(places, self.limit_for(model)))
+        await self._acquire(gate, model, deadline, shed, rows, places)
+        ticket = Ticket(gate, rows, places)
         gate.ahead += rows
         try:
             yield ticket
         finally:
             ticket.computed()
-            self._release(gate)
+            self._release(gate, places)
+
+    def settle(
+        self, ticket: Ticket, model: ModelVersion, deadline: float | None, rows: int
+    ) -> None:
+        """An admitted request's rows and deadline, once its body is read (KServe REST admits
+        before reading it): OverloadedError when the requests ahead leave no time to answer."""
+        gate = ticket.gate
+        gate.ahead -= ticket.rows
+        ticket.rows = rows
+        try:
+            self._check_deadline(gate, model, deadline, rows)
+        finally:
+            gate.ahead += rows
 
     async def _acquire(
-        self, gate: ModelGate, model: ModelVersion, deadline: float | None, shed: bool, rows: int
+        self,
+        gate: ModelGate,
+        model: ModelVersion,
+        deadline: float | None,
+        shed: bool,
+        rows: int,
+        places: int,
     ) -> None:
         if self._closing:
             raise ShuttingDownError("the server is shutting down; retry on another replica")
         self._check_deadline(gate, model, deadline, rows)
-        if gate.admitted >= self.limit_for(model):
-            if shed:
-                raise OverloadedError(
-                    f"model {model.name} is at capacity ({gate.admitted} requests admitted); "
-                    f"retry after {gate.retry_hint_ms(model)} ms with backoff, or on another "
-                    "replica"
-                )
-            await self._wait(gate, deadline)
+        gate.limit = self.limit_for(model)
+        if gate.fits(places):
+            gate.admitted += places
+        elif shed:
+            raise OverloadedError(
+                f"model {model.name} is at capacity ({gate.admitted} of {gate.limit} places "
+                f"held); retry after {gate.retry_hint_ms(model)} ms with backoff, or on another "
+                "replica"
+            )
         else:
-            gate.admitted += 1
+            await self._wait(gate, deadline, places)
         self.in_flight += 1
         if self._idle is not None:
             self._idle.clear()
@@ -197,27 +238,25 @@ class Admission:
                 f"retry after {gate.retry_hint_ms(model)} ms or with a longer deadline"
             )
 
-    async def _wait(self, gate: ModelGate, deadline: float | None) -> None:
+    async def _wait(self, gate: ModelGate, deadline: float | None, places: int) -> None:
         waiter = asyncio.get_running_loop().create_future()
-        gate._waiters.append(waiter)
+        gate._waiters.append((waiter, places))
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                gate.release(places)  # admitted just as the deadline passed
             raise DeadlineExceededError(
                 f"model {gate.name}: the deadline passed while waiting for admission"
             ) from None
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._release_ticket_only(gate)  # handed over just as we were cancelled
+                gate.release(places)  # admitted just as we were cancelled
             raise
 
-    def _release_ticket_only(self, gate: ModelGate) -> None:
-        if not gate._hand_over():
-            gate.admitted -= 1
-
-    def _release(self, gate: ModelGate) -> None:
-        self._release_ticket_only(gate)
+    def _release(self, gate: ModelGate, places: int) -> None:
+        gate.release(places)
         self.in_flight -= 1
         if self.in_flight == 0 and self._idle is not None:
             self._idle.set()

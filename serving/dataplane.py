@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -51,11 +51,14 @@ from serving.volumes import (
     VolumePrediction,
     VolumeSource,
 )
+from serving.volumes import _in_flight as windows_in_flight
 from vision.errors import DeadlineExceededError, InvalidInputError
 from vision.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Reads and decodes a raw inference body once admitted: its feeds and deadline.
+RawReader = Callable[[], Awaitable[tuple[dict[str, np.ndarray], float | None]]]
 
 __all__ = [
     "DataPlane",
@@ -199,22 +202,29 @@ class DataPlane(ModelAdmin):
         volume: VolumeInput,
         deadline: float | None = None,
         origin: str = "",
+        shed: bool = False,
     ) -> VolumePrediction:
         """Per-label 3D masks of a volume (a `Volume`, or a `VolumeSource` assembled here) from
-        a volumetric model, by sliding windows through its batcher (`serving/volumes.py`)."""
+        a volumetric model, by sliding windows through its batcher (`serving/volumes.py`).
+
+        Admitted first, before the series is assembled: one ticket per volume, holding the
+        places of the windows it keeps in flight (`shed`: refuse at once when they are not free).
+        """
         model = self._resolve(VOLUMETRIC, name, version)
-        with self._tracked("segment_volume", model):
-            try:
-                prediction = await volumes.segment_volume(
-                    model, volume, deadline, self.run_in_worker, self._max_voxels
-                )
-            except BatcherClosedError:
-                fresh = self._resolve(VOLUMETRIC, name, version)
-                if fresh is model:
-                    raise
-                prediction = await volumes.segment_volume(
-                    fresh, volume, deadline, self.run_in_worker, self._max_voxels
-                )
+        places = windows_in_flight(model)
+        with self._tracked("segment_volume", model, deadline):
+            async with self.admission.ticket(model, deadline, shed, places, places):
+                try:
+                    prediction = await volumes.segment_volume(
+                        model, volume, deadline, self.run_in_worker, self._max_voxels
+                    )
+                except BatcherClosedError:
+                    fresh = self._resolve(VOLUMETRIC, name, version)
+                    if fresh is model:
+                        raise
+                    prediction = await volumes.segment_volume(
+                        fresh, volume, deadline, self.run_in_worker, self._max_voxels
+                    )
         self._notify("segment_volume", origin, prediction)
         return prediction
 
@@ -344,6 +354,26 @@ class DataPlane(ModelAdmin):
         with self._tracked("infer", model, deadline):
             model.session.check_feeds(feeds)
             async with self.admission.ticket(model, deadline, shed, rows):
+                try:
+                    batch = await model.batcher.submit(feeds, deadline)
+                except BatcherClosedError:
+                    model = self._get(name, version)
+                    batch = await model.batcher.submit(feeds, deadline)
+        return InferResult(model.name, model.version, batch.outputs)
+
+    async def infer_unread(
+        self, name: str, version: str, read: RawReader, shed: bool = True
+    ) -> InferResult:
+        """`infer` for a request whose body is not read yet (KServe REST): admitted on the
+        model's gate first, then `read()` reads and decodes it into (feeds, deadline), then
+        the deadline and rows are checked as `infer` does. A refused request costs no read."""
+        model = self._get(name, version)
+        with self._tracked("infer", model):
+            async with self.admission.ticket(model, None, shed) as ticket:
+                feeds, deadline = await read()
+                rows = check_batch_rows(feeds, model.config.batching.max_batch_size)
+                model.session.check_feeds(feeds)
+                self.admission.settle(ticket, model, deadline, rows)
                 try:
                     batch = await model.batcher.submit(feeds, deadline)
                 except BatcherClosedError:

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.dataplane import DataPlane
+from serving.dataplane import DataPlane, InferResult
 from serving.http.codec import HEADER_LENGTH, InferRequest, decode_request, encode_response
 from serving.model_info import ModelMetadata, TensorMetadata
 from serving.shared_memory import SharedMemoryRegistry, write_to_region
@@ -109,16 +109,24 @@ class _KServeRest:
         return JSONResponse(metadata_json(self._plane.model_metadata(*_names(request))))
 
     async def infer(self, request: Request) -> Response:
+        """Admitted on the model's gate before the body is read or decoded (429 at capacity):
+        a refusal costs neither the upload nor the JSON parse."""
         name, version = _names(request)
-        body = await read_body(request, self._max_body)
-        decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
-        deadline = None
-        if decoded.timeout_us is not None:
-            deadline = time.monotonic() + decoded.timeout_us / 1e6
+        check_declared_length(request, self._max_body)
+        decoded: list[InferRequest] = []
         with contextlib.ExitStack() as leases:
-            feeds = {**decoded.feeds, **self._shm_feeds(decoded, leases)}
-            result = await self._plane.infer(name, version, feeds, deadline)
-            del feeds
+
+            async def read() -> tuple[dict, float | None]:
+                body = await read_body(request, self._max_body)
+                decoded.append(decode_request(body, request.headers.get(HEADER_LENGTH)))
+                timeout_us = decoded[0].timeout_us
+                deadline = None if timeout_us is None else time.monotonic() + timeout_us / 1e6
+                return {**decoded[0].feeds, **self._shm_feeds(decoded[0], leases)}, deadline
+
+            result = await self._plane.infer_unread(name, version, read)
+        return self._response(decoded[0], result)
+
+    def _response(self, decoded: InferRequest, result: InferResult) -> Response:
         selection = decoded.selection(result.outputs)
         for output, ref in decoded.shm_outputs.items():
             write_to_region(output, result.outputs[output], ref, self._shm)
@@ -258,11 +266,16 @@ def statistics_json(name: str, version: str, stats: VersionStatistics) -> dict[s
     }
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, decompressed if Content-Encoding says so; 413 above `limit` bytes."""
+def check_declared_length(request: Request, limit: int) -> None:
+    """413 when the Content-Length header announces more than `limit` bytes (nothing read)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, decompressed if Content-Encoding says so; 413 above `limit` bytes."""
+    check_declared_length(request, limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

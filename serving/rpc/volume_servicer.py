@@ -1,8 +1,10 @@
 """vision.v1 `SegmentVolume`: the request as a `VolumeSource`, the masks as 3D run lengths.
 
 `VolumeServicer` mixes the method into the streaming servicer; `serving/rpc/server.py`
-registers it. Errors (a refused series, too many voxels, a model of another task) reach the
-client through the error-mapping interceptor like every other call's.
+registers it. A volume is admitted before its series is assembled and shed like the unary
+image calls (RESOURCE_EXHAUSTED with a retry hint when the model has no room for its windows).
+Errors (a refused series, too many voxels, a model of another task) reach the client through
+the error-mapping interceptor like every other call's.
 """
 
 from __future__ import annotations
@@ -95,5 +97,6 @@ class VolumeServicer(StreamingVisionServicer):
             volume_source(request),
             deadline_of(context),
             origin=ORIGIN,
+            shed=True,
         )
         return await self._plane.run_in_worker(encode_volume, prediction)
