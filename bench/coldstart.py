@@ -8,12 +8,23 @@ and times, from just before the spawn:
 - `explainable`: vision.v1 metadata says `explainable` for every model whose config names an
   explain graph (those load in the background after the plain model is READY);
 
-and reads the process group's RSS (VmRSS) when every model is READY and once explain graphs are
-in. `--runs` runs (default 3), medians printed. `--importtime` adds `python -X importtime` of
-the same start (top cumulative imports); `--profile` adds an in-process per-model load profile
-(config, session, explain session, parity check, warm-up per shape), one model at a time.
+and reads the process group's RSS (VmRSS) and CPU seconds at SERVING, when every model is READY
+and once explain graphs are in. `--runs` runs (default 3), medians printed. `--baseline TREE`
+starts another checkout's server in turn with ours (interleaved, same load) and prints the
+ratios. `--first-request` adds, once explain graphs are in, the first and second `Segment` of a
+PNG and of a DICOM image (`bench/coldstart_requests.py`: what a lazily imported module costs
+the first request that needs it) and the RSS after them. `--importtime` adds `python -X
+importtime` of the same start (top cumulative imports); `--profile` adds an in-process
+per-model load profile (config, session, explain session, parity check, warm-up per shape).
+
+Before the runs each tree's packages are byte-compiled (`compileall`), as `pip install` does
+for an installed server: a checkout run with PYTHONDONTWRITEBYTECODE=1 (as here) otherwise
+recompiles every edited module on every start (about 0.2 CPU-s), and a fresh `git worktree`
+all of them. `--stale-bytecode` skips that, to measure such a checkout.
 
     .venv/bin/python -m bench.coldstart                  # 3 runs of the bundled repository
+    git worktree add /tmp/cs-base <older commit>         # then, side by side:
+    .venv/bin/python -m bench.coldstart --runs 5 --baseline /tmp/cs-base --first-request
     .venv/bin/python -m bench.coldstart --runs 1 --importtime --profile
 """
 
@@ -30,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -59,6 +70,9 @@ class ColdStart:
     rss_explainable_mib: float
     server_load_s: float = float("nan")  # the server's own "started in" (load + listen)
     cpu_ready_s: float = float("nan")  # CPU seconds the server used until every model was READY
+    cpu_serving_s: float = float("nan")  # CPU seconds the server used until SERVING
+    rss_serving_mib: float = float("nan")
+    first: dict[str, float] = field(default_factory=dict)  # --first-request: ms, and RSS after
 
 
 def repository_models(root: Path) -> tuple[list[str], list[str]]:
@@ -192,8 +206,27 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(wait_s)
 
 
+PACKAGES = ("app", "serving", "vision", "protos", "dicom_node", "review", "line")
+
+
+def compile_tree(tree: Path | None) -> None:
+    """Byte-compile the server's packages of `tree` (None: ours), as an install does."""
+    root = tree or Path(__file__).resolve().parents[1]
+    folders = [str(root / p) for p in PACKAGES if (root / p).is_dir()]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", *folders],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def measure(
-    models: Path, names: list[str], explain: list[str], log: Path, tree: Path | None = None
+    models: Path,
+    names: list[str],
+    explain: list[str],
+    log: Path,
+    tree: Path | None = None,
+    first_request: bool = False,
 ) -> ColdStart:
     """One cold start of the server over `models` (`tree`: run another checkout's server)."""
     port = free_port()
@@ -209,6 +242,7 @@ def measure(
         )
     try:
         serving = _wait(process, started, probe.serving, log)
+        cpu_serving, rss_serving = group_cpu_s(process.pid), group_rss_mib(process.pid)
         ready = _wait(process, started, lambda: probe.ready(names), log)
         rss_ready = group_rss_mib(process.pid)
         cpu_ready = group_cpu_s(process.pid)
@@ -216,47 +250,27 @@ def measure(
         rss_explain = group_rss_mib(process.pid)
         found = re.search(r"started in ([0-9.]+) s", log.read_text(errors="replace"))
         load = float(found.group(1)) if found else float("nan")
-        return ColdStart(serving, ready, explainable, rss_ready, rss_explain, load, cpu_ready)
+        first = {}
+        if first_request:
+            from bench.coldstart_requests import first_requests
+
+            first = first_requests(f"{HOST}:{port}")
+            first["rss_after_mib"] = group_rss_mib(process.pid)
+        return ColdStart(
+            serving,
+            ready,
+            explainable,
+            rss_ready,
+            rss_explain,
+            load,
+            cpu_ready,
+            cpu_serving,
+            rss_serving,
+            first,
+        )
     finally:
         probe.channel.close()
         _stop(process)
-
-
-def import_profile(models: Path, names: list[str], top: int = 15) -> str:
-    """`python -X importtime` of one start until every model is READY: top cumulative imports."""
-    port = free_port()
-    probe = Probe(f"{HOST}:{port}")
-    with tempfile.NamedTemporaryFile("w+b", suffix=".log") as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            serve_command(models, port, ["-X", "importtime"]),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            process_group=0,
-        )
-        try:
-            _wait(process, started, lambda: probe.ready(names), Path(err.name))
-        finally:
-            probe.channel.close()
-            _stop(process)
-        rows = _import_rows(Path(err.name).read_text(errors="replace"))
-    total = sum(us for us, _, depth in rows if depth == 0) / 1e6
-    lines = [f"imports: {total:.2f} s in all (top-level modules, self+children)"]
-    tops = sorted((r for r in rows if r[2] == 0), reverse=True)[:top]
-    lines += [f"  {us / 1e6:6.3f} s  {name}" for us, name, _ in tops]
-    return "\n".join(lines)
-
-
-def _import_rows(text: str) -> list[tuple[int, str, int]]:
-    rows = []
-    for line in text.splitlines():
-        if not line.startswith("import time:") or "cumulative" in line:
-            continue
-        _, cumulative, name = (part.strip() for part in line[12:].split("|", 2))
-        raw = line[12:].split("|", 2)[2]
-        depth = (len(raw) - len(raw.lstrip(" ")) - 1) // 2
-        rows.append((int(cumulative), name, depth))
-    return rows
 
 
 def load_profile(models: Path, names: list[str]) -> str:
@@ -277,6 +291,8 @@ def report(runs: list[ColdStart]) -> str:
     """Median and range of each milestone."""
     fields = [
         ("SERVING", "serving_s", "s"),
+        ("CPU time until SERVING", "cpu_serving_s", "s"),
+        ("RSS at SERVING", "rss_serving_mib", "MiB"),
         ("every model READY", "ready_s", "s"),
         ("every explain graph in", "explainable_s", "s"),
         ("of which the server's load", "server_load_s", "s"),
@@ -292,7 +308,30 @@ def report(runs: list[ColdStart]) -> str:
             f"  {label:26s} median {_median(values):7.2f} {unit}  "
             f"(min {min(values):.2f}, max {max(values):.2f})"
         )
+    for key in runs[0].first:
+        values = [r.first[key] for r in runs]
+        lines.append(
+            f"  first request {key:16s} median {_median(values):7.1f}  "
+            f"(min {min(values):.1f}, max {max(values):.1f})"
+        )
     return "\n".join(lines)
+
+
+def _run_all(
+    trees: dict[str, tuple[Path | None, Path]], count: int, first_request: bool
+) -> dict[str, list[ColdStart]]:
+    """`count` starts of each tree, interleaved (the order alternates run by run)."""
+    runs: dict[str, list[ColdStart]] = {label: [] for label in trees}
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in range(count):
+            order = list(trees) if index % 2 == 0 else list(reversed(trees))
+            for label in order:
+                tree, models = trees[label]
+                names, explain = repository_models(models)
+                log = Path(tmp) / f"{label}{index}.log"
+                runs[label].append(measure(models, names, explain, log, tree, first_request))
+                print(f"{label} run {index + 1}: {runs[label][-1]}", flush=True)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,31 +345,39 @@ def main(argv: list[str] | None = None) -> int:
         help="another checkout (say, a `git worktree` of an older commit): its server and its "
         "models/ start in turn with ours, interleaved, and both are reported",
     )
+    p.add_argument(
+        "--first-request",
+        action="store_true",
+        help="time the first and second Segment of a PNG and of a DICOM image",
+    )
+    p.add_argument(
+        "--stale-bytecode",
+        action="store_true",
+        help="do not byte-compile the trees first (a checkout under PYTHONDONTWRITEBYTECODE)",
+    )
     p.add_argument("--importtime", action="store_true", help="add a -X importtime profile")
     p.add_argument("--profile", action="store_true", help="add a per-model load profile")
     args = p.parse_args(argv)
     trees = {"ours": (None, args.models)}
     if args.baseline is not None:
         trees["baseline"] = (args.baseline.resolve(), args.baseline.resolve() / "models")
-    runs: dict[str, list[ColdStart]] = {label: [] for label in trees}
-    with tempfile.TemporaryDirectory() as tmp:
-        for index in range(args.runs):
-            for label, (tree, models) in trees.items():
-                names, explain = repository_models(models)
-                log = Path(tmp) / f"{label}{index}.log"
-                runs[label].append(measure(models, names, explain, log, tree))
-                print(f"{label} run {index + 1}: {runs[label][-1]}", flush=True)
+    if not args.stale_bytecode:
+        for tree, _ in trees.values():
+            compile_tree(tree)
+    runs = _run_all(trees, args.runs, args.first_request)
     for label, found in runs.items():
         print(f"{label}: {report(found)}")
     if "baseline" in runs:
         ours, base = runs["ours"], runs["baseline"]
-        for attr in ("ready_s", "cpu_ready_s", "rss_ready_mib"):
+        for attr in ("serving_s", "cpu_serving_s", "rss_serving_mib", "ready_s", "rss_ready_mib"):
             ratio = _median([getattr(r, attr) for r in ours]) / _median(
                 [getattr(r, attr) for r in base]
             )
             print(f"ours / baseline {attr}: {ratio:.2f}")
     names, explain = repository_models(args.models)
     if args.importtime:
+        from bench.coldstart_profile import import_profile
+
         print(import_profile(args.models, names))
     if args.profile:
         print(load_profile(args.models, names))

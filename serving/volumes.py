@@ -21,21 +21,22 @@ import io
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
 
 from serving.config import DEFAULT_MAX_VOLUME_VOXELS
 from serving.repository import ModelVersion
 from vision.errors import ImageTooLargeError, InvalidInputError
-from vision.volume.pipeline import VolumePipeline
-from vision.volume.series import volume_from_datasets
 from vision.volume.sources import volume_from_raw
 from vision.volume.tta import ProbabilityMean, flip_spatial
 from vision.volume.types import Volume, VolumeResult
 from vision.volume.window import Blender, Window, pad_to_patch, plan_windows
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from vision.volume.pipeline import VolumePipeline
 
 Worker = Callable[..., Awaitable[Any]]
 VOLUMETRIC = "volumetric_segmentation"
@@ -81,6 +82,8 @@ VolumeInput = Volume | VolumeSource
 
 def read_series(instances: Sequence[bytes]) -> list[Dataset]:
     """The instances as pydicom datasets; InvalidInputError names the one that is not DICOM."""
+    import pydicom  # in a worker, on the first series: pydicom is not needed to reach SERVING
+
     if not instances:
         raise InvalidInputError("the series has no instances: send at least one DICOM file")
     datasets = []
@@ -101,6 +104,8 @@ def assemble(source: VolumeInput, max_voxels: int) -> Volume:
         check_voxels(source.shape, max_voxels)
         return source
     if source.instances:
+        from vision.volume.series import volume_from_datasets  # pydicom: first series only
+
         return volume_from_datasets(read_series(source.instances), max_voxels)
     if not source.raw:
         raise InvalidInputError("the request has no volume: set series or volume")
@@ -129,7 +134,13 @@ def check_voxels(shape: Sequence[int], max_voxels: int, where: str = "the volume
 
 
 def _prepare(model: ModelVersion, source: VolumeInput, max_voxels: int):
-    """Worker job: assemble, then preprocess (normalise, resample to the model's spacing)."""
+    """Worker job: assemble, then preprocess (normalise, resample to the model's spacing).
+
+    The volume pipeline (scipy.ndimage, OpenCV) is imported here, in the worker, by the first
+    volume: a server reaches SERVING without it and the event loop never waits on the import.
+    """
+    from vision.volume.pipeline import VolumePipeline
+
     start = time.perf_counter()
     volume = assemble(source, max_voxels)
     timings = {"decode_ms": _ms(start)}

@@ -5,17 +5,19 @@ from __future__ import annotations
 import io
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from PIL import TiffImagePlugin
 
 from vision.errors import InvalidInputError
-from vision.io.dicom import decode_dicom
 from vision.io.headers import jpeg_scan
 from vision.io.limits import check_decoded_bytes, check_max_pixels
 from vision.io.sniff import SUPPORTED_FORMATS, sniff_format, unsupported_error
 from vision.types import Image
+
+if TYPE_CHECKING:
+    from PIL import TiffImagePlugin
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -44,6 +46,8 @@ def _tiff_size(data: bytes) -> tuple[int, int, int] | None:
     Pillow's IFD parser reads the header and the first directory's tags only: no pixel is
     decoded, and no mode is resolved, so any samples-and-bits combination is measured.
     """
+    from PIL import TiffImagePlugin  # first TIFF only: Pillow's TIFF plugin is not needed to start
+
     try:
         fp = io.BytesIO(data)
         ifd = TiffImagePlugin.ImageFileDirectory_v2(fp.read(16 if data[2:4] in _BIGTIFF else 8))
@@ -194,6 +198,8 @@ def decode_image(data: bytes, max_pixels: int = 0, dicom_window: bool = True) ->
     if fmt is None:
         raise unsupported_error(data)
     if fmt == "dicom":
+        from vision.io.dicom import decode_dicom  # first DICOM only: pydicom is not needed to start
+
         return decode_dicom(data, max_pixels=max_pixels, window=dicom_window)
     _check_header(fmt, data, max_pixels)
     _check_complete(fmt, data)
