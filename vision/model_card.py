@@ -123,9 +123,14 @@ class ModelCard:
         return entries
 
     def render_markdown(self) -> str:
-        """`MODEL_CARD.md`: title, description, metrics table, weights, then every section."""
+        """`MODEL_CARD.md`: title, description, the figures with their n and 95 % interval,
+        metric definitions, the evaluation protocol, weights, then every section."""
+        from vision.card_markdown import definition_lines, figure_lines, protocol_lines
+
         lines = [f"# {self.name}", "", self.description, ""]
-        lines += _metrics_table(self.metrics)
+        lines += figure_lines(self.metrics) or _metrics_table(self.metrics)
+        lines += definition_lines(self.metrics, self.evaluation)
+        lines += protocol_lines(self.evaluation, self.limitations)
         lines += _weights_lines(self.weights)
         skip = {"name", "description", "weights"}
         for key, value in self.to_dict().items():
@@ -271,30 +276,77 @@ def source_commit() -> str:
     return found.stdout.strip() if found.returncode == 0 else ""
 
 
-def note_evaluation(card: dict, split: str, images: int) -> dict:
+def model_commit(model_dir: str | Path, version: int | str = 1) -> dict:
+    """Which commit made a model: the last commit that changed its ONNX file
+    (`<version>/model.onnx`), and whether the file differs from that commit now."""
+    import subprocess
+
+    path = Path(model_dir).resolve() / str(version) / "model.onnx"
+
+    def git(*args: str) -> str:
+        try:
+            found = subprocess.run(
+                ["git", *args], cwd=path.parent, capture_output=True, text=True, timeout=20
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return found.stdout.strip() if found.returncode == 0 else ""
+
+    commit = git("log", "-1", "--format=%H", "--", path.name)
+    changed = bool(git("status", "--porcelain", "--", path.name))
+    return {
+        "file": f"{version}/model.onnx",
+        "commit": commit or None,
+        "rule": "the last commit that changed the file",
+        "uncommitted_changes": changed,
+    }
+
+
+def note_evaluation(
+    card: dict,
+    split: str,
+    images: int,
+    model_dir: str | Path | None = None,
+    version: int | str | None = None,
+) -> dict:
     """Record in `card` (a dict) that its `split` figures were produced now, by which commit,
-    on how many images. The protocol selects on validation and scores test once: a test figure
-    produced more than once is said so in `limitations`."""
+    on how many images, of which model file (`model_dir`/`version`: its sha256, and the
+    commit that made it in `evaluation.model_commit`). The protocol selects on validation and
+    scores test once: a test figure produced more than once is said so in `limitations`."""
     import datetime as dt
 
-    runs = card.setdefault("evaluation", {}).setdefault("runs", [])
-    runs.append(
-        {
-            "split": split,
-            "images": images,
-            "commit": source_commit(),
-            "utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-    )
-    test_runs = sum(1 for run in runs if run["split"] == "test")
-    limitations = [x for x in card.get("limitations", []) if not x.startswith(_REPEATED_TEST)]
-    if test_runs > 1:
-        limitations.append(
-            f"{_REPEATED_TEST} {test_runs} times (evaluation.runs): the test split may have "
-            "informed a choice, so its figures can over-state"
-        )
-    card["limitations"] = limitations
+    evaluation = card.setdefault("evaluation", {})
+    run = {
+        "split": split,
+        "images": images,
+        "commit": source_commit(),
+        "utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if model_dir is not None:
+        version = version or 1
+        run["model_sha256"] = _sha256(Path(model_dir) / str(version) / "model.onnx")
+        evaluation["model_commit"] = model_commit(model_dir, version)
+    evaluation.setdefault("runs", []).append(run)
+    card["limitations"] = [
+        x for x in card.get("limitations", []) if not x.startswith(_REPEATED_TEST)
+    ] + _repeated_test(evaluation["runs"])
     return card
+
+
+def _repeated_test(runs: list[dict]) -> list[str]:
+    """The limitation a card states when its test split was scored more than once."""
+    tests = [run for run in runs if run["split"] == "test"]
+    if len(tests) < 2:
+        return []
+    models = {run.get("model_sha256") for run in tests}
+    said = f"{_REPEATED_TEST} {len(tests)} times (evaluation.runs)"
+    if None not in models and len(models) == 1:
+        return [
+            f"{said}, each time of the same model file: test did not choose between weights, "
+            "but a choice made after seeing an earlier test figure (post-processing, "
+            "thresholds) may be informed by it"
+        ]
+    return [f"{said}: the test split may have informed a choice, so its figures can over-state"]
 
 
 _REPEATED_TEST = "the test figures were produced"

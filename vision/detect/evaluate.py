@@ -14,6 +14,7 @@ import numpy as np
 
 from vision.datasets.detection import Sample, load_dataset, split_holdout
 from vision.datasets.provenance import assert_no_synthetic
+from vision.detect.intervals import DEFINITIONS, detection_figures
 from vision.detect.metrics import (
     Boxes,
     ap_per_class,
@@ -151,6 +152,7 @@ def compute_metrics(
         **f_score(preds, truths, nc, 0.5, score_thr),
     }
     metrics["best_f_iou50"] = best_f(preds, truths, nc, 0.5, False)
+    metrics["figures"] = detection_figures(preds, truths, labels, score_thr)
     if deeppcb:
         proto = deeppcb_protocol(preds, truths, nc, score_thr)
         proto["ap"] = per_class_or_absent(labels, np.asarray(proto["ap"]))
@@ -187,6 +189,16 @@ def dataset_of(
     return found
 
 
+def recipe_name(name: str, model_dir: Path) -> str:
+    """The model whose recipe and data an evaluation uses: an INT8 twin's float model
+    (`int8_of` in its card), else `name` itself."""
+    if not (model_dir / "card.json").is_file():
+        return name
+    from vision.export import read_card
+
+    return read_card(model_dir).get("int8_of") or name
+
+
 def _recorded_dataset(model_dir: Path | None) -> dict:
     """The `recipe` section of a model's card (format, data, splits), {} without one."""
     if model_dir is None or not (model_dir / "card.json").is_file():
@@ -197,26 +209,54 @@ def _recorded_dataset(model_dir: Path | None) -> dict:
     return recipe.get("recipe", recipe) if isinstance(recipe, dict) else {}
 
 
-def headline(metrics: dict) -> dict[str, float]:
-    """The flat numbers for the card's summary table."""
-    flat = {"mAP50": metrics["map50"], "mAP50_95": metrics["map50_95"]}
-    flat.update({f"AP50_{k}": v for k, v in metrics["ap50_per_class"].items() if v is not None})
-    flat["F1_at_threshold"] = metrics["at_config_threshold"]["f_score"]
-    if "deeppcb" in metrics:
-        flat["DeepPCB_mAP"] = metrics["deeppcb"]["map"]
-        flat["DeepPCB_F"] = metrics["deeppcb"]["f_score"]
-    return {k: round(float(v), 4) for k, v in flat.items()}
+def headline(report: dict) -> dict[str, dict]:
+    """The card's figures of one evaluation, each {value, n, ci95} (`intervals.DEFINITIONS`):
+    mAP, per-class AP with its instances, F1 at the served threshold and, where the split has
+    defect-free images, their false-positive image rate and the image AUROC."""
+    flat = dict(report["figures"])
+    point = report.get("operating_point", {})
+    at = point.get("at_config_threshold", {}).get(report["split"], {})
+    if at.get("false_reject", {}).get("n"):
+        fr = at["false_reject"]
+        flat["defect_free_fp_image_rate"] = {
+            "value": fr["rate"],
+            "n": fr["n"],
+            "k": fr["k"],
+            "ci95": fr["ci95"],
+            "threshold": at["threshold"],
+        }
+    auroc = point.get("image_auroc", {}).get("value")
+    if auroc is not None and np.isfinite(auroc):
+        flat["image_auroc"] = point["image_auroc"]
+    return flat
 
 
-def _update_card(model_dir: Path, version: int, split: str, metrics: dict, n: int) -> None:
+def _definitions(figures: dict) -> dict[str, str]:
+    """`intervals.DEFINITIONS`, and which image-level figures do not apply and why."""
+    missing = [k for k in ("defect_free_fp_image_rate", "image_auroc") if k not in figures]
+    if not missing:
+        return dict(DEFINITIONS)
+    why = "the split has no defect-free image (every image holds a labelled box)"
+    return {**DEFINITIONS, "not applicable": f"{' and '.join(missing)}: {why}"}
+
+
+def _update_card(model_dir: Path, report: dict) -> None:
     from vision.export import read_card, write_card
     from vision.model_card import note_evaluation
 
     card = read_card(model_dir)
-    card["metrics"] = {split: headline(metrics)}
-    runs = card.get("evaluation", {}).get("runs", [])
-    card["evaluation"] = {"split": split, "images": n, "version": version, **metrics, "runs": runs}
-    write_card(model_dir, note_evaluation(card, split, n))
+    split, n = report["split"], report["images"]
+    figures = headline(report)
+    card["metrics"] = {split: figures}
+    kept = {k: v for k, v in card.get("evaluation", {}).items() if k in ("runs", "xai")}
+    skip = ("model", "providers", "figures")
+    card["evaluation"] = {
+        **{k: v for k, v in report.items() if k not in skip},
+        "pycocotools": {k: report[k] for k in ("map50", "map50_95", "ap50_per_class")},
+        "definitions": _definitions(figures),
+        **kept,
+    }
+    write_card(model_dir, note_evaluation(card, split, n, model_dir, report["version"]))
 
 
 def evaluate_detector(
@@ -239,8 +279,9 @@ def evaluate_detector(
     model_dir = Path(repo or default_repository()) / name
     model = load_model(model_dir, version, explain=False)
     config = model.config
-    fmt, data = dataset_of(name, fmt, data, model_dir)
-    samples = load_split(name, fmt, data, split, config.labels)
+    base = recipe_name(name, model_dir)
+    fmt, data = dataset_of(base, fmt, data, model_dir.parent / base)
+    samples = load_split(base, fmt, data, split, config.labels)
     samples = samples[:limit] if limit else samples
     assert_no_synthetic([s.image for s in samples], split)
     preds, latency = predict_all(model, samples)
@@ -266,14 +307,25 @@ def evaluate_detector(
     if target_escape is not None:
         where = (data, split, limit, out)
         report["operating_point"] = detector_operating_point(
-            model, name, fmt, where, samples, preds, target_escape
+            model, base, fmt, where, samples, preds, target_escape
         )
     write_json(report, out / "report.json")
     if update_card:
-        _update_card(model_dir, int(model.version), split, metrics, len(samples))
+        _update_card(model_dir, report)
     if write_point and "operating_point" in report:
         write_operating_point(model_dir, report["operating_point"])
     return report
+
+
+def image_auroc(positives: list[float], negatives: list[float]) -> dict:
+    """ROC AUC of image scores, defective (`positives`) vs defect-free, with n and its 95 %
+    bootstrap interval over images (NaN without both kinds)."""
+    from sklearn.metrics import roc_auc_score
+
+    from vision.stats import paired_ci
+
+    truth = np.array([True] * len(positives) + [False] * len(negatives))
+    return paired_ci(roc_auc_score, truth, np.array([*positives, *negatives], np.float64))
 
 
 def detector_operating_point(
@@ -303,6 +355,7 @@ def detector_operating_point(
     rules = InspectionRules.from_config(model.config)
     section = operating_point(val, test, rules_threshold(rules), target_escape)
     section["test_split"] = None if test is None else split
+    section["image_auroc"] = image_auroc(*scored)
     section["negatives"] = (
         "DeepPCB templates (N_temp.jpg): aligned defect-free images of the same boards"
         if fmt == "deeppcb"
@@ -310,6 +363,6 @@ def detector_operating_point(
     )
     splits = {"val": val} | ({split: test} if test is not None else {})
     marks = {"config": section["config_threshold"], "selected": section["selected_threshold"]}
-    title = f"{name}: target escape {target_escape:g} (selected on val)"
+    title = f"{model.name}: target escape {target_escape:g} (selected on val)"
     section["plot"] = plot_operating_point(splits, marks, out / "operating_point.png", title).name
     return section

@@ -260,6 +260,37 @@ def write_plots(
     return files
 
 
+def pixel_figures(predictions: Predictions, samples: list) -> dict:
+    """The FOV pixel figures with n and 95 % intervals (`vessel_intervals.vessel_figures`)."""
+    from vision.segment.vessel_intervals import vessel_figures
+
+    masks = [s.mask for s in samples]
+    fovs = [
+        np.ones(m.shape, bool) if s.fov is None else s.fov
+        for s, m in zip(samples, masks, strict=True)
+    ]
+    return vessel_figures(predictions.probs, masks, fovs)
+
+
+def _update_card(model_dir: Path, report: dict) -> None:
+    """Record an evaluation in the card: its figures (with n and intervals) under
+    `metrics.<split>`, the whole report's metrics under `evaluation.<split>`, the run."""
+    from vision.model_card import note_evaluation
+
+    card = read_card(model_dir)
+    split, metrics = report["split"], report["metrics"]
+    card.setdefault("metrics", {})[split] = metrics.get("figures", metrics)
+    card.setdefault("evaluation", {})[split] = {
+        "images": report["images"],
+        "version": report["version"],
+        "pipeline": report["pipeline"],
+        "metrics": {k: v for k, v in metrics.items() if k != "figures"},
+        **({"operating_point": report["operating_point"]} if "operating_point" in report else {}),
+    }
+    version = report["version"]
+    write_card(model_dir, note_evaluation(card, split, report["images"], model_dir, version))
+
+
 def evaluate_model(
     recipe: Recipe,
     repo: Path,
@@ -298,6 +329,8 @@ def evaluate_model(
     post = config.postprocess
     gate = post.image_score_gate if post.image_score_output else 0.0
     metrics = compute_metrics(recipe, predictions, samples, post.max_regions, gate)
+    if recipe.dataset in PIXEL_METRIC_DATASETS:
+        metrics["figures"] = pixel_figures(predictions, samples)
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "model": config.name,
@@ -324,11 +357,7 @@ def evaluate_model(
         report["operating_point"] = section | {"test_split": None if test is None else split}
     write_json(report, out / "report.json")
     if update_card and not limit:
-        from vision.model_card import note_evaluation
-
-        card = read_card(model_dir)
-        card.setdefault("metrics", {})[split] = metrics
-        write_card(model_dir, note_evaluation(card, split, len(samples)))
+        _update_card(model_dir, report)
     if write_point and "operating_point" in report:
         write_operating_point(model_dir, report["operating_point"])
     return report

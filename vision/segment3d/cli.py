@@ -77,7 +77,12 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--model", default=None, help="model name in the repository")
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--limit-cases", type=int, default=0)
-    p.add_argument("--no-card", action="store_true", help="do not record the metrics in the card")
+    p.add_argument(
+        "--update-card",
+        action="store_true",
+        help="record these figures in the model card (default: the card is left as it is)",
+    )
+    p.add_argument("--no-card", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument(
         "--tta-flips",
         type=json.loads,
@@ -89,7 +94,7 @@ def evaluate(argv: list[str]) -> int:
 
     recipe, root, out, repo, splits = _resolved(a)
     model_dir = repo / (a.model or recipe.name)
-    record = not a.no_card and a.tta_flips is None  # the card records what is served
+    record = a.update_card and a.tta_flips is None  # the card records what is served
     report = run(model_dir, root, splits, a.split, out, a.limit_cases, record, a.tta_flips)
     print(f"evaluated {model_dir.name} on {a.split}: {report['summary']}")
     return 0

@@ -18,9 +18,10 @@ from tqdm import tqdm
 
 from vision.config import ModelConfig, load_config
 from vision.export import read_card, write_card
+from vision.model_card import note_evaluation
 from vision.reports import write_json
 from vision.runtime import OnnxModel
-from vision.stats import mean_ci
+from vision.stats import BOOTSTRAP_DRAWS, mean_ci
 from vision.volume.pipeline import VolumePipeline
 from vision.volume.sources import volume_from_nifti
 from vision.volume.tta import ProbabilityMean, flip_spatial
@@ -88,7 +89,29 @@ def case_metrics(pred: np.ndarray, truth: np.ndarray, spacing: tuple, n: int) ->
     dice = DiceMetric(include_background=False, reduction="none")(p, t)[0]
     hd = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")
     hd95 = hd(p, t, spacing=list(spacing))[0]
-    return {"dice": dice.tolist(), "hd95_mm": hd95.tolist()}
+    voxels = [
+        [
+            int(np.count_nonzero((pred == c) & (truth == c))),
+            int((pred == c).sum()),
+            int((truth == c).sum()),
+        ]
+        for c in range(1, n)
+    ]
+    return {"dice": dice.tolist(), "hd95_mm": hd95.tolist(), "voxels": voxels}
+
+
+def pooled_dice(cases: dict[str, dict], index: int, seed: int = 0) -> dict[str, Any]:
+    """Dice of one label over the voxels of all cases pooled, n and its 95 % percentile
+    bootstrap interval over cases (a draw sums the counts of the cases it picked)."""
+    counts = np.array([c["voxels"][index] for c in cases.values()], np.float64)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(counts), (BOOTSTRAP_DRAWS, len(counts)))
+    drawn = counts[picks].sum(1)
+    values = 2 * drawn[:, 0] / np.maximum(drawn[:, 1] + drawn[:, 2], 1)
+    total = counts.sum(0)
+    low, high = np.percentile(values, [2.5, 97.5])
+    value = 2 * total[0] / max(total[1] + total[2], 1)
+    return {"mean": float(value), "n": len(counts), "ci95": [float(low), float(high)]}
 
 
 def bootstrap_ci(values: list[float], seed: int = 0) -> dict[str, Any]:
@@ -110,6 +133,8 @@ def summarise(cases: dict[str, dict], labels: list[str]) -> dict[str, Any]:
     for i, label in enumerate(labels[1:]):
         out[f"dice_{label}"] = bootstrap_ci([c["dice"][i] for c in cases.values()])
         out[f"hd95_mm_{label}"] = bootstrap_ci([c["hd95_mm"][i] for c in cases.values()])
+        if all("voxels" in c for c in cases.values()):
+            out[f"dice_pooled_{label}"] = pooled_dice(cases, i)
     out["dice_mean"] = bootstrap_ci([float(np.mean(c["dice"])) for c in cases.values()])
     return out
 
@@ -169,7 +194,10 @@ def _record(
     card["files"] = sorted({*card.get("files", []), f"eval-{split}.json", f"eval-{split}.png"})
     card["metrics"] = {
         **card.get("metrics", {}),
-        split: {k: round(v["mean"], 4) for k, v in summary.items()},
+        split: {
+            k: {"value": v["mean"], "n": v["n"], "ci95": v["ci95"], "unit": _unit(k)}
+            for k, v in summary.items()
+        },
     }
     card["evaluation"] = {
         **card.get("evaluation", {}),
@@ -181,8 +209,25 @@ def _record(
             "bootstrap over cases (2000 resamples)",
             "intervals": summary,
         },
+        "definitions": DEFINITIONS,
     }
-    write_card(model_dir, card)
+    write_card(model_dir, note_evaluation(card, split, n, model_dir, 1))
+
+
+DEFINITIONS = {
+    "dice_<label>": "Dice of one label per case (MONAI DiceMetric), mean over cases",
+    "dice_pooled_<label>": "Dice of one label over the voxels of all cases pooled",
+    "hd95_mm_<label>": "95th-percentile Hausdorff distance of one label (mm), mean over cases",
+    "dice_mean": "per case, the mean Dice of the foreground labels; mean over cases",
+    "ci95": "95 % percentile bootstrap interval over cases (2,000 draws, seed 0)",
+    "n": "cases",
+    "not applicable": "image AUROC and the defect-free false-positive rate: every case holds "
+    "both labels and the model has no image score",
+}
+
+
+def _unit(key: str) -> str:
+    return "mm" if key.startswith("hd95") else "Dice"
 
 
 def plot_cases(cases: dict[str, dict], labels: list[str], path: Path, title: str) -> Path:
