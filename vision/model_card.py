@@ -276,21 +276,33 @@ def source_commit() -> str:
     return found.stdout.strip() if found.returncode == 0 else ""
 
 
+def _git(cwd: Path, *args: str) -> str:
+    """`git ARGS` in `cwd`: its stdout stripped, "" when git fails or is absent."""
+    import subprocess
+
+    try:
+        found = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
+def uncommitted_code() -> list[str]:
+    """Tracked files of the `vision` package that differ from HEAD in the running checkout
+    (the code commit alone does not say what ran when it is not empty)."""
+    here = Path(__file__).resolve().parent
+    status = _git(here, "status", "--porcelain", "--untracked-files=no", "--", ".")
+    return sorted(line.split(maxsplit=1)[1] for line in status.splitlines() if line.strip())
+
+
 def model_commit(model_dir: str | Path, version: int | str = 1) -> dict:
     """Which commit made a model: the last commit that changed its ONNX file
     (`<version>/model.onnx`), and whether the file differs from that commit now."""
-    import subprocess
 
     path = Path(model_dir).resolve() / str(version) / "model.onnx"
 
     def git(*args: str) -> str:
-        try:
-            found = subprocess.run(
-                ["git", *args], cwd=path.parent, capture_output=True, text=True, timeout=20
-            )
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        return found.stdout.strip() if found.returncode == 0 else ""
+        return _git(path.parent, *args)
 
     commit = git("log", "-1", "--format=%H", "--", path.name)
     changed = bool(git("status", "--porcelain", "--", path.name))
@@ -320,6 +332,7 @@ def note_evaluation(
         "split": split,
         "images": images,
         "commit": source_commit(),
+        "uncommitted_code": uncommitted_code(),
         "utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if model_dir is not None:
