@@ -91,7 +91,10 @@ def protocol_lines(evaluation: dict, limitations: list[str]) -> list[str]:
         lines += ["|---|---|---|---|---|---|"]
         for run in runs:
             sha = (run.get("model_sha256") or "")[:12]
-            cells = [run["split"], run["images"], (run.get("commit") or "")[:12], run["utc"]]
+            code = (run.get("commit") or "")[:12]
+            if run.get("uncommitted_code"):
+                code += f" + {len(run['uncommitted_code'])} uncommitted vision files"
+            cells = [run["split"], run["images"], code, run["utc"]]
             lines.append(f"| {' | '.join(map(str, cells))} | {sha} | {run.get('note', '')} |")
         lines.append("")
     tests = sum(run["split"] == "test" for run in runs)

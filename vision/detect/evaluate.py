@@ -247,7 +247,7 @@ def _update_card(model_dir: Path, report: dict) -> None:
     card = read_card(model_dir)
     split, n = report["split"], report["images"]
     figures = headline(report)
-    card["metrics"] = {split: figures}
+    card["metrics"] = {**card.get("metrics", {}), split: figures}
     kept = {k: v for k, v in card.get("evaluation", {}).items() if k in ("runs", "xai")}
     skip = ("model", "providers", "figures")
     card["evaluation"] = {
