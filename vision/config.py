@@ -54,6 +54,8 @@ import yaml
 from vision.errors import ConfigError
 
 CONFIG_FILENAME = "config.yaml"
+# libyaml's safe loader when PyYAML has it (ten times faster, the same documents), else PyYAML's
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 TASKS = ("detection", "segmentation", "volumetric_segmentation")
 RESIZE_MODES = ("stretch", "letterbox", "none")
 CHANNEL_ORDERS = ("RGB", "BGR", "GRAY")
@@ -459,7 +461,7 @@ def load_config(model_dir: str | Path) -> ModelConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: no config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     return parse_config(data, where=str(path))
