@@ -1,16 +1,20 @@
 """Requests per second against `vision serve --workers N`, every N side by side in one run.
 
     python -m bench.workers [--workers 1,2] [--concurrency 8] [--duration S] [--rounds R]
-                            [--loadgen-cpus 1 --server-cpus 0] [--json PATH]
+                            [--loadgen-cpus 1 --server-cpus 0] [--alternatives] [--json PATH]
 
 Starts one `python -m app serve --workers N` per N at once (each on its own ports, over the
 benchmark repository of `bench/models.py`: `tiny` and `seg256`) and drives them in turn,
 interleaved in rounds, with the same closed-loop load generator (`bench/loadgen.py`, one gRPC
 connection per client thread, so the kernel spreads the connections over the workers). With
 `--loadgen-cpus` the load generator is pinned there (sched_setaffinity) and the servers are
-started under `taskset -c --server-cpus`. Prints the table, each N's req/s over N=1's, and the
-CPU time the load generator itself used (on a small machine it competes with the workers);
-writes bench/results/workers.json.
+started under `taskset -c --server-cpus`. With `--alternatives`, KServe 0.21 and PyTriton 0.7
+(`bench/alternatives/`, in their own venvs under bench/.venvs/, made on first use) serve the
+same tiny ONNX file under the same pinning and take turns with ours on the tiny model: same
+load generator, same run. Prints the table, each N's req/s over N=1's, ours over each
+alternative (req/s, and server CPU time per request, i.e. capacity per core, which a loaded
+machine distorts far less than req/s), and where the CPU went (on a small machine the load
+generator competes with the servers); writes bench/results/workers.json.
 """
 
 from __future__ import annotations
@@ -24,24 +28,39 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import loadgen
-from bench.models import write_repository
-from bench.serving import HOST, Row, free_port, interleaved, print_table, server_process
+from bench.loadgen import LoadResult
+from bench.models import BenchModel, write_repository
+from bench.serving import (
+    ALTERNATIVES,
+    HOST,
+    Alternative,
+    Row,
+    ServerProcess,
+    _alternative_command,
+    _group_pids,
+    _venv_facts,
+    ensure_venv,
+    free_port,
+    print_table,
+    server_process,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "workers.json"
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[1]) == pid:
-                    found.append(int(entry.name))
-    return found
+@dataclass
+class Served:
+    """One server under test: its label in the table, its process, the models it serves."""
+
+    label: str
+    server: ServerProcess
+    models: tuple[str, ...]
+    goal: float = 0.0  # ours / this one's req/s the issue asks for (alternatives)
+    cpu_s: dict[str, float] = field(default_factory=dict)  # per model, over its turns
 
 
 def _listening(port: int) -> int:
@@ -54,32 +73,77 @@ def _listening(port: int) -> int:
     return count
 
 
+def _pinned(command: list[str], cpus: str) -> list[str]:
+    return [shutil.which("taskset") or "taskset", "-c", cpus, *command] if cpus else command
+
+
 @contextlib.contextmanager
-def workers_server(n: int, models: Path, tmp: Path, server_cpus: str) -> Iterator[object]:
+def workers_server(n: int, models: Path, tmp: Path, server_cpus: str) -> Iterator[Served]:
     """`vision serve --workers n` on free ports, once all n workers listen."""
     port = free_port()
     command = [sys.executable, "-m", "app", "serve", "--models", str(models), "--host", HOST]
     command += ["--grpc-port", str(port), "--http-port", str(free_port())]
     command += ["--workers", str(n), "--log-level", "WARNING"]
-    if server_cpus:
-        command = [shutil.which("taskset") or "taskset", "-c", server_cpus, *command]
+    label, names = f"workers={n}", ("tiny", "seg256")
     with server_process(
-        f"workers={n}", command, port, ["tiny", "seg256"], tmp / f"w{n}.log"
+        label, _pinned(command, server_cpus), port, list(names), tmp / f"w{n}.log"
     ) as server:
         deadline = time.monotonic() + 180.0
         while _listening(port) < n:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"--workers {n}: only {_listening(port)} workers listen")
             time.sleep(0.2)
-        server.workers = n
-        yield server
+        yield Served(label, server, names)
 
 
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of `pid` and its children, from /proc."""
+@contextlib.contextmanager
+def alternative_server(
+    alt: Alternative, tiny: BenchModel, tmp: Path, server_cpus: str
+) -> Iterator[Served | None]:
+    """KServe or PyTriton over the tiny ONNX file (None, said so, when it cannot start)."""
+    python = ensure_venv(alt)
+    if python is None:
+        yield None
+        return
+    version, libdir = _venv_facts(python, alt.package)
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{libdir}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+    port, label = free_port(), f"{alt.name} {version}"
+    command = _pinned(_alternative_command(alt, python, tiny, port, 0.0), server_cpus)
+    with contextlib.ExitStack() as stack:
+        log = tmp / f"{alt.name}.log"
+        try:
+            server = stack.enter_context(
+                server_process(label, command, port, [tiny.name], log, env)
+            )
+        except Exception as exc:  # noqa: BLE001 - report it and measure the others
+            print(f"{label}: cannot start ({exc}); skipped", flush=True)
+            server = None
+        yield Served(label, server, (tiny.name,), alt.goal) if server is not None else None
+
+
+def _processes(pgid: int) -> set[int]:
+    """The server's process group and every descendant (workers have groups of their own)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+    found, todo = set(), list(_group_pids(pgid))
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += [child for child, parent in parents.items() if parent == pid]
+    return found
+
+
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) of the server's processes (`_processes`)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for each in (pid, *_children(pid)):
+    for each in _processes(pgid):
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
@@ -92,39 +156,59 @@ def _idle_share() -> tuple[float, float]:
     return values[3] + values[4], sum(values)
 
 
-def measure(servers: list, models: list, args: argparse.Namespace) -> tuple[list[Row], dict]:
-    """Every server at the same concurrency, per model, interleaved; where the CPU went.
+def _turns(model: BenchModel, served: list[Served], args: argparse.Namespace) -> dict:
+    """Each server's turns on `model`, interleaved (order reversed every other round); the
+    CPU its process group used during its own turns is added to `Served.cpu_s`."""
+    paths = {}
+    for each in served:
+        calls = loadgen.infer_calls(
+            each.server.address, model.name, "images", model.tensor, args.concurrency
+        )
+        loadgen.check_infer_response(calls[0]())
+        loadgen.closed_loop(calls, min(0.5, args.duration / args.rounds))  # warm-up
+        paths[each.label] = calls
+        each.cpu_s[model.name] = 0.0
+    results = {each.label: LoadResult(args.concurrency) for each in served}
+    for index in range(args.rounds):
+        for each in served if index % 2 == 0 else served[::-1]:
+            before = _group_cpu_s(each.server.process.pid)
+            turn = loadgen.closed_loop(paths[each.label], args.duration / args.rounds)
+            each.cpu_s[model.name] += _group_cpu_s(each.server.process.pid) - before
+            results[each.label] = results[each.label].merge(turn)
+    return results
 
-    CPU figures are cores in use while a model was driven: the load generator (this process),
-    each server's process tree (parent and workers) over the time it was driven, and the share
-    of the machine left idle.
-    """
+
+def measure(served: list[Served], models: list, args: argparse.Namespace) -> tuple[list, dict]:
+    """Every server that serves each model, at the same concurrency, interleaved; where the
+    CPU went: cores used by the load generator (this process) and by each server while driven,
+    and the share of the machine left idle."""
     rows, cpu = [], {}
     for model in models:
-        paths = {}
-        for server in servers:
-            calls = loadgen.infer_calls(
-                server.address, model.name, "images", model.tensor, args.concurrency
-            )
-            loadgen.check_infer_response(calls[0]())
-            paths[f"workers={server.workers}"] = calls
-        warm_s = min(0.5, args.duration / args.rounds)  # interleaved() warms each path first
+        present = [s for s in served if model.name in s.models]
         before, wall, idle = os.times(), time.perf_counter(), _idle_share()
-        trees = {s.workers: _tree_cpu_s(s.process.pid) for s in servers}
-        results = interleaved(paths, args.rounds, args.duration / args.rounds)
-        after, idle_after = os.times(), _idle_share()
+        results = _turns(model, present, args)
+        after, idle_after, elapsed = os.times(), _idle_share(), time.perf_counter() - wall
         used = (after.user - before.user) + (after.system - before.system)
         cpu[model.name] = {
-            "load generator": used / (time.perf_counter() - wall),
+            "load generator": used / elapsed,
             **{
-                f"server workers={n}": (_tree_cpu_s(s.process.pid) - trees[n])
-                / (results[f"workers={n}"].elapsed_s + warm_s)
-                for n, s in ((s.workers, s) for s in servers)
+                f"server {s.label}": s.cpu_s[model.name] / max(1e-9, results[s.label].elapsed_s)
+                for s in present
             },
             "machine idle share": (idle_after[0] - idle[0]) / max(1, idle_after[1] - idle[1]),
         }
-        rows += [Row(model.name, path, args.concurrency, r) for path, r in results.items()]
+        rows += [Row(model.name, label, args.concurrency, r) for label, r in results.items()]
     return rows, cpu
+
+
+def cpu_per_request_us(rows: list[Row], served: list[Served]) -> dict[str, float]:
+    """Server CPU microseconds per answered request, per model and server."""
+    by_label = {s.label: s for s in served}
+    return {
+        f"{r.model} {r.path}": by_label[r.path].cpu_s[r.model] / r.result.requests * 1e6
+        for r in rows
+        if r.result.requests and r.path in by_label
+    }
 
 
 def ratios(rows: list[Row]) -> dict[str, float]:
@@ -133,8 +217,25 @@ def ratios(rows: list[Row]) -> dict[str, float]:
     return {
         f"{r.model} {r.path}": r.result.throughput / base[r.model]
         for r in rows
-        if r.path != "workers=1" and base.get(r.model)
+        if r.path.startswith("workers=") and r.path != "workers=1" and base.get(r.model)
     }
+
+
+def alternative_ratios(rows: list[Row], served: list[Served], cpu_us: dict) -> dict:
+    """Ours (each N) over each alternative on the tiny model: req/s, and CPU per request
+    (theirs / ours: above 1, ours does a request with less CPU)."""
+    tiny = {r.path: r.result.throughput for r in rows if r.model == "tiny"}
+    figures = {}
+    for alt in (s for s in served if not s.label.startswith("workers=")):
+        for ours in (s.label for s in served if s.label.startswith("workers=")):
+            key = f"tiny {ours} / {alt.label}"
+            figures[key] = {
+                "throughput_ratio": tiny[ours] / max(1e-9, tiny[alt.label]),
+                "cpu_per_request_ratio": cpu_us[f"tiny {alt.label}"]
+                / max(1e-9, cpu_us[f"tiny {ours}"]),
+                "goal": alt.goal,
+            }
+    return figures
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -145,11 +246,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--loadgen-cpus", default="", help="pin the load generator, e.g. 1")
     parser.add_argument("--server-cpus", default="", help="taskset CPUs of the servers, e.g. 0")
+    parser.add_argument(
+        "--alternatives", action="store_true", help="KServe 0.21 and PyTriton 0.7 on tiny too"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS, help="where the figures go")
     args = parser.parse_args(argv)
     args.workers = sorted({int(n) for n in args.workers.split(",") if n.strip()} | {1})
     args.rounds = max(1, args.rounds)
     return args
+
+
+def print_figures(rows: list[Row], figures: dict, versus: dict, cpu_us: dict, cpu: dict):
+    """The ratio lines, CPU per request and where the CPU went."""
+    print()
+    for label, ratio in figures.items():
+        model, path = label.split(" ", 1)
+        print(f"ratio {model} {path} / workers=1: {ratio:.2f}x req/s")
+    for label, values in versus.items():
+        print(
+            f"ratio {label}: {values['throughput_ratio']:.2f}x req/s (goal >= "
+            f"{values['goal']:g}x), CPU per request theirs/ours "
+            f"{values['cpu_per_request_ratio']:.2f}x"
+        )
+    for label, micros in cpu_us.items():
+        print(f"server CPU per request {label}: {micros:.0f} us")
+    for model, shares in cpu.items():
+        parts = ", ".join(
+            f"{k} {v:.0%}" if k.endswith("share") else f"{k} {v:.2f} cores"
+            for k, v in shares.items()
+        )
+        print(f"CPU while driving {model}: {parts}")
+
+
+def _serve_all(stack: contextlib.ExitStack, models: list, tmp: Path, args) -> list[Served]:
+    served = [
+        stack.enter_context(workers_server(n, tmp / "models", tmp, args.server_cpus))
+        for n in args.workers
+    ]
+    for alt in ALTERNATIVES if args.alternatives else ():
+        theirs = stack.enter_context(alternative_server(alt, models[1], tmp, args.server_cpus))
+        served += [theirs] if theirs is not None else []
+    return served
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     command_line = "python -m bench.workers " + " ".join(argv if argv is not None else sys.argv[1:])
     print(
         f"bench.workers: {os.cpu_count()} CPUs (load average "
-        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}), N = {args.workers}, "
+        f"{', '.join(f'{x:.1f}' for x in load_before)}), N = {args.workers}, "
         f"{args.concurrency} client threads",
         flush=True,
     )
@@ -168,25 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     ):
         tmp = Path(tmp_name)
         models = write_repository(tmp / "models", 0.0)
-        servers = [
-            stack.enter_context(workers_server(n, tmp / "models", tmp, args.server_cpus))
-            for n in args.workers
-        ]
+        served = _serve_all(stack, models, tmp, args)
         if args.loadgen_cpus:
             os.sched_setaffinity(0, {int(c) for c in args.loadgen_cpus.split(",")})
-        rows, cpu = measure(servers, [models[1], models[0]], args)
+        rows, cpu = measure(served, [models[1], models[0]], args)
     print_table(rows, "req/s against --workers N (same load generator, interleaved)")
-    figures = ratios(rows)
-    print()
-    for label, ratio in figures.items():
-        model, path = label.split(" ", 1)
-        print(f"ratio {model} {path} / workers=1: {ratio:.2f}x req/s")
-    for model, shares in cpu.items():
-        parts = ", ".join(
-            f"{k} {v:.0%}" if k.endswith("share") else f"{k} {v:.2f} cores"
-            for k, v in shares.items()
-        )
-        print(f"CPU while driving {model}: {parts}")
+    cpu_us = cpu_per_request_us(rows, served)
+    figures, versus = ratios(rows), alternative_ratios(rows, served, cpu_us)
+    print_figures(rows, figures, versus, cpu_us, cpu)
     record = {
         "command": command_line.strip(),
         "cpus": os.cpu_count(),
@@ -206,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
         ],
         "ratios": figures,
+        "versus_alternatives": versus,
+        "server_cpu_per_request_us": cpu_us,
         "cpu_while_driven": cpu,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,4 +49,19 @@ def test_bench_workers_prints_ratios_and_writes_json(tmp_path: Path) -> None:
         assert re.search(rf"^ratio {model} workers=2 / workers=1: \d+\.\d+x", out, re.M), out
     record = json.loads((tmp_path / "w.json").read_text())
     assert {row["path"] for row in record["rows"]} == {"workers=1", "workers=2"}
+    assert all(row["errors"] == 0 for row in record["rows"]), record["rows"]
+    assert re.search(r"^server CPU per request tiny workers=2: \d+ us", out, re.M), out
+    assert set(record["server_cpu_per_request_us"]) >= {"tiny workers=1", "seg256 workers=2"}
+
+
+def test_bench_workers_alternatives_side_by_side(tmp_path: Path) -> None:
+    """Ours and KServe on the tiny model in one run (only where bench.serving made its venv)."""
+    if not (ROOT / "bench" / ".venvs" / "kserve" / ".bench-requirements").exists():
+        pytest.skip("no KServe venv: run python -m bench.workers --alternatives once to make it")
+    out = _run(
+        "bench.workers", "--concurrency", "2", "--alternatives", "--json", str(tmp_path / "w.json")
+    )
+    assert re.search(r"^ratio tiny workers=1 / kserve 0\.21\.\S+: \d+\.\d+x req/s", out, re.M), out
+    record = json.loads((tmp_path / "w.json").read_text())
+    assert any(key.startswith("tiny workers=1 / kserve") for key in record["versus_alternatives"])
     assert all(row["errors"] == 0 for row in record["rows"]), record["rows"]
