@@ -98,6 +98,6 @@ def protocol_lines(evaluation: dict, limitations: list[str]) -> list[str]:
             lines.append(f"| {' | '.join(map(str, cells))} | {sha} | {run.get('note', '')} |")
         lines.append("")
     tests = sum(run["split"] == "test" for run in runs)
-    said = [x for x in limitations if x.startswith("the test figures were produced")]
+    said = [x for x in limitations if x.lower().startswith("the test figures were produced")]
     lines += said or ([f"The test split was scored {tests} time(s)."] if runs else [])
     return [*lines, ""]

@@ -340,9 +340,16 @@ def note_evaluation(
         run["model_sha256"] = _sha256(Path(model_dir) / str(version) / "model.onnx")
         evaluation["model_commit"] = model_commit(model_dir, version)
     evaluation.setdefault("runs", []).append(run)
-    card["limitations"] = [
-        x for x in card.get("limitations", []) if not x.startswith(_REPEATED_TEST)
-    ] + _repeated_test(evaluation["runs"])
+    return restate_repeated_test(card)
+
+
+def restate_repeated_test(card: dict) -> dict:
+    """`card` with its repeated-test limitation stated from `evaluation.runs` (one line,
+    replacing any earlier wording)."""
+    kept = [
+        x for x in card.get("limitations", []) if not x.lower().startswith(_REPEATED_TEST.lower())
+    ]
+    card["limitations"] = kept + _repeated_test(card.get("evaluation", {}).get("runs", []))
     return card
 
 
@@ -362,4 +369,4 @@ def _repeated_test(runs: list[dict]) -> list[str]:
     return [f"{said}: the test split may have informed a choice, so its figures can over-state"]
 
 
-_REPEATED_TEST = "the test figures were produced"
+_REPEATED_TEST = "The test figures were produced"

@@ -249,7 +249,7 @@ def _update_card(model_dir: Path, report: dict) -> None:
     figures = headline(report)
     card["metrics"] = {**card.get("metrics", {}), split: figures}
     kept = {k: v for k, v in card.get("evaluation", {}).items() if k in ("runs", "xai")}
-    skip = ("model", "providers", "figures")
+    skip = ("model", "providers", "figures", "latency_ms_per_image_cpu")  # latency: bench/
     card["evaluation"] = {
         **{k: v for k, v in report.items() if k not in skip},
         "pycocotools": {k: report[k] for k in ("map50", "map50_95", "ap50_per_class")},

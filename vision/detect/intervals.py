@@ -22,7 +22,8 @@ IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 CHUNK = 100  # draws per vectorised block (memory: CHUNK x detections of one class)
 
 DEFINITIONS = {
-    "mAP50": "VOC all-point AP at IoU >= 0.5, mean over the classes present in the split",
+    "mAP50": "VOC all-point AP at IoU >= 0.5, mean over the classes present in the split "
+    "(pycocotools' 101-point mAP, for comparison with other detectors: evaluation.pycocotools)",
     "mAP50_95": "the same AP averaged over IoU 0.50:0.05:0.95, mean over present classes",
     "AP50_<class>": "VOC all-point AP of one class at IoU >= 0.5; `instances`: its true boxes",
     "F1_at_threshold": "F-score (precision, recall pooled over classes) of the boxes scoring "
