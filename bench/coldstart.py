@@ -1,7 +1,8 @@
 """Cold start and memory of `vision serve` over a model repository (default: the bundled one).
 
-Each run spawns `python -m app serve --host 127.0.0.1 --http-port -1` in its own process group
-and times, from just before the spawn:
+Each run spawns `python -m app serve --host 127.0.0.1` with both ports on free loopback ports (the
+HTTP app too, as `vision serve` runs by default; `--no-http` leaves it off) in its own process
+group and times, from just before the spawn:
 
 - `serving`: gRPC health `Check("")` answers SERVING;
 - `ready`: ServerReady true and ModelReady true for every model folder on disk;
@@ -166,7 +167,7 @@ class Probe:
         return False
 
 
-def serve_command(models: Path, port: int, extra: list[str] = ()) -> list[str]:
+def serve_command(models: Path, port: int, extra: list[str] = (), http_port: int = -1) -> list[str]:
     """The `vision serve` command line for one run."""
     return [
         sys.executable,
@@ -181,7 +182,7 @@ def serve_command(models: Path, port: int, extra: list[str] = ()) -> list[str]:
         "--grpc-port",
         str(port),
         "--http-port",
-        "-1",
+        str(http_port),
         "--log-level",
         "INFO",
     ]
@@ -227,6 +228,7 @@ def measure(
     log: Path,
     tree: Path | None = None,
     first_request: bool = False,
+    http: bool = True,
 ) -> ColdStart:
     """One cold start of the server over `models` (`tree`: run another checkout's server)."""
     port = free_port()
@@ -234,7 +236,7 @@ def measure(
     started = time.perf_counter()
     with log.open("wb") as out:
         process = subprocess.Popen(
-            serve_command(models, port),
+            serve_command(models, port, http_port=free_port() if http else -1),
             stdout=out,
             stderr=subprocess.STDOUT,
             process_group=0,
@@ -318,7 +320,7 @@ def report(runs: list[ColdStart]) -> str:
 
 
 def _run_all(
-    trees: dict[str, tuple[Path | None, Path]], count: int, first_request: bool
+    trees: dict[str, tuple[Path | None, Path]], count: int, first_request: bool, http: bool
 ) -> dict[str, list[ColdStart]]:
     """`count` starts of each tree, interleaved (the order alternates run by run)."""
     runs: dict[str, list[ColdStart]] = {label: [] for label in trees}
@@ -329,7 +331,7 @@ def _run_all(
                 tree, models = trees[label]
                 names, explain = repository_models(models)
                 log = Path(tmp) / f"{label}{index}.log"
-                runs[label].append(measure(models, names, explain, log, tree, first_request))
+                runs[label].append(measure(models, names, explain, log, tree, first_request, http))
                 print(f"{label} run {index + 1}: {runs[label][-1]}", flush=True)
     return runs
 
@@ -355,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not byte-compile the trees first (a checkout under PYTHONDONTWRITEBYTECODE)",
     )
+    p.add_argument("--no-http", action="store_true", help="start without the HTTP port")
     p.add_argument("--importtime", action="store_true", help="add a -X importtime profile")
     p.add_argument("--profile", action="store_true", help="add a per-model load profile")
     args = p.parse_args(argv)
@@ -364,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.stale_bytecode:
         for tree, _ in trees.values():
             compile_tree(tree)
-    runs = _run_all(trees, args.runs, args.first_request)
+    runs = _run_all(trees, args.runs, args.first_request, not args.no_http)
     for label, found in runs.items():
         print(f"{label}: {report(found)}")
     if "baseline" in runs:
