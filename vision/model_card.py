@@ -364,9 +364,9 @@ def _repeated_test(runs: list[dict]) -> list[str]:
         return [
             f"{said}, each time of the same model file: test did not choose between weights, "
             "but a choice made after seeing an earlier test figure (post-processing, "
-            "thresholds) may be informed by it"
+            "thresholds) may be informed by it."
         ]
-    return [f"{said}: the test split may have informed a choice, so its figures can over-state"]
+    return [f"{said}: the test split may have informed a choice, so its figures can over-state."]
 
 
 _REPEATED_TEST = "The test figures were produced"
