@@ -1,6 +1,7 @@
 """The DICOM node against a real PACS (Orthanc): where the time goes, outbox throughput, 10 senders.
 
-    nice -n 10 .venv/bin/python -m bench.dicom_node [--quick] [--out reports/bench-dicom-node]
+    nice -n 10 .venv/bin/python -m bench.dicom_node [--quick] [--archive orthanc|storescp]
+        [--scenarios 2d,series,outbox,concurrent] [--out reports/bench-dicom-node]
 
 Orthanc (loopback, temporary config) and `vision dicom-node run` (bundled models and rules) run as
 processes. Scenarios:
@@ -13,6 +14,10 @@ processes. Scenarios:
   `inferred_at`), encode (`inferred_at` -> `encoded_at`), queue (`encoded_at` -> `queued_at`),
   send (`queued_at` -> last result stored in Orthanc, polled every 10 ms).
   Goal (issue 14): everything but inference <= 10 % of the total (last received -> stored).
+  `acked_s` is the same total ended at the archive's last C-STORE success, as the outbox recorded
+  it. `--archive storescp`: the node sends its results to dcmtk's `storescp` (no index, no
+  database) instead of Orthanc, which still pushes the study; "stored" is then the last success
+  in the outbox. Orthanc's own storage time is the difference between the two runs.
 - `outbox`: the PACS down while N smear studies are processed, then up: results per second
   delivered from the backlog (first to last result stored).
 - `concurrent`: 10 associations (dcmsend) at once, one smear study each: all acknowledged, all
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import shutil
 import statistics
 import tempfile
@@ -48,6 +54,7 @@ from tests.dicom_node.orthanc import (
     running_orthanc,
     wait_for,
 )
+from tests.dicom_node.storescp import running_storescp, storescp_missing
 from vision.reports import write_json
 
 STAGES = ("assemble", "infer", "encode", "queue", "send")
@@ -93,6 +100,7 @@ class Bench:
     node: NodeProcess
     folder: Path
     missing_fields: set[str] = field(default_factory=set)
+    archive: str = "orthanc"
 
     def jobs_of(self, study_uid: str) -> list[dict]:
         return [job for job in self.node.jobs() if job["study_uid"] == study_uid]
@@ -111,9 +119,11 @@ class Bench:
         return wait_for(done, timeout, f"jobs of {len(study_uids)} studies sent")
 
     def result_uids(self, jobs: list[dict]) -> list[str]:
+        return [i["sop_instance_uid"] for i in self.items(jobs)]
+
+    def items(self, jobs: list[dict]) -> list[dict]:
         ids = {job["job_id"] for job in jobs}
-        items = [i for i in self.node.outbox() if i.get("job_id") in ids]
-        return [i["sop_instance_uid"] for i in items]
+        return [i for i in self.node.outbox() if i.get("job_id") in ids]
 
 
 def push_and_split(bench: Bench, sources: list[Path]) -> dict:
@@ -126,10 +136,15 @@ def push_and_split(bench: Bench, sources: list[Path]) -> dict:
         bench.pacs.push_study("vision", study_uid, timeout=TIMEOUT)
         pushed = time.time()
         jobs = bench.wait_sent({study_uid})
-        uids = bench.result_uids(jobs)
-        wait_for(lambda: all(u in watch.seen for u in uids), 120, "results in the store log")
-    stored = max(watch.seen[u] for u in uids)
-    return split(bench, jobs, start, pushed, stored, len(sources), len(uids))
+        items = bench.items(jobs)
+        uids = [i["sop_instance_uid"] for i in items]
+        if bench.archive == "orthanc":
+            wait_for(lambda: all(u in watch.seen for u in uids), 120, "results in the store log")
+    acked = max(i["updated_at"] for i in items)  # the last C-STORE success, as recorded
+    stored = max(watch.seen[u] for u in uids) if bench.archive == "orthanc" else acked
+    out = split(bench, jobs, start, pushed, stored, len(sources), len(uids))
+    out["acked_s"] = acked - (stored - out["total_s"])
+    return out
 
 
 def split(
@@ -232,9 +247,11 @@ def table(report: dict) -> str:
     rows = [
         "scenario      inst  results  receive  "
         + "  ".join(f"{s:>8}" for s in STAGES)
-        + "     total  non-infer"
+        + "     total  non-infer     acked"
     ]
     for name in ("2d", "series"):
+        if name not in report:
+            continue
         r = report[name]
         stages = "  ".join(
             f"{r['stages_s'][s]:8.3f}" if r["stages_s"][s] is not None else "       ?"
@@ -243,42 +260,69 @@ def table(report: dict) -> str:
         share = r["non_inference_share"]
         rows.append(
             f"{name:12s} {r['instances']:5d} {r['results']:8d} {r['receive_s']:8.3f}  {stages}"
-            f"  {r['total_s']:8.3f}  " + (f"{share:8.1%}" if share is not None else "       ?")
+            f"  {r['total_s']:8.3f}  "
+            + (f"{share:8.1%}" if share is not None else "       ?")
+            + f"  {r.get('acked_s', 0.0):8.3f}"
         )
-    o, c = report["outbox"], report["concurrent"]
-    rows.append(
-        f"outbox: {o['results']} results from the backlog in {o['drain_s']:.2f} s = "
-        f"{o['results_per_s'] or 0:.1f} results/s, duplicates {o['duplicates']}"
-    )
-    rows.append(
-        f"concurrent: {c['acknowledged']}/{c['associations']} associations acknowledged in "
-        f"{c['all_acknowledged_s']:.2f} s, {c['processed_studies']} studies processed, results "
-        f"stored after {c['all_results_stored_s']:.2f} s, duplicates {c['duplicates']}"
-    )
+    if "outbox" in report:
+        o = report["outbox"]
+        rows.append(
+            f"outbox: {o['results']} results from the backlog in {o['drain_s']:.2f} s = "
+            f"{o['results_per_s'] or 0:.1f} results/s, duplicates {o['duplicates']}"
+        )
+    if "concurrent" in report:
+        c = report["concurrent"]
+        rows.append(
+            f"concurrent: {c['acknowledged']}/{c['associations']} associations acknowledged in "
+            f"{c['all_acknowledged_s']:.2f} s, {c['processed_studies']} studies processed, "
+            f"results stored after {c['all_results_stored_s']:.2f} s, "
+            f"duplicates {c['duplicates']}"
+        )
     return "\n".join(rows)
+
+
+SCENARIOS = ("2d", "series", "outbox", "concurrent")
 
 
 def run(args: argparse.Namespace, root: Path) -> dict:
     node_port = free_port()
     models = node_models(root / "models")
     modalities = {"vision": (NODE_AE, "127.0.0.1", node_port)}
-    with running_orthanc(root / "pacs", modalities) as pacs:
-        node = NodeProcess(root / "node", models, pacs.destination, dicom_port=node_port)
+    with running_orthanc(root / "pacs", modalities) as pacs, contextlib.ExitStack() as stack:
+        destination = pacs.destination
+        if args.archive == "storescp":
+            scp = stack.enter_context(running_storescp(root / "archive"))
+            destination = str(scp)
+        node = NodeProcess(root / "node", models, destination, dicom_port=node_port)
         node.extra = tuple(args.node_arg)
         with running_node(node):
-            bench = Bench(pacs, node, root / "data")
+            bench = Bench(pacs, node, root / "data", archive=args.archive)
             frames = 10 if args.quick else args.frames
             push_and_split(bench, wrap.fundus_study(bench.folder / "warm", 1))  # warm-up
-            report = {
-                "2d": push_and_split(bench, wrap.fundus_study(bench.folder / "2d", 1)),
-                "series": push_and_split(bench, wrap.fundus_study(bench.folder / "s", frames)),
-                "outbox": outbox_throughput(bench, 5 if args.quick else args.outbox_studies),
-                "concurrent": concurrent_senders(bench, args.senders),
+            scenarios = {
+                "2d": lambda: push_and_split(bench, wrap.fundus_study(bench.folder / "2d", 1)),
+                "series": lambda: push_and_split(
+                    bench, wrap.fundus_study(bench.folder / "s", frames)
+                ),
+                "outbox": lambda: outbox_throughput(
+                    bench, 5 if args.quick else args.outbox_studies
+                ),
+                "concurrent": lambda: concurrent_senders(bench, args.senders),
             }
+            report = {name: scenarios[name]() for name in args.scenarios}
             report["missing_job_fields"] = sorted(bench.missing_fields)
     report["dataset"] = "drive+bccd" if not wrap.dataset_missing("drive") else "synthetic"
     report["quick"] = args.quick
+    report["archive"] = args.archive
     return report
+
+
+def _scenarios(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown scenarios {unknown}: choose from {SCENARIOS}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,10 +334,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outbox-studies", type=int, default=20)
     p.add_argument("--senders", type=int, default=10)
     p.add_argument("--node-arg", action="append", default=[], help="extra flag for the node")
+    p.add_argument(
+        "--archive",
+        choices=("orthanc", "storescp"),
+        default="orthanc",
+        help="where the node sends its results (Orthanc still pushes the study)",
+    )
+    p.add_argument(
+        "--scenarios",
+        type=_scenarios,
+        default=list(SCENARIOS),
+        help=f"comma-separated, from {','.join(SCENARIOS)}; outbox and concurrent need Orthanc",
+    )
     p.add_argument("--out", type=Path, default=Path("reports/bench-dicom-node"))
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = p.parse_args(argv)
-    reason = orthanc_missing() or dcmtk_missing()
+    reason = orthanc_missing() or dcmtk_missing() or storescp_missing()
+    if args.archive == "storescp" and {"outbox", "concurrent"} & set(args.scenarios):
+        p.error("--archive storescp runs the 2d and series scenarios only")
     if reason:
         print(f"bench.dicom_node: {reason}")
         return 2
@@ -306,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report))
     if report["missing_job_fields"]:
         print(f"job fields missing from GET /dicom-node/jobs: {report['missing_job_fields']}")
-    name = "report-quick.json" if args.quick else "report.json"
+    name = ("report-quick" if args.quick else "report") + (
+        "" if args.archive == "orthanc" else f"-{args.archive}"
+    )
+    name += ".json"
     print(f"wrote {write_json(report, args.out / name)}")
     return 0
 

@@ -15,9 +15,9 @@ from importlib import resources
 import cv2
 import highdicom as hd
 import numpy as np
-from pydicom import config as pydicom_config
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
 from dicom_node.seg import BACKGROUND
 from dicom_node.uids import MANUFACTURER, Producer, SourceFrame, result_uids, unique_instances
@@ -25,6 +25,7 @@ from vision.types import DetectionResult
 
 GSPS_SERIES_NUMBER = 903
 MAX_CONTOURS = 32
+_GRAPHIC_DATA = Tag(0x00700022)
 _LAYER = hd.pr.GraphicLayer(layer_name="FINDINGS", order=1, description="model findings")
 
 
@@ -58,11 +59,13 @@ def _contours(mask: np.ndarray) -> list[np.ndarray]:
 def _polyline(line: np.ndarray) -> hd.pr.GraphicObject:
     """A POLYLINE graphic object in PIXEL units of `line` ((N, 2) points, N >= 2, >= 0).
 
-    highdicom would set Graphic Data through pydicom, which validates each float one by one:
-    most of the encode time of a vessel mask's thousands of points. The object is built on the
-    line's end points (highdicom's checks), the points are checked here the same way (shape,
-    count, non-negative) and Graphic Data is set from the float32 array without pydicom's
-    per-value type check (the values are floats by construction).
+    highdicom would set Graphic Data through pydicom, which converts and validates each float
+    one by one: most of the encode time of a vessel mask's thousands of points. The object is
+    built on the line's end points (highdicom's checks), the points are checked here the same way
+    (shape, count, non-negative) and Graphic Data is stored as its encoded bytes (FL, little
+    endian float32): a raw element, which pydicom writes as it is into an explicit VR little
+    endian file (the outbox's syntax; the object says it was "read" in that encoding) and
+    decodes only if something reads it. The file is byte-identical to highdicom's.
     """
     if line.ndim != 2 or line.shape[1] != 2 or len(line) < 2 or float(line.min()) < 0.0:
         raise ValueError("a polyline needs two or more non-negative (column, row) points")
@@ -70,12 +73,9 @@ def _polyline(line: np.ndarray) -> hd.pr.GraphicObject:
         graphic_type="POLYLINE", graphic_data=line[[0, -1]], units="PIXEL"
     )
     graphic.NumberOfGraphicPoints = len(line)
-    graphic["GraphicData"] = DataElement(
-        0x00700022,
-        "FL",
-        [float(v) for v in line.astype(np.float32).ravel()],
-        validation_mode=pydicom_config.IGNORE,
-    )
+    data = np.ascontiguousarray(line, dtype="<f4").tobytes()
+    graphic[_GRAPHIC_DATA] = RawDataElement(_GRAPHIC_DATA, "FL", len(data), data, 0, False, True)
+    graphic.set_original_encoding(False, True, graphic._character_set)
     return graphic
 
 
@@ -124,7 +124,12 @@ def _icc_profile(instances: Sequence[Dataset]) -> bytes:
     ).read_bytes()
 
 
-def _presentation_state(series: list[SourceFrame], producer: Producer) -> Dataset:
+def annotations(frames: Sequence[SourceFrame], producer: Producer) -> list:
+    """The graphic annotation of each of `frames`, in order (built frame by frame, or at once)."""
+    return [_annotation(item, producer) for item in frames]
+
+
+def _presentation_state(series: list[SourceFrame], producer: Producer, drawn: list) -> Dataset:
     instances = unique_instances(series)
     series_uid, sop_uid = result_uids(instances, producer, "gsps")
     colour = int(instances[0].get("SamplesPerPixel", 1)) > 1
@@ -145,15 +150,23 @@ def _presentation_state(series: list[SourceFrame], producer: Producer) -> Datase
         device_serial_number=producer.version[:64],
         content_label="FINDINGS",
         content_description=f"Findings of {producer.model}"[:64],
-        graphic_annotations=[_annotation(item, producer) for item in series],
+        graphic_annotations=drawn,
         graphic_layers=[_LAYER],
         series_description=f"{producer.model} annotations"[:64],
     )
 
 
-def presentation_states(frames: Sequence[SourceFrame], producer: Producer) -> list[Dataset]:
-    """One presentation state per source series of `frames`."""
-    by_series: dict[str, list[SourceFrame]] = {}
-    for item in frames:
-        by_series.setdefault(str(item.dataset.SeriesInstanceUID), []).append(item)
-    return [_presentation_state(series, producer) for series in by_series.values()]
+def presentation_states(
+    frames: Sequence[SourceFrame], producer: Producer, drawn: Sequence | None = None
+) -> list[Dataset]:
+    """One presentation state per source series of `frames`; `drawn`: their `annotations`,
+    when already built (aligned with `frames`)."""
+    drawn = annotations(frames, producer) if drawn is None else list(drawn)
+    if len(drawn) != len(frames):
+        raise ValueError(f"{len(drawn)} annotations for {len(frames)} frames: give one per frame")
+    by_series: dict[str, tuple[list[SourceFrame], list]] = {}
+    for item, annotation in zip(frames, drawn, strict=True):
+        series = by_series.setdefault(str(item.dataset.SeriesInstanceUID), ([], []))
+        series[0].append(item)
+        series[1].append(annotation)
+    return [_presentation_state(items, producer, drawn) for items, drawn in by_series.values()]

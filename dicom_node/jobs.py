@@ -1,8 +1,10 @@
 """Jobs (one series through one model) in the node's SQLite database, `state_dir/node.sqlite`.
 
 One database holds the jobs and the outbox (`dicom_node/outbox.py`): WAL mode, `synchronous=FULL`
-(every commit reaches the disk before it returns), one connection shared behind a lock. Nothing
-about the patient is stored: a job has UIDs, the calling AE title, the model and its state.
+(every commit reaches the disk before it returns; the outbox's delivery records may ask for a
+commit without fsync, `Database.transaction(durable=False)`), one connection shared behind a
+lock. Nothing about the patient is stored: a job has UIDs, the calling AE title, the model and its
+state.
 """
 
 from __future__ import annotations
@@ -75,16 +77,31 @@ class Database:
         self._conn.execute("PRAGMA foreign_keys=ON")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT (durable), or ROLLBACK when the block raises."""
+    def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises.
+
+        `durable=True`: the commit is on disk when this returns (`synchronous=FULL`, the WAL
+        fsynced). `durable=False`: the commit is in the WAL (`synchronous=NORMAL`, no fsync):
+        it survives the process being killed (`kill -9`; the OS has the write), not a power
+        cut; it becomes durable with the next durable commit or checkpoint, and WAL order means
+        a power cut can only lose a tail of such commits, never one before a durable commit.
+        Only for records whose loss repeats harmless work (a delivery sent again: the receiver
+        keeps one object per SOP Instance UID).
+        """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            finally:
+                if not durable:
+                    self._conn.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:

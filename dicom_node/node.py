@@ -30,7 +30,7 @@ from dicom_node.jobs import job_id as make_job_id
 from dicom_node.metrics import NodeMetrics
 from dicom_node.model import JobState, NodeSettings, Series, SpooledInstance
 from dicom_node.outbox import Outbox
-from dicom_node.results import build_results
+from dicom_node.results import ResultStream, build_results
 from dicom_node.routing import RoutingRules
 from dicom_node.scp import StorageSCP
 from dicom_node.spool import Spool
@@ -176,39 +176,82 @@ class DicomNode:
             if self.plane.model_info(model).config.task == VOLUMETRIC:
                 volume = await self._infer_volume(datasets, model)
                 build = functools.partial(self._volume_results, datasets, volume, model)
+                inferred_at = time.time()
+                results = await self.plane.run_in_worker(build)
             else:
-                sources, predictions = await self._infer(datasets, model)
+                sources, predictions, results, inferred_at = await self._infer_2d(datasets, model)
                 self._notify_series(sources, predictions)
-                build = functools.partial(self._results, sources, predictions, model)
-            inferred_at = time.time()
-            results = await self.plane.run_in_worker(build)
             # one commit (fsync) for both marks: nothing durable happens between them
             await self._job(job, JobState.INFERRED, inferred_at=inferred_at, encoded_at=time.time())
             if self.deid is not None:  # de-identified: UIDs mapped under the node's key
                 results = await self.plane.run_in_worker(self.deid.apply_all, results)
-            await self.plane.run_in_worker(self.outbox.enqueue, job, results)
-            await self._job(job, JobState.QUEUED, queued_at=time.time(), results=len(results))
+            enqueue = functools.partial(self.outbox.enqueue, job, results, mark_queued=True)
+            await self.plane.run_in_worker(enqueue)  # queued_at and results in the same commit
         except (VisionError, ValueError) as exc:
             # Domain errors' and the result builder's messages never carry patient attributes.
             await self._job(job, JobState.FAILED, reason=f"{type(exc).__name__}: {exc}")
             log.warning("job %s (%s) failed: %s", job, model, type(exc).__name__)
 
-    async def _infer(
+    async def _infer_2d(
         self, datasets: list[pydicom.Dataset], model: str
-    ) -> tuple[list[pydicom.Dataset], list[Prediction]]:
-        """Every frame of every instance through the data plane, concurrently (they batch)."""
+    ) -> tuple[list[pydicom.Dataset], list[Prediction], list[pydicom.Dataset], float]:
+        """Every frame of every instance through the data plane, concurrently (they batch), and
+        the results built as instances complete: (sources, predictions, results, inferred_at).
+
+        A series whose instances get one SEG each (`ResultStream.streams`) has each instance's
+        SEG, SR groups and annotations built in a worker as soon as its frames are inferred,
+        while later frames still are; the SR and presentation states are finished after the
+        last. Other series are built at once after the last frame.
+        """
         info = self.plane.model_info(model)
         frames = await self.plane.run_in_worker(self._frames, datasets)
         explain = ExplainOptions() if self.settings.heatmaps and info.explainable else None
         options = PredictOptions(explain=explain)
         task = info.config.task
-        predictions = await asyncio.gather(
-            *(
+        pending = [
+            asyncio.ensure_future(
                 self.plane.predict(task, model, "", image, options, origin=ORIGIN)
-                for _, image in frames
             )
-        )
-        return [ds for ds, _ in frames], list(predictions)
+            for _, image in frames
+        ]
+        sources = [ds for ds, _ in frames]
+        results: list[pydicom.Dataset] | None = None
+        try:
+            if ResultStream.streams(sources):
+                results, inferred_at = await self._stream_results(sources, pending, model)
+            else:
+                await asyncio.gather(*pending)
+                inferred_at = time.time()
+        finally:
+            for future in pending:
+                future.cancel()  # a frame failed: the others are not waited for
+        predictions = [future.result() for future in pending]
+        if results is None:
+            build = functools.partial(self._results, sources, predictions, model)
+            results = await self.plane.run_in_worker(build)
+        return sources, predictions, results, inferred_at
+
+    async def _stream_results(
+        self, sources: list[pydicom.Dataset], pending: list[asyncio.Future], model: str
+    ) -> tuple[list[pydicom.Dataset], float]:
+        """`ResultStream` fed instance by instance as predictions complete; (results, inferred)."""
+        stream: ResultStream | None = None
+        results: list[pydicom.Dataset] = []
+        for start, end in _instance_spans(sources):
+            predictions = list(await asyncio.gather(*pending[start:end]))
+            if stream is None:
+                stream = self._stream(model, predictions[0].version)
+            add = functools.partial(stream.add, sources[start:end], predictions)
+            results += await self.plane.run_in_worker(add)
+        inferred_at = time.time()
+        assert stream is not None  # a series has at least one frame
+        results += await self.plane.run_in_worker(stream.finish)
+        return results, inferred_at
+
+    def _stream(self, model: str, version: str) -> ResultStream:
+        info = self.plane.model_info(model, version)
+        explainable = self.settings.heatmaps and info.explainable
+        return ResultStream(model, version, info.config.labels, heatmaps=explainable)
 
     def _frames(self, datasets: Sequence[pydicom.Dataset]) -> list[tuple[pydicom.Dataset, Image]]:
         max_pixels = self.plane.max_image_pixels
@@ -242,6 +285,17 @@ class DicomNode:
         return build_volume_results(
             sources, prediction, model, prediction.version, info.config.labels
         )
+
+
+def _instance_spans(sources: list[pydicom.Dataset]) -> list[tuple[int, int]]:
+    """[start, end) of each run of frames from the same source instance (frames are in order)."""
+    spans: list[tuple[int, int]] = []
+    for i, ds in enumerate(sources):
+        if spans and sources[spans[-1][0]] is ds:
+            spans[-1] = (spans[-1][0], i + 1)
+        else:
+            spans.append((i, i + 1))
+    return spans
 
 
 def _series_of(instances: list[SpooledInstance]) -> list[Series]:

@@ -25,13 +25,13 @@ from collections.abc import Sequence
 from highdicom.utils import is_multiframe_image
 from pydicom.dataset import Dataset
 
-from dicom_node.gsps import presentation_states
-from dicom_node.seg import heatmap_segmentations, mask_segmentations
-from dicom_node.sr import measurement_report
-from dicom_node.uids import Producer, SourceFrame
+from dicom_node.gsps import annotations, presentation_states
+from dicom_node.seg import heatmap_segmentations, mask_segmentations, one_seg_for_all
+from dicom_node.sr import measurement_groups, report_of_groups
+from dicom_node.uids import Producer, SourceFrame, unique_instances
 from serving.dataplane import Prediction
 
-__all__ = ["build_results", "source_frames"]
+__all__ = ["ResultStream", "build_results", "source_frames"]
 
 
 def source_frames(
@@ -96,11 +96,70 @@ def build_results(
     given, the 1-based source frame of each prediction. Raises ValueError when the inputs do not
     line up (counts, studies, frame numbers, mask sizes).
     """
-    if not sources:
-        raise ValueError("no source instances: nothing to build results for")
-    producer = Producer(model, version, tuple(labels))
-    paired = source_frames(sources, predictions, frames)
-    segmentations = mask_segmentations(paired, producer, fractional=fractional)
-    heat = heatmap_segmentations(paired, producer) if heatmaps else []
-    report = measurement_report(paired, segmentations, producer)
-    return [*segmentations, *heat, report, *presentation_states(paired, producer)]
+    stream = ResultStream(model, version, labels, heatmaps=heatmaps, fractional=fractional)
+    segmentations = stream.add(sources, predictions, frames) if sources else []
+    return [*segmentations, *stream.finish()]
+
+
+class ResultStream:
+    """`build_results` in parts, so that a series' results are built while it is inferred.
+
+    `add` takes the frames of one or more source instances (all the frames of each) and returns
+    their SEG(s) and heat-map SEG(s), final objects that may be sent at once; it keeps their SR
+    measurement groups and presentation-state annotations. `finish` returns the SR and the
+    presentation state(s) of everything added. For sources whose frames make one SEG per
+    instance (`streams`), adding instance by instance gives the objects `build_results` gives
+    for all of them at once, in the same order.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        labels: Sequence[str],
+        *,
+        heatmaps: bool = False,
+        fractional: bool = False,
+    ) -> None:
+        self.producer = Producer(model, version, tuple(labels))
+        self.heatmaps, self.fractional = heatmaps, fractional
+        self._frames: list[SourceFrame] = []
+        self._segmentations: list[Dataset] = []
+        self._groups: list = []
+        self._drawn: list = []
+
+    @staticmethod
+    def streams(sources: Sequence[Dataset]) -> bool:
+        """Whether `sources` (a series) get one SEG per instance, so may be added one by one."""
+        instances = list({id(ds): _normalized(ds) for ds in sources}.values())
+        return len(instances) <= 1 or not one_seg_for_all(instances)
+
+    def add(
+        self,
+        sources: Sequence[Dataset],
+        predictions: Sequence[Prediction],
+        frames: Sequence[int] | None = None,
+    ) -> list[Dataset]:
+        """The SEG(s) and heat-map SEG(s) of these frames (see `build_results` for the inputs)."""
+        if not sources:
+            raise ValueError("no source instances: nothing to build results for")
+        paired = source_frames(sources, predictions, frames)
+        study = {str(item.dataset.StudyInstanceUID) for item in self._frames[:1] + paired}
+        if len(study) > 1:
+            raise ValueError("the sources belong to more than one study: build results per study")
+        producer = self.producer
+        segmentations = mask_segmentations(paired, producer, fractional=self.fractional)
+        heat = heatmap_segmentations(paired, producer) if self.heatmaps else []
+        self._groups += measurement_groups(paired, segmentations, producer)
+        self._drawn += annotations(paired, producer)
+        self._frames += paired
+        self._segmentations += segmentations
+        return [*segmentations, *heat]
+
+    def finish(self) -> list[Dataset]:
+        """The SR (TID 1500) and the presentation state(s) of every frame added."""
+        if not self._frames:
+            raise ValueError("no source instances: nothing to build results for")
+        instances = unique_instances(self._frames)
+        report = report_of_groups(instances, self._groups, self._segmentations, self.producer)
+        return [report, *presentation_states(self._frames, self.producer, self._drawn)]

@@ -76,16 +76,20 @@ def segment_description(
     )
 
 
-def segmentation_units(frames: Sequence[SourceFrame]) -> list[list[SourceFrame]]:
-    """The groups of frames that make one SEG each (see the module docstring)."""
-    instances = unique_instances(frames)
+def one_seg_for_all(instances: Sequence[Dataset]) -> bool:
+    """Whether the frames of `instances` make one SEG together (else one per instance)."""
     geometry = {
         (ds.SeriesInstanceUID, ds.Rows, ds.Columns, ds.get("FrameOfReferenceUID"))
         for ds in instances
     }
     spatial = all(hd.spatial.get_image_coordinate_system(ds) is not None for ds in instances)
     multiframe = any("NumberOfFrames" in ds for ds in instances)
-    if spatial and len(geometry) == 1 and (len(instances) == 1 or not multiframe):
+    return spatial and len(geometry) == 1 and (len(instances) == 1 or not multiframe)
+
+
+def segmentation_units(frames: Sequence[SourceFrame]) -> list[list[SourceFrame]]:
+    """The groups of frames that make one SEG each (see the module docstring)."""
+    if one_seg_for_all(unique_instances(frames)):
         return [list(frames)]
     by_instance: dict[str, list[SourceFrame]] = {}
     for item in frames:

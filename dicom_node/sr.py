@@ -151,8 +151,19 @@ def _image_group(item: SourceFrame, producer: Producer, algorithm):
     )
 
 
-def _groups(frames: Sequence[SourceFrame], segmentations: Sequence[Dataset], producer: Producer):
-    algorithm = hd.sr.AlgorithmIdentification(name=producer.model[:64], version=producer.version)
+def _algorithm(producer: Producer) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(name=producer.model[:64], version=producer.version)
+
+
+def measurement_groups(
+    frames: Sequence[SourceFrame], segmentations: Sequence[Dataset], producer: Producer
+) -> list:
+    """The TID 1500 measurement groups of `frames`, in order (`measurement_report`'s content).
+
+    `segmentations` are the SEGs with these frames' masks; groups built frame by frame and
+    concatenated are the groups of all the frames (the report can be built in parts).
+    """
+    algorithm = _algorithm(producer)
     index = segment_index(segmentations)
     groups = []
     for item in frames:
@@ -187,12 +198,22 @@ def measurement_report(
     frames: Sequence[SourceFrame], segmentations: Sequence[Dataset], producer: Producer
 ) -> hd.sr.Comprehensive3DSR:
     """The Comprehensive 3D SR of `frames`; `segmentations` are the SEGs its masks point at."""
-    instances = unique_instances(frames)
+    groups = measurement_groups(frames, segmentations, producer)
+    return report_of_groups(unique_instances(frames), groups, segmentations, producer)
+
+
+def report_of_groups(
+    instances: Sequence[Dataset],
+    groups: Sequence,
+    segmentations: Sequence[Dataset],
+    producer: Producer,
+) -> hd.sr.Comprehensive3DSR:
+    """The Comprehensive 3D SR of `measurement_groups` on `instances` (the sources, in order)."""
     report = hd.sr.MeasurementReport(
         observation_context=_observer(producer),
         procedure_reported=PROCEDURE,
-        imaging_measurements=_groups(frames, segmentations, producer),
-        referenced_images=instances,
+        imaging_measurements=list(groups),
+        referenced_images=list(instances),
     )
     series_uid, sop_uid = result_uids(instances, producer, "sr")
     return hd.sr.Comprehensive3DSR(

@@ -45,7 +45,13 @@ def node(server: ServerThread, tmp_path_factory: pytest.TempPathFactory):
     settings = NodeSettings(state_dir=state / "state", rules_file=state / "rules.yaml")
     built = DicomNode(settings, server.server.plane, {MODEL})
     built.sent = []  # the outbox's enqueue, faked: what would be sent
-    built.outbox.enqueue = lambda job, results: built.sent.append((job, list(results)))
+
+    def enqueue(job: str, results: list[Dataset], mark_queued: bool = False) -> None:
+        built.sent.append((job, list(results)))  # and the job queued, as the outbox does
+        marks = {"results": len(results)} if mark_queued else {}
+        built.jobs.upsert(job, JobState.QUEUED, **marks)
+
+    built.outbox.enqueue = enqueue
     return built
 
 

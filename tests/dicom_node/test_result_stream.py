@@ -1,0 +1,126 @@
+"""Results built instance by instance (`ResultStream`) are the objects `build_results` builds at
+once; GSPS polylines written from raw bytes are the bytes highdicom writes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from dicom_node.gsps import _polyline
+from dicom_node.results import ResultStream, build_results
+from tests.dicom_node.test_results import OP_8BIT, _masks, _prediction, _rgb_source
+from vision.types import ClassMask, SegmentationResult
+
+LABELS = ["background", "vessel"]
+
+
+def _series(count: int) -> list[Dataset]:
+    study, series = generate_uid(), generate_uid()
+    sources = []
+    for i in range(count):
+        ds = _rgb_source(OP_8BIT, "OP", 32, 48, spacing=True)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, series, i + 1
+        sources.append(ds)
+    return sources
+
+
+# set from the clock, or random (highdicom's dimension organization): blanked before comparing
+_CLOCK = ("InstanceCreationTime", "ContentTime", "PresentationCreationTime", "ContributionDateTime")
+
+
+def _bytes(ds: Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _stable(ds: Dataset) -> bytes:
+    """`ds` written, its creation times and dimension organization UIDs blanked."""
+    copy = pydicom.dcmread(io.BytesIO(_bytes(ds)))
+
+    def blank(item: Dataset, _element: object) -> None:
+        for keyword in _CLOCK:
+            if keyword in item:
+                setattr(item, keyword, "")
+        if "DimensionOrganizationUID" in item:
+            item.DimensionOrganizationUID = "1.2"
+
+    copy.walk(blank)
+    return _bytes(copy)
+
+
+def test_instance_by_instance_gives_the_objects_built_at_once() -> None:
+    sources = _series(3)
+    predictions = [_prediction(ds, _masks(ds)) for ds in sources]
+    empty = np.zeros((32, 48), bool)  # the last one finds nothing: no SEG, "absent" in the SR
+    predictions[2] = _prediction(
+        sources[2], SegmentationResult([ClassMask(0, "background", ~empty, 1.0)])
+    )
+    at_once = build_results(sources, predictions, "retina-vessels", "3", LABELS)
+    assert ResultStream.streams(sources)
+    stream = ResultStream("retina-vessels", "3", LABELS)
+    parts = [stream.add([ds], [p]) for ds, p in zip(sources, predictions, strict=True)]
+    assert [len(p) for p in parts] == [1, 1, 0]  # each SEG as soon as its instance is added
+    streamed = [*parts[0], *parts[1], *stream.finish()]
+    assert [str(ds.Modality) for ds in streamed] == ["SEG", "SEG", "SR", "PR"]
+    assert [_stable(ds) for ds in streamed] == [_stable(ds) for ds in at_once]
+
+
+def test_a_series_with_one_seg_for_all_frames_is_not_streamed() -> None:
+    ct = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    second = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    second.SOPInstanceUID = generate_uid()
+    second.ImagePositionPatient = [float(v) + 5.0 for v in ct.ImagePositionPatient]
+    assert not ResultStream.streams([ct, second])  # one SEG for both slices
+    assert ResultStream.streams([ct])
+
+
+def test_stream_refuses_a_second_study_and_an_empty_finish() -> None:
+    stream = ResultStream("retina-vessels", "3", LABELS)
+    try:
+        stream.finish()
+    except ValueError as error:
+        assert "nothing to build" in str(error)
+    else:
+        raise AssertionError("finish with nothing added was accepted")
+    first, other = _series(1)[0], _series(1)[0]
+    stream.add([first], [_prediction(first, _masks(first))])
+    try:
+        stream.add([other], [_prediction(other, _masks(other))])
+    except ValueError as error:
+        assert "more than one study" in str(error)
+    else:
+        raise AssertionError("a second study was accepted")
+
+
+def _in_file(graphic: Dataset) -> bytes:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.11.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = "1.2.3.4"
+    ds.GraphicAnnotationSequence = [Dataset()]
+    ds.GraphicAnnotationSequence[0].GraphicObjectSequence = [graphic]
+    return _bytes(ds)
+
+
+def test_raw_polyline_is_written_as_highdicom_writes_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    line = (rng.random((500, 2)) * 400).astype(np.float32)
+    ours = _in_file(_polyline(line))
+    theirs = _in_file(
+        hd.pr.GraphicObject(graphic_type="POLYLINE", graphic_data=line, units="PIXEL")
+    )
+    assert ours == theirs
+    path = tmp_path / "pr.dcm"
+    path.write_bytes(ours)
+    back = pydicom.dcmread(path).GraphicAnnotationSequence[0].GraphicObjectSequence[0]
+    np.testing.assert_array_equal(np.array(back.GraphicData, np.float32).reshape(-1, 2), line)
+    assert back.NumberOfGraphicPoints == 500
