@@ -61,6 +61,7 @@ class Phase:
     name: str
     seconds: float = 0.0
     answers: list[tuple[str, float, float]] = field(default_factory=list)  # code, latency, end
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds: server, client
 
     def latencies(self, code: str) -> list[float]:
         """Latencies (s) of the answers with status `code`."""
@@ -83,6 +84,7 @@ class Phase:
             "admitted_ms": _percentiles(ok),
             "shed_ms": _percentiles(shed),
             "codes": dict(Counter(c for c, _, _ in self.answers)),
+            "cpu_s": {k: round(v, 2) for k, v in self.cpu.items()},
         }
 
 
@@ -225,6 +227,21 @@ def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float
     return {key: after[key] - before[key] for key in after}
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds process `pid` (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def with_cpu(pid: int, load) -> Phase:
+    """Run the phase `load` (a coroutine) and record the CPU seconds the server and this
+    client used meanwhile: a cost per answer that the machine's other load does not distort."""
+    server, client = cpu_s(pid), time.process_time()
+    phase = await load
+    phase.cpu = {"server": cpu_s(pid) - server, "client": time.process_time() - client}
+    return phase
+
+
 def rss_mb(pid: int) -> float:
     """The resident set size of process `pid` in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -240,11 +257,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(models: Path) -> Iterator[tuple[str, int, int]]:
-    """`python -m app serve` over `models` on loopback; yields (gRPC address, pid, HTTP port);
-    SIGTERM at exit."""
+def served(models: Path, cpus: str = "") -> Iterator[tuple[str, int, int]]:
+    """`python -m app serve` over `models` on loopback (on `cpus` when given, `taskset`
+    syntax); yields (gRPC address, pid, HTTP port); SIGTERM at exit."""
     port, http_port = _free_port(), _free_port()
+    pinned = ["taskset", "-c", cpus] if cpus else []
     command = [
+        *pinned,
         sys.executable,
         "-m",
         "app",
@@ -287,16 +306,25 @@ async def measure_api(
     address, pid, http_port = server
     await closed_loop(address, method, payload, args.concurrency, 3.0, "warm-up")
     rss_before = rss_mb(pid)
-    capacity = await closed_loop(
-        address, method, payload, args.concurrency, args.phase_s, "capacity"
+    capacity = await with_cpu(
+        pid, closed_loop(address, method, payload, args.concurrency, args.phase_s, "capacity")
     )
     cap = capacity.rate()
     print(f"{api}: capacity {cap:.1f} req/s (closed loop, {args.concurrency} callers)", flush=True)
     phases = [capacity.summary(cap)]
     for multiple in args.multiples:
         counted = server_counters(http_port)
-        over = await open_loop(
-            address, method, payload, multiple * cap, args.phase_s, args.deadline_s, f"{multiple}x"
+        over = await with_cpu(
+            pid,
+            open_loop(
+                address,
+                method,
+                payload,
+                multiple * cap,
+                args.phase_s,
+                args.deadline_s,
+                f"{multiple}x",
+            ),
         )
         overload_end = time.perf_counter()
         rss_peak = rss_mb(pid)
@@ -368,7 +396,10 @@ async def soak(
 
 async def run(args: argparse.Namespace) -> dict:
     """Every measurement, on one server."""
-    with tempfile.TemporaryDirectory() as tmp, served(repository(Path(tmp))) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        served(repository(Path(tmp)), args.server_cpus) as server,
+    ):
         address, pid, _ = server
         apis = [
             ("vision.v1 Detect (JPEG)", DETECT, detect_payload(args.image)),
@@ -380,7 +411,12 @@ async def run(args: argparse.Namespace) -> dict:
             if name.split()[0].lower().startswith(tuple(args.apis))
         ]
         report = {
-            "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_avg_1m": os.getloadavg()[0],
+                "server_cpus": args.server_cpus or "all",
+                "client_cpus": args.client_cpus or "all",
+            },
             "model": MODEL,
             "deadline_s": args.deadline_s,
             "apis": results,
@@ -426,8 +462,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--soak-minutes", type=float, default=0.0, help="then 80 %% of capacity for M minutes"
     )
     p.add_argument("--soak-interval-s", type=float, default=30.0)
+    p.add_argument("--server-cpus", default="", help="pin the server (taskset -c syntax: 0 or 0-1)")
+    p.add_argument("--client-cpus", default="", help="pin this load generator (e.g. 1)")
     p.add_argument("--output", type=Path, default=RESULTS)
     return p
+
+
+def _cpu_list(spec: str) -> set[int]:
+    """CPU numbers from taskset's list syntax ("1", "0-1", "0,2")."""
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -436,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.image.is_file():
         print(f"no image at {args.image}: pass --image with a BCCD JPEG", file=sys.stderr)
         return 2
+    if args.client_cpus:
+        os.sched_setaffinity(0, _cpu_list(args.client_cpus))
     report = asyncio.run(run(args))
     report["command"] = "python -m bench.overload " + " ".join(
         argv if argv is not None else sys.argv[1:]

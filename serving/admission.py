@@ -40,7 +40,12 @@ __all__ = ["Admission", "ModelGate", "OverloadedError", "ShuttingDownError", "Ti
 
 class OverloadedError(QueueFullError):
     """Refused before any work: the model has too many requests admitted, or the deadline
-    cannot be met. RESOURCE_EXHAUSTED; the message says when to retry."""
+    cannot be met. RESOURCE_EXHAUSTED; the message says when to retry, and `retry_after_ms`
+    too (gRPC trailer `grpc-retry-pushback-ms`, HTTP `Retry-After`)."""
+
+    def __init__(self, message: str, retry_after_ms: int = 0) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
 
 
 class ShuttingDownError(ModelUnavailableError):
@@ -204,13 +209,26 @@ class Admission:
             raise ShuttingDownError("the server is shutting down; retry on another replica")
         self._check_deadline(gate, model, deadline, rows)
         gate.limit = self.limit_for(model)
+        depth = model.batcher.depth
+        if shed and depth >= model.config.batching.max_queue_size and gate.ahead > depth:
+            # Batches smaller than max_batch_size leave places free while the batch queue is
+            # full behind a running batch: this request would be refused there, after its
+            # decode was paid for. (A queue the worker has not yet taken a batch from, with
+            # nothing else ahead, is about to drain: that one is not refused.)
+            hint = gate.retry_hint_ms(model)
+            raise OverloadedError(
+                f"model {model.name} is at capacity (its batch queue is full); retry after "
+                f"{hint} ms with backoff, or on another replica",
+                hint,
+            )
         if gate.fits(places):
             gate.admitted += places
         elif shed:
+            hint = gate.retry_hint_ms(model)
             raise OverloadedError(
                 f"model {model.name} is at capacity ({gate.admitted} of {gate.limit} places "
-                f"held); retry after {gate.retry_hint_ms(model)} ms with backoff, or on another "
-                "replica"
+                f"held); retry after {hint} ms with backoff, or on another replica",
+                hint,
             )
         else:
             await self._wait(gate, deadline, places)
@@ -232,10 +250,12 @@ class Admission:
             return
         needed = gate.estimate_s(model, rows)
         if needed > DEADLINE_SHARE * left:
+            hint = gate.retry_hint_ms(model)
             raise OverloadedError(
                 f"model {model.name}: an answer needs about {needed * 1000:.0f} ms "
                 f"({gate.ahead} requests ahead) but the deadline leaves {left * 1000:.0f} ms; "
-                f"retry after {gate.retry_hint_ms(model)} ms or with a longer deadline"
+                f"retry after {hint} ms or with a longer deadline",
+                hint,
             )
 
     async def _wait(self, gate: ModelGate, deadline: float | None, places: int) -> None:

@@ -57,7 +57,9 @@ async def vision_error_handler(request: Request, exc: Exception) -> Response:
     """Starlette exception handler for domain errors (`vision.errors.VisionError`)."""
     status = http_status_for(exc)
     log.info("%s %s -> %d: %s", request.method, request.url.path, status, type(exc).__name__)
-    return error_response(status, str(exc) or type(exc).__name__)
+    retry_after_ms = getattr(exc, "retry_after_ms", 0)
+    headers = {"Retry-After": str(max(1, -(-retry_after_ms // 1000)))} if retry_after_ms else None
+    return error_response(status, str(exc) or type(exc).__name__, headers)
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:

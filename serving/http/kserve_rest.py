@@ -110,20 +110,28 @@ class _KServeRest:
 
     async def infer(self, request: Request) -> Response:
         """Admitted on the model's gate before the body is read or decoded (429 at capacity):
-        a refusal costs neither the upload nor the JSON parse."""
+        a refusal costs no JSON parse, and no upload from a client that sent
+        `Expect: 100-continue` (others have their body discarded unread, see `discard_body`)."""
         name, version = _names(request)
         check_declared_length(request, self._max_body)
         decoded: list[InferRequest] = []
+        reading: list[bool] = []
         with contextlib.ExitStack() as leases:
 
             async def read() -> tuple[dict, float | None]:
+                reading.append(True)
                 body = await read_body(request, self._max_body)
                 decoded.append(decode_request(body, request.headers.get(HEADER_LENGTH)))
                 timeout_us = decoded[0].timeout_us
                 deadline = None if timeout_us is None else time.monotonic() + timeout_us / 1e6
                 return {**decoded[0].feeds, **self._shm_feeds(decoded[0], leases)}, deadline
 
-            result = await self._plane.infer_unread(name, version, read)
+            try:
+                result = await self._plane.infer_unread(name, version, read)
+            except Exception:
+                if not reading:  # refused before the body was read
+                    await discard_body(request, self._max_body)
+                raise
         return self._response(decoded[0], result)
 
     def _response(self, decoded: InferRequest, result: InferResult) -> Response:
@@ -271,6 +279,19 @@ def check_declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+
+
+async def discard_body(request: Request, limit: int) -> None:
+    """Read and drop the body of a refused request (at most `limit` bytes), so the client, still
+    sending, reads the refusal instead of a connection reset. Nothing is kept or parsed. A
+    client that asked `Expect: 100-continue` was never told to send it: nothing is read."""
+    if request.headers.get("expect", "").lower() == "100-continue":
+        return
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -133,6 +133,9 @@ async def _abort_for(exc: Exception, method: str, context: grpc.aio.ServicerCont
     if isinstance(exc, VisionError | NotImplementedError):
         code = status_for(exc)
         log.info("%s -> %s: %s", method, code.name, type(exc).__name__)
+        retry_after_ms = getattr(exc, "retry_after_ms", 0)
+        if retry_after_ms:  # gRFC A6: a client's retry policy waits this long
+            context.set_trailing_metadata((("grpc-retry-pushback-ms", str(retry_after_ms)),))
         await context.abort(code, error_message(exc))
     # Details (which never include request contents) go to the log only.
     log.error("%s failed unexpectedly", method, exc_info=exc)

@@ -5,6 +5,8 @@ The composition root (`app/server.py`) builds it over a data plane and starts it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -40,11 +42,16 @@ def build_grpc_server(
     config: ServerConfig,
     shared_memory: SharedMemoryRegistry | None = None,
     guard: Guard | None = None,
+    options: Sequence[tuple[str, int | str]] = (),
+    maximum_concurrent_rpcs: int | None = None,
 ) -> grpc.aio.Server:
     """A gRPC server with every service registered; the caller adds a port and starts it.
 
     `shared_memory` holds the KServe system shared-memory regions (the caller closes it);
-    `guard` checks tokens, roles and the rate limit (`serving/security`).
+    `guard` checks tokens, roles and the rate limit (`serving/security`). `options` (more
+    channel arguments) and `maximum_concurrent_rpcs` (grpc.aio's own limit) are off by default:
+    `bench/shed_cost.py` measures them, and neither made a refusal cheaper
+    (docs/overload-and-faults.md).
     """
     size = config.max_message_bytes
     server = grpc.aio.server(
@@ -53,7 +60,9 @@ def build_grpc_server(
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),
             ("grpc.so_reuseport", int(config.reuse_port)),
+            *options,
         ],
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
     vision_pb2_grpc.add_VisionServiceServicer_to_server(VolumeServicer(plane), server)
     add_kserve_servicer(KServeServicer(plane, shared_memory), server)
