@@ -1,6 +1,7 @@
 """Overload benchmark: capacity, then 5x and 10x of it with 5 s deadlines, on a real server.
 
     python -m bench.overload [--phase-s 15] [--multiples 5,10] [--soak-minutes 0]
+        [--server-cpus 0 --client-cpus 1]
 
 Starts `python -m app serve` on loopback over the bundled blood-cells detector and, for each API
 (vision.v1 Detect with a BCCD JPEG, KServe ModelInfer with a raw FP32 tensor):
@@ -14,9 +15,13 @@ Starts `python -m app serve` on loopback over the bundled blood-cells detector a
 
 It prints and writes (bench/results/overload.json) goodput as a ratio to capacity, the latency
 of shed answers (RESOURCE_EXHAUSTED) and of admitted ones (p50 / p99), the count per status
-code, and the server's RSS before and after. With `--soak-minutes M` it then offers 80 % of
-the Detect capacity for M minutes and records RSS and latency per interval. The client runs on
-the same machine as the server, so both share its cores: the figures are for this machine.
+code, the server's RSS before and after, and the CPU seconds the server and the load generator
+spent in each phase (`cpu_s`: per answer, the machine's other load does not distort them as it
+does wall-clock goodput). With `--soak-minutes M` it then offers 80 % of the Detect capacity for
+M minutes and records RSS and latency per interval. The client runs on the same machine as the
+server, so both share its cores unless `--server-cpus` / `--client-cpus` pin them apart
+(`taskset` lists): the figures are for this machine. What one refusal costs is measured on its
+own by `python -m bench.shed_cost`.
 """
 
 from __future__ import annotations

@@ -190,9 +190,11 @@ def lever(name: str, tmp: Path, args: argparse.Namespace) -> dict:
     batching = yaml.safe_load((ROOT / "models" / MODEL / "config.yaml").read_text())["batching"]
     limit = batching["max_queue_size"] + batching["max_batch_size"]  # the gate's tickets
     # The levers are not shipped: the composition root builds this server with them.
-    app_server.build_grpc_server = functools.partial(
-        build_grpc_server, options=options, maximum_concurrent_rpcs=limit if limited else None
-    )
+    app_server.build_grpc_server = build_grpc_server
+    if limited or options:
+        app_server.build_grpc_server = functools.partial(
+            build_grpc_server, options=options, maximum_concurrent_rpcs=limit if limited else None
+        )
     models = bench_repository(tmp)
     config = replace(
         ServerConfig(), models=models, host="127.0.0.1", grpc_port=0, http_port=0,

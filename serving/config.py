@@ -30,5 +30,8 @@ class ServerConfig:
     worker_threads: int = max(2, os.cpu_count() or 2)
     drain_timeout_s: float = 30.0
     reuse_port: bool = False  # SO_REUSEPORT on both ports (`vision serve --workers N`)
+    # gRPC's own limit on calls in flight (all methods, streams and health included), refused
+    # RESOURCE_EXHAUSTED before the message is read; 0: off (docs/overload-and-faults.md)
+    grpc_max_concurrent_rpcs: int = 0
     api_key: str = ""  # VISION_API_KEY: one token with every role (tokens: security)
     security: SecuritySettings = field(default_factory=SecuritySettings)

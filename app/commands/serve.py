@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds to finish in-flight requests on SIGTERM",
     )
+    p.add_argument(
+        "--grpc-max-concurrent-rpcs",
+        type=int,
+        default=0,
+        help="refuse gRPC calls beyond this many in flight before reading them (all methods, "
+        "streams and health checks count; 0: off)",
+    )
     p.add_argument("--api-key", default=None, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO")
     p.add_argument(
@@ -196,6 +203,7 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         max_volume_voxels=args.max_volume_voxels,
         drain_timeout_s=args.drain_timeout,
         reuse_port=args.reuse_port,
+        grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
         api_key=os.environ.get(API_KEY_ENV, ""),
         security=security_from(args),
     )

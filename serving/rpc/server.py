@@ -48,12 +48,15 @@ def build_grpc_server(
     """A gRPC server with every service registered; the caller adds a port and starts it.
 
     `shared_memory` holds the KServe system shared-memory regions (the caller closes it);
-    `guard` checks tokens, roles and the rate limit (`serving/security`). `options` (more
-    channel arguments) and `maximum_concurrent_rpcs` (grpc.aio's own limit) are off by default:
-    `bench/shed_cost.py` measures them, and neither made a refusal cheaper
-    (docs/overload-and-faults.md).
+    `guard` checks tokens, roles and the rate limit (`serving/security`).
+    `maximum_concurrent_rpcs` (default: `config.grpc_max_concurrent_rpcs`, 0 off) is grpc.aio's
+    own limit: calls beyond it are refused RESOURCE_EXHAUSTED before their message is read or
+    any handler runs. `options`: more channel arguments (`bench/shed_cost.py` measures HTTP/2
+    window settings with them; none is shipped, see docs/overload-and-faults.md).
     """
     size = config.max_message_bytes
+    if maximum_concurrent_rpcs is None:
+        maximum_concurrent_rpcs = config.grpc_max_concurrent_rpcs or None
     server = grpc.aio.server(
         interceptors=_interceptors(guard),
         options=[
