@@ -53,11 +53,21 @@ def _median_ms(fn, calls: int) -> list[float]:
     return out
 
 
-def run(counts: list[int], calls: int, threads: int, old_graph: str | None, out: Path) -> dict:
-    """Measure, print the ratios, write `out`; the figures."""
-    model_dir = PROJECT_ROOT / "models" / "blood-cells"
+def run(
+    counts: list[int],
+    calls: int,
+    threads: int,
+    old_graph: str | None,
+    out: Path | None,
+    model_dir: Path | None = None,
+    image_path: Path | None = None,
+) -> dict:
+    """Measure, print the ratios, write `out` (None: no file); the figures. `model_dir`,
+    `image_path`: default bundled blood-cells and BloodImage_00007.jpg."""
+    model_dir = model_dir or PROJECT_ROOT / "models" / "blood-cells"
+    image_path = image_path or IMAGE
     config = load_config(model_dir)
-    loaded = load_model(model_dir, explain=False, providers=("cpu",))
+    loaded = load_model(model_dir, explain=False, providers=("cpu",), config=config)
     runtime = loaded.session.spec
     if threads:
         from dataclasses import replace
@@ -68,7 +78,7 @@ def run(counts: list[int], calls: int, threads: int, old_graph: str | None, out:
         graphs["per-target"] = Path(old_graph)
     explainers = {n: Explainer(config, OnnxModel(p, runtime)) for n, p in graphs.items()}
     plain_session = OnnxModel(model_dir / "1" / config.model_file, runtime)
-    image = decode_image(IMAGE.read_bytes())
+    image = decode_image(image_path.read_bytes())
 
     def plain() -> tuple:
         tensor, meta = loaded.pipeline.preprocess(image)
@@ -77,7 +87,8 @@ def run(counts: list[int], calls: int, threads: int, old_graph: str | None, out:
         return tensor, meta, outputs
 
     tensor, meta, outputs = plain()
-    results = {"image": IMAGE.name, "threads": threads, "load": os.getloadavg(), "counts": {}}
+    results = {"model": config.name, "target_layer": config.explain.target_layer}
+    results |= {"image": image_path.name, "threads": threads, "load": os.getloadavg(), "counts": {}}
     for k in counts:
         boxes = _boxes(outputs, k, config.labels)
         row = {"plain_ms": []}
@@ -106,7 +117,8 @@ def run(counts: list[int], calls: int, threads: int, old_graph: str | None, out:
         ok = "meets" if summary["shared_x_plain"] <= GOAL else "misses"
         print(f"{line} ({ok} goal <= {GOAL:g}x)", flush=True)
         results["counts"][str(k)] = summary
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {out}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {out}")
     return results

@@ -42,18 +42,25 @@ def _image(seed: int) -> torch.Tensor:
     return torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(scope="module")
-def shared_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExplainExport, object]:
+# One backbone layer shared by every level, and the neck outputs (one per head, the maps summed
+# on the stride-8 grid: vision.xai.layers).
+LAYERS = ("backbone.stages.0", "smooth.0,smooth.1,smooth.2")
+
+
+@pytest.fixture(scope="module", params=LAYERS)
+def shared_export(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[ExplainExport, object, str]:
     torch.set_num_threads(2)
     model = _detector()
     path = tmp_path_factory.mktemp("shared") / "model.explain.onnx"
-    layer = "backbone.stages.0"
+    layer = request.param
     result = export_explain_graph(model, layer, "detection", _image(0), path, "hirescam")
-    return result, model
+    return result, model, layer
 
 
 def test_shared_graph_io_and_export_parity(shared_export: tuple) -> None:
-    result, _ = shared_export
+    result, _, _ = shared_export
     session = OnnxModel(result.path)
     assert [s.shape[:1] for s in session.inputs] == [(1,), (-1,), (-1,)]
     assert session.outputs[1].shape == (-1, SIZE // 8, SIZE // 8)
@@ -66,7 +73,7 @@ def test_shared_graph_io_and_export_parity(shared_export: tuple) -> None:
 
 @pytest.mark.parametrize("count", [1, 2, 5])
 def test_k_targets_of_one_image_match_per_target_runs(shared_export: tuple, count: int) -> None:
-    result, model = shared_export
+    result, model, layer = shared_export
     session = OnnxModel(result.path)
     image = _image(3)
     rng = np.random.default_rng(count)
@@ -74,7 +81,7 @@ def test_k_targets_of_one_image_match_per_target_runs(shared_export: tuple, coun
     anchors = torch.tensor(rng.choice(ANCHORS, count, replace=False))  # every level
     got = run_explain_graph(session, (image, classes, anchors))
     assert got["cam"].shape == (count, SIZE // 8, SIZE // 8)
-    module = build_explain_module(model, "backbone.stages.0", "detection", "hirescam")
+    module = build_explain_module(model, layer, "detection", "hirescam")
     repeated = (image.repeat(count, 1, 1, 1), classes, anchors)
     want = module(*repeated)
     scale = float(np.abs(want[-1].detach().numpy()).max())
@@ -82,5 +89,7 @@ def test_k_targets_of_one_image_match_per_target_runs(shared_export: tuple, coun
     np.testing.assert_allclose(got["output0"][0], want[0][0].numpy(), atol=1e-4)
     pytest.importorskip("pytorch_grad_cam", reason="pip install grad-cam for the reference")
     ours = cam.upsample(cam.normalize(got["cam"]), SIZE, SIZE)
-    report = compare_maps(ours, gradcam_reference(module, repeated))
-    assert report["pearson_min"] >= 0.99 and report["argmax_tied"] == count
+    cell = 8 if "," in layer else 0
+    report = compare_maps(ours, gradcam_reference(module, repeated), cell_px=cell)
+    peaks = max(report["argmax_tied"], report.get("argmax_within_cell", 0))
+    assert report["pearson_min"] >= 0.99 and peaks == count

@@ -216,6 +216,13 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--split",
+        default="test",
+        choices=("val", "test"),
+        help="val: to choose between settings (e.g. --target-layer candidates); test: the "
+        "final figures for the card",
+    )
+    p.add_argument(
         "--update-card",
         action="store_true",
         help="write the figures into the card's evaluation.xai (and the randomisation "
@@ -226,7 +233,10 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 def xai_eval(argv: list[str] | None = None) -> int:
     """`vision xai-eval --model NAME [--limit 8] ...`: JSON report and PNG plots."""
-    args = _eval_parser().parse_args(argv)
+    parser = _eval_parser()
+    args = parser.parse_args(argv)
+    if args.update_card and args.split != "test":
+        parser.error("--update-card records test figures only; drop it or use --split test")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from vision.xai.evaluate import REPORT_FILE, Options, evaluate_model
 
@@ -243,6 +253,7 @@ def xai_eval(argv: list[str] | None = None) -> int:
         randomisation=not args.no_randomisation,
         threads=args.threads,
         seed=args.seed,
+        split=args.split,
     )
     out = args.out or Path("reports") / args.model / "xai"
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,10 @@ def _spread(samples: list, limit: int) -> list:
     return [samples[i] for i in sorted(set(idx))]
 
 
-def _segmentation_items(name: str, model_dir: Path, limit: int) -> list[Item]:
+SPLITS = ("val", "test")  # choose layers, thresholds, ... on val; test is the final report
+
+
+def _segmentation_items(name: str, model_dir: Path, limit: int, split: str) -> list[Item]:
     from vision.datasets.locations import dataset_dir
     from vision.segment.evaluate import load_samples
     from vision.segment.model import get_recipe
@@ -66,7 +70,7 @@ def _segmentation_items(name: str, model_dir: Path, limit: int) -> list[Item]:
     root = dataset_dir(recipe.dataset)
     if not root.exists():
         raise FileNotFoundError(f"{root}: dataset not found")
-    samples = load_samples(recipe, root, "test", model_dir / "splits.json", limit)
+    samples = load_samples(recipe, root, split, model_dir / "splits.json", limit)
     items = []
     for s in samples:
         image = decode_image(Path(s.path).read_bytes()) if s.path else Image(pixels=s.image)
@@ -74,26 +78,39 @@ def _segmentation_items(name: str, model_dir: Path, limit: int) -> list[Item]:
     return items
 
 
-def _detection_items(name: str, limit: int) -> list[Item]:
-    from vision.datasets.detection import load_dataset
-    from vision.detect.recipes import RECIPES
+def _detection_samples(recipe: Any, split: str) -> list:
+    """The recipe's test split, or its validation split exactly as training made it
+    (`vision.detect.train.splits`: the val list, else the held-out part of train)."""
+    from vision.datasets.detection import load_dataset, split_holdout
 
-    recipe = RECIPES[name]
     root = recipe.data_path()
     if not root.exists():
         raise FileNotFoundError(f"{root}: dataset not found")
-    samples, _ = load_dataset(recipe.format, root, recipe.test_split)
+    if split == "test":
+        return load_dataset(recipe.format, root, recipe.test_split)[0]
+    train, labels = load_dataset(recipe.format, root, recipe.train_split)
+    if recipe.val_split:
+        return load_dataset(recipe.format, root, recipe.val_split, labels)[0]
+    return split_holdout(train, recipe.holdout or max(1, len(train) // 10))[1]
+
+
+def _detection_items(name: str, limit: int, split: str) -> list[Item]:
+    from vision.detect.recipes import RECIPES
+
+    samples = _detection_samples(RECIPES[name], split)
     return [
         Item(s.image.stem, decode_image(s.image.read_bytes()), boxes=s.boxes, labels=s.labels)
         for s in _spread(samples, limit)
     ]
 
 
-def load_items(config: ModelConfig, model_dir: Path, limit: int) -> list[Item]:
-    """`limit` test images (spread over the split) of a reference model's dataset."""
+def load_items(config: ModelConfig, model_dir: Path, limit: int, split: str = "test") -> list[Item]:
+    """`limit` images (spread over the split) of a reference model's `split` (val or test)."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: use one of {list(SPLITS)} (--split)")
     if config.task == "segmentation":
-        return _segmentation_items(config.name, model_dir, limit)
-    return _detection_items(config.name, limit)
+        return _segmentation_items(config.name, model_dir, limit, split)
+    return _detection_items(config.name, limit, split)
 
 
 def box_iou(a: tuple[float, ...], b: np.ndarray) -> np.ndarray:

@@ -55,6 +55,7 @@ class Options:
     randomisation: bool = True
     threads: int = 1
     seed: int = 0
+    split: str = "test"
 
 
 def _mean(values: list) -> Any:
@@ -256,7 +257,7 @@ def evaluate_model(repo: Path, name: str, out: Path, opts: Options, version: int
     explainer, plain, session = loaded.explainer, loaded.session, loaded.explainer.session
     scorer = Scorer(config, plain, config.batching.max_batch_size)
     grid = cam_shape(session, config)
-    items = load_items(config, model_dir, opts.limit)
+    items = load_items(config, model_dir, opts.limit, opts.split)
     targets, records = [], []
     for item in tqdm(items, desc=f"xai-eval {name}", unit="image"):
         for target in explain_item(item, explainer, plain, opts.targets):
@@ -268,7 +269,7 @@ def evaluate_model(repo: Path, name: str, out: Path, opts: Options, version: int
         "task": config.task,
         "method": config.explain.method,
         "target_layer": config.explain.target_layer,
-        "split": "test",
+        "split": opts.split,
         "images": len(items),
         "options": {k: v for k, v in dataclasses.asdict(opts).items() if k != "checkpoint"},
         "baselines": {"deletion": "per-channel mean image", "insertion": "Gaussian blur"},

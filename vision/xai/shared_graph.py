@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from vision.xai.explain_graph import ExplainModule, cam_from, explain_decompositions, write_onnx
+from vision.xai.layers import combine_cams
 from vision.xai.targets import BOX_FIELDS
 
 SHARED_KINDS = ("detection",)
@@ -46,27 +47,31 @@ class SharedExplainModule(nn.Module):
         super().__init__()
         if inner.kind not in SHARED_KINDS:
             raise ValueError(f"shared-forward graphs explain {SHARED_KINDS}, not {inner.kind!r}")
-        self.model, self.target_layer = inner.model, inner.target_layer
+        self.model, self.target_layers = inner.model, inner.target_layers
         self.kind, self.method = inner.kind, inner.method
         heads = getattr(self.model, "heads", None)
         self.cls_branches = [h.cls for h in heads] if heads is not None else []
-        self.probe_shape: tuple[int, ...] | None = None
+        self.probe_shapes: list[tuple[int, ...]] | None = None
 
     def _scores_fn(self, images: Tensor) -> Any:
-        """f(probe) -> (class scores [1, nc, A], (model outputs, activation)) for `vjp`."""
+        """f(*probes) -> (class scores [1, nc, A], (model outputs, activations)) for `vjp`."""
 
-        def run(probe: Tensor) -> tuple[Tensor, tuple]:
+        def run(*probes: Tensor) -> tuple[Tensor, tuple]:
             seen: list[Tensor] = []
             logits: list[Tensor] = []
 
-            def at_layer(_m: nn.Module, _a: Any, out: Tensor) -> Tensor:
-                seen.append(out.detach())
-                return out + probe
+            def at_layer(i: int) -> Any:
+                def hook(_m: nn.Module, _a: Any, out: Tensor) -> Tensor:
+                    seen.append(out.detach())
+                    return out + probes[i]
+
+                return hook
 
             def at_cls(_m: nn.Module, _a: Any, out: Tensor) -> None:
                 logits.append(out.flatten(2))
 
-            handles = [self.target_layer.register_forward_hook(at_layer)]
+            layers = enumerate(self.target_layers)
+            handles = [m.register_forward_hook(at_layer(i)) for i, m in layers]
             handles += [b.register_forward_hook(at_cls) for b in self.cls_branches]
             try:
                 outputs = self.model(images)
@@ -74,13 +79,13 @@ class SharedExplainModule(nn.Module):
                 for handle in handles:
                     handle.remove()
             outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
-            if len(seen) != 1:
-                raise RuntimeError(f"target layer ran {len(seen)} times in one forward; need 1")
+            if len(seen) != len(probes):
+                raise RuntimeError(f"target layers ran {len(seen)} times, not {len(probes)}")
             if self.cls_branches:
                 scores = torch.cat(logits, 2).sigmoid()
             else:
                 scores = outputs[0][:, BOX_FIELDS:, :]
-            return scores, (tuple(o.detach() for o in outputs), seen[0])
+            return scores, (tuple(o.detach() for o in outputs), tuple(seen))
 
         return run
 
@@ -88,36 +93,47 @@ class SharedExplainModule(nn.Module):
         self, images: Tensor, target_class: Tensor, target_anchor: Tensor
     ) -> tuple[Tensor, ...]:
         """Model outputs of the one image and the raw CAM of each of the K targets."""
-        probe_shape = self._activation_shape(images)
-        probe = torch.zeros(probe_shape, dtype=images.dtype, device=images.device)
+        probes = [
+            torch.zeros(shape, dtype=images.dtype, device=images.device)
+            for shape in self._activation_shapes(images)
+        ]
         with torch.enable_grad():
-            scores, vjp_fn, (outputs, activation) = torch.func.vjp(
-                self._scores_fn(images), probe, has_aux=True
+            scores, vjp_fn, (outputs, activations) = torch.func.vjp(
+                self._scores_fn(images), *probes, has_aux=True
             )
             classes = one_hot(target_class, scores.shape[1], scores.dtype)
             anchors = one_hot(target_anchor, scores.shape[2], scores.dtype)
             cotangents = (classes[:, :, None] * anchors[:, None, :])[:, None]
-            (grads,) = torch.func.vmap(vjp_fn)(cotangents)
-        grads = grads[:, 0].detach()
+            grads = torch.func.vmap(vjp_fn)(cotangents)
         k = target_class.shape[0]
-        cam = cam_from(activation.expand(k, *activation.shape[1:]), grads, self.method)
-        return (*outputs, cam)
+        cams = [
+            cam_from(a.expand(k, *a.shape[1:]), g[:, 0].detach(), self.method)
+            for a, g in zip(activations, grads, strict=True)
+        ]
+        return (*outputs, combine_cams(cams))
 
-    def _activation_shape(self, images: Tensor) -> tuple[int, ...]:
-        """Shape of the target layer's output for images of this size (found once, eagerly,
+    def _activation_shapes(self, images: Tensor) -> list[tuple[int, ...]]:
+        """Shapes of the target layers' outputs for images of this size (found once, eagerly,
         before tracing: the exported graph has a static image size)."""
-        if self.probe_shape is None:
-            seen: list[tuple[int, ...]] = []
-            handle = self.target_layer.register_forward_hook(
-                lambda _m, _a, out: seen.append(tuple(out.shape))
-            )
+        if self.probe_shapes is None:
+            seen: dict[int, tuple[int, ...]] = {}
+
+            def shape_of(i: int) -> Any:
+                def hook(_m: nn.Module, _a: Any, out: Tensor) -> None:
+                    seen.setdefault(i, tuple(out.shape))
+
+                return hook
+
+            layers = enumerate(self.target_layers)
+            handles = [m.register_forward_hook(shape_of(i)) for i, m in layers]
             try:
                 with torch.no_grad():
                     self.model(torch.zeros(tuple(images.shape), dtype=images.dtype))
             finally:
-                handle.remove()
-            self.probe_shape = seen[0]
-        return self.probe_shape
+                for handle in handles:
+                    handle.remove()
+            self.probe_shapes = [seen[i] for i in range(len(self.target_layers))]
+        return self.probe_shapes
 
 
 def shared_example(module: SharedExplainModule, example: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -136,7 +152,7 @@ def trace_shared(module: SharedExplainModule, inputs: tuple[Tensor, ...]) -> tor
     if inputs[1].shape[0] != EXAMPLE_TARGETS:
         given = inputs[1].shape[0]
         raise ValueError(f"trace with {EXAMPLE_TARGETS} targets (shared_example), not {given}")
-    module._activation_shape(inputs[0])
+    module._activation_shapes(inputs[0])
     graph = make_fx(
         module,
         tracing_mode="symbolic",
@@ -213,7 +229,12 @@ def shared_parity(inner: ExplainModule, path: Path, inputs: tuple[Tensor, ...]) 
     target eager module (raw CAM, outputs) and pytorch-grad-cam (when installed)."""
     from vision.runtime import OnnxModel
     from vision.xai import cam as cam_ops
-    from vision.xai.explain_graph import compare_maps, gradcam_reference, run_explain_graph
+    from vision.xai.explain_graph import (
+        cell_size,
+        compare_maps,
+        gradcam_reference,
+        run_explain_graph,
+    )
 
     session = OnnxModel(path)
     image, classes, anchors = inputs
@@ -234,7 +255,7 @@ def shared_parity(inner: ExplainModule, path: Path, inputs: tuple[Tensor, ...]) 
             continue
         h, w = image.shape[-2:]
         ours = cam_ops.upsample(cam_ops.normalize(got["cam"]), int(h), int(w))
-        found = compare_maps(ours, reference)
+        found = compare_maps(ours, reference, cell_size(inner, got["cam"], int(h)))
         old = report.get("gradcam")
         if old is None or found["pearson_min"] < old["pearson_min"]:
             report["gradcam"] = found
