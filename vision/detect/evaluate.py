@@ -42,6 +42,10 @@ from vision.paths import datasets_root, default_repository
 from vision.reports import write_json
 from vision.types import Detection, DetectionResult
 
+NO_NEGATIVES = (
+    "no defect-free image in the split (or in val): false-reject rate, image AUROC and the "
+    "threshold for a target escape rate cannot be measured"
+)
 EVAL_SCORE_THRESHOLD = 0.001  # keep low-confidence boxes for AP; F-score uses the config's
 
 
@@ -352,6 +356,8 @@ def detector_operating_point(
             return {"skipped": f"no val split to choose the threshold on ({e})"}
         val = split_scores(model, val_samples[:limit] if limit else val_samples, fmt)
         test = scored
+    if not val[1] or (test is not None and not test[1]):
+        return {"skipped": NO_NEGATIVES}
     rules = InspectionRules.from_config(model.config)
     section = operating_point(val, test, rules_threshold(rules), target_escape)
     section["test_split"] = None if test is None else split
