@@ -213,6 +213,9 @@ def test_synth_eval_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
     assert "free_fp_image_rate" in report["arms"]["synthetic"]
     assert 0.0 <= report["arms"]["synthetic"]["image_auroc"]["mean"] <= 1.0
     assert (out / "gain.png").stat().st_size > 1000
+    assert report["runs"]["baseline"][0]["val_curve"], "the baseline's val Dice per epoch"
+    assert report["baseline_trained"]["trained"] is False, "one epoch cannot show a plateau"
+    assert report["goal"]["met"] in (True, False) and "rare_gain" in report["goal"]
     again = tmp_path / "again"
     common = ["--work", str(tmp_path / "work"), "--out", str(again)]
     assert synth_eval([*argv, "--seeds", "0,1,5", *common, "--summarize-only"]) == 0

@@ -135,7 +135,13 @@ def run_segmentation(
     splits = json.loads((out / "splits.json").read_text())["splits"]
     steps = recipe.epochs * recipe.steps_per_epoch
     scores = score_segmentation(model, recipe, root, splits, exp)
-    return {"scores": scores, "steps": steps, "train_seconds": round(summary["elapsed_s"], 1)}
+    history = json.loads((out / "history.json").read_text())["history"]
+    return {
+        "scores": scores,
+        "steps": steps,
+        "train_seconds": round(summary["elapsed_s"], 1),
+        "val_curve": [row["val_dice"] for row in history if "val_dice" in row],
+    }
 
 
 def detection_recipe(exp: Experiment, data: Path, budget: Budget):

@@ -21,6 +21,7 @@ from vision.synth.online import OnlineSynthesis
 from vision.synth_eval.arms import Budget, run_detection, run_segmentation
 from vision.synth_eval.experiment import Experiment, synthesize
 from vision.synth_eval.pcbview import kept_sources, pcb_view
+from vision.synth_eval.verdict import goal, trained
 
 ARMS = ("baseline", "synthetic")
 RARE_MEAN = "rare mean"
@@ -240,6 +241,7 @@ def run_experiment(o: EvalOptions) -> dict:
         notes = {}
     else:
         runs, synth_info, notes = _train_arms(o, synth_dir)
+    summary = summarize(exp, runs)
     report = {
         "experiment": exp.name,
         "task": exp.task,
@@ -252,7 +254,9 @@ def run_experiment(o: EvalOptions) -> dict:
         "overrides": {k: str(v) for k, v in exp.overrides.items()},
         "synthetic": _synthetic_record(o, synth_dir, synth_info),
         **notes,
-        **summarize(exp, runs),
+        **summary,
+        "baseline_trained": trained(runs["baseline"]),
+        "goal": goal(summary, exp.rare),
         "runs": runs,
         "seconds": round(time.perf_counter() - started, 1),
         "command": o.command,
