@@ -13,8 +13,11 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from dicom_node import sr
 from dicom_node.gsps import _polyline
-from dicom_node.results import ResultStream, build_results
+from dicom_node.results import ResultStream, build_results, source_frames
+from dicom_node.seg import mask_segmentations
+from dicom_node.uids import Producer
 from tests.dicom_node.test_results import OP_8BIT, _masks, _prediction, _rgb_source
 from vision.types import ClassMask, SegmentationResult
 
@@ -124,3 +127,31 @@ def test_raw_polyline_is_written_as_highdicom_writes_it(tmp_path: Path) -> None:
     back = pydicom.dcmread(path).GraphicAnnotationSequence[0].GraphicObjectSequence[0]
     np.testing.assert_array_equal(np.array(back.GraphicData, np.float32).reshape(-1, 2), line)
     assert back.NumberOfGraphicPoints == 500
+
+
+def test_fast_comprehensive_sr_is_the_document_highdicom_builds() -> None:
+    sources = _series(3)
+    predictions = [_prediction(ds, _masks(ds)) for ds in sources]
+    producer = Producer("retina-vessels", "3", tuple(LABELS))
+    paired = source_frames(sources, predictions)
+    segmentations = mask_segmentations(paired, producer)
+    report = hd.sr.MeasurementReport(
+        observation_context=sr._observer(producer),
+        procedure_reported=sr.PROCEDURE,
+        imaging_measurements=sr.measurement_groups(paired, segmentations, producer),
+        referenced_images=sources,
+    )
+    kwargs = {
+        "evidence": [*sources, *segmentations],
+        "content": report[0],
+        "series_instance_uid": "1.2.3",
+        "series_number": 902,
+        "sop_instance_uid": "1.2.3.4",
+        "instance_number": 1,
+        "manufacturer": "test",
+        "is_complete": True,
+    }
+    fast = sr.comprehensive_sr(**kwargs)
+    assert _stable(fast) == _stable(hd.sr.Comprehensive3DSR(**kwargs))
+    groups = hd.sr.srread(io.BytesIO(_bytes(fast))).content.get_planar_roi_measurement_groups()
+    assert len(groups) == 3  # every mask's group is in the document, not only the first
