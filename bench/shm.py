@@ -185,8 +185,16 @@ def paired_overhead(address: str, model: str, call: Callable[[], object], n: int
         old, new = getattr(before, name), getattr(after, name)
         return (new.ns - old.ns) / max(1, new.count - old.count) / 1e6
 
-    compute = mean_ms("compute_infer")
-    return {"client_ms": client_ms, "compute_ms": compute, "added_ms": client_ms - compute}
+    compute, request = mean_ms("compute_infer"), mean_ms("success")
+    return {
+        "client_ms": client_ms,
+        "compute_ms": compute,
+        "added_ms": client_ms - compute,
+        # the data plane's whole request (admission, queue, compute, hand-back) minus compute
+        "in_server_ms": request - compute,
+        # what the server never sees: client, gRPC both ways, decode and reply in the servicer
+        "outside_ms": client_ms - request,
+    }
 
 
 def profiled(model: BenchModel, server, seconds: float) -> str:
@@ -306,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"paired c=1 {path}: client {figure['client_ms']:.3f} ms - server compute "
             f"{figure['compute_ms']:.3f} ms = added {figure['added_ms']:+.3f} ms (means of "
-            f"{args.paired_calls} requests)"
+            f"{args.paired_calls} requests): {figure['in_server_ms']:.3f} ms in the data plane "
+            f"besides compute, {figure['outside_ms']:.3f} ms outside it (client, gRPC, codec)"
         )
     if breakdown:
         print(breakdown)

@@ -48,6 +48,7 @@ from bench.serving import (
     print_table,
     server_process,
 )
+from bench.shm_profile import profile
 
 RESULTS = Path(__file__).resolve().parent / "results" / "workers.json"
 
@@ -238,6 +239,12 @@ def alternative_ratios(rows: list[Row], served: list[Served], cpu_us: dict) -> d
     return figures
 
 
+def _profiled(served: Served, tiny: BenchModel, seconds: float) -> str:
+    """Where workers=1's time goes per tiny ModelInfer (bench/shm_profile.py groups)."""
+    call = loadgen.infer_calls(served.server.address, tiny.name, "images", tiny.tensor, 1)[0]
+    return profile(served.server.process.pid, call, seconds, "tiny ModelInfer requests")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
@@ -248,6 +255,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server-cpus", default="", help="taskset CPUs of the servers, e.g. 0")
     parser.add_argument(
         "--alternatives", action="store_true", help="KServe 0.21 and PyTriton 0.7 on tiny too"
+    )
+    parser.add_argument(
+        "--profile", type=float, default=0.0, help="then S seconds of py-spy on workers=1, tiny"
     )
     parser.add_argument("--json", type=Path, default=RESULTS, help="where the figures go")
     args = parser.parse_args(argv)
@@ -309,10 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.loadgen_cpus:
             os.sched_setaffinity(0, {int(c) for c in args.loadgen_cpus.split(",")})
         rows, cpu = measure(served, [models[1], models[0]], args)
+        breakdown = _profiled(served[0], models[1], args.profile) if args.profile > 0 else ""
     print_table(rows, "req/s against --workers N (same load generator, interleaved)")
     cpu_us = cpu_per_request_us(rows, served)
     figures, versus = ratios(rows), alternative_ratios(rows, served, cpu_us)
     print_figures(rows, figures, versus, cpu_us, cpu)
+    if breakdown:
+        print(breakdown)
     record = {
         "command": command_line.strip(),
         "cpus": os.cpu_count(),
@@ -335,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "versus_alternatives": versus,
         "server_cpu_per_request_us": cpu_us,
         "cpu_while_driven": cpu,
+        "profile_workers1_tiny": breakdown,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=2) + "\n")

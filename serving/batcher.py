@@ -3,9 +3,11 @@
 Each request is a dict of input tensors with a leading batch dimension (1 for an image from
 vision.v1, N for a KServe request). The worker takes the oldest request, waits at most
 `max_queue_delay_ms` for more with the same per-row shapes, concatenates up to
-`max_batch_size` rows, runs the model once and splits the outputs back. A request whose
-deadline passed while queued is answered DeadlineExceeded without running; when a batch
-fails, its requests are retried one by one so one bad input fails only itself.
+`max_batch_size` rows, runs the model once (on the inference thread; a lone request of a
+model that runs in under `INLINE_MAX_S`, on the event loop itself) and splits the outputs
+back. A request whose deadline passed while queued is answered DeadlineExceeded without
+running; when a batch fails, its requests are retried one by one so one bad input fails only
+itself.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ RunFn = Callable[[Feeds], Feeds]
 
 # Consecutive execution failures (not input errors) after which the version stops serving.
 FAILURES_TO_MARK = 3
+# A lone request (nothing else queued) whose shape's recent runs took at most this long runs on
+# the event-loop thread: the hop to the inference thread and back costs more than such a run
+# (bench/shm_levers.py: tiny model, -0.2 ms p50 at concurrency 1, no loss at 8). It blocks the
+# loop for about this long; anything slower, or a batch of several, keeps the inference thread.
+INLINE_MAX_S = 0.001
 
 
 class RecentDurations:
@@ -126,6 +133,7 @@ class DynamicBatcher:
         self._compute = RecentDurations()  # one batch's compute time, recent median
         self._row_compute = RecentDurations()  # compute time per row, recent median
         self._failures = 0  # execution failures in a row
+        self._inline_key: tuple | None = None  # shape of the last run short enough to inline
         self.failed_reason = ""  # set once the version is marked failed
 
     @property
@@ -275,7 +283,10 @@ class DynamicBatcher:
         started = time.monotonic()
         self._running = batch
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            if self._runs_inline(batch):
+                outputs = self._run_batch(batch)
+            else:
+                outputs = await loop.run_in_executor(self._executor, self._run_batch, batch)
         except Exception as exc:  # noqa: BLE001 - isolate the bad request below
             if len(batch) == 1:
                 self._settle(batch[0], self._failure(exc))
@@ -294,8 +305,18 @@ class DynamicBatcher:
         compute_s = time.monotonic() - started
         self._failures = 0
         self._compute.add(compute_s)
+        self._inline_key = batch[0].key if len(batch) == 1 and compute_s <= INLINE_MAX_S else None
         self._row_compute.add(compute_s / max(1, sum(p.rows for p in batch)))
         self._deliver(batch, outputs, started, compute_s)
+
+    def _runs_inline(self, batch: list[_Pending]) -> bool:
+        """A lone request of the shape that last ran in at most INLINE_MAX_S, recent runs too."""
+        return (
+            len(batch) == 1
+            and not self._queue
+            and batch[0].key == self._inline_key
+            and 0 < self._compute.value <= INLINE_MAX_S
+        )
 
     def _failure(self, exc: Exception) -> Exception:
         """What a request whose run raised `exc` is answered; marks the version after a run of

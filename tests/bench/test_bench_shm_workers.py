@@ -65,3 +65,16 @@ def test_bench_workers_alternatives_side_by_side(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "w.json").read_text())
     assert any(key.startswith("tiny workers=1 / kserve") for key in record["versus_alternatives"])
     assert all(row["errors"] == 0 for row in record["rows"]), record["rows"]
+
+
+def test_bench_shm_levers_runs_every_lever_beside_the_server_as_shipped(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench.shm_levers", "--calls", "5", "--seconds", "0.4"]
+    command += ["--levers", "threaded,inline,switch", "--json", str(tmp_path / "levers.json")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads((tmp_path / "levers.json").read_text())
+    servers = {"base", "base again", "threaded", "inline", "switch"}
+    for model in ("seg256", "tiny"):
+        paths = set(record["latency_c1"][model])
+        assert {f"{s} {kind}" for s in servers for kind in ("bytes", "shm")} <= paths, paths
+    assert set(record["tiny_closed_loop"]["c=8"]) == servers
