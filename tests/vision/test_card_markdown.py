@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vision.model_card import ModelCard, model_commit, note_evaluation
 from vision.segment.vessel_intervals import binned_auroc, vessel_figures
@@ -77,3 +79,30 @@ def test_vessel_figures_hold_their_point_and_binned_auroc_is_close() -> None:
     truth = np.concatenate([m.ravel() for m in masks])
     hist = np.stack([np.histogram(scores[t], 1000, (0, 1))[0] for t in (~truth, truth)])
     assert abs(float(binned_auroc(hist.astype(float))) - figures["auroc_pooled"]["value"]) < 2e-3
+
+
+REGENERATED = ("blood-cells", "blood-cells-int8", "pcb-defects", "retina-vessels", "hippocampus")
+
+
+def _strict(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
+@pytest.mark.parametrize("name", REGENERATED)
+def test_regenerated_card_is_strict_json_with_every_figure_interval_and_commit(name: str) -> None:
+    from vision.model_card import read_model_card
+    from vision.paths import PROJECT_ROOT
+
+    folder = PROJECT_ROOT / "models" / name
+    json.loads((folder / "card.json").read_text(), parse_constant=_strict)
+    card = read_model_card(folder)
+    assert "test" in card.metrics and card.evaluation["model_commit"]["commit"]
+    for split, figures in card.metrics.items():
+        for key, figure in figures.items():
+            if key == "definitions":
+                continue
+            assert figure["n"] > 0 and len(figure["ci95"]) == 2, (split, key)
+    assert (folder / "MODEL_CARD.md").read_text() == card.render_markdown()
+    tests = [run for run in card.evaluation["runs"] if run["split"] == "test"]
+    said = [x for x in card.limitations if x.startswith("The test figures were produced")]
+    assert bool(said) == (len(tests) > 1)
