@@ -42,7 +42,7 @@ def test_train_export_eval_on_own_folders(tmp_path: Path) -> None:
     export = ["--task", "segmentation", "--checkpoint", str(run_dir / "best.pt")]
     assert run("export", [*export, "--repo", str(repo), "--tolerance", "1.0"]) == 0
     card = json.loads((repo / "squares" / "card.json").read_text())
-    assert card["metrics"]["test"]["images"] == 3
+    assert "test" not in card["metrics"], "export never scores test (vision eval does, last)"
     assert (repo / "squares" / "1" / "model.explain.onnx").is_file(), (
         "export makes the explain graph"
     )
@@ -50,6 +50,12 @@ def test_train_export_eval_on_own_folders(tmp_path: Path) -> None:
     assert run("eval", ["--model", "squares", "--repo", str(repo), "--out", str(out)]) == 0
     report = json.loads(next(out.glob("*.json")).read_text())
     assert report["metrics"]["dice"] > 0.5, report["metrics"]  # bright squares are learnable
+    assert (
+        run("eval", ["--model", "squares", "--repo", str(repo), "--out", str(out), "--update-card"])
+        == 0
+    )
+    card = json.loads((repo / "squares" / "card.json").read_text())
+    assert card["metrics"]["test"]["images"] == 3, "--update-card records the test figures"
     other_images, other_masks = _folder(tmp_path / "other", 4, seed=2)
     card_before = (repo / "squares" / "card.json").read_text()
     elsewhere = ["--model", "squares", "--repo", str(repo), "--out", str(tmp_path / "other-report")]

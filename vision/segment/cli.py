@@ -46,6 +46,12 @@ def train(argv: list[str], make_online: Any = None) -> int:
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true")
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="stage 2: fine-tune these served weights (weights.safetensors) with the image head "
+        "trained jointly (recipe extra['finetune']; --epochs/--minutes set its budget)",
+    )
     p.add_argument("--data", help="dataset folder (default: the shared datasets)")
     p.add_argument("--out", help="run folder (default: runs/<recipe>)")
     p.add_argument("--threads", type=int, default=1)
@@ -69,6 +75,8 @@ def train(argv: list[str], make_online: Any = None) -> int:
     root = _data_root(recipe.dataset, a.data) if recipe.dataset != "folder" else Path(a.images)
     if a.online_synth:
         recipe = _with_online(a, recipe)
+    if a.init:
+        return _finetune(a, recipe, root, out, make_online)
     summary = run_training(
         recipe,
         root,
@@ -79,6 +87,23 @@ def train(argv: list[str], make_online: Any = None) -> int:
         make_online=make_online,
     )
     print(f"trained {recipe.name}: {summary} -> {out}")
+    return 0
+
+
+def _finetune(a: argparse.Namespace, recipe: Any, root: Path, out: Path, make_online: Any) -> int:
+    """Stage 2 (`vision.segment.finetune`): the stage-1 recipe kept, the fine-tune budget from
+    --epochs/--minutes recorded in its extra["finetune"] with the weights it started from."""
+    import dataclasses
+
+    from vision.segment.finetune import finetune
+    from vision.segment.model import get_recipe
+
+    base = get_recipe(recipe.name, seed=a.seed)
+    given = {"epochs": a.epochs, "minutes": a.minutes, "init": str(a.init)}
+    spec = {**base.extra.get("finetune", {}), **{k: v for k, v in given.items() if v is not None}}
+    recipe = dataclasses.replace(base, extra={**base.extra, "finetune": spec})
+    summary = finetune(recipe, root, out, a.init, resume=a.resume, make_online=make_online)
+    print(f"fine-tuned {recipe.name}: {summary} -> {out}")
     return 0
 
 

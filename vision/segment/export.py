@@ -127,21 +127,15 @@ def export_recipe(
     if not metric_gate["passed"] or max(parity["max_abs_diff"].values()) > 1e-3:
         log.error("parity gate failed; nothing written to %s", repo)
         return 1
-    test = load_samples(recipe, root, "test", split_file, limit)
-    test_onnx = compute_metrics(recipe, onnx_predict(onnx_path, config, test), test) if test else {}
+    # the test split is never scored here: `vision eval --split test --update-card` is the
+    # protocol's last step, once the checkpoint, gate and head are chosen on val
     card = build_card(
-        recipe,
-        state,
-        run,
-        parity,
-        {"val": val_onnx, "test": test_onnx},
-        {"val_torch": val_torch},
-        limit,
+        recipe, state, run, parity, {"val": val_onnx}, {"val_torch": val_torch}, limit
     )
     model_dir = write_repository_entry(repo, config, onnx_path, card, version)
     card["files"] = _copy_run_files(run, model_dir)
     write_card(model_dir, {**read_card(model_dir), "files": card["files"]})
-    log.info("wrote %s: test %s", model_dir, {k: test_onnx.get(k) for k in GATE_KEYS})
+    log.info("wrote %s: val %s", model_dir, {k: val_onnx.get(k) for k in GATE_KEYS})
     batches, version_dir = _real_batches(tensors), model_dir / str(version)
     trt_ok = not tensorrt or _tensorrt_gate(
         recipe, config, version_dir, batches, val, val_onnx, tolerance
@@ -154,7 +148,7 @@ def export_recipe(
             repo,
             root,
             split_file,
-            {"val": val_onnx, "test": test_onnx},
+            {"val": val_onnx},
             limit,
         )
     return 0 if trt_ok else 1
@@ -245,12 +239,8 @@ def export_int8(
     calib, _ = model_inputs(pipeline, spread(load_samples(recipe, root, "train", split_file), 16))
     int8_path = quantize_int8(onnx_path, [t[None] for t in calib], onnx_path.with_name("int8.onnx"))
     result = {}
-    for split in ("val", "test"):
-        samples = load_samples(recipe, root, split, split_file, limit)
-        if samples:
-            result[split] = compute_metrics(
-                recipe, onnx_predict(int8_path, config, samples), samples
-            )
+    samples = load_samples(recipe, root, "val", split_file, limit)  # test: `vision eval` only
+    result["val"] = compute_metrics(recipe, onnx_predict(int8_path, config, samples), samples)
     drops = {k: 100 * (float(fp32["val"][k]) - float(result["val"][k])) for k in GATE_KEYS}
     example = calib[0][None]
     fp32_ms = time_model(config, onnx_path, example)

@@ -123,6 +123,18 @@ RECIPES = {
                 "generator": "copy-paste",
                 "reuse": 4,
             },
+            # stage 2 (`vision train ... --init models/tile-defects/1/weights.safetensors`,
+            # vision.segment.finetune): the served network trained further with its image head
+            # learnt jointly on whole tiles (half defect-free) instead of fitted in-sample.
+            "finetune": {
+                "lr": 2e-4,
+                "head_lr": 1e-3,
+                "whole_per_step": 8,
+                "head_weight": 0.5,
+                "whole_seg_weight": 0.5,
+                "val_every": 2,
+                "max_free_rate": 0.10,
+            },
             "phases": [
                 {
                     "from_epoch": 100,

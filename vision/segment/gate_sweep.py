@@ -1,0 +1,104 @@
+"""Choose a segmenter's `postprocess.image_score_gate` on the validation split, as served.
+
+`python -m vision.segment.gate_sweep --model-dir models/tile-defects [--max-free-rate 0.10]`
+runs the model once over val through the serving path (ONNX, Pipeline, original image size),
+then scores the masks as served at every candidate gate (the val image scores): Dice (mean
+over defect images, a gated-out defect image counts 0), the defect-free mask rate and the
+image AUROC, each with n and a 95 % bootstrap interval. The gate chosen is the lowest one
+whose defect-free mask rate is at most `--max-free-rate` (the most Dice kept under that rate).
+It never reads the test split; `--write` records the gate in config.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vision.segment.evaluate import compute_metrics, load_samples, predict
+from vision.segment.metrics import served_masks
+
+
+def candidate_gates(scores: list[float]) -> list[float]:
+    """0 (no gate) and every distinct image score, ascending."""
+    return sorted({0.0, *(float(s) for s in scores)})
+
+
+def lowest_gate(scores: list[float], fired: list[bool], free: list[bool], max_rate: float) -> float:
+    """The lowest gate at which masks stay on at most `max_rate` of the defect-free images
+    (`fired`: the ungated served mask is not empty); 1.0 when no gate gets there."""
+    s, on, clean = np.asarray(scores), np.asarray(fired), np.asarray(free)
+    for gate in candidate_gates(scores):
+        if np.mean((on & (s >= gate))[clean]) <= max_rate:
+            return gate
+    return 1.0
+
+
+def sweep(model_dir: Path, root: Path | None, max_rate: float, version: int = 0) -> dict:
+    """Val predictions once, the metrics at the chosen gate and without one."""
+    from vision.datasets.locations import dataset_dir
+    from vision.export import read_card
+    from vision.loader import load_model
+    from vision.segment.model import RECIPES, Recipe
+
+    card = read_card(model_dir)
+    recipe = RECIPES.get(model_dir.name) or Recipe(**card["recipe"])
+    model = load_model(model_dir, version, explain=False)
+    samples = load_samples(
+        recipe, root or dataset_dir(recipe.dataset, None), "val", model_dir / "splits.json"
+    )
+    predictions = predict(model, samples)
+    if predictions.image_scores is None:
+        raise SystemExit(f"{model_dir}: the config names no image_score_output; nothing to gate")
+    regions = model.config.postprocess.max_regions
+    fired = [bool(p.any()) for p in served_masks(predictions.probs, regions)]
+    free = [not s.mask.any() for s in samples]
+    gate = lowest_gate(predictions.image_scores, fired, free, max_rate)
+
+    def at(g: float) -> dict:
+        m = compute_metrics(recipe, predictions, samples, regions, g)
+        keys = (
+            "dice",
+            "dice_ci",
+            "auroc",
+            "auroc_ci",
+            "mask_fp_image_rate",
+            "mask_fp_image_rate_ci",
+            "images",
+            "defect_images",
+            "defect_free_images",
+        )
+        return {"image_score_gate": g, **{k: m[k] for k in keys}}
+
+    return {"split": "val", "max_free_rate": max_rate, "chosen": at(gate), "ungated": at(0.0)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the sweep as JSON; with --write, set the chosen gate in the model's config.yaml."""
+    p = argparse.ArgumentParser(prog="python -m vision.segment.gate_sweep")
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--data", type=Path, help="dataset folder (default: the shared datasets)")
+    p.add_argument("--max-free-rate", type=float, default=0.10)
+    p.add_argument("--version", type=int, default=0)
+    p.add_argument("--write", action="store_true", help="record the gate in config.yaml")
+    a = p.parse_args(argv)
+    result = sweep(a.model_dir, a.data, a.max_free_rate, a.version)
+    print(json.dumps(result, indent=1, default=float))
+    if a.write:
+        import dataclasses
+
+        from vision.config import load_config, write_config
+
+        config = load_config(a.model_dir)
+        post = dataclasses.replace(
+            config.postprocess, image_score_gate=float(result["chosen"]["image_score_gate"])
+        )
+        write_config(dataclasses.replace(config, postprocess=post), a.model_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
