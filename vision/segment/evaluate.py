@@ -279,7 +279,10 @@ def _update_card(model_dir: Path, report: dict) -> None:
 
     card = read_card(model_dir)
     split, metrics = report["split"], report["metrics"]
-    card.setdefault("metrics", {})[split] = metrics.get("figures", metrics)
+    figures = metrics.get("figures")
+    card.setdefault("metrics", {})[split] = (
+        {**figures, "images": report["images"]} if figures else metrics
+    )
     card.setdefault("evaluation", {})[split] = {
         "images": report["images"],
         "version": report["version"],
