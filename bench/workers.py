@@ -8,8 +8,10 @@ benchmark repository of `bench/models.py`: `tiny` and `seg256`) and drives them 
 interleaved in rounds, with the same closed-loop load generator (`bench/loadgen.py`, one gRPC
 connection per client thread, so the kernel spreads the connections over the workers). With
 `--loadgen-cpus` the load generator is pinned there (sched_setaffinity) and the servers are
-started under `taskset -c --server-cpus`. With `--alternatives`, KServe 0.21 and PyTriton 0.7
-(`bench/alternatives/`, in their own venvs under bench/.venvs/, made on first use) serve the
+started under `taskset -c --server-cpus`, every ONNX Runtime session with as many intra-op
+threads as those CPUs (its default pool pins a thread to every core, past taskset). With
+`--alternatives`, KServe 0.21 and PyTriton 0.7 (`bench/alternatives/`, in their own venvs
+under bench/.venvs/, made on first use) serve the
 same tiny ONNX file under the same pinning and take turns with ours on the tiny model: same
 load generator, same run. Prints the table, each N's req/s over N=1's, ours over each
 alternative (req/s, and server CPU time per request, i.e. capacity per core, which a loaded
@@ -28,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import loadgen
@@ -49,6 +51,7 @@ from bench.serving import (
     server_process,
 )
 from bench.shm_profile import profile
+from vision.config import load_config, write_config
 
 RESULTS = Path(__file__).resolve().parent / "results" / "workers.json"
 
@@ -72,6 +75,25 @@ def _listening(port: int) -> int:
             fields = line.split()
             count += fields[1].endswith(f":{port:04X}") and fields[3] == "0A"
     return count
+
+
+def _cpu_list(spec: str) -> set[int]:
+    """The CPUs of a taskset list such as "0", "0-3" or "0,2"."""
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        low, _, high = part.strip().partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def pin_sessions(models: list[BenchModel], cpus: str) -> None:
+    """Give our models as many intra-op threads as the servers have CPUs: ONNX Runtime's default
+    pool pins one thread to every core itself, past taskset (as the alternatives get through
+    BENCH_ORT_THREADS)."""
+    for model in models:
+        config = load_config(model.folder)
+        runtime = replace(config.runtime, intra_op_threads=len(_cpu_list(cpus)))
+        write_config(replace(config, runtime=runtime), model.folder)
 
 
 def _pinned(command: list[str], cpus: str) -> list[str]:
@@ -108,6 +130,8 @@ def alternative_server(
         return
     version, libdir = _venv_facts(python, alt.package)
     env = {**os.environ, "LD_LIBRARY_PATH": f"{libdir}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+    if server_cpus:  # ORT's default pool would pin a thread to every core, past taskset
+        env["BENCH_ORT_THREADS"] = str(len(_cpu_list(server_cpus)))
     port, label = free_port(), f"{alt.name} {version}"
     command = _pinned(_alternative_command(alt, python, tiny, port, 0.0), server_cpus)
     with contextlib.ExitStack() as stack:
@@ -315,9 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     ):
         tmp = Path(tmp_name)
         models = write_repository(tmp / "models", 0.0)
+        if args.server_cpus:
+            pin_sessions(models, args.server_cpus)
         served = _serve_all(stack, models, tmp, args)
         if args.loadgen_cpus:
-            os.sched_setaffinity(0, {int(c) for c in args.loadgen_cpus.split(",")})
+            os.sched_setaffinity(0, _cpu_list(args.loadgen_cpus))
         rows, cpu = measure(served, [models[1], models[0]], args)
         breakdown = _profiled(served[0], models[1], args.profile) if args.profile > 0 else ""
     print_table(rows, "req/s against --workers N (same load generator, interleaved)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 
 import grpc.aio
 import kserve
@@ -38,6 +39,17 @@ def _loopback_only() -> None:
     uvicorn.Config.__init__ = init
 
 
+def session_options() -> ort.SessionOptions:
+    """ONNX Runtime's defaults, except BENCH_ORT_THREADS intra-op threads when set: in a pinned
+    run (bench.workers --server-cpus), since the default pool pins one thread per core itself
+    and so escapes taskset."""
+    options = ort.SessionOptions()
+    threads = int(os.environ.get("BENCH_ORT_THREADS", "0"))
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    return options
+
+
 class OnnxModel(kserve.Model):
     """One ONNX Runtime session (default options) answering v2 infer requests."""
 
@@ -48,7 +60,9 @@ class OnnxModel(kserve.Model):
         self.load()
 
     def load(self) -> bool:
-        self._session = ort.InferenceSession(self._path, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            self._path, session_options(), providers=["CPUExecutionProvider"]
+        )
         self._input = self._session.get_inputs()[0].name
         self._outputs = [o.name for o in self._session.get_outputs()]
         self.ready = True

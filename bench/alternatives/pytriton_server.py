@@ -11,6 +11,7 @@ LD_LIBRARY_PATH (bench/serving.py sets it from sysconfig LIBDIR). Loopback only:
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -20,6 +21,17 @@ from pytriton.triton import Triton, TritonConfig
 
 LOOPBACK = "127.0.0.1"
 _DTYPES = {"tensor(float)": np.float32}
+
+
+def session_options() -> ort.SessionOptions:
+    """ONNX Runtime's defaults, except BENCH_ORT_THREADS intra-op threads when set: in a pinned
+    run (bench.workers --server-cpus), since the default pool pins one thread per core itself
+    and so escapes taskset."""
+    options = ort.SessionOptions()
+    threads = int(os.environ.get("BENCH_ORT_THREADS", "0"))
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    return options
 
 
 def _tensors(nodes: list) -> list[Tensor]:
@@ -41,7 +53,7 @@ def main() -> None:
     parser.add_argument("--queue-delay-us", type=int, default=1000)
     args = parser.parse_args()
 
-    session = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(args.onnx, session_options(), providers=["CPUExecutionProvider"])
     outputs = [o.name for o in session.get_outputs()]
 
     @batch
