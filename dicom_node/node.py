@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 
 import pydicom
@@ -49,6 +49,7 @@ ORIGIN = "dicom"
 
 
 SeriesObserver = Callable[[list[pydicom.Dataset], list[Prediction]], None]
+SendAhead = Callable[[list[pydicom.Dataset]], Awaitable[None]]
 
 
 def job_id(series: Series, model: str) -> str:
@@ -172,6 +173,7 @@ class DicomNode:
         job = job_id(series, model)
         fields = {**_series_fields(series), "model": model, "rule": rule}
         await self._job(job, JobState.RECEIVED, **fields, assembled_at=time.time())
+        ahead: list[str] = []  # SOP Instance UIDs of results queued while the series is inferred
         try:
             if self.plane.model_info(model).config.task == VOLUMETRIC:
                 volume = await self._infer_volume(datasets, model)
@@ -179,29 +181,44 @@ class DicomNode:
                 inferred_at = time.time()
                 results = await self.plane.run_in_worker(build)
             else:
-                sources, predictions, results, inferred_at = await self._infer_2d(datasets, model)
+                sources, predictions, results, inferred_at = await self._infer_2d(
+                    datasets, model, functools.partial(self._send_ahead, job, ahead)
+                )
                 self._notify_series(sources, predictions)
             # one commit (fsync) for both marks: nothing durable happens between them
             await self._job(job, JobState.INFERRED, inferred_at=inferred_at, encoded_at=time.time())
             if self.deid is not None:  # de-identified: UIDs mapped under the node's key
                 results = await self.plane.run_in_worker(self.deid.apply_all, results)
-            enqueue = functools.partial(self.outbox.enqueue, job, results, mark_queued=True)
+            rest = [ds for ds in results if str(ds.SOPInstanceUID) not in set(ahead)]
+            enqueue = functools.partial(
+                self.outbox.enqueue, job, rest, mark_queued=True, earlier=ahead
+            )
             await self.plane.run_in_worker(enqueue)  # queued_at and results in the same commit
         except (VisionError, ValueError) as exc:
             # Domain errors' and the result builder's messages never carry patient attributes.
             await self._job(job, JobState.FAILED, reason=f"{type(exc).__name__}: {exc}")
             log.warning("job %s (%s) failed: %s", job, model, type(exc).__name__)
 
+    async def _send_ahead(self, job: str, ahead: list[str], parts: list[pydicom.Dataset]) -> None:
+        """Queue finished SEGs while the rest of the series is inferred (not when results are
+        de-identified: that maps every result together, at the end)."""
+        if self.deid is not None or not parts:
+            return
+        enqueue = functools.partial(self.outbox.enqueue, job, parts, ahead=True)
+        await self.plane.run_in_worker(enqueue)
+        ahead.extend(str(ds.SOPInstanceUID) for ds in parts)
+
     async def _infer_2d(
-        self, datasets: list[pydicom.Dataset], model: str
+        self, datasets: list[pydicom.Dataset], model: str, send_ahead: SendAhead
     ) -> tuple[list[pydicom.Dataset], list[Prediction], list[pydicom.Dataset], float]:
         """Every frame of every instance through the data plane, concurrently (they batch), and
         the results built as instances complete: (sources, predictions, results, inferred_at).
 
         A series whose instances get one SEG each (`ResultStream.streams`) has each instance's
         SEG, SR groups and annotations built in a worker as soon as its frames are inferred,
-        while later frames still are; the SR and presentation states are finished after the
-        last. Other series are built at once after the last frame.
+        while later frames still are, and its SEG handed to `send_ahead` (queued, so sent
+        meanwhile); the SR and presentation states are finished after the last. Other series
+        are built at once after the last frame.
         """
         info = self.plane.model_info(model)
         frames = await self.plane.run_in_worker(self._frames, datasets)
@@ -218,7 +235,8 @@ class DicomNode:
         results: list[pydicom.Dataset] | None = None
         try:
             if ResultStream.streams(sources):
-                results, inferred_at = await self._stream_results(sources, pending, model)
+                streamed = await self._stream_results(sources, pending, model, send_ahead)
+                results, inferred_at = streamed
             else:
                 await asyncio.gather(*pending)
                 inferred_at = time.time()
@@ -232,7 +250,11 @@ class DicomNode:
         return sources, predictions, results, inferred_at
 
     async def _stream_results(
-        self, sources: list[pydicom.Dataset], pending: list[asyncio.Future], model: str
+        self,
+        sources: list[pydicom.Dataset],
+        pending: list[asyncio.Future],
+        model: str,
+        send_ahead: SendAhead,
     ) -> tuple[list[pydicom.Dataset], float]:
         """`ResultStream` fed instance by instance as predictions complete; (results, inferred)."""
         stream: ResultStream | None = None
@@ -242,7 +264,9 @@ class DicomNode:
             if stream is None:
                 stream = self._stream(model, predictions[0].version)
             add = functools.partial(stream.add, sources[start:end], predictions)
-            results += await self.plane.run_in_worker(add)
+            parts = await self.plane.run_in_worker(add)
+            await send_ahead(parts)
+            results += parts
         inferred_at = time.time()
         assert stream is not None  # a series has at least one frame
         results += await self.plane.run_in_worker(stream.finish)

@@ -81,17 +81,28 @@ class Outbox:
     # -- enqueue -------------------------------------------------------------------------------
 
     def enqueue(
-        self, job_id: str, datasets: Sequence[pydicom.Dataset], *, mark_queued: bool = False
+        self,
+        job_id: str,
+        datasets: Sequence[pydicom.Dataset],
+        *,
+        mark_queued: bool = False,
+        ahead: bool = False,
+        earlier: Sequence[str] = (),
     ) -> list[int]:
         """Queue `datasets` (the job's results) for every destination; the deliveries' ids.
 
         Idempotent per (SOP Instance UID, destination): an object already queued, sent, failed
         or discarded keeps its row and id. The job becomes `queued` (then follows its items);
         with `mark_queued`, the same commit also records the job's `queued_at` and `results`.
+        `ahead=True` queues objects before the rest of their job is built (sent at once, the
+        job's state untouched, the rows not yet the job's); the job's last call names them in
+        `earlier` (SOP Instance UIDs) and they become its rows in that commit. A job that fails
+        before its last call keeps the objects sent ahead (each is complete on its own).
         A dataset without a file meta Transfer Syntax UID gets Explicit VR Little Endian.
         """
         if not self.destinations:
-            self.store.upsert(job_id, JobState.FAILED, reason="no destination configured")
+            if not ahead:
+                self.store.upsert(job_id, JobState.FAILED, reason="no destination configured")
             return []
         written = self._write_all(datasets)
         if written:  # the renames durable (one folder fsync) before any row names the files
@@ -99,13 +110,18 @@ class Outbox:
         now = self.clock()
         with self.db.transaction() as conn:
             ids = [
-                rows.insert(conn, job_id, entry, dest, now)
+                rows.insert(conn, job_id, entry, dest, now, link=not ahead)
                 for entry in written
                 for dest in self.destinations
             ]
-            marks = {"queued_at": now, "results": len(datasets)} if mark_queued else {}
-            upsert_job(conn, job_id, JobState.QUEUED, now, reason="", **marks)
-            rows.settle(conn, job_id, now)
+            if not ahead:
+                for uid in earlier:
+                    for dest in self.destinations:
+                        rows.link(conn, job_id, uid, dest)
+                count = len(datasets) + len(earlier)
+                marks = {"queued_at": now, "results": count} if mark_queued else {}
+                upsert_job(conn, job_id, JobState.QUEUED, now, reason="", **marks)
+                rows.settle(conn, job_id, now)
         self._remove_finished({entry[0] for entry in written})
         self._wake.set()
         return ids

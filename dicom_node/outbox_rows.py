@@ -45,9 +45,15 @@ class OutboxStateError(ValueError):
 
 
 def insert(
-    conn: sqlite3.Connection, job: str, entry: tuple[str, str, str], dest: str, now: float
+    conn: sqlite3.Connection,
+    job: str,
+    entry: tuple[str, str, str],
+    dest: str,
+    now: float,
+    link: bool = True,
 ) -> int:
-    """The id of the row for (object, destination), added `pending` unless it exists."""
+    """The id of the row for (object, destination), added `pending` unless it exists; with
+    `link`, the row is one of the job's (`job_items`)."""
     uid, sop_class, syntax = entry
     conn.execute(
         "INSERT INTO outbox (job_id, sop_instance_uid, sop_class_uid, transfer_syntax, "
@@ -59,8 +65,19 @@ def insert(
     (item_id,) = conn.execute(
         "SELECT item_id FROM outbox WHERE sop_instance_uid = ? AND destination = ?", (uid, dest)
     ).fetchone()
-    conn.execute("INSERT OR IGNORE INTO job_items VALUES (?, ?)", (job, item_id))
+    if link:
+        conn.execute("INSERT OR IGNORE INTO job_items VALUES (?, ?)", (job, item_id))
     return int(item_id)
+
+
+def link(conn: sqlite3.Connection, job: str, uid: str, dest: str) -> None:
+    """Make the row of (object `uid`, destination) one of the job's rows (it must exist)."""
+    row = conn.execute(
+        "SELECT item_id FROM outbox WHERE sop_instance_uid = ? AND destination = ?", (uid, dest)
+    ).fetchone()
+    if row is None:
+        raise ValueError("an object named as queued ahead has no outbox row: queue it first")
+    conn.execute("INSERT OR IGNORE INTO job_items VALUES (?, ?)", (job, row[0]))
 
 
 def claim(conn: sqlite3.Connection, now: float, limit: int) -> list[sqlite3.Row]:

@@ -188,6 +188,28 @@ def test_delivered_once_and_job_sent(tmp_path: Path, pacs: Pacs) -> None:
     assert sum(pacs.received.values()) == 2
 
 
+def test_results_queued_ahead_are_sent_and_join_the_job_at_its_last_call(
+    tmp_path: Path, pacs: Pacs
+) -> None:
+    outbox = make_outbox(tmp_path, [pacs.destination])
+    store = outbox.store
+    job = new_job(store)  # inferred, not queued yet
+    early, late = result(), result()
+    [early_id] = outbox.enqueue(job, [early], ahead=True)
+    assert store.get(job).state is JobState.INFERRED  # type: ignore[union-attr]
+    assert outbox.deliver_due() == 1 and pacs.received == {str(early.SOPInstanceUID): 1}
+    assert store.get(job).state is JobState.INFERRED  # sent ahead: the job is not done yet
+    ids = outbox.enqueue(job, [late], mark_queued=True, earlier=[str(early.SOPInstanceUID)])
+    got = store.get(job)
+    assert got is not None and got.state is JobState.QUEUED and got.results == 2
+    assert {i.item_id for i in outbox.list(job_id=job)} == {early_id, *ids}
+    assert outbox.deliver_due() == 1
+    assert store.get(job).state is JobState.SENT  # type: ignore[union-attr]
+    assert sum(pacs.received.values()) == 2  # the early one was not sent again
+    with pytest.raises(ValueError, match="no outbox row"):
+        outbox.enqueue(new_job(store), [result()], earlier=["1.2.999"])
+
+
 def test_background_sender_delivers(tmp_path: Path, pacs: Pacs) -> None:
     outbox = make_outbox(tmp_path, [pacs.destination])
     job = new_job(outbox.store)

@@ -46,7 +46,7 @@ def node(server: ServerThread, tmp_path_factory: pytest.TempPathFactory):
     built = DicomNode(settings, server.server.plane, {MODEL})
     built.sent = []  # the outbox's enqueue, faked: what would be sent
 
-    def enqueue(job: str, results: list[Dataset], mark_queued: bool = False) -> None:
+    def enqueue(job: str, results: list[Dataset], mark_queued: bool = False, **_: object) -> None:
         built.sent.append((job, list(results)))  # and the job queued, as the outbox does
         marks = {"results": len(results)} if mark_queued else {}
         built.jobs.upsert(job, JobState.QUEUED, **marks)
