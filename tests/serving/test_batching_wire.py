@@ -96,7 +96,7 @@ def test_full_queue_answers_resource_exhausted_at_once(gated):
         gate.open.set()
         assert running.result().masks and all(f.result().masks for f in queued)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "queue full" in info.value.details()
+    assert "queue is full" in info.value.details()  # refused at admission, before decoding
 
 
 def test_request_whose_deadline_passes_in_the_queue_never_runs(gated):
