@@ -30,6 +30,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from vision.config import load_config
 from vision.paths import PROJECT_ROOT
 from vision.xai.eval_data import _detection_samples
 
@@ -66,7 +67,8 @@ def score(name: str, layer: str, args: argparse.Namespace, tmp: Path) -> dict:
     repo = tmp / layer.replace(",", "+")
     model_dir = copy_model(name, repo)
     image = val_image(name)
-    entry = add_explain_graph(repo, name, None, target_layer=layer, image=image)
+    method = load_config(model_dir).explain.method  # the served method (HiResCAM)
+    entry = add_explain_graph(repo, name, None, method=method, target_layer=layer, image=image)
     opts = Options(
         limit=args.limit,
         targets=args.targets,

@@ -75,7 +75,7 @@ def _torch_model(config: ModelConfig) -> Any:
 def test_explainer_matches_pytorch_grad_cam(name: str) -> None:
     pytest.importorskip("pytorch_grad_cam", reason="pytorch-grad-cam (grad-cam) not installed")
     torch = pytest.importorskip("torch")
-    from vision.xai.explain_graph import build_explain_module, gradcam_reference
+    from vision.xai.explain_graph import build_explain_module, cell_size, gradcam_reference
 
     torch.set_num_threads(2)
     config = _explained(name)
@@ -110,7 +110,13 @@ def test_explainer_matches_pytorch_grad_cam(name: str) -> None:
             r = cam.pearson(got.heat, want)
             assert r >= MIN_PEARSON, f"{name} {path.name} class {got.class_id}: r={r:.5f}"
             peak = np.unravel_index(int(got.heat.argmax()), got.heat.shape)
-            assert want[peak] >= want.max() - TIE, f"{name} {path.name}: argmax {peak} differs"
+            if "," in layer:  # several layers: the peak within one CAM cell (compare_maps)
+                theirs = np.unravel_index(int(want.argmax()), want.shape)
+                cell = cell_size(module, torch.from_numpy(tensor[None])) / meta.scale_y
+                apart = max(abs(int(a) - int(b)) for a, b in zip(peak, theirs, strict=True))
+                assert apart <= cell + 1, f"{name} {path.name}: peaks {apart} px apart"
+            else:
+                assert want[peak] >= want.max() - TIE, f"{name} {path.name}: argmax differs"
             compared += 1
     assert compared >= 1
 

@@ -64,6 +64,6 @@ def test_neck_layers_match_pytorch_grad_cam_on_every_level(method: str) -> None:
     raw = module(*inputs)[-1].detach().numpy()
     assert raw.shape == (3, SIZE // 8, SIZE // 8)
     ours = cam.upsample(cam.normalize(raw), SIZE, SIZE)
-    report = compare_maps(ours, gradcam_reference(module, inputs), cell_px=8)
+    report = compare_maps(ours, gradcam_reference(module, inputs), cell_px=32)
     assert report["pearson_min"] >= 0.99 and report["argmax_within_cell"] == 3, report
     assert np.all(raw.reshape(3, -1).max(1) > 0)  # a map on every level

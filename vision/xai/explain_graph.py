@@ -415,10 +415,10 @@ class _FirstOutput(nn.Module):
 def compare_maps(ours: np.ndarray, reference: np.ndarray, cell_px: int = 0) -> dict:
     """Per-image Pearson r (worst) and argmax agreement of two [N, H, W] maps.
 
-    `cell_px` > 0 (several target layers): also count peaks at most one CAM cell apart
-    (``argmax_within_cell``); the combined map is resized twice (coarse level -> finest grid
-    -> input) where pytorch-grad-cam resizes each level once, which moves a flat peak by a
-    few pixels.
+    `cell_px` > 0 (several target layers): also count peaks at most `cell_px` apart
+    (``argmax_within_cell``; `cell_size`); the combined map is resized twice (coarse level ->
+    finest grid -> input) where pytorch-grad-cam resizes each level once, which moves a flat
+    peak within its coarse cell.
     """
     rs, same, near, close = [], 0, 0, 0
     for a, b in zip(ours, reference, strict=True):
@@ -433,9 +433,23 @@ def compare_maps(ours: np.ndarray, reference: np.ndarray, cell_px: int = 0) -> d
     return out
 
 
-def cell_size(module: ExplainModule, cams: np.ndarray, height: int) -> int:
-    """Input pixels per CAM cell when the module has several target layers, else 0."""
-    return height // int(cams.shape[1]) if len(module.target_layers) > 1 else 0
+def cell_size(module: ExplainModule, images: Tensor) -> int:
+    """With several target layers, input pixels per cell of the COARSEST layer (the native
+    resolution of a coarse-level anchor's map, where its resized peak can move); else 0."""
+    if len(module.target_layers) < 2:
+        return 0
+    rows: list[int] = []
+    handles = [
+        m.register_forward_hook(lambda _m, _a, out: rows.append(int(out.shape[-2])))
+        for m in module.target_layers
+    ]
+    try:
+        with torch.no_grad():
+            module.model(images[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return int(images.shape[-2]) // min(rows)
 
 
 def explain_parity(module: ExplainModule, onnx_path: Path, inputs: tuple[Tensor, ...]) -> dict:
@@ -455,7 +469,7 @@ def explain_parity(module: ExplainModule, onnx_path: Path, inputs: tuple[Tensor,
         return report
     h, w = inputs[0].shape[-2:]
     ours = cam_ops.upsample(cam_ops.normalize(got["cam"]), int(h), int(w))
-    report["gradcam"] = compare_maps(ours, reference, cell_size(module, got["cam"], int(h)))
+    report["gradcam"] = compare_maps(ours, reference, cell_size(module, inputs[0]))
     return report
 
 

@@ -255,7 +255,7 @@ def shared_parity(inner: ExplainModule, path: Path, inputs: tuple[Tensor, ...]) 
             continue
         h, w = image.shape[-2:]
         ours = cam_ops.upsample(cam_ops.normalize(got["cam"]), int(h), int(w))
-        found = compare_maps(ours, reference, cell_size(inner, got["cam"], int(h)))
+        found = compare_maps(ours, reference, cell_size(inner, image))
         old = report.get("gradcam")
         if old is None or found["pearson_min"] < old["pearson_min"]:
             report["gradcam"] = found
