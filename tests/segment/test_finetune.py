@@ -104,3 +104,24 @@ def test_gated_summary_picks_the_lowest_gate_within_the_free_rate() -> None:
     assert summary["free_rate_gated"] == 0.0 and summary["dice_gated"] == pytest.approx(1.0)
     strict = ft.gated_summary(probs, masks, [0.5] * 10, 1, 0.10)  # no gate separates them
     assert strict["dice_gated"] == 0.0 and strict["free_rate_gated"] == 0.0
+
+
+def test_a_saved_epoch_resumes_exactly(tmp_path: Path) -> None:
+    model = ft.load_served(RECIPE, _served(tmp_path)[1])
+    spec = ft._spec(RECIPE)
+    optim = ft._optimiser(model, spec, 0.0)
+    data, rng = _tiles(n_free=4, n_defect=4), np.random.default_rng(0)
+    crops = (torch.from_numpy(data.inputs[2:6]), torch.from_numpy(data.labels[2:6]))
+    ft._train_mode(model)
+    ft._step(model, optim, ft.make_loss(RECIPE), crops, ft._whole_batch(data, rng, 4), spec)
+    progress = {"epoch": 1, "elapsed": 12.5, "best": 0.7, "history": [{"epoch": 1, "loss": 1.0}]}
+    ft._save(tmp_path, model, optim, RECIPE, progress, spec, best=True)
+    fresh = ft.load_served(RECIPE, tmp_path / "weights.safetensors")
+    fresh_optim = ft._optimiser(fresh, spec, 0.0)
+    assert ft._resumed(tmp_path, fresh, fresh_optim, resume=False) is None
+    assert ft._resumed(tmp_path, fresh, fresh_optim, resume=True) == progress
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert fresh_optim.state_dict()["state"], "the optimiser's moments come back too"
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["epoch"] == 1 and len(best["image_head"]["weight"]) == 384
