@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import contextlib
+import os
 import shutil
 import statistics
 import tempfile
@@ -314,6 +315,7 @@ def run(args: argparse.Namespace, root: Path) -> dict:
     report["dataset"] = "drive+bccd" if not wrap.dataset_missing("drive") else "synthetic"
     report["quick"] = args.quick
     report["archive"] = args.archive
+    report["load_average_1m_at_end"] = os.getloadavg()[0]  # the machine's load: wall times scale
     return report
 
 

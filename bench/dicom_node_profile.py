@@ -17,6 +17,7 @@ Prints a table and writes profile.json into `--out`.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    report["load_average_1m_at_end"] = os.getloadavg()[0]
     print(table(report))
     print(f"wrote {write_json(report, args.out / 'profile.json')}")
     return 0

@@ -73,10 +73,25 @@ def _polyline(line: np.ndarray) -> hd.pr.GraphicObject:
         graphic_type="POLYLINE", graphic_data=line[[0, -1]], units="PIXEL"
     )
     graphic.NumberOfGraphicPoints = len(line)
-    data = np.ascontiguousarray(line, dtype="<f4").tobytes()
+    points = np.ascontiguousarray(line, dtype="<f4")
+    data = points.tobytes()
     graphic[_GRAPHIC_DATA] = RawDataElement(_GRAPHIC_DATA, "FL", len(data), data, 0, False, True)
     graphic.set_original_encoding(False, True, graphic._character_set)
+    graphic.__class__ = _RawPolyline
+    graphic._points = points.reshape(-1, 2)
     return graphic
+
+
+class _RawPolyline(hd.pr.GraphicObject):
+    """A graphic object whose `graphic_data` (which highdicom's GraphicAnnotation reads to check
+    every point against the image) is the points array, not a decode of the raw element."""
+
+    _points: np.ndarray
+
+    @property
+    def graphic_data(self) -> np.ndarray:
+        """The (N, 2) points, as highdicom's own property gives them."""
+        return self._points
 
 
 def _objects(item: SourceFrame, producer: Producer):

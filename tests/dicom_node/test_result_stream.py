@@ -122,6 +122,14 @@ def test_raw_polyline_is_written_as_highdicom_writes_it(tmp_path: Path) -> None:
         hd.pr.GraphicObject(graphic_type="POLYLINE", graphic_data=line, units="PIXEL")
     )
     assert ours == theirs
+    ours_graphic = _polyline(line)
+    layer = hd.pr.GraphicLayer(layer_name="FINDINGS", order=1)
+    image = _series(1)[0]
+    image.Rows = image.Columns = 512
+    hd.pr.GraphicAnnotation(
+        referenced_images=[image], graphic_layer=layer, graphic_objects=[ours_graphic]
+    )  # highdicom checks every point against the image...
+    assert ours_graphic.get_item(0x00700022).is_raw  # ...without decoding the raw element
     path = tmp_path / "pr.dcm"
     path.write_bytes(ours)
     back = pydicom.dcmread(path).GraphicAnnotationSequence[0].GraphicObjectSequence[0]
