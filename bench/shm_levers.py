@@ -1,10 +1,10 @@
 """Latency levers side by side: the server as shipped against the same server with one lever.
 
-    python -m bench.shm_levers [--levers threaded,inline,switch] [--calls 300] [--seconds 12]
+    python -m bench.shm_levers [--levers fast-inline,inline,switch] [--calls 300] [--seconds 12]
                                [--json PATH]
 
-One server per lever (`bench/shm_levers_launch.py`; `threaded` is the server before lone fast
-requests ran on the event loop) plus two as shipped ("base" and "base again": their difference
+One server per lever (`bench/shm_levers_launch.py`; `fast-inline` is the opt-in
+`batching.inline_max_ms = 1`) plus two as shipped ("base" and "base again": their difference
 is this run's noise), all up at once over the benchmark repository.
 Then, in one run:
 
@@ -112,7 +112,7 @@ def cpu_per_request(model: BenchModel, servers: dict, n: int, seconds: float) ->
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--levers", default="threaded,inline,switch", help="comma-separated")
+    parser.add_argument("--levers", default="fast-inline,inline,switch", help="comma-separated")
     parser.add_argument("--calls", type=int, default=300, help="c=1 calls per path")
     parser.add_argument("--seconds", type=float, default=12.0, help="closed loop per server")
     parser.add_argument("--json", type=Path, default=RESULTS, help="where the figures go")

@@ -2,18 +2,19 @@
 
     BENCH_LEVER=threaded|inline|switch python bench/shm_levers_launch.py serve ...
 
-- `threaded`: every batch on the inference thread (`INLINE_MAX_S = 0`, the server before it ran
-  lone fast requests on the event loop).
+- `threaded`: every batch on the inference thread (what the server does by default).
+- `fast-inline`: `batching.inline_max_ms = 1` for every model (lone requests of shapes that ran
+  in at most 1 ms run on the event loop: the opt-in setting).
 - `inline`: every batch on the event-loop thread once the model's median compute is known,
   whatever its size or cost.
 - `switch`: `sys.setswitchinterval(0.0005)` (Python's default is 5 ms).
 
-The server as shipped runs a lone request on the loop when its shape ran in at most
-`serving.batcher.INLINE_MAX_S`; the levers change that, in this process only.
+The levers change the server in this process only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -29,16 +30,27 @@ def _always_inline(self: batcher.DynamicBatcher, batch: list) -> bool:
     return self.compute_estimate_s > 0
 
 
+def _fast_inline() -> None:
+    plain_init = batcher.DynamicBatcher.__init__
+
+    def init(self, model, spec, *args, **kwargs) -> None:
+        plain_init(self, model, dataclasses.replace(spec, inline_max_ms=1.0), *args, **kwargs)
+
+    batcher.DynamicBatcher.__init__ = init
+
+
 def main() -> int:
     """Apply the lever, then run the `vision` command line."""
     if LEVER == "switch":
         sys.setswitchinterval(0.0005)
     elif LEVER == "threaded":
-        batcher.INLINE_MAX_S = 0.0
+        pass  # the default
+    elif LEVER == "fast-inline":
+        _fast_inline()
     elif LEVER == "inline":
         batcher.DynamicBatcher._runs_inline = _always_inline
     elif LEVER:
-        raise SystemExit(f"unknown BENCH_LEVER {LEVER!r}; use threaded, inline or switch")
+        raise SystemExit(f"unknown BENCH_LEVER {LEVER!r}: threaded, fast-inline, inline, switch")
     from app.cli import main as vision_main
 
     return vision_main()

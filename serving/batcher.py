@@ -3,8 +3,9 @@
 Each request is a dict of input tensors with a leading batch dimension (1 for an image from
 vision.v1, N for a KServe request). The worker takes the oldest request, waits at most
 `max_queue_delay_ms` for more with the same per-row shapes, concatenates up to
-`max_batch_size` rows, runs the model once (on the inference thread; a lone request of a
-model that runs in under `INLINE_MAX_S`, on the event loop itself) and splits the outputs
+`max_batch_size` rows, runs the model once (on the inference thread; with the opt-in
+`batching.inline_max_ms`, a lone request of a shape that last ran that fast, on the event loop
+itself) and splits the outputs
 back. A request whose deadline passed while queued is answered DeadlineExceeded without
 running; when a batch fails, its requests are retried one by one so one bad input fails only
 itself.
@@ -38,11 +39,11 @@ RunFn = Callable[[Feeds], Feeds]
 
 # Consecutive execution failures (not input errors) after which the version stops serving.
 FAILURES_TO_MARK = 3
-# A lone request (nothing else queued) whose shape's recent runs took at most this long runs on
-# the event-loop thread: the hop to the inference thread and back costs more than such a run
-# (bench/shm_levers.py: tiny model, -0.2 ms p50 at concurrency 1, no loss at 8). It blocks the
-# loop for about this long; anything slower, or a batch of several, keeps the inference thread.
-INLINE_MAX_S = 0.001
+# `batching.inline_max_ms` (opt-in): a lone request (nothing else queued) whose shape's recent
+# runs took at most that long runs on the event-loop thread, since the hop to the inference
+# thread and back costs more than such a run (bench/shm_levers.py: tiny model, -0.2 ms p50 at
+# concurrency 1, no loss at 8). Off by default: a run that suddenly stalls (a loaded CPU, a
+# stuck device) would block the loop, and with it admission, health and every other model.
 
 
 class RecentDurations:
@@ -121,6 +122,7 @@ class DynamicBatcher:
     ) -> None:
         self._run = run
         self._spec = spec
+        self._inline_max_s = spec.inline_max_ms / 1000.0  # 0: never on the loop
         self._name = name
         self._observer = observer
         self._max_rows = max(1, spec.max_batch_size)
@@ -162,7 +164,7 @@ class DynamicBatcher:
             raise BatcherClosedError(f"model {self._name} is unloading; retry")
         if self.failed_reason:
             raise ExecutionFailedError(f"model {self._name} is marked failed: {self.failed_reason}")
-        if len(self._queue) >= self._spec.max_queue_size:
+        if self._waiting() >= self._spec.max_queue_size:
             raise QueueFullError(
                 f"model {self._name}: queue full ({self._spec.max_queue_size} requests waiting); "
                 "retry with backoff or raise batching.max_queue_size"
@@ -179,6 +181,14 @@ class DynamicBatcher:
         self._queue.append(pending)
         self._wakeup.set()
         return await pending.future
+
+    def _waiting(self) -> int:
+        """Queued requests that wait for a batch to finish: with no batch running, the head of
+        the queue (up to one batch) is about to run, not waiting (so requests that arrive in
+        one burst before the worker wakes are not refused with tickets to spare)."""
+        if self._running:
+            return len(self._queue)
+        return max(0, len(self._queue) - max(1, self._spec.max_batch_size))
 
     async def close(self, drain_timeout: float = 30.0) -> None:
         """Stop accepting; finish what is queued (bounded by `drain_timeout`), then stop."""
@@ -305,17 +315,18 @@ class DynamicBatcher:
         compute_s = time.monotonic() - started
         self._failures = 0
         self._compute.add(compute_s)
-        self._inline_key = batch[0].key if len(batch) == 1 and compute_s <= INLINE_MAX_S else None
+        fast = len(batch) == 1 and compute_s <= self._inline_max_s
+        self._inline_key = batch[0].key if fast else None
         self._row_compute.add(compute_s / max(1, sum(p.rows for p in batch)))
         self._deliver(batch, outputs, started, compute_s)
 
     def _runs_inline(self, batch: list[_Pending]) -> bool:
-        """A lone request of the shape that last ran in at most INLINE_MAX_S, recent runs too."""
+        """A lone request of the shape that last ran within `inline_max_ms`, recent runs too."""
         return (
             len(batch) == 1
             and not self._queue
             and batch[0].key == self._inline_key
-            and 0 < self._compute.value <= INLINE_MAX_S
+            and 0 < self._compute.value <= self._inline_max_s
         )
 
     def _failure(self, exc: Exception) -> Exception:

@@ -227,3 +227,25 @@ def test_a_model_that_drops_the_batch_dimension_never_mixes_callers():
 
     for i, result in enumerate(_run(main())):
         assert np.allclose(result.outputs["y"], i) and result.outputs["y"].shape == (1, 4)
+
+
+def test_a_burst_before_the_worker_wakes_fills_the_queue_and_one_batch():
+    model = Recorder()
+    model.gate.clear()  # held, so nothing finishes while the burst is queued
+
+    async def main():
+        batcher = DynamicBatcher(model, BatchingSpec(1, 0.0, 2), "m")
+        batcher.start()
+        # One batch (1 row) about to run plus a full queue (2): all in before the worker runs.
+        burst = [asyncio.ensure_future(batcher.submit(_feeds(i))) for i in (1, 2, 3)]
+        await asyncio.sleep(0)
+        while batcher.depth != 2:  # the worker took the first one
+            await asyncio.sleep(0.01)
+        with pytest.raises(QueueFullError):
+            await batcher.submit(_feeds(4))
+        model.gate.set()
+        results = await asyncio.gather(*burst)
+        await batcher.close()
+        return results
+
+    assert len(_run(main())) == 3
