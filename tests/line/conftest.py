@@ -32,14 +32,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str | Callable[[], str]
+) -> object:
+    """`condition()` once it is truthy; `what` (or what it returns, read at the end) names it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    described = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {described}")
 
 
 def stop_pid(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
@@ -205,7 +209,12 @@ class LineClient(Process):
             found = self.verdicts()
             return found if len(found) >= count else None
 
-        return wait_for(enough, timeout, f"{count} verdicts:\n{self.output()[-2000:]}")
+        return wait_for(enough, timeout, lambda: f"{count} verdicts:\n{self.diagnosis()}")
+
+    def diagnosis(self) -> str:
+        """What the client printed and the last lines of its log (its events say where it is)."""
+        tail = self.jsonl.read_text()[-2000:] if self.jsonl.exists() else "(no log yet)"
+        return f"stderr:\n{self.output()[-2000:]}\nlog tail:\n{tail}"
 
 
 @pytest.fixture(scope="session")

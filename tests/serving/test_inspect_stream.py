@@ -94,10 +94,12 @@ class Gate:
 
     def __init__(self, server: ServerThread, model: str) -> None:
         self.open = threading.Event()
+        self.entered = threading.Event()  # a run reached the gate
         self._batcher = server.server.repository.get(model).batcher
         self._run = self._batcher._run
 
         def gated(feeds):
+            self.entered.set()
             if not self.open.wait(TIMEOUT_S * 2):
                 raise TimeoutError("the test never opened the gate")
             return self._run(feeds)
@@ -260,8 +262,7 @@ def test_latest_drops_exactly_the_stale_frames(server, client):
     assert after - before == 2
 
 
-# Wide enough that frame 1 reaches the held run fresh on a loaded machine (at 300 ms a loaded CI
-# run dropped frame 1 on the way in and held frame 2 instead).
+# Frames go stale this long after capture; the test sleeps past it once they are queued.
 STALE_MS = 2000
 
 
@@ -269,7 +270,13 @@ def test_latest_drops_frames_that_went_stale_while_the_model_was_busy(server, cl
     gate = Gate(server, "bright-serial")  # one frame per run: the others wait in the queue
 
     def frames() -> Iterator[pb.Frame]:
-        for seq in range(1, 7):  # stamped when the client sends it
+        # Frame 1 carries no capture time (its age counts from arrival) and the rest are sent
+        # only once it runs: a loaded machine cannot make frame 1 stale on its way in (CI once
+        # dropped it there and held frame 2 instead, at 300 ms and again at 2000 ms).
+        yield VisionClient.frame(SQUARE, 1, 0)
+        if not gate.entered.wait(TIMEOUT_S):
+            raise AssertionError("frame 1 never reached the model")
+        for seq in range(2, 7):  # stamped when the client sends it
             yield VisionClient.frame(SQUARE, seq, time.time_ns())
 
     try:
