@@ -214,7 +214,11 @@ class LineClient(Process):
     def diagnosis(self) -> str:
         """What the client printed and the last lines of its log (its events say where it is)."""
         tail = self.jsonl.read_text()[-2000:] if self.jsonl.exists() else "(no log yet)"
-        return f"stderr:\n{self.output()[-2000:]}\nlog tail:\n{tail}"
+        others = "".join(  # the server's and the RTSP server's logs sit beside the client's
+            f"\n{log.name} tail:\n{log.read_text(errors='replace')[-1500:]}"
+            for log in sorted(self.jsonl.parent.glob("*.log"))
+        )
+        return f"stderr:\n{self.output()[-2000:]}\nlog tail:\n{tail}{others}"
 
 
 @pytest.fixture(scope="session")
