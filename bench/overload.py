@@ -67,6 +67,7 @@ class Phase:
     seconds: float = 0.0
     answers: list[tuple[str, float, float]] = field(default_factory=list)  # code, latency, end
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds: server, client
+    threads: dict[str, float] = field(default_factory=dict)  # server CPU s per thread name
 
     def latencies(self, code: str) -> list[float]:
         """Latencies (s) of the answers with status `code`."""
@@ -90,6 +91,7 @@ class Phase:
             "shed_ms": _percentiles(shed),
             "codes": dict(Counter(c for c, _, _ in self.answers)),
             "cpu_s": {k: round(v, 2) for k, v in self.cpu.items()},
+            "server_thread_cpu_s": {k: round(v, 2) for k, v in self.threads.items() if v >= 0.01},
         }
 
 
@@ -241,10 +243,38 @@ def cpu_s(pid: int) -> float:
 async def with_cpu(pid: int, load) -> Phase:
     """Run the phase `load` (a coroutine) and record the CPU seconds the server and this
     client used meanwhile: a cost per answer that the machine's other load does not distort."""
-    server, client = cpu_s(pid), time.process_time()
+    server, client, threads = cpu_s(pid), time.process_time(), thread_cpu_s(pid)
     phase = await load
     phase.cpu = {"server": cpu_s(pid) - server, "client": time.process_time() - client}
+    after = thread_cpu_s(pid)
+    phase.threads = {k: v - threads.get(k, 0.0) for k, v in sorted(after.items())}
     return phase
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (threads of one name summed) of process `pid` so far; its
+    main thread (the asyncio event loop of `vision serve`) is `main`."""
+    times: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        times[name] = times.get(name, 0.0) + seconds
+    return times
+
+
+def pin_threads(pid: int, cpus: str) -> None:
+    """Pin every thread of `pid` to `cpus` (taskset syntax). `taskset` at the start is not
+    enough: onnxruntime sets its own affinity on its intra-op threads when a session is made
+    (seen: two threads of a server started under `taskset -c 0` on CPU 1), so a pinned server
+    would otherwise compute on the load generator's core too."""
+    if cpus:
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True
+        )
 
 
 def rss_mb(pid: int) -> float:
@@ -310,6 +340,7 @@ async def measure_api(
     """Capacity, each overload multiple with its recovery, and RSS, for one API."""
     address, pid, http_port = server
     await closed_loop(address, method, payload, args.concurrency, 3.0, "warm-up")
+    pin_threads(pid, args.server_cpus)  # after the model's sessions made their threads
     rss_before = rss_mb(pid)
     capacity = await with_cpu(
         pid, closed_loop(address, method, payload, args.concurrency, args.phase_s, "capacity")
