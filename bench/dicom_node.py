@@ -36,6 +36,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,6 +179,29 @@ def split(
     }
 
 
+def repeated(count: int, one: Callable[[int], dict]) -> dict:
+    """`one(i)` run `count` times (new studies each time): the run of median total, with every
+    run's stages and the median of each stage and of the non-inference share."""
+    runs = [one(i) for i in range(count)]
+    if count == 1:
+        return runs[0]
+    by_total = sorted(runs, key=lambda r: r["total_s"])
+    out = dict(by_total[(count - 1) // 2])
+    out["runs"] = runs
+    out["median_s"] = {
+        stage: statistics.median(r["stages_s"][stage] for r in runs)
+        for stage in STAGES
+        if all(r["stages_s"][stage] is not None for r in runs)
+    }
+    out["median_s"]["total"] = statistics.median(r["total_s"] for r in runs)
+    shares = [r["non_inference_share"] for r in runs if r["non_inference_share"] is not None]
+    out["non_inference_share_median"] = statistics.median(shares) if shares else None
+    out["non_inference_s_median"] = statistics.median(
+        r["total_s"] - r["stages_s"]["infer"] for r in runs if r["stages_s"]["infer"] is not None
+    )
+    return out
+
+
 def outbox_throughput(bench: Bench, studies: int) -> dict:
     """PACS down, `studies` smear studies processed, PACS up: results/s out of the backlog."""
     bench.pacs.stop()
@@ -265,6 +289,14 @@ def table(report: dict) -> str:
             + (f"{share:8.1%}" if share is not None else "       ?")
             + f"  {r.get('acked_s', 0.0):8.3f}"
         )
+        if "median_s" in r:
+            m = r["median_s"]
+            rows.append(
+                f"  median of {len(r['runs'])}: "
+                + "  ".join(f"{s} {m[s]:.3f}" for s in STAGES if s in m)
+                + f"  total {m['total']:.3f}  non-inference {r['non_inference_s_median']:.3f} s"
+                + f" ({r['non_inference_share_median']:.1%})"
+            )
     if "outbox" in report:
         o = report["outbox"]
         rows.append(
@@ -301,7 +333,10 @@ def run(args: argparse.Namespace, root: Path) -> dict:
             frames = 10 if args.quick else args.frames
             push_and_split(bench, wrap.fundus_study(bench.folder / "warm", 1))  # warm-up
             scenarios = {
-                "2d": lambda: push_and_split(bench, wrap.fundus_study(bench.folder / "2d", 1)),
+                "2d": lambda: repeated(
+                    args.repeat,
+                    lambda i: push_and_split(bench, wrap.fundus_study(bench.folder / f"2d-{i}", 1)),
+                ),
                 "series": lambda: push_and_split(
                     bench, wrap.fundus_study(bench.folder / "s", frames)
                 ),
@@ -333,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--quick", action="store_true", help="10-image series, 5 outbox studies")
     p.add_argument("--frames", type=int, default=100, help="images in the series scenario")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="2d: this many studies, one after another (medians)"
+    )
     p.add_argument("--outbox-studies", type=int, default=20)
     p.add_argument("--senders", type=int, default=10)
     p.add_argument("--node-arg", action="append", default=[], help="extra flag for the node")

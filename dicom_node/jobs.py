@@ -182,16 +182,18 @@ class JobStore:
         self.clock = clock
         self.database.executescript(_JOBS_SCHEMA)
 
-    def upsert(self, job: str, state: JobState, **fields: Any) -> None:
+    def upsert(self, job: str, state: JobState, *, durable: bool = True, **fields: Any) -> None:
         """Create job `job` or move it to `state`, updating the given fields (`JOB_FIELDS`).
 
         A reason must not carry patient attributes (UIDs, status codes and model names only).
         Moving to any state but `failed` clears the reason unless one is given. `queued` on a
         job the outbox already settled (`sent`, `failed`) updates the fields, not the state.
+        `durable=False` commits without fsync (`Database.transaction`): for marks whose loss
+        to a power cut repeats work (a job not yet queued runs again from the spool).
         """
         if JobState(state) is not JobState.FAILED:
             fields.setdefault("reason", "")
-        with self.database.transaction() as conn:
+        with self.database.transaction(durable=durable) as conn:
             row = conn.execute("SELECT state FROM jobs WHERE job_id = ?", (job,)).fetchone()
             if JobState(state) is JobState.QUEUED and row and row[0] in _DELIVERED:
                 state = JobState(row[0])  # the outbox already settled it: keep state and reason

@@ -135,9 +135,13 @@ class DicomNode:
             )
         await self.plane.run_in_worker(self.outbox.stop)
 
-    async def _job(self, job: str, state: JobState, **fields: object) -> None:
-        """Record a job's state off the event loop (SQLite commits are fsynced)."""
-        await self.plane.run_in_worker(lambda: self.jobs.upsert(job, state, **fields))
+    async def _job(
+        self, job: str, state: JobState, *, durable: bool = True, **fields: object
+    ) -> None:
+        """Record a job's state off the event loop (fsynced unless `durable=False`: see
+        `JobStore.upsert`)."""
+        upsert = functools.partial(self.jobs.upsert, job, state, durable=durable, **fields)
+        await self.plane.run_in_worker(upsert)
 
     def _on_series_complete(self, series: Series) -> None:
         """Called from the assembler's thread: process the series on the event loop."""
@@ -172,7 +176,10 @@ class DicomNode:
     ) -> None:
         job = job_id(series, model)
         fields = {**_series_fields(series), "model": model, "rule": rule}
-        await self._job(job, JobState.RECEIVED, **fields, assembled_at=time.time())
+        # `received` and `inferred` are not fsynced: until the job's results are queued
+        # (durably) its source instances are not marked processed, so a job whose marks a power
+        # cut lost runs again from the spool on restart, with the same result UIDs
+        await self._job(job, JobState.RECEIVED, durable=False, **fields, assembled_at=time.time())
         ahead: list[str] = []  # SOP Instance UIDs of results queued while the series is inferred
         try:
             if self.plane.model_info(model).config.task == VOLUMETRIC:
@@ -185,8 +192,10 @@ class DicomNode:
                     datasets, model, functools.partial(self._send_ahead, job, ahead)
                 )
                 self._notify_series(sources, predictions)
-            # one commit (fsync) for both marks: nothing durable happens between them
-            await self._job(job, JobState.INFERRED, inferred_at=inferred_at, encoded_at=time.time())
+            # one commit for both marks (not fsynced: see `received` above)
+            encoded_at = time.time()
+            marks = {"inferred_at": inferred_at, "encoded_at": encoded_at}
+            await self._job(job, JobState.INFERRED, durable=False, **marks)
             if self.deid is not None:  # de-identified: UIDs mapped under the node's key
                 results = await self.plane.run_in_worker(self.deid.apply_all, results)
             rest = [ds for ds in results if str(ds.SOPInstanceUID) not in set(ahead)]
@@ -259,15 +268,18 @@ class DicomNode:
         """`ResultStream` fed instance by instance as predictions complete; (results, inferred)."""
         stream: ResultStream | None = None
         results: list[pydicom.Dataset] = []
-        for start, end in _instance_spans(sources):
+        spans = _instance_spans(sources)
+        inferred_at = time.time()
+        for n, (start, end) in enumerate(spans, start=1):
             predictions = list(await asyncio.gather(*pending[start:end]))
+            inferred_at = time.time()  # the last span's: every frame inferred
             if stream is None:
                 stream = self._stream(model, predictions[0].version)
             add = functools.partial(stream.add, sources[start:end], predictions)
             parts = await self.plane.run_in_worker(add)
-            await send_ahead(parts)
+            if n < len(spans):  # the last instance's SEG goes with the SR and GSPS: one write,
+                await send_ahead(parts)  # one fsync and one association instead of two
             results += parts
-        inferred_at = time.time()
         assert stream is not None  # a series has at least one frame
         results += await self.plane.run_in_worker(stream.finish)
         return results, inferred_at

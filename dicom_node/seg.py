@@ -23,6 +23,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
+from dicom_node import iod_lookups  # noqa: F401 - highdicom's IOD look-ups memoised
 from dicom_node.uids import MANUFACTURER, Producer, SourceFrame, result_uids, unique_instances
 from vision.types import SegmentationResult
 

@@ -4,16 +4,18 @@ once; GSPS polylines written from raw bytes are the bytes highdicom writes."""
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 import pydicom
+from highdicom import _standard_utils as highdicom_standard
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dicom_node import sr
+from dicom_node import iod_lookups, sr
 from dicom_node.gsps import _polyline
 from dicom_node.results import ResultStream, build_results, source_frames
 from dicom_node.seg import mask_segmentations
@@ -163,3 +165,60 @@ def test_fast_comprehensive_sr_is_the_document_highdicom_builds() -> None:
     assert _stable(fast) == _stable(hd.sr.Comprehensive3DSR(**kwargs))
     groups = hd.sr.srread(io.BytesIO(_bytes(fast))).content.get_planar_roi_measurement_groups()
     assert len(groups) == 3  # every mask's group is in the document, not only the first
+
+
+def _outcome(lookup, *args: object) -> object:
+    """`lookup(*args)`, or the type of what it raised (some IODs name modules that
+    highdicom's tables lack: both versions raise KeyError for them)."""
+    try:
+        return lookup(*args)
+    except KeyError as error:
+        return type(error)
+
+
+def test_memoised_iod_lookups_answer_as_highdicom_does() -> None:
+    from highdicom._standard_utils import get_sop_class_iod_map
+
+    assert highdicom_standard.is_attribute_in_iod is iod_lookups.is_attribute_in_iod  # installed
+    keywords = ("ContentDate", "ContentTime", "NumberOfFrames", "PixelData", "FrameOfReferenceUID")
+    answered = 0
+    for sop_class in get_sop_class_iod_map():
+        for keyword in keywords:
+            for exclude in (None, ["IconImageSequence"]):
+                original = _outcome(
+                    iod_lookups.ORIGINAL_IS_ATTRIBUTE_IN_IOD, keyword, sop_class, exclude
+                )
+                assert (
+                    _outcome(iod_lookups.is_attribute_in_iod, keyword, sop_class, exclude)
+                    == original
+                )
+                answered += isinstance(original, bool)
+        expected = _outcome(iod_lookups.ORIGINAL_DOES_IOD_HAVE_PIXEL_DATA, sop_class)
+        assert _outcome(iod_lookups.does_iod_have_pixel_data, sop_class) == expected
+    assert answered > 1000  # most classes have every module in highdicom's tables
+    for lookup in (iod_lookups.is_attribute_in_iod, iod_lookups.ORIGINAL_IS_ATTRIBUTE_IN_IOD):
+        try:
+            lookup("ContentDate", "1.2.3.4.5")
+        except KeyError as error:
+            assert "No IOD found" in str(error)
+        else:
+            raise AssertionError("an unknown SOP class was answered")
+
+
+def test_results_with_memoised_lookups_are_the_objects_highdicom_builds(monkeypatch) -> None:
+    sources = _series(2)
+    predictions = [_prediction(ds, _masks(ds)) for ds in sources]
+    fast = build_results(sources, predictions, "retina-vessels", "3", LABELS)
+    originals = {
+        iod_lookups.is_attribute_in_iod: iod_lookups.ORIGINAL_IS_ATTRIBUTE_IN_IOD,
+        iod_lookups.does_iod_have_pixel_data: iod_lookups.ORIGINAL_DOES_IOD_HAVE_PIXEL_DATA,
+    }
+    for name, module in list(sys.modules.items()):
+        if module is not None and name.startswith("highdicom"):
+            for attribute, value in list(vars(module).items()):
+                if callable(value) and value in originals:
+                    monkeypatch.setattr(module, attribute, originals[value])
+    assert highdicom_standard.is_attribute_in_iod is iod_lookups.ORIGINAL_IS_ATTRIBUTE_IN_IOD
+    plain = build_results(sources, predictions, "retina-vessels", "3", LABELS)
+    assert [str(ds.Modality) for ds in fast] == ["SEG", "SEG", "SR", "PR"]
+    assert [_stable(ds) for ds in fast] == [_stable(ds) for ds in plain]
