@@ -35,13 +35,29 @@ def decode_png(data: bytes) -> np.ndarray:
 
 def encode_rle(mask: np.ndarray) -> list[int]:
     """Row-major run lengths of an HxW mask, alternating off/on, starting with off (maybe 0)."""
-    flat = np.asarray(mask).reshape(-1) != 0
+    flat = np.asarray(mask).reshape(-1)
+    if flat.dtype != bool:
+        flat = flat != 0
     if flat.size == 0:
         return [0]
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], changes, [flat.size]))
+    bounds = np.concatenate(([0], *_changes(flat), [flat.size]))
     runs = np.diff(bounds).tolist()
     return [0, *runs] if flat[0] else runs
+
+
+_RLE_CHUNK = 1 << 20
+
+
+def _changes(flat: np.ndarray) -> list[np.ndarray]:
+    """The indices i where flat[i] != flat[i - 1], a chunk at a time (temporaries stay small:
+    a whole volume's mask is tens of MB)."""
+    found = []
+    for start in range(0, flat.size - 1, _RLE_CHUNK):
+        stop = min(start + _RLE_CHUNK, flat.size - 1)
+        index = np.flatnonzero(flat[start + 1 : stop + 1] != flat[start:stop])
+        if len(index):
+            found.append(index + (start + 1))
+    return found
 
 
 def decode_rle(counts: list[int], height: int, width: int) -> np.ndarray:

@@ -117,35 +117,47 @@ MIXED = 255
 """The code, in the gathered label map, of an output voxel whose cell has mixed corners."""
 
 
+def _cell_extremes(plane: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 copies of `plane` [h, w] holding the largest and the smallest label over each
+    cell's corners: the voxel and its next neighbour along each of `axes` (0 rows, 1 columns;
+    the last index is its own neighbour)."""
+    high = plane.astype(np.uint8)
+    low = high.copy()
+    for axis in axes:
+        head = (slice(0, -1), slice(None)) if axis == 0 else (slice(None), slice(0, -1))
+        tail = (slice(1, None), slice(None)) if axis == 0 else (slice(None), slice(1, None))
+        high[head] = np.maximum(high[head], high[tail])
+        low[head] = np.minimum(low[head], low[tail])
+    return high, low
+
+
 def _coded(labels: np.ndarray, maps: AxisMaps) -> np.ndarray:
     """uint8 [d, h, w]: the label where the cell starting at a model voxel has one label at all
-    its corners (along the resampled axes), `MIXED` where they differ."""
-    coded = labels.astype(np.uint8)  # a copy: labels are < MIXED (checked by the caller)
-    high, low = coded, coded
-    for axis in (a for a in range(3) if maps.resampled(a)):
-        high = np.maximum(high, _next(high, axis), out=None if high is coded else high)
-        low = np.minimum(low, _next(low, axis), out=None if low is coded else low)
-    coded[high != low] = MIXED
+    its corners (along the resampled axes), `MIXED` where they differ. Made a slice at a time:
+    every temporary is one slice (in cache; no volume-sized allocation but the result)."""
+    source = labels.view(np.uint8) if labels.dtype == bool else labels
+    plane_axes = tuple(a - 1 for a in (1, 2) if maps.resampled(a))
+    coded = np.empty(labels.shape, np.uint8)
+    ahead = _cell_extremes(source[0], plane_axes)
+    for k in range(labels.shape[0]):
+        high, low = ahead
+        if k + 1 < labels.shape[0]:
+            ahead = _cell_extremes(source[k + 1], plane_axes)
+            if maps.resampled(0):  # the cell spans slices k and k + 1
+                np.maximum(high, ahead[0], out=high)
+                np.minimum(low, ahead[1], out=low)
+        np.copyto(high, np.uint8(MIXED), where=high != low)
+        coded[k] = high
     return coded
 
 
-def _next(array: np.ndarray, axis: int) -> np.ndarray:
-    """`array` shifted by one towards lower indices along `axis`, the last index repeated."""
-    out = np.empty_like(array)
-    head, tail, last = [slice(None)] * 3, [slice(None)] * 3, [slice(None)] * 3
-    head[axis], tail[axis], last[axis] = slice(0, -1), slice(1, None), slice(-1, None)
-    out[tuple(head)] = array[tuple(tail)]
-    out[tuple(last)] = array[tuple(last)]
-    return out
-
-
-def _gather(array: np.ndarray, maps: AxisMaps) -> np.ndarray:
-    """`array` [d, h, w] at each output voxel's lower corner (nearest below), [D, H, W]."""
-    out = array
-    for axis in range(3):
-        if maps.resampled(axis):
-            out = np.take(out, maps.lo[axis], axis=axis)
-    return out
+def _gather_plane(plane: np.ndarray, maps: AxisMaps, out: np.ndarray) -> None:
+    """`plane` [h, w] at each output voxel's lower corner (nearest below), into `out` [H, W]."""
+    rows = np.take(plane, maps.lo[1], axis=0) if maps.resampled(1) else plane
+    if maps.resampled(2):
+        np.take(rows, maps.lo[2], axis=1, out=out, mode="clip")
+    else:
+        out[...] = rows
 
 
 def interpolate_at(values: np.ndarray, points: np.ndarray, maps: AxisMaps) -> np.ndarray:
@@ -178,15 +190,28 @@ def upsampled_labels(
 ) -> tuple[np.ndarray, int]:
     """Labels [d, h, w] (ints below 255, or bool) on the output grid `shape`, and how many
     voxels were interpolated: `exact(points, maps)` gives the labels at the boundary voxels
-    (flat output indices `points`, for `interpolate_at`)."""
+    (flat output indices `points`, for `interpolate_at`). The output is gathered a slice at a
+    time (an output slice's lower model slice, nearest below in-plane)."""
     maps = AxisMaps(labels.shape, shape)
     if not any(maps.resampled(a) for a in range(3)):
         return labels.copy(), 0
     if labels.dtype != bool and int(labels.max(initial=0)) >= MIXED:
         raise InvalidInputError(f"upsampled_labels: labels below {MIXED}, got {labels.max()}")
-    out = _gather(_coded(labels, maps), maps)
-    flat = out.reshape(-1)
-    points = np.flatnonzero(flat == MIXED)
+    coded = _coded(labels, maps)
+    out = np.empty(maps.target, np.uint8)
+    plane = maps.target[1] * maps.target[2]
+    found = []
+    for k, below in enumerate(maps.lo[0]):
+        if k and below == maps.lo[0][k - 1]:
+            out[k] = out[k - 1]
+        else:
+            _gather_plane(coded[below], maps, out[k])
+        mixed = np.flatnonzero(out[k] == MIXED)
+        if len(mixed):
+            found.append(mixed + k * plane)
+    points = np.concatenate(found) if found else np.empty(0, np.intp)
     if len(points):
-        flat[points] = exact(points, maps)
+        out.reshape(-1)[points] = exact(points, maps)
+    if labels.dtype == bool:
+        return out.view(bool), len(points)
     return out.astype(labels.dtype, copy=False), len(points)

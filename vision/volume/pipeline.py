@@ -197,10 +197,12 @@ class VolumePipeline:
         if self.config.postprocess.type == "argmax" and probs.shape[0] > 1:
             low = channel_argmax(probs)
             labels, _ = upsampled_labels(low, grid, _argmax_at(probs))
+            binary = probs.shape[0] == 2  # labels are 0 / 1: class 1's mask is a view
             for c in range(probs.shape[0]):
                 if c != self.config.postprocess.background_class:
-                    mask = labels.view(bool) if probs.shape[0] == 2 and c == 1 else labels == c
-                    yield c, mask, _scorer(probs[c], low == c, grid)
+                    mask = labels.view(bool) if binary and c == 1 else labels == c
+                    low_mask = low.view(bool) if binary and c == 1 else low == c
+                    yield c, mask, _scorer(probs[c], low_mask, grid)
             return
         threshold = np.float32(self.config.postprocess.mask_threshold)
         for c in range(probs.shape[0]):
