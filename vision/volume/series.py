@@ -20,10 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from vision.errors import ImageTooLargeError, InvalidInputError
-from vision.io.dicom import _frame_groups, _frame_header, modality_frames
+from vision.io.dicom import _frame_groups, _frame_header, _group_items, _prepare, modality_frames
+from vision.io.dicom_grey import grey_transform, modality_values
 from vision.io.dicom_header import DicomHeader, read_header
+from vision.io.dicom_pixels import PixelModule, check_pixel_data
 from vision.volume.sources import volume_from_nifti, volume_from_raw
 from vision.volume.types import Volume
 
@@ -175,6 +178,53 @@ def _check_size(slices: list[_Slice], max_voxels: int) -> tuple[int, int]:
     return rows, columns
 
 
+_NATIVE_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+def native_stored(ds: Dataset, module: PixelModule) -> np.ndarray | None:
+    """The stored values [frames, rows, columns] of uncompressed little-endian grey pixel data
+    of 8 or 16 bits, read straight from PixelData as pydicom's native decoder reads it (the
+    bits above BitsStored ignored, signed values sign-extended); None for anything else
+    (compressed, big-endian, colour, 1 or 32 bits), which goes through pydicom. `module` is
+    `vision.io.dicom._prepare`'s: every check has been made."""
+    if module.syntax not in _NATIVE_SYNTAXES or not module.grey or module.samples != 1:
+        return None
+    if module.bits_allocated not in (8, 16):
+        return None
+    dtype = np.dtype(f"<{'ui'[module.pixel_representation]}{module.bits_allocated // 8}")
+    data = check_pixel_data(ds, module)
+    stored = np.frombuffer(data, dtype, count=module.pixels)
+    shift = module.bits_allocated - module.bits_stored
+    if shift:
+        stored = np.right_shift(np.left_shift(stored, shift), shift)
+    return stored.reshape(module.frames, module.rows, module.columns)
+
+
+def _modality_into(out: np.ndarray, ds: Dataset, module: PixelModule, frame: int, raw) -> None:
+    """`raw`'s stored values through the frame's modality transform into float32 `out`: the
+    values `modality_frames` gives (integers plus an integral intercept are exact in float32)."""
+    items = _group_items(_frame_groups(ds, frame), "PixelValueTransformationSequence")
+    transform = grey_transform(ds, items, module, window=False)
+    exact = transform.modality_lut is None and transform.slope == 1.0
+    if exact and float(transform.intercept).is_integer() and abs(transform.intercept) < 2**23:
+        np.add(raw, np.float32(transform.intercept), out=out, dtype=np.float32)
+    else:
+        out[...] = modality_values(transform, raw)
+
+
+def _frames(ds: Dataset):
+    """(frame index, float32 modality values) of `ds`: the native fast path or pydicom's."""
+    module = _prepare(ds, 0)
+    stored = native_stored(ds, module)
+    if stored is None:
+        yield from enumerate(modality_frames(ds))
+        return
+    for frame in range(module.frames):
+        values = np.empty(stored.shape[1:], np.float32)
+        _modality_into(values, ds, module, frame, stored[frame])
+        yield frame, values
+
+
 def _decode(
     datasets: Sequence[Dataset], slices: list[_Slice], shape: tuple[int, int]
 ) -> np.ndarray:
@@ -183,7 +233,7 @@ def _decode(
     where = {(s.dataset, s.frame): k for k, s in enumerate(slices)}
     for index in sorted({s.dataset for s in slices}):
         ds = datasets[index]
-        for frame, values in enumerate(modality_frames(ds)):
+        for frame, values in _frames(ds):
             if values.shape != shape:
                 raise InvalidInputError(
                     f"instance {index + 1} frame {frame + 1} has pixels of shape "
