@@ -292,9 +292,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(models: Path, cpus: str = "") -> Iterator[tuple[str, int, int]]:
+def served(
+    models: Path, cpus: str = "", max_concurrent_rpcs: int = 0
+) -> Iterator[tuple[str, int, int]]:
     """`python -m app serve` over `models` on loopback (on `cpus` when given, `taskset`
-    syntax); yields (gRPC address, pid, HTTP port); SIGTERM at exit."""
+    syntax; with `--grpc-max-concurrent-rpcs` when `max_concurrent_rpcs`); yields (gRPC
+    address, pid, HTTP port); SIGTERM at exit."""
     port, http_port = _free_port(), _free_port()
     pinned = ["taskset", "-c", cpus] if cpus else []
     command = [
@@ -314,6 +317,8 @@ def served(models: Path, cpus: str = "") -> Iterator[tuple[str, int, int]]:
         "--log-level",
         "WARNING",
     ]
+    if max_concurrent_rpcs:
+        command += ["--grpc-max-concurrent-rpcs", str(max_concurrent_rpcs)]
     env = {k: v for k, v in os.environ.items() if k != "VISION_API_KEY"}
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
     try:
@@ -434,7 +439,7 @@ async def run(args: argparse.Namespace) -> dict:
     """Every measurement, on one server."""
     with (
         tempfile.TemporaryDirectory() as tmp,
-        served(repository(Path(tmp)), args.server_cpus) as server,
+        served(repository(Path(tmp)), args.server_cpus, args.grpc_max_concurrent_rpcs) as server,
     ):
         address, pid, _ = server
         apis = [
@@ -500,6 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soak-interval-s", type=float, default=30.0)
     p.add_argument("--server-cpus", default="", help="pin the server (taskset -c syntax: 0 or 0-1)")
     p.add_argument("--client-cpus", default="", help="pin this load generator (e.g. 1)")
+    p.add_argument(
+        "--grpc-max-concurrent-rpcs",
+        type=int,
+        default=0,
+        help="serve with grpc.aio's own limit (opt-in lever; 0 off)",
+    )
     p.add_argument("--output", type=Path, default=RESULTS)
     return p
 
