@@ -93,6 +93,7 @@ def test_dicom_window_level_and_view_persistence(browser, review_server, shot):
         assert page.locator("#open-ohif").count() == 0, "no PACS configured: no OHIF link"
         shot(page, "3-zoom-kept")
         key(page, "0")
+        _redrawn(page, lambda: view_transform(page)["rel"] == 1)  # data-view is set when drawn
         assert view_transform(page)["rel"] == 1
         assert page.errors == [], page.errors
     finally:
