@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -242,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     report["command"] = "python -m bench.overload_ceiling " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    from vision.reports import write_json  # matplotlib: only when a report is written
+
+    print(f"wrote {write_json(report, args.output)}")
     return 0
 
 
