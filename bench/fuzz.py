@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "command": f"python -m bench.fuzz --inputs {args.inputs} --seed {args.seed} "
         f"--workers {args.workers} --pool {args.pool}",
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
         "inputs": tally.total,
         "seconds": round(seconds, 1),
         "inputs_per_s": round(tally.total / seconds, 1),
