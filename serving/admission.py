@@ -21,7 +21,7 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,7 +35,14 @@ if TYPE_CHECKING:
 # time left, so that a slower batch than usual still answers before the deadline.
 DEADLINE_SHARE = 0.8
 
-__all__ = ["Admission", "ModelGate", "OverloadedError", "ShuttingDownError", "Ticket"]
+__all__ = [
+    "Admission",
+    "Intake",
+    "ModelGate",
+    "OverloadedError",
+    "ShuttingDownError",
+    "Ticket",
+]
 
 
 class OverloadedError(QueueFullError):
@@ -236,6 +243,20 @@ class Admission:
         if self._idle is not None:
             self._idle.clear()
 
+    @property
+    def closing(self) -> bool:
+        """Whether the server began shutting down (every new request is refused)."""
+        return self._closing
+
+    def deadline_fits(self, model: ModelVersion, deadline: float, rows: int = 1) -> bool:
+        """Whether a request of `rows` for `model` admitted now could meet `deadline`, as
+        admission would judge it (always, with nothing ahead: see `_check_deadline`)."""
+        gate = self.gate(model.name)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        return gate.ahead == 0 or gate.estimate_s(model, rows) <= DEADLINE_SHARE * left
+
     def _check_deadline(
         self, gate: ModelGate, model: ModelVersion, deadline: float | None, rows: int
     ) -> None:
@@ -305,3 +326,82 @@ class Admission:
     def snapshot(self) -> dict[str, int]:
         """Tickets held per model (for tests and the metrics)."""
         return {name: gate.admitted for name, gate in sorted(self._gates.items())}
+
+
+class Intake:
+    """A server-wide bound on calls held before their model is known: gRPC ModelInfer calls
+    whose message is being received, parsed, admitted or served.
+
+    The model a ModelInfer names is inside its message, so a per-model gate can only refuse it
+    after the whole message (2 MB for one 416x416 FP32 image) has been received and parsed. The
+    intake refuses before that: a call takes a place here first (`take`), before its message
+    is read, and gives it back when it is answered (`release`). Its limit is the sum of the
+    places of the models that serve (`Admission.limit_for` of each: a server with one model
+    refuses here exactly when that model's gate would), or a fixed number of calls when given.
+    Refused at once (OverloadedError, with the models' retry hint) when every place is held,
+    when the deadline cannot be met on any model (`Admission.deadline_fits`), or while the
+    server shuts down.
+    """
+
+    def __init__(
+        self,
+        admission: Admission,
+        versions: Callable[[], Sequence[ModelVersion]],
+        limit: int = 0,
+    ) -> None:
+        """`versions`: the latest version of each model that serves now; `limit`: calls held
+        at once (0: the sum of those models' places)."""
+        self._admission = admission
+        self._versions = versions
+        self._limit = limit
+        self.held = 0
+
+    def limit_for(self, versions: Sequence[ModelVersion]) -> int:
+        """Calls that may be held at once with `versions` serving (at least one, so that a call
+        naming no loaded model is read and told why)."""
+        if self._limit > 0:
+            return self._limit
+        return max(1, sum(self._admission.limit_for(v) for v in versions))
+
+    def take(self, deadline: float | None) -> None:
+        """Take one place, or refuse (before the message is read) when none is free; the
+        caller gives it back with `release` once the call is answered."""
+        self._check(deadline)
+        self.held += 1
+
+    def release(self) -> None:
+        """Give back a place taken by `take`."""
+        self.held -= 1
+
+    def _check(self, deadline: float | None) -> None:
+        admission = self._admission
+        if admission.closing:
+            raise ShuttingDownError("the server is shutting down; retry on another replica")
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceededError("the deadline passed before the request was read")
+        versions = self._versions()
+        limit = self.limit_for(versions)
+        if self.held >= limit:
+            hint = _retry_hint_ms(admission, versions)
+            raise OverloadedError(
+                f"the server is at capacity ({self.held} of {limit} inference calls held); "
+                f"retry after {hint} ms with backoff, or on another replica",
+                hint,
+            )
+        fits = (admission.deadline_fits(v, deadline) for v in versions)
+        if deadline is not None and versions and not any(fits):
+            hint = _retry_hint_ms(admission, versions)
+            left_ms = (deadline - time.monotonic()) * 1000.0
+            raise OverloadedError(
+                f"no model can answer in the {left_ms:.0f} ms the deadline leaves "
+                f"({self.held} inference calls held); retry after {hint} ms or with a longer "
+                "deadline",
+                hint,
+            )
+
+
+def _retry_hint_ms(admission: Admission, versions: Sequence[ModelVersion]) -> int:
+    """The soonest any model's gate expects a place back (its retry hint)."""
+    if not versions:
+        return 10
+    return min(admission.gate(v.name).retry_hint_ms(v) for v in versions)

@@ -129,7 +129,20 @@ def _decoded(request: Any, method: str) -> Any:
     return _decoded_stream(request, method) if hasattr(request, "__aiter__") else request
 
 
+def _ended(context: grpc.aio.ServicerContext) -> bool:
+    """Whether the call's deadline has passed or the client cancelled it: no status can be
+    sent any more (the client has its own DEADLINE_EXCEEDED or CANCELLED)."""
+    return context.time_remaining() == 0 or context.cancelled()
+
+
 async def _abort_for(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
+    if _ended(context):
+        # Sending a status on an ended call fails in gRPC's core (ExecuteBatchError, logged
+        # with a traceback). The request was counted as abandoned where it ended
+        # (`serving.accounting`); the call just ends, as a cancelled one does.
+        if not isinstance(exc, VisionError):
+            log.error("%s failed unexpectedly after its call ended", method, exc_info=exc)
+        raise asyncio.CancelledError from exc
     if isinstance(exc, VisionError | NotImplementedError):
         code = status_for(exc)
         log.info("%s -> %s: %s", method, code.name, type(exc).__name__)

@@ -9,13 +9,18 @@ to a registered shared-memory region (`serving/shared_memory.py`).
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import AsyncIterator
 
+import grpc
 import numpy as np
 
 from protos.inference import grpc_service_pb2 as pb
 from protos.inference import grpc_service_pb2_grpc as pb_grpc
+from serving.admission import Intake
 from serving.dataplane import DataPlane
 from serving.model_info import TensorMetadata
+from serving.repository import READY, ModelVersion
 from serving.rpc.kserve_wire import InferCall, InferReply
 from serving.rpc.vision_servicer import deadline_of
 from serving.shared_memory import (
@@ -33,7 +38,9 @@ from serving.tensors import (
     tensor_from_bytes,
     tensor_from_values,
 )
-from vision.errors import InvalidInputError
+from vision.errors import DeadlineExceededError, InvalidInputError, VisionError
+
+INFER_API = "infer"  # the api label of ModelInfer in the metrics (as the data plane's)
 
 _CONTENT_FIELDS = {
     "BOOL": "bool_contents",
@@ -160,12 +167,23 @@ def _tensor_messages(specs: tuple[TensorMetadata, ...]) -> list:
     ]
 
 
+def serving_versions(plane: DataPlane) -> list[ModelVersion]:
+    """The latest version of every READY model: where a ModelInfer may be admitted."""
+    entries = plane._repository.entries()  # noqa: SLF001 - the data plane exposes no list
+    return [e.latest() for e in entries if e.state == READY and e.latest() is not None]
+
+
 class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Health, metadata, inference, repository and statistics endpoints of KServe v2."""
 
-    def __init__(self, plane: DataPlane, shm: SharedMemoryRegistry | None = None) -> None:
+    def __init__(
+        self, plane: DataPlane, shm: SharedMemoryRegistry | None = None, intake_limit: int = 0
+    ) -> None:
+        """`intake_limit`: ModelInfer calls held at once before their model is known (0: the
+        sum of the serving models' admission places; `serving.admission.Intake`)."""
         self._plane = plane
         self._shm = shm if shm is not None else SharedMemoryRegistry()
+        self.intake = Intake(plane.admission, lambda: serving_versions(plane), intake_limit)
 
     async def ServerLive(self, request, context):  # noqa: N802
         """Liveness: the process answers."""
@@ -196,6 +214,34 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             inputs=_tensor_messages(meta.inputs),
             outputs=_tensor_messages(meta.outputs),
         )
+
+    async def ModelInferUnread(  # noqa: N802
+        self, calls: AsyncIterator[InferCall], context: grpc.aio.ServicerContext
+    ) -> InferReply:
+        """ModelInfer as the server registers it (stream-unary on the wire, which a unary client
+        cannot tell): the intake admits the call before its one message is read, so a refusal
+        costs no receiving or parsing (the client's upload ends with the call)."""
+        start = time.perf_counter()
+        try:
+            self.intake.take(deadline_of(context))
+        except VisionError as exc:
+            self._count_unread(exc, time.perf_counter() - start)
+            raise
+        try:
+            call = await anext(aiter(calls), None)
+            if call is None:
+                raise InvalidInputError("the call carried no ModelInferRequest message")
+            return await self.ModelInfer(call, context)
+        finally:
+            self.intake.release()
+
+    def _count_unread(self, error: Exception, seconds: float) -> None:
+        """A call refused before its message (and so its model) was known: counted with an
+        empty model and version."""
+        metrics = self._plane.metrics
+        if isinstance(error, DeadlineExceededError):
+            metrics.observe_abandoned(INFER_API, "", "", "deadline")
+        metrics.observe_request(INFER_API, "", "", type(error).__name__, seconds)
 
     async def ModelInfer(self, call, context):  # noqa: N802
         """Raw or shared-memory tensors through the model's batcher."""

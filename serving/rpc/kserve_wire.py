@@ -133,12 +133,17 @@ class _Recorder:
 
 
 def add_kserve_servicer(servicer: pb_grpc.GRPCInferenceServiceServicer, server) -> None:
-    """Register the KServe servicer with the lean ModelInfer codec (the rest as generated)."""
+    """Register the KServe servicer with the lean ModelInfer codec (the rest as generated).
+
+    ModelInfer is registered stream-unary (`servicer.ModelInferUnread`): a unary client's call
+    is the same on the wire (HTTP/2 headers, one length-prefixed message, end of stream), but
+    gRPC hands the handler a request iterator as soon as the headers are in, so the call can be
+    refused before its message is received and parsed (`serving.admission.Intake`)."""
     recorder = _Recorder()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, recorder)
     handlers = recorder.handlers
-    handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
-        servicer.ModelInfer,
+    handlers["ModelInfer"] = grpc.stream_unary_rpc_method_handler(
+        servicer.ModelInferUnread,
         request_deserializer=split_request,
         response_serializer=serialize_reply,
     )

@@ -1,0 +1,194 @@
+"""KServe gRPC ModelInfer on a real loopback server: refused before its message is read.
+
+ModelInfer is registered stream-unary, so the server decides before gRPC hands it the message:
+with every intake place held (one model: its admission places), a call is refused
+RESOURCE_EXHAUSTED with the retry trailer, and the request deserializer never ran for it.
+Unary clients (the generated stub here; tritonclient in tests/tritonclient_suite) are served as
+before, and authentication still comes first.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from protos.inference import grpc_service_pb2 as kserve_pb
+from protos.inference import grpc_service_pb2_grpc as kserve_grpc
+from serving.rpc import kserve_wire
+from tests.faults.helpers import HeldRuns, admitted, sample, wait_for, wrap_session
+from tests.serving.conftest import ServerThread, start_server
+from tests.serving.tiny_models import brightness_segmenter, segmenter_config, write_config
+
+PLACES = 3  # max_queue_size 2 + max_batch_size 1: the intake's limit with this one model
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+PUSHBACK = "grpc-retry-pushback-ms"
+TOKEN = "intake-test-token"
+
+
+class CountingReads:
+    """Stands in for the lean ModelInfer deserializer, counting the messages it parsed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self._parse: Callable = kserve_wire.split_request
+
+    def __call__(self, data: bytes) -> kserve_wire.InferCall:
+        with self._lock:
+            self.count += 1
+        return self._parse(data)
+
+
+@pytest.fixture()
+def reads(monkeypatch: pytest.MonkeyPatch) -> CountingReads:
+    counter = CountingReads()
+    monkeypatch.setattr(kserve_wire, "split_request", counter)  # add_kserve_servicer reads it
+    return counter
+
+
+def _one_model(root: Path) -> Path:
+    write_config(segmenter_config("tight", max_batch_size=1, max_queue_size=2), root / "tight")
+    brightness_segmenter(root / "tight" / "1" / "model.onnx")
+    return root
+
+
+def _server(root: Path, **overrides: object) -> Iterator[ServerThread]:
+    running = start_server(_one_model(root), **overrides)
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def server(tmp_path: Path, reads: CountingReads) -> Iterator[ServerThread]:
+    yield from _server(tmp_path / "models")
+
+
+@pytest.fixture()
+def signed_server(tmp_path: Path, reads: CountingReads) -> Iterator[ServerThread]:
+    yield from _server(tmp_path / "models", api_key=TOKEN)
+
+
+def _request() -> kserve_pb.ModelInferRequest:
+    tensor = kserve_pb.ModelInferRequest.InferInputTensor(
+        name="images", datatype="FP32", shape=[1, 3, 64, 64]
+    )
+    raw = np.zeros((1, 3, 64, 64), np.float32).tobytes()
+    return kserve_pb.ModelInferRequest(
+        model_name="tight", inputs=[tensor], raw_input_contents=[raw]
+    )
+
+
+def _refusal(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def _trailer(error: grpc.RpcError, key: str) -> str | None:
+    return dict(error.trailing_metadata() or ()).get(key)
+
+
+def _unread_refusals(server: ServerThread) -> float:
+    labels = {"api": "infer", "model": "", "version": "", "error": "OverloadedError"}
+    return sample(server, "vision_request_failures_total", **labels)
+
+
+def _fill(
+    stub: kserve_grpc.GRPCInferenceServiceStub,
+    server: ServerThread,
+    pool: concurrent.futures.Executor,
+    metadata: tuple = (),
+) -> list[concurrent.futures.Future]:
+    """Every place of the held model taken by a ModelInfer that is waiting for its run."""
+    calls = [
+        pool.submit(stub.ModelInfer, _request(), timeout=60, metadata=metadata)
+        for _ in range(PLACES)
+    ]
+    wait_for(lambda: admitted(server, "tight") == PLACES, "a full gate")
+    return calls
+
+
+def test_a_full_intake_refuses_before_the_message_is_read(server, reads):
+    with grpc.insecure_channel(server.address) as channel:
+        stub = kserve_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ModelInfer(_request(), timeout=60).outputs  # a unary client is served
+        held = HeldRuns(server, "tight")
+        try:
+            with concurrent.futures.ThreadPoolExecutor(PLACES) as pool:
+                calls = _fill(stub, server, pool)
+                before = reads.count
+                error = _refusal(lambda: stub.ModelInfer(_request(), timeout=60))
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "retry after" in error.details()
+                assert int(_trailer(error, PUSHBACK)) >= 10
+                # Bytes no parser could take: refused for capacity, so never parsed.
+                garbage = channel.unary_unary(MODEL_INFER)
+                error = _refusal(lambda: garbage(b"\xff not a ModelInferRequest", timeout=60))
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert reads.count == before
+                held.release()
+                assert all(call.result(timeout=60).outputs for call in calls)
+        finally:
+            held.release()
+        wait_for(lambda: admitted(server, "tight") == 0, "every place back")
+        assert stub.ModelInfer(_request(), timeout=60).outputs  # recovered at once
+    assert _unread_refusals(server) == 2
+
+
+def test_an_undecodable_message_read_below_the_limit_is_invalid(server):
+    with grpc.insecure_channel(server.address) as channel:
+        garbage = channel.unary_unary(MODEL_INFER)
+        error = _refusal(lambda: garbage(b"\xff not a ModelInferRequest", timeout=60))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_deadline_no_model_can_meet_is_refused_unread(server, reads):
+    restore = wrap_session(server, "tight", lambda: time.sleep(1.0))  # 1 s a run
+    try:
+        with (
+            grpc.insecure_channel(server.address) as channel,
+            concurrent.futures.ThreadPoolExecutor(2) as pool,
+        ):
+            stub = kserve_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ModelInfer(_request(), timeout=60).outputs  # measured once
+            calls = [pool.submit(stub.ModelInfer, _request(), timeout=60) for _ in range(2)]
+            wait_for(lambda: admitted(server, "tight") == 2, "two requests ahead")
+            before = reads.count
+            # One runs, one waits: an answer needs about 3 s; this call allows 1.5 s.
+            error = _refusal(lambda: stub.ModelInfer(_request(), timeout=1.5))
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "deadline leaves" in error.details()
+            assert _trailer(error, PUSHBACK) is not None
+            assert reads.count == before
+            assert all(call.result(timeout=60).outputs for call in calls)
+    finally:
+        restore()
+
+
+def test_authentication_comes_before_the_intake_and_the_read(signed_server, reads):
+    bearer = (("authorization", f"Bearer {TOKEN}"),)
+    with grpc.insecure_channel(signed_server.address) as channel:
+        stub = kserve_grpc.GRPCInferenceServiceStub(channel)
+        error = _refusal(lambda: stub.ModelInfer(_request(), timeout=60))
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert reads.count == 0
+        held = HeldRuns(signed_server, "tight")
+        try:
+            with concurrent.futures.ThreadPoolExecutor(PLACES) as pool:
+                calls = _fill(stub, signed_server, pool, bearer)
+                error = _refusal(lambda: stub.ModelInfer(_request(), timeout=60))
+                assert error.code() == grpc.StatusCode.UNAUTHENTICATED  # not told it is full
+                error = _refusal(lambda: stub.ModelInfer(_request(), timeout=60, metadata=bearer))
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert reads.count == PLACES
+                held.release()
+                assert all(call.result(timeout=60).outputs for call in calls)
+        finally:
+            held.release()
