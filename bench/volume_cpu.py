@@ -5,7 +5,8 @@ a stage waits for a core while other users' processes run. Process CPU time
 (`time.process_time`, every thread of this process, ONNX Runtime's pool included) does not,
 so this runs the served pipeline's own functions — `serving.volumes.assemble`,
 `VolumePipeline.preprocess`, the windows of `plan_windows` in batches of the config's
-`max_batch_size` through an `OnnxModel` with the config's runtime options, `Blender`, the
+`max_batch_size` through an `OnnxModel` with the config's runtime options, `Blender` (a
+two-class argmax output folded to its logit difference, as served), the
 mirroring passes, `postprocess_probabilities` and the servicer's run-length encoding — and
 reports each stage's CPU time and the share that is not inference.
 """
@@ -41,7 +42,7 @@ def _pass(model: OnnxModel, pipeline: VolumePipeline, tensor: np.ndarray, clock:
     padded, pad = _cpu(clock, "blend", pad_to_patch, tensor, spec.patch)
     windows = plan_windows(padded.shape[1:], spec.patch, spec.overlap)
     size = max(config.batching.max_batch_size, 1)
-    blender = None
+    blender, fold = None, False
     for start in range(0, len(windows), size):
         chunk = windows[start : start + size]
         batch = _cpu(
@@ -49,13 +50,14 @@ def _pass(model: OnnxModel, pipeline: VolumePipeline, tensor: np.ndarray, clock:
         )
         feeds = {model.inputs[0].name: batch}
         out = _cpu(clock, "inference", model.run, feeds)[model.output_names[0]]
-        if blender is None:
-            blender = Blender(
-                out.shape[1], padded.shape[1:], spec.patch, spec.blend, spec.sigma_scale
-            )
+        if blender is None:  # as served: a two-class argmax output blended as its difference
+            fold = pipeline.folds_two_classes() and out.shape[1] == 2
+            channels = 1 if fold else out.shape[1]
+            blender = Blender(channels, padded.shape[1:], spec.patch, spec.blend, spec.sigma_scale)
+        add = blender.add_difference if fold else blender.add
         for window, probs in zip(chunk, out, strict=True):
-            _cpu(clock, "blend", blender.add, window, probs)
-    return _cpu(clock, "blend", blender.result, pad), len(windows)
+            _cpu(clock, "blend", add, window, probs)
+    return _cpu(clock, "blend", blender.result, pad), len(windows), fold
 
 
 def _encode(result: Any) -> list:
@@ -74,11 +76,15 @@ def cpu_stages(model_dir: Path, source: VolumeSource, repeats: int) -> dict[str,
         tensor, meta = _cpu(clock, "preprocess", pipeline.preprocess, volume)
         mean, windows = ProbabilityMean(), 0
         for axes in pipeline.passes():
-            output, count = _pass(model, pipeline, flip_spatial(tensor, axes), clock)
+            output, count, fold = _pass(model, pipeline, flip_spatial(tensor, axes), clock)
             windows += count
-            probs = _cpu(clock, "postprocess", pipeline.probabilities, output, True)
+            if fold:
+                probs = _cpu(clock, "postprocess", pipeline.difference_probability, output)
+            else:
+                probs = _cpu(clock, "postprocess", pipeline.probabilities, output, True)
             _cpu(clock, "postprocess", mean.add, probs, axes)
-        result = _cpu(clock, "postprocess", pipeline.postprocess_probabilities, mean.result(), meta)
+        finish = pipeline.postprocess_two_classes if fold else pipeline.postprocess_probabilities
+        result = _cpu(clock, "postprocess", finish, mean.result(), meta)
         _cpu(clock, "encode", _encode, result)
         runs.append(clock)
     stages = sorted({k for r in runs for k in r})

@@ -6,7 +6,9 @@ geometry) becomes a `vision.volume.Volume` and `VolumePipeline.preprocess` norma
 resamples it to the model's spacing; every sliding window of the padded tensor then goes
 through the model version's dynamic batcher on its own (a bounded number in flight), so the
 windows of one volume batch together and with other requests; each window's output is blended
-(`vision.volume.Blender`, MONAI's weighting) as it comes back. With test-time mirroring
+(`vision.volume.Blender`, MONAI's weighting) as it comes back — a two-class argmax model's as its
+logit difference alone (class 1's probability is its logistic, the argmax its sign: half the
+blending, one channel after it). With test-time mirroring
 (`volume.tta_flips`) this runs once more per flip on the flipped tensor; each pass's
 probabilities are flipped back and averaged (`vision.volume.tta.ProbabilityMean`), and
 `VolumePipeline.postprocess_probabilities` maps them back to the volume's grid (and
@@ -164,52 +166,73 @@ async def segment_volume(
     volume, pipeline, meta, tensor, timings = await run_in_worker(
         _prepare, model, source, max_voxels
     )
-    mean, windows, post_s = ProbabilityMean(), 0, 0.0
+    mean, windows, post_s, folded = ProbabilityMean(), 0, 0.0, False
     timings.update(sliding_window_ms=0.0, queue_ms=0.0, inference_ms=0.0)
     passes = pipeline.passes()
+    fold = pipeline.folds_two_classes()
     for axes in passes:  # test-time mirroring: () alone unless the config lists flips
         t = time.perf_counter()
-        inferred = await infer_windows(model, flip_spatial(tensor, axes), deadline, run_in_worker)
+        flipped = flip_spatial(tensor, axes)
+        inferred = await infer_windows(model, flipped, deadline, run_in_worker, fold)
         timings["sliding_window_ms"] += _ms(t)
         timings["queue_ms"] += inferred.queue_ms / len(passes)
         timings["inference_ms"] += inferred.inference_ms
         windows += len(inferred.windows)
+        folded = inferred.folded
         t = time.perf_counter()
-        await run_in_worker(_add_pass, pipeline, mean, inferred.output, axes)
+        await run_in_worker(_add_pass, pipeline, mean, inferred, axes)
         post_s += time.perf_counter() - t
     t = time.perf_counter()
-    result = await run_in_worker(pipeline.postprocess_probabilities, mean.result(), meta)
+    finish = pipeline.postprocess_two_classes if folded else pipeline.postprocess_probabilities
+    result = await run_in_worker(finish, mean.result(), meta)
     timings["postprocess_ms"] = _ms(t) + post_s * 1000.0
     timings["total_ms"] = _ms(start)
     return VolumePrediction(model.name, model.version, volume, result, timings, windows)
 
 
-def _add_pass(pipeline: VolumePipeline, mean: ProbabilityMean, output: np.ndarray, axes) -> None:
-    """Worker job: one pass's blended output as probabilities, flipped back, into the mean."""
-    mean.add(pipeline.probabilities(output, in_place=True), axes)
+def _add_pass(
+    pipeline: VolumePipeline, mean: ProbabilityMean, inferred: WindowedOutput, axes
+) -> None:
+    """Worker job: one pass's blended output as probabilities, flipped back, into the mean
+    (a folded pass: class 1's probability alone)."""
+    if inferred.folded:
+        probs = pipeline.difference_probability(inferred.output)
+    else:
+        probs = pipeline.probabilities(inferred.output, in_place=True)
+    mean.add(probs, axes)
 
 
 @dataclass
 class WindowedOutput:
     """The blended model output [K, D', H', W'] of a preprocessed volume and how it was made:
-    the windows, their mean time in the batch queue and their share of the batches' compute."""
+    the windows, their mean time in the batch queue and their share of the batches' compute.
+    `folded`: a two-channel output blended as its logit difference, class 1 minus class 0
+    ([1, D', H', W'])."""
 
     output: np.ndarray
     windows: list[Window]
     queue_ms: float
     inference_ms: float
+    folded: bool = False
 
 
 async def infer_windows(
-    model: ModelVersion, tensor: np.ndarray, deadline: float | None, run_in_worker: Worker
+    model: ModelVersion,
+    tensor: np.ndarray,
+    deadline: float | None,
+    run_in_worker: Worker,
+    fold_two_classes: bool = False,
 ) -> WindowedOutput:
     """Every sliding window of `tensor` [C, D', H', W'] through the model's batcher, at most
     `_in_flight(model)` queued at once, each blended as it comes back (MONAI's weighting; the
-    model's raw output). The first failure cancels the windows still running and is raised."""
+    model's raw output). The first failure cancels the windows still running and is raised.
+
+    `fold_two_classes` (for an argmax model): a two-channel output is blended as its logit
+    difference alone (`Blender.add_difference`, half the blending; `WindowedOutput.folded`)."""
     spec = model.config.volume
     padded, pad = pad_to_patch(tensor, spec.patch)
     windows = plan_windows(padded.shape[1:], spec.patch, spec.overlap)
-    state: dict[str, Any] = {"blender": None, "queue_s": 0.0, "compute_s": 0.0}
+    state: dict[str, Any] = {"blender": None, "queue_s": 0.0, "compute_s": 0.0, "fold": False}
     lock = asyncio.Lock()  # one blend at a time: windows overlap
     slots = asyncio.Semaphore(_in_flight(model))
     name = model.config.input.name
@@ -223,15 +246,20 @@ async def infer_windows(
         state["compute_s"] += batch.compute_s / max(batch.batch_size, 1)
         async with lock:
             if state["blender"] is None:
+                state["fold"] = fold_two_classes and output.shape[0] == 2
+                channels = 1 if state["fold"] else output.shape[0]
                 state["blender"] = Blender(
-                    output.shape[0], padded.shape[1:], spec.patch, spec.blend, spec.sigma_scale
+                    channels, padded.shape[1:], spec.patch, spec.blend, spec.sigma_scale
                 )
-            await run_in_worker(state["blender"].add, window, output)
+            blender = state["blender"]
+            add = blender.add_difference if state["fold"] else blender.add
+            await run_in_worker(add, window, output)
 
     await _all_or_nothing([one(w) for w in windows])
     output = await run_in_worker(state["blender"].result, pad)
     queue_ms = state["queue_s"] * 1000.0 / len(windows)
-    return WindowedOutput(output, windows, queue_ms, state["compute_s"] * 1000.0)
+    compute_ms = state["compute_s"] * 1000.0
+    return WindowedOutput(output, windows, queue_ms, compute_ms, state["fold"])
 
 
 def _in_flight(model: ModelVersion) -> int:

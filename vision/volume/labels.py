@@ -162,27 +162,40 @@ def _gather_plane(plane: np.ndarray, maps: AxisMaps, out: np.ndarray) -> None:
 
 def interpolate_at(values: np.ndarray, points: np.ndarray, maps: AxisMaps) -> np.ndarray:
     """Trilinear values [K, N] of `values` [K, d, h, w] at the output voxels whose flat (C
-    order) indices on the output grid are `points`."""
+    order) indices on the output grid are `points`.
+
+    The corners' flat offsets and weights are built per axis once, and per (z, y) corner pair
+    once for both x corners; each corner's weight is the same float32 product (z, then y,
+    then x) and the corners are summed in the same order as one at a time."""
     _, height, width = maps.target
     z, rest = np.divmod(points, height * width)
     y, x = np.divmod(rest, width)
     flat = values.reshape(values.shape[0], -1)
-    d, h, w = maps.source
-    lo = [maps.lo[0][z], maps.lo[1][y], maps.lo[2][x]]
-    hi = [maps.hi[0][z], maps.hi[1][y], maps.hi[2][x]]
-    wt = [maps.w[0][z], maps.w[1][y], maps.w[2][x]]
+    _, h, w = maps.source
+    rows = [maps.lo[0][z] * h, maps.hi[0][z] * h]
+    cols = [maps.lo[1][y], maps.hi[1][y]]
+    cells = [maps.lo[2][x], maps.hi[2][x]]
+    one = np.float32(1.0)
+    weights = [(one - maps.w[a][i], maps.w[a][i]) for a, i in enumerate((z, y, x))]
     out = np.zeros((values.shape[0], len(points)), np.float32)
+    gathered = np.empty_like(out)
     for dz in (0, 1):
         for dy in (0, 1):
+            line = (rows[dz] + cols[dy]) * w
+            plane_weight = weights[0][dz] * weights[1][dy]
             for dx in (0, 1):
-                steps = (dz, dy, dx)
-                index = [(hi if s else lo)[a] for a, s in enumerate(steps)]
-                weight = np.ones(len(points), np.float32)
-                for a, step in enumerate(steps):
-                    weight *= wt[a] if step else np.float32(1.0) - wt[a]
-                source = (index[0] * h + index[1]) * w + index[2]
-                out += np.take(flat, source, axis=1) * weight
+                _gather(flat, line + cells[dx], gathered)
+                gathered *= plane_weight * weights[2][dx]
+                out += gathered
     return out
+
+
+def _gather(flat: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """`flat` [K, n] at `index` into `out` [K, N] (one channel: a 1-D take, cheaper)."""
+    if flat.shape[0] == 1:
+        np.take(flat[0], index, out=out[0])
+    else:
+        np.take(flat, index, axis=1, out=out)
 
 
 def upsampled_labels(

@@ -169,6 +169,37 @@ class VolumePipeline:
             return softmax_in_place(output)
         return sigmoid_in_place(output)
 
+    def folds_two_classes(self) -> bool:
+        """Whether a two-channel output may be blended as its logit difference alone
+        (`Blender.add_difference`): argmax postprocessing, where class 1's probability is the
+        logistic of the difference and the argmax its sign."""
+        return self.config.postprocess.type == "argmax"
+
+    def difference_probability(self, difference: np.ndarray) -> np.ndarray:
+        """Class 1's probability [1, D', H', W'] from a blended logit difference (class 1 minus
+        class 0) of a two-class argmax model, overwriting a float32 `difference`."""
+        if difference.ndim != 4 or difference.shape[0] != 1:
+            raise InvalidInputError(
+                f"logit difference [1, D, H, W] expected, got {difference.shape}"
+            )
+        if difference.dtype != np.float32:
+            difference = difference.astype(np.float32)
+        return sigmoid_in_place(difference)
+
+    def postprocess_two_classes(self, class1: np.ndarray, meta: VolumeMeta) -> VolumeResult:
+        """`postprocess_probabilities` of a two-class argmax model given class 1's (averaged)
+        probability [1, D', H', W'] alone; class 0's is 1 minus it, made only when class 0
+        gets a mask (`background_class` is not 0). The labels are the same: with p0 = 1 - p1
+        in float32, p1 > p0 exactly where p1 > 0.5."""
+        if class1.ndim != 4 or class1.shape[0] != 1:
+            raise InvalidInputError(
+                f"class 1 probabilities [1, D, H, W] expected, got {class1.shape}"
+            )
+        if self.config.postprocess.background_class != 0:
+            both = np.concatenate([np.float32(1.0) - class1, class1])
+            return self.postprocess_probabilities(both, meta)
+        return self._result(self._class1_masks(class1[0], grid_of(meta)), meta)
+
     def postprocess(self, output: np.ndarray, meta: VolumeMeta) -> VolumeResult:
         """Masks on the original grid from one pass's blended model output [K, D', H', W']."""
         return self.postprocess_probabilities(self.probabilities(output), meta)
@@ -177,11 +208,15 @@ class VolumePipeline:
         """Masks on the original grid from (averaged) probabilities [K, D', H', W']."""
         if probs.ndim != 4:
             raise InvalidInputError(f"probabilities [K, D, H, W] expected, got {probs.shape}")
+        return self._result(self._masks(probs, grid_of(meta)), meta)
+
+    def _result(self, candidates: Iterator[tuple], meta: VolumeMeta) -> VolumeResult:
+        """The masks of `candidates` (class id, canonical mask, score function) that are kept,
+        mapped back to the volume's orientation."""
         turn = meta.reorientation
-        grid = turn.shape(meta.shape) if turn else meta.shape
         voxel_mm3 = float(np.prod(meta.spacing_mm))
         masks = []
-        for class_id, mask, score in self._masks(probs, grid):
+        for class_id, mask, score in candidates:
             count = int(np.count_nonzero(mask))
             if count == 0 or count < self.config.volume.min_voxels:
                 continue
@@ -191,6 +226,12 @@ class VolumePipeline:
             label = _label(self.config.labels, class_id)
             masks.append(VolumeMask(class_id, label, value, mask, count, count * voxel_mm3))
         return VolumeResult(masks=masks, shape=meta.shape, spacing_mm=meta.spacing_mm)
+
+    def _class1_masks(self, class1: np.ndarray, grid: tuple[int, int, int]) -> Iterator[tuple]:
+        """Class 1's candidate mask from its probability [D', H', W'] (p1 > 0.5)."""
+        low = np.greater(class1, np.float32(0.5)).view(np.uint8)
+        labels, _ = upsampled_labels(low, grid, _above_half_at(class1[None]))
+        yield 1, labels.view(bool), _scorer(class1, low.view(bool), grid)
 
     def _masks(self, probs: np.ndarray, grid: tuple[int, int, int]) -> Iterator[tuple]:
         """(class id, bool mask on the canonical grid, score function) per candidate class."""
@@ -215,14 +256,30 @@ class VolumePipeline:
             yield c, mask, _scorer(probs[c], channel[0] > threshold, grid)
 
 
+def grid_of(meta: VolumeMeta) -> tuple[int, int, int]:
+    """The volume's grid in the model's (canonical) orientation: where masks are made."""
+    turn = meta.reorientation
+    return turn.shape(meta.shape) if turn else meta.shape
+
+
 def _argmax_at(probs: np.ndarray):
     """The exact argmax of `probs` linearly resampled, at boundary voxels (two classes: one
     channel interpolated, class 1 where it is above one half, as argmax breaks ties to 0)."""
+    if probs.shape[0] == 2:
+        return _above_half_at(probs[1:])
 
     def labels(points: np.ndarray, maps: AxisMaps) -> np.ndarray:
-        if probs.shape[0] == 2:
-            return (interpolate_at(probs[1:], points, maps)[0] > np.float32(0.5)).astype(np.uint8)
         return channel_argmax(interpolate_at(probs, points, maps))
+
+    return labels
+
+
+def _above_half_at(class1: np.ndarray):
+    """1 where class 1's probability [1, d, h, w] linearly resampled is above one half, at
+    boundary voxels (uint8)."""
+
+    def labels(points: np.ndarray, maps: AxisMaps) -> np.ndarray:
+        return (interpolate_at(class1, points, maps)[0] > np.float32(0.5)).astype(np.uint8)
 
     return labels
 

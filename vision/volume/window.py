@@ -18,7 +18,7 @@ from __future__ import annotations
 import ast
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,6 +29,8 @@ PadSpec = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 """(before, after) zero padding of each spatial axis (D, H, W)."""
 
 BLENDS = ("gaussian", "constant")
+_CHUNK_VOXELS = 1 << 16
+"""Values a Blender weights and adds at once (a few z-planes of a window: 256 KiB, in cache)."""
 
 
 def _triple(value: float | Sequence[float], name: str) -> tuple[float, float, float]:
@@ -153,23 +155,59 @@ class Blender:
         self.weights = importance_map(self.patch, blend, sigma_scale)
         self._key = (shape, self.patch, blend, str(sigma_scale))
         self._sum = np.zeros((int(channels), *shape), dtype=np.float32)
-        self._scratch = np.empty((int(channels), *self.patch), dtype=np.float32)
+        plane = self.patch[1] * self.patch[2]
+        self._step = max(1, min(self.patch[0], _CHUNK_VOXELS // max(plane * int(channels), 1)))
+        self._scratch = np.empty((int(channels), self._step, *self.patch[1:]), dtype=np.float32)
         self._starts: list[tuple[int, int, int]] = []
         self.windows_added = 0
         self._divided = False
 
     def add(self, window: Window, probs: np.ndarray) -> None:
-        """Add one window's output `probs` [K, pd, ph, pw] at `window` (from `plan_windows`)."""
-        expected = (self._sum.shape[0], *self.patch)
-        if tuple(probs.shape) != expected:
+        """Add one window's output `probs` [K, pd, ph, pw] at `window` (from `plan_windows`).
+
+        Weighted and summed a few z-planes at a time (the scratch stays in cache); each voxel
+        gets the same float32 product and sum as in one step."""
+        self._check(probs, self._sum.shape[0])
+        for z, scratch in self._chunks():
+            step = scratch.shape[1]
+            np.multiply(probs[:, z : z + step], self.weights[z : z + step], out=scratch)
+            self._accumulate(window, z, scratch)
+        self._added(window)
+
+    def add_difference(self, window: Window, logits: np.ndarray) -> None:
+        """Add `logits[1] - logits[0]` of a two-channel window output [2, pd, ph, pw] as this
+        one-channel Blender's value: the blended difference, from which a two-class argmax
+        and softmax follow (`softmax([a, b])[1] == sigmoid(b - a)`), at half the blending."""
+        if self._sum.shape[0] != 1:
+            raise InvalidInputError("Blender.add_difference: make the Blender with one channel")
+        self._check(logits, 2)
+        for z, scratch in self._chunks():
+            step = scratch.shape[1]
+            np.subtract(logits[1, z : z + step], logits[0, z : z + step], out=scratch[0])
+            scratch *= self.weights[z : z + step]
+            self._accumulate(window, z, scratch)
+        self._added(window)
+
+    def _check(self, output: np.ndarray, channels: int) -> None:
+        expected = (channels, *self.patch)
+        if tuple(output.shape) != expected:
             raise InvalidInputError(
-                f"window output of shape {tuple(probs.shape)}; expected {expected} "
+                f"window output of shape {tuple(output.shape)}; expected {expected} "
                 "(channels, patch): the model must return one value per input voxel"
             )
         if self._divided:
             raise InvalidInputError("Blender.add after result: make a new Blender per volume")
-        np.multiply(probs, self.weights, out=self._scratch)
-        self._sum[(slice(None), *window)] += self._scratch
+
+    def _chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first z of the window, scratch [K, step or fewer, ph, pw]) over the patch's depth."""
+        for z in range(0, self.patch[0], self._step):
+            yield z, self._scratch[:, : min(self._step, self.patch[0] - z)]
+
+    def _accumulate(self, window: Window, z: int, scratch: np.ndarray) -> None:
+        start = window[0].start + z
+        self._sum[:, start : start + scratch.shape[1], window[1], window[2]] += scratch
+
+    def _added(self, window: Window) -> None:
         self._starts.append((window[0].start, window[1].start, window[2].start))
         self.windows_added += 1
 
