@@ -239,7 +239,9 @@ async def infer_windows(
 
     async def one(window: Window) -> None:
         async with slots:
-            feed = np.ascontiguousarray(padded[(slice(None), *window)])[np.newaxis]
+            # A view: the batcher's concatenation (or ONNX Runtime, for a batch of one) makes
+            # the one contiguous copy, off the event loop.
+            feed = padded[(slice(None), *window)][np.newaxis]
             batch = await model.batcher.submit({name: feed}, deadline)
         output = _output(batch.outputs, model.config.postprocess.output)[0]
         state["queue_s"] += batch.queue_s
