@@ -1,7 +1,7 @@
 """Overload benchmark: capacity, then 5x and 10x of it with 5 s deadlines, on a real server.
 
     python -m bench.overload [--phase-s 15] [--multiples 5,10] [--soak-minutes 0]
-        [--server-cpus 0 --client-cpus 1]
+        [--server-cpus 0 --client-cpus 1] [--apis kserve] [--rate-base R] [--server-log PATH]
 
 Starts `python -m app serve` on loopback over the bundled blood-cells detector and, for each API
 (vision.v1 Detect with a BCCD JPEG, KServe ModelInfer with a raw FP32 tensor):
@@ -21,7 +21,9 @@ does wall-clock goodput). With `--soak-minutes M` it then offers 80 % of the Det
 M minutes and records RSS and latency per interval. The client runs on the same machine as the
 server, so both share its cores unless `--server-cpus` / `--client-cpus` pin them apart
 (`taskset` lists): the figures are for this machine. What one refusal costs is measured on its
-own by `python -m bench.shed_cost`.
+own by `python -m bench.shed_cost`. `--rate-base R` offers the multiples of R req/s instead of
+the capacity just measured (the same load in every run on a machine whose other load varies);
+`--server-log PATH` keeps the server's output and counts its ERROR lines per overload phase.
 """
 
 from __future__ import annotations
@@ -290,13 +292,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_log_errors(log: Path | None) -> int:
+    """ERROR lines in the server's log so far (0 without a log)."""
+    if log is None or not log.is_file():
+        return 0
+    with log.open(errors="replace") as lines:
+        return sum(1 for line in lines if " ERROR " in line)
+
+
 @contextlib.contextmanager
 def served(
-    models: Path, cpus: str = "", max_concurrent_rpcs: int = 0
+    models: Path, cpus: str = "", max_concurrent_rpcs: int = 0, log: Path | None = None
 ) -> Iterator[tuple[str, int, int]]:
     """`python -m app serve` over `models` on loopback (on `cpus` when given, `taskset`
-    syntax; with `--grpc-max-concurrent-rpcs` when `max_concurrent_rpcs`); yields (gRPC
-    address, pid, HTTP port); SIGTERM at exit."""
+    syntax; with `--grpc-max-concurrent-rpcs` when `max_concurrent_rpcs`; its output to `log`
+    when given); yields (gRPC address, pid, HTTP port); SIGTERM at exit."""
     port, http_port = _free_port(), _free_port()
     pinned = ["taskset", "-c", cpus] if cpus else []
     command = [
@@ -319,15 +329,17 @@ def served(
     if max_concurrent_rpcs:
         command += ["--grpc-max-concurrent-rpcs", str(max_concurrent_rpcs)]
     env = {k: v for k, v in os.environ.items() if k != "VISION_API_KEY"}
-    proc = subprocess.Popen(command, cwd=ROOT, env=env)
-    try:
-        yield f"127.0.0.1:{port}", proc.pid, http_port
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(log.open("w")) if log is not None else None
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
         try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            yield f"127.0.0.1:{port}", proc.pid, http_port
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def repository(tmp: Path) -> Path:
@@ -339,9 +351,15 @@ def repository(tmp: Path) -> Path:
 
 
 async def measure_api(
-    server: tuple[str, int, int], api: str, method: str, payload: bytes, args: argparse.Namespace
+    server: tuple[str, int, int],
+    api: str,
+    method: str,
+    payload: bytes,
+    args: argparse.Namespace,
+    log: Path | None = None,
 ) -> dict:
-    """Capacity, each overload multiple with its recovery, and RSS, for one API."""
+    """Capacity, each overload multiple with its recovery, and RSS, for one API (`log`: the
+    server's log, whose ERROR lines each overload phase counts)."""
     address, pid, http_port = server
     await closed_loop(address, method, payload, args.concurrency, 3.0, "warm-up")
     pin_threads(pid, args.server_cpus)  # after the model's sessions made their threads
@@ -351,16 +369,17 @@ async def measure_api(
     )
     cap = capacity.rate()
     print(f"{api}: capacity {cap:.1f} req/s (closed loop, {args.concurrency} callers)", flush=True)
+    base = args.rate_base or cap
     phases = [capacity.summary(cap)]
     for multiple in args.multiples:
-        counted = server_counters(http_port)
+        counted, errors_before = server_counters(http_port), server_log_errors(log)
         over = await with_cpu(
             pid,
             open_loop(
                 address,
                 method,
                 payload,
-                multiple * cap,
+                multiple * base,
                 args.phase_s,
                 args.deadline_s,
                 f"{multiple}x",
@@ -372,7 +391,11 @@ async def measure_api(
         recovery = await closed_loop(
             address, method, payload, args.concurrency, min(5.0, args.phase_s), f"after {multiple}x"
         )
-        row = over.summary(cap) | {"rss_mb_at_end": round(rss_peak, 1)}
+        row = over.summary(cap) | {
+            "rate_per_s": round(multiple * base, 1),
+            "rss_mb_at_end": round(rss_peak, 1),
+            "server_log_errors": server_log_errors(log) - errors_before,
+        }
         row["server_counts"] = _delta(server_counters(http_port), counted)
         row["recovery"] = recovery.summary(cap) | {
             "first_ok_s": round(first_ok, 3),
@@ -383,6 +406,7 @@ async def measure_api(
     return {
         "api": api,
         "capacity_per_s": round(cap, 2),
+        "rate_base_per_s": round(base, 2),
         "rss_mb_before": round(rss_before, 1),
         "rss_mb_after": round(rss_mb(pid), 1),
         "phases": phases,
@@ -396,7 +420,7 @@ def _print_overload(api: str, multiple: float, row: dict) -> None:
         f"capacity; shed p50/p99 {shed['p50']}/{shed['p99']} ms; admitted p99 "
         f"{row['admitted_ms']['p99']} ms; codes {row['codes']}; after: goodput ratio "
         f"{recovery['goodput_ratio']}, first OK {recovery['first_ok_s']} s; server counted "
-        f"{row['server_counts']}",
+        f"{row['server_counts']}; ERROR lines in the server log {row['server_log_errors']}",
         flush=True,
     )
 
@@ -436,9 +460,12 @@ async def soak(
 
 async def run(args: argparse.Namespace) -> dict:
     """Every measurement, on one server."""
+    log = args.server_log
     with (
         tempfile.TemporaryDirectory() as tmp,
-        served(repository(Path(tmp)), args.server_cpus, args.grpc_max_concurrent_rpcs) as server,
+        served(
+            repository(Path(tmp)), args.server_cpus, args.grpc_max_concurrent_rpcs, log
+        ) as server,
     ):
         address, pid, _ = server
         apis = [
@@ -446,7 +473,7 @@ async def run(args: argparse.Namespace) -> dict:
             ("KServe ModelInfer", MODEL_INFER, infer_payload()),
         ]
         results = [
-            await measure_api(server, name, method, payload, args)
+            await measure_api(server, name, method, payload, args, log)
             for name, method, payload in apis
             if name.split()[0].lower().startswith(tuple(args.apis))
         ]
@@ -509,6 +536,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="serve with grpc.aio's own limit (opt-in lever; 0 off)",
+    )
+    p.add_argument(
+        "--rate-base",
+        type=float,
+        default=0.0,
+        help="offer the multiples of this rate (req/s) instead of the capacity just measured, "
+        "so that runs on a machine whose other load varies offer the same load",
+    )
+    p.add_argument(
+        "--server-log",
+        type=Path,
+        default=None,
+        help="write the server's output here (each overload phase counts its ERROR lines)",
     )
     p.add_argument("--output", type=Path, default=RESULTS)
     return p
