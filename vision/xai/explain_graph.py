@@ -245,7 +245,16 @@ def explain_decompositions() -> dict:
 
     table = {op: fn for op, fn in decomposition_table.items() if "backward" in str(op)}
     table[_aten.convolution_backward.default] = _convolution_backward
+    table[_aten.silu_backward.default] = _silu_backward
     return table
+
+
+def _silu_backward(grad_output: Tensor, x: Tensor) -> Tensor:
+    """SiLU's input gradient with its derivative formed first: under `vmap` over K gradients
+    of one image (`vision.xai.shared_graph`), the derivative is then computed once and applied
+    with one multiplication per gradient, not two."""
+    sigmoid = torch.sigmoid(x)
+    return grad_output * (sigmoid * (1 + x * (1 - sigmoid)))
 
 
 def trace_explain(module: ExplainModule, inputs: tuple[Tensor, ...]) -> torch.fx.GraphModule:

@@ -17,6 +17,7 @@ Graph I/O: ``images`` [1, C, H, W], ``target_class`` [K] int64, ``target_anchor`
 
 from __future__ import annotations
 
+import copy
 import operator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.nn import functional as F  # noqa: N812
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from vision.xai.explain_graph import ExplainModule, cam_from, explain_decompositions, write_onnx
 from vision.xai.layers import combine_cams
@@ -47,10 +50,11 @@ class SharedExplainModule(nn.Module):
         super().__init__()
         if inner.kind not in SHARED_KINDS:
             raise ValueError(f"shared-forward graphs explain {SHARED_KINDS}, not {inner.kind!r}")
-        self.model, self.target_layers = inner.model, inner.target_layers
+        self.model, self.target_layers = fold_batch_norms(inner.model, inner.target_layers)
         self.kind, self.method = inner.kind, inner.method
         heads = getattr(self.model, "heads", None)
         self.cls_branches = [h.cls for h in heads] if heads is not None else []
+        self.local_heads = local_heads_apply(self.model, self.target_layers)
         self.probe_shapes: list[tuple[int, ...]] | None = None
 
     def _scores_fn(self, images: Tensor) -> Any:
@@ -93,6 +97,8 @@ class SharedExplainModule(nn.Module):
         self, images: Tensor, target_class: Tensor, target_anchor: Tensor
     ) -> tuple[Tensor, ...]:
         """Model outputs of the one image and the raw CAM of each of the K targets."""
+        if self.local_heads:
+            return self._forward_local(images, target_class, target_anchor)
         probes = [
             torch.zeros(shape, dtype=images.dtype, device=images.device)
             for shape in self._activation_shapes(images)
@@ -111,6 +117,64 @@ class SharedExplainModule(nn.Module):
             for a, g in zip(activations, grads, strict=True)
         ]
         return (*outputs, combine_cams(cams))
+
+    def _forward_local(
+        self, images: Tensor, target_class: Tensor, target_anchor: Tensor
+    ) -> tuple[Tensor, ...]:
+        """As `forward`, with each head's backward done on a window around its target.
+
+        A class score at one cell depends on the neck feature (the input of ``smooth.l``) only
+        within 2 cells (two 3x3 convolutions), so the smooth + class-branch backward of each
+        target runs on a 5x5 crop (`local_neck_grads`) instead of the whole level, and only
+        the dense part below the neck (laterals, top-down sums, backbone) is batched over K.
+        """
+        probes = [
+            torch.zeros(shape, dtype=images.dtype, device=images.device)
+            for shape in self._activation_shapes(images)
+        ]
+        with torch.enable_grad():
+            feats, vjp_fn, (outputs, activations) = torch.func.vjp(
+                self._neck_fn(images), *probes, has_aux=True
+            )
+            cotangents = local_neck_grads(self.model, feats, target_class, target_anchor)
+            grads = torch.func.vmap(vjp_fn)(tuple(c[:, None] for c in cotangents))
+        cams = [  # activations [1, ...] broadcast over the K gradients
+            cam_from(a, g[:, 0].detach(), self.method)
+            for a, g in zip(activations, grads, strict=True)
+        ]
+        return (*outputs, combine_cams(cams))
+
+    def _neck_fn(self, images: Tensor) -> Any:
+        """f(*probes) -> (neck features, the inputs of ``smooth.*``; (outputs, activations))."""
+
+        def run(*probes: Tensor) -> tuple[tuple, tuple]:
+            seen: list[Tensor] = []
+            feats: list[Tensor] = []
+
+            def at_layer(i: int) -> Any:
+                def hook(_m: nn.Module, _a: Any, out: Tensor) -> Tensor:
+                    seen.append(out.detach())
+                    return out + probes[i]
+
+                return hook
+
+            def at_smooth(_m: nn.Module, args: Any) -> None:
+                feats.append(args[0])
+
+            layers = enumerate(self.target_layers)
+            handles = [m.register_forward_hook(at_layer(i)) for i, m in layers]
+            handles += [s.register_forward_pre_hook(at_smooth) for s in self.model.smooth]
+            try:
+                outputs = self.model(images)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+            if len(seen) != len(probes) or len(feats) != len(self.model.smooth):
+                raise RuntimeError(f"target layers ran {len(seen)} times, not {len(probes)}")
+            return tuple(feats), (tuple(o.detach() for o in outputs), tuple(seen))
+
+        return run
 
     def _activation_shapes(self, images: Tensor) -> list[tuple[int, ...]]:
         """Shapes of the target layers' outputs for images of this size (found once, eagerly,
@@ -134,6 +198,131 @@ class SharedExplainModule(nn.Module):
                     handle.remove()
             self.probe_shapes = [seen[i] for i in range(len(self.target_layers))]
         return self.probe_shapes
+
+
+# Neck feature cells a class score at one cell depends on, each way: smooth.l's 3x3 convolution
+# and the class branch's 3x3 one.
+LOCAL_RADIUS = 2
+
+
+def local_heads_apply(model: nn.Module, target_layers: list[nn.Module]) -> bool:
+    """Whether `_forward_local` applies: the project's `Detector` layout (``lateral``,
+    ``smooth``, ``heads`` with ``cls`` = 3x3 conv block + 1x1 conv) and target layers below the
+    neck (none inside ``smooth`` or ``heads``, whose backward the local path does not form)."""
+    needed = ("lateral", "smooth", "heads")
+    if not all(isinstance(getattr(model, n, None), nn.ModuleList) for n in needed):
+        return False
+    above = {id(m) for n in ("smooth", "heads") for m in getattr(model, n).modules()}
+    if any(id(layer) in above for layer in target_layers):
+        return False
+    pairs = zip(model.smooth, model.heads, strict=True)
+    return all(_three_by_three(s) and _class_branch(h.cls) for s, h in pairs)
+
+
+def _three_by_three(block: nn.Module) -> bool:
+    """A `vision.detect.model.conv` block: 3x3 stride-1 padding-1 Conv2d first."""
+    first = block[0] if isinstance(block, nn.Sequential) and len(block) else None
+    return (
+        isinstance(first, nn.Conv2d)
+        and tuple(first.kernel_size) == (3, 3)
+        and tuple(first.stride) == (1, 1)
+        and tuple(first.padding) == (1, 1)
+        and tuple(first.dilation) == (1, 1)
+    )
+
+
+def _class_branch(cls: nn.Module) -> bool:
+    """``Sequential(conv block 3x3, Conv2d 1x1)``."""
+    if not isinstance(cls, nn.Sequential) or len(cls) != 2 or not _three_by_three(cls[0]):
+        return False
+    last = cls[1]
+    return isinstance(last, nn.Conv2d) and tuple(last.kernel_size) == (1, 1)
+
+
+def local_neck_grads(
+    model: nn.Module, feats: tuple[Tensor, ...], target_class: Tensor, target_anchor: Tensor
+) -> list[Tensor]:
+    """Per level, d(sigmoid class score of each target) / d(neck feature) [K, C, h, w].
+
+    Each target is scored on a (2r+1)^2 crop of its level's feature around its cell (zero
+    outside the map, as the 3x3 padding), with the smooth block's output zeroed outside the map
+    (the class branch's padding); the crop gradient is put back at its place. Targets of other
+    levels get zeros (their one-hot cotangent there is zero).
+    """
+    r = LOCAL_RADIUS
+    side = 2 * r + 1
+    steps = torch.arange(side, device=target_anchor.device)
+    offset = 0
+    out = []
+    for feat, smooth, head in zip(feats, model.smooth, model.heads, strict=True):
+        h, w = int(feat.shape[-2]), int(feat.shape[-1])
+        local = target_anchor - offset
+        inside = ((local >= 0) & (local < h * w)).to(feat.dtype)
+        local = local.clamp(0, h * w - 1)
+        rows, cols = local // w, local % w
+        ys = rows[:, None] + steps  # in the padded map
+        xs = cols[:, None] + steps
+        padded = F.pad(feat.detach()[0], (r, r, r, r))
+        crops = padded[:, ys[:, :, None], xs[:, None, :]].permute(1, 0, 2, 3)
+        valid = _inside(ys - r, h)[:, :, None] * _inside(xs - r, w)[:, None, :]
+        valid = valid.to(feat.dtype)[:, None]
+
+        def score(c: Tensor, smooth=smooth, head=head, valid=valid) -> Tensor:
+            s = smooth(c) * valid
+            v = head.cls[0](s)[:, :, r : r + 1, r : r + 1]
+            return head.cls[1](v).flatten(1).sigmoid()
+
+        logits, pull = torch.func.vjp(score, crops)
+        onehot = one_hot(target_class, logits.shape[1], feat.dtype) * inside[:, None]
+        (grad,) = pull(onehot)
+        out.append(_place(grad, ys, xs, h, w, r))
+        offset += h * w
+    return out
+
+
+def _inside(index: Tensor, size: int) -> Tensor:
+    return (index >= 0) & (index < size)
+
+
+def _place(grad: Tensor, ys: Tensor, xs: Tensor, h: int, w: int, r: int) -> Tensor:
+    """Crops [K, C, s, s] at (ys, xs) of the r-padded map -> [K, C, h, w] (zeros elsewhere).
+
+    Crop cells outside the map (the padding) are dropped: zeroed, and added at a clamped place.
+    """
+    k, c, side, _ = grad.shape
+    ys, xs = ys - r, xs - r
+    valid = (_inside(ys, h)[:, :, None] & _inside(xs, w)[:, None, :]).to(grad.dtype)
+    flat = ys.clamp(0, h - 1)[:, :, None] * w + xs.clamp(0, w - 1)[:, None, :]
+    flat = flat.reshape(k, 1, side * side).expand(k, c, side * side)
+    canvas = torch.zeros(k, c, h * w, dtype=grad.dtype, device=grad.device)
+    canvas = canvas.scatter_add(2, flat, (grad * valid[:, None]).reshape(k, c, side * side))
+    return canvas.reshape(k, c, h, w)
+
+
+def fold_batch_norms(
+    model: nn.Module, target_layers: list[nn.Module]
+) -> tuple[nn.Module, list[nn.Module]]:
+    """A copy of the eval-mode `model` with each Conv2d -> BatchNorm2d pair of a Sequential
+    fused into one Conv2d (and `target_layers` found in the copy).
+
+    Inference is unchanged up to rounding (ONNX Runtime fuses them anyway), but the traced
+    backward then has no per-channel BatchNorm scale to apply to every one of the K gradients.
+    A pair whose Conv2d is itself a target layer is kept: its output would change.
+    """
+    names = {id(m): n for n, m in model.named_modules()}
+    targets = {id(m) for m in target_layers}
+    folded = copy.deepcopy(model).eval()
+    originals = dict(model.named_modules())
+    for name, module in folded.named_modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, norm = module[i], module[i + 1]
+            kept = id(originals[f"{name}.{i}" if name else str(i)]) in targets
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and not kept:
+                module[i] = fuse_conv_bn_eval(conv, norm)
+                module[i + 1] = nn.Identity()
+    return folded, [folded.get_submodule(names[id(m)]) for m in target_layers]
 
 
 def shared_example(module: SharedExplainModule, example: Tensor) -> tuple[Tensor, Tensor, Tensor]:
