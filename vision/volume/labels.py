@@ -166,7 +166,8 @@ def interpolate_at(values: np.ndarray, points: np.ndarray, maps: AxisMaps) -> np
 
     The corners' flat offsets and weights are built per axis once, and per (z, y) corner pair
     once for both x corners; each corner's weight is the same float32 product (z, then y,
-    then x) and the corners are summed in the same order as one at a time."""
+    then x) and the corners are summed in the same order as one at a time. Along an axis that
+    keeps its size the upper corner (weight 0) is skipped: for finite values it adds +-0."""
     _, height, width = maps.target
     z, rest = np.divmod(points, height * width)
     y, x = np.divmod(rest, width)
@@ -179,11 +180,12 @@ def interpolate_at(values: np.ndarray, points: np.ndarray, maps: AxisMaps) -> np
     weights = [(one - maps.w[a][i], maps.w[a][i]) for a, i in enumerate((z, y, x))]
     out = np.zeros((values.shape[0], len(points)), np.float32)
     gathered = np.empty_like(out)
-    for dz in (0, 1):
-        for dy in (0, 1):
+    steps = [(0, 1) if maps.resampled(a) else (0,) for a in range(3)]
+    for dz in steps[0]:
+        for dy in steps[1]:
             line = (rows[dz] + cols[dy]) * w
             plane_weight = weights[0][dz] * weights[1][dy]
-            for dx in (0, 1):
+            for dx in steps[2]:
                 _gather(flat, line + cells[dx], gathered)
                 gathered *= plane_weight * weights[2][dx]
                 out += gathered
