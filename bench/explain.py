@@ -121,9 +121,28 @@ def write_repository(root: Path, names: list[str], args: argparse.Namespace) -> 
         config = replace(config, runtime=runtime)
         write_config(config, root / name)
         for version in version_numbers(source, config.model_file):
-            (root / name / str(version)).symlink_to((source / str(version)).resolve())
+            _link_version(source / str(version), root / name / str(version), config, args)
         configs.append(config)
     return configs
+
+
+def _link_version(source: Path, target: Path, config: ModelConfig, args) -> None:
+    """The version folder as a link, or with `--explain-graph` (detectors) a folder of links
+    whose explain graph (and its stored optimised graph, when beside it) is that file."""
+    graph = Path(args.explain_graph) if args.explain_graph else None
+    if graph is None or config.task != "detection":
+        target.symlink_to(source.resolve())
+        return
+    target.mkdir()
+    explain = Path(config.explain.file)
+    optimised = explain.with_name(explain.stem + ".optimized.onnx")
+    given = {explain.name: graph, optimised.name: graph.with_name(graph.stem + ".optimized.onnx")}
+    for item in source.iterdir():
+        if item.name not in given:
+            (target / item.name).symlink_to(item.resolve())
+    for name, path in given.items():
+        if path.is_file():
+            (target / name).symlink_to(path.resolve())
 
 
 def _requests(bench: ModelBench, max_findings: int) -> dict[str, tuple[str, bytes, Callable]]:
@@ -355,7 +374,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated box counts (e.g. 1,3,6,10): blood-cells heat maps per box count "
         "vs plain, in process (bench/explain_boxes.py), written to bench/results/explain.json",
     )
-    parser.add_argument("--old-graph", default="", help="with --boxes: a per-target graph too")
+    parser.add_argument(
+        "--old-graph", default="", help="with --boxes: another explain graph too, interleaved"
+    )
+    parser.add_argument(
+        "--explain-graph",
+        default="",
+        help="serve the detectors with this explain graph instead of the bundled one (a "
+        "before / after run; its .optimized.onnx twin is used when beside it)",
+    )
     args = parser.parse_args(argv)
     args.rounds = max(1, args.rounds)
     return args
@@ -375,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"bench.explain: {os.cpu_count()} CPUs (load average {load}), device {args.device}, "
         f"threads {args.threads or 'default'}, {args.calls} calls per path in {args.rounds} "
-        "interleaved rounds, concurrency 1",
+        "interleaved rounds, concurrency 1"
+        + (f", explain graph {args.explain_graph}" if args.explain_graph else ""),
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="bench-explain-") as tmp_name:

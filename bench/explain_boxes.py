@@ -5,9 +5,12 @@
 For blood-cells on BCCD BloodImage_00007.jpg: plain = preprocess + model + postprocess (as the
 server's Detect does, no wire); explain(K) = plain + `Explainer.explain_detections` for K boxes
 (the K strongest output rows, so any K can be asked of one image), heat maps at the original
-size. The bundled shared-forward graph and, with `--old-graph` (e.g. the graph before issue 19,
-`git show 658326b~1:models/blood-cells/1/model.explain.onnx > /tmp/old.onnx`), the
-one-image-per-target graph run interleaved, same image, same targets. Medians of `--calls`.
+size. The bundled shared-forward graph and, with `--old-graph`, another graph run interleaved,
+same image, same targets: labelled "per-target" when it takes the image once per target (the
+graph before issue 19, `git show 658326b~1:models/blood-cells/1/model.explain.onnx`), else
+"previous" (e.g. session 15's dense-backward graph, `git show 29930cd~1:...`; put its
+`model.explain.optimized.onnx` beside it so both load a stored optimised graph). Medians of
+`--calls`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ def _boxes(outputs: dict, k: int, labels: list[str]) -> DetectionResult:
     return DetectionResult(found)
 
 
+def _old_label(path: Path, runtime) -> str:
+    """ "per-target" for a graph that takes the image once per target, else "previous" (an
+    earlier shared-forward graph)."""
+    shared = OnnxModel(path, runtime).inputs[0].shape[:1] == (1,)
+    return "previous" if shared else "per-target"
+
+
 def _median_ms(fn, calls: int) -> list[float]:
     out = []
     for _ in range(calls):
@@ -75,7 +85,7 @@ def run(
         runtime = replace(runtime, intra_op_threads=threads, allow_spinning=False)
     graphs = {"shared": model_dir / "1" / config.explain.file}
     if old_graph:
-        graphs["per-target"] = Path(old_graph)
+        graphs[_old_label(Path(old_graph), runtime)] = Path(old_graph)
     explainers = {n: Explainer(config, OnnxModel(p, runtime)) for n, p in graphs.items()}
     plain_session = OnnxModel(model_dir / "1" / config.model_file, runtime)
     image = decode_image(image_path.read_bytes())

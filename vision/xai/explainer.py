@@ -9,9 +9,12 @@ run of batch N.
 
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime as ort
 
 from vision.config import ModelConfig
 from vision.errors import InvalidInputError
@@ -184,5 +187,35 @@ class Explainer:
 
 
 def heat_to_float16_bytes(heat: np.ndarray) -> bytes:
-    """Row-major little-endian float16, the wire format of vision.v1 Heatmap.data."""
-    return np.ascontiguousarray(heat, dtype="<f2").tobytes()
+    """Row-major little-endian float16, the wire format of vision.v1 Heatmap.data.
+
+    Converted by ONNX Runtime's Cast (vectorised; the same round-to-nearest-even bits as
+    numpy's ``astype``, which converts one value at a time and is slow on subnormal halves,
+    common in a heat map's low end: 10 maps of 640x480 took 12-50 ms, the Cast 3 ms).
+    """
+    if np.asarray(heat).dtype != np.float32 or sys.byteorder != "little":
+        return np.ascontiguousarray(heat, dtype="<f2").tobytes()  # one rounding, as before
+    values = np.ascontiguousarray(heat)
+    return _float16_cast().run(None, {"x": values})[0].tobytes()
+
+
+@functools.cache
+def _float16_cast() -> ort.InferenceSession:
+    """A one-node ONNX Runtime session: float32 -> float16 (built on first use)."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT16)
+    graph = helper.make_graph(
+        [node],
+        "float16_cast",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )

@@ -1,0 +1,41 @@
+"""Heat maps on the wire: `heat_to_float16_bytes` gives numpy's float16 bits (issue 19 item 4).
+
+The conversion runs in ONNX Runtime (vectorised); the reply must stay byte for byte what
+numpy's round-to-nearest-even ``astype("<f2")`` gave, subnormal halves and ties included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vision.xai.explainer import heat_to_float16_bytes
+
+# Exact halves, ties between halves, subnormal and underflowing values, the top of [0, 1].
+EDGES = [0.0, 1.0, 0.5, 1e-8, 2.98e-8, 5.96e-8, 6.0e-8, 3e-5, 6.1e-5, 1e-4, 0.99999, 1 / 3]
+
+
+def _numpy(heat: np.ndarray) -> bytes:
+    return np.ascontiguousarray(heat, dtype="<f2").tobytes()
+
+
+@pytest.mark.parametrize("power", [1, 8])  # 8: most values subnormal as float16
+def test_heat_map_bytes_equal_numpy_float16(power: int) -> None:
+    heat = np.random.default_rng(power).random((480, 640), dtype=np.float32) ** power
+    heat[0, : len(EDGES)] = EDGES
+    assert heat_to_float16_bytes(heat) == _numpy(heat)
+
+
+def test_every_float16_tie_rounds_as_numpy() -> None:
+    halves = np.arange(0, 0x3C00, dtype=np.uint16).view(np.float16).astype(np.float32)
+    ties = ((halves[:-1] + halves[1:]) / 2).reshape(1, -1)  # exactly between two halves
+    assert heat_to_float16_bytes(ties) == _numpy(ties)
+
+
+def test_strided_and_float64_maps() -> None:
+    heat = np.random.default_rng(0).random((60, 80))  # float64: rounded once, by numpy
+    assert heat_to_float16_bytes(heat) == _numpy(heat)
+    heat = heat.astype(np.float32)
+    assert heat_to_float16_bytes(heat) == _numpy(heat)
+    assert heat_to_float16_bytes(heat[::2, ::3]) == _numpy(heat[::2, ::3])
+    assert heat_to_float16_bytes(heat.T) == _numpy(heat.T)
