@@ -1,7 +1,7 @@
 """The transport's ceiling for shedding: a bare grpc.aio server that refuses every call at once.
 
     python -m bench.overload_ceiling [--server-cpus 0 --client-cpus 1] [--phase-s 5]
-        [--rates detect=580,kserve=540] [--modes unary,early]
+        [--rates detect=580,kserve=540] [--modes unary,early] [--window BYTES]
 
 Issue 18 asks that at 10x the sustainable rate the server shed at once (RESOURCE_EXHAUSTED in
 under 5 ms). Whether that is possible at all on a machine depends first on gRPC itself: how many
@@ -89,13 +89,23 @@ def _handler(mode: str) -> grpc.GenericRpcHandler:
     return Refuser()
 
 
-async def serve(port: int, mode: str) -> None:
-    """A grpc.aio server on loopback `port` that refuses every Detect and ModelInfer call."""
+def window_options(window: int) -> list[tuple[str, int]]:
+    """Channel arguments that hold each stream's HTTP/2 receive window at `window` bytes (BDP
+    probing off, which would grow it); none for 0 (gRPC's defaults)."""
+    if window <= 0:
+        return []
+    return [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", window)]
+
+
+async def serve(port: int, mode: str, window: int = 0) -> None:
+    """A grpc.aio server on loopback `port` that refuses every Detect and ModelInfer call
+    (`window`: see `window_options`)."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            *window_options(window),
         ]
     )
     server.add_generic_rpc_handlers((_handler(mode),))
@@ -105,11 +115,12 @@ async def serve(port: int, mode: str) -> None:
 
 
 @contextlib.contextmanager
-def bare_server(mode: str, cpus: str) -> Iterator[tuple[str, int]]:
+def bare_server(mode: str, cpus: str, window: int = 0) -> Iterator[tuple[str, int]]:
     """This module's server in a child process (on `cpus`); yields (address, pid)."""
     port = _free_port()
     pinned = ["taskset", "-c", cpus] if cpus else []
     command = [*pinned, sys.executable, "-m", "bench.overload_ceiling", "--serve", str(port)]
+    command += ["--window", str(window)]
     proc = subprocess.Popen([*command, "--modes", mode], cwd=ROOT)
     try:
         yield check_loopback(f"127.0.0.1:{port}"), proc.pid
@@ -153,7 +164,7 @@ def _row(phase: Phase, payload: int) -> dict:
 async def measure(mode: str, api: str, method: str, payload: bytes, args) -> list[dict]:
     """Open loop at the API's rate, then a closed loop, against a fresh bare server."""
     rate = args.rates[api]
-    with bare_server(mode, args.server_cpus) as (address, pid):
+    with bare_server(mode, args.server_cpus, args.window) as (address, pid):
         await closed_loop(address, method, payload, 4, 1.0, "warm-up")
         over = await _measured(
             pid, open_loop(address, method, payload, rate, args.phase_s, args.deadline_s, "open")
@@ -163,7 +174,8 @@ async def measure(mode: str, api: str, method: str, payload: bytes, args) -> lis
         )
     rows = []
     for phase, label in ((over, f"open {rate:g}/s"), (closed, f"closed c={args.concurrency}")):
-        row = {"mode": mode, "api": api, "bytes": len(payload)} | _row(phase, len(payload))
+        row = {"mode": mode, "api": api, "bytes": len(payload), "window": args.window}
+        row |= _row(phase, len(payload))
         row["phase"] = label
         rows.append(row)
         print(
@@ -224,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=32, help="callers of the closed loop")
     p.add_argument("--server-cpus", default="", help="pin the bare server (taskset -c syntax)")
     p.add_argument("--client-cpus", default="", help="pin this load generator (e.g. 1)")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help="hold the server's HTTP/2 stream window at this many bytes (BDP probing off; "
+        "0: gRPC's defaults)",
+    )
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)
     return p
@@ -233,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or, with --serve PORT, be its server); write the JSON report."""
     args = build_parser().parse_args(argv)
     if args.serve:
-        asyncio.run(serve(args.serve, args.modes[0]))
+        asyncio.run(serve(args.serve, args.modes[0], args.window))
         return 0
     if args.client_cpus:
         os.sched_setaffinity(0, _cpu_list(args.client_cpus))
