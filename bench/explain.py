@@ -1,6 +1,7 @@
 """Explain latency: heat maps through our server against plain inference and pytorch-grad-cam.
 
     python -m bench.explain [--calls N] [--rounds R] [--threads T] [--device cpu|cuda]
+                            [--explain-graph PATH]
 
 For each bundled model (`retina-vessels`, segmentation; `blood-cells`, detection) and one real
 image (DRIVE 01_test.tif, BCCD BloodImage_00007.jpg; a synthetic image when the dataset is
@@ -17,6 +18,11 @@ missing), sequential calls (concurrency 1), interleaved in `--rounds` rounds:
   CAM call is timed (no decode, preprocess, prediction or resize to the original image), so
   the ratio against our end-to-end request understates our lead. Skipped with a message when
   torch, pytorch-grad-cam or the checkpoint is missing.
+
+A second table splits each server path into the server's own stage timings (medians) and
+`wire`: client latency minus the server's total (serialising the reply, float16 heat-map bytes
+included, transport, parsing), with the reply size. `--explain-graph PATH` serves the detectors
+with another explain graph (a before / after pair of runs with the same code).
 
 Latencies are client-observed medians; `explain ms` is the server's own `timings.explain_ms`
 (explain-graph run + heat maps to the original image), the like-for-like figure against the
@@ -59,6 +65,7 @@ IMAGES = {
     "retina-vessels": datasets_root() / "drive" / "DRIVE" / "test" / "images" / "01_test.tif",
     "blood-cells": datasets_root() / "bccd" / "BCCD" / "JPEGImages" / "BloodImage_00007.jpg",
 }
+STAGES = ("decode", "preprocess", "queue", "inference", "postprocess", "explain", "total")
 GRADCAM_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM"}
 
 
@@ -70,16 +77,34 @@ class Measured:
     parse: Callable[[bytes], object] | None = None
     latencies_ms: list[float] = field(default_factory=list)
     explain_ms: list[float] = field(default_factory=list)
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)
+    reply_bytes: int = 0
 
     def run(self, n: int) -> None:
         for _ in range(n):
             start = time.perf_counter()
             data = self.call()
-            self.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+            latency = (time.perf_counter() - start) * 1000.0
+            self.latencies_ms.append(latency)
             if self.parse is not None and data is not None:
                 timings = self.parse(data).timings
                 if timings.explain_ms:
                     self.explain_ms.append(timings.explain_ms)
+                self._stages(timings, latency, len(data))
+
+    def _stages(self, timings: object, latency_ms: float, size: int) -> None:
+        """The server's own stage timings, and what the client saw beyond the server's total
+        (serialising, transport, parsing the reply)."""
+        self.reply_bytes = size
+        for name in STAGES:
+            self.stages_ms.setdefault(name, []).append(getattr(timings, name + "_ms"))
+        self.stages_ms.setdefault("wire", []).append(latency_ms - timings.total_ms)
+
+    def clear(self) -> None:
+        """Forget the calls so far (after warm-up)."""
+        self.latencies_ms.clear()
+        self.explain_ms.clear()
+        self.stages_ms.clear()
 
 
 @dataclass
@@ -285,8 +310,7 @@ def measure(benches: list[ModelBench], args: argparse.Namespace) -> None:
     for bench in benches:
         for path in bench.paths.values():
             path.run(args.warmup)
-            path.latencies_ms.clear()
-            path.explain_ms.clear()
+            path.clear()
     per_round = max(1, args.calls // args.rounds)
     for index in range(args.rounds):
         print(f"round {index + 1}/{args.rounds}", file=sys.stderr, flush=True)
@@ -298,6 +322,20 @@ def measure(benches: list[ModelBench], args: argparse.Namespace) -> None:
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def stages(benches: list[ModelBench]) -> None:
+    """Where each server path's time goes: median server stage timings (ms), `wire` = client
+    latency - server total (serialise, transport, parse), and the reply size."""
+    names = [*STAGES, "wire"]
+    print(f"{'model':<15} {'path':<17} " + " ".join(f"{n[:8]:>8}" for n in names) + "  reply KB")
+    for bench in benches:
+        for label, path in bench.paths.items():
+            if not path.stages_ms:
+                continue
+            cells = " ".join(f"{_median(path.stages_ms[n]):8.1f}" for n in names)
+            print(f"{bench.name:<15} {label:<17} {cells}  {path.reply_bytes / 1024:8.0f}")
+    print()
 
 
 def report(benches: list[ModelBench]) -> None:
@@ -315,6 +353,7 @@ def report(benches: list[ModelBench]) -> None:
                 f"{statistics.fmean(path.latencies_ms):>8.1f} {server} {p50 / plain:>7.2f}x"
             )
     print()
+    stages(benches)
     for bench in benches:
         paths = bench.paths
         plain, option = _median(paths[PLAIN].latencies_ms), _median(paths[OPTION].latencies_ms)
