@@ -21,10 +21,12 @@ import pytest
 
 from protos.inference import grpc_service_pb2 as kserve_pb
 from protos.inference import grpc_service_pb2_grpc as kserve_grpc
+from serving.admission import Admission, Intake, OverloadedError, ShuttingDownError
 from serving.rpc import kserve_wire
 from tests.faults.helpers import HeldRuns, admitted, sample, wait_for, wrap_session
 from tests.serving.conftest import ServerThread, start_server
 from tests.serving.tiny_models import brightness_segmenter, segmenter_config, write_config
+from vision.errors import DeadlineExceededError
 
 PLACES = 3  # max_queue_size 2 + max_batch_size 1: the intake's limit with this one model
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -192,3 +194,22 @@ def test_authentication_comes_before_the_intake_and_the_read(signed_server, read
                 assert all(call.result(timeout=60).outputs for call in calls)
         finally:
             held.release()
+
+
+def test_a_fixed_intake_limit_counts_calls_until_they_are_released():
+    admission = Admission()
+    intake = Intake(admission, lambda: [], limit=2)
+    intake.take(None)
+    intake.take(time.monotonic() + 60)
+    with pytest.raises(OverloadedError) as info:
+        intake.take(None)
+    assert info.value.retry_after_ms == 10  # no model serving: the smallest hint
+    intake.release()
+    intake.take(None)
+    assert intake.held == 2
+    with pytest.raises(DeadlineExceededError):  # before the places: an expired call is dropped
+        intake.take(time.monotonic() - 1)
+    admission.begin_shutdown()
+    intake.release()
+    with pytest.raises(ShuttingDownError):
+        intake.take(None)
