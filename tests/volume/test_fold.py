@@ -78,11 +78,12 @@ def test_difference_blend_matches_monai() -> None:
 
 
 def test_chunked_add_is_bit_identical_to_one_step(monkeypatch) -> None:
-    monkeypatch.setattr(window_module, "_CHUNK_VOXELS", 3 * 16 * 12)  # 3 planes: 8 = 3 + 3 + 2
+    monkeypatch.setattr(window_module, "_CHUNK_VOXELS", 3 * 16 * 12)  # 3 planes: 16 = 5 x 3 + 1
     rng = np.random.default_rng(6)
-    patch, shape = (8, 16, 12), (19, 30, 25)
+    patch, shape = (16, 16, 12), (19, 30, 25)
     blender, folded = Blender(2, shape, patch), Blender(1, shape, patch)
     assert (blender._step, folded._step) == (1, 3)  # two channels: one plane of each at once
+    assert Blender(1, shape, (8, 16, 12))._step == 8  # a window of 4 chunks: one step
     expected = np.zeros((2, *shape), np.float32)
     expected_difference = np.zeros(shape, np.float32)
     weights = importance_map(patch)
