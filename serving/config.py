@@ -33,5 +33,11 @@ class ServerConfig:
     # gRPC's own limit on calls in flight (all methods, streams and health included), refused
     # RESOURCE_EXHAUSTED before the message is read; 0: off (docs/overload-and-faults.md)
     grpc_max_concurrent_rpcs: int = 0
+    # KServe ModelInfer calls held at once before their message (and so their model) is read;
+    # 0: the sum of the READY models' admission places (`serving.admission.Intake`)
+    kserve_intake: int = 0
+    # HTTP/2 stream window held at this many bytes (BDP probing off), so a refused call's
+    # client has pushed at most this much; 0: gRPC's default, which grows the window
+    grpc_stream_window_bytes: int = 0
     api_key: str = ""  # VISION_API_KEY: one token with every role (tokens: security)
     security: SecuritySettings = field(default_factory=SecuritySettings)

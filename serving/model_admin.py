@@ -17,7 +17,7 @@ from serving.model_info import (
     server_ready,
     vision_model_info,
 )
-from serving.repository import ModelRepository, ModelVersion
+from serving.repository import READY, ModelRepository, ModelVersion
 from serving.statistics import StatisticsBook, VersionStatistics
 from vision.errors import ModelNotFoundError, VisionError
 
@@ -60,6 +60,11 @@ class ModelAdmin:
     def model_info(self, name: str, version: str = "") -> VisionModelInfo:
         """vision.v1 metadata: config, providers, explainability."""
         return vision_model_info(self._repository.get(name, version))
+
+    def ready_versions(self) -> list[ModelVersion]:
+        """The latest version of every READY model: where a call not yet read may go."""
+        entries = self._repository.entries()
+        return [e.latest() for e in entries if e.state == READY and e.latest() is not None]
 
     def list_models(self) -> list[ModelStatus]:
         """Every model the repository knows, with its versions and states."""

@@ -67,6 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse gRPC calls beyond this many in flight before reading them (all methods, "
         "streams and health checks count; 0: off)",
     )
+    p.add_argument(
+        "--kserve-intake",
+        type=int,
+        default=0,
+        help="KServe ModelInfer calls held at once before their message is read (refused "
+        "RESOURCE_EXHAUSTED beyond it); 0: the sum of the READY models' admission places",
+    )
+    p.add_argument(
+        "--grpc-stream-window",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="hold each HTTP/2 stream's window at BYTES (BDP probing off): a refused call "
+        "costs at most that much upload; caps one stream at BYTES per round trip; 0: gRPC's "
+        "default growing window",
+    )
     p.add_argument("--api-key", default=None, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO")
     p.add_argument(
@@ -204,6 +220,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
         drain_timeout_s=args.drain_timeout,
         reuse_port=args.reuse_port,
         grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
+        kserve_intake=args.kserve_intake,
+        grpc_stream_window_bytes=args.grpc_stream_window,
         api_key=os.environ.get(API_KEY_ENV, ""),
         security=security_from(args),
     )

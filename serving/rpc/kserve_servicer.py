@@ -20,7 +20,6 @@ from protos.inference import grpc_service_pb2_grpc as pb_grpc
 from serving.admission import Intake
 from serving.dataplane import DataPlane
 from serving.model_info import TensorMetadata
-from serving.repository import READY, ModelVersion
 from serving.rpc.kserve_wire import InferCall, InferReply
 from serving.rpc.vision_servicer import deadline_of
 from serving.shared_memory import (
@@ -167,12 +166,6 @@ def _tensor_messages(specs: tuple[TensorMetadata, ...]) -> list:
     ]
 
 
-def serving_versions(plane: DataPlane) -> list[ModelVersion]:
-    """The latest version of every READY model: where a ModelInfer may be admitted."""
-    entries = plane._repository.entries()  # noqa: SLF001 - the data plane exposes no list
-    return [e.latest() for e in entries if e.state == READY and e.latest() is not None]
-
-
 class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Health, metadata, inference, repository and statistics endpoints of KServe v2."""
 
@@ -183,14 +176,14 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         sum of the serving models' admission places; `serving.admission.Intake`)."""
         self._plane = plane
         self._shm = shm if shm is not None else SharedMemoryRegistry()
-        self.intake = Intake(plane.admission, lambda: serving_versions(plane), intake_limit)
+        self.intake = Intake(plane.admission, plane.ready_versions, intake_limit)
 
     async def ServerLive(self, request, context):  # noqa: N802
         """Liveness: the process answers."""
         return pb.ServerLiveResponse(live=self._plane.server_live())
 
     async def ServerReady(self, request, context):  # noqa: N802
-        """Readiness: every model READY."""
+        """Readiness: serving what it can (a broken model is not ready, the server is)."""
         return pb.ServerReadyResponse(ready=self._plane.server_ready())
 
     async def ModelReady(self, request, context):  # noqa: N802

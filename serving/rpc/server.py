@@ -36,6 +36,13 @@ def _interceptors(guard: Guard | None) -> list[grpc.aio.ServerInterceptor]:
     return interceptors
 
 
+def _window_options(window_bytes: int) -> list[tuple[str, int]]:
+    """Channel arguments that hold each HTTP/2 stream's window at `window_bytes` (none: 0)."""
+    if window_bytes <= 0:
+        return []
+    return [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", window_bytes)]
+
+
 def build_grpc_server(
     plane: DataPlane,
     health: health_aio.HealthServicer,
@@ -52,9 +59,11 @@ def build_grpc_server(
     `maximum_concurrent_rpcs` (default: `config.grpc_max_concurrent_rpcs`, 0 off) is grpc.aio's
     own limit: calls beyond it are refused RESOURCE_EXHAUSTED before their message is read or
     any handler runs. `options`: more channel arguments (`bench/shed_cost.py` measures HTTP/2
-    window settings with them; none is shipped, see docs/overload-and-faults.md).
+    window settings with them; `config.grpc_stream_window_bytes` holds the window, see
+    docs/overload-and-faults.md).
     """
     size = config.max_message_bytes
+    options = [*_window_options(config.grpc_stream_window_bytes), *options]
     if maximum_concurrent_rpcs is None:
         maximum_concurrent_rpcs = config.grpc_max_concurrent_rpcs or None
     server = grpc.aio.server(
@@ -68,7 +77,7 @@ def build_grpc_server(
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
     vision_pb2_grpc.add_VisionServiceServicer_to_server(VolumeServicer(plane), server)
-    add_kserve_servicer(KServeServicer(plane, shared_memory), server)
+    add_kserve_servicer(KServeServicer(plane, shared_memory, config.kserve_intake), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if config.security.reflection:
         names = (

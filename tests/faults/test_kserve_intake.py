@@ -213,3 +213,40 @@ def test_a_fixed_intake_limit_counts_calls_until_they_are_released():
     intake.release()
     with pytest.raises(ShuttingDownError):
         intake.take(None)
+
+
+@pytest.fixture()
+def narrow_server(tmp_path: Path, reads: CountingReads) -> Iterator[ServerThread]:
+    """`vision serve --kserve-intake 1 --grpc-stream-window 65536` as settings."""
+    yield from _server(tmp_path / "models", kserve_intake=1, grpc_stream_window_bytes=65536)
+
+
+def test_the_configured_intake_and_window_reach_the_server(narrow_server, reads):
+    big = np.zeros((1, 3, 256, 256), np.float32)  # 786 KiB: many windows of 64 KiB
+    request = _request()
+    request.inputs[0].shape[:] = list(big.shape)
+    request.raw_input_contents[0] = big.tobytes()
+    with grpc.insecure_channel(narrow_server.address) as channel:
+        stub = kserve_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ModelInfer(request, timeout=60).outputs  # a held window still carries it
+        held = HeldRuns(narrow_server, "tight")
+        try:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                call = pool.submit(stub.ModelInfer, _request(), timeout=60)
+                wait_for(lambda: admitted(narrow_server, "tight") == 1, "one call in")
+                error = _refusal(lambda: stub.ModelInfer(_request(), timeout=60))
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # the model had room
+                assert reads.count == 2
+                held.release()
+                assert call.result(timeout=60).outputs
+        finally:
+            held.release()
+
+
+def test_serve_flags_set_the_intake_and_the_window():
+    from app.commands.serve import build_parser, config_from
+
+    args = build_parser().parse_args(["--kserve-intake", "4", "--grpc-stream-window", "262144"])
+    config = config_from(args)
+    assert (config.kserve_intake, config.grpc_stream_window_bytes) == (4, 262144)
+    assert build_parser().parse_args([]).kserve_intake == 0  # default: the models' places
