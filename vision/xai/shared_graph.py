@@ -55,6 +55,7 @@ class SharedExplainModule(nn.Module):
         heads = getattr(self.model, "heads", None)
         self.cls_branches = [h.cls for h in heads] if heads is not None else []
         self.local_heads = local_heads_apply(self.model, self.target_layers)
+        self.consumers: Any = False  # not looked for yet (`_consumer_convs`)
         self.probe_shapes: list[tuple[int, ...]] | None = None
 
     def _scores_fn(self, images: Tensor) -> Any:
@@ -128,24 +129,32 @@ class SharedExplainModule(nn.Module):
         target runs on a 5x5 crop (`local_neck_grads`) instead of the whole level, and only
         the dense part below the neck (laterals, top-down sums, backbone) is batched over K.
         """
-        probes = [
-            torch.zeros(shape, dtype=images.dtype, device=images.device)
-            for shape in self._activation_shapes(images)
-        ]
+        consumers = self._consumer_convs(images) if self.method == "hirescam" else None
+        shapes = self._activation_shapes(images) if consumers is None else consumers[1]
+        probes = [torch.zeros(s, dtype=images.dtype, device=images.device) for s in shapes]
+        at = None if consumers is None else consumers[0]
         with torch.enable_grad():
             feats, vjp_fn, (outputs, activations) = torch.func.vjp(
-                self._neck_fn(images), *probes, has_aux=True
+                self._neck_fn(images, at), *probes, has_aux=True
             )
             cotangents = local_neck_grads(self.model, feats, target_class, target_anchor)
             grads = torch.func.vmap(vjp_fn)(tuple(c[:, None] for c in cotangents))
+        if at is not None:
+            cams = [
+                sum(tap_cam(activations[0], c, g[:, 0]) for c, g in zip(at, grads, strict=True))
+            ]
+            return (*outputs, combine_cams(cams))
         cams = [  # activations [1, ...] broadcast over the K gradients
             cam_from(a, g[:, 0].detach(), self.method)
             for a, g in zip(activations, grads, strict=True)
         ]
         return (*outputs, combine_cams(cams))
 
-    def _neck_fn(self, images: Tensor) -> Any:
-        """f(*probes) -> (neck features, the inputs of ``smooth.*``; (outputs, activations))."""
+    def _neck_fn(self, images: Tensor, at: list[nn.Conv2d] | None = None) -> Any:
+        """f(*probes) -> (neck features, the inputs of ``smooth.*``; (outputs, activations)).
+
+        The probes are added to the target layers' outputs, or with `at` to those convolutions'
+        outputs (`_consumer_convs`; the target layer's output is then still recorded)."""
 
         def run(*probes: Tensor) -> tuple[tuple, tuple]:
             seen: list[Tensor] = []
@@ -154,15 +163,19 @@ class SharedExplainModule(nn.Module):
             def at_layer(i: int) -> Any:
                 def hook(_m: nn.Module, _a: Any, out: Tensor) -> Tensor:
                     seen.append(out.detach())
-                    return out + probes[i]
+                    return out if at is not None else out + probes[i]
 
                 return hook
+
+            def at_conv(i: int) -> Any:
+                return lambda _m, _a, out: out + probes[i]
 
             def at_smooth(_m: nn.Module, args: Any) -> None:
                 feats.append(args[0])
 
             layers = enumerate(self.target_layers)
             handles = [m.register_forward_hook(at_layer(i)) for i, m in layers]
+            handles += [c.register_forward_hook(at_conv(i)) for i, c in enumerate(at or [])]
             handles += [s.register_forward_pre_hook(at_smooth) for s in self.model.smooth]
             try:
                 outputs = self.model(images)
@@ -170,11 +183,55 @@ class SharedExplainModule(nn.Module):
                 for handle in handles:
                     handle.remove()
             outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
-            if len(seen) != len(probes) or len(feats) != len(self.model.smooth):
-                raise RuntimeError(f"target layers ran {len(seen)} times, not {len(probes)}")
+            if len(seen) != len(self.target_layers) or len(feats) != len(self.model.smooth):
+                raise RuntimeError(f"target layers ran {len(seen)} times, not once each")
             return tuple(feats), (tuple(o.detach() for o in outputs), tuple(seen))
 
         return run
+
+    def _consumer_convs(self, images: Tensor) -> tuple[list[nn.Conv2d], list[tuple]] | None:
+        """The convolutions that read the (single) target layer's output, and their output
+        shapes, when every reader is one (checked on an eager run: each module that takes the
+        output is an ungrouped, undilated Conv2d, and the output reaches no other module);
+        else None. Found once, before tracing."""
+        if self.consumers is not False:
+            return self.consumers
+        self.consumers = None
+        if len(self.target_layers) != 1:
+            return None
+        found: dict[str, Any] = {"out": None, "readers": [], "shapes": []}
+
+        def mark(_m: nn.Module, _a: Any, out: Tensor) -> None:
+            found["out"] = out
+
+        def reads(module: nn.Module, args: Any, out: Any) -> None:
+            if found["out"] is not None and any(a is found["out"] for a in args):
+                found["readers"].append(module)
+                found["shapes"].append(tuple(out.shape) if isinstance(out, Tensor) else None)
+
+        leaves = [m for m in self.model.modules() if not list(m.children())]
+        handles = [self.target_layers[0].register_forward_hook(mark)]
+        handles += [m.register_forward_hook(reads) for m in leaves]
+        try:
+            with torch.no_grad():
+                self.model(torch.zeros(tuple(images.shape), dtype=images.dtype))
+        finally:
+            for handle in handles:
+                handle.remove()
+        readers = found["readers"]
+        if (
+            readers
+            and all(_plain_conv(m) for m in readers)
+            and _only_read_by(self, readers, tuple(images.shape))
+        ):
+            self.consumers = (readers, found["shapes"])
+        return self.consumers
+
+    def prepare(self, images: Tensor) -> None:
+        """Look at the model eagerly, once, for images of this size, before tracing."""
+        self._activation_shapes(images)
+        if self.local_heads and self.method == "hirescam":
+            self._consumer_convs(images)
 
     def _activation_shapes(self, images: Tensor) -> list[tuple[int, ...]]:
         """Shapes of the target layers' outputs for images of this size (found once, eagerly,
@@ -280,6 +337,81 @@ def local_neck_grads(
     return out
 
 
+def _plain_conv(module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups == 1
+        and tuple(module.dilation) == (1, 1)
+        and isinstance(module.padding, tuple)
+        and module.padding_mode == "zeros"
+    )
+
+
+def _only_read_by(
+    module: SharedExplainModule, readers: list[nn.Module], shape: tuple[int, ...]
+) -> bool:
+    """Whether the target layer's output reaches the model's outputs through `readers` only:
+    with their outputs frozen, the outputs do not depend on it."""
+    layer = module.target_layers[0]
+    image = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    frozen: dict[int, Tensor] = {}
+
+    def freeze(m: nn.Module, _a: Any, out: Tensor) -> Tensor:
+        return frozen.setdefault(id(m), out.detach())
+
+    def perturb(_m: nn.Module, _a: Any, out: Tensor) -> Tensor:
+        return out + 1.0
+
+    outputs = []
+    for change in (False, True):
+        handles = [r.register_forward_hook(freeze) for r in readers]
+        if change:
+            handles.append(layer.register_forward_hook(perturb))
+        try:
+            with torch.no_grad():
+                out = module.model(image)
+        finally:
+            for handle in handles:
+                handle.remove()
+        outputs.append(out[0] if isinstance(out, (tuple, list)) else out)
+    return bool(torch.equal(outputs[0], outputs[1]))
+
+
+def tap_cam(activation: Tensor, conv: nn.Conv2d, grad: Tensor) -> Tensor:
+    """HiResCAM sum_c A_c * dS/dA_c [K, H, W] of the part of dS/dA that flows through `conv`,
+    from dS/d(conv output) `grad` [K, D, h, w], without forming dS/dA.
+
+    dS/dA = conv^T(grad), so sum_c A_c (conv^T grad)_c at x = sum over kernel taps t and output
+    cells o with s*o + t - p = x of sum_d grad_d(o) * (W[d, :, t] . A(x)): each tap's
+    contribution of A (a strided 1x1 convolution, once for the image) dotted with the K
+    gradients, then put back at x by a transposed convolution with one-hot kernels (taps in,
+    one map out). The (K x D x C) transposed convolution of the gradient is not needed.
+    """
+    weight = conv.weight
+    d, c, kh, kw = weight.shape
+    sy, sx = conv.stride
+    py, px = conv.padding
+    h, w = grad.shape[-2:]
+    padded = F.pad(activation, (px, px, py, py))
+    dots = []
+    for ty in range(kh):
+        for tx in range(kw):
+            sample = padded[:, :, ty : ty + sy * (h - 1) + 1 : sy, tx : tx + sx * (w - 1) + 1 : sx]
+            part = F.conv2d(sample, weight[:, :, ty : ty + 1, tx : tx + 1])  # [1, D, h, w]
+            dots.append((grad * part).sum(1))
+    dots = torch.stack(dots, 1)  # [K, taps, h, w]
+    onehot = torch.eye(kh * kw, dtype=grad.dtype, device=grad.device).reshape(kh * kw, 1, kh, kw)
+    height, width = activation.shape[-2:]
+    extra = (
+        height - ((h - 1) * sy - 2 * py + kh),
+        width - ((w - 1) * sx - 2 * px + kw),
+    )
+    placed = F.conv_transpose2d(
+        dots, onehot, stride=(sy, sx), padding=(py, px), output_padding=extra
+    )
+    return placed[:, 0]
+
+
 def _inside(index: Tensor, size: int) -> Tensor:
     return (index >= 0) & (index < size)
 
@@ -287,16 +419,16 @@ def _inside(index: Tensor, size: int) -> Tensor:
 def _place(grad: Tensor, ys: Tensor, xs: Tensor, h: int, w: int, r: int) -> Tensor:
     """Crops [K, C, s, s] at (ys, xs) of the r-padded map -> [K, C, h, w] (zeros elsewhere).
 
-    Crop cells outside the map (the padding) are dropped: zeroed, and added at a clamped place.
+    Placed by a product with one-hot rows (a crop cell outside the map, in the padding, has an
+    all-zero row), which ONNX Runtime runs faster than zero-filling and scattering.
     """
     k, c, side, _ = grad.shape
     ys, xs = ys - r, xs - r
-    valid = (_inside(ys, h)[:, :, None] & _inside(xs, w)[:, None, :]).to(grad.dtype)
-    flat = ys.clamp(0, h - 1)[:, :, None] * w + xs.clamp(0, w - 1)[:, None, :]
-    flat = flat.reshape(k, 1, side * side).expand(k, c, side * side)
-    canvas = torch.zeros(k, c, h * w, dtype=grad.dtype, device=grad.device)
-    canvas = canvas.scatter_add(2, flat, (grad * valid[:, None]).reshape(k, c, side * side))
-    return canvas.reshape(k, c, h, w)
+    valid = (_inside(ys, h)[:, :, None] & _inside(xs, w)[:, None, :]).reshape(k, -1, 1)
+    flat = (ys[:, :, None] * w + xs[:, None, :]).reshape(k, side * side, 1)
+    cells = torch.arange(h * w, device=grad.device)
+    onehot = ((cells == flat) & valid).to(grad.dtype)  # [K, s*s, h*w]
+    return torch.bmm(grad.reshape(k, c, side * side), onehot).reshape(k, c, h, w)
 
 
 def fold_batch_norms(
@@ -341,7 +473,7 @@ def trace_shared(module: SharedExplainModule, inputs: tuple[Tensor, ...]) -> tor
     if inputs[1].shape[0] != EXAMPLE_TARGETS:
         given = inputs[1].shape[0]
         raise ValueError(f"trace with {EXAMPLE_TARGETS} targets (shared_example), not {given}")
-    module._activation_shapes(inputs[0])
+    module.prepare(inputs[0])
     graph = make_fx(
         module,
         tracing_mode="symbolic",
