@@ -416,6 +416,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--old-graph", default="", help="with --boxes: another explain graph too, interleaved"
     )
+    parser.add_argument("--out", default="", help="also write the figures to this JSON file")
     parser.add_argument(
         "--explain-graph",
         default="",
@@ -461,7 +462,34 @@ def main(argv: list[str] | None = None) -> int:
                     gradcam_path(bench, args)
             measure(benches, args)
         report(benches)
+    if args.out:
+        write_results(Path(args.out), benches, args, load)
     return 0
+
+
+def write_results(path: Path, benches: list[ModelBench], args, load: str) -> None:
+    """The medians per model and path (latency, server stages, wire, reply size) as JSON."""
+    import json
+
+    models = {}
+    for bench in benches:
+        plain = _median(bench.paths[PLAIN].latencies_ms)
+        paths = {}
+        for label, measured in bench.paths.items():
+            p50 = _median(measured.latencies_ms)
+            paths[label] = {
+                "p50_ms": p50,
+                "x_plain": p50 / plain,
+                "stages_ms": {n: _median(v) for n, v in measured.stages_ms.items()},
+                "reply_bytes": measured.reply_bytes,
+            }
+        models[bench.name] = {"image": bench.image_label, "heatmaps": bench.heatmaps}
+        models[bench.name]["paths"] = paths
+    figures = {"load_at_start": load, "load_at_end": list(os.getloadavg()), "models": models}
+    figures |= {"threads": args.threads, "calls": args.calls, "explain_graph": args.explain_graph}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=1) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
