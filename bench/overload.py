@@ -2,6 +2,8 @@
 
     python -m bench.overload [--phase-s 15] [--multiples 5,10] [--soak-minutes 0]
         [--server-cpus 0 --client-cpus 1] [--apis kserve] [--rate-base R] [--server-log PATH]
+        [--server-args "--grpc-stream-window 262144"] [--server-env MALLOC_ARENA_MAX=2]
+        [--server-tree /tmp/earlier-checkout]
 
 Starts `python -m app serve` on loopback over the bundled blood-cells detector and, for each API
 (vision.v1 Detect with a BCCD JPEG, KServe ModelInfer with a raw FP32 tensor):
@@ -24,6 +26,11 @@ server, so both share its cores unless `--server-cpus` / `--client-cpus` pin the
 own by `python -m bench.shed_cost`. `--rate-base R` offers the multiples of R req/s instead of
 the capacity just measured (the same load in every run on a machine whose other load varies);
 `--server-log PATH` keeps the server's output and counts its ERROR lines per overload phase.
+The server's RSS is sampled every 20 ms during each phase (`rss_mb_peak`) and read after it
+(`rss_mb_at_end`); `--server-args` adds `vision serve` flags, `--server-env` sets its
+environment (glibc's `MALLOC_ARENA_MAX`, ...), and `--server-tree` runs the server of another
+checkout (an earlier commit's `git worktree`) under this harness, for before / after figures.
+`--multiples ''` measures capacity (and its memory) only.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -69,6 +77,7 @@ class Phase:
     answers: list[tuple[str, float, float]] = field(default_factory=list)  # code, latency, end
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds: server, client
     threads: dict[str, float] = field(default_factory=dict)  # server CPU s per thread name
+    rss_mb_peak: float = 0.0  # the server's highest RSS sampled during the phase
 
     def latencies(self, code: str) -> list[float]:
         """Latencies (s) of the answers with status `code`."""
@@ -93,6 +102,7 @@ class Phase:
             "codes": dict(Counter(c for c, _, _ in self.answers)),
             "cpu_s": {k: round(v, 2) for k, v in self.cpu.items()},
             "server_thread_cpu_s": {k: round(v, 2) for k, v in self.threads.items() if v >= 0.01},
+            "rss_mb_peak": round(self.rss_mb_peak, 1),
         }
 
 
@@ -243,13 +253,42 @@ def cpu_s(pid: int) -> float:
 
 async def with_cpu(pid: int, load) -> Phase:
     """Run the phase `load` (a coroutine) and record the CPU seconds the server and this
-    client used meanwhile: a cost per answer that the machine's other load does not distort."""
+    client used meanwhile (a cost per answer that the machine's other load does not distort
+    as it does wall-clock goodput) and the server's peak RSS."""
     server, client, threads = cpu_s(pid), time.process_time(), thread_cpu_s(pid)
-    phase = await load
+    with RssPeak(pid) as peak:
+        phase = await load
     phase.cpu = {"server": cpu_s(pid) - server, "client": time.process_time() - client}
     after = thread_cpu_s(pid)
     phase.threads = {k: v - threads.get(k, 0.0) for k, v in sorted(after.items())}
+    phase.rss_mb_peak = peak.mb
     return phase
+
+
+class RssPeak:
+    """The highest RSS of process `pid` while the `with` block runs, sampled by a thread
+    every `interval_s` (the load generator's event loop keeps running meanwhile)."""
+
+    def __init__(self, pid: int, interval_s: float = 0.02) -> None:
+        """Sample process `pid` every `interval_s` seconds once entered."""
+        self.pid, self.interval_s, self.mb = pid, interval_s, 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.mb = max(self.mb, rss_mb(self.pid))
+            if self._done.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> RssPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.mb = max(self.mb, rss_mb(self.pid))
 
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
@@ -300,13 +339,27 @@ def server_log_errors(log: Path | None) -> int:
         return sum(1 for line in lines if " ERROR " in line)
 
 
+@dataclass(frozen=True)
+class ServerSetup:
+    """How `served` starts `vision serve`: more flags, environment, and the checkout."""
+
+    args: tuple[str, ...] = ()  # more `vision serve` flags
+    env: tuple[tuple[str, str], ...] = ()  # more environment variables
+    tree: Path = ROOT  # the checkout whose `python -m app` runs (its own code)
+
+
 @contextlib.contextmanager
 def served(
-    models: Path, cpus: str = "", max_concurrent_rpcs: int = 0, log: Path | None = None
+    models: Path,
+    cpus: str = "",
+    max_concurrent_rpcs: int = 0,
+    log: Path | None = None,
+    setup: ServerSetup = ServerSetup(),
 ) -> Iterator[tuple[str, int, int]]:
     """`python -m app serve` over `models` on loopback (on `cpus` when given, `taskset`
     syntax; with `--grpc-max-concurrent-rpcs` when `max_concurrent_rpcs`; its output to `log`
-    when given); yields (gRPC address, pid, HTTP port); SIGTERM at exit."""
+    when given; flags, environment and checkout from `setup`); yields (gRPC address, pid, HTTP
+    port); SIGTERM at exit."""
     port, http_port = _free_port(), _free_port()
     pinned = ["taskset", "-c", cpus] if cpus else []
     command = [
@@ -328,10 +381,11 @@ def served(
     ]
     if max_concurrent_rpcs:
         command += ["--grpc-max-concurrent-rpcs", str(max_concurrent_rpcs)]
-    env = {k: v for k, v in os.environ.items() if k != "VISION_API_KEY"}
+    command += setup.args
+    env = {k: v for k, v in os.environ.items() if k != "VISION_API_KEY"} | dict(setup.env)
     with contextlib.ExitStack() as files:
         out = files.enter_context(log.open("w")) if log is not None else None
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+        proc = subprocess.Popen(command, cwd=setup.tree, env=env, stdout=out, stderr=out)
         try:
             yield f"127.0.0.1:{port}", proc.pid, http_port
         finally:
@@ -361,7 +415,10 @@ async def measure_api(
     """Capacity, each overload multiple with its recovery, and RSS, for one API (`log`: the
     server's log, whose ERROR lines each overload phase counts)."""
     address, pid, http_port = server
-    await closed_loop(address, method, payload, args.concurrency, 3.0, "warm-up")
+    await first_ok_after(address, method, payload)  # serving: its sessions are made
+    rss_start = rss_mb(pid)
+    with RssPeak(pid) as warm_up_peak:
+        await closed_loop(address, method, payload, args.concurrency, 3.0, "warm-up")
     pin_threads(pid, args.server_cpus)  # after the model's sessions made their threads
     rss_before = rss_mb(pid)
     capacity = await with_cpu(
@@ -386,14 +443,14 @@ async def measure_api(
             ),
         )
         overload_end = time.perf_counter()
-        rss_peak = rss_mb(pid)
+        rss_end = rss_mb(pid)
         first_ok = await first_ok_after(address, method, payload)
         recovery = await closed_loop(
             address, method, payload, args.concurrency, min(5.0, args.phase_s), f"after {multiple}x"
         )
         row = over.summary(cap) | {
             "rate_per_s": round(multiple * base, 1),
-            "rss_mb_at_end": round(rss_peak, 1),
+            "rss_mb_at_end": round(rss_end, 1),
             "server_log_errors": server_log_errors(log) - errors_before,
         }
         row["server_counts"] = _delta(server_counters(http_port), counted)
@@ -407,7 +464,9 @@ async def measure_api(
         "api": api,
         "capacity_per_s": round(cap, 2),
         "rate_base_per_s": round(base, 2),
-        "rss_mb_before": round(rss_before, 1),
+        "rss_mb_at_start": round(rss_start, 1),  # after the first answered call
+        "rss_mb_warm_up_peak": round(warm_up_peak.mb, 1),
+        "rss_mb_before": round(rss_before, 1),  # after the 3 s warm-up
         "rss_mb_after": round(rss_mb(pid), 1),
         "phases": phases,
     }
@@ -461,10 +520,15 @@ async def soak(
 async def run(args: argparse.Namespace) -> dict:
     """Every measurement, on one server."""
     log = args.server_log
+    setup = ServerSetup(
+        tuple(args.server_args.split()),
+        tuple(tuple(kv.split("=", 1)) for kv in args.server_env),
+        args.server_tree,
+    )
     with (
         tempfile.TemporaryDirectory() as tmp,
         served(
-            repository(Path(tmp)), args.server_cpus, args.grpc_max_concurrent_rpcs, log
+            repository(Path(tmp)), args.server_cpus, args.grpc_max_concurrent_rpcs, log, setup
         ) as server,
     ):
         address, pid, _ = server
@@ -485,6 +549,12 @@ async def run(args: argparse.Namespace) -> dict:
                 "client_cpus": args.client_cpus or "all",
             },
             "model": MODEL,
+            "server": {
+                "args": list(setup.args),
+                "env": dict(setup.env),
+                "tree": str(setup.tree),
+                "checkout": _commit(setup.tree),
+            },
             "deadline_s": args.deadline_s,
             "apis": results,
         }
@@ -515,7 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the JPEG Detect sends")
     p.add_argument("--phase-s", type=float, default=15.0, help="seconds per phase")
     p.add_argument(
-        "--multiples", type=lambda s: [float(x) for x in s.split(",")], default=[5.0, 10.0]
+        "--multiples",
+        type=lambda s: [float(x) for x in s.split(",") if x],
+        default=[5.0, 10.0],
+        help="overload phases as multiples of capacity ('': capacity only)",
     )
     p.add_argument("--deadline-s", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=32, help="callers of the closed loops")
@@ -550,8 +623,42 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write the server's output here (each overload phase counts its ERROR lines)",
     )
+    p.add_argument("--server-args", default="", help="more `vision serve` flags, one string")
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        type=_assignment,
+        help="KEY=VALUE in the server's environment (repeatable)",
+    )
+    p.add_argument(
+        "--server-tree",
+        type=Path,
+        default=ROOT,
+        help="run the server of this checkout (e.g. a git worktree of an earlier commit)",
+    )
     p.add_argument("--output", type=Path, default=RESULTS)
     return p
+
+
+def _assignment(text: str) -> str:
+    """A KEY=VALUE argument, checked."""
+    if "=" not in text or text.startswith("="):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return text
+
+
+def _commit(tree: Path) -> dict:
+    """The commit checked out at `tree` and the tracked files changed there since."""
+
+    def git(*args: str) -> list[str]:
+        done = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True)
+        return done.stdout.split()
+
+    return {
+        "head": "".join(git("rev-parse", "--short", "HEAD")),
+        "changed": git("diff", "--name-only", "HEAD"),
+    }
 
 
 def _cpu_list(spec: str) -> set[int]:
