@@ -2,20 +2,27 @@
 
 Each request is a dict of input tensors with a leading batch dimension (1 for an image from
 vision.v1, N for a KServe request). The worker takes the oldest request, waits at most
-`max_queue_delay_ms` for more with the same per-row shapes, concatenates up to
-`max_batch_size` rows, runs the model once (on the inference thread; with the opt-in
-`batching.inline_max_ms`, a lone request of a shape that last ran that fast, on the event loop
-itself) and splits the outputs
-back. A request whose deadline passed while queued is answered DeadlineExceeded without
-running; when a batch fails, its requests are retried one by one so one bad input fails only
-itself.
+`max_queue_delay_ms` for more with the same per-row shapes, up to `max_batch_size` rows, and
+hands the batch to the version's inference thread, which concatenates the rows, runs the model
+once and splits the outputs back (with the opt-in `batching.inline_max_ms`, a lone request of a
+shape that last ran that fast runs on the event loop itself).
+
+The batches are pipelined: while one runs, the worker already collects the next and hands it
+over, so the thread starts it the moment the running one ends, without waiting for the event
+loop to deliver outputs and collect (at most one batch waits for the thread; until the thread
+takes it, requests of its shape that arrive still join it, up to `max_batch_size` rows). A
+request whose deadline passed while queued, or while its batch waited for the thread (checked
+again on the thread just before the run), is answered DeadlineExceeded without running; when a
+batch fails, the thread retries its requests one by one so one bad input fails only itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -110,6 +117,41 @@ def _shape_key(feeds: Feeds) -> tuple:
     return tuple(sorted((k, v.shape[1:], str(v.dtype)) for k, v in feeds.items()))
 
 
+# A handed-over batch's state: OPEN (waiting for the inference thread; requests of its shape
+# may still join it), CLAIMED (the thread took it: its members are fixed), DROPPED (answered
+# unavailable past the drain timeout: the thread skips it).
+_OPEN, _CLAIMED, _DROPPED = "open", "claimed", "dropped"
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Requests handed to the inference thread as one batch."""
+
+    members: list[_Pending]
+    rows: int
+    state: str = _OPEN
+
+
+@dataclass(eq=False)
+class _Run:
+    """One model run on the inference thread: a batch, or one request of a failed batch."""
+
+    members: list[_Pending]
+    started: float
+    compute_s: float
+    outputs: Feeds | None = None
+    error: Exception | None = None
+
+
+@dataclass(eq=False)
+class _Outcome:
+    """What the inference thread did with a batch: the requests it found expired (not run) and
+    its runs, in order."""
+
+    expired: list[_Pending] = field(default_factory=list)
+    runs: list[_Run] = field(default_factory=list)
+
+
 class DynamicBatcher:
     """A per-model-version queue with one worker task and one inference thread."""
 
@@ -131,7 +173,12 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
         self._closing = False
         self._worker: asyncio.Task | None = None
-        self._running: list[_Pending] = []  # the batch on the inference thread now
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        # Guards a handed-over batch's members and state between the worker and the thread.
+        self._lock = threading.Lock()
+        self._jobs: list[_Batch] = []  # handed to the thread, outcome not yet applied
+        self._staged: _Batch | None = None  # the last handed over, while the thread has not
+        self._collecting: list[_Pending] = []  # the batch the worker is gathering now
         self._compute = RecentDurations()  # one batch's compute time, recent median
         self._row_compute = RecentDurations()  # compute time per row, recent median
         self._failures = 0  # execution failures in a row
@@ -140,12 +187,17 @@ class DynamicBatcher:
 
     @property
     def depth(self) -> int:
-        """Requests waiting in the queue."""
-        return len(self._queue)
+        """Requests waiting: those queued plus those of the batch handed to the inference thread
+        that it has not started yet (it still waits, for the running batch or for the thread).
+        """
+        staged = self._staged
+        waiting_batch = len(staged.members) if staged and staged.state == _OPEN else 0
+        return len(self._queue) + len(self._collecting) + waiting_batch
 
     @property
     def compute_estimate_s(self) -> float:
-        """One batch's compute time in seconds: the median of recent batches (0 before one)."""
+        """One batch's compute time in seconds (the model run on the inference thread, without
+        the hand-over): the median of recent batches (0 before one)."""
         return self._compute.value
 
     @property
@@ -156,7 +208,8 @@ class DynamicBatcher:
     def start(self) -> None:
         """Start the worker task (on the running event loop); idempotent."""
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._loop())
+            self._event_loop = asyncio.get_running_loop()
+            self._worker = self._event_loop.create_task(self._loop())
 
     async def submit(self, feeds: Feeds, deadline: float | None = None) -> BatchResult:
         """Queue one request; `deadline` is an absolute time.monotonic() value or None."""
@@ -183,12 +236,17 @@ class DynamicBatcher:
         return await pending.future
 
     def _waiting(self) -> int:
-        """Queued requests that wait for a batch to finish: with no batch running, the head of
-        the queue (up to one batch) is about to run, not waiting (so requests that arrive in
-        one burst before the worker wakes are not refused with tickets to spare)."""
-        if self._running:
+        """Requests that wait for a batch to finish. With no batch running, the next batch (the
+        one handed over, else the head of the queue, up to one batch) is about to run, not
+        waiting (so requests that arrive in one burst before the worker wakes are not refused
+        with tickets to spare)."""
+        staged = self._staged
+        waiting_batch = staged is not None and staged.state == _OPEN
+        if len(self._jobs) > int(waiting_batch):  # one is on the thread
+            return self.depth
+        if waiting_batch or self._collecting:
             return len(self._queue)
-        return max(0, len(self._queue) - max(1, self._spec.max_batch_size))
+        return max(0, len(self._queue) - self._max_rows)
 
     async def close(self, drain_timeout: float = 30.0) -> None:
         """Stop accepting; finish what is queued (bounded by `drain_timeout`), then stop."""
@@ -208,42 +266,56 @@ class DynamicBatcher:
         self._executor.shutdown(wait=False)
 
     def _fail_all(self, error: Exception) -> None:
-        """Answer `error` to every queued request and to the batch still running."""
-        for pending in self._running:
-            if not pending.future.done():
-                pending.future.set_exception(error)
-        self._running = []
-        while self._queue:
-            pending = self._queue.popleft()
-            if not pending.future.done():
-                pending.future.set_exception(error)
+        """Answer `error` to every queued request and to the batches handed to the thread (one
+        it has not started is then skipped)."""
+        with self._lock:
+            for batch in self._jobs:
+                if batch.state == _OPEN:
+                    batch.state = _DROPPED
+            members = [p for batch in self._jobs for p in batch.members]
+        self._jobs, self._staged = [], None
+        members += self._collecting
+        self._collecting = []
+        members += self._queue
+        self._queue.clear()
+        for pending in members:
+            self._settle(pending, error)
 
     async def _loop(self) -> None:
         while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+            self._top_up()
+            if self._queue and self._may_hand_over():
+                try:
+                    await self._collect()
+                    self._hand_over()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
+                    log.exception("model %s: batcher error", self._name)
+                    for pending in self._collecting:
+                        self._settle(pending, exc)
+                finally:
+                    self._collecting = []
                 continue
-            batch: list[_Pending] = []
-            try:
-                batch = await self._collect()
-                if batch:
-                    await self._execute(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
-                log.exception("model %s: batcher error", self._name)
-                for pending in batch:
-                    self._settle(pending, exc)
+            if self._closing and not self._queue and not self._jobs:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
 
-    async def _collect(self) -> list[_Pending]:
-        """Take the oldest live request and whatever fits beside it within the queue delay."""
+    def _may_hand_over(self) -> bool:
+        """At most one batch waits for the inference thread: another is collected once the
+        thread has taken the last one handed over."""
+        staged = self._staged
+        return staged is None or staged.state != _OPEN
+
+    async def _collect(self) -> None:
+        """Gather into `_collecting` the oldest live request and whatever fits beside it within
+        the queue delay."""
         first = self._pop_live()
         if first is None:
-            return []
-        batch, rows = [first], first.rows
+            return
+        batch = self._collecting = [first]
+        rows = first.rows
         flush_at = first.enqueued + self._spec.max_queue_delay_ms / 1000.0
         while rows < self._max_rows:
             rows += self._take_matching(batch, first.key, self._max_rows - rows)
@@ -256,7 +328,19 @@ class DynamicBatcher:
             except TimeoutError:
                 rows += self._take_matching(batch, first.key, self._max_rows - rows)
                 break
-        return batch
+
+    def _top_up(self) -> None:
+        """Requests of its shape that arrived join the batch handed over while the thread has
+        not taken it (up to `max_batch_size` rows): it could not have run earlier anyway."""
+        batch = self._staged
+        if batch is None or batch.state != _OPEN or batch.rows >= self._max_rows:
+            return
+        if not self._queue:
+            return
+        with self._lock:
+            if batch.state == _OPEN:
+                key = batch.members[0].key
+                batch.rows += self._take_matching(batch.members, key, self._max_rows - batch.rows)
 
     def _pop_live(self) -> _Pending | None:
         while self._queue:
@@ -270,11 +354,12 @@ class DynamicBatcher:
         if pending.future.done():  # cancelled by the client
             return True
         if pending.deadline is not None and time.monotonic() >= pending.deadline:
-            pending.future.set_exception(
-                DeadlineExceededError(f"model {self._name}: deadline passed while queued")
-            )
+            pending.future.set_exception(self._deadline_error())
             return True
         return False
+
+    def _deadline_error(self) -> DeadlineExceededError:
+        return DeadlineExceededError(f"model {self._name}: deadline passed while queued")
 
     def _take_matching(self, batch: list[_Pending], key: tuple, room: int) -> int:
         taken = 0
@@ -288,46 +373,128 @@ class DynamicBatcher:
             taken += pending.rows
         return taken
 
-    async def _execute(self, batch: list[_Pending]) -> None:
+    def _hand_over(self) -> None:
+        """Give the collected batch to the inference thread (queued behind the running one),
+        or run a lone fast request inline."""
+        if not self._collecting:
+            return
+        batch = _Batch(self._collecting, sum(p.rows for p in self._collecting))
+        if self._runs_inline(batch):
+            batch.state = _CLAIMED
+            self._finish(batch, self._run_members(batch.members))
+            return
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        self._running = batch
+        future = loop.run_in_executor(self._executor, self._job, batch)
+        self._jobs.append(batch)
+        self._staged = batch
+        self._collecting = []  # counted in depth as the waiting batch from now on
+        future.add_done_callback(functools.partial(self._job_done, batch))
+
+    def _runs_inline(self, batch: _Batch) -> bool:
+        """A lone request of the shape that last ran within `inline_max_ms`, recent runs too,
+        with nothing else queued or on the inference thread."""
+        return (
+            len(batch.members) == 1
+            and not self._queue
+            and not self._jobs
+            and batch.members[0].key == self._inline_key
+            and 0 < self._compute.value <= self._inline_max_s
+        )
+
+    def _job(self, batch: _Batch) -> _Outcome:
+        """On the inference thread: take the batch (no more requests join it), drop the requests
+        that expired while it waited, run the rest."""
+        with self._lock:
+            if batch.state != _OPEN:  # dropped past the drain timeout
+                return _Outcome()
+            batch.state = _CLAIMED
+            members = list(batch.members)
+        self._notify_loop()  # the worker may hand over the next batch now
+        return self._run_members(members)
+
+    def _notify_loop(self) -> None:
+        """Wake the worker from the inference thread."""
+        loop = self._event_loop
+        if loop is None:
+            return
         try:
-            if self._runs_inline(batch):
-                outputs = self._run_batch(batch)
-            else:
-                outputs = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            loop.call_soon_threadsafe(self._wakeup.set)
+        except RuntimeError:  # the loop is closed: no worker is left to wake
+            log.debug("model %s: event loop closed; worker not woken", self._name)
+
+    def _run_members(self, members: list[_Pending]) -> _Outcome:
+        """Run the live members as one batch; requests past their deadline, or already answered
+        (a cancelled call: its future is only read here), do not run."""
+        now = time.monotonic()
+        expired = [
+            p for p in members if p.future.done() or (p.deadline is not None and now >= p.deadline)
+        ]
+        live = [p for p in members if p not in expired]
+        return _Outcome(expired, self._run_isolated(live) if live else [])
+
+    def _run_isolated(self, members: list[_Pending]) -> list[_Run]:
+        """One run of `members`; when a batch of several fails, one run per request."""
+        started = time.monotonic()
+        try:
+            outputs = self._run_batch(members)
         except Exception as exc:  # noqa: BLE001 - isolate the bad request below
-            if len(batch) == 1:
-                self._settle(batch[0], self._failure(exc))
-                return
+            if len(members) == 1:
+                return [_Run(members, started, time.monotonic() - started, error=exc)]
             log.warning(
                 "model %s: batch of %d failed (%s); retrying one by one",
                 self._name,
-                len(batch),
+                len(members),
                 type(exc).__name__,
             )
-            for pending in batch:
-                await self._execute([pending])
-            return
-        finally:
-            self._running = []
-        compute_s = time.monotonic() - started
-        self._failures = 0
-        self._compute.add(compute_s)
-        fast = len(batch) == 1 and compute_s <= self._inline_max_s
-        self._inline_key = batch[0].key if fast else None
-        self._row_compute.add(compute_s / max(1, sum(p.rows for p in batch)))
-        self._deliver(batch, outputs, started, compute_s)
+            return [run for pending in members for run in self._run_isolated([pending])]
+        return [_Run(members, started, time.monotonic() - started, outputs)]
 
-    def _runs_inline(self, batch: list[_Pending]) -> bool:
-        """A lone request of the shape that last ran within `inline_max_ms`, recent runs too."""
-        return (
-            len(batch) == 1
-            and not self._queue
-            and batch[0].key == self._inline_key
-            and 0 < self._compute.value <= self._inline_max_s
-        )
+    def _job_done(self, batch: _Batch, future: asyncio.Future) -> None:
+        """On the event loop, when the thread finished `batch`: answer its requests."""
+        if batch not in self._jobs:  # answered unavailable past the drain timeout
+            return
+        self._jobs.remove(batch)
+        if self._staged is batch:
+            self._staged = None
+        self._wakeup.set()
+        if future.cancelled():
+            self._fail_batch(batch, ModelUnavailableError(f"model {self._name} stopped; retry"))
+            return
+        error = future.exception()
+        if error is not None:
+            log.error("model %s: batcher error", self._name, exc_info=error)
+            self._fail_batch(batch, error)
+            return
+        self._finish(batch, future.result())
+
+    def _finish(self, batch: _Batch, outcome: _Outcome) -> None:
+        """Answer the expired requests, then apply each run in order."""
+        try:
+            for pending in outcome.expired:
+                self._settle(pending, self._deadline_error())
+            for run in outcome.runs:
+                self._apply(run)
+        except Exception as exc:  # noqa: BLE001 - every request of the batch gets an answer
+            log.exception("model %s: batcher error", self._name)
+            self._fail_batch(batch, exc)
+
+    def _fail_batch(self, batch: _Batch, error: BaseException) -> None:
+        exc = error if isinstance(error, Exception) else ModelUnavailableError(str(error))
+        for pending in batch.members:
+            self._settle(pending, exc)
+
+    def _apply(self, run: _Run) -> None:
+        """Account for one run (estimates, failures in a row) and answer its requests."""
+        if run.error is not None:
+            self._settle(run.members[0], self._failure(run.error))
+            return
+        self._failures = 0
+        self._compute.add(run.compute_s)
+        fast = len(run.members) == 1 and run.compute_s <= self._inline_max_s
+        self._inline_key = run.members[0].key if fast else None
+        self._row_compute.add(run.compute_s / max(1, sum(p.rows for p in run.members)))
+        outputs = run.outputs if run.outputs is not None else {}
+        self._deliver(run.members, outputs, run.started, run.compute_s)
 
     def _failure(self, exc: Exception) -> Exception:
         """What a request whose run raised `exc` is answered; marks the version after a run of
