@@ -39,3 +39,31 @@ def test_strided_and_float64_maps() -> None:
     assert heat_to_float16_bytes(heat) == _numpy(heat)
     assert heat_to_float16_bytes(heat[::2, ::3]) == _numpy(heat[::2, ::3])
     assert heat_to_float16_bytes(heat.T) == _numpy(heat.T)
+
+
+def test_the_embedded_cast_model_is_the_one_onnx_builds() -> None:
+    """A server install has no `onnx`: the model is embedded, and must be exactly this one."""
+    onnx = pytest.importorskip("onnx")
+    from vision.xai.explainer import FLOAT16_CAST_ONNX
+
+    helper, proto = onnx.helper, onnx.TensorProto
+    node = helper.make_node("Cast", ["x"], ["y"], to=proto.FLOAT16)
+    graph = helper.make_graph(
+        [node],
+        "float16_cast",
+        [helper.make_tensor_value_info("x", proto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", proto.FLOAT16, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert model.SerializeToString() == FLOAT16_CAST_ONNX
+
+
+def test_heat_maps_encode_without_the_onnx_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from vision.xai import explainer
+
+    explainer._float16_cast.cache_clear()
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now fails
+    heat = np.random.default_rng(3).random((20, 30), dtype=np.float32)
+    assert heat_to_float16_bytes(heat) == _numpy(heat)

@@ -199,23 +199,21 @@ def heat_to_float16_bytes(heat: np.ndarray) -> bytes:
     return _float16_cast().run(None, {"x": values})[0].tobytes()
 
 
+# The one-node ONNX model `Cast(x: float32) -> y: float16` (opset 18), serialized: a server
+# install has ONNX Runtime but not the `onnx` package that builds it
+# (tests/xai/test_heat_encoding.py checks it equals the model `onnx.helper` makes).
+FLOAT16_CAST_ONNX = (
+    b'\x08\x0e:=\n\x17\n\x01x\x12\x01y"\x04Cast*\t\n\x02to\x18\n\xa0\x01\x02\x12'
+    b"\x0cfloat16_castZ\t\n\x01x\x12\x04\n\x02\x08\x01b\t\n\x01y\x12\x04\n\x02\x08\n"
+    b"B\x04\n\x00\x10\x12"
+)
+
+
 @functools.cache
 def _float16_cast() -> ort.InferenceSession:
     """A one-node ONNX Runtime session: float32 -> float16 (built on first use)."""
-    from onnx import TensorProto, helper
-
-    node = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT16)
-    graph = helper.make_graph(
-        [node],
-        "float16_cast",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(FLOAT16_CAST_ONNX, options, providers=["CPUExecutionProvider"])
