@@ -18,7 +18,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -116,6 +116,17 @@ class Sender(Protocol):
         ...
 
 
+WaitForFile = Callable[[OutboxItem], None]
+Contexts = Sequence[tuple[str, str]]  # (SOP Class UID, Transfer Syntax UID)
+
+
+def waits_for_files(sender: object) -> bool:
+    """Whether `sender.send` takes `written=`: a callable it calls before reading each item's
+    file, which returns once that file is complete (or raises), so that a batch can be sent
+    while its later files are still being written (`StoreScuSender` does)."""
+    return bool(getattr(sender, "waits_for_files", False))
+
+
 def classify_status(status: int) -> Delivery:
     """A C-STORE response status as an outcome (module docstring: the status classes)."""
     if status == 0x0000 or status == 0x0001 or 0xB000 <= status <= 0xBFFF:
@@ -145,7 +156,10 @@ def association_failure(assoc: Association) -> Delivery:
 class StoreScuSender:
     """C-STORE SCU (pynetdicom): one association per batch, proposing each result's SOP class
     with the transfer syntax it was written in; its sockets do not wait on TCP's small-segment
-    timers (`dicom_node.tcp`)."""
+    timers (`dicom_node.tcp`). It can send a batch whose later files are still being written
+    (`waits_for_files`): the association is set up first, each C-STORE waits for its file."""
+
+    waits_for_files = True
 
     def __init__(
         self,
@@ -162,25 +176,42 @@ class StoreScuSender:
         self.acse_timeout_s = acse_timeout_s
         self.dimse_timeout_s = dimse_timeout_s
 
-    def _application_entity(self, items: Sequence[OutboxItem]) -> AE:
+    def _application_entity(self, contexts: Contexts) -> AE:
         ae = (LowLatencyAE if self.low_latency else AE)(ae_title=self.ae_title)
         ae.connection_timeout = self.connection_timeout_s
         ae.acse_timeout = self.acse_timeout_s
         ae.dimse_timeout = self.dimse_timeout_s
         ae.network_timeout = self.dimse_timeout_s
-        contexts = dict.fromkeys((item.sop_class_uid, item.transfer_syntax) for item in items)
-        for sop_class, syntax in list(contexts)[:128]:
+        for sop_class, syntax in list(dict.fromkeys(contexts))[:128]:
             ae.add_requested_context(sop_class, syntax)
         return ae
 
-    def send(
-        self, destination: Destination, items: Sequence[OutboxItem]
-    ) -> Iterator[tuple[OutboxItem, Delivery]]:
-        """See `Sender.send`."""
-        started = time.perf_counter()
-        assoc = self._application_entity(items).associate(
+    def open(self, destination: Destination, contexts: Contexts) -> Association | None:
+        """An association to `destination` proposing `contexts` ((SOP class, transfer syntax)
+        pairs), opened ahead for a later `send(..., association=...)`; None when it was not
+        established (the send then opens its own, and says why it failed)."""
+        assoc = self._application_entity(contexts).associate(
             destination.host, destination.port, ae_title=destination.ae_title
         )
+        return assoc if assoc.is_established else None
+
+    def send(
+        self,
+        destination: Destination,
+        items: Sequence[OutboxItem],
+        written: WaitForFile | None = None,
+        association: Association | None = None,
+    ) -> Iterator[tuple[OutboxItem, Delivery]]:
+        """See `Sender.send`; `written(item)`, when given, is called before each item's C-STORE
+        and returns once its file is complete (`waits_for_files`); `association`, one from
+        `open`, is used (and released) if it is still established and accepted every item's
+        context, else a new one is opened."""
+        started = time.perf_counter()
+        assoc = _reusable(association, items)
+        if assoc is None:
+            assoc = self._application_entity(_contexts(items)).associate(
+                destination.host, destination.port, ae_title=destination.ae_title
+            )
         if not assoc.is_established:
             failure = association_failure(assoc)
             log.warning("no association with %s: %s", destination, failure.reason)
@@ -189,6 +220,10 @@ class StoreScuSender:
             return
         try:
             for index, item in enumerate(items):
+                if written is not None:  # the wait for the file is not the C-STORE's time
+                    waited = time.perf_counter()
+                    written(item)
+                    started += time.perf_counter() - waited
                 delivery = _store(assoc, item, started)
                 started = time.perf_counter()
                 yield item, delivery
@@ -200,6 +235,21 @@ class StoreScuSender:
         finally:
             if assoc.is_established:
                 assoc.release()
+
+
+def _contexts(items: Sequence[OutboxItem]) -> Contexts:
+    return [(item.sop_class_uid, item.transfer_syntax) for item in items]
+
+
+def _reusable(assoc: Association | None, items: Sequence[OutboxItem]) -> Association | None:
+    """`assoc` if it is still established and accepted every item's context (else released)."""
+    if assoc is None or not assoc.is_established:
+        return None
+    accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+    if set(_contexts(items)) <= accepted:
+        return assoc
+    assoc.release()
+    return None
 
 
 def _store(assoc: Association, item: OutboxItem, started: float) -> Delivery:

@@ -30,7 +30,7 @@ from dicom_node.jobs import job_id as make_job_id
 from dicom_node.metrics import NodeMetrics
 from dicom_node.model import JobState, NodeSettings, Series, SpooledInstance
 from dicom_node.outbox import Outbox
-from dicom_node.results import ResultStream, build_results
+from dicom_node.results import RESULT_CONTEXTS, ResultStream, build_results
 from dicom_node.routing import RoutingRules
 from dicom_node.scp import StorageSCP
 from dicom_node.spool import Spool
@@ -181,6 +181,8 @@ class DicomNode:
         # cut lost runs again from the spool on restart, with the same result UIDs
         await self._job(job, JobState.RECEIVED, durable=False, **fields, assembled_at=time.time())
         ahead: list[str] = []  # SOP Instance UIDs of results queued while the series is inferred
+        if self.deid is None:  # de-identified results carry mapped UIDs: sent through the queue
+            self.outbox.warm(job, RESULT_CONTEXTS)  # opened while the series is inferred
         try:
             if self.plane.model_info(model).config.task == VOLUMETRIC:
                 volume = await self._infer_volume(datasets, model)
@@ -199,14 +201,18 @@ class DicomNode:
             if self.deid is not None:  # de-identified: UIDs mapped under the node's key
                 results = await self.plane.run_in_worker(self.deid.apply_all, results)
             rest = [ds for ds in results if str(ds.SOPInstanceUID) not in set(ahead)]
+            # sent while written, rows committed with the outcomes (`dicom_node.outbox_direct`):
+            # until then the sources are not marked processed, so a crash re-runs the job
             enqueue = functools.partial(
-                self.outbox.enqueue, job, rest, mark_queued=True, earlier=ahead
+                self.outbox.enqueue, job, rest, mark_queued=True, earlier=ahead, send_now=True
             )
             await self.plane.run_in_worker(enqueue)  # queued_at and results in the same commit
         except (VisionError, ValueError) as exc:
             # Domain errors' and the result builder's messages never carry patient attributes.
             await self._job(job, JobState.FAILED, reason=f"{type(exc).__name__}: {exc}")
             log.warning("job %s (%s) failed: %s", job, model, type(exc).__name__)
+        finally:
+            self.outbox.cool(job)  # whatever the send did not use
 
     async def _send_ahead(self, job: str, ahead: list[str], parts: list[pydicom.Dataset]) -> None:
         """Queue finished SEGs while the rest of the series is inferred (not when results are

@@ -12,7 +12,9 @@ exponential back-off and jitter, capped; a permanent one is `failed` until an op
 discards it. Rows still `sending` when the process died (`kill -9`) are sent again on restart:
 delivery is at least once on the wire, and the receiver keeps one object per SOP Instance UID, so
 a resend is never a second object, and no delivery is ever recorded twice. The jobs the rows
-belong to follow (`queued` -> `sent` or `failed`).
+belong to follow (`queued` -> `sent` or `failed`). A job's last results may instead be sent while
+they are written and recorded with their outcomes (`enqueue(send_now=True)`,
+`dicom_node.outbox_direct`): a crash before that commit runs the job again from the spool.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pydicom
@@ -33,10 +35,19 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicom_node import outbox_rows as rows
-from dicom_node.delivery import Delivery, ItemState, OutboxItem, Outcome, Sender, StoreScuSender
+from dicom_node.delivery import (
+    Contexts,
+    Delivery,
+    ItemState,
+    OutboxItem,
+    Outcome,
+    Sender,
+    StoreScuSender,
+)
 from dicom_node.jobs import Database, JobStore, upsert_job
 from dicom_node.metrics import NodeMetrics
 from dicom_node.model import Destination, JobState
+from dicom_node.outbox_direct import WrittenFiles, release_when_opened, send_while_written
 from dicom_node.outbox_rows import OutboxStateError
 
 __all__ = ["ItemState", "Outbox", "OutboxItem", "OutboxStateError"]
@@ -45,6 +56,7 @@ log = logging.getLogger(__name__)
 
 _UID = re.compile(r"^[0-9.]{1,64}$")
 WRITERS = 8  # threads writing (and fsyncing) one enqueue's files
+_UNSENT = Delivery(Outcome.TEMPORARY, "not attempted")
 
 
 class Outbox:
@@ -75,6 +87,9 @@ class Outbox:
         self.metrics, self._rng = metrics, rng or random.Random()
         self._wake, self._stopping = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
+        self._warm: dict[str, dict[str, Future]] = {}  # job -> destination -> association
+        self._warm_lock = threading.Lock()
+        self._openers: ThreadPoolExecutor | None = None
         self.db.executescript(rows.SCHEMA)
         self._resume_in_flight()
 
@@ -88,6 +103,7 @@ class Outbox:
         mark_queued: bool = False,
         ahead: bool = False,
         earlier: Sequence[str] = (),
+        send_now: bool = False,
     ) -> list[int]:
         """Queue `datasets` (the job's results) for every destination; the deliveries' ids.
 
@@ -99,11 +115,17 @@ class Outbox:
         `earlier` (SOP Instance UIDs) and they become its rows in that commit. A job that fails
         before its last call keeps the objects sent ahead (each is complete on its own).
         A dataset without a file meta Transfer Syntax UID gets Explicit VR Little Endian.
+        `send_now=True` (not with `ahead`): objects new to the outbox are sent, to each
+        destination with nothing waiting, while they are written, and their rows committed with
+        the outcomes (`dicom_node.outbox_direct`); the others are queued as usual.
         """
         if not self.destinations:
             if not ahead:
                 self.store.upsert(job_id, JobState.FAILED, reason="no destination configured")
             return []
+        direct = self._direct_destinations(datasets) if send_now and not ahead else []
+        if direct:
+            return self._enqueue_sending(job_id, datasets, direct, mark_queued, earlier)
         written = self._write_all(datasets)
         if written:  # the renames durable (one folder fsync) before any row names the files
             _fsync_folder(self.folder)
@@ -136,24 +158,195 @@ class Outbox:
 
     def _write(self, dataset: pydicom.Dataset) -> tuple[str, str, str]:
         """Write `dataset` durably to the outbox folder: (SOP Instance UID, class, syntax)."""
-        uid, sop_class = str(dataset.SOPInstanceUID), str(dataset.SOPClassUID)
-        if not _UID.match(uid):
-            raise ValueError("result SOP Instance UID is not a valid UID")
-        meta = getattr(dataset, "file_meta", None)
-        if meta is None or "TransferSyntaxUID" not in meta:
-            dataset.file_meta = meta = meta or FileMetaDataset()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        final, partial = self._path(uid), self.folder / f".{uid}.{os.getpid()}.partial"
+        entry = _entry(dataset)
+        partial = self._partial(entry[0])
+        self._write_partial(dataset, partial, durable=True)
+        os.replace(partial, self._path(entry[0]))  # the caller fsyncs the folder before the rows
+        return entry
+
+    def _write_partial(self, dataset: pydicom.Dataset, partial: Path, *, durable: bool) -> None:
+        """`dataset` as the file `partial`, fsynced when `durable`."""
         try:
             with open(partial, "wb") as file:
                 dataset.save_as(file, enforce_file_format=True)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(partial, final)  # the caller fsyncs the folder before committing rows
+                if durable:
+                    file.flush()
+                    os.fsync(file.fileno())
         except BaseException:  # a full disk, say: no half-written file left holding space
             partial.unlink(missing_ok=True)
             raise
-        return uid, sop_class, str(meta.TransferSyntaxUID)
+
+    # -- sent while written (`dicom_node.outbox_direct`) -----------------------------------------
+
+    def _direct_destinations(self, datasets: Sequence[pydicom.Dataset]) -> list[str]:
+        """The destinations to send `datasets` to at once: none if any of them has a row
+        already (it is the queue's), else those with nothing waiting (order kept; one in
+        back-off is not waited on)."""
+        uids = [str(ds.SOPInstanceUID) for ds in datasets]
+        if not uids:
+            return []
+        with self.db.reading() as conn:
+            if rows.any_row(conn, uids):
+                return []
+            return [dest for dest in self.destinations if not rows.busy(conn, dest)]
+
+    def warm(self, job_id: str, contexts: Contexts) -> None:
+        """Open, in the background, an association proposing `contexts` to each destination with
+        nothing waiting, for job `job_id`'s `enqueue(send_now=True)` (its results are built
+        meanwhile); `cool` releases what that call did not use. Senders without `open` skip it."""
+        opener = getattr(self.sender, "open", None)
+        if opener is None:
+            return
+        with self._warm_lock:  # no I/O here: the caller may be the event loop
+            if self._openers is None:
+                self._openers = ThreadPoolExecutor(4, "outbox-open")
+            submit = self._openers.submit
+            opening = {
+                d: submit(self._open_if_idle, opener, d, contexts) for d in self.destinations
+            }
+            for left in self._warm.pop(job_id, {}).values():
+                release_when_opened(left)
+            self._warm[job_id] = opening
+
+    def _open_if_idle(
+        self, opener: Callable[[Destination, Contexts], object], dest: str, contexts: Contexts
+    ) -> object:
+        """`opener(destination, contexts)` unless the destination has rows waiting (None)."""
+        with self.db.reading() as conn:
+            if rows.busy(conn, dest):
+                return None
+        return opener(self.destinations[dest], contexts)
+
+    def cool(self, job_id: str) -> None:
+        """Release the associations opened for job `job_id` and not used (`warm`)."""
+        for opened in self._take_warm(job_id).values():
+            release_when_opened(opened)
+
+    def _take_warm(self, job_id: str) -> dict[str, Future]:
+        with self._warm_lock:
+            return self._warm.pop(job_id, {})
+
+    def _enqueue_sending(
+        self,
+        job_id: str,
+        datasets: Sequence[pydicom.Dataset],
+        direct: list[str],
+        mark_queued: bool,
+        earlier: Sequence[str],
+    ) -> list[int]:
+        """`enqueue(send_now=True)`: write and send at once, then the rows with the outcomes."""
+        entries = [_entry(ds) for ds in datasets]
+        partials = [self._partial(uid) for uid, _, _ in entries]
+        started = self.clock()
+        batches = {
+            dest: [
+                OutboxItem(
+                    0,
+                    job_id,
+                    *entry,
+                    dest,
+                    partial,
+                    ItemState.SENDING,
+                    0,
+                    started,
+                    "",
+                    started,
+                    started,
+                )  # fmt: skip
+                for entry, partial in zip(entries, partials, strict=True)
+            ]
+            for dest in direct
+        }
+        opened = self._take_warm(job_id)
+        try:
+            written_at, steps = self._write_and_send(datasets, entries, partials, batches, opened)
+            outcomes = {(i.sop_instance_uid, i.destination): d for i, d in steps}
+            keep = [
+                (entry, partial)
+                for entry, partial in zip(entries, partials, strict=True)
+                if any(
+                    outcomes.get((entry[0], dest), _UNSENT).outcome is not Outcome.SENT
+                    for dest in self.destinations
+                )
+            ]
+            for entry, partial in keep:  # durable before a row names them
+                _fsync_file(partial)
+                os.replace(partial, self._path(entry[0]))
+            if keep:
+                _fsync_folder(self.folder)
+        finally:
+            for partial in partials:  # sent everywhere (or the write failed): not needed
+                partial.unlink(missing_ok=True)
+        ids = self._commit_sent(job_id, entries, outcomes, written_at, mark_queued, earlier)
+        for item, delivery in steps:
+            self._observe(item, delivery)
+        if keep:
+            self._wake.set()
+        return ids
+
+    def _write_and_send(
+        self,
+        datasets: Sequence[pydicom.Dataset],
+        entries: list[tuple[str, str, str]],
+        partials: list[Path],
+        batches: dict[str, list[OutboxItem]],
+        opened: dict[str, Future],
+    ) -> tuple[float, list[tuple[OutboxItem, Delivery]]]:
+        """Write the files one after another (not fsynced) while a thread per destination sends
+        each as soon as it is complete, on the association `warm` opened for it if any:
+        (when the last was written, every outcome)."""
+        files = WrittenFiles([uid for uid, _, _ in entries])
+        sends = [
+            send_while_written(self.sender, self.destinations[d], batch, files, opened.pop(d, None))
+            for d, batch in batches.items()
+        ]
+        for unused in opened.values():  # a destination that got busy meanwhile
+            release_when_opened(unused)
+        try:
+            for dataset, (uid, _, _), partial in zip(datasets, entries, partials, strict=True):
+                self._write_partial(dataset, partial, durable=False)
+                files.done(uid)
+        except BaseException:
+            files.fail()  # the senders stop
+            for outcomes in sends:
+                outcomes()
+            raise
+        written_at = self.clock()
+        return written_at, [step for outcomes in sends for step in outcomes()]
+
+    def _commit_sent(
+        self,
+        job_id: str,
+        entries: list[tuple[str, str, str]],
+        outcomes: dict[tuple[str, str], Delivery],
+        queued_at: float,
+        mark_queued: bool,
+        earlier: Sequence[str],
+    ) -> list[int]:
+        """The rows of `entries` for every destination, with the outcomes already known (the
+        others pending, due now), and the job's, in one transaction; fsynced unless all sent."""
+        now = self.clock()
+        all_sent = len(outcomes) == len(entries) * len(self.destinations) and all(
+            d.outcome is Outcome.SENT for d in outcomes.values()
+        )
+        with self.db.transaction(durable=not all_sent) as conn:
+            ids = []
+            for entry in entries:
+                for dest in self.destinations:
+                    item_id = rows.insert(conn, job_id, entry, dest, queued_at)
+                    delivery = outcomes.get((entry[0], dest))
+                    if delivery is not None:
+                        state, due = self._after(delivery, 1, now)
+                        rows.record(conn, item_id, state, 1, due, delivery.reason, now)
+                    ids.append(item_id)
+            for uid in earlier:
+                for dest in self.destinations:
+                    rows.link(conn, job_id, uid, dest)
+            count = len(entries) + len(earlier)
+            marks = {"queued_at": queued_at, "results": count} if mark_queued else {}
+            upsert_job(conn, job_id, JobState.QUEUED, now, reason="", **marks)
+            rows.settle(conn, job_id, now)
+        return ids
 
     # -- delivery ------------------------------------------------------------------------------
 
@@ -218,24 +411,33 @@ class Outbox:
     def _record(self, item: OutboxItem, delivery: Delivery) -> None:
         """Record one attempt's outcome, and the jobs' states it settles, in one transaction."""
         now, attempts = self.clock(), item.attempts + 1
-        state, due = ItemState.FAILED, now
-        if delivery.outcome is Outcome.SENT:
-            state = ItemState.SENT
-        elif delivery.outcome is Outcome.TEMPORARY:
-            state, due = ItemState.PENDING, now + self.retry_delay(attempts)
+        state, due = self._after(delivery, attempts, now)
         # a success is not fsynced (it survives kill -9; a power cut can only lose the last
         # ones, and those objects are sent again, where the receiver keeps one per SOP Instance
         # UID); a failure an operator must see is
         with self.db.transaction(durable=state is not ItemState.SENT) as conn:
             rows.record(conn, item.item_id, state, attempts, due, delivery.reason, now)
+        self._observe(item, delivery, now)
+        if state is ItemState.SENT:
+            self._remove_finished({item.sop_instance_uid})
+
+    def _after(self, delivery: Delivery, attempts: int, now: float) -> tuple[ItemState, float]:
+        """The state and next due time of an item after attempt `attempts` came to `delivery`."""
+        if delivery.outcome is Outcome.SENT:
+            return ItemState.SENT, now
+        if delivery.outcome is Outcome.TEMPORARY:
+            return ItemState.PENDING, now + self.retry_delay(attempts)
+        return ItemState.FAILED, now
+
+    def _observe(self, item: OutboxItem, delivery: Delivery, now: float | None = None) -> None:
+        """An attempt in the metrics, and in the log when it failed for good."""
+        now = self.clock() if now is None else now
         if self.metrics is not None:
             self.metrics.observe_delivery(item.destination, delivery, now - item.created_at)
-        if state is ItemState.FAILED:
+        if delivery.outcome is Outcome.PERMANENT:
             log.warning(
                 "delivery %d to %s failed: %s", item.item_id, item.destination, delivery.reason
             )
-        if state is ItemState.SENT:
-            self._remove_finished({item.sop_instance_uid})
 
     def retry_delay(self, attempts: int) -> float:
         """Back-off before attempt `attempts + 1`: exponential, jittered (x0.5-1), capped."""
@@ -271,6 +473,14 @@ class Outbox:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        with self._warm_lock:
+            warm, self._warm = self._warm, {}
+            openers, self._openers = self._openers, None
+        for opening in warm.values():
+            for opened in opening.values():
+                release_when_opened(opened)
+        if openers is not None:
+            openers.shutdown(wait=True)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -335,6 +545,9 @@ class Outbox:
     def _path(self, uid: str) -> Path:
         return self.folder / f"{uid}.dcm"
 
+    def _partial(self, uid: str) -> Path:
+        return self.folder / f".{uid}.{os.getpid()}.partial"
+
     def _item(self, row: sqlite3.Row) -> OutboxItem:
         values = dict(row)
         values["state"] = ItemState(values["state"])
@@ -346,6 +559,26 @@ class Outbox:
             for uid in uids:
                 if not rows.still_needed(conn, uid):
                     self._path(uid).unlink(missing_ok=True)
+
+
+def _entry(dataset: pydicom.Dataset) -> tuple[str, str, str]:
+    """(SOP Instance UID, class, syntax) of a result; Explicit VR Little Endian if it has none."""
+    uid, sop_class = str(dataset.SOPInstanceUID), str(dataset.SOPClassUID)
+    if not _UID.match(uid):
+        raise ValueError("result SOP Instance UID is not a valid UID")
+    meta = getattr(dataset, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        dataset.file_meta = meta = meta or FileMetaDataset()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return uid, sop_class, str(meta.TransferSyntaxUID)
+
+
+def _fsync_file(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _fsync_folder(folder: Path) -> None:

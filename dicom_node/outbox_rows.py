@@ -80,6 +80,23 @@ def link(conn: sqlite3.Connection, job: str, uid: str, dest: str) -> None:
     conn.execute("INSERT OR IGNORE INTO job_items VALUES (?, ?)", (job, row[0]))
 
 
+def any_row(conn: sqlite3.Connection, uids: list[str]) -> bool:
+    """Whether any of the objects `uids` has a row already (for any destination)."""
+    return any(
+        conn.execute("SELECT 1 FROM outbox WHERE sop_instance_uid = ?", (uid,)).fetchone()
+        for uid in uids
+    )
+
+
+def busy(conn: sqlite3.Connection, destination: str) -> bool:
+    """Whether `destination` has rows waiting (`pending`, due or not) or in flight."""
+    found = conn.execute(
+        "SELECT 1 FROM outbox WHERE destination = ? AND state IN (?, ?) LIMIT 1",
+        (destination, _PENDING, _SENDING),
+    ).fetchone()
+    return found is not None
+
+
 def claim(conn: sqlite3.Connection, now: float, limit: int) -> list[sqlite3.Row]:
     """Up to `limit` rows due for the destination due first, now marked `sending`."""
     first = conn.execute(

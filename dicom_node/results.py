@@ -31,7 +31,21 @@ from dicom_node.sr import measurement_groups, report_of_groups
 from dicom_node.uids import Producer, SourceFrame, unique_instances
 from serving.dataplane import Prediction
 
-__all__ = ["ResultStream", "build_results", "source_frames"]
+__all__ = ["RESULT_CONTEXTS", "ResultStream", "build_results", "source_frames"]
+
+# (SOP class, transfer syntax) of every kind of result built here, as written (Explicit VR Little
+# Endian): SEG, Comprehensive 3D SR, Grayscale and Color Softcopy Presentation State, Parametric
+# Map (`Outbox.warm` proposes them before the results exist)
+RESULT_CONTEXTS = tuple(
+    (sop_class, "1.2.840.10008.1.2.1")
+    for sop_class in (
+        "1.2.840.10008.5.1.4.1.1.66.4",
+        "1.2.840.10008.5.1.4.1.1.88.34",
+        "1.2.840.10008.5.1.4.1.1.11.1",
+        "1.2.840.10008.5.1.4.1.1.11.2",
+        "1.2.840.10008.5.1.4.1.1.30",
+    )
+)
 
 
 def source_frames(
