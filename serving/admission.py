@@ -341,6 +341,10 @@ class Intake:
     Refused at once (OverloadedError, with the models' retry hint) when every place is held,
     when the deadline cannot be met on any model (`Admission.deadline_fits`), or while the
     server shuts down.
+
+    It cannot tell models apart before the read: with several models, one model's calls can
+    hold the places another model's calls would need. Once a call's message is read, `assign`
+    records its model, so a refusal says which models hold the places (`holders`).
     """
 
     def __init__(
@@ -355,6 +359,7 @@ class Intake:
         self._versions = versions
         self._limit = limit
         self.held = 0
+        self._by_model: collections.Counter[str] = collections.Counter()
 
     def limit_for(self, versions: Sequence[ModelVersion]) -> int:
         """Calls that may be held at once with `versions` serving (at least one, so that a call
@@ -369,9 +374,28 @@ class Intake:
         self._check(deadline)
         self.held += 1
 
-    def release(self) -> None:
-        """Give back a place taken by `take`."""
+    def assign(self, model: str) -> str:
+        """Record that a place's message, now read, names `model`; returns the key to give
+        `release` (a model that does not serve is counted as OTHER: a client's made-up name
+        never reaches another client's refusal)."""
+        key = model if any(v.name == model for v in self._versions()) else OTHER
+        self._by_model[key] += 1
+        return key
+
+    def release(self, assigned: str | None = None) -> None:
+        """Give back a place taken by `take` (`assigned`: what `assign` returned for it)."""
         self.held -= 1
+        if assigned is not None:
+            self._by_model[assigned] -= 1
+            if self._by_model[assigned] <= 0:
+                del self._by_model[assigned]
+
+    def holders(self) -> dict[str, int]:
+        """Places held per model whose message was read, most first, and those whose message
+        is still being read (READING)."""
+        counts = dict(self._by_model.most_common())
+        reading = self.held - sum(counts.values())
+        return counts | ({READING: reading} if reading > 0 else {})
 
     def _check(self, deadline: float | None) -> None:
         admission = self._admission
@@ -384,8 +408,9 @@ class Intake:
         if self.held >= limit:
             hint = _retry_hint_ms(admission, versions)
             raise OverloadedError(
-                f"the server is at capacity ({self.held} of {limit} inference calls held); "
-                f"retry after {hint} ms with backoff, or on another replica",
+                f"the server is at capacity ({self.held} of {limit} inference calls held: "
+                f"{_holders_text(self.holders())}); retry after {hint} ms with backoff, or on "
+                "another replica",
                 hint,
             )
         fits = (admission.deadline_fits(v, deadline) for v in versions)
@@ -398,6 +423,18 @@ class Intake:
                 "deadline",
                 hint,
             )
+
+
+OTHER = "(a model not serving)"  # Intake.holders: calls naming no model that serves
+READING = "(being read)"  # Intake.holders: calls whose message is not read yet
+_HOLDERS_SHOWN = 4
+
+
+def _holders_text(holders: dict[str, int]) -> str:
+    """'blood-cells 70, (being read) 2' (the first few holders, then how many more)."""
+    shown = [f"{name} {count}" for name, count in list(holders.items())[:_HOLDERS_SHOWN]]
+    more = len(holders) - _HOLDERS_SHOWN
+    return ", ".join(shown + ([f"{more} more"] if more > 0 else []))
 
 
 def _retry_hint_ms(admission: Admission, versions: Sequence[ModelVersion]) -> int:

@@ -236,10 +236,13 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         except VisionError as exc:
             self._count_unread(exc, time.perf_counter() - start)
             raise
+        assigned = None
         try:
-            return await self.ModelInfer(await read_call(context), context)
+            call = await read_call(context)
+            assigned = self.intake.assign(call.model_name)  # whose place this is, from now on
+            return await self.ModelInfer(call, context)
         finally:
-            self.intake.release()
+            self.intake.release(assigned)
 
     def _count_unread(self, error: Exception, seconds: float) -> None:
         """A call refused before its message (and so its model) was known: counted with an

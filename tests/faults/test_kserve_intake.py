@@ -16,6 +16,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -23,7 +24,14 @@ import pytest
 
 from protos.inference import grpc_service_pb2 as kserve_pb
 from protos.inference import grpc_service_pb2_grpc as kserve_grpc
-from serving.admission import Admission, Intake, OverloadedError, ShuttingDownError
+from serving.admission import (
+    OTHER,
+    READING,
+    Admission,
+    Intake,
+    OverloadedError,
+    ShuttingDownError,
+)
 from serving.rpc import kserve_wire
 from tests.faults.helpers import HeldRuns, admitted, sample, wait_for, wrap_session
 from tests.serving.conftest import ServerThread, start_server
@@ -247,6 +255,62 @@ def test_a_fixed_intake_limit_counts_calls_until_they_are_released():
     intake.release()
     with pytest.raises(ShuttingDownError):
         intake.take(None)
+
+
+def _serving(name: str) -> SimpleNamespace:
+    """Stands in for a ModelVersion that serves (what the intake reads of one)."""
+    return SimpleNamespace(name=name, batcher=SimpleNamespace(compute_estimate_s=0.0))
+
+
+def test_the_intake_says_which_models_hold_its_places():
+    intake = Intake(Admission(), lambda: [_serving("a"), _serving("b")], 4)
+    for _ in range(4):
+        intake.take(None)
+    keys = [intake.assign("a"), intake.assign("a"), intake.assign("made-up")]
+    assert keys == ["a", "a", OTHER]  # a name no model serves is not repeated to others
+    assert intake.holders() == {"a": 2, OTHER: 1, READING: 1}
+    with pytest.raises(OverloadedError) as info:
+        intake.take(None)
+    assert f"4 of 4 inference calls held: a 2, {OTHER} 1, {READING} 1" in str(info.value)
+    for key in [*keys, None]:
+        intake.release(key)
+    assert (intake.held, intake.holders()) == (0, {})
+
+
+@pytest.fixture()
+def shared_server(tmp_path: Path, reads: CountingReads) -> Iterator[ServerThread]:
+    """The held model and a second one with room, behind a fixed intake of PLACES calls."""
+    root = _one_model(tmp_path / "models")
+    write_config(segmenter_config("roomy", max_batch_size=1, max_queue_size=8), root / "roomy")
+    brightness_segmenter(root / "roomy" / "1" / "model.onnx")
+    running = start_server(root, kserve_intake=PLACES)
+    yield running
+    running.stop()
+
+
+def test_one_models_calls_can_hold_the_intake_from_another_and_the_refusal_says_so(
+    shared_server, reads
+):
+    roomy = _request()
+    roomy.model_name = "roomy"
+    with grpc.insecure_channel(shared_server.address) as channel:
+        stub = kserve_grpc.GRPCInferenceServiceStub(channel)
+        held = HeldRuns(shared_server, "tight")
+        try:
+            with concurrent.futures.ThreadPoolExecutor(PLACES) as pool:
+                calls = _fill(stub, shared_server, pool)
+                before = reads.count
+                error = _refusal(lambda: stub.ModelInfer(roomy, timeout=60))
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                held_by = f"{PLACES} of {PLACES} inference calls held: tight {PLACES}"
+                assert held_by in error.details()
+                assert reads.count == before  # refused unread, though its own gate had room
+                assert admitted(shared_server, "roomy") == 0
+                held.release()
+                assert all(call.result(timeout=60).outputs for call in calls)
+        finally:
+            held.release()
+        assert stub.ModelInfer(roomy, timeout=60).outputs
 
 
 @pytest.fixture()
