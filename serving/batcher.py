@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import threading
 import time
@@ -171,6 +170,8 @@ class DynamicBatcher:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
+        # Wakes the event loop for the inference thread (see _post).
+        self._notifier = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}-notify")
         self._closing = False
         self._worker: asyncio.Task | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -264,6 +265,7 @@ class DynamicBatcher:
                     )
                 )
         self._executor.shutdown(wait=False)
+        self._notifier.shutdown(wait=False)
 
     def _fail_all(self, error: Exception) -> None:
         """Answer `error` to every queued request and to the batches handed to the thread (one
@@ -383,12 +385,10 @@ class DynamicBatcher:
             batch.state = _CLAIMED
             self._finish(batch, self._run_members(batch.members))
             return
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._job, batch)
+        self._executor.submit(self._job, batch)  # _job answers through _job_done, never raises
         self._jobs.append(batch)
         self._staged = batch
         self._collecting = []  # counted in depth as the waiting batch from now on
-        future.add_done_callback(functools.partial(self._job_done, batch))
 
     def _runs_inline(self, batch: _Batch) -> bool:
         """A lone request of the shape that last ran within `inline_max_ms`, recent runs too,
@@ -401,26 +401,44 @@ class DynamicBatcher:
             and 0 < self._compute.value <= self._inline_max_s
         )
 
-    def _job(self, batch: _Batch) -> _Outcome:
+    def _job(self, batch: _Batch) -> None:
         """On the inference thread: take the batch (no more requests join it), drop the requests
-        that expired while it waited, run the rest."""
-        with self._lock:
-            if batch.state != _OPEN:  # dropped past the drain timeout
-                return _Outcome()
-            batch.state = _CLAIMED
-            members = list(batch.members)
-        self._notify_loop()  # the worker may hand over the next batch now
-        return self._run_members(members)
+        that expired while it waited, run the rest; the outcome goes back to the event loop."""
+        try:
+            with self._lock:
+                if batch.state != _OPEN:  # dropped past the drain timeout: already answered
+                    return
+                batch.state = _CLAIMED
+                members = list(batch.members)
+            self._post(self._wakeup.set)  # the worker may hand over the next batch now
+            outcome: _Outcome | Exception = self._run_members(members)
+        except Exception as exc:  # noqa: BLE001 - the batch's requests must still be answered
+            log.exception("model %s: batcher error on the inference thread", self._name)
+            outcome = exc
+        self._post(self._job_done, batch, outcome)
 
-    def _notify_loop(self) -> None:
-        """Wake the worker from the inference thread."""
+    def _post(self, callback: Callable[..., object], *args: object) -> None:
+        """Have `callback(*args)` called on the event loop, from the inference thread.
+
+        The notifier thread wakes the loop: waking it from here would let go of the GIL (the
+        write to the loop's self-pipe) between two runs, and with the loop busy in Python this
+        thread would then wait for the GIL (up to the 5 ms switch interval) before it could start
+        the next batch. Handing it over takes no GIL switch; the notifier runs once this thread
+        is inside the model run."""
+        try:
+            self._notifier.submit(self._call_on_loop, callback, args)
+        except RuntimeError:  # shut down: the batcher is closed and every request answered
+            log.debug("model %s: closed; %s not posted", self._name, callback.__name__)
+
+    def _call_on_loop(self, callback: Callable[..., object], args: tuple) -> None:
+        """On the notifier thread: schedule `callback(*args)` on the event loop."""
         loop = self._event_loop
         if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(self._wakeup.set)
-        except RuntimeError:  # the loop is closed: no worker is left to wake
-            log.debug("model %s: event loop closed; worker not woken", self._name)
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed: nobody is left to answer
+            log.debug("model %s: event loop closed; %s dropped", self._name, callback.__name__)
 
     def _run_members(self, members: list[_Pending]) -> _Outcome:
         """Run the live members as one batch; requests past their deadline, or already answered
@@ -449,7 +467,7 @@ class DynamicBatcher:
             return [run for pending in members for run in self._run_isolated([pending])]
         return [_Run(members, started, time.monotonic() - started, outputs)]
 
-    def _job_done(self, batch: _Batch, future: asyncio.Future) -> None:
+    def _job_done(self, batch: _Batch, outcome: _Outcome | Exception) -> None:
         """On the event loop, when the thread finished `batch`: answer its requests."""
         if batch not in self._jobs:  # answered unavailable past the drain timeout
             return
@@ -457,15 +475,10 @@ class DynamicBatcher:
         if self._staged is batch:
             self._staged = None
         self._wakeup.set()
-        if future.cancelled():
-            self._fail_batch(batch, ModelUnavailableError(f"model {self._name} stopped; retry"))
+        if isinstance(outcome, Exception):
+            self._fail_batch(batch, outcome)
             return
-        error = future.exception()
-        if error is not None:
-            log.error("model %s: batcher error", self._name, exc_info=error)
-            self._fail_batch(batch, error)
-            return
-        self._finish(batch, future.result())
+        self._finish(batch, outcome)
 
     def _finish(self, batch: _Batch, outcome: _Outcome) -> None:
         """Answer the expired requests, then apply each run in order."""
@@ -478,10 +491,9 @@ class DynamicBatcher:
             log.exception("model %s: batcher error", self._name)
             self._fail_batch(batch, exc)
 
-    def _fail_batch(self, batch: _Batch, error: BaseException) -> None:
-        exc = error if isinstance(error, Exception) else ModelUnavailableError(str(error))
+    def _fail_batch(self, batch: _Batch, error: Exception) -> None:
         for pending in batch.members:
-            self._settle(pending, exc)
+            self._settle(pending, error)
 
     def _apply(self, run: _Run) -> None:
         """Account for one run (estimates, failures in a row) and answer its requests."""
