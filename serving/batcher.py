@@ -3,9 +3,9 @@
 Each request is a dict of input tensors with a leading batch dimension (1 for an image from
 vision.v1, N for a KServe request). The worker takes the oldest request, waits at most
 `max_queue_delay_ms` for more with the same per-row shapes, up to `max_batch_size` rows, and
-hands the batch to the version's inference thread, which concatenates the rows, runs the model
-once and splits the outputs back (with the opt-in `batching.inline_max_ms`, a lone request of a
-shape that last ran that fast runs on the event loop itself).
+hands the batch to the version's inference thread, which concatenates the rows and runs the model
+once; the outputs are split back per request (with the opt-in `batching.inline_max_ms`, a lone
+request of a shape that last ran that fast runs on the event loop itself).
 
 The batches are pipelined: while one runs, the worker already collects the next and hands it
 over, so the thread starts it the moment the running one ends, without waiting for the event
@@ -13,7 +13,9 @@ loop to deliver outputs and collect (at most one batch waits for the thread; unt
 takes it, requests of its shape that arrive still join it, up to `max_batch_size` rows). A
 request whose deadline passed while queued, or while its batch waited for the thread (checked
 again on the thread just before the run), is answered DeadlineExceeded without running; when a
-batch fails, the thread retries its requests one by one so one bad input fails only itself.
+batch fails, the thread retries its requests one by one so one bad input fails only itself. The
+outcomes go back to the event loop through a notifier thread, so the inference thread keeps the
+GIL from one run to the next.
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ class DynamicBatcher:
         # Guards a handed-over batch's members and state between the worker and the thread.
         self._lock = threading.Lock()
         self._jobs: list[_Batch] = []  # handed to the thread, outcome not yet applied
-        self._staged: _Batch | None = None  # the last handed over, while the thread has not
+        self._staged: _Batch | None = None  # the last handed over (OPEN: not taken yet)
         self._collecting: list[_Pending] = []  # the batch the worker is gathering now
         self._compute = RecentDurations()  # one batch's compute time, recent median
         self._row_compute = RecentDurations()  # compute time per row, recent median

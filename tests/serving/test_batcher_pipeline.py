@@ -282,3 +282,47 @@ def test_past_the_drain_timeout_the_waiting_batch_never_runs():
     outcomes = asyncio.run(main())
     assert all(isinstance(o, ModelUnavailableError) for o in outcomes), outcomes
     assert model.batches == [1]  # the batch handed over was dropped, not run after all
+
+
+def test_many_concurrent_requests_each_get_their_own_answer_once():
+    """Mixed shapes, bad inputs and short deadlines arriving while batches run: every request is
+    answered, with its own rows, and each answered one was in exactly one run that answered."""
+    ran: list[float] = []
+    lock = threading.Lock()
+
+    def model(feeds):
+        x = feeds["x"]
+        time.sleep(0.002)
+        if (x < 0).any():
+            raise InvalidInputError("negative input")
+        with lock:  # the rows of each run that answers
+            ran.extend(float(v) for v in x[:, 0])
+        return {"y": x * 2}
+
+    async def one(batcher: DynamicBatcher, i: int):
+        value = -float(i) if i % 17 == 0 else float(i)
+        deadline = time.monotonic() + 0.001 if i % 23 == 0 else None
+        await asyncio.sleep((i % 7) * 0.001)
+        return await batcher.submit(_feeds(value, width=4 + i % 2), deadline)
+
+    async def main():
+        batcher = DynamicBatcher(model, BatchingSpec(4, 1.0, 1000), "m")
+        batcher.start()
+        outcomes = await asyncio.gather(
+            *(one(batcher, i) for i in range(1, 301)), return_exceptions=True
+        )
+        await batcher.close()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    for i, outcome in enumerate(outcomes, start=1):
+        if i % 17 == 0:
+            assert isinstance(outcome, InvalidInputError), (i, outcome)
+        elif isinstance(outcome, DeadlineExceededError):
+            assert i % 23 == 0, i
+        else:
+            assert not isinstance(outcome, BaseException), (i, outcome)
+            assert outcome.outputs["y"].shape == (1, 4 + i % 2)
+            assert float(outcome.outputs["y"][0, 0]) == 2.0 * i
+    answered = [i for i, o in enumerate(outcomes, start=1) if not isinstance(o, BaseException)]
+    assert sorted(ran) == [float(i) for i in answered]  # each answered request ran once
