@@ -19,6 +19,7 @@ they are written and recorded with their outcomes (`enqueue(send_now=True)`,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -241,19 +242,21 @@ class Outbox:
         batches = {
             dest: [
                 OutboxItem(
-                    0,
-                    job_id,
-                    *entry,
-                    dest,
-                    partial,
-                    ItemState.SENDING,
-                    0,
-                    started,
-                    "",
-                    started,
-                    started,
-                )  # fmt: skip
-                for entry, partial in zip(entries, partials, strict=True)
+                    item_id=0,  # no row yet
+                    job_id=job_id,
+                    sop_instance_uid=uid,
+                    sop_class_uid=sop_class,
+                    transfer_syntax=syntax,
+                    destination=dest,
+                    path=partial,
+                    state=ItemState.SENDING,
+                    attempts=0,
+                    next_attempt_at=started,
+                    reason="",
+                    created_at=started,
+                    updated_at=started,
+                )
+                for (uid, sop_class, syntax), partial in zip(entries, partials, strict=True)
             ]
             for dest in direct
         }
@@ -279,10 +282,11 @@ class Outbox:
                 partial.unlink(missing_ok=True)
         ids = self._commit_sent(job_id, entries, outcomes, written_at, mark_queued, earlier)
         for item, delivery in steps:
-            self._observe(item, delivery)
+            row = ids[(item.sop_instance_uid, item.destination)]
+            self._observe(dataclasses.replace(item, item_id=row), delivery)
         if keep:
             self._wake.set()
-        return ids
+        return list(ids.values())
 
     def _write_and_send(
         self,
@@ -322,15 +326,16 @@ class Outbox:
         queued_at: float,
         mark_queued: bool,
         earlier: Sequence[str],
-    ) -> list[int]:
+    ) -> dict[tuple[str, str], int]:
         """The rows of `entries` for every destination, with the outcomes already known (the
-        others pending, due now), and the job's, in one transaction; fsynced unless all sent."""
+        others pending, due now), and the job's, in one transaction; fsynced unless all sent.
+        Their ids by (SOP Instance UID, destination), in `enqueue`'s order."""
         now = self.clock()
         all_sent = len(outcomes) == len(entries) * len(self.destinations) and all(
             d.outcome is Outcome.SENT for d in outcomes.values()
         )
         with self.db.transaction(durable=not all_sent) as conn:
-            ids = []
+            ids = {}
             for entry in entries:
                 for dest in self.destinations:
                     item_id = rows.insert(conn, job_id, entry, dest, queued_at)
@@ -338,7 +343,7 @@ class Outbox:
                     if delivery is not None:
                         state, due = self._after(delivery, 1, now)
                         rows.record(conn, item_id, state, 1, due, delivery.reason, now)
-                    ids.append(item_id)
+                    ids[(entry[0], dest)] = item_id
             for uid in earlier:
                 for dest in self.destinations:
                     rows.link(conn, job_id, uid, dest)

@@ -4,6 +4,7 @@ with the outcomes; whatever a destination did not take is durable in the outbox 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,12 +114,14 @@ def test_one_destination_up_one_down(tmp_path: Path, pacs: Pacs) -> None:
 
 
 def test_permanent_failure_is_failed_with_its_file_for_the_operator(
-    tmp_path: Path, pacs: Pacs
+    tmp_path: Path, pacs: Pacs, caplog: pytest.LogCaptureFixture
 ) -> None:
     pacs.status = 0x0122  # SOP class not supported
     outbox = make_outbox(tmp_path, [pacs.destination], clock=FakeClock())
     job = new_job(outbox.store)
-    [item_id] = outbox.enqueue(job, [result()], mark_queued=True, send_now=True)
+    with caplog.at_level(logging.WARNING, logger="dicom_node.outbox"):
+        [item_id] = outbox.enqueue(job, [result()], mark_queued=True, send_now=True)
+    assert f"delivery {item_id} to {pacs.destination} failed" in caplog.text  # its row's id
     item = outbox.get(item_id)
     assert item is not None and item.state is ItemState.FAILED and "0x0122" in item.reason
     assert item.path.exists()
