@@ -12,7 +12,10 @@ processes. Scenarios:
   receive (Orthanc's push: first byte to the release, measured here), assemble (last instance
   received -> series routed: `received_at` -> `assembled_at`), infer (`assembled_at` ->
   `inferred_at`), encode (`inferred_at` -> `encoded_at`), queue (`encoded_at` -> `queued_at`),
-  send (`queued_at` -> last result stored in Orthanc, polled every 10 ms).
+  send (`queued_at` -> last result stored in Orthanc, polled every 10 ms). Since session 16 a
+  job's last results are sent while they are written (`Outbox.enqueue(send_now=True)`):
+  `queued_at` is then when the last file was written, and the C-STOREs of the earlier ones
+  overlap "queue"; "send" is what is left after the last write.
   Goal (issue 14): everything but inference <= 10 % of the total (last received -> stored).
   `acked_s` is the same total ended at the archive's last C-STORE success, as the outbox recorded
   it. `--archive storescp`: the node sends its results to dcmtk's `storescp` (no index, no
