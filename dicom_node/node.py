@@ -181,10 +181,9 @@ class DicomNode:
         # cut lost runs again from the spool on restart, with the same result UIDs
         await self._job(job, JobState.RECEIVED, durable=False, **fields, assembled_at=time.time())
         ahead: list[str] = []  # SOP Instance UIDs of results queued while the series is inferred
-        if self.deid is None and len(datasets) == 1:
+        if len(datasets) == 1:
             # one instance: nothing is sent ahead, so an association held open while it is
-            # inferred blocks no other send (dcmtk's storescp serves one at a time); results
-            # to be de-identified go through the queue
+            # inferred blocks no other send (dcmtk's storescp serves one at a time)
             self.outbox.warm(job, RESULT_CONTEXTS)
         try:
             if self.plane.model_info(model).config.task == VOLUMETRIC:
