@@ -18,7 +18,7 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir ".[cpu,dicom]"
 
 FROM ${PYTHON_IMAGE} AS runtime
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 MALLOC_ARENA_MAX=2
 RUN groupadd --system --gid 10001 vision \
     && useradd --system --uid 10001 --gid vision --home-dir /srv vision
 COPY --from=build /opt/venv /opt/venv
