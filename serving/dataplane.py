@@ -240,13 +240,23 @@ class DataPlane(ModelAdmin):
         image, tensor, meta, timings = await self.run_in_worker(self._prepare, model, image)
         ticket.prepared((timings["decode_ms"] + timings["preprocess_ms"]) / 1000.0)
         explain = options.explain
-        if explain is not None and explaining.one_run_gives_findings(model, explain):
+        done = None
+        if explain is not None and model.config.task == "detection":
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceededError("the deadline passed before inference")
+            t = time.perf_counter()
+            pipeline = _pipeline_for(model, options)
+            done = await self.run_in_worker(
+                explaining.detect_and_explain_in_one_pass, model, pipeline, tensor, meta, explain
+            )
+        elif explain is not None and explaining.one_run_gives_findings(model, explain):
             if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExceededError("the deadline passed before inference")
             t = time.perf_counter()
             done = await self.run_in_worker(
                 explaining.explain_segmentation_in_one_run, model, tensor, meta, explain
             )
+        if done is not None:
             timings["explain_ms"] = _ms(t)  # inference and postprocessing included
             prediction = Prediction("", "", image, done.result, explanations=done.explanations)
         else:
@@ -305,16 +315,19 @@ class DataPlane(ModelAdmin):
         start = time.perf_counter()
         image, tensor, meta, timings = await self.run_in_worker(self._prepare, model, image)
         if model.config.task == "detection":
-            outputs = await self._batched(model, tensor, deadline, timings)
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceededError("the deadline passed before inference")
             t = time.perf_counter()
+            pipeline = _pipeline_for(model, options)
             done = await self.run_in_worker(
-                explaining.explain_detections,
-                model,
-                _pipeline_for(model, options),
-                outputs,
-                tensor,
-                meta,
+                explaining.detect_and_explain_in_one_pass, model, pipeline, tensor, meta
             )
+            if done is None:  # the plain run finds the boxes, then the whole explain graph
+                outputs = await self._batched(model, tensor, deadline, timings)
+                t = time.perf_counter()
+                done = await self.run_in_worker(
+                    explaining.explain_detections, model, pipeline, outputs, tensor, meta
+                )
         else:
             t = time.perf_counter()
             done = await self.run_in_worker(

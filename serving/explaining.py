@@ -92,6 +92,29 @@ def explain_detections(
     return Explained(result, model.explainer.explain_detections(tensor, meta, result))
 
 
+def detect_and_explain_in_one_pass(
+    model: ModelVersion,
+    pipeline: Pipeline,
+    tensor: np.ndarray,
+    meta: PreprocessMeta,
+    options: ExplainOptions | None = None,
+) -> Explained | None:
+    """`Explain` for a detector from the split explain graph alone: its forward part gives the
+    outputs (then `pipeline` the boxes), its backward part the heat maps, so the plain run and
+    the graph's repeat of it become one forward pass. None when the model's graph cannot
+    stand in for the plain run (`Explainer.forward_once`; checked on the first call): the
+    caller then runs the plain model and `explain_detections` / `explain_found`. `options`:
+    the classes and count to explain (None: every box, up to the model's cap)."""
+    explainer = model.explainer
+    if not explainer.forward_once(model.session):
+        return None
+    options = options or ExplainOptions()
+    result, explanations = explainer.detect_and_explain(
+        tensor, meta, pipeline, options.class_ids, options.max_findings
+    )
+    return Explained(result, explanations)
+
+
 def explain_segmentation(
     model: ModelVersion, tensor: np.ndarray, meta: PreprocessMeta, class_ids: list[int]
 ) -> Explained:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from vision.pipeline import Pipeline
 from vision.runtime import OnnxModel
 from vision.types import Detection, DetectionResult, PreprocessMeta, SegmentationResult
 from vision.xai.cam import heatmap
+from vision.xai.split_graph import SplitGraph, open_split
 
 
 @dataclass
@@ -46,6 +48,57 @@ class Explainer:
         # A static image batch of 1: one forward pass shared by K targets (`shared_graph`);
         # otherwise the image is repeated once per target.
         self.shared_forward = bool(session.inputs) and session.inputs[0].shape[:1] == (1,)
+        # A detector's shared graph cut in two (`vision.xai.split_graph`), checked against the
+        # whole graph here; usable in place of the plain run once `forward_once` has also
+        # found its outputs equal to the plain model's.
+        self.split = self._open_split() if config.task == "detection" else None
+        self._split_checked: bool | None = None
+        self._split_lock = threading.Lock()
+
+    def _open_split(self) -> SplitGraph | None:
+        cpu_only = self.session.providers == ["CPUExecutionProvider"]
+        if not (self.shared_forward and cpu_only):
+            return None
+        return open_split(self.session.path, self.session.spec, self.session)
+
+    def forward_once(self, plain: OnnxModel) -> bool:
+        """Whether `detect_and_explain` may stand in for `plain`'s run plus `explain_detections`:
+        the graph is split and its forward part gives `plain`'s outputs bit for bit on a fixed
+        random image (checked on the first call, then remembered)."""
+        if self.split is None:
+            return False
+        with self._split_lock:
+            if self._split_checked is None:
+                self._split_checked = self._same_as(plain)
+        return self._split_checked
+
+    def _same_as(self, plain: OnnxModel) -> bool:
+        spec = self.session.inputs[0]
+        image = np.random.default_rng(1).random(spec.shape, dtype=np.float32)
+        want = plain.run({spec.name: image})
+        got, _ = self.split.forward(image)
+        return set(want) <= set(got) and all(np.array_equal(got[k], v) for k, v in want.items())
+
+    def detect_and_explain(
+        self,
+        tensor: np.ndarray,
+        meta: PreprocessMeta,
+        pipeline: Pipeline,
+        class_ids=(),
+        max_findings: int = 0,
+    ) -> tuple[DetectionResult, list[Explanation]]:
+        """Detections and a heat map per detection from one forward and one backward pass of
+        the split graph (`forward_once` must hold): the forward part's outputs postprocessed by
+        `pipeline` give the boxes, the backward part their CAMs."""
+        outputs, state = self.split.forward(tensor[np.newaxis])
+        result = pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
+        found = self._targets(result, class_ids, max_findings)
+        if not found:
+            return result, []
+        classes = np.array([d.class_id for d in found], dtype=np.int64)
+        anchors = np.array([d.anchor for d in found], dtype=np.int64)
+        cams = self.split.cams(state, classes, anchors)
+        return result, self._explained(found, cams, meta)
 
     def check_outputs(self, plain: OnnxModel) -> bool:
         """Compare the graph's model outputs with `plain`'s on a fixed random image.
@@ -113,15 +166,9 @@ class Explainer:
 
         At most `limit(max_findings)`; only detections of `class_ids` when any are given.
         """
-        wanted = set(self.check_classes(class_ids))
-        found = sorted(
-            (d for d in result.detections if not wanted or d.class_id in wanted),
-            key=lambda d: -d.score,
-        )[: self.limit(max_findings)]
+        found = self._targets(result, class_ids, max_findings)
         if not found:
             return []
-        if any(d.anchor < 0 for d in found):
-            raise InvalidInputError("detections carry no output row index; cannot explain them")
         images = tensor[np.newaxis]
         if not self.shared_forward:
             images = np.repeat(images, len(found), axis=0)
@@ -130,7 +177,22 @@ class Explainer:
             "target_class": np.array([d.class_id for d in found], dtype=np.int64),
             "target_anchor": np.array([d.anchor for d in found], dtype=np.int64),
         }
-        cams = self.session.run(feeds)["cam"]
+        return self._explained(found, self.session.run(feeds)["cam"], meta)
+
+    def _targets(self, result: DetectionResult, class_ids, max_findings: int) -> list[Detection]:
+        """The detections to explain: of `class_ids` (all when empty), highest scores first, at
+        most `limit(max_findings)`; InvalidInputError when one carries no output row."""
+        wanted = set(self.check_classes(class_ids))
+        found = sorted(
+            (d for d in result.detections if not wanted or d.class_id in wanted),
+            key=lambda d: -d.score,
+        )[: self.limit(max_findings)]
+        if any(d.anchor < 0 for d in found):
+            raise InvalidInputError("detections carry no output row index; cannot explain them")
+        return found
+
+    @staticmethod
+    def _explained(found: list[Detection], cams: np.ndarray, meta) -> list[Explanation]:
         return [
             Explanation(d.class_id, d.label, heatmap(cam, meta), d)
             for d, cam in zip(found, cams, strict=True)

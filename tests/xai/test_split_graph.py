@@ -1,0 +1,106 @@
+"""The detector explain graph cut in two (vision.xai.split_graph): one forward for boxes and maps.
+
+On the bundled blood-cells model: the split's forward part gives the plain model's outputs bit
+for bit, and `detect_and_explain` (forward part, NMS, backward part) gives the same boxes and
+heat maps as the plain run followed by the whole explain graph. Without the ``onnx`` package,
+or when the parts do not reproduce the plain model, nothing is split and the old path stands.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+
+import numpy as np
+import pytest
+
+from vision.loader import load_model
+from vision.paths import PROJECT_ROOT
+from vision.types import Image
+from vision.xai import split_graph
+from vision.xai.explainer import Explainer
+
+pytest.importorskip("onnx")
+MODEL_DIR = PROJECT_ROOT / "models" / "blood-cells"
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_model(MODEL_DIR, explain=True, providers=("cpu",))
+
+
+def _cells_image() -> Image:
+    """A synthetic smear: pale background with dark discs (gives the detector boxes)."""
+    rng = np.random.default_rng(3)
+    image = np.full((480, 640, 3), 220, dtype=np.uint8)
+    yy, xx = np.mgrid[:480, :640]
+    for _ in range(12):
+        cy, cx, r = rng.integers(40, 440), rng.integers(40, 600), rng.integers(25, 45)
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (170, 60, 90)
+    return Image(image)
+
+
+def test_cut_points_are_image_values_the_targets_read(loaded) -> None:
+    import onnx
+
+    graph = onnx.load(str(loaded.explainer.session.path)).graph
+    cut = split_graph.cut_points(graph)
+    assert cut and "images" not in cut
+    assert not set(cut) & set(split_graph.TARGET_INPUTS)
+    assert len(cut) == len(set(cut))
+
+
+def test_one_pass_equals_plain_run_then_whole_graph(loaded) -> None:
+    explainer = loaded.explainer
+    assert explainer.split is not None
+    assert explainer.forward_once(loaded.session)
+    tensor, meta = loaded.pipeline.preprocess(_cells_image())
+    outputs = loaded.session.run({"images": tensor[np.newaxis]})
+    plain = loaded.pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
+    assert plain.detections, "the synthetic image should give boxes"
+    before = explainer.explain_detections(tensor, meta, plain)
+    result, after = explainer.detect_and_explain(tensor, meta, loaded.pipeline)
+    assert result.detections == plain.detections
+    assert len(after) == len(before) == min(len(plain.detections), explainer.limit())
+    for old, new in zip(before, after, strict=True):
+        assert new.detection == old.detection
+        assert np.array_equal(new.heat, old.heat)
+    _, capped = explainer.detect_and_explain(tensor, meta, loaded.pipeline, max_findings=1)
+    assert [e.detection for e in capped] == [before[0].detection]
+
+
+def test_no_split_without_onnx(loaded, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx" or name.startswith("onnx."):
+            raise ImportError(f"no module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    explainer = Explainer(loaded.config, loaded.explainer.session)
+    assert explainer.split is None
+    assert not explainer.forward_once(loaded.session)
+
+
+class _Shifted:
+    """A plain model whose outputs differ from the graph's in one value."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def run(self, feeds: dict) -> dict:
+        out = self.inner.run(feeds)
+        return {k: v + np.float32(1e-3) * (v == v.flat[0]) for k, v in out.items()}
+
+
+def test_not_used_when_plain_outputs_differ(loaded) -> None:
+    explainer = Explainer(loaded.config, loaded.explainer.session)
+    assert explainer.split is not None
+    assert not explainer.forward_once(_Shifted(loaded.session))
+    assert not explainer.forward_once(loaded.session)  # remembered, not re-checked
+
+
+def test_segmenters_and_per_target_graphs_are_not_split(loaded) -> None:
+    config = dataclasses.replace(loaded.config, task="segmentation")
+    assert Explainer(config, loaded.explainer.session).split is None
