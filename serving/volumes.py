@@ -8,7 +8,13 @@ through the model version's dynamic batcher on its own (a bounded number in flig
 windows of one volume batch together and with other requests; each window's output is blended
 (`vision.volume.Blender`, MONAI's weighting) as it comes back — a two-class argmax model's as its
 logit difference alone (class 1's probability is its logistic, the argmax its sign: half the
-blending, one channel after it). With test-time mirroring
+blending, one channel after it). Such a model's one pass (no mirroring; class 0 without a
+mask) is postprocessed a slab at a time while later windows still run
+(`vision.volume.pipeline.ClassOneSlabs`): the windows go to the batcher in z order, and once
+no window still to come touches a slab of slices (`Blender.final_depth`) the slab is divided,
+turned into probabilities, labels and the output slices it decides in the worker pool; only
+the last slab and the masks' scores are left when the last window returns. The masks are the
+same bit for bit. With test-time mirroring
 (`volume.tta_flips`) this runs once more per flip on the flipped tensor; each pass's
 probabilities are flipped back and averaged (`vision.volume.tta.ProbabilityMean`), and
 `VolumePipeline.postprocess_probabilities` maps them back to the volume's grid (and
@@ -33,12 +39,12 @@ from vision.errors import ImageTooLargeError, InvalidInputError
 from vision.volume.sources import volume_from_raw
 from vision.volume.tta import ProbabilityMean, flip_spatial
 from vision.volume.types import Volume, VolumeResult
-from vision.volume.window import Blender, Window, pad_to_patch, plan_windows
+from vision.volume.window import Blender, PadSpec, Window, pad_to_patch, plan_windows
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-    from vision.volume.pipeline import VolumePipeline
+    from vision.volume.pipeline import ClassOneSlabs, VolumePipeline
 
 Worker = Callable[..., Awaitable[Any]]
 VOLUMETRIC = "volumetric_segmentation"
@@ -170,21 +176,26 @@ async def segment_volume(
     timings.update(sliding_window_ms=0.0, queue_ms=0.0, inference_ms=0.0)
     passes = pipeline.passes()
     fold = pipeline.folds_two_classes()
+    slabs = pipeline.two_class_slabs(meta) if fold else None  # one pass only
     for axes in passes:  # test-time mirroring: () alone unless the config lists flips
         t = time.perf_counter()
         flipped = flip_spatial(tensor, axes)
-        inferred = await infer_windows(model, flipped, deadline, run_in_worker, fold)
+        inferred = await infer_windows(model, flipped, deadline, run_in_worker, fold, slabs)
         timings["sliding_window_ms"] += _ms(t)
         timings["queue_ms"] += inferred.queue_ms / len(passes)
         timings["inference_ms"] += inferred.inference_ms
         windows += len(inferred.windows)
         folded = inferred.folded
-        t = time.perf_counter()
-        await run_in_worker(_add_pass, pipeline, mean, inferred, axes)
-        post_s += time.perf_counter() - t
+        if inferred.slabs is None:
+            t = time.perf_counter()
+            await run_in_worker(_add_pass, pipeline, mean, inferred, axes)
+            post_s += time.perf_counter() - t
     t = time.perf_counter()
-    finish = pipeline.postprocess_two_classes if folded else pipeline.postprocess_probabilities
-    result = await run_in_worker(finish, mean.result(), meta)
+    if inferred.slabs is not None:  # the one pass, postprocessed as its windows ran
+        result = await run_in_worker(inferred.slabs.result)
+    else:
+        finish = pipeline.postprocess_two_classes if folded else pipeline.postprocess_probabilities
+        result = await run_in_worker(finish, mean.result(), meta)
     timings["postprocess_ms"] = _ms(t) + post_s * 1000.0
     timings["total_ms"] = _ms(start)
     return VolumePrediction(model.name, model.version, volume, result, timings, windows)
@@ -207,13 +218,15 @@ class WindowedOutput:
     """The blended model output [K, D', H', W'] of a preprocessed volume and how it was made:
     the windows, their mean time in the batch queue and their share of the batches' compute.
     `folded`: a two-channel output blended as its logit difference, class 1 minus class 0
-    ([1, D', H', W'])."""
+    ([1, D', H', W']). `slabs`: the folded output was postprocessed slab by slab as the
+    windows ran (`output` is then class 1's probability); `slabs.result()` gives the masks."""
 
     output: np.ndarray
     windows: list[Window]
     queue_ms: float
     inference_ms: float
     folded: bool = False
+    slabs: ClassOneSlabs | None = None
 
 
 async def infer_windows(
@@ -222,13 +235,16 @@ async def infer_windows(
     deadline: float | None,
     run_in_worker: Worker,
     fold_two_classes: bool = False,
+    slabs: ClassOneSlabs | None = None,
 ) -> WindowedOutput:
     """Every sliding window of `tensor` [C, D', H', W'] through the model's batcher, at most
     `_in_flight(model)` queued at once, each blended as it comes back (MONAI's weighting; the
     model's raw output). The first failure cancels the windows still running and is raised.
 
     `fold_two_classes` (for an argmax model): a two-channel output is blended as its logit
-    difference alone (`Blender.add_difference`, half the blending; `WindowedOutput.folded`)."""
+    difference alone (`Blender.add_difference`, half the blending; `WindowedOutput.folded`).
+    `slabs` (with `fold_two_classes`): a folded output's finished slabs go through it in the
+    worker pool, one after another, while later windows run (see the module docstring)."""
     spec = model.config.volume
     padded, pad = pad_to_patch(tensor, spec.patch)
     windows = plan_windows(padded.shape[1:], spec.patch, spec.overlap)
@@ -236,6 +252,7 @@ async def infer_windows(
     lock = asyncio.Lock()  # one blend at a time: windows overlap
     slots = asyncio.Semaphore(_in_flight(model))
     name = model.config.input.name
+    stream = _SlabStream(slabs, pad, run_in_worker)
 
     async def one(window: Window) -> None:
         async with slots:
@@ -251,17 +268,87 @@ async def infer_windows(
                 state["fold"] = fold_two_classes and output.shape[0] == 2
                 channels = 1 if state["fold"] else output.shape[0]
                 state["blender"] = Blender(
-                    channels, padded.shape[1:], spec.patch, spec.blend, spec.sigma_scale
+                    channels, padded.shape[1:], spec.patch, spec.blend, spec.sigma_scale, windows
                 )
             blender = state["blender"]
             add = blender.add_difference if state["fold"] else blender.add
             await run_in_worker(add, window, output)
+            if state["fold"]:
+                stream.released(blender)
 
-    await _all_or_nothing([one(w) for w in windows])
-    output = await run_in_worker(state["blender"].result, pad)
+    try:
+        await _all_or_nothing([one(w) for w in windows])
+        await stream.drained()
+    except BaseException:
+        await stream.cancel()
+        raise
+    blender = state["blender"]
+    if stream.used:
+        output = await run_in_worker(_last_slab, blender, pad, stream.slabs)
+    else:
+        output = await run_in_worker(blender.result, pad)
     queue_ms = state["queue_s"] * 1000.0 / len(windows)
     compute_ms = state["compute_s"] * 1000.0
-    return WindowedOutput(output, windows, queue_ms, compute_ms, state["fold"])
+    used = stream.slabs if stream.used else None
+    return WindowedOutput(output, windows, queue_ms, compute_ms, state["fold"], used)
+
+
+class _SlabStream:
+    """The slab jobs of one pass (`ClassOneSlabs`), chained: each starts after the one
+    before, in the worker pool, while the event loop keeps feeding windows."""
+
+    def __init__(self, slabs: ClassOneSlabs | None, pad: PadSpec, run_in_worker: Worker) -> None:
+        self.slabs = slabs
+        self.used = False
+        self._pad, self._run = pad, run_in_worker
+        self._tasks: list[asyncio.Future] = []
+        self._released = 0
+
+    def released(self, blender: Blender) -> None:
+        """After a window is added: a job for the slices it made final (not the last ones:
+        those go with the result)."""
+        if self.slabs is None:
+            return
+        depth = blender.final_depth()
+        if depth <= self._released or depth >= blender.view().shape[1]:
+            return
+        self._released, self.used = depth, True
+        before = self._tasks[-1] if self._tasks else None
+        self._tasks.append(asyncio.ensure_future(self._slab(before, blender, depth)))
+
+    async def _slab(self, before: asyncio.Future | None, blender: Blender, depth: int) -> None:
+        if before is not None:
+            await before
+        await self._run(_slab, blender, self._pad, self.slabs, depth)
+
+    async def drained(self) -> None:
+        """Wait for every slab job; the first failure is raised."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+
+    async def cancel(self) -> None:
+        """Cancel the jobs not started and wait for them all (a failure is not raised again)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _slab(blender: Blender, pad: PadSpec, slabs: ClassOneSlabs, depth: int) -> None:
+    """Worker job: divide the padded slices before `depth` and postprocess them."""
+    blender.divide_until(depth)
+    slabs.advance(blender.view(pad), _model_depth(depth, pad))
+
+
+def _last_slab(blender: Blender, pad: PadSpec, slabs: ClassOneSlabs) -> np.ndarray:
+    """Worker job: the rest divided and postprocessed; class 1's probability."""
+    output = blender.result(pad)
+    slabs.advance(output, output.shape[1])
+    return output
+
+
+def _model_depth(depth: int, pad: PadSpec) -> int:
+    """The model slices before padded slice `depth` (the padding before taken off)."""
+    return max(0, depth - pad[0][0])
 
 
 def _in_flight(model: ModelVersion) -> int:

@@ -131,24 +131,35 @@ def _cell_extremes(plane: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray
     return high, low
 
 
-def _coded(labels: np.ndarray, maps: AxisMaps) -> np.ndarray:
-    """uint8 [d, h, w]: the label where the cell starting at a model voxel has one label at all
-    its corners (along the resampled axes), `MIXED` where they differ. Made a slice at a time:
-    every temporary is one slice (in cache; no volume-sized allocation but the result)."""
-    source = labels.view(np.uint8) if labels.dtype == bool else labels
+def _code_slices(
+    source: np.ndarray,
+    maps: AxisMaps,
+    coded: np.ndarray,
+    span: tuple[int, int],
+    ahead: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`coded[k]` for k in `span` (start, stop): the label where the cell starting at model
+    slice k has one label at all its corners (along the resampled axes), `MIXED` where they
+    differ. A cell spans slices k and k + 1 when the slices are resampled, so `source[stop]`
+    must then be final too (or stop the last slice). Every temporary is one slice (in cache).
+
+    `ahead`: the cell extremes of `source[start]` when the previous span made them; returns
+    those of `source[stop]` for the next span (None when the slices are not resampled)."""
     plane_axes = tuple(a - 1 for a in (1, 2) if maps.resampled(a))
-    coded = np.empty(labels.shape, np.uint8)
-    ahead = _cell_extremes(source[0], plane_axes)
-    for k in range(labels.shape[0]):
+    across = maps.resampled(0)  # the cell spans slices k and k + 1
+    start, stop = span
+    for k in range(start, stop):
+        if ahead is None or not across:
+            ahead = _cell_extremes(source[k], plane_axes)
         high, low = ahead
-        if k + 1 < labels.shape[0]:
+        ahead = None
+        if across and k + 1 < source.shape[0]:
             ahead = _cell_extremes(source[k + 1], plane_axes)
-            if maps.resampled(0):  # the cell spans slices k and k + 1
-                np.maximum(high, ahead[0], out=high)
-                np.minimum(low, ahead[1], out=low)
+            np.maximum(high, ahead[0], out=high)
+            np.minimum(low, ahead[1], out=low)
         np.copyto(high, np.uint8(MIXED), where=high != low)
         coded[k] = high
-    return coded
+    return ahead if across else None
 
 
 def _gather_plane(plane: np.ndarray, maps: AxisMaps, out: np.ndarray) -> None:
@@ -207,26 +218,96 @@ def upsampled_labels(
     voxels were interpolated: `exact(points, maps)` gives the labels at the boundary voxels
     (flat output indices `points`, for `interpolate_at`). The output is gathered a slice at a
     time (an output slice's lower model slice, nearest below in-plane)."""
-    maps = AxisMaps(labels.shape, shape)
-    if not any(maps.resampled(a) for a in range(3)):
-        return labels.copy(), 0
-    if labels.dtype != bool and int(labels.max(initial=0)) >= MIXED:
-        raise InvalidInputError(f"upsampled_labels: labels below {MIXED}, got {labels.max()}")
-    coded = _coded(labels, maps)
-    out = np.empty(maps.target, np.uint8)
-    plane = maps.target[1] * maps.target[2]
-    found = []
-    for k, below in enumerate(maps.lo[0]):
-        if k and below == maps.lo[0][k - 1]:
-            out[k] = out[k - 1]
-        else:
-            _gather_plane(coded[below], maps, out[k])
-        mixed = np.flatnonzero(out[k] == MIXED)
-        if len(mixed):
-            found.append(mixed + k * plane)
-    points = np.concatenate(found) if found else np.empty(0, np.intp)
-    if len(points):
-        out.reshape(-1)[points] = exact(points, maps)
-    if labels.dtype == bool:
-        return out.view(bool), len(points)
-    return out.astype(labels.dtype, copy=False), len(points)
+    slabs = SlabLabels(labels.shape, shape, exact, labels.dtype)
+    slabs.advance(labels, labels.shape[0])
+    return slabs.result()
+
+
+class SlabLabels:
+    """`upsampled_labels` made a slab of model slices at a time, as the labels become final.
+
+    `advance(labels, final)` takes labels whose slices before `final` are final (the later
+    ones are not read) and makes every output slice that depends on final slices only: output
+    slice k needs model slice `lo[k]`, and `lo[k] + 1` when the slices are resampled. `exact`
+    is called per slab, on that slab's boundary voxels, and must read only final model slices
+    there (its values at a voxel depend on that voxel's cell alone). After the last slice,
+    `result` gives what `upsampled_labels` gives for the whole volume, bit for bit.
+    """
+
+    def __init__(
+        self, source: Sequence[int], shape: Sequence[int], exact: Exact, dtype: np.dtype
+    ) -> None:
+        """Plan the output grid `shape` of model labels of shape `source` and `dtype`."""
+        self.maps = AxisMaps(source, shape)
+        self.dtype = np.dtype(dtype)
+        self.interpolated = 0
+        self._exact = exact
+        self._copy = not any(self.maps.resampled(a) for a in range(3))
+        self._out = np.empty(self.maps.target, self.dtype if self._copy else np.uint8)
+        self._coded = np.empty(self.maps.source, np.uint8)
+        self._ahead: tuple[np.ndarray, np.ndarray] | None = None
+        self._final = 0  # model slices final
+        self._made = 0  # model slices coded
+        self._written = 0  # output slices written
+        self._plane: np.ndarray | None = None  # the last output slice as gathered
+
+    def advance(self, labels: np.ndarray, final: int) -> None:
+        """Make the output slices that `labels`' slices before `final` decide."""
+        depth = self.maps.source[0]
+        final = min(int(final), depth)
+        if tuple(labels.shape) != self.maps.source:
+            raise InvalidInputError(
+                f"SlabLabels: labels of shape {labels.shape}, planned {self.maps.source}"
+            )
+        if final <= self._final:
+            return
+        if self._copy:
+            self._out[self._final : final] = labels[self._final : final]
+            self._final = self._made = self._written = final
+            return
+        new = labels[self._final : final]
+        if self.dtype != bool and int(new.max(initial=0)) >= MIXED:
+            raise InvalidInputError(f"upsampled_labels: labels below {MIXED}, got {new.max()}")
+        self._final = final
+        source = labels.view(np.uint8) if labels.dtype == bool else labels
+        codable = final if final == depth or not self.maps.resampled(0) else final - 1
+        if codable > self._made:
+            span = (self._made, codable)
+            self._ahead = _code_slices(source, self.maps, self._coded, span, self._ahead)
+            self._made = codable
+        self._write()
+
+    def _write(self) -> None:
+        """Gather the output slices whose lower model slice is coded; interpolate their
+        boundary voxels."""
+        lo, out = self.maps.lo[0], self._out
+        plane = self.maps.target[1] * self.maps.target[2]
+        first, found = self._written, []
+        while self._written < len(lo) and lo[self._written] < self._made:
+            k = self._written
+            if k and lo[k] == lo[k - 1]:
+                out[k] = self._plane
+            else:
+                _gather_plane(self._coded[lo[k]], self.maps, out[k])
+            self._plane = out[k].copy() if k + 1 < len(lo) and lo[k + 1] == lo[k] else None
+            mixed = np.flatnonzero(out[k] == MIXED)
+            if len(mixed):
+                found.append(mixed + k * plane)
+            self._written += 1
+        if found and self._written > first:
+            points = np.concatenate(found)
+            out.reshape(-1)[points] = self._exact(points, self.maps)
+            self.interpolated += len(points)
+
+    def result(self) -> tuple[np.ndarray, int]:
+        """The labels on the output grid and how many voxels were interpolated (every model
+        slice must have been advanced)."""
+        if self._written < self.maps.target[0]:
+            raise InvalidInputError(
+                f"SlabLabels.result: {self._final} of {self.maps.source[0]} slices advanced"
+            )
+        if self._copy:
+            return self._out, 0
+        if self.dtype == bool:
+            return self._out.view(bool), self.interpolated
+        return self._out.astype(self.dtype, copy=False), self.interpolated

@@ -25,7 +25,13 @@ import numpy as np
 
 from vision.config import ModelConfig
 from vision.errors import ConfigError, InvalidInputError
-from vision.volume.labels import AxisMaps, channel_argmax, interpolate_at, upsampled_labels
+from vision.volume.labels import (
+    AxisMaps,
+    SlabLabels,
+    channel_argmax,
+    interpolate_at,
+    upsampled_labels,
+)
 from vision.volume.orient import Reorientation
 from vision.volume.resample import resample_to_shape, resampled_shape
 from vision.volume.tta import Flip, flip_passes
@@ -200,6 +206,15 @@ class VolumePipeline:
             return self.postprocess_probabilities(both, meta)
         return self._result(self._class1_masks(class1[0], grid_of(meta)), meta)
 
+    def two_class_slabs(self, meta: VolumeMeta) -> ClassOneSlabs | None:
+        """`postprocess_two_classes` a slab at a time (`ClassOneSlabs`), for a one-pass
+        two-class argmax model whose class 0 gets no mask; None where that does not apply."""
+        if len(self.passes()) != 1 or not self.folds_two_classes():
+            return None
+        if self.config.postprocess.background_class != 0:
+            return None
+        return ClassOneSlabs(self, meta)
+
     def postprocess(self, output: np.ndarray, meta: VolumeMeta) -> VolumeResult:
         """Masks on the original grid from one pass's blended model output [K, D', H', W']."""
         return self.postprocess_probabilities(self.probabilities(output), meta)
@@ -254,6 +269,73 @@ class VolumePipeline:
                 lambda points, maps, ch=channel: interpolate_at(ch, points, maps)[0] > threshold,
             )
             yield c, mask, _scorer(probs[c], channel[0] > threshold, grid)
+
+
+class ClassOneSlabs:
+    """`difference_probability` then `postprocess_two_classes` of one pass's blended logit
+    difference, made a slab of model slices at a time as the slices become final (while
+    later windows still run), with the same masks and scores bit for bit.
+
+    `advance(difference, final)` takes the blended difference [1, D', H', W'] (the
+    `Blender.view` of the sums: the slices before `final` divided, final) and turns those
+    slices into class 1's probability in place (the logistic), their labels (p1 > 0.5) and
+    the output slices they decide (`SlabLabels`); `result` makes the masks once every slice
+    is in (the score is summed over the whole volume then, in the one-shot order).
+    """
+
+    def __init__(self, pipeline: VolumePipeline, meta: VolumeMeta) -> None:
+        """Plan the slabs of `meta.model_shape` onto the volume's grid."""
+        self._pipeline, self._meta = pipeline, meta
+        self._grid = grid_of(meta)
+        self._low = np.zeros(meta.model_shape, bool)
+        self._labels: SlabLabels | None = None
+        self._class1: np.ndarray | None = None
+        self._done = 0
+
+    @property
+    def done(self) -> int:
+        """Model slices advanced so far."""
+        return self._done
+
+    def advance(self, difference: np.ndarray, final: int) -> None:
+        """Postprocess the model slices from `done` to `final` of `difference` (see above)."""
+        if difference.ndim != 4 or tuple(difference.shape) != (1, *self._meta.model_shape):
+            raise InvalidInputError(
+                f"logit difference [1, {self._meta.model_shape}] expected, got {difference.shape}"
+            )
+        if difference.dtype != np.float32:
+            raise InvalidInputError(f"a float32 logit difference, got {difference.dtype}")
+        final = min(int(final), self._meta.model_shape[0])
+        if final <= self._done:
+            return
+        slab = difference[:, self._done : final]
+        sigmoid_in_place(slab)
+        np.greater(slab[0], np.float32(0.5), out=self._low[self._done : final])
+        if self._class1 is None:
+            self._class1 = difference
+        elif not _same_array(difference, self._class1):
+            raise InvalidInputError("ClassOneSlabs.advance: the same array every slab")
+        if self._labels is None:
+            exact = _above_half_at(difference)
+            self._labels = SlabLabels(self._low.shape, self._grid, exact, np.dtype(np.uint8))
+        self._labels.advance(self._low.view(np.uint8), final)
+        self._done = final
+
+    def result(self) -> VolumeResult:
+        """The masks (every model slice advanced); the array advanced is now class 1's
+        probability [1, D', H', W']."""
+        if self._labels is None or self._class1 is None or self._done < self._meta.model_shape[0]:
+            raise InvalidInputError(
+                f"ClassOneSlabs.result: {self._done} of {self._meta.model_shape[0]} slices in"
+            )
+        labels, _ = self._labels.result()
+        candidate = (1, labels.view(bool), _scorer(self._class1[0], self._low, self._grid))
+        return self._pipeline._result(iter([candidate]), self._meta)
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether `a` and `b` are views of the same memory with the same layout."""
+    return a.ctypes.data == b.ctypes.data and a.strides == b.strides and a.shape == b.shape
 
 
 def grid_of(meta: VolumeMeta) -> tuple[int, int, int]:

@@ -135,6 +135,12 @@ class Blender:
     `padded_shape` is the (D, H, W) of the padded volume the windows of `plan_windows` index.
     Windows may be added in any order; `result` divides by the summed weights and removes the
     padding. Every voxel must be covered by some window before `result` is called.
+
+    Given the `plan` (every window `plan_windows` gave), the Blender knows which slices no
+    window still to come touches (`final_depth`: every planned window starting before it has
+    been added) and `divide_until` divides those slices' sums while later windows are added
+    elsewhere (from another thread: the slices are disjoint); `result` divides the rest. The
+    values are the same as dividing once (the same float32 quotient per voxel).
     """
 
     def __init__(
@@ -144,8 +150,10 @@ class Blender:
         patch: Sequence[int],
         blend: str = "gaussian",
         sigma_scale: float | Sequence[float] = 0.125,
+        plan: Sequence[Window] | None = None,
     ) -> None:
-        """Allocate the float32 sums for `channels` output channels over `padded_shape`."""
+        """Allocate the float32 sums for `channels` output channels over `padded_shape`;
+        `plan`: the windows that will be added (all of them), for `final_depth`."""
         self.patch = _patch(patch)
         shape = tuple(int(s) for s in padded_shape)
         if len(shape) != 3 or any(s < q for s, q in zip(shape, self.patch, strict=True)):
@@ -163,6 +171,12 @@ class Blender:
         self._starts: list[tuple[int, int, int]] = []
         self.windows_added = 0
         self._divided = False
+        self._plan = None if plan is None else tuple(sorted(_start(w) for w in plan))
+        self._left: dict[int, int] = {}  # planned windows not added, by first z
+        for z, _, _ in self._plan or ():
+            self._left[z] = self._left.get(z, 0) + 1
+        self._final = self._final_now()
+        self._divided_to = 0  # padded slices before it are divided
 
     def add(self, window: Window, probs: np.ndarray) -> None:
         """Add one window's output `probs` [K, pd, ph, pw] at `window` (from `plan_windows`).
@@ -170,6 +184,7 @@ class Blender:
         Weighted and summed a few z-planes at a time (the scratch stays in cache); each voxel
         gets the same float32 product and sum as in one step."""
         self._check(probs, self._sum.shape[0])
+        self._check_window(window)
         for z, scratch in self._chunks():
             step = scratch.shape[1]
             np.multiply(probs[:, z : z + step], self.weights[z : z + step], out=scratch)
@@ -183,6 +198,7 @@ class Blender:
         if self._sum.shape[0] != 1:
             raise InvalidInputError("Blender.add_difference: make the Blender with one channel")
         self._check(logits, 2)
+        self._check_window(window)
         for z, scratch in self._chunks():
             step = scratch.shape[1]
             np.subtract(logits[1, z : z + step], logits[0, z : z + step], out=scratch[0])
@@ -200,6 +216,13 @@ class Blender:
         if self._divided:
             raise InvalidInputError("Blender.add after result: make a new Blender per volume")
 
+    def _check_window(self, window: Window) -> None:
+        if window[0].start < self._divided_to:
+            raise InvalidInputError(
+                f"Blender.add: the window at z {window[0].start} reaches slices already divided "
+                f"(before {self._divided_to}); it is not in the plan, or was added twice"
+            )
+
     def _chunks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first z of the window, scratch [K, step or fewer, ph, pw]) over the patch's depth."""
         for z in range(0, self.patch[0], self._step):
@@ -210,11 +233,64 @@ class Blender:
         self._sum[:, start : start + scratch.shape[1], window[1], window[2]] += scratch
 
     def _added(self, window: Window) -> None:
-        self._starts.append((window[0].start, window[1].start, window[2].start))
+        self._starts.append(_start(window))
         self.windows_added += 1
+        if self._plan is not None:
+            z = window[0].start
+            if not self._left.get(z):
+                raise InvalidInputError(
+                    f"Blender.add: a window at z {z} beyond the plan (not in it, or added twice)"
+                )
+            self._left[z] -= 1
+            self._final = self._final_now()
+
+    def _final_now(self) -> int:
+        waiting = [z for z, n in self._left.items() if n]
+        return min(waiting) if waiting else int(self._sum.shape[1])
+
+    def final_depth(self) -> int:
+        """The padded slices before this one have every window that touches them added (all
+        of them when every planned window is in); 0 without a plan until `result`."""
+        if self._plan is None:
+            return int(self._sum.shape[1]) if self._divided else 0
+        return self._final
+
+    @property
+    def divided_depth(self) -> int:
+        """The padded slices before this one are divided (final blended values)."""
+        return self._divided_to
+
+    def divide_until(self, depth: int) -> None:
+        """Divide the sums of the padded slices before `depth` (at most `final_depth()`) by
+        the plan's summed weights, in place; slices already divided are left as they are."""
+        if self._plan is None:
+            raise InvalidInputError("Blender.divide_until: make the Blender with its plan")
+        if depth > self._final:
+            raise InvalidInputError(
+                f"Blender.divide_until({depth}): windows touching those slices are still to "
+                f"come (final before {self._final})"
+            )
+        start = self._divided_to
+        if depth <= start:
+            return
+        count = _coverage(*self._key, self._plan)
+        if count is None:
+            raise InvalidInputError("Blender: the plan leaves some voxels covered by no window")
+        self._divided_to = depth  # before the division: an add there from now on is refused
+        np.divide(self._sum[:, start:depth], count[start:depth], out=self._sum[:, start:depth])
+
+    def view(self, pad_spec: PadSpec | None = None) -> np.ndarray:
+        """The [K, D, H, W] sums with `pad_spec`'s padding removed (a view): the slices before
+        `divided_depth` (less the padding before) hold the blended result, the rest sums."""
+        return _crop(self._sum, pad_spec)
 
     def result(self, pad_spec: PadSpec | None = None) -> np.ndarray:
         """The blended float32 [K, D, H, W], with `pad_spec`'s padding removed."""
+        if self._plan is not None and self._final < self._sum.shape[1]:
+            raise InvalidInputError(
+                f"Blender.result: {self.windows_added} of the plan's {len(self._plan)} windows "
+                "added; add them all before asking for the result"
+            )
         count = _coverage(*self._key, tuple(sorted(self._starts)))
         if count is None:
             raise InvalidInputError(
@@ -222,16 +298,29 @@ class Blender:
                 "plan_windows before asking for the result"
             )
         if not self._divided:  # in place: the sums become the result once
-            np.divide(self._sum, count, out=self._sum)
+            start = self._divided_to
+            if start:
+                np.divide(self._sum[:, start:], count[start:], out=self._sum[:, start:])
+            else:
+                np.divide(self._sum, count, out=self._sum)
             self._divided = True
-        out = self._sum
-        if pad_spec is None:
-            return out
-        crop = tuple(
-            slice(before, size - after)
-            for (before, after), size in zip(pad_spec, out.shape[1:], strict=True)
-        )
-        return out[(slice(None), *crop)]
+            self._divided_to = int(self._sum.shape[1])
+        return _crop(self._sum, pad_spec)
+
+
+def _start(window: Window) -> tuple[int, int, int]:
+    return window[0].start, window[1].start, window[2].start
+
+
+def _crop(array: np.ndarray, pad_spec: PadSpec | None) -> np.ndarray:
+    """`array` [K, D, H, W] less `pad_spec`'s padding (a view; itself without one)."""
+    if pad_spec is None:
+        return array
+    crop = tuple(
+        slice(before, size - after)
+        for (before, after), size in zip(pad_spec, array.shape[1:], strict=True)
+    )
+    return array[(slice(None), *crop)]
 
 
 @functools.lru_cache(maxsize=2)
