@@ -213,6 +213,9 @@ class DynamicBatcher:
         if self._worker is None:
             self._event_loop = asyncio.get_running_loop()
             self._worker = self._event_loop.create_task(self._loop())
+            # Start the notifier's thread now: started by the first post, the inference thread
+            # would wait for the new thread to get the GIL, which a busy event loop can hold.
+            self._notifier.submit(threading.get_ident)
 
     async def submit(self, feeds: Feeds, deadline: float | None = None) -> BatchResult:
         """Queue one request; `deadline` is an absolute time.monotonic() value or None."""
