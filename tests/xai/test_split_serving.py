@@ -36,8 +36,8 @@ def _image() -> pb.ImageInput:
     return pb.ImageInput(encoded=cv2.imencode(".png", rgb[:, :, ::-1])[1].tobytes())
 
 
-def _heats(reply) -> list[bytes]:
-    return [h.data for h in reply.heatmaps]
+def _heats(reply) -> list[np.ndarray]:
+    return [np.frombuffer(h.data, dtype="<f2").astype(np.float32) for h in reply.heatmaps]
 
 
 def test_explain_runs_forward_once_and_finds_detects_boxes(stub) -> None:
@@ -52,7 +52,9 @@ def test_explain_runs_forward_once_and_finds_detects_boxes(stub) -> None:
     )
     assert list(option.detections) == list(plain.detections)
     assert option.timings.inference_ms == 0
-    assert _heats(option) == _heats(explained)
+    # the server's ONNX Runtime runs on several threads: equal up to rounding, not bit for bit
+    pairs = zip(_heats(option), _heats(explained), strict=True)
+    assert all(np.allclose(a, b, atol=2e-3) for a, b in pairs)
 
 
 def test_detect_explain_options_cut_the_maps(stub) -> None:

@@ -5,7 +5,8 @@ explain graph, whose forward pass repeats the plain one. Cut at the targets, the
 part (the nodes that do not depend on ``target_class`` / ``target_anchor``) gives ``output0``
 and the activations the backward reads; NMS on that ``output0`` picks the targets; the backward
 part, fed those activations as ONNX Runtime values (no copies), gives the CAMs. Same nodes,
-same kernels: the two parts give the whole graph's outputs bit for bit (checked when built).
+same kernels: the two parts give the whole graph's outputs (bit for bit on one thread; checked
+when built, `agree`).
 
 The cut is made with the ``onnx`` package, at load: without it (a server install may lack it)
 no split is made and the caller runs the plain model and the whole graph as before.
@@ -61,6 +62,8 @@ def split_models(path: Path) -> tuple[bytes, bytes, list[str]] | None:
     if inputs != [IMAGE_INPUT, *TARGET_INPUTS] or outputs[-1:] != ["cam"]:
         return None
     cut = cut_points(model.graph)
+    if set(cut) & set(outputs):  # a model output the backward reads too: not handled
+        return None
     extractor = Extractor(model)
     forward = extractor.extract_model([IMAGE_INPUT], outputs[:-1] + cut)
     backward = extractor.extract_model(cut + list(TARGET_INPUTS), ["cam"])
@@ -99,10 +102,26 @@ class SplitGraph:
         return cam.numpy()
 
 
+# ONNX Runtime on several threads is not bit-reproducible from run to run (the whole graph
+# against itself: up to 3e-7 in a heat map), so the checks allow this much of the largest value;
+# a wrong cut or another model is off by far more. On one thread the parts are bit-identical.
+RELATIVE_TOLERANCE = 1e-4
+
+
+def agree(got: np.ndarray, want: np.ndarray) -> bool:
+    """Same shape and every value within `RELATIVE_TOLERANCE` of `want`'s largest magnitude."""
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return False
+    if not np.issubdtype(want.dtype, np.floating):
+        return bool(np.array_equal(got, want))
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    return bool(np.abs(got - want).max(initial=0.0) <= RELATIVE_TOLERANCE * scale)
+
+
 def open_split(path: Path, spec: RuntimeSpec, whole) -> SplitGraph | None:
     """The split of the explain graph at `path`, checked against `whole` (its `OnnxModel`):
-    on a fixed random image and two targets both parts together must give every output bit
-    for bit. None when it cannot be made (`split_models`) or the check fails (logged)."""
+    on a fixed random image and two targets both parts together must give every output
+    (`agree`). None when it cannot be made (`split_models`) or the check fails (logged)."""
     parts = split_models(path)
     if parts is None:
         return None
@@ -115,7 +134,7 @@ def open_split(path: Path, spec: RuntimeSpec, whole) -> SplitGraph | None:
     classes = np.zeros(2, dtype=np.int64)
     want = whole.run({IMAGE_INPUT: image, "target_class": classes, "target_anchor": anchors})
     got = dict(outputs, cam=split.cams(state, classes, anchors))
-    if not all(np.array_equal(got[name], value) for name, value in want.items()):
+    if not all(name in got and agree(got[name], value) for name, value in want.items()):
         log.warning("explain graph %s: its split parts differ from it; not split", path.name)
         return None
     return split
