@@ -6,7 +6,10 @@ Starts `python -m app serve` on loopback over a temporary repository and times, 
 `--repeats` calls (after one warm-up call): the server's stages (decode_ms = series decoding
 and volume assembly, preprocess_ms = normalisation and resampling to the model's spacing,
 inference_ms = the windows' share of the batches' compute, postprocess_ms = blending's end,
-resampling back, masks and run-length encoding, total_ms) and the client's wall time
+resampling back, masks and run-length encoding after the last window — for a one-pass
+two-class model such as the CT stand-in only the last slab, the scores and the encoding: its
+earlier slabs are postprocessed while windows still run, inside the sliding window's time —
+total_ms) and the client's wall time
 (request encoding, transfer, decoding of the answer included). The non-inference share is
 1 - inference_ms / total_ms (goal <= 10 %). Then, with the server stopped, the same cases run
 in-process with the CPU time of each stage (`bench.volume_cpu`): on a shared machine wall

@@ -128,6 +128,7 @@ def assemble(source: VolumeInput, max_voxels: int) -> Volume:
         source.origin_mm or (0.0, 0.0, 0.0),
         direction,
         max_voxels,
+        keep_integers=True,  # normalised a slice at a time in preprocess: no float32 copy
     )
 
 

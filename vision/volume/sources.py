@@ -64,12 +64,17 @@ def volume_from_raw(
     origin: Sequence[float] = (0.0, 0.0, 0.0),
     direction: np.ndarray | Sequence[Sequence[float]] | None = None,
     max_voxels: int = 0,
+    keep_integers: bool = False,
 ) -> Volume:
     """A volume from little-endian voxels [D, H, W] (C order, column fastest).
 
     `dtype` is one of uint8, uint16, int16, float32; `spacing` (slice, row, column) mm; `origin`
     the patient position of voxel [0, 0, 0]; `direction` rows the column, row and slice axes'
     unit vectors (identity when None). Sizes are checked before anything is allocated.
+
+    `keep_integers`: integer voxels stay as sent (a read-only view of `data`, no float32 copy
+    of the whole volume) for a caller that only preprocesses them (`VolumePipeline.preprocess`
+    normalises a slice at a time into float32, the same values as from a float32 copy).
     """
     where = "raw volume"
     if dtype not in RAW_DTYPES:
@@ -85,7 +90,9 @@ def volume_from_raw(
     if len(origin_mm) != 3 or not all(np.isfinite(origin_mm)):
         raise InvalidInputError(f"{where}: origin must be three finite mm values (x, y, z)")
     matrix = check_direction(np.eye(3) if direction is None else np.asarray(direction), where)
-    voxels = np.frombuffer(data, dtype=kind).reshape(dims).astype(np.float32)
+    voxels = np.frombuffer(data, dtype=kind).reshape(dims)
+    if not (keep_integers and voxels.dtype.kind in "iu"):
+        voxels = voxels.astype(np.float32)
     if dtype == "float32" and not np.isfinite(voxels).all():  # integers always are
         raise InvalidInputError(f"{where}: voxels include NaN or infinity")
     return Volume(
