@@ -26,9 +26,11 @@ with another explain graph (a before / after pair of runs with the same code).
 
 Latencies are client-observed medians; `explain ms` is the server's own `timings.explain_ms`
 (explain-graph run + heat maps to the original image), the like-for-like figure against the
-pytorch-grad-cam call. On a machine shared with other work use `--threads 1` (oversubscribed
-OpenMP threads slow eager torch far more than ONNX Runtime; bench/README.md). The server is
-killed at exit.
+pytorch-grad-cam call. For a detector whose explain graph is split (`vision.xai.split_graph`)
+the explain paths run no plain inference (`inference` 0): `explain ms` then holds the one
+forward pass, the postprocessing and the backward too. On a machine shared with other work
+use `--threads 1` (oversubscribed OpenMP threads slow eager torch far more than ONNX Runtime;
+bench/README.md). The server is killed at exit.
 """
 
 from __future__ import annotations
