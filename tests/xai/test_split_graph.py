@@ -75,7 +75,7 @@ def test_one_pass_equals_plain_run_then_whole_graph(loaded) -> None:
     assert [e.detection for e in capped] == [before[0].detection]
 
 
-def test_no_split_without_onnx(loaded, monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_onnx(monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = builtins.__import__
 
     def no_onnx(name, *args, **kwargs):
@@ -84,9 +84,42 @@ def test_no_split_without_onnx(loaded, monkeypatch: pytest.MonkeyPatch) -> None:
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_onnx)
+
+
+def test_the_bundled_detectors_ship_current_split_parts() -> None:
+    for name in ("blood-cells", "pcb-defects"):
+        graph = PROJECT_ROOT / "models" / name / "1" / "model.explain.onnx"
+        assert split_graph.stored_split(graph) is not None, f"{name}: run split_graph on it"
+
+
+def test_stored_parts_serve_without_onnx(loaded, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_onnx(monkeypatch)  # a server install: ONNX Runtime, no onnx package
+    explainer = Explainer(loaded.config, loaded.explainer.session)
+    assert explainer.split is not None
+    assert explainer.forward_once(loaded.session)
+
+
+def test_no_split_without_onnx_or_current_parts(loaded, monkeypatch, tmp_path) -> None:
+    forward, backward, record = split_graph.part_paths(loaded.explainer.session.path)
+    stale = tmp_path / record.name
+    stale.write_text(record.read_text().replace('"source_sha256": "', '"source_sha256": "0'))
+    copies = (forward, backward, stale)
+    monkeypatch.setattr(split_graph, "part_paths", lambda _path: copies)
+    assert split_graph.stored_split(loaded.explainer.session.path) is None  # stale: ignored
+    assert Explainer(loaded.config, loaded.explainer.session).split is not None  # cut now
+    _no_onnx(monkeypatch)
     explainer = Explainer(loaded.config, loaded.explainer.session)
     assert explainer.split is None
     assert not explainer.forward_once(loaded.session)
+
+
+def test_write_split_stores_parts_that_load_as_the_cut(loaded, tmp_path) -> None:
+    graph = tmp_path / "model.explain.onnx"
+    graph.write_bytes(loaded.explainer.session.path.read_bytes())
+    files = split_graph.write_split(graph)
+    assert files == list(split_graph.part_paths(graph))
+    stored = split_graph.stored_split(graph)
+    assert stored is not None and stored == split_graph._cut(graph)
 
 
 class _Shifted:

@@ -22,6 +22,7 @@ from vision.io import decode_image
 from vision.loader import load_model
 from vision.pipeline import Pipeline
 from vision.types import Image
+from vision.xai.split_graph import part_paths, write_split
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,10 @@ def add_explain_graph(
     example = example_tensor(config, image)
     served = served_model.session.output_names
     layer, parity = _export(model, layers, kind, example, path, method, tuple(served))
+    for stale in part_paths(path):
+        stale.unlink(missing_ok=True)
+    if kind == "detection":
+        write_split(path)  # forward once at serving, without the onnx package there
     spec = dataclasses.replace(config.explain, file=EXPLAIN_FILE, method=method, target_layer=layer)
     write_config(dataclasses.replace(config, explain=spec), model_dir)
     shared = kind == "detection"

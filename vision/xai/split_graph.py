@@ -8,12 +8,21 @@ part, fed those activations as ONNX Runtime values (no copies), gives the CAMs. 
 same kernels: the two parts give the whole graph's outputs (bit for bit on one thread; checked
 when built, `agree`).
 
-The cut is made with the ``onnx`` package, at load: without it (a server install may lack it)
-no split is made and the caller runs the plain model and the whole graph as before.
+The cut is made with the ``onnx`` package. `write_split` stores the two parts beside the graph
+(``model.explain.forward.onnx``, ``model.explain.backward.onnx`` and ``model.explain.split.json``
+with the cut and the whole graph's sha256; `vision explain-export` writes them, and
+``python -m vision.xai.split_graph GRAPH...`` for an existing graph), so that a server install,
+which has ONNX Runtime but not ``onnx``, loads them as they are. Stored parts whose recorded
+sha256 is not the graph's are ignored (a re-exported graph with stale parts). Without stored parts
+and without ``onnx`` no split is made, and the caller runs the plain model and the whole graph as
+before.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -47,10 +56,56 @@ def cut_points(graph) -> list[str]:
     return cut
 
 
+def part_paths(path: Path) -> tuple[Path, Path, Path]:
+    """Where the stored parts of the explain graph at `path` live: forward, backward, record."""
+    stem = Path(path).with_suffix("")
+    return (
+        stem.with_name(stem.name + ".forward.onnx"),
+        stem.with_name(stem.name + ".backward.onnx"),
+        stem.with_name(stem.name + ".split.json"),
+    )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def stored_split(path: Path) -> tuple[bytes, bytes, list[str]] | None:
+    """The parts `write_split` stored for the graph at `path`; None when absent or stale."""
+    forward, backward, record = part_paths(path)
+    if not (forward.is_file() and backward.is_file() and record.is_file()):
+        return None
+    meta = json.loads(record.read_text())
+    if meta.get("source_sha256") != _sha256(path):
+        log.warning("explain graph %s: its stored split parts are stale; ignored", path.name)
+        return None
+    return forward.read_bytes(), backward.read_bytes(), list(meta["cut"])
+
+
+def write_split(path: Path) -> list[Path] | None:
+    """Store the split of the explain graph at `path` beside it (needs ``onnx``); the written
+    files, or None when the graph is not one that splits (`split_models`)."""
+    parts = _cut(Path(path))
+    if parts is None:
+        return None
+    forward, backward, cut = parts
+    files = part_paths(path)
+    files[0].write_bytes(forward)
+    files[1].write_bytes(backward)
+    record = {"source": Path(path).name, "source_sha256": _sha256(path), "cut": cut}
+    files[2].write_text(json.dumps(record, indent=2) + "\n")
+    return list(files)
+
+
 def split_models(path: Path) -> tuple[bytes, bytes, list[str]] | None:
-    """(forward part, backward part, cut tensors) of the explain graph at `path`, serialized;
-    None when the ``onnx`` package is missing or the graph is not a detection shared-forward
-    one (inputs ``images``, ``target_class``, ``target_anchor``; outputs end with ``cam``)."""
+    """(forward part, backward part, cut tensors) of the explain graph at `path`, serialized:
+    the stored parts when they are current, else cut now with ``onnx``; None when neither is
+    possible or the graph is not a detection shared-forward one (inputs ``images``,
+    ``target_class``, ``target_anchor``; outputs end with ``cam``)."""
+    return stored_split(Path(path)) or _cut(Path(path))
+
+
+def _cut(path: Path) -> tuple[bytes, bytes, list[str]] | None:
     try:
         import onnx
         from onnx.utils import Extractor
@@ -138,3 +193,18 @@ def open_split(path: Path, spec: RuntimeSpec, whole) -> SplitGraph | None:
         log.warning("explain graph %s: its split parts differ from it; not split", path.name)
         return None
     return split
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vision.xai.split_graph GRAPH...``: store the split parts of each graph."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("graphs", nargs="+", type=Path, help="model.explain.onnx files")
+    args = parser.parse_args(argv)
+    for graph in args.graphs:
+        files = write_split(graph)
+        print(f"{graph}: " + (", ".join(f.name for f in files) if files else "does not split"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
