@@ -69,8 +69,14 @@ class Normaliser:
         return cls()
 
     def __call__(self, voxels: np.ndarray) -> np.ndarray:
-        """A new float32 array of the normalised `voxels` (any shape)."""
-        out = np.subtract(voxels, np.float32(self.offset), dtype=np.float32)
+        """A new float32 array of the normalised `voxels` (any shape; integers are cast to
+        float32 in one pass first, which is faster than a casting subtraction and gives the
+        same values)."""
+        if voxels.dtype == np.float32:
+            out = np.subtract(voxels, np.float32(self.offset), dtype=np.float32)
+        else:
+            out = voxels.astype(np.float32)
+            out -= np.float32(self.offset)
         out *= np.float32(self.scale)
         if self.clip:
             np.clip(out, 0.0, 1.0, out=out)
