@@ -518,7 +518,9 @@ async def soak(
 
 
 async def run(args: argparse.Namespace) -> dict:
-    """Every measurement, on one server."""
+    """Every measurement, on one server. SIGTERM cancels it, so the server is stopped too (a
+    killed bench used to leave its `vision serve` running)."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     log = args.server_log
     setup = ServerSetup(
         tuple(args.server_args.split()),
@@ -678,7 +680,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.client_cpus:
         os.sched_setaffinity(0, _cpu_list(args.client_cpus))
-    report = asyncio.run(run(args))
+    try:
+        report = asyncio.run(run(args))
+    except asyncio.CancelledError:
+        print("stopped by SIGTERM; the server was stopped", file=sys.stderr)
+        return 143
     report["command"] = "python -m bench.overload " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
