@@ -129,7 +129,7 @@ class Outbox:
             return self._enqueue_sending(job_id, datasets, direct, mark_queued, earlier)
         written = self._write_all(datasets)
         if written:  # the renames durable (one folder fsync) before any row names the files
-            _fsync_folder(self.folder)
+            _fsync_path(self.folder)
         now = self.clock()
         with self.db.transaction() as conn:
             ids = [
@@ -138,13 +138,8 @@ class Outbox:
                 for dest in self.destinations
             ]
             if not ahead:
-                for uid in earlier:
-                    for dest in self.destinations:
-                        rows.link(conn, job_id, uid, dest)
-                count = len(datasets) + len(earlier)
-                marks = {"queued_at": now, "results": count} if mark_queued else {}
-                upsert_job(conn, job_id, JobState.QUEUED, now, reason="", **marks)
-                rows.settle(conn, job_id, now)
+                results = len(datasets) + len(earlier)
+                self._queue_job(conn, job_id, earlier, results, now, now, mark_queued)
         self._remove_finished({entry[0] for entry in written})
         self._wake.set()
         return ids
@@ -273,10 +268,10 @@ class Outbox:
                 )
             ]
             for entry, partial in keep:  # durable before a row names them
-                _fsync_file(partial)
+                _fsync_path(partial)
                 os.replace(partial, self._path(entry[0]))
             if keep:
-                _fsync_folder(self.folder)
+                _fsync_path(self.folder)
         finally:
             for partial in partials:  # sent everywhere (or the write failed): not needed
                 partial.unlink(missing_ok=True)
@@ -344,14 +339,29 @@ class Outbox:
                         state, due = self._after(delivery, 1, now)
                         rows.record(conn, item_id, state, 1, due, delivery.reason, now)
                     ids[(entry[0], dest)] = item_id
-            for uid in earlier:
-                for dest in self.destinations:
-                    rows.link(conn, job_id, uid, dest)
-            count = len(entries) + len(earlier)
-            marks = {"queued_at": queued_at, "results": count} if mark_queued else {}
-            upsert_job(conn, job_id, JobState.QUEUED, now, reason="", **marks)
-            rows.settle(conn, job_id, now)
+            results = len(entries) + len(earlier)
+            self._queue_job(conn, job_id, earlier, results, queued_at, now, mark_queued)
         return ids
+
+    def _queue_job(
+        self,
+        conn,
+        job_id: str,
+        earlier: Sequence[str],
+        results: int,
+        queued_at: float,
+        now: float,
+        mark_queued: bool,
+    ) -> None:
+        """In `conn`'s transaction: the objects sent `earlier` become the job's rows, and the job
+        is `queued` (with `queued_at` and its result count when `mark_queued`), then follows
+        its rows."""
+        for uid in earlier:
+            for dest in self.destinations:
+                rows.link(conn, job_id, uid, dest)
+        marks = {"queued_at": queued_at, "results": results} if mark_queued else {}
+        upsert_job(conn, job_id, JobState.QUEUED, now, reason="", **marks)
+        rows.settle(conn, job_id, now)
 
     # -- delivery ------------------------------------------------------------------------------
 
@@ -578,16 +588,9 @@ def _entry(dataset: pydicom.Dataset) -> tuple[str, str, str]:
     return uid, sop_class, str(meta.TransferSyntaxUID)
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder: the renames and new names in it durable)."""
     descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
