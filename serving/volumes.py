@@ -25,7 +25,6 @@ Everything here is per call: no state is kept between requests.
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -89,15 +88,20 @@ VolumeInput = Volume | VolumeSource
 
 
 def read_series(instances: Sequence[bytes]) -> list[Dataset]:
-    """The instances as pydicom datasets; InvalidInputError names the one that is not DICOM."""
-    import pydicom  # in a worker, on the first series: pydicom is not needed to reach SERVING
+    """The instances as pydicom datasets; InvalidInputError names the one that is not DICOM.
+
+    `vision.io.dicom_series.read_instance`: what `pydicom.dcmread` reads, with an uncompressed
+    instance's PixelData left as a view of its bytes (no copy before the volume takes it).
+    """
+    # in a worker, on the first series: pydicom is not needed to reach SERVING
+    from vision.io.dicom_series import read_instance
 
     if not instances:
         raise InvalidInputError("the series has no instances: send at least one DICOM file")
     datasets = []
     for index, data in enumerate(instances):
         try:
-            datasets.append(pydicom.dcmread(io.BytesIO(data)))
+            datasets.append(read_instance(data))
         except Exception as exc:  # pydicom raises many types on truncated or foreign files
             raise InvalidInputError(
                 f"instance {index} of the series is not a readable DICOM Part-10 file "
@@ -114,7 +118,8 @@ def assemble(source: VolumeInput, max_voxels: int) -> Volume:
     if source.instances:
         from vision.volume.series import volume_from_datasets  # pydicom: first series only
 
-        return volume_from_datasets(read_series(source.instances), max_voxels)
+        datasets = read_series(source.instances)
+        return volume_from_datasets(datasets, max_voxels, keep_integers=True)
     if not source.raw:
         raise InvalidInputError("the request has no volume: set series or volume")
     direction = np.asarray(source.direction, dtype=np.float64) if source.direction else None

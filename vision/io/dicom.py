@@ -28,7 +28,7 @@ from vision.io.dicom_header import DicomHeader, read_header
 from vision.io.dicom_pixels import (
     PixelModule,
     check_limits,
-    check_pixel_data,
+    pixel_buffer,
     pixel_dataset,
     read_pixel_module,
 )
@@ -154,7 +154,7 @@ def _prepare(ds: Dataset, max_pixels: int) -> PixelModule:
     module = read_pixel_module(ds)
     check_limits(module, max_pixels)
     _check_decodable(module)
-    check_pixel_data(ds, module)
+    pixel_buffer(ds, module)  # the checks; a view is not copied
     _check_codestreams(ds, module)
     return module
 

@@ -14,6 +14,7 @@ import math
 import re
 import struct
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -32,16 +33,25 @@ class MalformedElementError(InvalidInputError):
     """An element the decoder needs is malformed (the message names it, never its value)."""
 
 
+@lru_cache(maxsize=512)
 def _tag(keyword: str) -> int:
+    """The tag of `keyword` (cached: the decoders ask for the same few keywords per file)."""
     tag = tag_for_keyword(keyword)
     if tag is None:  # a programming error, not the client's
         raise KeyError(f"unknown DICOM keyword {keyword}")
     return tag
 
 
-def _allowed_vrs(keyword: str) -> set[str]:
+@lru_cache(maxsize=512)
+def _dictionary_vr(keyword: str) -> str:
+    """The dictionary VR of `keyword` as pydicom spells it ("US or SS"), cached."""
+    return dictionary_VR(keyword)
+
+
+@lru_cache(maxsize=512)
+def _allowed_vrs(keyword: str) -> frozenset[str]:
     """The dictionary VR(s) of `keyword` ("US or SS" is both), plus UN."""
-    return {vr.strip() for vr in dictionary_VR(keyword).split(" or ")} | {"UN"}
+    return frozenset({vr.strip() for vr in _dictionary_vr(keyword).split(" or ")} | {"UN"})
 
 
 def _raw(ds: Dataset, keyword: str) -> tuple[str, Any, bool] | None:
@@ -53,17 +63,18 @@ def _raw(ds: Dataset, keyword: str) -> tuple[str, Any, bool] | None:
     if tag not in ds:
         return None
     element = ds.get_item(tag, keep_deferred=True)  # never converted (nor validated)
-    vr = element.VR or dictionary_VR(keyword)
-    if vr == dictionary_VR(keyword):  # implicit, or ambiguous ("US or SS") in memory
+    dictionary = _dictionary_vr(keyword)
+    vr = element.VR or dictionary
+    if vr == dictionary:  # implicit, or ambiguous ("US or SS") in memory
         vr = vr.split(" or ")[0]
     if vr not in _allowed_vrs(keyword):
         what = f"VR {vr}" if vr in _KNOWN_VRS else "an unknown VR"
         raise MalformedElementError(
-            f"DICOM {keyword} is encoded with {what}; it must be {dictionary_VR(keyword)}"
+            f"DICOM {keyword} is encoded with {what}; it must be {dictionary}"
         )
     little = getattr(element, "is_little_endian", True)
     if vr == "UN":  # decode as the dictionary says
-        vr = dictionary_VR(keyword).split(" or ")[0]
+        vr = dictionary.split(" or ")[0]
     value = b"" if element.value is None else element.value  # an empty raw element
     return vr, value, True if little is None else bool(little)
 

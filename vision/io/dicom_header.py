@@ -14,6 +14,7 @@ date into the log); a malformed attribute reads as None.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -133,9 +134,15 @@ def _encodings(ds: Dataset) -> list[str]:
         return convert_encodings(None)
 
 
+@lru_cache(maxsize=64)
+def _keyword_tag(keyword: str) -> int:
+    """The tag of `keyword` (cached: a header reads the same keywords from every file)."""
+    return int(Tag(keyword))
+
+
 def _raw_text(ds: Dataset, keyword: str, encodings: list[str]) -> str | None:
     """The element's text without pydicom validation; None when absent or empty."""
-    tag = Tag(keyword)
+    tag = _keyword_tag(keyword)
     if tag not in ds:
         return None
     value = ds.get_item(tag, keep_deferred=True).value

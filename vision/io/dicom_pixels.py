@@ -164,6 +164,13 @@ def check_limits(module: PixelModule, max_pixels: int) -> None:
 
 def check_pixel_data(ds: Dataset, module: PixelModule) -> bytes:
     """The pixel data bytes; InvalidInputError when not bytes or (native) shorter than needed."""
+    value = pixel_buffer(ds, module)
+    return value if isinstance(value, bytes) else bytes(value)
+
+
+def pixel_buffer(ds: Dataset, module: PixelModule) -> bytes | bytearray | memoryview:
+    """`check_pixel_data`'s checks, and the pixel data as held (a series instance's is a view
+    of its file's bytes, `vision.io.dicom_series`): not copied."""
     value = ds.get_item(_PIXEL_DATA, keep_deferred=True).value
     value = b"" if value is None else value  # empty, of any VR
     if not isinstance(value, bytes | bytearray | memoryview):
@@ -174,7 +181,7 @@ def check_pixel_data(ds: Dataset, module: PixelModule) -> bytes:
             f"SamplesPerPixel x BitsAllocated x frames needs {module.stored_bytes}; send the "
             "complete file"
         )
-    return value if isinstance(value, bytes) else bytes(value)
+    return value
 
 
 def pixel_dataset(ds: Dataset, module: PixelModule) -> Dataset:

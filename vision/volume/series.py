@@ -22,11 +22,11 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from vision.errors import ImageTooLargeError, InvalidInputError
+from vision.errors import ImageTooLargeError, InvalidInputError, VisionError
 from vision.io.dicom import _frame_groups, _frame_header, _group_items, _prepare, modality_frames
 from vision.io.dicom_grey import grey_transform, modality_values
 from vision.io.dicom_header import DicomHeader, read_header
-from vision.io.dicom_pixels import PixelModule, check_pixel_data
+from vision.io.dicom_pixels import PixelModule, pixel_buffer
 from vision.volume.sources import volume_from_nifti, volume_from_raw
 from vision.volume.types import Volume
 
@@ -192,22 +192,34 @@ def native_stored(ds: Dataset, module: PixelModule) -> np.ndarray | None:
     if module.bits_allocated not in (8, 16):
         return None
     dtype = np.dtype(f"<{'ui'[module.pixel_representation]}{module.bits_allocated // 8}")
-    data = check_pixel_data(ds, module)
-    stored = np.frombuffer(data, dtype, count=module.pixels)
+    stored = np.frombuffer(pixel_buffer(ds, module), dtype, count=module.pixels)
     shift = module.bits_allocated - module.bits_stored
     if shift:
         stored = np.right_shift(np.left_shift(stored, shift), shift)
     return stored.reshape(module.frames, module.rows, module.columns)
 
 
+def _integral_intercept(transform) -> int | None:
+    """The intercept when the modality transform is stored value + an integer (no LUT, slope
+    1): then the values are integers, exact in float32; None otherwise."""
+    exact = transform.modality_lut is None and transform.slope == 1.0
+    if exact and float(transform.intercept).is_integer() and abs(transform.intercept) < 2**23:
+        return int(transform.intercept)
+    return None
+
+
+def _modality_transform(ds: Dataset, module: PixelModule, frame: int):
+    items = _group_items(_frame_groups(ds, frame), "PixelValueTransformationSequence")
+    return grey_transform(ds, items, module, window=False)
+
+
 def _modality_into(out: np.ndarray, ds: Dataset, module: PixelModule, frame: int, raw) -> None:
     """`raw`'s stored values through the frame's modality transform into float32 `out`: the
     values `modality_frames` gives (integers plus an integral intercept are exact in float32)."""
-    items = _group_items(_frame_groups(ds, frame), "PixelValueTransformationSequence")
-    transform = grey_transform(ds, items, module, window=False)
-    exact = transform.modality_lut is None and transform.slope == 1.0
-    if exact and float(transform.intercept).is_integer() and abs(transform.intercept) < 2**23:
-        np.add(raw, np.float32(transform.intercept), out=out, dtype=np.float32)
+    transform = _modality_transform(ds, module, frame)
+    intercept = _integral_intercept(transform)
+    if intercept is not None:
+        np.add(raw, np.float32(intercept), out=out, dtype=np.float32)
     else:
         out[...] = modality_values(transform, raw)
 
@@ -243,17 +255,105 @@ def _decode(
     return voxels
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """One dataset's stored values [frames, H, W] (a view of its pixel data), their range by
+    BitsStored, and each frame's integral intercept."""
+
+    index: int
+    values: np.ndarray
+    low: int
+    high: int
+    intercepts: tuple[int, ...]
+
+
+def _stored_of(index: int, ds: Dataset, shape: tuple[int, int]) -> _Stored | None:
+    """`ds`'s stored values when they are native and every frame's modality transform adds an
+    integer; None otherwise (the float32 decode then reads it, and refuses what it refuses)."""
+    module = _prepare(ds, 0)
+    values = native_stored(ds, module)
+    if values is None or values.shape[1:] != shape:
+        return None
+    intercepts = [
+        _integral_intercept(_modality_transform(ds, module, f)) for f in range(len(values))
+    ]
+    if any(i is None for i in intercepts):
+        return None
+    bits = module.bits_stored
+    low, high = (
+        (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        if module.pixel_representation
+        else (0, 2**bits - 1)
+    )
+    return _Stored(index, values, low, high, tuple(intercepts))  # type: ignore[arg-type]
+
+
+def _holding_type(stored: list[_Stored]) -> np.dtype | None:
+    """The first of (the stored type, int16, uint16) that holds every stored value and every
+    value after its intercept; None when none does."""
+    for dtype in (stored[0].values.dtype, np.dtype(np.int16), np.dtype(np.uint16)):
+        info = np.iinfo(dtype)
+        if all(  # the intercepts' range widened by 0 covers the stored values too
+            info.min <= s.low + min(0, *s.intercepts) and s.high + max(0, *s.intercepts) <= info.max
+            for s in stored
+        ):
+            return dtype
+    return None
+
+
+def _integer_decode(
+    datasets: Sequence[Dataset], slices: list[_Slice], shape: tuple[int, int]
+) -> np.ndarray | None:
+    """The volume as integers [D, H, W] (stored value + intercept: the float32 decode's values
+    exactly) when every dataset allows it (`_stored_of`, `_holding_type`); else None."""
+    try:
+        stored = [_stored_of(i, datasets[i], shape) for i in sorted({s.dataset for s in slices})]
+    except VisionError:  # the float32 decode raises it again, in its own order
+        return None
+    if not stored or any(s is None for s in stored):
+        return None
+    dtype = _holding_type(stored)  # type: ignore[arg-type]
+    if dtype is None:
+        return None
+    where = {(s.dataset, s.frame): k for k, s in enumerate(slices)}
+    frames = {(s.index, f) for s in stored for f in range(len(s.values))}  # type: ignore[union-attr]
+    if len(where) != len(slices) or set(where) != frames:
+        return None
+    voxels = np.empty((len(slices), *shape), dtype=dtype)
+    for item in stored:
+        for frame, intercept in enumerate(item.intercepts):  # type: ignore[union-attr]
+            out = voxels[where[(item.index, frame)]]  # type: ignore[union-attr]
+            if intercept:
+                np.add(item.values[frame], intercept, out=out, dtype=dtype, casting="unsafe")
+            else:
+                np.copyto(out, item.values[frame], casting="unsafe")
+    return voxels
+
+
+def _voxels(
+    datasets: Sequence[Dataset], slices: list[_Slice], shape: tuple[int, int], integers: bool
+) -> np.ndarray:
+    voxels = _integer_decode(datasets, slices, shape) if integers else None
+    return _decode(datasets, slices, shape) if voxels is None else voxels
+
+
 def _single_slice_spacing(header: DicomHeader) -> tuple[float, str]:
     if header.slice_thickness_mm and header.slice_thickness_mm > 0:
         return header.slice_thickness_mm, "a single slice: its SliceThickness is the slice spacing"
     return 1.0, "a single slice without SliceThickness: a slice spacing of 1 mm is assumed"
 
 
-def volume_from_datasets(datasets: Sequence[Dataset], max_voxels: int = 0) -> Volume:
+def volume_from_datasets(
+    datasets: Sequence[Dataset], max_voxels: int = 0, keep_integers: bool = False
+) -> Volume:
     """The volume of one DICOM series given as its instances (any order).
 
     `max_voxels` (0: no limit) bounds rows * columns * slices before any pixel is decoded.
     Raises `InvalidInputError` naming the problem when the instances are not one regular grid.
+    Voxels are float32, or with `keep_integers` (the server's `assemble`) integers where every
+    instance is uncompressed with an integral intercept and no LUT (`_integer_decode`: the same
+    values, in the stored type, int16 or uint16: no float32 copy of the volume; the
+    normalisation casts a slice at a time, as for a raw integer volume).
     """
     if not datasets:
         raise InvalidInputError("no instances: a volume needs at least one DICOM image")
@@ -273,7 +373,7 @@ def volume_from_datasets(datasets: Sequence[Dataset], max_voxels: int = 0) -> Vo
     shape = _check_size(slices, max_voxels)
     row_mm, col_mm = slices[0].header.pixel_spacing_mm  # type: ignore[misc]
     return Volume(
-        voxels=_decode(datasets, slices, shape),
+        voxels=_voxels(datasets, slices, shape, keep_integers),
         spacing_mm=(spacing, float(row_mm), float(col_mm)),
         origin_mm=tuple(float(v) for v in positions[0]),  # type: ignore[arg-type]
         direction=direction,
