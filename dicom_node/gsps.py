@@ -9,13 +9,15 @@ All coordinates are PIXEL units of the referenced image.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Sequence
 from importlib import resources
 
 import cv2
 import highdicom as hd
 import numpy as np
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
@@ -26,6 +28,7 @@ from vision.types import DetectionResult
 GSPS_SERIES_NUMBER = 903
 MAX_CONTOURS = 32
 _GRAPHIC_DATA = Tag(0x00700022)
+_POINTS = Tag(0x00700021)  # NumberOfGraphicPoints
 _LAYER = hd.pr.GraphicLayer(layer_name="FINDINGS", order=1, description="model findings")
 
 
@@ -60,26 +63,36 @@ def _polyline(line: np.ndarray) -> hd.pr.GraphicObject:
     """A POLYLINE graphic object in PIXEL units of `line` ((N, 2) points, N >= 2, >= 0).
 
     highdicom would set Graphic Data through pydicom, which converts and validates each float
-    one by one: most of the encode time of a vessel mask's thousands of points. The object is
-    built on the line's end points (highdicom's checks), the points are checked here the same way
-    (shape, count, non-negative) and Graphic Data is stored as its encoded bytes (FL, little
-    endian float32): a raw element, which pydicom writes as it is into an explicit VR little
-    endian file (the outbox's syntax; the object says it was "read" in that encoding) and
-    decodes only if something reads it. The file is byte-identical to highdicom's.
+    one by one: most of the encode time of a vessel mask's thousands of points. The points are
+    checked here as highdicom checks them (shape, count, non-negative); the object's other
+    elements are copies of those highdicom gives a POLYLINE in PIXEL units (`_polyline_elements`,
+    built once) and Graphic Data is stored as its encoded bytes (FL, little endian float32): a
+    raw element, which pydicom writes as it is into an explicit VR little endian file (the
+    outbox's syntax; the object says it was "read" in that encoding) and decodes only if
+    something reads it. The file is byte-identical to highdicom's.
     """
     if line.ndim != 2 or line.shape[1] != 2 or len(line) < 2 or float(line.min()) < 0.0:
         raise ValueError("a polyline needs two or more non-negative (column, row) points")
-    graphic = hd.pr.GraphicObject(
-        graphic_type="POLYLINE", graphic_data=line[[0, -1]], units="PIXEL"
-    )
-    graphic.NumberOfGraphicPoints = len(line)
+    graphic = _RawPolyline.__new__(_RawPolyline)
+    Dataset.__init__(graphic)
+    for element in _polyline_elements():  # copies: nothing shares an element with another object
+        graphic[element.tag] = copy.copy(element)
+    graphic[_POINTS] = DataElement(_POINTS, "US", len(line))
     points = np.ascontiguousarray(line, dtype="<f4")
     data = points.tobytes()
     graphic[_GRAPHIC_DATA] = RawDataElement(_GRAPHIC_DATA, "FL", len(data), data, 0, False, True)
     graphic.set_original_encoding(False, True, graphic._character_set)
-    graphic.__class__ = _RawPolyline
     graphic._points = points.reshape(-1, 2)
     return graphic
+
+
+@functools.cache
+def _polyline_elements() -> tuple[DataElement, ...]:
+    """The elements highdicom sets on a POLYLINE in PIXEL units, but its points and their count
+    (the same for every such object: type, units, dimensions, not filled)."""
+    two = np.zeros((2, 2), np.float32)
+    graphic = hd.pr.GraphicObject(graphic_type="POLYLINE", graphic_data=two, units="PIXEL")
+    return tuple(e for e in graphic if e.tag not in (_POINTS, _GRAPHIC_DATA))
 
 
 class _RawPolyline(hd.pr.GraphicObject):
