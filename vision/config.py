@@ -21,6 +21,7 @@ Example::
       max_regions: 0              # segmentation: keep the N strongest regions per class (0: all)
       image_score_output: ""      # segmentation: an output with one score per image (optional)
       image_score_gate: 0.5       # ... and no mask is served below that image score (0: off)
+      gate_uses_mask_score: false # ... true: below the mean of it and the served mask's score
     batching: {max_batch_size: 8, max_queue_delay_ms: 0, max_queue_size: 64}
     version_policy: {latest: 1}   # or {all: true} or {specific: [1, 3]}
     runtime: {providers: auto, intra_op_threads: 0, inter_op_threads: 0}
@@ -110,6 +111,9 @@ class PostprocessSpec:
     # segmentation with image_score_output: no mask is served when the image score is below
     # this ("no defect"); 0 serves the masks whatever the image score
     image_score_gate: float = 0.5
+    # true: the gate compares the mean of the image score and the best served mask's score (its
+    # mean probability; 0 without a mask), so a confident mask can outvote a hesitant head
+    gate_uses_mask_score: bool = False
 
 
 @dataclass(frozen=True)
@@ -415,6 +419,8 @@ def _validate(config: ModelConfig, where: str) -> None:
     gate = config.postprocess.image_score_gate
     if not (isinstance(gate, (int, float)) and 0.0 <= gate <= 1.0):
         raise ConfigError(f"{where}.postprocess.image_score_gate: must be within [0, 1] (0: off)")
+    if not isinstance(config.postprocess.gate_uses_mask_score, bool):
+        raise ConfigError(f"{where}.postprocess.gate_uses_mask_score: true or false")
     _validate_inspection(config, where)
     _validate_volume(config, where)
 

@@ -268,9 +268,19 @@ def decode(
     result = DECODERS[spec.type](select_output(outputs, spec.output), meta, spec, labels)
     if isinstance(result, SegmentationResult):
         result.image_score = image_score(outputs, spec.image_score_output)
-        if result.image_score is not None and result.image_score < spec.image_score_gate:
-            result.masks = []  # the image-level head says "no defect": no mask is served
+        if result.image_score is not None:
+            mask_scores = [m.score for m in result.masks]
+            if gate_score(result.image_score, mask_scores, spec) < spec.image_score_gate:
+                result.masks = []  # the image-level evidence says "no defect": no mask served
     return result
+
+
+def gate_score(image_score: float, mask_scores: list[float], spec: PostprocessSpec) -> float:
+    """What `image_score_gate` is compared with: the image score, or with
+    `gate_uses_mask_score` the mean of it and the best mask's score (0 without a mask)."""
+    if not spec.gate_uses_mask_score:
+        return image_score
+    return (image_score + max(mask_scores, default=0.0)) / 2
 
 
 def image_score(outputs: dict[str, np.ndarray], name: str) -> float | None:

@@ -238,3 +238,34 @@ def test_defect_metrics_name_what_they_compute_with_intervals() -> None:
     assert gated["auroc"] == 1.0 and gated["auroc_ci"]["n"] == 4
     assert gated["per_class"]["defect"]["dice_mean"]["value"] == 1.0
     assert "class_accuracy" not in gated and "dominant_class_accuracy" in gated["definitions"]
+
+
+def test_evaluation_gates_masks_as_the_server_does() -> None:
+    """`served_masks` (what `vision eval` and the gate sweep score) keeps or drops each image's
+    mask exactly where the server's `decode` does, for both gate rules."""
+    from vision.config import PostprocessSpec
+    from vision.postprocess import decode
+    from vision.segment.metrics import served_masks
+    from vision.types import PreprocessMeta
+
+    rng = np.random.default_rng(5)
+    meta = PreprocessMeta(16, 16, 1.0, 1.0, 0.0, 0.0, 16, 16)
+    logits = [rng.normal(0, 2, (2, 16, 16)).astype(np.float32) for _ in range(24)]
+    scores = rng.uniform(0, 1, 24).tolist()
+    probs = [np.exp(x) / np.exp(x).sum(0) for x in logits]
+    for uses_mask in (False, True):
+        spec = PostprocessSpec(
+            type="argmax",
+            output="logits",
+            max_regions=1,
+            image_score_output="s",
+            image_score_gate=0.55,
+            gate_uses_mask_score=uses_mask,
+        )
+        served = [
+            bool(decode({"logits": x, "s": np.float32(s)}, meta, spec, ("bg", "defect")).masks)
+            for x, s in zip(logits, scores, strict=True)
+        ]
+        evaluated = [bool(m.any()) for m in served_masks(probs, 1, scores, 0.55, uses_mask)]
+        assert served == evaluated
+        assert 0 < sum(served) < 24  # the gate decided something

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from vision.config import PostprocessSpec
 from vision.errors import ConfigError
-from vision.postprocess import decode, nms, segmentation_probabilities
+from vision.postprocess import decode, gate_score, nms, segmentation_probabilities
 from vision.types import DetectionResult, PreprocessMeta, SegmentationResult
 
 LABELS = ("a", "b", "c")
@@ -199,3 +200,27 @@ def test_the_gate_must_be_a_probability() -> None:
     }
     with pytest.raises(ConfigError, match="image_score_gate"):
         parse_config(base)
+    base["postprocess"] = {"type": "argmax", "gate_uses_mask_score": "yes"}
+    with pytest.raises(ConfigError, match="gate_uses_mask_score: true or false"):
+        parse_config(base)
+
+
+def test_the_gate_can_weigh_the_mask_score_too() -> None:
+    """`gate_uses_mask_score`: the gate compares the mean of the image score and the best served
+    mask's score, so a confident mask keeps a hesitant image score's masks, and an image without
+    a mask is judged on half its image score."""
+    spec = PostprocessSpec(
+        type="argmax",
+        output="logits",
+        image_score_output="defect_score",
+        image_score_gate=0.6,
+        gate_uses_mask_score=True,
+    )
+    hesitant = {"logits": _logits(3), "defect_score": np.float32(0.4)}
+    served = decode(hesitant, SEG_META, spec, LABELS)
+    best = max(m.score for m in served.masks)  # about 1: logits 8 against -4 and 4
+    assert best > 0.8 and gate_score(0.4, [best], spec) == pytest.approx((0.4 + best) / 2)
+    assert [m.class_id for m in served.masks] == [1, 2]
+    image_only = dataclasses.replace(spec, gate_uses_mask_score=False)
+    assert decode(hesitant, SEG_META, image_only, LABELS).masks == []
+    assert gate_score(0.9, [], spec) == pytest.approx(0.45)

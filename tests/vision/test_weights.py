@@ -16,6 +16,7 @@ from torch import nn  # noqa: E402
 from vision.config import load_config  # noqa: E402
 from vision.paths import PROJECT_ROOT  # noqa: E402
 from vision.runtime import OnnxModel  # noqa: E402
+from vision.segment.flip_tta import flip_back_mean, is_flip_graph  # noqa: E402
 from vision.weights import load_bundled, load_weights, save_weights, state_from_onnx  # noqa: E402
 
 MODELS = PROJECT_ROOT / "models"
@@ -95,17 +96,29 @@ def _input(name: str, batch: int = 2) -> np.ndarray:
     return np.stack([image * (1 + 0.1 * i) for i in range(batch)]).astype(np.float32)
 
 
+def _torch_outputs(model, x: np.ndarray, names: list[str], flips: bool) -> dict[str, np.ndarray]:
+    """The eager network's outputs named as the graph's; for a flip-TTA graph the mean over the
+    four flips (`vision.segment.flip_tta.flip_back_mean`), which the served graph must equal."""
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            out = model(torch.from_numpy(images))
+        outs = out if isinstance(out, tuple) else (out,)
+        return {n: o.numpy() for n, o in zip(names, outs, strict=True)}
+
+    return flip_back_mean(run, x) if flips else run(x)
+
+
 @pytest.mark.parametrize("name", FLOAT_MODELS)
 def test_shipped_weights_pass_the_export_parity_gate(name: str) -> None:
     torch.set_num_threads(2)
     config = load_config(MODELS / name)
     model, x = load_bundled(name, MODELS), _input(name)
-    session = OnnxModel(MODELS / name / "1" / config.model_file)
+    served = MODELS / name / "1" / config.model_file
+    session = OnnxModel(served)
     got = session.run({session.inputs[0].name: x})
-    with torch.no_grad():
-        out = model(torch.from_numpy(x))
-    for (output, g), w in zip(got.items(), out if isinstance(out, tuple) else (out,), strict=True):
-        w = w.numpy()
+    want = _torch_outputs(model, x, list(got), is_flip_graph(served))
+    for (output, g), w in zip(got.items(), want.values(), strict=True):
         if config.task == "detection":  # boxes in input pixels, then scores
             box = float(np.abs(g[:, :4] - w[:, :4]).max())
             assert box <= BOX_RTOL * float(np.abs(w[:, :4]).max()), f"{name} boxes {box}"

@@ -195,10 +195,11 @@ def compute_metrics(
     samples: list,
     max_regions: int | None = None,
     image_score_gate: float = 0.0,
+    gate_uses_mask_score: bool = False,
 ) -> dict:
     """Recipe metrics at original image size, masks as served (`max_regions`: the config's
-    postprocess setting, default the recipe's; `image_score_gate`: the config's, no mask below
-    that image score)."""
+    postprocess setting, default the recipe's; `image_score_gate` and `gate_uses_mask_score`:
+    the config's, no mask below that gate score)."""
     probs, masks = predictions.probs, [s.mask for s in samples]
     if recipe.dataset in PIXEL_METRIC_DATASETS:
         fovs = [
@@ -209,7 +210,13 @@ def compute_metrics(
     if max_regions is None:
         max_regions = int(recipe.extra.get("max_regions", 0))
     return defect_metrics(
-        probs, masks, recipe.labels, max_regions, predictions.image_scores, image_score_gate
+        probs,
+        masks,
+        recipe.labels,
+        max_regions,
+        predictions.image_scores,
+        image_score_gate,
+        gate_uses_mask_score,
     )
 
 
@@ -331,7 +338,9 @@ def evaluate_model(
     seconds = time.perf_counter() - start
     post = config.postprocess
     gate = post.image_score_gate if post.image_score_output else 0.0
-    metrics = compute_metrics(recipe, predictions, samples, post.max_regions, gate)
+    metrics = compute_metrics(
+        recipe, predictions, samples, post.max_regions, gate, post.gate_uses_mask_score
+    )
     if recipe.dataset in PIXEL_METRIC_DATASETS:
         metrics["figures"] = pixel_figures(predictions, samples)
     out.mkdir(parents=True, exist_ok=True)

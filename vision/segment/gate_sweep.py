@@ -2,11 +2,13 @@
 
 `python -m vision.segment.gate_sweep --model-dir models/tile-defects [--max-free-rate 0.10]`
 runs the model once over val through the serving path (ONNX, Pipeline, original image size),
-then scores the masks as served at every candidate gate (the val image scores): Dice (mean
+then scores the masks as served at every candidate gate (the val gate scores: the image
+scores, or with `--gate-uses-mask-score` / the config's `gate_uses_mask_score` the mean of the
+image score and the served mask's score; `vision.postprocess.gate_score`): Dice (mean
 over defect images, a gated-out defect image counts 0), the defect-free mask rate and the
 image AUROC, each with n and a 95 % bootstrap interval. The gate chosen is the lowest one
 whose defect-free mask rate is at most `--max-free-rate` (the most Dice kept under that rate).
-It never reads the test split; `--write` records the gate in config.yaml.
+It never reads the test split; `--write` records the gate (and the rule) in config.yaml.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vision.segment.evaluate import compute_metrics, load_samples, predict
-from vision.segment.metrics import served_masks
+from vision.segment.metrics import gate_scores, served_masks
 
 
 def candidate_gates(scores: list[float]) -> list[float]:
@@ -37,8 +39,15 @@ def lowest_gate(scores: list[float], fired: list[bool], free: list[bool], max_ra
     return 1.0
 
 
-def sweep(model_dir: Path, root: Path | None, max_rate: float, version: int = 0) -> dict:
-    """Val predictions once, the metrics at the chosen gate and without one."""
+def sweep(
+    model_dir: Path,
+    root: Path | None,
+    max_rate: float,
+    version: int = 0,
+    uses_mask: bool | None = None,
+) -> dict:
+    """Val predictions once, the metrics at the chosen gate and without one (`uses_mask`:
+    the gate rule, default the config's `gate_uses_mask_score`)."""
     from vision.datasets.locations import dataset_dir
     from vision.export import read_card
     from vision.loader import load_model
@@ -54,12 +63,16 @@ def sweep(model_dir: Path, root: Path | None, max_rate: float, version: int = 0)
     if predictions.image_scores is None:
         raise SystemExit(f"{model_dir}: the config names no image_score_output; nothing to gate")
     regions = model.config.postprocess.max_regions
-    fired = [bool(p.any()) for p in served_masks(predictions.probs, regions)]
+    if uses_mask is None:
+        uses_mask = model.config.postprocess.gate_uses_mask_score
+    served = served_masks(predictions.probs, regions)
+    fired = [bool(p.any()) for p in served]
     free = [not s.mask.any() for s in samples]
-    gate = lowest_gate(predictions.image_scores, fired, free, max_rate)
+    scores = gate_scores(predictions.probs, served, predictions.image_scores, uses_mask)
+    gate = lowest_gate(scores, fired, free, max_rate)
 
     def at(g: float) -> dict:
-        m = compute_metrics(recipe, predictions, samples, regions, g)
+        m = compute_metrics(recipe, predictions, samples, regions, g, uses_mask)
         keys = (
             "dice",
             "dice_ci",
@@ -71,7 +84,7 @@ def sweep(model_dir: Path, root: Path | None, max_rate: float, version: int = 0)
             "defect_images",
             "defect_free_images",
         )
-        return {"image_score_gate": g, **{k: m[k] for k in keys}}
+        return {"image_score_gate": g, "gate_uses_mask_score": uses_mask, **{k: m[k] for k in keys}}
 
     return {"split": "val", "max_free_rate": max_rate, "chosen": at(gate), "ungated": at(0.0)}
 
@@ -83,9 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, help="dataset folder (default: the shared datasets)")
     p.add_argument("--max-free-rate", type=float, default=0.10)
     p.add_argument("--version", type=int, default=0)
+    p.add_argument(
+        "--gate-uses-mask-score",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="gate on the mean of the image score and the mask's score (default: the config's)",
+    )
     p.add_argument("--write", action="store_true", help="record the gate in config.yaml")
     a = p.parse_args(argv)
-    result = sweep(a.model_dir, a.data, a.max_free_rate, a.version)
+    result = sweep(a.model_dir, a.data, a.max_free_rate, a.version, a.gate_uses_mask_score)
     print(json.dumps(result, indent=1, default=float))
     if a.write:
         import dataclasses
@@ -93,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         from vision.config import load_config, write_config
 
         config = load_config(a.model_dir)
+        chosen = result["chosen"]
         post = dataclasses.replace(
-            config.postprocess, image_score_gate=float(result["chosen"]["image_score_gate"])
+            config.postprocess,
+            image_score_gate=float(chosen["image_score_gate"]),
+            gate_uses_mask_score=bool(chosen["gate_uses_mask_score"]),
         )
         write_config(dataclasses.replace(config, postprocess=post), a.model_dir)
     return 0

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from vision.postprocess import strongest_regions
+from vision.config import PostprocessSpec
+from vision.postprocess import gate_score, strongest_regions
 from vision.stats import mean_ci, paired_ci, rate_ci
 
 
@@ -102,15 +103,33 @@ def served_masks(
     max_regions: int,
     image_scores: list[float] | None = None,
     image_score_gate: float = 0.0,
+    gate_uses_mask_score: bool = False,
 ) -> list[np.ndarray]:
     """Label maps as the server serves them: the `max_regions` strongest regions per class,
-    and nothing where the image score is below `image_score_gate` (0: no gate)."""
+    and nothing where the gate score (`gate_scores`) is below `image_score_gate` (0: no gate)."""
     preds = [regions_kept(p, max_regions) for p in probs]
     if image_scores is None or image_score_gate <= 0:
         return preds
+    scores = gate_scores(probs, preds, image_scores, gate_uses_mask_score)
     return [
         p if score >= image_score_gate else np.zeros_like(p)
-        for p, score in zip(preds, image_scores, strict=True)
+        for p, score in zip(preds, scores, strict=True)
+    ]
+
+
+def mask_scores(probs: np.ndarray, served: np.ndarray) -> list[float]:
+    """Each served class mask's score as the server reports it: its mean probability."""
+    return [float(probs[c][served == c].mean()) for c in np.unique(served) if c > 0]
+
+
+def gate_scores(
+    probs: list[np.ndarray], served: list[np.ndarray], image_scores: list[float], uses_mask: bool
+) -> list[float]:
+    """Per image, what the server compares with the gate (`vision.postprocess.gate_score`)."""
+    spec = PostprocessSpec(gate_uses_mask_score=uses_mask)
+    return [
+        gate_score(score, mask_scores(p, s), spec)
+        for p, s, score in zip(probs, served, image_scores, strict=True)
     ]
 
 
@@ -140,11 +159,12 @@ def defect_metrics(
     max_regions: int = 0,
     image_scores: list[float] | None = None,
     image_score_gate: float = 0.0,
+    gate_uses_mask_score: bool = False,
 ) -> dict[str, Any]:
     """Tile metrics on the masks as served (`served_masks`), each named for what it computes
     (`METRIC_DEFINITIONS`) and, where it is a mean or a rate over images, with n and a 95 %
     bootstrap interval (`*_ci`)."""
-    preds = served_masks(probs, max_regions, image_scores, image_score_gate)
+    preds = served_masks(probs, max_regions, image_scores, image_score_gate, gate_uses_mask_score)
     defect = [i for i, m in enumerate(masks) if m.any()]
     clean = [i for i, m in enumerate(masks) if not m.any()]
     binary = [dice_iou(preds[i] > 0, masks[i] > 0) for i in defect]
@@ -165,6 +185,7 @@ def defect_metrics(
         "auroc_ci": auroc_ci,
         "mask_fp_image_rate_ci": fp_ci,
         "image_score_gate": image_score_gate,
+        "gate_uses_mask_score": gate_uses_mask_score,
         "per_class": _per_class(preds, masks, labels),
         "images": len(probs),
         "defect_images": len(defect),
