@@ -83,3 +83,15 @@ def start_scp(tmp_path: Path) -> Iterator[Callable[..., RunningSCP]]:
 def read_pixels(path: Path) -> object:
     """The pixel array of a DICOM file."""
     return pydicom.dcmread(path).pixel_array
+
+
+@pytest.fixture
+def pacs() -> Iterator[object]:
+    """A loopback C-STORE SCP counting what it stored (`test_outbox.Pacs`), stopped after."""
+    from tests.dicom_node.test_outbox import Pacs, free_port
+
+    server = Pacs(free_port()).start()
+    try:
+        yield server
+    finally:
+        server.stop()

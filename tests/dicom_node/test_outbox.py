@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from random import Random
 
@@ -101,15 +101,6 @@ class Pacs:
     @property
     def destination(self) -> Destination:
         return Destination("PACS", "127.0.0.1", self.port)
-
-
-@pytest.fixture
-def pacs() -> Iterator[Pacs]:
-    server = Pacs(free_port()).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def result(uid: str | None = None) -> Dataset:

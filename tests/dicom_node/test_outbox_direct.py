@@ -30,15 +30,6 @@ from tests.dicom_node.test_outbox import (
 )
 
 
-@pytest.fixture
-def pacs() -> Iterator[Pacs]:
-    server = Pacs(free_port()).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def files_in(outbox: Outbox) -> list[str]:
     """Every file in the outbox folder, partial ones included."""
     return sorted(p.name for p in outbox.folder.iterdir())
