@@ -171,8 +171,9 @@ def open_explainer(
     config: ModelConfig, explain_file: str | Path, session: OnnxModel, runtime: RuntimeSpec
 ) -> Explainer:
     """The `Explainer` over an explain graph, checked against the plain model's `session`
-    (for a segmenter: can one run give masks and heat maps?)."""
-    explainer = Explainer(config, OnnxModel(explain_file, runtime))
+    (for a segmenter: can one run give masks and heat maps? for a detector: does its split
+    graph serve every path, so that the whole graph's session can go?)."""
+    explainer = Explainer(config, OnnxModel(explain_file, runtime), plain=session)
     if config.task == "segmentation":
         explainer.check_outputs(session)
     return explainer

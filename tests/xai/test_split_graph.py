@@ -17,6 +17,7 @@ import pytest
 from vision.config import load_config
 from vision.loader import load_model
 from vision.paths import PROJECT_ROOT
+from vision.runtime import OnnxModel
 from vision.types import Image
 from vision.xai import split_graph
 from vision.xai.explainer import Explainer
@@ -56,15 +57,22 @@ def test_cut_points_are_image_values_the_targets_read(loaded) -> None:
     assert len(cut) == len(set(cut))
 
 
-def test_one_pass_equals_plain_run_then_whole_graph(loaded) -> None:
-    explainer = loaded.explainer
-    assert explainer.split is not None
-    assert explainer.forward_once(loaded.session)
+def _plain_boxes(loaded):
     tensor, meta = loaded.pipeline.preprocess(_cells_image())
     outputs = loaded.session.run({"images": tensor[np.newaxis]})
     plain = loaded.pipeline.postprocess({k: v[0] for k, v in outputs.items()}, meta)
     assert plain.detections, "the synthetic image should give boxes"
-    before = explainer.explain_detections(tensor, meta, plain)
+    return tensor, meta, plain
+
+
+def test_one_pass_equals_plain_run_then_whole_graph(loaded) -> None:
+    explainer = loaded.explainer
+    assert explainer.split is not None
+    assert explainer.forward_once(loaded.session)
+    tensor, meta, plain = _plain_boxes(loaded)
+    whole = Explainer(loaded.config, OnnxModel(explainer.path, explainer.spec))  # keeps it
+    assert whole.whole_loaded
+    before = whole.explain_detections(tensor, meta, plain)
     result, after = explainer.detect_and_explain(tensor, meta, loaded.pipeline)
     assert result.detections == plain.detections
     assert len(after) == len(before) == min(len(plain.detections), explainer.limit())
@@ -167,3 +175,29 @@ def test_a_failed_cut_leaves_the_whole_graph(loaded, monkeypatch, caplog) -> Non
         explainer = Explainer(loaded.config, loaded.explainer.session)
     assert explainer.split is None and "not split (RuntimeError: cannot cut)" in caplog.text
     assert not explainer.forward_once(loaded.session)
+
+
+def test_the_whole_graph_goes_when_the_split_serves(loaded) -> None:
+    """Loaded with its plain model, a split detector lets the whole graph's session go (RSS,
+    issue 19 item 1); `explain_detections` then runs the parts and gives the whole graph's maps
+    (bit for bit on one thread); `session` loads the whole graph again when asked for."""
+    spec = loaded.explainer.spec
+    whole = Explainer(loaded.config, OnnxModel(loaded.explainer.path, spec))
+    lean = Explainer(loaded.config, OnnxModel(whole.path, spec), plain=loaded.session)
+    assert whole.whole_loaded and not lean.whole_loaded
+    tensor, meta, plain = _plain_boxes(loaded)
+    want = whole.explain_detections(tensor, meta, plain, max_findings=3)
+    got = lean.explain_detections(tensor, meta, plain, max_findings=3)
+    assert [e.detection for e in got] == [e.detection for e in want] and len(got) == 3
+    assert all(np.array_equal(g.heat, w.heat) for g, w in zip(got, want, strict=True))
+    assert not lean.whole_loaded
+    assert lean.session.path == whole.path and lean.whole_loaded
+
+
+def test_the_whole_graph_stays_when_the_split_cannot_serve(loaded) -> None:
+    spec = loaded.explainer.spec
+    shifted = Explainer(
+        loaded.config, OnnxModel(loaded.explainer.path, spec), plain=_Shifted(loaded.session)
+    )
+    assert shifted.split is not None and shifted.whole_loaded
+    assert not shifted.forward_once(loaded.session)

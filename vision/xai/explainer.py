@@ -9,6 +9,8 @@ run of batch N.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import logging
 import sys
@@ -40,11 +42,20 @@ class Explanation:
 
 
 class Explainer:
-    """Runs one model version's explain graph for a preprocessed image."""
+    """Runs one model version's explain graph for a preprocessed image.
 
-    def __init__(self, config: ModelConfig, session: OnnxModel) -> None:
+    Given the plain model (`plain`), a detector whose split graph serves every path
+    (`forward_once` checked now) lets its whole graph's session go: `explain_detections` then
+    runs the split parts too, and `session` loads the whole graph again only if asked for.
+    """
+
+    def __init__(
+        self, config: ModelConfig, session: OnnxModel, plain: OnnxModel | None = None
+    ) -> None:
         self.config = config
-        self.session = session
+        self._whole: OnnxModel | None = session
+        self._whole_lock = threading.Lock()
+        self.path, self.spec, self.inputs = session.path, session.spec, session.inputs
         self.pipeline = Pipeline(config)
         # Set by `check_outputs`: the graph's model outputs equal the plain model's bit for bit.
         self.same_outputs = False
@@ -57,6 +68,22 @@ class Explainer:
         self.split = self._open_split() if config.task == "detection" else None
         self._split_checked: bool | None = None
         self._split_lock = threading.Lock()
+        if plain is not None and self.forward_once(plain):
+            self._whole = None  # the split serves Explain and explain_detections alike
+            release_freed_memory()
+
+    @property
+    def session(self) -> OnnxModel:
+        """The whole explain graph's session; loaded again (once) when it was let go."""
+        with self._whole_lock:
+            if self._whole is None:
+                self._whole = OnnxModel(self.path, self.spec)
+            return self._whole
+
+    @property
+    def whole_loaded(self) -> bool:
+        """Whether the whole graph's session is in memory (False once the split serves)."""
+        return self._whole is not None
 
     def _open_split(self) -> SplitGraph | None:
         if not self.shared_forward or self.session.providers != ["CPUExecutionProvider"]:
@@ -85,7 +112,7 @@ class Explainer:
         return self._split_checked
 
     def _same_as(self, plain: OnnxModel) -> bool:
-        spec = self.session.inputs[0]
+        spec = self.inputs[0]
         image = np.random.default_rng(1).random(spec.shape, dtype=np.float32)
         want = plain.run({spec.name: image})
         got, _ = self.split.forward(image)
@@ -181,14 +208,15 @@ class Explainer:
         found = self._targets(result, class_ids, max_findings)
         if not found:
             return []
+        classes = np.array([d.class_id for d in found], dtype=np.int64)
+        anchors = np.array([d.anchor for d in found], dtype=np.int64)
+        if not self.whole_loaded:  # let go for the split: its two parts give the same CAMs
+            _, state = self.split.forward(tensor[np.newaxis])
+            return self._explained(found, self.split.cams(state, classes, anchors), meta)
         images = tensor[np.newaxis]
         if not self.shared_forward:
             images = np.repeat(images, len(found), axis=0)
-        feeds = {
-            "images": images,
-            "target_class": np.array([d.class_id for d in found], dtype=np.int64),
-            "target_anchor": np.array([d.anchor for d in found], dtype=np.int64),
-        }
+        feeds = {"images": images, "target_class": classes, "target_anchor": anchors}
         return self._explained(found, self.session.run(feeds)["cam"], meta)
 
     def _targets(self, result: DetectionResult, class_ids, max_findings: int) -> list[Detection]:
@@ -258,6 +286,19 @@ class Explainer:
             "target_mask": np.ones((n, 1, height, width), dtype=np.float32),
         }
         return self.session.run(feeds)
+
+
+def release_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; elsewhere
+    nothing). A dropped ONNX Runtime session frees its weights and arena, but glibc keeps most
+    of those pages: the whole blood-cells explain graph left 30 of its 39 MiB in RSS, 1 MiB
+    after the trim."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def heat_to_float16_bytes(heat: np.ndarray) -> bytes:
