@@ -295,11 +295,24 @@ def uncommitted_code() -> list[str]:
     return sorted(line.split(maxsplit=1)[1] for line in status.splitlines() if line.strip())
 
 
-def model_commit(model_dir: str | Path, version: int | str = 1) -> dict:
-    """Which commit made a model: the last commit that changed its ONNX file
-    (`<version>/model.onnx`), and whether the file differs from that commit now."""
+def served_file(model_dir: str | Path) -> str:
+    """The ONNX file name the model's config serves (`model_file`; `model.onnx` without one)."""
+    from vision.config import load_config
+    from vision.errors import ConfigError
 
-    path = Path(model_dir).resolve() / str(version) / "model.onnx"
+    if not (Path(model_dir) / "config.yaml").is_file():
+        return "model.onnx"
+    try:
+        return load_config(model_dir).model_file
+    except ConfigError:
+        return "model.onnx"
+
+
+def model_commit(model_dir: str | Path, version: int | str = 1) -> dict:
+    """Which commit made a model: the last commit that changed the ONNX file its config serves
+    (`<version>/<model_file>`), and whether the file differs from that commit now."""
+
+    path = Path(model_dir).resolve() / str(version) / served_file(model_dir)
 
     def git(*args: str) -> str:
         return _git(path.parent, *args)
@@ -307,7 +320,7 @@ def model_commit(model_dir: str | Path, version: int | str = 1) -> dict:
     commit = git("log", "-1", "--format=%H", "--", path.name)
     changed = bool(git("status", "--porcelain", "--", path.name))
     return {
-        "file": f"{version}/model.onnx",
+        "file": f"{version}/{path.name}",
         "commit": commit or None,
         "rule": "the last commit that changed the file",
         "uncommitted_changes": changed,
@@ -337,7 +350,7 @@ def note_evaluation(
     }
     if model_dir is not None:
         version = version or 1
-        run["model_sha256"] = _sha256(Path(model_dir) / str(version) / "model.onnx")
+        run["model_sha256"] = _sha256(Path(model_dir) / str(version) / served_file(model_dir))
         evaluation["model_commit"] = model_commit(model_dir, version)
     evaluation.setdefault("runs", []).append(run)
     return restate_repeated_test(card)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from vision.model_card import ModelCard, model_commit, note_evaluation
 from vision.segment.vessel_intervals import binned_auroc, vessel_figures
@@ -61,6 +62,23 @@ def test_model_commit_of_a_bundled_model_is_a_commit() -> None:
 
     found = model_commit(PROJECT_ROOT / "models" / "retina-vessels", 1)
     assert found["file"] == "1/model.onnx" and len(found["commit"] or "") == 40
+    served = model_commit(PROJECT_ROOT / "models" / "tile-defects", 1)  # config: model_file
+    assert served["file"] == "1/model.flip4.onnx" and len(served["commit"] or "") == 40
+
+
+def test_evaluation_hashes_the_file_the_config_serves(tmp_path: Path) -> None:
+    import hashlib
+
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "model.onnx").write_bytes(b"single")
+    (tmp_path / "1" / "model.tta.onnx").write_bytes(b"served")
+    config = {"name": "m", "task": "segmentation", "labels": ["bg", "x"]}
+    config["model_file"] = "model.tta.onnx"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    card: dict = {"limitations": []}
+    note_evaluation(card, "val", 5, tmp_path, 1)
+    want = hashlib.sha256(b"served").hexdigest()
+    assert card["evaluation"]["runs"][0]["model_sha256"] == want
 
 
 def test_vessel_figures_hold_their_point_and_binned_auroc_is_close() -> None:
