@@ -43,7 +43,7 @@ from vision.volume.window import Blender, PadSpec, Window, pad_to_patch, plan_wi
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-    from vision.volume.pipeline import ClassOneSlabs, VolumePipeline
+    from vision.volume.pipeline import ClassOneSlabs, SlabbedInput, VolumePipeline
 
 Worker = Callable[..., Awaitable[Any]]
 VOLUMETRIC = "volumetric_segmentation"
@@ -147,8 +147,10 @@ def check_voxels(shape: Sequence[int], max_voxels: int, where: str = "the volume
         )
 
 
-def _prepare(model: ModelVersion, source: VolumeInput, max_voxels: int):
-    """Worker job: assemble, then preprocess (normalise, resample to the model's spacing).
+def _prepare(model: ModelVersion, source: VolumeInput, max_voxels: int, slabbed: bool):
+    """Worker job: assemble, then preprocess (normalise, resample to the model's spacing);
+    with `slabbed`, where the grid allows it (`VolumePipeline.slabbed_input`, no padding to
+    the patch), the input is only allocated: `_SlabFill` fills it while windows run.
 
     The volume pipeline (scipy.ndimage, OpenCV) is imported here, in the worker, by the first
     volume: a server reaches SERVING without it and the event loop never waits on the import.
@@ -160,10 +162,17 @@ def _prepare(model: ModelVersion, source: VolumeInput, max_voxels: int):
     timings = {"decode_ms": _ms(start)}
     t = time.perf_counter()
     pipeline = VolumePipeline(model.config)
-    tensor, meta = pipeline.preprocess(volume)
+    slabs = pipeline.slabbed_input(volume) if slabbed else None
+    patch = model.config.volume.patch
+    if slabs is not None and all(
+        n >= p for n, p in zip(slabs.meta.model_shape, patch, strict=True)
+    ):
+        tensor, meta = slabs.tensor, slabs.meta
+    else:
+        (tensor, meta), slabs = pipeline.preprocess(volume), None
     check_voxels(tensor.shape[1:], max_voxels, "the volume resampled to the model's spacing")
     timings["preprocess_ms"] = _ms(t)
-    return volume, pipeline, meta, tensor, timings
+    return volume, pipeline, meta, tensor, timings, slabs
 
 
 async def segment_volume(
@@ -175,8 +184,9 @@ async def segment_volume(
 ) -> VolumePrediction:
     """One volume through `model` (a volumetric version); see the module docstring."""
     start = time.perf_counter()
-    volume, pipeline, meta, tensor, timings = await run_in_worker(
-        _prepare, model, source, max_voxels
+    one_pass = not model.config.volume.tta_flips  # a mirrored pass needs the whole input
+    volume, pipeline, meta, tensor, timings, filling = await run_in_worker(
+        _prepare, model, source, max_voxels, one_pass
     )
     mean, windows, post_s, folded = ProbabilityMean(), 0, 0.0, False
     timings.update(sliding_window_ms=0.0, queue_ms=0.0, inference_ms=0.0)
@@ -186,7 +196,15 @@ async def segment_volume(
     for axes in passes:  # test-time mirroring: () alone unless the config lists flips
         t = time.perf_counter()
         flipped = flip_spatial(tensor, axes)
-        inferred = await infer_windows(model, flipped, deadline, run_in_worker, fold, slabs)
+        fill = _SlabFill(filling, model.config.volume, run_in_worker) if filling else None
+        try:
+            inferred = await infer_windows(
+                model, flipped, deadline, run_in_worker, fold, slabs, fill
+            )
+        finally:
+            if fill is not None:
+                await fill.close()
+                timings["preprocess_ms"] += fill.seconds * 1000.0
         timings["sliding_window_ms"] += _ms(t)
         timings["queue_ms"] += inferred.queue_ms / len(passes)
         timings["inference_ms"] += inferred.inference_ms
@@ -242,6 +260,7 @@ async def infer_windows(
     run_in_worker: Worker,
     fold_two_classes: bool = False,
     slabs: ClassOneSlabs | None = None,
+    fill: _SlabFill | None = None,
 ) -> WindowedOutput:
     """Every sliding window of `tensor` [C, D', H', W'] through the model's batcher, at most
     `_in_flight(model)` queued at once, each blended as it comes back (MONAI's weighting; the
@@ -250,7 +269,9 @@ async def infer_windows(
     `fold_two_classes` (for an argmax model): a two-channel output is blended as its logit
     difference alone (`Blender.add_difference`, half the blending; `WindowedOutput.folded`).
     `slabs` (with `fold_two_classes`): a folded output's finished slabs go through it in the
-    worker pool, one after another, while later windows run (see the module docstring)."""
+    worker pool, one after another, while later windows run (see the module docstring).
+    `fill`: `tensor` is being filled a row of windows at a time; each window waits for its
+    slices (`_SlabFill.until`)."""
     spec = model.config.volume
     padded, pad = pad_to_patch(tensor, spec.patch)
     windows = plan_windows(padded.shape[1:], spec.patch, spec.overlap)
@@ -261,6 +282,8 @@ async def infer_windows(
     stream = _SlabStream(slabs, pad, run_in_worker)
 
     async def one(window: Window) -> None:
+        if fill is not None:
+            await fill.until(window[0].stop)
         async with slots:
             # A view: the batcher's concatenation (or ONNX Runtime, for a batch of one) makes
             # the one contiguous copy, off the event loop.
@@ -297,6 +320,44 @@ async def infer_windows(
     compute_ms = state["compute_s"] * 1000.0
     used = stream.slabs if stream.used else None
     return WindowedOutput(output, windows, queue_ms, compute_ms, state["fold"], used)
+
+
+class _SlabFill:
+    """Fills a `SlabbedInput` in the worker pool, one job per row of windows (up to the
+    slices the row's windows end at), in z order; a window awaits `until` its row is filled.
+    A failed job is raised to the windows waiting; `close` cancels what is left."""
+
+    def __init__(self, slabs: SlabbedInput, spec: Any, run_in_worker: Worker) -> None:
+        padded = slabs.tensor.shape[1:]  # no padding: `_prepare` slabs only then
+        stops = sorted({w[0].stop for w in plan_windows(padded, spec.patch, spec.overlap)})
+        loop = asyncio.get_running_loop()
+        self._done = {stop: loop.create_future() for stop in stops}
+        self.seconds = 0.0
+        self._task = asyncio.ensure_future(self._run(slabs, stops, run_in_worker))
+
+    async def _run(self, slabs: SlabbedInput, stops: list[int], run_in_worker: Worker) -> None:
+        for stop in stops:
+            t = time.perf_counter()
+            await run_in_worker(slabs.fill, stop)
+            self.seconds += time.perf_counter() - t
+            self._done[stop].set_result(None)
+
+    async def until(self, stop: int) -> None:
+        """Return once the slices before `stop` are filled; raise what filling them raised."""
+        done = self._done[stop]
+        if not done.done():
+            await asyncio.wait((done, self._task), return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():  # the filling ended first: failed (or was cancelled)
+            self._task.result()
+            raise InvalidInputError("the volume's input was not filled")  # not reached
+
+    async def close(self) -> None:
+        """Cancel the jobs not started and wait for them (a failure is raised by `until`)."""
+        if not self._task.done():
+            self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        for future in self._done.values():
+            future.cancel()
 
 
 class _SlabStream:

@@ -101,9 +101,36 @@ def normalised_on_grid(voxels: np.ndarray, config: ModelConfig, shape: tuple) ->
     if tuple(shape[1:]) == tuple(voxels.shape[1:]):
         return resample_to_shape(norm(voxels), shape, order=1)
     plane = np.empty((voxels.shape[0], *shape[1:]), np.float32)
-    for k in range(voxels.shape[0]):
-        plane[k] = resample_to_shape(norm(voxels[k : k + 1]), (1, *shape[1:]), order=1)[0]
+    fill_planes(plane, voxels, norm, 0, voxels.shape[0])
     return resample_to_shape(plane, shape, order=1) if plane.shape != tuple(shape) else plane
+
+
+def fill_planes(
+    plane: np.ndarray, voxels: np.ndarray, norm: Normaliser, low: int, high: int
+) -> None:
+    """Slices `low`..`high` of `voxels` normalised and resized in-plane into `plane` [D, H', W']
+    (each slice on its own: any run of slices gives the same values)."""
+    for k in range(low, high):
+        plane[k] = resample_to_shape(norm(voxels[k : k + 1]), (1, *plane.shape[1:]), order=1)[0]
+
+
+@dataclass
+class SlabbedInput:
+    """The model input [1, D', H', W'] of a volume whose slices keep their spacing, filled a
+    slab of slices at a time (`fill`): the values `VolumePipeline.preprocess` gives, so windows
+    over the slices filled can run before the rest is (`VolumePipeline.slabbed_input`)."""
+
+    tensor: np.ndarray
+    meta: VolumeMeta
+    voxels: np.ndarray  # the canonical voxels [D', H, W]
+    norm: Normaliser
+    filled: int = 0
+
+    def fill(self, depth: int) -> None:
+        """Fill the slices before `depth` (those not filled yet)."""
+        if depth > self.filled:
+            fill_planes(self.tensor[0], self.voxels, self.norm, self.filled, depth)
+            self.filled = depth
 
 
 def softmax_in_place(logits: np.ndarray) -> np.ndarray:
@@ -153,6 +180,24 @@ class VolumePipeline:
 
     def preprocess(self, volume: Volume) -> tuple[np.ndarray, VolumeMeta]:
         """The model's input [1, D', H', W'] float32 at its spacing, and how to map back."""
+        canonical, meta = self._grid(volume)
+        return normalised_on_grid(canonical.voxels, self.config, meta.model_shape)[None], meta
+
+    def slabbed_input(self, volume: Volume) -> SlabbedInput | None:
+        """`preprocess`'s input, allocated but not yet filled, when the model's grid keeps the
+        slices (the same number, resized in-plane): then each slice of the input comes from
+        one slice of the volume, and `SlabbedInput.fill` gives `preprocess`'s values a slab at
+        a time. None for a volume resampled across slices or not resized in-plane."""
+        canonical, meta = self._grid(volume)
+        depth, height, width = meta.model_shape
+        if depth != canonical.shape[0] or (height, width) == tuple(canonical.shape[1:]):
+            return None
+        tensor = np.empty((1, *meta.model_shape), np.float32)
+        norm = Normaliser.of(canonical.voxels, self.config)
+        return SlabbedInput(tensor, meta, canonical.voxels, norm)
+
+    def _grid(self, volume: Volume) -> tuple[Volume, VolumeMeta]:
+        """The volume in the model's orientation, and the model's grid for it."""
         if volume.voxels.ndim != 3 or min(volume.voxels.shape) < 1:
             raise InvalidInputError(f"a volume is [D, H, W], got shape {volume.voxels.shape}")
         code = self.config.volume.orientation
@@ -160,7 +205,6 @@ class VolumePipeline:
         canonical = turn.volume(volume) if turn else volume
         target = tuple(float(s) for s in self.config.volume.spacing_mm)
         shape = resampled_shape(canonical.shape, canonical.spacing_mm, target)
-        tensor = normalised_on_grid(canonical.voxels, self.config, shape)
         meta = VolumeMeta(
             shape=volume.shape,
             spacing_mm=tuple(float(s) for s in volume.spacing_mm),  # type: ignore[arg-type]
@@ -168,7 +212,7 @@ class VolumePipeline:
             model_spacing_mm=target,  # type: ignore[arg-type]
             reorientation=None if turn is None or turn.identity else turn,
         )
-        return tensor[None], meta
+        return canonical, meta
 
     def probabilities(self, output: np.ndarray, in_place: bool = False) -> np.ndarray:
         """Blended model output [K, D', H', W'] as probabilities (softmax or sigmoid);
