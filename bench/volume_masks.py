@@ -5,8 +5,9 @@
 
 `write` starts `python -m app serve` over `bench.volume`'s repository (the bundled hippocampus
 model as bundled, with 8 mirrored passes, and the CT stand-in), sends the first `--cases` MSD
-Task04 hippocampus test images (raw) and the synthetic CT (raw), and stores every mask (bool,
-by case and class) with its score and voxel count. Run it in two checkouts (before: a `git
+Task04 hippocampus test images (raw) and the synthetic CT (raw, and as a DICOM series of one
+instance per slice), and stores every mask (bool, by case and class) with its score and voxel
+count. Run it in two checkouts (before: a `git
 worktree` with VISION_MODELS=/work/main/models) and `compare` the files: the number of voxels
 that differ per mask and the largest score change. Case names are file names, not patients.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.serving import HOST, free_port, server_process
-from bench.volume import CT_MODEL, CT_SPACING, synthetic_ct, write_repository
+from bench.volume import CT_MODEL, CT_SPACING, ct_series, synthetic_ct, write_repository
 from serving.client import VisionClient
 
 
@@ -43,7 +44,9 @@ def _segment(address: str, cases: int, ct_slices: int) -> dict[str, np.ndarray]:
     stored: dict[str, np.ndarray] = {}
     with VisionClient(address, timeout_s=600) as client:
         work = [("hippocampus", name, p) for name, p in _hippocampus_cases(cases)]
-        work.append((CT_MODEL, "ct", (synthetic_ct(ct_slices), CT_SPACING)))
+        ct = synthetic_ct(ct_slices)
+        work.append((CT_MODEL, "ct", (ct, CT_SPACING)))
+        work.append((CT_MODEL, "ct-series", ct_series(ct)))  # the same CT as DICOM instances
         for model, name, payload in work:
             response = client.segment_volume(model, payload)
             for mask in response.masks:
