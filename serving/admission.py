@@ -21,7 +21,7 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -368,17 +368,22 @@ class Intake:
             return self._limit
         return max(1, sum(self._admission.limit_for(v) for v in versions))
 
-    def take(self, deadline: float | None) -> None:
+    def take(self, deadline: float | None) -> frozenset[str]:
         """Take one place, or refuse (before the message is read) when none is free; the
-        caller gives it back with `release` once the call is answered."""
-        self._check(deadline)
+        caller gives it back with `release` once the call is answered. Returns the names of
+        the models serving when it was taken, for `assign` (one listing per call)."""
+        versions = self._check(deadline)
         self.held += 1
+        return frozenset(v.name for v in versions)
 
-    def assign(self, model: str) -> str:
+    def assign(self, model: str, serving: Collection[str] | None = None) -> str:
         """Record that a place's message, now read, names `model`; returns the key to give
         `release` (a model that does not serve is counted as OTHER: a client's made-up name
-        never reaches another client's refusal)."""
-        key = model if any(v.name == model for v in self._versions()) else OTHER
+        never reaches another client's refusal). `serving`: what `take` returned (default:
+        the models serving now)."""
+        if serving is None:
+            serving = {v.name for v in self._versions()}
+        key = model if model in serving else OTHER
         self._by_model[key] += 1
         return key
 
@@ -397,7 +402,8 @@ class Intake:
         reading = self.held - sum(counts.values())
         return counts | ({READING: reading} if reading > 0 else {})
 
-    def _check(self, deadline: float | None) -> None:
+    def _check(self, deadline: float | None) -> Sequence[ModelVersion]:
+        """The versions serving now, or the refusal of a call that cannot be taken."""
         admission = self._admission
         if admission.closing:
             raise ShuttingDownError("the server is shutting down; retry on another replica")
@@ -423,6 +429,7 @@ class Intake:
                 "deadline",
                 hint,
             )
+        return versions
 
 
 OTHER = "(a model not serving)"  # Intake.holders: calls naming no model that serves

@@ -232,14 +232,14 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         the call; read this way it is freed when this handler returns."""
         start = time.perf_counter()
         try:
-            self.intake.take(deadline_of(context))
+            serving = self.intake.take(deadline_of(context))
         except VisionError as exc:
             self._count_unread(exc, time.perf_counter() - start)
             raise
         assigned = None
         try:
             call = await read_call(context)
-            assigned = self.intake.assign(call.model_name)  # whose place this is, from now on
+            assigned = self.intake.assign(call.model_name, serving)  # whose place, from now on
             return await self.ModelInfer(call, context)
         finally:
             self.intake.release(assigned)

@@ -348,3 +348,21 @@ def test_serve_flags_set_the_intake_and_the_window():
     config = config_from(args)
     assert (config.kserve_intake, config.grpc_stream_window_bytes) == (4, 262144)
     assert build_parser().parse_args([]).kserve_intake == 0  # default: the models' places
+
+
+def test_a_call_lists_the_serving_models_once():
+    """`take` lists the serving versions and hands their names to `assign`: one listing per
+    call on the hot path, and the place is labelled by what served when it was taken."""
+    listings = []
+
+    def versions():
+        listings.append(1)
+        return [_serving("a")]
+
+    intake = Intake(Admission(), versions, 2)
+    serving = intake.take(None)
+    assert serving == {"a"} and len(listings) == 1
+    assert intake.assign("a", serving) == "a" and len(listings) == 1
+    assert intake.assign("b", serving) == OTHER
+    intake.release("a")
+    intake.release(OTHER)
