@@ -4,8 +4,11 @@
 
 Starts `python -m app serve` on loopback over a temporary repository and times, per case,
 `--repeats` calls (after one warm-up call): the server's stages (decode_ms = series decoding
-and volume assembly, preprocess_ms = normalisation and resampling to the model's spacing,
-inference_ms = the windows' share of the batches' compute, postprocess_ms = blending's end,
+and volume assembly, preprocess_ms = normalisation and resampling to the model's spacing — for
+a one-pass model whose grid keeps the slices, such as the CT stand-in, the input is filled a
+row of windows at a time and all but the first row's part runs while windows do, inside the
+sliding window's time — inference_ms = the windows' share of the batches' compute,
+postprocess_ms = blending's end,
 resampling back, masks and run-length encoding after the last window — for a one-pass
 two-class model such as the CT stand-in only the last slab, the scores and the encoding: its
 earlier slabs are postprocessed while windows still run, inside the sliding window's time —
