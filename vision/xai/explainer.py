@@ -146,11 +146,19 @@ class Explainer:
         anyway): batch 1 and 2 (two targets) must give bit-identical outputs to `plain` on
         batch 1. Then one explain-graph run can serve masks and heat maps together
         (`yields_predictions`). Different kernels, fusions or precision (say, a TensorRT FP16
-        plain model) make them differ, and the caller runs both. Also warms the graph up.
+        plain model) make them differ, and the caller runs both. Also warms the graph up;
+        what those runs freed goes back to the system (`release_freed_memory`).
         """
         self.same_outputs = False
         if self.config.task != "segmentation":
             return False
+        try:
+            self.same_outputs = self._same_as_plain(plain)
+        finally:
+            release_freed_memory()
+        return self.same_outputs
+
+    def _same_as_plain(self, plain: OnnxModel) -> bool:
         spec = self.config.input
         height, width = spec.height or 64, spec.width or 64
         image = np.random.default_rng(0).standard_normal((spec.channels, height, width))
@@ -162,7 +170,6 @@ class Explainer:
             for name, value in want.items():
                 if name not in got or not all(np.array_equal(row, value[0]) for row in got[name]):
                     return False
-        self.same_outputs = True
         return True
 
     def yields_predictions(self, class_ids) -> bool:
