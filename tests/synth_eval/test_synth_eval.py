@@ -211,6 +211,9 @@ def test_synth_eval_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
     for key in ("Crack precision", "Crack recall", "Crack area_ratio", "Fray precision"):
         assert len(report["arms"]["baseline"][key]["per_seed"]) == 2, key
     assert "free_fp_image_rate" in report["arms"]["synthetic"]
+    for key in ("Crack @ val gate", "rare mean @ val gate", "free_fp_image_rate @ val gate"):
+        assert len(report["arms"]["synthetic"][key]["per_seed"]) == 2, key
+    assert "@ val gate" in report["goal"]["rule"] and report["goal_ungated"]["rule"]
     assert 0.0 <= report["arms"]["synthetic"]["image_auroc"]["mean"] <= 1.0
     assert (out / "gain.png").stat().st_size > 1000
     assert report["runs"]["baseline"][0]["val_curve"], "the baseline's val Dice per epoch"
@@ -221,3 +224,24 @@ def test_synth_eval_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
     assert synth_eval([*argv, "--seeds", "0,1,5", *common, "--summarize-only"]) == 0
     summary = json.loads((again / "report.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["arms"] == report["arms"]
+
+
+def test_operating_gate_keeps_masks_on_the_target_share_of_free_val_tiles() -> None:
+    """`_gated_pairs` drops masks below the gate; `lowest_gate` over defect-free tiles (what
+    `operating_gate` applies to val) leaves at most FREE_TARGET of them with a mask."""
+    from vision.segment.gate_sweep import lowest_gate
+    from vision.synth_eval.arms import FREE_TARGET, _fired, _gated_pairs, _image_score
+
+    rng = np.random.default_rng(0)
+    probs = []
+    for peak in np.linspace(0.3, 0.95, 20):
+        p1 = np.full((8, 8), 0.1)
+        p1[2:4, 2:4] = peak
+        probs.append(np.stack([1 - p1, p1]))
+    scores, fired = [_image_score(p) for p in probs], [_fired(p) for p in probs]
+    gate = lowest_gate(scores, fired, [True] * 20, FREE_TARGET)
+    kept = [f and s >= gate for f, s in zip(fired, scores, strict=True)]
+    assert 0 < sum(kept) <= FREE_TARGET * 20 and sum(fired) > sum(kept)
+    truth = [rng.random((8, 8)) > 2 for _ in probs]  # no defect anywhere
+    served = [m for m, _ in _gated_pairs(probs, truth, gate)]
+    assert [bool(m.any()) for m in served] == kept

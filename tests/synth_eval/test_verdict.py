@@ -34,3 +34,17 @@ def test_goal_needs_the_gain_and_no_more_false_positives() -> None:
     assert goal(_summary(0.25, 0.3, 0.3), ("Fray", "Crack"))["met"]
     assert not goal(_summary(0.25, 0.3, 0.35), ("Fray", "Crack"))["met"]
     assert not goal(_summary(0.15, 0.3, 0.2), ("Fray", "Crack"))["met"]
+
+
+def test_goal_judges_the_operating_point_when_every_arm_has_it() -> None:
+    """At the arms' val-chosen gate the gain and false positives judged are those at the gate;
+    a summary without them falls back on the ungated figures."""
+    at = "@ val gate"
+    summary = _summary(0.1, 0.3, 0.9)  # ungated: no gain, and more false positives
+    for arm, fp in (("baseline", 0.10), ("synthetic", 0.08)):
+        summary["arms"][arm][f"free_fp_image_rate {at}"] = {"mean": fp}
+    summary["relative_gain"][f"rare mean {at}"] = 0.4
+    judged = goal(summary, ("Fray", "Crack"), at)
+    assert judged["met"] and judged["rare_gain"] == 0.4
+    assert judged["free_fp_image_rate"] == {"baseline": 0.10, "synthetic": 0.08}
+    assert not goal(_summary(0.1, 0.3, 0.9), ("Fray", "Crack"), at)["met"]  # falls back

@@ -18,7 +18,7 @@ import numpy as np
 from vision.errors import ConfigError, DatasetNotFoundError
 from vision.synth.dataset import load_sources, paste_config
 from vision.synth.online import OnlineSynthesis
-from vision.synth_eval.arms import Budget, run_detection, run_segmentation
+from vision.synth_eval.arms import AT_GATE, Budget, run_detection, run_segmentation
 from vision.synth_eval.experiment import Experiment, synthesize
 from vision.synth_eval.pcbview import kept_sources, pcb_view
 from vision.synth_eval.verdict import goal, trained
@@ -97,6 +97,9 @@ def run_arm(
     result = {"settings": settings, **trained}
     scores = result["scores"]
     scores[RARE_MEAN] = float(np.mean([scores[c] for c in exp.rare]))
+    gated = [f"{c} {AT_GATE}" for c in exp.rare]
+    if all(k in scores for k in gated):
+        scores[f"{RARE_MEAN} {AT_GATE}"] = float(np.mean([scores[k] for k in gated]))
     cached.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -256,7 +259,8 @@ def run_experiment(o: EvalOptions) -> dict:
         **notes,
         **summary,
         "baseline_trained": trained(runs["baseline"]),
-        "goal": goal(summary, exp.rare),
+        "goal": goal(summary, exp.rare, AT_GATE if exp.task == "segmentation" else ""),
+        "goal_ungated": goal(summary, exp.rare) if exp.task == "segmentation" else None,
         "runs": runs,
         "seconds": round(time.perf_counter() - started, 1),
         "command": o.command,

@@ -48,16 +48,23 @@ def trained(runs: list[dict]) -> dict:
     }
 
 
-def goal(summary: dict, rare: tuple[str, ...]) -> dict:
+def goal(summary: dict, rare: tuple[str, ...], suffix: str = "") -> dict:
     """Issue 20's goal: the rare classes' mean gains >= +20 % and the defect-free false-positive
-    image rate does not rise (synthetic mean <= baseline mean)."""
-    gain = summary["relative_gain"].get(RARE_MEAN)
+    image rate does not rise (synthetic mean <= baseline mean). With `suffix` (the arms'
+    operating point, `vision.synth_eval.arms.AT_GATE`) the figures at that point are judged
+    when every arm has them."""
     arms = summary["arms"]
-    fp = {arm: arms[arm][FREE_FP]["mean"] for arm in arms if FREE_FP in arms[arm]}
+    keys = (f"{RARE_MEAN} {suffix}", f"{FREE_FP} {suffix}") if suffix else (RARE_MEAN, FREE_FP)
+    has_gated = keys[0] in summary["relative_gain"] and all(keys[1] in arms[a] for a in arms)
+    if suffix and not has_gated:
+        keys = (RARE_MEAN, FREE_FP)
+    rare_key, fp_key = keys
+    gain = summary["relative_gain"].get(rare_key)
+    fp = {arm: arms[arm][fp_key]["mean"] for arm in arms if fp_key in arms[arm]}
     fp_ok = len(fp) == 2 and fp["synthetic"] <= fp["baseline"]
     return {
-        "rule": f"relative gain of '{RARE_MEAN}' ({' + '.join(rare)}) >= +{GOAL_GAIN:.0%} and "
-        f"{FREE_FP} of the synthetic arm <= the baseline's (means over seeds)",
+        "rule": f"relative gain of '{rare_key}' ({' + '.join(rare)}) >= +{GOAL_GAIN:.0%} and "
+        f"'{fp_key}' of the synthetic arm <= the baseline's (means over seeds)",
         "rare_gain": gain,
         "free_fp_image_rate": fp,
         "met": bool(gain is not None and gain >= GOAL_GAIN and fp_ok),
