@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vision.postprocess import to_original_maps
 from vision.xai.explainer import heat_to_float16_bytes
 
 # Exact halves, ties between halves, subnormal and underflowing values, the top of [0, 1].
@@ -67,3 +68,25 @@ def test_heat_maps_encode_without_the_onnx_package(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now fails
     heat = np.random.default_rng(3).random((20, 30), dtype=np.float32)
     assert heat_to_float16_bytes(heat) == _numpy(heat)
+
+
+def test_heatmap_min_max_in_place_is_minmax_bit_for_bit() -> None:
+    """`heatmap` normalises the map it made in place; the values are `minmax`'s exactly."""
+    from vision.types import PreprocessMeta
+    from vision.xai import cam as cam_ops
+
+    rng = np.random.default_rng(5)
+    meta = PreprocessMeta(480, 640, 0.65, 0.65, 0.0, 52.0, 416, 416)
+    same = PreprocessMeta(52, 52, 1.0, 1.0, 0.0, 0.0, 52, 52)  # no resize: its own ReLU copy
+    for scale in (1e-6, 1.0, 30.0):
+        raw = (rng.standard_normal((52, 52)) * scale).astype(np.float32)
+        for m in (meta, same):
+            positive = np.maximum(raw, 0.0)
+            want = cam_ops.minmax(to_original_maps(positive[None], m)[0])
+            assert np.array_equal(cam_ops.heatmap(raw, m), want)
+    flat = np.zeros((52, 52), dtype=np.float32)
+    assert np.array_equal(cam_ops.heatmap(flat, same), np.zeros_like(flat))
+    raw = rng.random((52, 52), dtype=np.float32) + 1.0  # all positive: ReLU changes nothing
+    kept = raw.copy()
+    cam_ops.heatmap(raw, same)
+    assert np.array_equal(raw, kept)  # the caller's CAM is left as it was
