@@ -2,8 +2,12 @@
 
 `segment_volume` is the data plane's volumetric path (`DataPlane.segment_volume` calls it): in
 the worker pool a `VolumeSource` (a DICOM series' Part-10 instances, or raw voxels with their
-geometry) becomes a `vision.volume.Volume` and `VolumePipeline.preprocess` normalises and
-resamples it to the model's spacing; every sliding window of the padded tensor then goes
+geometry) becomes a `vision.volume.Volume` (a series read by `read_series`: headers parsed up
+to PixelData, pixel data left in the request's bytes, integer values kept as integers) and
+`VolumePipeline.preprocess` normalises and resamples it to the model's spacing — for a model
+without mirroring whose grid keeps the slices, a row of windows at a time in the worker pool
+(`_SlabFill`), each window sent once its slices are filled, so the later rows' preprocessing
+runs beside the first rows' inference; every sliding window of the padded tensor then goes
 through the model version's dynamic batcher on its own (a bounded number in flight), so the
 windows of one volume batch together and with other requests; each window's output is blended
 (`vision.volume.Blender`, MONAI's weighting) as it comes back — a two-class argmax model's as its
