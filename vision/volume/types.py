@@ -35,11 +35,11 @@ class Volume:
     `voxels` is float32 [D, H, W] with the modality LUT (rescale slope/intercept) applied, so CT
     is in Hounsfield units (a raw volume assembled by the server keeps its integer type:
     `volume_from_raw(keep_integers=True)`; so does a series whose values are integers,
-    `volume_from_datasets(keep_integers=True)`: the same values). `slices` holds, per slice, the header of the
-    DICOM instance (frame) it came from, and `source_frames` its (SOP Instance UID, 1-based
-    frame number), so results can reference their sources; both are empty for raw and NIfTI
-    volumes. `notes` says what was assumed while assembling (for example a single slice's
-    thickness used as spacing).
+    `volume_from_datasets(keep_integers=True)`: the same values). `slices` holds, per slice,
+    the header of the DICOM instance (frame) it came from, and `source_frames` its (SOP
+    Instance UID, 1-based frame number), so results can reference their sources; both are empty
+    for raw and NIfTI volumes. `notes` says what was assumed while assembling (for example a
+    single slice's thickness used as spacing).
     """
 
     voxels: np.ndarray
