@@ -65,25 +65,12 @@ class SharedExplainModule(nn.Module):
             seen: list[Tensor] = []
             logits: list[Tensor] = []
 
-            def at_layer(i: int) -> Any:
-                def hook(_m: nn.Module, _a: Any, out: Tensor) -> Tensor:
-                    seen.append(out.detach())
-                    return out + probes[i]
-
-                return hook
-
             def at_cls(_m: nn.Module, _a: Any, out: Tensor) -> None:
                 logits.append(out.flatten(2))
 
-            layers = enumerate(self.target_layers)
-            handles = [m.register_forward_hook(at_layer(i)) for i, m in layers]
-            handles += [b.register_forward_hook(at_cls) for b in self.cls_branches]
-            try:
-                outputs = self.model(images)
-            finally:
-                for handle in handles:
-                    handle.remove()
-            outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+            hooks = self._target_layer_hooks(seen, probes)
+            hooks += [(b, at_cls) for b in self.cls_branches]
+            outputs = _run_hooked(self.model, images, hooks)
             if len(seen) != len(probes):
                 raise RuntimeError(f"target layers ran {len(seen)} times, not {len(probes)}")
             if self.cls_branches:
@@ -160,34 +147,31 @@ class SharedExplainModule(nn.Module):
             seen: list[Tensor] = []
             feats: list[Tensor] = []
 
-            def at_layer(i: int) -> Any:
-                def hook(_m: nn.Module, _a: Any, out: Tensor) -> Tensor:
-                    seen.append(out.detach())
-                    return out if at is not None else out + probes[i]
-
-                return hook
-
-            def at_conv(i: int) -> Any:
-                return lambda _m, _a, out: out + probes[i]
-
             def at_smooth(_m: nn.Module, args: Any) -> None:
                 feats.append(args[0])
 
-            layers = enumerate(self.target_layers)
-            handles = [m.register_forward_hook(at_layer(i)) for i, m in layers]
-            handles += [c.register_forward_hook(at_conv(i)) for i, c in enumerate(at or [])]
-            handles += [s.register_forward_pre_hook(at_smooth) for s in self.model.smooth]
-            try:
-                outputs = self.model(images)
-            finally:
-                for handle in handles:
-                    handle.remove()
-            outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+            hooks = self._target_layer_hooks(seen, probes if at is None else None)
+            hooks += [(c, _adds(probes[i])) for i, c in enumerate(at or [])]
+            pre_hooks = [(s, at_smooth) for s in self.model.smooth]
+            outputs = _run_hooked(self.model, images, hooks, pre_hooks)
             if len(seen) != len(self.target_layers) or len(feats) != len(self.model.smooth):
                 raise RuntimeError(f"target layers ran {len(seen)} times, not once each")
             return tuple(feats), (tuple(o.detach() for o in outputs), tuple(seen))
 
         return run
+
+    def _target_layer_hooks(self, seen: list[Tensor], probes: tuple | None) -> list[tuple]:
+        """(layer, forward hook) per target layer: each records its output in `seen` and, with
+        `probes`, adds its probe to it (the point `vjp` differentiates at)."""
+
+        def at_layer(i: int) -> Any:
+            def hook(_m: nn.Module, _a: Any, out: Tensor) -> Tensor:
+                seen.append(out.detach())
+                return out if probes is None else out + probes[i]
+
+            return hook
+
+        return [(m, at_layer(i)) for i, m in enumerate(self.target_layers)]
 
     def _consumer_convs(self, images: Tensor) -> tuple[list[nn.Conv2d], list[tuple]] | None:
         """The convolutions that read the (single) target layer's output, and their output
@@ -255,6 +239,26 @@ class SharedExplainModule(nn.Module):
                     handle.remove()
             self.probe_shapes = [seen[i] for i in range(len(self.target_layers))]
         return self.probe_shapes
+
+
+def _adds(probe: Tensor) -> Any:
+    """A forward hook that adds `probe` to the module's output."""
+    return lambda _m, _a, out: out + probe
+
+
+def _run_hooked(
+    model: nn.Module, images: Tensor, hooks: list[tuple], pre_hooks: list[tuple] = ()
+) -> tuple[Tensor, ...]:
+    """`model(images)` as a tuple of outputs, with (module, hook) forward `hooks` and forward
+    `pre_hooks` registered for this one call."""
+    handles = [m.register_forward_hook(h) for m, h in hooks]
+    handles += [m.register_forward_pre_hook(h) for m, h in pre_hooks]
+    try:
+        outputs = model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
 # Neck feature cells a class score at one cell depends on, each way: smooth.l's 3x3 convolution
@@ -529,10 +533,16 @@ def write_shared_onnx(
     output_names: list[str],
     opset: int,
 ) -> Path:
-    """Dynamo-export the traced graph: static image batch 1, dynamic target count; check it."""
+    """Dynamo-export the traced graph: static image batch 1, dynamic target count; check it.
+    Products of image-only factors are then formed once (`graph_rewrite.fold_image_factors`:
+    the exporter leaves SiLU's derivative as two multiplications of each of the K gradients)."""
+    from vision.xai.graph_rewrite import rewrite_explain_graph
+
     targets = torch.export.Dim("targets", min=1, max=1024)
     shapes = (None, {0: targets}, {0: targets})
-    return write_onnx(graph, inputs, path, input_names, output_names, shapes, opset)
+    path = write_onnx(graph, inputs, path, input_names, output_names, shapes, opset)
+    rewrite_explain_graph(path)
+    return path
 
 
 def export_shared(
