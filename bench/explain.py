@@ -413,7 +413,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--boxes",
         default="",
         help="comma-separated box counts (e.g. 1,3,6,10): blood-cells heat maps per box count "
-        "vs plain, in process (bench/explain_boxes.py), written to bench/results/explain.json",
+        "vs plain, in process (bench/explain_boxes.py), written to --out or else "
+        "bench/results/explain.json",
     )
     parser.add_argument(
         "--old-graph", default="", help="with --boxes: another explain graph too, interleaved"
@@ -436,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.explain_boxes import run
 
         counts = [int(c) for c in args.boxes.split(",") if c]
-        out = PROJECT_ROOT / "bench" / "results" / "explain.json"
+        out = Path(args.out) if args.out else PROJECT_ROOT / "bench" / "results" / "explain.json"
         run(counts, max(3, args.calls), args.threads, args.old_graph or None, out)
         return 0
     names = [n for n in args.models.split(",") if n]
