@@ -50,6 +50,7 @@ from dicom_node.metrics import NodeMetrics
 from dicom_node.model import Destination, JobState
 from dicom_node.outbox_direct import WrittenFiles, release_when_opened, send_while_written
 from dicom_node.outbox_rows import OutboxStateError
+from dicom_node.writer import file_bytes
 
 __all__ = ["ItemState", "Outbox", "OutboxItem", "OutboxStateError"]
 
@@ -164,7 +165,7 @@ class Outbox:
         """`dataset` as the file `partial`, fsynced when `durable`."""
         try:
             with open(partial, "wb") as file:
-                dataset.save_as(file, enforce_file_format=True)
+                file.write(file_bytes(dataset))  # pydicom's bytes, written faster
                 if durable:
                     file.flush()
                     os.fsync(file.fileno())
