@@ -252,13 +252,7 @@ class DicomNode:
         results: list[pydicom.Dataset] | None = None
         try:
             if ResultStream.streams(sources):
-                # the SR's source-derived part is built while the frames are inferred
-                stream = self._stream(model, info.version)
-                masks = task == "segmentation"
-                preparing = self.plane.run_in_worker(_prepare, stream, sources, masks)
-                streamed = await self._stream_results(
-                    sources, pending, stream, asyncio.ensure_future(preparing), send_ahead
-                )
+                streamed = await self._stream_results(sources, pending, model, send_ahead)
                 results, inferred_at = streamed
             else:
                 await asyncio.gather(*pending)
@@ -276,29 +270,25 @@ class DicomNode:
         self,
         sources: list[pydicom.Dataset],
         pending: list[asyncio.Future],
-        stream: ResultStream,
-        preparing: asyncio.Future,
+        model: str,
         send_ahead: SendAhead,
     ) -> tuple[list[pydicom.Dataset], float]:
-        """`stream` fed instance by instance as predictions complete, once `preparing` (its
-        `prepare`) is done; (results, inferred)."""
+        """`ResultStream` fed instance by instance as predictions complete; (results, inferred)."""
+        stream: ResultStream | None = None
         results: list[pydicom.Dataset] = []
         spans = _instance_spans(sources)
         inferred_at = time.time()
-        try:
-            for n, (start, end) in enumerate(spans, start=1):
-                predictions = list(await asyncio.gather(*pending[start:end]))
-                inferred_at = time.time()  # the last span's: every frame inferred
-                if n == 1:
-                    await preparing  # never raises (`_prepare`); `add` must not run beside it
-                    if predictions[0].version != stream.producer.version:  # reloaded meanwhile
-                        stream = self._stream(stream.producer.model, predictions[0].version)
-                parts = await self.plane.run_in_worker(stream.add, sources[start:end], predictions)
-                if n < len(spans):  # the last SEG goes with the SR and GSPS: one write,
-                    await send_ahead(parts)  # one fsync and one association instead of two
-                results += parts
-        finally:
-            preparing.cancel()  # a frame failed before it ended: not waited for
+        for n, (start, end) in enumerate(spans, start=1):
+            predictions = list(await asyncio.gather(*pending[start:end]))
+            inferred_at = time.time()  # the last span's: every frame inferred
+            if stream is None:
+                stream = self._stream(model, predictions[0].version)
+            add = functools.partial(stream.add, sources[start:end], predictions)
+            parts = await self.plane.run_in_worker(add)
+            if n < len(spans):  # the last instance's SEG goes with the SR and GSPS: one write,
+                await send_ahead(parts)  # one fsync and one association instead of two
+            results += parts
+        assert stream is not None  # a series has at least one frame
         results += await self.plane.run_in_worker(stream.finish)
         return results, inferred_at
 
@@ -339,15 +329,6 @@ class DicomNode:
         return build_volume_results(
             sources, prediction, model, prediction.version, info.config.labels
         )
-
-
-def _prepare(stream: ResultStream, sources: list[pydicom.Dataset], masks: bool) -> None:
-    """`stream.prepare(sources, masks)`, an optimisation only: a failure is logged and the
-    stream builds its SR after the last frame as without it (any real fault then shows)."""
-    try:
-        stream.prepare(sources, masks)
-    except Exception as exc:  # noqa: BLE001 - never fails the job by itself
-        log.warning("the SR could not be prepared ahead (%s): built at the end", type(exc).__name__)
 
 
 def _instance_spans(sources: list[pydicom.Dataset]) -> list[tuple[int, int]]:

@@ -26,13 +26,8 @@ from highdicom.utils import is_multiframe_image
 from pydicom.dataset import Dataset
 
 from dicom_node.gsps import annotations, presentation_states
-from dicom_node.seg import (
-    expected_segmentations,
-    heatmap_segmentations,
-    mask_segmentations,
-    one_seg_for_all,
-)
-from dicom_node.sr import PreparedReport, measurement_groups, prepare_report, report_of_groups
+from dicom_node.seg import heatmap_segmentations, mask_segmentations, one_seg_for_all
+from dicom_node.sr import measurement_groups, report_of_groups
 from dicom_node.uids import Producer, SourceFrame, unique_instances
 from serving.dataplane import Prediction
 
@@ -146,18 +141,6 @@ class ResultStream:
         self._segmentations: list[Dataset] = []
         self._groups: list = []
         self._drawn: list = []
-        self._prepared: PreparedReport | None = None
-
-    def prepare(self, sources: Sequence[Dataset], masks: bool) -> None:
-        """Build ahead the parts of the SR that depend on `sources` alone (the series' frames,
-        as `add` will get them, before they are inferred): the document but its content tree
-        (`dicom_node.sr.PreparedReport`), for a model that makes masks (`masks`: each instance's
-        SEG is its evidence) or not. `finish` uses it when the instances added and their SEGs
-        are those expected, else builds the document as without it. Not thread-safe with `add`:
-        call it before (the node awaits it before the first `add`)."""
-        instances = list({id(ds): _normalized(ds) for ds in sources}.values())
-        expected = expected_segmentations(instances, self.producer) if masks else []
-        self._prepared = prepare_report(instances, expected, self.producer)
 
     @staticmethod
     def streams(sources: Sequence[Dataset]) -> bool:
@@ -192,8 +175,5 @@ class ResultStream:
         if not self._frames:
             raise ValueError("no source instances: nothing to build results for")
         instances = unique_instances(self._frames)
-        report = report_of_groups(
-            instances, self._groups, self._segmentations, self.producer, self._prepared
-        )
-        self._prepared = None
+        report = report_of_groups(instances, self._groups, self._segmentations, self.producer)
         return [report, *presentation_states(self._frames, self.producer, self._drawn)]

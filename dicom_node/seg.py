@@ -104,24 +104,6 @@ def _segmentable(group: Sequence[SourceFrame]) -> bool:
     return frames == 1 or hd.spatial.get_image_coordinate_system(ds) is not None
 
 
-SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-
-
-def expected_segmentations(
-    instances: Sequence[Dataset], producer: Producer
-) -> list[tuple[str, str, str, str]]:
-    """(Study, Series, SOP Instance, SOP Class UID) of the SEG each of `instances` gets when it
-    is added on its own (`ResultStream`) and a mask is found in it, in order: the UIDs of
-    `mask_segmentations`, known before any prediction."""
-    expected = []
-    for ds in instances:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        if frames == 1 or hd.spatial.get_image_coordinate_system(ds) is not None:
-            series_uid, sop_uid = result_uids([ds], producer, "seg")
-            expected.append((str(ds.StudyInstanceUID), series_uid, sop_uid, SEG_SOP_CLASS))
-    return expected
-
-
 class _NoPixelMeasures(Dataset):
     """A shared functional group with no pixel measures, which highdicom reads as None."""
 
