@@ -56,6 +56,7 @@ from vision.io import decode_image
 from vision.loader import load_model, version_numbers
 from vision.paths import PROJECT_ROOT, datasets_root
 from vision.pipeline import Pipeline
+from vision.xai.split_graph import part_paths
 
 DETECT = "/vision.v1.VisionService/Detect"
 SEGMENT = "/vision.v1.VisionService/Segment"
@@ -155,7 +156,8 @@ def write_repository(root: Path, names: list[str], args: argparse.Namespace) -> 
 
 def _link_version(source: Path, target: Path, config: ModelConfig, args) -> None:
     """The version folder as a link, or with `--explain-graph` (detectors) a folder of links
-    whose explain graph (and its stored optimised graph, when beside it) is that file."""
+    whose explain graph (and its stored optimised graph and split parts, when beside it) is
+    that file."""
     graph = Path(args.explain_graph) if args.explain_graph else None
     if graph is None or config.task != "detection":
         target.symlink_to(source.resolve())
@@ -164,6 +166,8 @@ def _link_version(source: Path, target: Path, config: ModelConfig, args) -> None
     explain = Path(config.explain.file)
     optimised = explain.with_name(explain.stem + ".optimized.onnx")
     given = {explain.name: graph, optimised.name: graph.with_name(graph.stem + ".optimized.onnx")}
+    for ours, theirs in zip(part_paths(explain), part_paths(graph), strict=True):
+        given[ours.name] = theirs  # the bundled parts would be stale for that graph
     for item in source.iterdir():
         if item.name not in given:
             (target / item.name).symlink_to(item.resolve())
