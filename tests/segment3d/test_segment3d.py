@@ -32,8 +32,13 @@ from vision.weights import load_bundled  # noqa: E402
 
 HIPPOCAMPUS = RECIPES["hippocampus"]
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "hippocampus"
-TINY = dataclasses.replace(
-    HIPPOCAMPUS, channels=(4, 8, 16), strides=(2, 2), num_res_units=1, canvas=(16, 24, 16)
+TINY = dataclasses.replace(  # one network (the bundled recipe is an ensemble of two)
+    HIPPOCAMPUS,
+    channels=(4, 8, 16),
+    strides=(2, 2),
+    num_res_units=1,
+    canvas=(16, 24, 16),
+    ensemble_seeds=(),
 )
 
 

@@ -37,20 +37,36 @@ def _resolved(a: argparse.Namespace) -> tuple:
 
 
 def train(argv: list[str]) -> int:
-    """Train into runs/<recipe>/ (checkpoints each epoch; --resume continues)."""
+    """Train into runs/<recipe>/ (checkpoints each epoch; --resume continues); an ensemble
+    recipe trains its members concurrently into runs/<recipe>/seed<k>/ (--seed: one member)."""
     p = argparse.ArgumentParser(prog="vision train")
     _common(p)
     p.add_argument("--minutes", type=float, help="wall-clock budget in minutes (the recipe: 58)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (tests)")
     p.add_argument("--limit-cases", type=int, default=0, help="use only this many cases (tests)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="weights and augmentation seed (the recipe: 0); the split stays the split file's",
+    )
     a = p.parse_args(argv)
     from vision.segment3d.train import train as run
 
     recipe, root, out, _, splits = _resolved(a)
     if a.minutes:
         recipe = dataclasses.replace(recipe, minutes=a.minutes)
-    summary = run(recipe, root, out, splits, a.resume, a.max_steps, a.limit_cases)
+    if a.seed is not None:
+        recipe = dataclasses.replace(recipe, seed=a.seed)
+    if len(recipe.ensemble_seeds) > 1 and a.seed is None:
+        from vision.segment3d.train import train_members
+
+        summary = train_members(
+            recipe, root, out, splits, a.threads, a.resume, a.max_steps, a.limit_cases
+        )
+    else:
+        summary = run(recipe, root, out, splits, a.resume, a.max_steps, a.limit_cases)
     print(f"trained {recipe.name}: {summary} -> {out}")
     return 0
 
@@ -59,15 +75,30 @@ def export(argv: list[str]) -> int:
     """Export the best checkpoint to <repo>/<recipe>/ (ONNX, parity gate, weights, card)."""
     p = argparse.ArgumentParser(prog="vision export")
     _common(p)
-    p.add_argument("--checkpoint", type=Path, help="default: <out>/best.pt")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        help="default: <out>/best.pt, or each member's <out>/seed<k>/best.pt for an ensemble "
+        "recipe; given more than once, the softmax mean of those checkpoints is exported",
+    )
     p.add_argument("--tolerance", type=float, default=1e-4, help="parity gate (max abs logit)")
     a = p.parse_args(argv)
     from vision.segment3d.export import export as run
 
     recipe, root, out, repo, splits = _resolved(a)
-    model_dir = run(a.checkpoint or out / "best.pt", repo, root, splits, out, a.tolerance)
+    checkpoints = a.checkpoint or _default_checkpoints(recipe, out)
+    model_dir = run(checkpoints, repo, root, splits, out, a.tolerance)
     print(f"exported {recipe.name} -> {model_dir}")
     return 0
+
+
+def _default_checkpoints(recipe, out: Path) -> list[Path]:
+    if len(recipe.ensemble_seeds) > 1:
+        from vision.segment3d.ensemble import member_checkpoints
+
+        return member_checkpoints(out, recipe.ensemble_seeds)
+    return [out / "best.pt"]
 
 
 def evaluate(argv: list[str]) -> int:

@@ -3,6 +3,8 @@ with config.yaml and the card (the CC BY-SA 4.0 attribution of the training data
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from vision.config import load_config
 from vision.errors import ConfigError
 from vision.export import export_onnx, parity_check, read_card, write_repository_entry
 from vision.segment3d.data import centre_offsets, load_case, place
-from vision.segment3d.recipe import Recipe3D, build_network, model_config
+from vision.segment3d.ensemble import SoftmaxMean
+from vision.segment3d.recipe import Recipe3D, build_unet, model_config
 from vision.weights import WEIGHTS_FILE, load_weights, save_weights
 from vision.weights import build_network as network_of_card
 
@@ -52,9 +55,25 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, Recipe3D, dict]:
     """The network of a checkpoint in eval mode, its recipe and the checkpoint itself."""
     saved = torch.load(path, map_location="cpu", weights_only=False)
     recipe = Recipe3D.from_dict(saved["recipe"])
-    model = build_network(recipe)
+    model = build_unet(recipe)
     model.load_state_dict(saved["model"])
     return model.eval(), recipe, saved
+
+
+def load_members(paths: list[Path]) -> tuple[torch.nn.Module, Recipe3D, list[dict]]:
+    """One checkpoint's network, or the softmax mean of several (members trained with the same
+    recipe but their seed): the network in eval mode, the served recipe, each checkpoint."""
+    loaded = [load_checkpoint(p) for p in paths]
+    if len(loaded) == 1:
+        return loaded[0][0], loaded[0][1], [loaded[0][2]]
+    recipes = [dataclasses.replace(r, seed=0, ensemble_seeds=()) for _, r, _ in loaded]
+    if any(r != recipes[0] for r in recipes):
+        raise ConfigError("ensemble members were trained with different recipes")
+    seeds = tuple(r.seed for _, r, _ in loaded)
+    # `seed` of an ensemble recipe makes the split when there is no split file; members: theirs
+    recipe = dataclasses.replace(recipes[0], ensemble_seeds=seeds)
+    model = SoftmaxMean([m for m, _, _ in loaded])
+    return model.eval(), recipe, [s for _, _, s in loaded]
 
 
 def parity_batches(root: Path, names: list[str], recipe: Recipe3D) -> list[np.ndarray]:
@@ -81,36 +100,64 @@ def _gate(report: dict, tolerance: float, what: str) -> dict:
     }
 
 
-def _card(recipe: Recipe3D, saved: dict, splits_path: Path, parity: dict) -> dict[str, Any]:
-    state = saved["state"]
+def _training(states: list[dict]) -> dict[str, Any]:
+    """The card's training record: one network's, or each member's with the ensemble rule."""
+    rows = [_member_training(s["state"]) for s in states]
+    common = {
+        "selection": "best mean validation Dice (validation split only)",
+        "loss": "DiceCE (MONAI)",
+        "optimiser": "AdamW, cosine",
+    }
+    if len(rows) == 1:
+        return {**rows[0], **common, "threads": 2}
+    return {
+        **common,
+        "members": [
+            {"seed": s["recipe"]["seed"], **row} for s, row in zip(states, rows, strict=True)
+        ],
+        "threads": "1 per member, members trained concurrently",
+        "ensemble": "mean of the members' softmax (each member's best validation epoch)",
+    }
+
+
+def _member_training(state: dict) -> dict[str, Any]:
+    return {
+        "epochs_run": state["epoch"],
+        "steps": state["steps"],
+        "best_epoch": state["best_epoch"],
+        "best_val_dice_mean": round(state["best"], 4),
+        "minutes": round(state["elapsed_s"] / 60, 1),
+    }
+
+
+def _architecture(recipe: Recipe3D) -> str:
+    unet = (
+        f"MONAI UNet (3D, channels {_dashed(recipe.channels)}, strides "
+        f"{_dashed(recipe.strides)}, {recipe.num_res_units} residual units, {recipe.norm} norm)"
+    )
+    if len(recipe.ensemble_seeds) > 1:
+        return f"mean of the softmax of {len(recipe.ensemble_seeds)} networks, each a {unet}"
+    return unet
+
+
+def _card(recipe: Recipe3D, states: list[dict], splits_path: Path, parity: dict) -> dict[str, Any]:
     split_counts = {k: len(v) for k, v in _splits(splits_path).items()}
     return {
         "name": recipe.name,
         "task": "volumetric_segmentation",
         "description": DESCRIPTION,
         "labels": list(recipe.labels),
-        "architecture": f"MONAI UNet (3D, channels {_dashed(recipe.channels)}, strides "
-        f"{_dashed(recipe.strides)}, {recipe.num_res_units} residual units, {recipe.norm} norm)",
+        "architecture": _architecture(recipe),
         "intended_use": "Research: hippocampus volumetry on 1 mm T1 MR crops.",
         "data": {
             **LICENCE,
             "split_file": "splits.json",
             "split_counts": split_counts,
-            "split_seed": recipe.seed,
+            "split_seed": json.loads(splits_path.read_text())["seed"],
             "labels_file": "labelsTr: 0 background, 1 anterior, 2 posterior",
         },
         "recipe": recipe.to_dict(),
-        "training": {
-            "epochs_run": state["epoch"],
-            "steps": state["steps"],
-            "best_epoch": state["best_epoch"],
-            "best_val_dice_mean": round(state["best"], 4),
-            "minutes": round(state["elapsed_s"] / 60, 1),
-            "selection": "best mean validation Dice (validation split only)",
-            "threads": 2,
-            "loss": "DiceCE (MONAI)",
-            "optimiser": "AdamW, cosine",
-        },
+        "training": _training(states),
         "export": {
             "opset": OPSET,
             "input": f"images [N, 1, {_shape(recipe)}] float32 (N dynamic)",
@@ -122,36 +169,41 @@ def _card(recipe: Recipe3D, saved: dict, splits_path: Path, parity: dict) -> dic
 
 
 def _splits(path: Path) -> dict[str, list[str]]:
-    import json
-
     return json.loads(path.read_text())["splits"]
 
 
 def export(
-    checkpoint: Path,
+    checkpoints: Path | list[Path],
     repo: Path,
     root: Path,
     splits_path: Path,
     run: Path,
     tolerance: float = 1e-4,
 ) -> Path:
-    """Export `checkpoint` into `repo/<name>/`; the model folder."""
-    model, recipe, saved = load_checkpoint(checkpoint)
+    """Export a checkpoint (or the softmax mean of several, an ensemble) into `repo/<name>/`;
+    the model folder."""
+    paths = [checkpoints] if isinstance(checkpoints, Path) else list(checkpoints)
+    model, recipe, saved = load_members(paths)
+    run.mkdir(parents=True, exist_ok=True)
     onnx_path = run / "model.onnx"
     example = torch.zeros((1, 1, *recipe.canvas))
     export_onnx(model, example, onnx_path, ("images",), ("logits",), OPSET, dynamic_batch=True)
     batches = parity_batches(root, _splits(splits_path)["val"], recipe)
     parity = _gate(parity_check(model, onnx_path, batches), tolerance, "export parity")
     config = model_config(recipe, DESCRIPTION)
-    card = _card(recipe, _run_state(run, saved), splits_path, parity)
+    states = [_run_state(p.parent, one) for p, one in zip(paths, saved, strict=True)]
+    card = _card(recipe, states, splits_path, parity)
     model_dir = write_repository_entry(repo, config, onnx_path, card)
     load_config(model_dir)  # the written config must parse as the server reads it
     if splits_path.resolve() != (model_dir / "splits.json").resolve():
         shutil.copyfile(splits_path, model_dir / "splits.json")
-    return _ship_weights(model, model_dir, batches, tolerance, run)
+    runs = [run] if len(paths) == 1 else [p.parent for p in paths]
+    return _ship_weights(model, model_dir, batches, tolerance, runs)
 
 
-def _ship_weights(model: Any, model_dir: Path, batches: list, tolerance: float, run: Path) -> Path:
+def _ship_weights(
+    model: Any, model_dir: Path, batches: list, tolerance: float, runs: list[Path]
+) -> Path:
     """Save the weights, reload them into a fresh network and gate it against the ONNX file."""
     entry = save_weights(model, model_dir / "1" / WEIGHTS_FILE, {"format": "pt"})
     card = read_card(model_dir)
@@ -162,7 +214,7 @@ def _ship_weights(model: Any, model_dir: Path, batches: list, tolerance: float, 
         "shipped weights parity",
     )
     card["files"] = sorted(
-        {*card.get("files", []), "splits.json", *_copy_run_files(run, model_dir)}
+        {*card.get("files", []), "splits.json", *_copy_run_files(runs, model_dir)}
     )
     card["weights"] = {
         **entry,
@@ -186,13 +238,17 @@ def _dashed(values: tuple[int, ...]) -> str:
     return "-".join(str(v) for v in values)
 
 
-def _copy_run_files(run: Path, model_dir: Path) -> list[str]:
-    """The training curve and log beside the model; the names copied."""
+def _copy_run_files(runs: list[Path], model_dir: Path) -> list[str]:
+    """The training curve and log of each run beside the model (an ensemble member's named
+    after its run folder, e.g. `training_log_seed1.json`); the names copied."""
     copied = []
-    for src, dst in (("curve.png", "training_curves.png"), ("log.json", "training_log.json")):
-        if (run / src).is_file():
-            shutil.copyfile(run / src, model_dir / dst)
-            copied.append(dst)
+    for run in runs:
+        tag = f"_{run.name}" if len(runs) > 1 else ""
+        for src, dst in (("curve.png", "training_curves"), ("log.json", "training_log")):
+            name = f"{dst}{tag}{Path(src).suffix}"
+            if (run / src).is_file():
+                shutil.copyfile(run / src, model_dir / name)
+                copied.append(name)
     return copied
 
 
@@ -202,4 +258,5 @@ def _run_state(run: Path, best: dict) -> dict:
     if not last.is_file():
         return best
     state = torch.load(last, map_location="cpu", weights_only=False)["state"]
-    return {"state": {**state, "best": best["state"]["best"], "best_epoch": best["state"]["epoch"]}}
+    state |= {"best": best["state"]["best"], "best_epoch": best["state"]["epoch"]}
+    return {"state": state, "recipe": best["recipe"]}

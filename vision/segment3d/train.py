@@ -4,6 +4,7 @@ checkpoints, a JSON log and a PNG curve."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from vision.reports import plot_curves, write_json
 from vision.segment3d.data import Case, fixed_split, load_case
 from vision.segment3d.dataset import VolumeDataset
-from vision.segment3d.recipe import Recipe3D, build_network
+from vision.segment3d.recipe import Recipe3D, build_unet
 
 WARMUP_FRACTION = 0.03
 
@@ -125,6 +126,7 @@ def train(
     limit_cases: int = 0,
 ) -> dict[str, Any]:
     """Train `recipe` into `out` (last.pt, best.pt, log.json, curve.png); a summary dict."""
+    recipe = dataclasses.replace(recipe, ensemble_seeds=())  # one network, seeded `seed`
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     splits = fixed_split(root, splits_path, recipe.split, recipe.seed)
@@ -132,7 +134,7 @@ def train(
     if limit_cases:
         train_names, val_names = train_names[:limit_cases], val_names[: max(1, limit_cases // 2)]
     train_cases, val_cases = load_cases(root, train_names), load_cases(root, val_names)
-    model = build_network(recipe)
+    model = build_unet(recipe)
     optimiser = torch.optim.AdamW(model.parameters(), recipe.lr, weight_decay=recipe.weight_decay)
     state = _resume(out, model, optimiser) if resume else State()
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -207,3 +209,54 @@ def _epoch(
         "lr": lr,
         "elapsed_min": state.elapsed_s / 60,
     }
+
+
+def train_members(
+    recipe: Recipe3D,
+    root: Path,
+    out: Path,
+    splits_path: Path,
+    threads: int,
+    resume: bool = False,
+    max_steps: int = 0,
+    limit_cases: int = 0,
+) -> dict[str, Any]:
+    """Train an ensemble recipe's members concurrently, one process per seed, each into
+    `out/seed<k>/` with its share of `threads` and the recipe's whole budget; their summaries.
+
+    The split is made (or read) once before the members start, so every member uses the same.
+    """
+    import multiprocessing
+
+    fixed_split(root, splits_path, recipe.split, recipe.seed)
+    per_member = max(1, threads // len(recipe.ensemble_seeds))
+    jobs = [
+        (
+            dataclasses.replace(recipe, seed=seed, ensemble_seeds=()),
+            root,
+            out / f"seed{seed}",
+            splits_path,
+            resume,
+            max_steps,
+            limit_cases,
+            per_member,
+        )
+        for seed in recipe.ensemble_seeds
+    ]
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        summaries = pool.starmap(_train_member, jobs)
+    return {f"seed{s}": row for s, row in zip(recipe.ensemble_seeds, summaries, strict=True)}
+
+
+def _train_member(
+    recipe: Recipe3D,
+    root: Path,
+    out: Path,
+    splits_path: Path,
+    resume: bool,
+    max_steps: int,
+    limit_cases: int,
+    threads: int,
+) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    return train(recipe, root, out, splits_path, resume, max_steps, limit_cases)
