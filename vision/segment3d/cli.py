@@ -137,14 +137,23 @@ def tta_select(argv: list[str]) -> int:
     _common(p)
     p.add_argument("--model", default=None, help="model name in the repository")
     p.add_argument("--limit-cases", type=int, default=0)
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="serve the choice: write it to the model's config (volume.tta_flips) and card",
+    )
     a = p.parse_args(argv)
-    from vision.segment3d.tta_select import select
+    from vision.segment3d.tta_select import apply, select
 
     recipe, root, out, repo, splits = _resolved(a)
-    result = select(repo / (a.model or recipe.name), root, splits, out, a.limit_cases)
+    model_dir = repo / (a.model or recipe.name)
+    result = select(model_dir, root, splits, out, a.limit_cases)
     for name, row in result["candidates"].items():
         print(f"{name:18} passes {row['passes']}  val {row['summary']}")
     print(f"chosen on val (n={result['n']}): {result['chosen']} tta_flips {result['tta_flips']}")
+    if a.apply:
+        apply(model_dir, result)
+        print(f"served by {model_dir}: config volume.tta_flips and card evaluation.tta_selection")
     return 0
 
 

@@ -9,11 +9,14 @@ checkpoint), the smaller candidate on a tie. The test split is never read here.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
 from typing import Any
 
+from vision.config import load_config, write_config
+from vision.model_card import ModelCard, write_model_card
 from vision.reports import write_json
 from vision.segment3d.evaluate import evaluate
 
@@ -58,6 +61,31 @@ def select(
     }
     write_json(result, out / "tta-val.json")
     return result
+
+
+def apply(model_dir: Path, result: dict[str, Any]) -> None:
+    """Serve `result`'s choice: the config's `volume.tta_flips`, the report as the model's
+    `tta-val.json` and the card's `evaluation.tta_selection` (each candidate's val Dice)."""
+    config = load_config(model_dir)
+    flips = tuple(tuple(int(a) for a in f) for f in result["tta_flips"])
+    volume = dataclasses.replace(config.volume, tta_flips=flips)
+    write_config(dataclasses.replace(config, volume=volume), model_dir)
+    load_config(model_dir)  # the written config must parse as the server reads it
+    write_json(result, model_dir / "tta-val.json")
+    card = json.loads((model_dir / "card.json").read_text())
+    rows = result["candidates"]
+    card.setdefault("evaluation", {})["tta_selection"] = {
+        "split": result["split"],
+        "n": result["n"],
+        "rule": result["rule"],
+        "chosen": result["chosen"],
+        "tta_flips": result["tta_flips"],
+        "val_dice_mean": {k: v["summary"]["dice_mean"] for k, v in rows.items()},
+        "val_dice_posterior": {k: v["summary"].get("dice_posterior") for k, v in rows.items()},
+        "report": "tta-val.json",
+    }
+    card["files"] = sorted({*card.get("files", []), "tta-val.json"})
+    write_model_card(model_dir, ModelCard.from_dict(card))
 
 
 def _slug(name: str) -> str:
