@@ -232,14 +232,14 @@ def train_members(
     per_member = max(1, threads // len(recipe.ensemble_seeds))
     jobs = [
         (
-            dataclasses.replace(recipe, seed=seed, ensemble_seeds=()),
+            per_member,
+            dataclasses.replace(recipe, seed=seed),  # `train` trains it as one network
             root,
             out / f"seed{seed}",
             splits_path,
             resume,
             max_steps,
             limit_cases,
-            per_member,
         )
         for seed in recipe.ensemble_seeds
     ]
@@ -248,15 +248,7 @@ def train_members(
     return {f"seed{s}": row for s, row in zip(recipe.ensemble_seeds, summaries, strict=True)}
 
 
-def _train_member(
-    recipe: Recipe3D,
-    root: Path,
-    out: Path,
-    splits_path: Path,
-    resume: bool,
-    max_steps: int,
-    limit_cases: int,
-    threads: int,
-) -> dict[str, Any]:
+def _train_member(threads: int, *train_args: Any) -> dict[str, Any]:
+    """A member's process: its share of the threads, then `train(*train_args)`."""
     torch.set_num_threads(threads)
-    return train(recipe, root, out, splits_path, resume, max_steps, limit_cases)
+    return train(*train_args)
