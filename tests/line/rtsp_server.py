@@ -32,7 +32,10 @@ def main() -> None:
     server.set_service(port)
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(pipeline(path))
-    factory.set_shared(True)
+    # One media per client: shared media aborted the whole server under load when two clients
+    # set up at once (gst_rtsp_media_get_rates: assertion failed, seen in CI), and a camera of
+    # its own per client is what a line has anyway.
+    factory.set_shared(False)
     server.get_mount_points().add_factory(mount, factory)
     if server.attach(None) == 0:
         sys.exit(f"cannot listen on port {port}")
