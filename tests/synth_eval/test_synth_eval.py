@@ -217,6 +217,9 @@ def test_synth_eval_end_to_end_on_a_tiny_budget(tmp_path: Path) -> None:
     assert 0.0 <= report["arms"]["synthetic"]["image_auroc"]["mean"] <= 1.0
     assert (out / "gain.png").stat().st_size > 1000
     assert report["runs"]["baseline"][0]["val_curve"], "the baseline's val Dice per epoch"
+    for arm in ("baseline", "synthetic"):  # gated on the image head fitted on the last weights
+        assert report["runs"][arm][0]["image_score"] == "image head"
+        assert 0.0 <= report["arms"][arm]["image head train AUROC"]["mean"] <= 1.0
     assert report["baseline_trained"]["trained"] is False, "one epoch cannot show a plateau"
     assert report["goal"]["met"] in (True, False) and "rare_gain" in report["goal"]
     again = tmp_path / "again"
@@ -230,7 +233,12 @@ def test_operating_gate_keeps_masks_on_the_target_share_of_free_val_tiles() -> N
     """`_gated_pairs` drops masks below the gate; `lowest_gate` over defect-free tiles (what
     `operating_gate` applies to val) leaves at most FREE_TARGET of them with a mask."""
     from vision.segment.gate_sweep import lowest_gate
-    from vision.synth_eval.arms import FREE_TARGET, _fired, _gated_pairs, _image_score
+    from vision.synth_eval.arms import (
+        FREE_TARGET,
+        _fired,
+        _gated_pairs,
+        _largest_defect_probability,
+    )
 
     rng = np.random.default_rng(0)
     probs = []
@@ -238,10 +246,36 @@ def test_operating_gate_keeps_masks_on_the_target_share_of_free_val_tiles() -> N
         p1 = np.full((8, 8), 0.1)
         p1[2:4, 2:4] = peak
         probs.append(np.stack([1 - p1, p1]))
-    scores, fired = [_image_score(p) for p in probs], [_fired(p) for p in probs]
+    scores = [_largest_defect_probability(p) for p in probs]
+    fired = [_fired(p) for p in probs]
     gate = lowest_gate(scores, fired, [True] * 20, FREE_TARGET)
     kept = [f and s >= gate for f, s in zip(fired, scores, strict=True)]
     assert 0 < sum(kept) <= FREE_TARGET * 20 and sum(fired) > sum(kept)
     truth = [rng.random((8, 8)) > 2 for _ in probs]  # no defect anywhere
-    served = [m for m, _ in _gated_pairs(probs, truth, gate)]
+    served = [m for m, _ in _gated_pairs(probs, truth, scores, gate)]
     assert [bool(m.any()) for m in served] == kept
+
+
+def test_an_arm_with_an_image_head_is_gated_on_the_head_not_the_largest_probability(
+    tmp_path: Path,
+) -> None:
+    """`Scored.predict` returns the head's defect probability as the image score, and the
+    largest defect probability only when the recipe has no head."""
+    torch = pytest.importorskip("torch")
+    from vision.segment.image_head import with_image_score
+    from vision.segment.model import build_model, get_recipe
+    from vision.synth_eval.arms import Scored, _largest_defect_probability
+
+    rels = _tile_tree(tmp_path, synthetic=False)
+    recipe = get_recipe("tile-defects", channels=(4, 8), strides=(2,), res_units=1)
+    recipe = dataclasses.replace(recipe, height=32, width=32)
+    torch.manual_seed(0)
+    net = build_model(recipe).eval()
+    plain = Scored(net, recipe, tmp_path)
+    probs, truth, largest = plain.predict(rels, "test")
+    assert largest == [_largest_defect_probability(p) for p in probs] and len(truth) == 2
+    head = {"layers": ["model.1.submodule"], "weight": np.zeros(16), "bias": 2.0}
+    headed = Scored(net, recipe, tmp_path, with_image_score(net, head))
+    same_probs, _, scores = headed.predict(rels, "test")
+    np.testing.assert_allclose(same_probs, probs)
+    np.testing.assert_allclose(scores, [1 / (1 + np.exp(-2.0))] * 2, rtol=1e-6)

@@ -58,26 +58,52 @@ def _pixel_scores(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float
     }
 
 
-def _predicted(model, recipe, root: Path, rels: list[str], name: str) -> tuple[list, list]:
-    """(defect probability maps, true masks) of the real images `rels`."""
-    from vision.datasets.segmentation import load_tile
-    from vision.segment.train import Prepared, predict
+@dataclasses.dataclass
+class Scored:
+    """An arm's network on real images: probability maps, true masks and image scores."""
 
-    samples = load_tile(root, rels, True)
-    assert_no_synthetic([s.path for s in samples], name)
-    data = Prepared.of(samples, recipe)
-    return predict(model, data.inputs), list(data.labels)
+    model: object
+    recipe: object
+    root: Path
+    head: object = None  # a `WithImageScore` when the recipe has an image head
+
+    def predict(self, rels: list[str], name: str) -> tuple[list, list, list[float]]:
+        """(defect probability maps, true masks, image scores) of the real images `rels`."""
+        from vision.datasets.segmentation import load_tile
+        from vision.segment.train import Prepared, predict
+
+        samples = load_tile(self.root, rels, True)
+        assert_no_synthetic([s.path for s in samples], name)
+        data = Prepared.of(samples, self.recipe)
+        probs = predict(self.model, data.inputs)
+        if self.head is None:
+            return probs, list(data.labels), [_largest_defect_probability(p) for p in probs]
+        return probs, list(data.labels), head_scores(self.head, data.inputs)
 
 
-# The operating point: the arm's own gate on its image score (largest defect probability),
-# chosen on its defect-free *val* tiles so that masks stay on at most this share of them; test
-# is then scored with masks served only at or above it, so both arms are compared at about
-# the same defect-free false-positive rate (the networks have no image head of their own).
+def head_scores(head, inputs: np.ndarray, batch: int = 8) -> list[float]:
+    """The image head's defect probability for each input (N,C,H,W)."""
+    import torch
+
+    head.eval()
+    with torch.no_grad():
+        return [
+            float(s)
+            for i in range(0, len(inputs), batch)
+            for s in head(torch.from_numpy(np.ascontiguousarray(inputs[i : i + batch])))[1]
+        ]
+
+
+# The operating point: the arm's own gate on its image score (the image head's defect
+# probability where the recipe has one, as the bundled tile-defects model serves; else the
+# largest defect probability), chosen on its defect-free *val* tiles so that masks stay on at
+# most this share of them; test is then scored with masks served only at or above it, so both
+# arms are compared at about the same defect-free false-positive rate.
 FREE_TARGET = 0.10
 AT_GATE = "@ val gate"
 
 
-def _image_score(probs: np.ndarray) -> float:
+def _largest_defect_probability(probs: np.ndarray) -> float:
     return float(probs[1:].max())
 
 
@@ -85,33 +111,33 @@ def _fired(probs: np.ndarray) -> bool:
     return bool((probs.argmax(0) > 0).any())
 
 
-def operating_gate(model, recipe, root: Path, splits: dict) -> tuple[float, int]:
+def _free_tiles(splits: dict, split: str) -> list[str]:
+    from vision.datasets.segmentation import TILE_FREE
+
+    return [r for r in splits.get(split, []) if r.startswith(f"MT_{TILE_FREE}/")]
+
+
+def operating_gate(arm: Scored, splits: dict) -> tuple[float, int]:
     """(The lowest image-score gate at which masks stay on at most `FREE_TARGET` of the
     defect-free val tiles, how many there were); (0, 0) without any."""
-    from vision.datasets.segmentation import TILE_FREE
     from vision.segment.gate_sweep import lowest_gate
 
-    rels = [r for r in splits.get("val", []) if r.startswith(f"MT_{TILE_FREE}/")]
+    rels = _free_tiles(splits, "val")
     if not rels:
         return 0.0, 0
-    probs, _ = _predicted(model, recipe, root, rels, "val")
-    scores, fired = [_image_score(p) for p in probs], [_fired(p) for p in probs]
+    probs, _, scores = arm.predict(rels, "val")
+    fired = [_fired(p) for p in probs]
     return lowest_gate(scores, fired, [True] * len(rels), FREE_TARGET), len(rels)
 
 
-def _free_scores(
-    model, recipe, root: Path, splits: dict, gate: float
-) -> tuple[dict[str, float], list[float]]:
+def _free_scores(arm: Scored, splits: dict, gate: float) -> tuple[dict[str, float], list[float]]:
     """Share of defect-free test tiles with a predicted defect (ungated and at `gate`), and
     their image scores."""
-    from vision.datasets.segmentation import TILE_FREE
-
-    rels = [r for r in splits["test"] if r.startswith(f"MT_{TILE_FREE}/")]
+    rels = _free_tiles(splits, "test")
     if not rels:
         return {}, []
-    probs, _ = _predicted(model, recipe, root, rels, "test")
+    probs, _, scores = arm.predict(rels, "test")
     flags = [_fired(p) for p in probs]
-    scores = [_image_score(p) for p in probs]
     gated = [f and s >= gate for f, s in zip(flags, scores, strict=True)]
     return {
         "free_fp_image_rate": float(np.mean(flags)),
@@ -120,29 +146,29 @@ def _free_scores(
     }, scores
 
 
-def _gated_pairs(probs: list[np.ndarray], labels: list, gate: float) -> list[tuple]:
-    """(served mask, truth) pairs with no mask below `gate`."""
+def _gated_pairs(probs: list, labels: list, scores: list[float], gate: float) -> list[tuple]:
+    """(served mask, truth) pairs with no mask where the image score is below `gate`."""
     return [
-        ((p.argmax(0) > 0) & (_image_score(p) >= gate), t > 0)
-        for p, t in zip(probs, labels, strict=True)
+        ((p.argmax(0) > 0) & (s >= gate), t > 0)
+        for p, t, s in zip(probs, labels, scores, strict=True)
     ]
 
 
-def score_segmentation(model, recipe, root: Path, splits: dict, exp: Experiment) -> dict:
+def score_segmentation(arm: Scored, splits: dict, exp: Experiment) -> dict:
     """Per rare class on its real test (and val + test) images: pooled Dice (the class key),
     precision, recall and predicted-to-true area ratio; on the defect-free test tiles the share
-    with a predicted defect; image-level AUROC of the largest defect probability, rare-class
+    with a predicted defect; image-level AUROC of the image score (`Scored.predict`'s), rare-class
     test tiles against defect-free ones. The test figures also at the arm's operating point
     (`operating_gate`, chosen on val; keys ending in `AT_GATE`)."""
     from sklearn.metrics import roc_auc_score
 
-    gate, val_free = operating_gate(model, recipe, root, splits)
+    gate, val_free = operating_gate(arm, splits)
     scores: dict[str, float] = {"val gate": gate, "val free images": val_free}
     rare_scores: list[float] = []
     for name, parts in (("test", ("test",)), ("heldout", ("val", "test"))):
         for cls in exp.rare:
             rels = [r for s in parts for r in splits[s] if r.startswith(f"MT_{cls}/")]
-            probs, labels = _predicted(model, recipe, root, rels, name)
+            probs, labels, image_scores = arm.predict(rels, name)
             pairs = [(p.argmax(0) > 0, t > 0) for p, t in zip(probs, labels, strict=True)]
             key = cls if name == "test" else f"{cls} (val+test)"
             pixel = _pixel_scores(pairs)
@@ -150,11 +176,11 @@ def score_segmentation(model, recipe, root: Path, splits: dict, exp: Experiment)
             scores[f"{key} images"] = len(rels)
             if name == "test":
                 scores |= {f"{cls} {k}": v for k, v in pixel.items() if k != "dice"}
-                at_gate = _pixel_scores(_gated_pairs(probs, labels, gate))
+                at_gate = _pixel_scores(_gated_pairs(probs, labels, image_scores, gate))
                 scores[f"{cls} {AT_GATE}"] = at_gate["dice"]
                 scores |= {f"{cls} {k} {AT_GATE}": at_gate[k] for k in ("precision", "recall")}
-                rare_scores += [_image_score(p) for p in probs]
-    free, free_scores = _free_scores(model, recipe, root, splits, gate)
+                rare_scores += image_scores
+    free, free_scores = _free_scores(arm, splits, gate)
     scores |= free
     if free_scores and rare_scores:
         truth = [1] * len(rare_scores) + [0] * len(free_scores)
@@ -172,7 +198,8 @@ def run_segmentation(
     online=None,
 ) -> dict:
     """Train the segmentation arm into `out` (synthetic share from the folder `synthetic`, or
-    made while training by `online`); score its final weights."""
+    made while training by `online`); score its final weights (with the image head fitted on
+    them, on the real training images, where the recipe has one)."""
     import torch
 
     from vision.segment.model import build_model
@@ -181,18 +208,37 @@ def run_segmentation(
     torch.set_num_threads(budget.threads)
     recipe = segmentation_recipe(exp, budget)
     summary = train(recipe, root, out, synthetic=synthetic, ratio=ratio, online=online)
-    model = build_model(recipe)
-    model.load_state_dict(torch.load(out / "last.pt", weights_only=False)["model"])
+    arm, head_auroc = _final_arm(recipe, root, out, build_model(recipe))
     splits = json.loads((out / "splits.json").read_text())["splits"]
     steps = recipe.epochs * recipe.steps_per_epoch
-    scores = score_segmentation(model, recipe, root, splits, exp)
+    scores = score_segmentation(arm, splits, exp)
+    if head_auroc is not None:
+        scores["image head train AUROC"] = head_auroc
     history = json.loads((out / "history.json").read_text())["history"]
     return {
         "scores": scores,
         "steps": steps,
         "train_seconds": round(summary["elapsed_s"], 1),
+        "image_score": "image head" if head_auroc is not None else "largest defect probability",
         "val_curve": [row["val_dice"] for row in history if "val_dice" in row],
     }
+
+
+def _final_arm(recipe, root: Path, out: Path, model) -> tuple[Scored, float | None]:
+    """The arm's last weights as a `Scored` (the image head fitted on them into last.pt, as
+    stage 1 fits it into best.pt) and the head's training AUROC (None without a head)."""
+    import torch
+
+    from vision.segment.image_head import with_image_score
+    from vision.segment.train import Prepared, attach_image_head, load_splits
+
+    last = out / "last.pt"
+    model.load_state_dict(torch.load(last, weights_only=False)["model"])
+    if "image_head" not in recipe.extra:
+        return Scored(model, recipe, root), None
+    real_train = Prepared.of(load_splits(recipe, root, out)["train"], recipe)
+    head = attach_image_head(last, recipe, real_train)
+    return Scored(model, recipe, root, with_image_score(model, head)), head["train_auroc"]
 
 
 def detection_recipe(exp: Experiment, data: Path, budget: Budget):

@@ -61,7 +61,21 @@ TILE = Experiment(
         "batch_size": 8,
         "steps_per_epoch": 100,
         "epochs": 5,
-        "extra": {"split_seed": 0, "free_per_epoch": 1.0, "fg_center": 0.5},
+        "extra": {
+            "split_seed": 0,
+            "free_per_epoch": 1.0,
+            "fg_center": 0.5,
+            # the bundled model's image score: a logistic regression on pooled encoder features
+            # (bottleneck and 1/8 scale), fitted on the real training images; each arm's masks
+            # are gated on it at its own operating point (`arms.operating_gate`)
+            "image_head": {
+                "layers": [
+                    "model.1.submodule.1.submodule.1.submodule",
+                    "model.1.submodule.1.submodule.0",
+                ],
+                "C": 0.1,
+            },
+        },
     },
     synth_count=200,
     per_image=2,

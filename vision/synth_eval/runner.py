@@ -82,6 +82,7 @@ def run_arm(
 ) -> dict:
     """One trained and scored arm; reuses `result.json` when its settings match."""
     settings = {"budget": dataclasses.asdict(budget), "ratio": ratio, "exp": exp.name}
+    settings["overrides"] = json.loads(json.dumps(exp.overrides))  # a changed recipe retrains
     if online is not None:
         settings["online"] = {"generator": online.generator, "reuse": online.reuse}
     cached = run_dir / "result.json"
