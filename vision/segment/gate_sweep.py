@@ -8,6 +8,10 @@ image score and the served mask's score; `vision.postprocess.gate_score`): Dice 
 over defect images, a gated-out defect image counts 0), the defect-free mask rate and the
 image AUROC, each with n and a 95 % bootstrap interval. The gate chosen is the lowest one
 whose defect-free mask rate is at most `--max-free-rate` (the most Dice kept under that rate).
+With `--confidence C` (e.g. 0.95) the rate compared is instead the one-sided Clopper-Pearson
+upper bound at level C of the val rate (k of n defect-free tiles with a mask): the lowest gate
+for which a rate above `--max-free-rate` on unseen tiles is unlikely, not merely the lowest
+that val happens to pass (with 87 val tiles, "at most 10 %" then means at most 3 masks, not 8).
 It never reads the test split; `--write` records the gate (and the rule) in config.yaml.
 """
 
@@ -29,12 +33,32 @@ def candidate_gates(scores: list[float]) -> list[float]:
     return sorted({0.0, *(float(s) for s in scores)})
 
 
-def lowest_gate(scores: list[float], fired: list[bool], free: list[bool], max_rate: float) -> float:
+def rate_upper_bound(k: int, n: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson upper bound at level `confidence` of a rate seen k times in n."""
+    from scipy.stats import beta
+
+    if k >= n:
+        return 1.0
+    return float(beta.ppf(confidence, k + 1, n - k))
+
+
+def lowest_gate(
+    scores: list[float],
+    fired: list[bool],
+    free: list[bool],
+    max_rate: float,
+    confidence: float | None = None,
+) -> float:
     """The lowest gate at which masks stay on at most `max_rate` of the defect-free images
-    (`fired`: the ungated served mask is not empty); 1.0 when no gate gets there."""
+    (`fired`: the ungated served mask is not empty) — with `confidence`, at which the
+    Clopper-Pearson upper bound of that share is at most `max_rate`; 1.0 when no gate gets
+    there."""
     s, on, clean = np.asarray(scores), np.asarray(fired), np.asarray(free)
+    n = int(clean.sum())
     for gate in candidate_gates(scores):
-        if np.mean((on & (s >= gate))[clean]) <= max_rate:
+        k = int((on & (s >= gate))[clean].sum())
+        rate = k / max(n, 1) if confidence is None else rate_upper_bound(k, n, confidence)
+        if rate <= max_rate:
             return gate
     return 1.0
 
@@ -45,9 +69,11 @@ def sweep(
     max_rate: float,
     version: int = 0,
     uses_mask: bool | None = None,
+    confidence: float | None = None,
 ) -> dict:
     """Val predictions once, the metrics at the chosen gate and without one (`uses_mask`:
-    the gate rule, default the config's `gate_uses_mask_score`)."""
+    the gate rule, default the config's `gate_uses_mask_score`; `confidence`: compare the
+    rate's upper bound, `lowest_gate`)."""
     from vision.datasets.locations import dataset_dir
     from vision.export import read_card
     from vision.loader import load_model
@@ -69,7 +95,7 @@ def sweep(
     fired = [bool(p.any()) for p in served]
     free = [not s.mask.any() for s in samples]
     scores = gate_scores(predictions.probs, served, predictions.image_scores, uses_mask)
-    gate = lowest_gate(scores, fired, free, max_rate)
+    gate = lowest_gate(scores, fired, free, max_rate, confidence)
 
     def at(g: float) -> dict:
         m = compute_metrics(recipe, predictions, samples, regions, g, uses_mask)
@@ -86,7 +112,12 @@ def sweep(
         )
         return {"image_score_gate": g, "gate_uses_mask_score": uses_mask, **{k: m[k] for k in keys}}
 
-    return {"split": "val", "max_free_rate": max_rate, "chosen": at(gate), "ungated": at(0.0)}
+    chosen = at(gate)
+    k = round(chosen["mask_fp_image_rate"] * chosen["defect_free_images"])
+    bound = rate_upper_bound(k, chosen["defect_free_images"], confidence or 0.95)
+    chosen["mask_fp_image_rate_upper_bound"] = {"confidence": confidence or 0.95, "bound": bound}
+    rule = {"max_free_rate": max_rate, "confidence": confidence}
+    return {"split": "val", **rule, "chosen": chosen, "ungated": at(0.0)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--data", type=Path, help="dataset folder (default: the shared datasets)")
     p.add_argument("--max-free-rate", type=float, default=0.10)
+    p.add_argument(
+        "--confidence",
+        type=float,
+        help="compare the rate's one-sided Clopper-Pearson upper bound at this level (e.g. 0.95)"
+        " instead of the val rate itself",
+    )
     p.add_argument("--version", type=int, default=0)
     p.add_argument(
         "--gate-uses-mask-score",
@@ -104,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--write", action="store_true", help="record the gate in config.yaml")
     a = p.parse_args(argv)
-    result = sweep(a.model_dir, a.data, a.max_free_rate, a.version, a.gate_uses_mask_score)
+    result = sweep(
+        a.model_dir, a.data, a.max_free_rate, a.version, a.gate_uses_mask_score, a.confidence
+    )
     print(json.dumps(result, indent=1, default=float))
     if a.write:
         import dataclasses
