@@ -53,6 +53,7 @@ def test_members_train_concurrently_and_export_as_one_network(tmp_path: Path) ->
     card = read_model_card(model_dir)
     assert check_files(model_dir, card) == []
     assert card.export["parity"]["passed"] and card.weights["parity"]["passed"]
+    assert card.export["parity"]["max_abs_probability_diff"] <= 1e-4
     assert [m["seed"] for m in card.training["members"]] == [3, 4]
     assert "mean of the softmax of 2 networks" in card.architecture
     assert {"training_log_seed3.json", "training_log_seed4.json"} <= set(card.files)
@@ -74,3 +75,17 @@ def test_members_train_concurrently_and_export_as_one_network(tmp_path: Path) ->
 def test_missing_member_checkpoint_names_the_command(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="train the members first"):
         member_checkpoints(tmp_path, (1, 2))
+
+
+def test_the_export_gate_is_on_probabilities_not_logits() -> None:
+    """Logits far apart where the probabilities agree pass; probabilities apart fail and say so."""
+    from vision.errors import ConfigError
+    from vision.segment3d.export import _gate
+
+    agree = {"max_abs_diff": {"logits": 5e-3}, "max_abs_probability_diff": 2e-5}
+    report = _gate({**agree, "batch_sizes": [1, 3]}, 1e-4, "export parity")
+    assert report["passed"] and report["gated"] == "max_abs_probability_diff"
+    assert report["volumes"] == 4
+    apart = {"max_abs_diff": {"logits": 1e-6}, "max_abs_probability_diff": 2e-4}
+    with pytest.raises(ConfigError, match="probability difference 2.00e-04"):
+        _gate({**apart, "batch_sizes": [1]}, 1e-4, "export parity")
