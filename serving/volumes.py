@@ -326,21 +326,6 @@ async def infer_windows(
     return WindowedOutput(output, windows, queue_ms, compute_ms, state["fold"], used)
 
 
-FIRST_ROW_PARTS = 2  # the worker pool has at least two threads (`ServerConfig.worker_threads`)
-
-
-async def _in_parts(slabs: SlabbedInput, stop: int, parts: int, run_in_worker: Worker) -> None:
-    """Fill the slices before `stop` as `parts` jobs at once; a failure is raised (the first)
-    only once every job has ended, so no thread is left writing into the tensor."""
-    bounds = [int(b) for b in np.linspace(slabs.filled, stop, parts + 1).round()]
-    pairs = zip(bounds[:-1], bounds[1:], strict=True)
-    jobs = [run_in_worker(slabs.fill_part, low, high) for low, high in pairs]
-    failures = [r for r in await asyncio.gather(*jobs, return_exceptions=True) if r is not None]
-    if failures:
-        raise failures[0]
-    slabs.filled = stop
-
-
 class _SlabFill:
     """Fills a `SlabbedInput` in the worker pool, one job per row of windows (up to the
     slices the row's windows end at), in z order; a window awaits `until` its row is filled.
@@ -355,12 +340,9 @@ class _SlabFill:
         self._task = asyncio.ensure_future(self._run(slabs, stops, run_in_worker))
 
     async def _run(self, slabs: SlabbedInput, stops: list[int], run_in_worker: Worker) -> None:
-        for index, stop in enumerate(stops):
+        for stop in stops:
             t = time.perf_counter()
-            if index == 0:  # nothing runs yet: the first row in two halves, one per worker
-                await _in_parts(slabs, stop, FIRST_ROW_PARTS, run_in_worker)
-            else:  # later rows run beside inference: one job each
-                await run_in_worker(slabs.fill, stop)
+            await run_in_worker(slabs.fill, stop)
             self.seconds += time.perf_counter() - t
             self._done[stop].set_result(None)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -43,22 +42,10 @@ def test_no_slabs_when_slices_are_resampled_or_not_resized(spacing) -> None:
     assert VolumePipeline(_norm_config("window", spacing)).slabbed_input(volume) is None
 
 
-def _nan_input(monkeypatch, parts: list | None = None) -> list[int]:
-    """Inputs allocated as NaN (a window read before its fill shows it); the fills' stops
-    (and the (low, high) of each part filled on its own into `parts`)."""
+def _nan_input(monkeypatch) -> list[int]:
+    """Inputs allocated as NaN (a window read before its fill shows it); the fills' stops."""
     stops: list[int] = []
-    slabbed, fill, fill_part = (
-        VolumePipeline.slabbed_input,
-        SlabbedInput.fill,
-        SlabbedInput.fill_part,
-    )
-
-    def part(self, low, high):
-        if parts is not None:
-            parts.append((low, high))
-        return fill_part(self, low, high)
-
-    monkeypatch.setattr(SlabbedInput, "fill_part", part)
+    slabbed, fill = VolumePipeline.slabbed_input, SlabbedInput.fill
 
     def allocated(self, volume):
         slabs = slabbed(self, volume)
@@ -84,14 +71,10 @@ class _Checking(_Batcher):
 def test_windows_wait_for_their_slices_and_masks_are_unchanged(monkeypatch) -> None:
     volume = _volume()
     expected, meta = _one_shot(volume)
-    parts: list[tuple[int, int]] = []
-    stops = _nan_input(monkeypatch, parts)
+    stops = _nan_input(monkeypatch)
     prediction = asyncio.run(segment_volume(_model(_Checking()), volume, None, _in_thread, 0))
     depth = meta.model_shape[0]
     assert len(stops) > 2 and stops == sorted(stops) and stops[0] < depth == stops[-1]
-    # the first row in two halves (both workers free then), the later rows one job each
-    (low, mid), (mid_again, first) = sorted(parts)
-    assert low == 0 < mid == mid_again < first < stops[0]
     (got,), (want,) = prediction.result.masks, expected.masks
     assert np.array_equal(got.mask, want.mask) and got.voxel_count == want.voxel_count
     assert prediction.timings["preprocess_ms"] > 0
@@ -126,29 +109,3 @@ def test_a_failed_fill_fails_the_call_and_leaves_nothing_running(monkeypatch) ->
 
     asyncio.run(call())
     assert batcher.calls > 0
-
-
-def test_a_failed_part_of_the_first_row_fails_the_call_after_both_parts_ended(monkeypatch) -> None:
-    """The second half raises while the first is still filling: the call fails with that error
-    once the first half has finished (no thread left writing), and nothing is left running."""
-    fill_part = SlabbedInput.fill_part
-    ended: list[int] = []
-
-    def second_half_fails(self, low, high):
-        if low > 0:
-            raise MemoryError("part failed on purpose")
-        time.sleep(0.05)  # still filling when the other part fails
-        fill_part(self, low, high)
-        ended.append(high)
-
-    monkeypatch.setattr(pipeline_module.SlabbedInput, "fill_part", second_half_fails)
-
-    async def call() -> None:
-        with pytest.raises(MemoryError, match="on purpose"):
-            await segment_volume(_model(_Batcher()), _volume(), None, _in_thread, 0)
-        assert len(ended) == 1, "the call ended before the first half did"
-        await asyncio.sleep(0)
-        current = asyncio.current_task()
-        assert [t for t in asyncio.all_tasks() if t is not current] == []
-
-    asyncio.run(call())

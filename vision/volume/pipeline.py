@@ -132,11 +132,6 @@ class SlabbedInput:
             fill_planes(self.tensor[0], self.voxels, self.norm, self.filled, depth)
             self.filled = depth
 
-    def fill_part(self, low: int, high: int) -> None:
-        """Fill slices `low`..`high` and nothing else (`filled` unchanged): parts of one slab can
-        be filled by several threads at once, each slice being written by one."""
-        fill_planes(self.tensor[0], self.voxels, self.norm, low, high)
-
 
 def softmax_in_place(logits: np.ndarray) -> np.ndarray:
     """Softmax over axis 0 of float32 `logits` [K, ...], overwriting them (two classes: the
