@@ -75,23 +75,29 @@ class Scored:
         samples = load_tile(self.root, rels, True)
         assert_no_synthetic([s.path for s in samples], name)
         data = Prepared.of(samples, self.recipe)
-        probs = predict(self.model, data.inputs)
         if self.head is None:
+            probs = predict(self.model, data.inputs)
             return probs, list(data.labels), [_largest_defect_probability(p) for p in probs]
-        return probs, list(data.labels), head_scores(self.head, data.inputs)
+        probs, scores = probabilities_and_scores(self.head, data.inputs)
+        return probs, list(data.labels), scores
 
 
-def head_scores(head, inputs: np.ndarray, batch: int = 8) -> list[float]:
-    """The image head's defect probability for each input (N,C,H,W)."""
+def probabilities_and_scores(
+    head, inputs: np.ndarray, batch: int = 4
+) -> tuple[list[np.ndarray], list[float]]:
+    """Softmax probabilities (C,H,W) and the image head's defect probability of each input
+    (N,C,H,W), from one forward pass of `head` (a `WithImageScore`) per batch."""
     import torch
 
     head.eval()
+    probs: list[np.ndarray] = []
+    scores: list[float] = []
     with torch.no_grad():
-        return [
-            float(s)
-            for i in range(0, len(inputs), batch)
-            for s in head(torch.from_numpy(np.ascontiguousarray(inputs[i : i + batch])))[1]
-        ]
+        for i in range(0, len(inputs), batch):
+            logits, score = head(torch.from_numpy(np.ascontiguousarray(inputs[i : i + batch])))
+            probs += list(torch.softmax(logits, 1).numpy())
+            scores += [float(x) for x in score]
+    return probs, scores
 
 
 # The operating point: the arm's own gate on its image score (the image head's defect
