@@ -76,13 +76,21 @@ def export_onnx(
     return path
 
 
-def parity_check(torch_model: Any, onnx_path: str | Path, batches: list[np.ndarray]) -> dict:
-    """Run each batch through torch and ONNX Runtime (CPU); per-output max abs difference."""
+def parity_check(
+    torch_model: Any,
+    onnx_path: str | Path,
+    batches: list[np.ndarray],
+    softmax_axis: int | None = None,
+) -> dict:
+    """Run each batch through torch and ONNX Runtime (CPU); per-output max abs difference, and
+    with `softmax_axis` also the largest difference of the outputs' softmax over that axis
+    (`max_abs_probability_diff`: what a segmenter serves, where its logits are large)."""
     import torch
 
     session = OnnxModel(onnx_path)
     input_name = session.inputs[0].name
     worst: dict[str, float] = {name: 0.0 for name in session.output_names}
+    worst_probability = 0.0
     torch_model = torch_model.eval()
     for batch in batches:
         with torch.no_grad():
@@ -92,11 +100,25 @@ def parity_check(torch_model: Any, onnx_path: str | Path, batches: list[np.ndarr
         for name, want in zip(session.output_names, expected, strict=True):
             diff = float(np.max(np.abs(got[name] - want.numpy())))
             worst[name] = max(worst[name], diff)
-    return {
+            if softmax_axis is not None:
+                worst_probability = max(
+                    worst_probability, _probability_diff(got[name], want.numpy(), softmax_axis)
+                )
+    report = {
         "max_abs_diff": worst,
         "batches": len(batches),
         "batch_sizes": [int(b.shape[0]) for b in batches],
     }
+    if softmax_axis is not None:
+        report["max_abs_probability_diff"] = worst_probability
+    return report
+
+
+def _probability_diff(got: np.ndarray, want: np.ndarray, axis: int) -> float:
+    from scipy.special import softmax
+
+    a, b = softmax(got.astype(np.float64), axis), softmax(want.astype(np.float64), axis)
+    return float(np.max(np.abs(a - b)))
 
 
 def sha256(path: str | Path) -> str:
