@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from vision.xai.shared_graph import tap_cam
+from vision.xai.local_heads import tap_cam
 
 CASES = [  # (kernel, stride, padding, input size)
     (3, 2, 1, 16),

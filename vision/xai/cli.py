@@ -154,13 +154,20 @@ def explain(argv: list[str] | None = None) -> int:
 
 
 def explain_export(argv: list[str] | None = None) -> int:
-    """`vision explain-export --model NAME --checkpoint PATH [--repo DIR] [--version N] ...`."""
+    """`vision explain-export --model NAME (--checkpoint PATH | --image PATH) [--repo DIR] ...`."""
     parser = argparse.ArgumentParser(
         prog="vision explain-export",
         description="Add a Grad-CAM explain graph (model.explain.onnx) to a repository model.",
     )
     parser.add_argument("--model", required=True)
-    parser.add_argument("--checkpoint", required=True, type=Path, help="e.g. runs/<recipe>/best.pt")
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", type=Path, help="e.g. runs/<recipe>/best.pt")
+    weights.add_argument(
+        "--image",
+        type=Path,
+        help="instead of a checkpoint: the model's shipped weights.safetensors, with this "
+        "(validation) image as the export's example",
+    )
     parser.add_argument("--repo", type=Path, default=None, help="default: the bundled models/")
     parser.add_argument("--version", type=int, default=None, help="default: the latest")
     parser.add_argument("--method", default="gradcam", choices=EXPLAIN_METHODS)
@@ -181,6 +188,7 @@ def explain_export(argv: list[str] | None = None) -> int:
             args.version,
             args.method,
             args.target_layer,
+            image=args.image,
         )
     except (VisionError, OSError) as exc:
         print(f"vision explain-export: {exc}", file=sys.stderr)
