@@ -161,12 +161,14 @@ def _resize_chw(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize of a [C, h, w] float array (cv2 takes at most 512 channels at once)."""
     if maps.shape[1:] == (height, width):
         return maps
+    if maps.shape[0] == 1:  # cv2 reads the (possibly cropped) rows in place: no copy in or out
+        return cv2.resize(maps[0], (width, height), interpolation=cv2.INTER_LINEAR)[None]
     parts = []
     for start in range(0, maps.shape[0], 512):
         hwc = np.ascontiguousarray(maps[start : start + 512].transpose(1, 2, 0))
         out = cv2.resize(hwc, (width, height), interpolation=cv2.INTER_LINEAR)
         parts.append(out[None] if out.ndim == 2 else out.transpose(2, 0, 1))
-    return np.concatenate(parts, axis=0)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
 
 def to_original_maps(maps: np.ndarray, meta: PreprocessMeta) -> np.ndarray:
