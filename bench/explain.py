@@ -63,6 +63,7 @@ SEGMENT = "/vision.v1.VisionService/Segment"
 EXPLAIN = "/vision.v1.VisionService/Explain"
 PLAIN, OPTION, RPC, GRADCAM = "plain", "explain option", "Explain RPC", "pytorch-grad-cam"
 GOAL_EXPLAIN_OVER_PLAIN = 2.0  # explain option latency <= 2x plain
+GOAL_DETECT_EXPLAIN_OVER_PLAIN = 4.0  # a detector, every box (up to 10): issue 19 item 4
 GOAL_GRADCAM_OVER_OURS = 3.0  # ours >= 3x faster than pytorch-grad-cam eager
 IMAGES = {
     "retina-vessels": datasets_root() / "drive" / "DRIVE" / "test" / "images" / "01_test.tif",
@@ -368,10 +369,13 @@ def report(benches: list[ModelBench]) -> None:
             f"{bench.name}: {bench.image_label}, {bench.findings} finding(s), "
             f"{bench.heatmaps} heat map(s)"
         )
-        ok = "meets" if option / plain <= GOAL_EXPLAIN_OVER_PLAIN else "misses"
+        goal = GOAL_EXPLAIN_OVER_PLAIN
+        if bench.config.task == "detection":
+            goal = GOAL_DETECT_EXPLAIN_OVER_PLAIN
+        ok = "meets" if option / plain <= goal else "misses"
         print(
             f"ratio {bench.name} explain option / plain: {option / plain:.2f}x "
-            f"({ok} goal <= {GOAL_EXPLAIN_OVER_PLAIN:g}x); Explain RPC / plain: {rpc / plain:.2f}x"
+            f"({ok} goal <= {goal:g}x); Explain RPC / plain: {rpc / plain:.2f}x"
         )
         if bench.heatmaps:
             per_map = (option - plain) / bench.heatmaps
