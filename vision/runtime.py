@@ -96,10 +96,12 @@ def session_options(spec: RuntimeSpec) -> ort.SessionOptions:
     return options
 
 
-def run_options() -> ort.RunOptions:
-    """Run options that hand the CPU arena's unused chunks back at the end of every run."""
+def run_options(shrink_arena: bool = True) -> ort.RunOptions:
+    """Run options that hand the CPU arena's unused chunks back at the end of every run (with
+    `shrink_arena`; else the arena keeps them for the next run)."""
     options = ort.RunOptions()
-    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    if shrink_arena:
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     return options
 
 

@@ -201,3 +201,31 @@ def test_the_whole_graph_stays_when_the_split_cannot_serve(loaded) -> None:
     )
     assert shifted.split is not None and shifted.whole_loaded
     assert not shifted.forward_once(loaded.session)
+
+
+SHRINK = "memory.enable_memory_arena_shrinkage"
+
+
+def _shrinks(run_options) -> bool:
+    try:
+        return run_options.get_run_config_entry(SHRINK) == "cpu:0"
+    except RuntimeError:  # not set: the arena keeps its chunks
+        return False
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_split_keeps_its_arena_as_the_config_says(loaded, keep: bool) -> None:
+    explain = dataclasses.replace(loaded.config.explain, keep_arena=keep)
+    config = dataclasses.replace(loaded.config, explain=explain)
+    explainer = Explainer(config, loaded.explainer.session)
+    assert explainer.split is not None
+    assert _shrinks(explainer.split.run_options) is not keep
+    image = _cells_image()
+    tensor, meta = loaded.pipeline.preprocess(image)
+    outputs, state = explainer.split.forward(tensor[None])
+    classes, anchors = np.array([0, 1], dtype=np.int64), np.array([5, 3000], dtype=np.int64)
+    cams = explainer.split.cams(state, classes, anchors)
+    again = loaded.explainer.split.cams(
+        loaded.explainer.split.forward(tensor[None])[1], classes, anchors
+    )
+    assert np.array_equal(cams, again)  # one thread: the arena changes no value

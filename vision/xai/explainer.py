@@ -89,7 +89,8 @@ class Explainer:
         if not self.shared_forward or self.session.providers != ["CPUExecutionProvider"]:
             return None
         try:
-            return open_split(self.session.path, self.session.spec, self.session)
+            keep = self.config.explain.keep_arena
+            return open_split(self.session.path, self.session.spec, self.session, keep)
         except Exception as exc:  # noqa: BLE001 - the whole graph still serves; say why not split
             log.warning(
                 "explain graph %s not split (%s: %s)",

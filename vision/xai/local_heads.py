@@ -209,13 +209,11 @@ def tap_cam(activation: Tensor, conv: nn.Conv2d, grad: Tensor) -> Tensor:
     py, px = conv.padding
     h, w = grad.shape[-2:]
     padded = F.pad(activation, (px, px, py, py))
-    dots = []
-    for ty in range(kh):
-        for tx in range(kw):
-            sample = padded[:, :, ty : ty + sy * (h - 1) + 1 : sy, tx : tx + sx * (w - 1) + 1 : sx]
-            part = F.conv2d(sample, weight[:, :, ty : ty + 1, tx : tx + 1])  # [1, D, h, w]
-            dots.append((grad * part).sum(1))
-    dots = torch.stack(dots, 1)  # [K, taps, h, w]
+    if kh * kw == 1:
+        part = F.conv2d(padded[:, :, : sy * (h - 1) + 1 : sy, : sx * (w - 1) + 1 : sx], weight)
+        dots = (grad * part).sum(1, keepdim=True)  # [K, 1, h, w]
+    else:
+        dots = _tap_dots(padded[0].permute(1, 2, 0), weight, grad, (sy, sx))
     onehot = torch.eye(kh * kw, dtype=grad.dtype, device=grad.device).reshape(kh * kw, 1, kh, kw)
     height, width = activation.shape[-2:]
     extra = (
@@ -226,6 +224,29 @@ def tap_cam(activation: Tensor, conv: nn.Conv2d, grad: Tensor) -> Tensor:
         dots, onehot, stride=(sy, sx), padding=(py, px), output_padding=extra
     )
     return placed[:, 0]
+
+
+def _tap_dots(hwc: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, int]) -> Tensor:
+    """[K, taps, h, w]: per output cell o and tap t, sum_d grad[k, d, o] * (W[d, :, t] . A at
+    the tap's cell), as one batched matrix product over the cells ([K, D] x [D, taps] each).
+
+    The taps' parts are made in the layout that product needs ([cells, D, taps]) from the
+    padded activation in HWC order (`hwc`, [H + 2p, W + 2p, C], once for the image): per tap a
+    strided slice times W[:, :, t]^T, stacked on the last axis. The K gradients move their
+    cell axis to the front (ONNX Runtime's transpose that moves one axis is fast; one that
+    reverses three was 5.6 ms). Nine products and sums over [K, D, h, w], one per tap, were
+    about 4 ms at 10 boxes for blood-cells."""
+    k, d, h, w = grad.shape
+    kh, kw = weight.shape[-2:]
+    sy, sx = stride
+    parts = []
+    for ty in range(kh):
+        for tx in range(kw):
+            sample = hwc[ty : ty + sy * (h - 1) + 1 : sy, tx : tx + sx * (w - 1) + 1 : sx]
+            parts.append(sample.reshape(h * w, -1) @ weight[:, :, ty, tx].t())  # [cells, D]
+    per_tap = torch.stack(parts, -1)  # [cells, D, taps], image only
+    per_cell = grad.reshape(k, d, h * w).permute(2, 0, 1)  # [cells, K, D]
+    return torch.bmm(per_cell, per_tap).permute(1, 2, 0).reshape(k, kh * kw, h, w)
 
 
 def _inside(index: Tensor, size: int) -> Tensor:

@@ -128,7 +128,14 @@ def _cut(path: Path) -> tuple[bytes, bytes, list[str]] | None:
 class SplitGraph:
     """The two parts of one explain graph as CPU ONNX Runtime sessions."""
 
-    def __init__(self, forward: bytes, backward: bytes, cut: list[str], spec: RuntimeSpec):
+    def __init__(
+        self,
+        forward: bytes,
+        backward: bytes,
+        cut: list[str],
+        spec: RuntimeSpec,
+        keep_arena: bool = True,
+    ):
         options = session_options(spec)
         cpu = ["CPUExecutionProvider"]
         self.forward_session = ort.InferenceSession(forward, options, providers=cpu)
@@ -136,7 +143,9 @@ class SplitGraph:
         self.cut = list(cut)
         self.forward_names = [o.name for o in self.forward_session.get_outputs()]
         self.model_outputs = self.forward_names[: len(self.forward_names) - len(cut)]
-        self.run_options = run_options()
+        # Kept (`ExplainSpec.keep_arena`): the backward's intermediates grow with K, and an
+        # arena handed back after each run is mapped and faulted in again on the next.
+        self.run_options = run_options(shrink_arena=not keep_arena)
 
     def forward(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
         """(model outputs as numpy, the cut values as ONNX Runtime values) for `images` [1]."""
@@ -173,14 +182,15 @@ def agree(got: np.ndarray, want: np.ndarray) -> bool:
     return bool(np.abs(got - want).max(initial=0.0) <= RELATIVE_TOLERANCE * scale)
 
 
-def open_split(path: Path, spec: RuntimeSpec, whole) -> SplitGraph | None:
+def open_split(path: Path, spec: RuntimeSpec, whole, keep_arena: bool = True) -> SplitGraph | None:
     """The split of the explain graph at `path`, checked against `whole` (its `OnnxModel`):
     on a fixed random image and two targets both parts together must give every output
-    (`agree`). None when it cannot be made (`split_models`) or the check fails (logged)."""
+    (`agree`). None when it cannot be made (`split_models`) or the check fails (logged).
+    `keep_arena`: `SplitGraph`'s."""
     parts = split_models(path)
     if parts is None:
         return None
-    split = SplitGraph(*parts, spec)
+    split = SplitGraph(*parts, spec, keep_arena)
     shape = [d if d > 0 else 1 for d in whole.inputs[0].shape]
     image = np.random.default_rng(0).random(shape, dtype=np.float32)
     outputs, state = split.forward(image)
