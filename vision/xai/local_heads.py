@@ -193,18 +193,15 @@ def tap_cam(activation: Tensor, conv: nn.Conv2d, grad: Tensor) -> Tensor:
     dS/dA = conv^T(grad), so sum_c A_c (conv^T grad)_c at x = sum over kernel taps t and output
     cells o with s*o + t - p = x of sum_d grad_d(o) * (W[d, :, t] . A(x)): each tap's
     contribution of A (a strided 1x1 convolution, once for the image) dotted with the K
-    gradients, then put back at x by a transposed convolution with one-hot kernels (taps in,
-    one map out). The (K x D x C) transposed convolution of the gradient is not needed: ONNX
-    Runtime runs a stride-2 one several times slower than all of this (blood-cells at 10
-    boxes, one thread: 8.8 ms against about 4). (A batched matrix product over the cells for
-    the dots needs the taps' parts as [cells, D, taps], and ONNX Runtime's transpose to that
-    layout alone took 5.6 ms.)
-    (Nor are ordinary convolutions per output phase, each the kernel taps that reach it: the
-    same sums, 2.7 ms slower at 10 boxes; faster at one box, where the taps' parts in the
-    forward pass cost more than the K products save.)
+    gradients (`_tap_dots`), then put back at x by a transposed convolution with one-hot
+    kernels (taps in, one map out). The (K x D x C) transposed convolution of the gradient is
+    not needed: ONNX Runtime runs a stride-2 one several times slower than all of this
+    (blood-cells at 10 boxes, one thread: 8.8 ms against about 2). Nor are ordinary
+    convolutions per output phase, each with the kernel taps that reach it: the same sums,
+    2.7 ms slower at 10 boxes than the per-tap products this replaced.
     """
     weight = conv.weight
-    d, c, kh, kw = weight.shape
+    kh, kw = weight.shape[-2:]
     sy, sx = conv.stride
     py, px = conv.padding
     h, w = grad.shape[-2:]
@@ -259,13 +256,7 @@ def place(grad: Tensor, ys: Tensor, xs: Tensor, h: int, w: int, r: int) -> Tenso
     Placed by a product with one-hot rows (a crop cell outside the map, in the padding, has an
     all-zero row), which ONNX Runtime runs faster than zero-filling and scattering.
     """
-    k, c, side, _ = grad.shape
-    ys, xs = ys - r, xs - r
-    valid = (_inside(ys, h)[:, :, None] & _inside(xs, w)[:, None, :]).reshape(k, -1, 1)
-    flat = (ys[:, :, None] * w + xs[:, None, :]).reshape(k, side * side, 1)
-    cells = torch.arange(h * w, device=grad.device)
-    onehot = ((cells == flat) & valid).to(grad.dtype)  # [K, s*s, h*w]
-    return torch.bmm(grad.reshape(k, c, side * side), onehot).reshape(k, c, h, w)
+    return _put(grad, ys - r, xs - r, (h, w), (1, 1))
 
 
 def finest_cam(conv: nn.Conv2d, output: Tensor, crop: CropGrad) -> Tensor:
@@ -283,14 +274,23 @@ def place_coarse(crop: CropGrad, fy: int, fx: int) -> Tensor:
     """The crops put back on a grid `fy` x `fx` times coarser and summed there: the adjoint of
     nearest upsampling (by whole factors) applied to `place`'s map, without forming it.
     -> [K, C, height / fy, width / fx]."""
-    k, c, side, _ = crop.grad.shape
     r = LOCAL_RADIUS
-    ys, xs = crop.ys - r, crop.xs - r
-    valid = (_inside(ys, crop.height)[:, :, None] & _inside(xs, crop.width)[:, None, :]).reshape(
-        k, -1, 1
-    )
-    hc, wc = crop.height // fy, crop.width // fx
-    flat = ((ys // fy)[:, :, None] * wc + (xs // fx)[:, None, :]).reshape(k, side * side, 1)
-    cells = torch.arange(hc * wc, device=crop.grad.device)
-    onehot = ((cells == flat) & valid).to(crop.grad.dtype)  # [K, s*s, hc*wc]
-    return torch.bmm(crop.grad.reshape(k, c, side * side), onehot).reshape(k, c, hc, wc)
+    return _put(crop.grad, crop.ys - r, crop.xs - r, (crop.height, crop.width), (fy, fx))
+
+
+def _put(
+    grad: Tensor, ys: Tensor, xs: Tensor, size: tuple[int, int], factors: tuple[int, int]
+) -> Tensor:
+    """Crops [K, C, s, s] whose cells are rows `ys` and columns `xs` [K, s] of an h x w map
+    (`size`; cells outside it count for nothing), summed onto the grid `factors` times coarser:
+    a product with one-hot rows. -> [K, C, h / fy, w / fx]."""
+    k, c, side, _ = grad.shape
+    (h, w), (fy, fx) = size, factors
+    valid = (_inside(ys, h)[:, :, None] & _inside(xs, w)[:, None, :]).reshape(k, -1, 1)
+    rows = ys if fy == 1 else ys // fy
+    cols = xs if fx == 1 else xs // fx
+    hc, wc = h // fy, w // fx
+    flat = (rows[:, :, None] * wc + cols[:, None, :]).reshape(k, side * side, 1)
+    cells = torch.arange(hc * wc, device=grad.device)
+    onehot = ((cells == flat) & valid).to(grad.dtype)  # [K, s*s, hc*wc]
+    return torch.bmm(grad.reshape(k, c, side * side), onehot).reshape(k, c, hc, wc)
