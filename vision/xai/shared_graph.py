@@ -272,12 +272,7 @@ class SharedExplainModule(nn.Module):
         leaves = [m for m in self.model.modules() if not list(m.children())]
         handles = [self.target_layers[0].register_forward_hook(mark)]
         handles += [m.register_forward_hook(reads) for m in leaves]
-        try:
-            with torch.no_grad():
-                self.model(torch.zeros(tuple(images.shape), dtype=images.dtype))
-        finally:
-            for handle in handles:
-                handle.remove()
+        self._eager_run(images, handles)
         readers = found["readers"]
         if (
             readers
@@ -286,6 +281,16 @@ class SharedExplainModule(nn.Module):
         ):
             self.consumers = (readers, found["shapes"])
         return self.consumers
+
+    def _eager_run(self, images: Tensor, handles: list) -> None:
+        """One eager run of the model on zeros shaped like `images` with the hook `handles`
+        registered; they are removed afterwards, whatever happens."""
+        try:
+            with torch.no_grad():
+                self.model(torch.zeros(tuple(images.shape), dtype=images.dtype))
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def prepare(self, images: Tensor) -> None:
         """Look at the model eagerly, once, for images of this size, before tracing."""
@@ -302,12 +307,7 @@ class SharedExplainModule(nn.Module):
             s.register_forward_pre_hook(lambda _m, a: sizes.append(tuple(a[0].shape[-2:])))
             for s in self.model.smooth
         ]
-        try:
-            with torch.no_grad():
-                self.model(torch.zeros(tuple(images.shape), dtype=images.dtype))
-        finally:
-            for hook in hooks:
-                hook.remove()
+        self._eager_run(images, hooks)
         (h0, w0), (h1, w1) = sizes[0], sizes[1]
         return (h0 // h1, w0 // w1) if h0 % h1 == 0 and w0 % w1 == 0 else None
 
@@ -325,12 +325,7 @@ class SharedExplainModule(nn.Module):
 
             layers = enumerate(self.target_layers)
             handles = [m.register_forward_hook(shape_of(i)) for i, m in layers]
-            try:
-                with torch.no_grad():
-                    self.model(torch.zeros(tuple(images.shape), dtype=images.dtype))
-            finally:
-                for handle in handles:
-                    handle.remove()
+            self._eager_run(images, handles)
             self.probe_shapes = [seen[i] for i in range(len(self.target_layers))]
         return self.probe_shapes
 
