@@ -173,7 +173,7 @@ class ExplainSpec:
     target_layer: str = ""  # recorded for the model card; the graph already embeds it
     max_targets: int = 16  # findings explained per request at most
     # A detector's split explain graph keeps its ONNX Runtime memory arena between runs (the
-    # size of the largest request so far: blood-cells +47 MiB after 16 boxes) rather than
+    # size of the largest request so far: blood-cells +44 MiB after 16 boxes) rather than
     # handing it back after each (about 5.5 ms of 45 slower at 10 boxes: pages mapped again)
     keep_arena: bool = True
 

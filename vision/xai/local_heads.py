@@ -33,13 +33,13 @@ class WholeFactorNearest(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
         kwargs = kwargs or {}
         if func is F.interpolate:
-            out = _nearest_by_expand(*args, **kwargs)
+            out = _block_nearest_or_none(*args, **kwargs)
             if out is not None:
                 return out
         return func(*args, **kwargs)
 
 
-def _nearest_by_expand(
+def _block_nearest_or_none(
     x: Tensor, size: Any = None, scale_factor: Any = None, mode: str = "nearest", **rest: Any
 ) -> Tensor | None:
     """Nearest upsampling of a 4-D `x` to `size`, a whole multiple of its size; else None."""
