@@ -1,4 +1,5 @@
-"""Choosing the image-score gate on val: the point rule and the confidence-bound rule."""
+"""Choosing the image-score gate on val: the point rule, the confidence-bound rule and the
+centre of the span that keeps the same Dice."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from vision.segment.gate_sweep import lowest_gate, rate_upper_bound  # noqa: E402
+from vision.segment.gate_sweep import centred_gate, lowest_gate, rate_upper_bound  # noqa: E402
 
 
 def test_upper_bound_is_clopper_pearson() -> None:
@@ -46,3 +47,29 @@ def test_too_few_free_tiles_for_the_bound_gives_one() -> None:
     free = [True] * 5
     assert lowest_gate(scores, fired, free, 0.10) == 0.5
     assert lowest_gate(scores, fired, free, 0.10, confidence=0.95) == 1.0
+
+
+def test_centre_is_midway_to_the_first_defect_tile_whose_mask_counts() -> None:
+    """Defect-free tiles at 0.50-0.58 (one with a mask per 0.02), defect tiles at 0.30 (below
+    the lowest gate: already lost), 0.62 with Dice 0 (its mask misses: gating it costs
+    nothing), 0.70 and 0.90 with masks that count: the span is [low, 0.70] and the gate its
+    middle; it masks no more defect-free tiles than the lowest gate does."""
+    free_scores = [0.50, 0.52, 0.54, 0.56, 0.58]
+    scores = free_scores + [0.30, 0.62, 0.70, 0.90]
+    dice: list[float | None] = [None] * 5 + [0.8, 0.0, 0.6, 0.9]
+    fired = [True] * 9
+    free = [True] * 5 + [False] * 4
+    low = lowest_gate(scores, fired, free, 0.20)
+    assert low == 0.58  # one of five defect-free tiles keeps a mask: 20 %
+    gate = centred_gate(scores, dice, low)
+    assert gate == pytest.approx((0.58 + 0.70) / 2)
+    assert sum(s >= gate for s in free_scores) <= sum(s >= low for s in free_scores)
+
+
+def test_centre_stays_at_the_lowest_gate_when_val_shows_no_upper_end() -> None:
+    """No defect tile with a counting mask above the lowest gate, or no gate at all (1.0):
+    the lowest gate is kept, not moved to an end val cannot see."""
+    scores = [0.2, 0.4, 0.6]
+    assert centred_gate(scores, [None, 0.7, 0.0], 0.5) == 0.5  # 0.4 is below, 0.6 misses
+    assert centred_gate(scores, [None, 0.7, 0.9], 1.0) == 1.0
+    assert centred_gate(scores, [None, 0.7, 0.9], 0.6) == 0.6  # a defect tile right at the gate

@@ -6,8 +6,13 @@ then scores the masks as served at every candidate gate (the val gate scores: th
 scores, or with `--gate-uses-mask-score` / the config's `gate_uses_mask_score` the mean of the
 image score and the served mask's score; `vision.postprocess.gate_score`): Dice (mean
 over defect images, a gated-out defect image counts 0), the defect-free mask rate and the
-image AUROC, each with n and a 95 % bootstrap interval. The gate chosen is the lowest one
-whose defect-free mask rate is at most `--max-free-rate` (the most Dice kept under that rate).
+image AUROC, each with n and a 95 % bootstrap interval. The lowest gate whose defect-free mask
+rate is at most `--max-free-rate` keeps the most Dice under that rate; every gate from it up to
+the score of the first defect tile with a non-empty, overlapping mask keeps that same val Dice
+and masks no more defect-free tiles. The rule `centre` (the default) takes the middle of that
+span (as far as val allows from the defect-free tiles below it and the defect tiles above it:
+the lowest gate sits on the edge of the defect-free scores, so unseen defect-free tiles that
+score a little higher pass it); `--rule lowest` takes its low end (before session 22).
 With `--confidence C` (e.g. 0.95) the rate compared is instead the one-sided Clopper-Pearson
 upper bound at level C of the val rate (k of n defect-free tiles with a mask): the lowest gate
 for which a rate above `--max-free-rate` on unseen tiles is unlikely, not merely the lowest
@@ -25,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from vision.segment.evaluate import compute_metrics, load_samples, predict
-from vision.segment.metrics import gate_scores, served_masks
+from vision.segment.metrics import dice_iou, gate_scores, served_masks
 
 
 def candidate_gates(scores: list[float]) -> list[float]:
@@ -63,6 +68,20 @@ def lowest_gate(
     return 1.0
 
 
+RULES = ("centre", "lowest")
+
+
+def centred_gate(scores: list[float], dice: list[float | None], low: float) -> float:
+    """The middle of the span of gates from `low` that keeps the same val Dice: up to the
+    lowest score at or above `low` of a defect image whose ungated mask scores Dice > 0
+    (`dice`: None for a defect-free image). `low` itself when no such image is above it (the
+    span has no upper end that val can see) or `low` is 1.0 (no gate was found)."""
+    above = [s for s, d in zip(scores, dice, strict=True) if d and s >= low]
+    if low >= 1.0 or not above:
+        return low
+    return (low + min(above)) / 2
+
+
 def sweep(
     model_dir: Path,
     root: Path | None,
@@ -70,10 +89,13 @@ def sweep(
     version: int = 0,
     uses_mask: bool | None = None,
     confidence: float | None = None,
+    rule: str = "centre",
 ) -> dict:
     """Val predictions once, the metrics at the chosen gate and without one (`uses_mask`:
     the gate rule, default the config's `gate_uses_mask_score`; `confidence`: compare the
-    rate's upper bound, `lowest_gate`)."""
+    rate's upper bound, `lowest_gate`; `rule`: `centred_gate` or the lowest gate itself)."""
+    if rule not in RULES:
+        raise ValueError(f"rule {rule!r}: one of {', '.join(RULES)}")
     from vision.datasets.locations import dataset_dir
     from vision.export import read_card
     from vision.loader import load_model
@@ -95,7 +117,10 @@ def sweep(
     fired = [bool(p.any()) for p in served]
     free = [not s.mask.any() for s in samples]
     scores = gate_scores(predictions.probs, served, predictions.image_scores, uses_mask)
-    gate = lowest_gate(scores, fired, free, max_rate, confidence)
+    low = lowest_gate(scores, fired, free, max_rate, confidence)
+    pairs = zip(free, served, samples, strict=True)
+    dice = [None if f else dice_iou(p > 0, s.mask > 0)[0] for f, p, s in pairs]
+    gate = centred_gate(scores, dice, low) if rule == "centre" else low
 
     def at(g: float) -> dict:
         m = compute_metrics(recipe, predictions, samples, regions, g, uses_mask)
@@ -116,8 +141,10 @@ def sweep(
     k = round(chosen["mask_fp_image_rate"] * chosen["defect_free_images"])
     bound = rate_upper_bound(k, chosen["defect_free_images"], confidence or 0.95)
     chosen["mask_fp_image_rate_upper_bound"] = {"confidence": confidence or 0.95, "bound": bound}
-    rule = {"max_free_rate": max_rate, "confidence": confidence}
-    return {"split": "val", **rule, "chosen": chosen, "ungated": at(0.0)}
+    span = {"lowest": low, "centre": centred_gate(scores, dice, low)}
+    span["highest"] = 2 * span["centre"] - low
+    given = {"rule": rule, "max_free_rate": max_rate, "confidence": confidence, "span": span}
+    return {"split": "val", **given, "chosen": chosen, "lowest": at(low), "ungated": at(0.0)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--version", type=int, default=0)
     p.add_argument(
+        "--rule",
+        choices=RULES,
+        default="centre",
+        help="centre: the middle of the gates that keep the lowest gate's val Dice (default);"
+        " lowest: the lowest gate within --max-free-rate",
+    )
+    p.add_argument(
         "--gate-uses-mask-score",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -142,7 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help="record the gate in config.yaml")
     a = p.parse_args(argv)
     result = sweep(
-        a.model_dir, a.data, a.max_free_rate, a.version, a.gate_uses_mask_score, a.confidence
+        a.model_dir,
+        a.data,
+        a.max_free_rate,
+        a.version,
+        a.gate_uses_mask_score,
+        a.confidence,
+        a.rule,
     )
     print(json.dumps(result, indent=1, default=float))
     if a.write:
