@@ -489,8 +489,55 @@ def load_config(model_dir: str | Path) -> ModelConfig:
 
 
 def write_config(config: ModelConfig, model_dir: str | Path) -> Path:
-    """Write `config` as `<model_dir>/config.yaml`."""
+    """Write `config` as `<model_dir>/config.yaml`, every key spelled out in a new file.
+
+    Over an existing file, the keys it has are written with their new values and a key it
+    lacks only when its new value is not the default, so that rewriting one setting (a gate, an
+    explain graph) changes that line rather than adding every default section (`volume:` to a
+    2D model). Either way the file loads back as `config`."""
     path = Path(model_dir) / CONFIG_FILENAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    data = config.to_dict()
+    existing = _existing_yaml(path)
+    if existing is not None:
+        data = _sparse(data, existing, _defaults(ModelConfig))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def _existing_yaml(path: Path) -> dict | None:
+    """The mapping in the YAML file at `path`; None when there is none (no file, not YAML)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """The plain default of each field of dataclass `cls` that has one."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = _plain(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            out[f.name] = _plain(
+                dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            )
+    return out
+
+
+def _sparse(new: dict, existing: dict, defaults: dict) -> dict:
+    """`new` less the keys that `existing` lacks and whose value is their default."""
+    out = {}
+    for key, value in new.items():
+        default = defaults.get(key, dataclasses.MISSING)
+        if isinstance(value, dict) and isinstance(default, dict):
+            inner = existing.get(key) if isinstance(existing.get(key), dict) else {}
+            kept = _sparse(value, inner, default)
+            if kept or key in existing:
+                out[key] = kept
+        elif key in existing or value != default:
+            out[key] = value
+    return out
