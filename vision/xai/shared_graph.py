@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from vision.xai.explain_graph import ExplainModule, cam_from, explain_decompositions, write_onnx
@@ -42,6 +43,13 @@ from vision.xai.local_heads import (
     tap_cam,
 )
 from vision.xai.targets import BOX_FIELDS
+from vision.xai.window_backward import (
+    CoarsestLayout,
+    coarsest_layout,
+    coarsest_stage_grads,
+    level_cells,
+    silu_grad,
+)
 
 SHARED_KINDS = ("detection",)
 # Traced K: vmap bakes its batch size into shapes, so the trace uses a count that no dimension
@@ -63,6 +71,7 @@ class SharedExplainModule(nn.Module):
         self.local_heads = local_heads_apply(self.model, self.target_layers)
         self.consumers: Any = False  # not looked for yet (`_consumer_convs`)
         self._finest_factors: tuple[int, int] | None = None  # (`_level_factors`)
+        self._coarsest: CoarsestLayout | None = None  # (`prepare`, `_forward_windowed`)
         self.probe_shapes: list[tuple[int, ...]] | None = None
 
     def _scores_fn(self, images: Tensor) -> Any:
@@ -125,6 +134,8 @@ class SharedExplainModule(nn.Module):
         """
         consumers = self._consumer_convs(images) if self.method == "hirescam" else None
         if consumers is not None and self._finest_lateral(consumers[0]) is not None:
+            if self._coarsest is not None:
+                return self._forward_windowed(images, target_class, target_anchor, consumers)
             return self._forward_finest_on_crops(images, target_class, target_anchor, consumers)
         shapes = self._activation_shapes(images) if consumers is None else consumers[1]
         probes = [torch.zeros(s, dtype=images.dtype, device=images.device) for s in shapes]
@@ -182,6 +193,73 @@ class SharedExplainModule(nn.Module):
         for conv, grad in zip(at, grads, strict=True):
             cam = cam + tap_cam(activations[0], conv, grad.flatten(0, 1))
         return (*outputs, cam)
+
+    def _forward_windowed(
+        self, images: Tensor, target_class: Tensor, target_anchor: Tensor, consumers: tuple
+    ) -> tuple[Tensor, ...]:
+        """`_forward_finest_on_crops` with the last backbone stage's backward, and the coarsest
+        lateral's, on a window around each target (`window_backward`, `_coarsest` found by
+        `prepare`): the batched backward then covers the stride-16 stage and below only."""
+        readers, shapes = consumers
+        finest = self._finest_lateral(readers)
+        rest = [(c, sh) for c, sh in zip(readers, shapes, strict=True) if c is not finest]
+        probes = [torch.zeros(sh, dtype=images.dtype, device=images.device) for _, sh in rest]
+        at = [c for c, _ in rest]
+        with torch.enable_grad():
+            cut, vjp_fn, aux = torch.func.vjp(
+                self._below_coarsest_fn(images, at, finest), *probes, has_aux=True
+            )
+            outputs, activations, (feat, lateral), coarser, factors = aux
+            crops = local_crop_grads(self.model, (feat, *coarser), target_class, target_anchor)
+            fy, fx = self._finest_factors
+            places = [place(c.grad, c.ys, c.xs, c.height, c.width, LOCAL_RADIUS) for c in crops]
+            middle = places[1] + place_coarse(crops[0], fy, fx)  # d / d(neck level 1)
+            coarsest = places[2] + F.avg_pool2d(middle, 2) * 4.0  # its nearest upsampling's adjoint
+            centre = level_cells(target_anchor, [(c.height, c.width) for c in crops])
+            into_stage = coarsest_stage_grads(
+                self._coarsest, factors, coarsest, centre, tuple(cut[1].shape[-2:])
+            )
+            grads = torch.func.vmap(vjp_fn)((middle[:, None], into_stage[:, None]))
+        cam = finest_cam(finest, lateral, crops[0])
+        for conv, grad in zip(at, grads, strict=True):
+            cam = cam + tap_cam(activations[0], conv, grad.flatten(0, 1))
+        return (*outputs, cam)
+
+    def _below_coarsest_fn(self, images: Tensor, at: list[nn.Conv2d], finest: nn.Module) -> Any:
+        """f(*probes) -> ((level 1's lateral output, the last stage's input); aux) for
+        `_forward_windowed`: the last stage runs on a detached input (its backward is formed on
+        windows), its convolutions' SiLU' are recorded; aux = (outputs, target layer output,
+        (finest neck feature, finest lateral output), (neck features 1, 2), SiLU' by name)."""
+        layout = self._coarsest
+
+        def run(*probes: Tensor) -> tuple[tuple, tuple]:
+            seen: list[Tensor] = []
+            feats: list[Tensor] = []
+            found: dict[str, Tensor] = {}
+
+            def keep(name: str, detach: bool = True) -> Any:
+                def hook(_m: nn.Module, _a: Any, out: Tensor) -> None:
+                    found[name] = out.detach() if detach else out
+
+                return hook
+
+            def cut_stage(_m: nn.Module, args: Any) -> tuple:
+                found["stage_in"] = args[0]
+                return (args[0].detach(),)
+
+            hooks = self._target_layer_hooks(seen, None)
+            hooks += [(c, _adds(probes[i])) for i, c in enumerate(at)]
+            hooks += [(finest, keep("finest")), (self.model.lateral[1], keep("level_1", False))]
+            hooks += [(conv, keep(name)) for name, conv in layout.convs().items()]
+            pre_hooks = [(s, lambda _m, a: feats.append(a[0].detach())) for s in self.model.smooth]
+            pre_hooks.append((layout.stage, cut_stage))
+            outputs = _run_hooked(self.model, images, hooks, pre_hooks)
+            factors = {name: silu_grad(found[name]) for name in layout.convs()}
+            aux = (tuple(o.detach() for o in outputs), tuple(seen))
+            aux += ((feats[0], found["finest"]), tuple(feats[1:]), factors)
+            return (found["level_1"], found["stage_in"]), aux
+
+        return run
 
     def _finest_lateral(self, readers: list[nn.Module]) -> nn.Conv2d | None:
         """The finest level's lateral convolution when `_forward_finest_on_crops` applies: it
@@ -298,6 +376,22 @@ class SharedExplainModule(nn.Module):
         if self.local_heads and self.method == "hirescam":
             self._consumer_convs(images)
             self._finest_factors = self._level_factors(images)
+            self._coarsest = self._coarsest_windows(images)
+
+    def _coarsest_windows(self, images: Tensor) -> CoarsestLayout | None:
+        """The last stage's layout when `_forward_windowed` applies to images of this size:
+        three levels, each twice the next's size (the finest by `_finest_factors`), and the
+        last stage in `coarsest_layout`'s form."""
+        sizes: list[tuple[int, int]] = []
+        hooks = [
+            s.register_forward_pre_hook(lambda _m, a: sizes.append(tuple(a[0].shape[-2:])))
+            for s in self.model.smooth
+        ]
+        self._eager_run(images, hooks)
+        if self._finest_factors != (2, 2) or len(sizes) != 3:
+            return None
+        (h1, w1), (h2, w2) = sizes[1], sizes[2]
+        return coarsest_layout(self.model) if (h1, w1) == (2 * h2, 2 * w2) else None
 
     def _level_factors(self, images: Tensor) -> tuple[int, int] | None:
         """How many times the finest neck level is larger than the next, each way, when both
