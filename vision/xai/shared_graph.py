@@ -173,11 +173,7 @@ class SharedExplainModule(nn.Module):
         upsampling into the next level's cotangent (`place_coarse`). The dense backward then
         starts one level coarser, with no [K, C, h, w] tensor at the finest resolution (blood-
         cells: about 4 ms of a 46 ms backward at 10 boxes, one thread)."""
-        readers, shapes = consumers
-        finest = self._finest_lateral(readers)
-        rest = [(c, sh) for c, sh in zip(readers, shapes, strict=True) if c is not finest]
-        probes = [torch.zeros(sh, dtype=images.dtype, device=images.device) for _, sh in rest]
-        at = [c for c, _ in rest]
+        finest, at, probes = self._other_readers(images, consumers)
         with torch.enable_grad():
             coarser, vjp_fn, (outputs, activations, (feat, lateral)) = torch.func.vjp(
                 self._neck_fn(images, at, finest), *probes, has_aux=True
@@ -200,11 +196,7 @@ class SharedExplainModule(nn.Module):
         """`_forward_finest_on_crops` with the last backbone stage's backward, and the coarsest
         lateral's, on a window around each target (`window_backward`, `_coarsest` found by
         `prepare`): the batched backward then covers the stride-16 stage and below only."""
-        readers, shapes = consumers
-        finest = self._finest_lateral(readers)
-        rest = [(c, sh) for c, sh in zip(readers, shapes, strict=True) if c is not finest]
-        probes = [torch.zeros(sh, dtype=images.dtype, device=images.device) for _, sh in rest]
-        at = [c for c, _ in rest]
+        finest, at, probes = self._other_readers(images, consumers)
         with torch.enable_grad():
             cut, vjp_fn, aux = torch.func.vjp(
                 self._below_coarsest_fn(images, at, finest), *probes, has_aux=True
@@ -260,6 +252,15 @@ class SharedExplainModule(nn.Module):
             return (found["level_1"], found["stage_in"]), aux
 
         return run
+
+    def _other_readers(self, images: Tensor, consumers: tuple) -> tuple:
+        """(the finest lateral convolution, the target layer's other readers, a zero probe for
+        each of their outputs) from `consumers` (`_consumer_convs`)."""
+        readers, shapes = consumers
+        finest = self._finest_lateral(readers)
+        rest = [(c, sh) for c, sh in zip(readers, shapes, strict=True) if c is not finest]
+        probes = [torch.zeros(sh, dtype=images.dtype, device=images.device) for _, sh in rest]
+        return finest, [c for c, _ in rest], probes
 
     def _finest_lateral(self, readers: list[nn.Module]) -> nn.Conv2d | None:
         """The finest level's lateral convolution when `_forward_finest_on_crops` applies: it
