@@ -57,6 +57,26 @@ def test_cut_points_are_image_values_the_targets_read(loaded) -> None:
     assert len(cut) == len(set(cut))
 
 
+def test_a_transpose_only_the_targets_multiply_by_goes_to_the_backward_part() -> None:
+    """images -> Transpose -> MatMul with a target-dependent operand: the cut is the
+    Transpose's input, so it runs in the backward part (folded into the product there); a
+    Transpose that an image-only node also reads stays in the forward part."""
+    from onnx import TensorProto, helper
+
+    def graph(extra_reader: bool):
+        nodes = [
+            helper.make_node("Transpose", ["images"], ["t"], perm=[1, 0]),
+            helper.make_node("Cast", ["target_class"], ["c"], to=TensorProto.FLOAT),
+            helper.make_node("MatMul", ["c", "t"], ["cam"]),
+        ]
+        if extra_reader:
+            nodes.append(helper.make_node("Relu", ["t"], ["image_only"]))
+        return helper.make_graph(nodes, "g", [], [])
+
+    assert split_graph.cut_points(graph(False)) == ["images"]
+    assert split_graph.cut_points(graph(True)) == ["t"]
+
+
 def _plain_boxes(loaded):
     tensor, meta = loaded.pipeline.preprocess(_cells_image())
     outputs = loaded.session.run({"images": tensor[np.newaxis]})

@@ -227,11 +227,14 @@ def _tap_dots(hwc: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, int]
     """[K, taps, h, w]: per output cell o and tap t, sum_d grad[k, d, o] * (W[d, :, t] . A at
     the tap's cell), as one batched matrix product over the cells ([K, D] x [D, taps] each).
 
-    The taps' parts are made in the layout that product needs ([cells, D, taps]) from the
-    padded activation in HWC order (`hwc`, [H + 2p, W + 2p, C], once for the image): per tap a
-    strided slice times W[:, :, t]^T, stacked on the last axis. The K gradients move their
-    cell axis to the front (ONNX Runtime's transpose that moves one axis is fast; one that
-    reverses three was 5.6 ms). Nine products and sums over [K, D, h, w], one per tap, were
+    The taps' parts ([cells, taps, D]) are made from the padded activation in HWC order
+    (`hwc`, [H + 2p, W + 2p, C], once for the image): per tap a strided slice times
+    W[:, :, t]^T, stacked on the taps' axis, whole rows of D at a time (stacked on the last
+    axis instead, the image-only stack took 1.5 ms of blood-cells' 20 ms forward part). The K
+    gradients move their cell axis to the front (ONNX Runtime's transpose that moves one axis
+    is fast; one that reverses three was 5.6 ms); the parts enter the product transposed,
+    which ONNX Runtime folds into it (the split leaves that transpose to the backward part,
+    `split_graph.cut_points`). Nine products and sums over [K, D, h, w], one per tap, were
     about 4 ms at 10 boxes for blood-cells."""
     k, d, h, w = grad.shape
     kh, kw = weight.shape[-2:]
@@ -241,9 +244,10 @@ def _tap_dots(hwc: Tensor, weight: Tensor, grad: Tensor, stride: tuple[int, int]
         for tx in range(kw):
             sample = hwc[ty : ty + sy * (h - 1) + 1 : sy, tx : tx + sx * (w - 1) + 1 : sx]
             parts.append(sample.reshape(h * w, -1) @ weight[:, :, ty, tx].t())  # [cells, D]
-    per_tap = torch.stack(parts, -1)  # [cells, D, taps], image only
+    per_tap = torch.stack(parts, 1)  # [cells, taps, D], image only
     per_cell = grad.reshape(k, d, h * w).permute(2, 0, 1)  # [cells, K, D]
-    return torch.bmm(per_cell, per_tap).permute(1, 2, 0).reshape(k, kh * kw, h, w)
+    dots = torch.bmm(per_cell, per_tap.transpose(1, 2))  # [cells, K, taps]
+    return dots.permute(1, 2, 0).reshape(k, kh * kw, h, w)
 
 
 def _inside(index: Tensor, size: int) -> Tensor:

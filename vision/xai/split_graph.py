@@ -53,7 +53,31 @@ def cut_points(graph) -> list[str]:
     for node in graph.node:
         if set(node.input) & on_targets:
             cut += [i for i in node.input if i in on_image and i not in cut]
-    return cut
+    return _transposes_after_cut(graph, cut, on_targets)
+
+
+def _transposes_after_cut(graph, cut: list[str], on_targets: set[str]) -> list[str]:
+    """`cut` with each value that an image-only Transpose makes for target-dependent MatMuls
+    only replaced by that Transpose's input: the Transpose then lands in the backward part,
+    where ONNX Runtime folds it into the product (a transposed operand, no copy); made in the
+    forward part, a transpose to a short last axis is a slow strided copy."""
+    made_by = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    out: list[str] = []
+    for name in cut:
+        node = made_by.get(name)
+        moved = (
+            node is not None
+            and node.op_type == "Transpose"
+            and all(r.op_type == "MatMul" and set(r.input) & on_targets for r in readers[name])
+        )
+        keep = node.input[0] if moved else name
+        if keep not in out:
+            out.append(keep)
+    return out
 
 
 def part_paths(path: Path) -> tuple[Path, Path, Path]:
