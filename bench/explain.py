@@ -427,6 +427,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--old-graph", default="", help="with --boxes: another explain graph too, interleaved"
     )
+    parser.add_argument(
+        "--boxes-model",
+        default="",
+        help="with --boxes: this bundled detector instead of blood-cells (e.g. pcb-defects)",
+    )
+    parser.add_argument(
+        "--boxes-image", default="", help="with --boxes: this image instead of the default"
+    )
     parser.add_argument("--out", default="", help="also write the figures to this JSON file")
     parser.add_argument(
         "--explain-graph",
@@ -446,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
 
         counts = [int(c) for c in args.boxes.split(",") if c]
         out = Path(args.out) if args.out else PROJECT_ROOT / "bench" / "results" / "explain.json"
-        run(counts, max(3, args.calls), args.threads, args.old_graph or None, out)
+        model_dir = PROJECT_ROOT / "models" / args.boxes_model if args.boxes_model else None
+        image = Path(args.boxes_image) if args.boxes_image else None
+        run(counts, max(3, args.calls), args.threads, args.old_graph or None, out, model_dir, image)
         return 0
     names = [n for n in args.models.split(",") if n]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
