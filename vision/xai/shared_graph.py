@@ -376,35 +376,34 @@ class SharedExplainModule(nn.Module):
         self._activation_shapes(images)
         if self.local_heads and self.method == "hirescam":
             self._consumer_convs(images)
-            self._finest_factors = self._level_factors(images)
-            self._coarsest = self._coarsest_windows(images)
+            sizes = self._level_sizes(images)
+            self._finest_factors = self._level_factors(sizes)
+            self._coarsest = self._coarsest_windows(sizes)
 
-    def _coarsest_windows(self, images: Tensor) -> CoarsestLayout | None:
-        """The last stage's layout when `_forward_windowed` applies to images of this size:
-        three levels, each twice the next's size (the finest by `_finest_factors`), and the
-        last stage in `coarsest_layout`'s form."""
-        sizes: list[tuple[int, int]] = []
-        hooks = [
-            s.register_forward_pre_hook(lambda _m, a: sizes.append(tuple(a[0].shape[-2:])))
-            for s in self.model.smooth
-        ]
-        self._eager_run(images, hooks)
+    def _coarsest_windows(self, sizes: list[tuple[int, int]]) -> CoarsestLayout | None:
+        """The last stage's layout when `_forward_windowed` applies to neck levels of these
+        `sizes`: three levels, each twice the next's size, and the last stage in
+        `coarsest_layout`'s form."""
         if self._finest_factors != (2, 2) or len(sizes) != 3:
             return None
         (h1, w1), (h2, w2) = sizes[1], sizes[2]
         return coarsest_layout(self.model) if (h1, w1) == (2 * h2, 2 * w2) else None
 
-    def _level_factors(self, images: Tensor) -> tuple[int, int] | None:
+    def _level_factors(self, sizes: list[tuple[int, int]]) -> tuple[int, int] | None:
         """How many times the finest neck level is larger than the next, each way, when both
         are whole numbers (the nearest upsampling between them is then a block copy)."""
+        (h0, w0), (h1, w1) = sizes[0], sizes[1]
+        return (h0 // h1, w0 // w1) if h0 % h1 == 0 and w0 % w1 == 0 else None
+
+    def _level_sizes(self, images: Tensor) -> list[tuple[int, int]]:
+        """Each neck level's (h, w) for images of this size, finest first (an eager run)."""
         sizes: list[tuple[int, int]] = []
         hooks = [
             s.register_forward_pre_hook(lambda _m, a: sizes.append(tuple(a[0].shape[-2:])))
             for s in self.model.smooth
         ]
         self._eager_run(images, hooks)
-        (h0, w0), (h1, w1) = sizes[0], sizes[1]
-        return (h0 // h1, w0 // w1) if h0 % h1 == 0 and w0 % w1 == 0 else None
+        return sizes
 
     def _activation_shapes(self, images: Tensor) -> list[tuple[int, ...]]:
         """Shapes of the target layers' outputs for images of this size (found once, eagerly,

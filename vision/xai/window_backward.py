@@ -50,9 +50,12 @@ class CoarsestLayout:
 
 
 def coarsest_layout(model: nn.Module) -> CoarsestLayout | None:
-    """The layout `coarsest_stage_grads` needs, or None: three neck levels, the last backbone
-    stage ``Sequential(conv block 3x3 stride 2 padding 1, C2f with one bottleneck)`` whose
-    output only the coarsest lateral (a 1x1 conv block) reads."""
+    """The layout `coarsest_stage_grads` needs, or None: three laterals, the last backbone
+    stage ``Sequential(conv block 3x3 stride 2 padding 1, C2f with one bottleneck)`` and the
+    coarsest lateral a 1x1 conv block. That only this lateral reads the stage's output is the
+    `vision.detect.model.Detector` layout (`local_heads_apply` checks it is that layout); the
+    export's parity gate, against the eager backward and pytorch-grad-cam, would fail a model
+    where it is not."""
     backbone = getattr(model, "backbone", None)
     stages = getattr(backbone, "stages", None)
     lateral = getattr(model, "lateral", None)
