@@ -71,15 +71,19 @@ def lowest_gate(
 RULES = ("centre", "lowest")
 
 
-def centred_gate(scores: list[float], dice: list[float | None], low: float) -> float:
-    """The middle of the span of gates from `low` that keeps the same val Dice: up to the
-    lowest score at or above `low` of a defect image whose ungated mask scores Dice > 0
-    (`dice`: None for a defect-free image). `low` itself when no such image is above it (the
-    span has no upper end that val can see) or `low` is 1.0 (no gate was found)."""
+def span_top(scores: list[float], dice: list[float | None], low: float) -> float | None:
+    """The upper end of the span of gates from `low` that keeps the same val Dice: the lowest
+    score at or above `low` of a defect image whose ungated mask scores Dice > 0 (`dice`:
+    None for a defect-free image); None when there is no such image."""
     above = [s for s, d in zip(scores, dice, strict=True) if d and s >= low]
-    if low >= 1.0 or not above:
-        return low
-    return (low + min(above)) / 2
+    return min(above) if above else None
+
+
+def centred_gate(scores: list[float], dice: list[float | None], low: float) -> float:
+    """The middle of the span from `low` to `span_top`; `low` itself when the span has no
+    upper end that val can see, or `low` is 1.0 (no gate was found)."""
+    top = span_top(scores, dice, low)
+    return low if low >= 1.0 or top is None else (low + top) / 2
 
 
 def sweep(
@@ -141,8 +145,8 @@ def sweep(
     k = round(chosen["mask_fp_image_rate"] * chosen["defect_free_images"])
     bound = rate_upper_bound(k, chosen["defect_free_images"], confidence or 0.95)
     chosen["mask_fp_image_rate_upper_bound"] = {"confidence": confidence or 0.95, "bound": bound}
-    span = {"lowest": low, "centre": centred_gate(scores, dice, low)}
-    span["highest"] = 2 * span["centre"] - low
+    span = {"lowest": low, "highest": span_top(scores, dice, low)}
+    span["centre"] = centred_gate(scores, dice, low)
     given = {"rule": rule, "max_free_rate": max_rate, "confidence": confidence, "span": span}
     return {"split": "val", **given, "chosen": chosen, "lowest": at(low), "ungated": at(0.0)}
 

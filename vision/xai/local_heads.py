@@ -178,11 +178,10 @@ def local_crop_grads(
     return out
 
 
-def crop_at(image_map: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
+def crop_at(image_map: Tensor, ys: Tensor, xs: Tensor, pad: int = LOCAL_RADIUS) -> Tensor:
     """[1, C, h, w] -> [K, C, s, s]: the crops at rows `ys` and columns `xs` [K, s] of the map
-    padded by `LOCAL_RADIUS` with zeros."""
-    r = LOCAL_RADIUS
-    padded = F.pad(image_map[0], (r, r, r, r))
+    padded by `pad` with zeros."""
+    padded = F.pad(image_map[0], (pad, pad, pad, pad))
     return padded[:, ys[:, :, None], xs[:, None, :]].permute(1, 0, 2, 3)
 
 

@@ -6,12 +6,13 @@ crop), so through that level's lateral (1x1) and the last stage's C2f (two 3x3 c
 it stays within `WINDOW_RADIUS` cells. `coarsest_stage_grads` forms that backward on a window
 of (2 * WINDOW_RADIUS + 1)^2 cells per target, by hand (the stage is the project's
 `vision.detect.model` layout: a strided conv block, then a C2f with one bottleneck; checked by
-`coarsest_layout`), with SiLU's derivatives taken from the forward pass (`Zs`), and puts the
-stage's input gradient, (2 * window + 1)^2 cells at stride 16, back in place. On blood-cells'
-13 x 13 level the window is half the map; on pcb-defects' 20 x 20, a fifth.
+`coarsest_layout`), with SiLU's derivatives taken from the forward pass, and puts the
+stage's input gradient, (2 * 9 + 1)^2 cells at stride 16, back in place (`put`). On
+blood-cells' 13 x 13 level the window is half the map; on pcb-defects' 20 x 20, a fifth.
 
-Cells outside the map: the windows' crops of the image-only factors are zero there (one-hot
-rows with no cell), so no gradient passes through them, as the map's zero padding does.
+Cells outside the map: the windows' crops of the image-only SiLU' are zero there (cropped from
+the zero-padded map), so no gradient passes through them, as the map's zero padding does; the
+one-hot rows of the gradient's crop and of `put` have no cell there.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from vision.xai.local_heads import LOCAL_RADIUS
+from vision.xai.local_heads import LOCAL_RADIUS, crop_at
 
 # The coarsest level's window, each way from the target's cell there: the head crop's radius
 # and the C2f bottleneck's two 3x3 convolutions.
@@ -121,11 +122,10 @@ def window_rows(first: Tensor, side: int, size: int, dtype: torch.dtype) -> Tens
 
 def crop_image(image_map: Tensor, first: tuple[Tensor, Tensor], side: int, pad: int) -> Tensor:
     """[1, C, H, W] -> [K, C, side, side]: the windows from rows / cols `first` [K] on (at
-    least -`pad`, at most H + pad - side), zero outside the map: a gather from the zero-padded
-    map."""
+    least -`pad`, at most H + pad - side), zero outside the map (`crop_at` of the map padded
+    by `pad`)."""
     ys, xs = (f[:, None] + pad + torch.arange(side, device=f.device) for f in first)
-    padded = F.pad(image_map[0], (pad, pad, pad, pad))
-    return padded[:, ys[:, :, None], xs[:, None, :]].permute(1, 0, 2, 3)
+    return crop_at(image_map, ys, xs, pad)
 
 
 def crop_each(maps: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
