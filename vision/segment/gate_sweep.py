@@ -124,7 +124,9 @@ def sweep(
     low = lowest_gate(scores, fired, free, max_rate, confidence)
     pairs = zip(free, served, samples, strict=True)
     dice = [None if f else dice_iou(p > 0, s.mask > 0)[0] for f, p, s in pairs]
-    gate = centred_gate(scores, dice, low) if rule == "centre" else low
+    span = {"lowest": low, "highest": span_top(scores, dice, low)}
+    span["centre"] = centred_gate(scores, dice, low)
+    gate = span["centre"] if rule == "centre" else low
 
     def at(g: float) -> dict:
         m = compute_metrics(recipe, predictions, samples, regions, g, uses_mask)
@@ -145,8 +147,6 @@ def sweep(
     k = round(chosen["mask_fp_image_rate"] * chosen["defect_free_images"])
     bound = rate_upper_bound(k, chosen["defect_free_images"], confidence or 0.95)
     chosen["mask_fp_image_rate_upper_bound"] = {"confidence": confidence or 0.95, "bound": bound}
-    span = {"lowest": low, "highest": span_top(scores, dice, low)}
-    span["centre"] = centred_gate(scores, dice, low)
     given = {"rule": rule, "max_free_rate": max_rate, "confidence": confidence, "span": span}
     return {"split": "val", **given, "chosen": chosen, "lowest": at(low), "ungated": at(0.0)}
 
