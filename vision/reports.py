@@ -40,9 +40,11 @@ def write_json(data: Any, path: str | Path) -> Path:
 def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> Path:
     """Training loss (left) and every numeric `val_*` metric (right) against epoch."""
     path = Path(path)
-    epochs = [row["epoch"] for row in history]
+    trained = [row for row in history if "loss" in row]  # a row before training has none
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [row["loss"] for row in history], label="train loss")
+    left.plot(
+        [row["epoch"] for row in trained], [row["loss"] for row in trained], label="train loss"
+    )
     left.set_xlabel("epoch")
     left.set_yscale("log")
     left.legend()
