@@ -65,6 +65,7 @@ def test_tile_head_trains_exports_and_serves_its_score(tmp_path: Path) -> None:
     from vision.segment.evaluate import evaluate_model, load_samples, model_inputs
     from vision.segment.export import _load_checkpoint, export_recipe
     from vision.segment.train import train
+    from vision.weights import load_bundled
 
     base = get_recipe("tile-defects")
     extra = {k: v for k, v in base.extra.items() if k not in ("online_synth", "phases")}
@@ -100,6 +101,10 @@ def test_tile_head_trains_exports_and_serves_its_score(tmp_path: Path) -> None:
     with torch.no_grad():
         _, eager = model(torch.from_numpy(tensor[None]))
     assert served.image_score == pytest.approx(float(eager[0]), abs=1e-5)
+    shipped = load_bundled(recipe.name, tmp_path / "repo")  # what `vision train --init` reads
+    with torch.no_grad():
+        _, reloaded = shipped(torch.from_numpy(tensor[None]))
+    assert float(reloaded[0]) == pytest.approx(float(eager[0]), abs=1e-6)
     report = evaluate_model(recipe, tmp_path / "repo", TILES, "val", tmp_path / "eval", limit=6)
     assert 0.0 <= report["metrics"]["auroc"] <= 1.0
     assert (tmp_path / "eval" / "roc.png").is_file()

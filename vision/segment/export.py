@@ -137,6 +137,8 @@ def export_recipe(
     write_card(model_dir, {**read_card(model_dir), "files": card["files"]})
     log.info("wrote %s: val %s", model_dir, {k: val_onnx.get(k) for k in GATE_KEYS})
     batches, version_dir = _real_batches(tensors), model_dir / str(version)
+    if not ship_weights(model, model_dir, version, config.model_file, batches):
+        return 1
     trt_ok = not tensorrt or _tensorrt_gate(
         recipe, config, version_dir, batches, val, val_onnx, tolerance
     )
@@ -152,6 +154,35 @@ def export_recipe(
             limit,
         )
     return 0 if trt_ok else 1
+
+
+def ship_weights(
+    model: Any, model_dir: Path, version: int, model_file: str, batches: list[np.ndarray]
+) -> bool:
+    """Write the served network's weights beside its ONNX file (`<version>/weights.safetensors`,
+    what `vision train --init` fine-tunes and the eager checks load), reload them into a network
+    built from the card alone and record in the card how far that network is from the ONNX file;
+    False (the card's weights entry then says so) when it is further than 1e-3."""
+    from vision.export import parity_check
+    from vision.weights import WEIGHTS_FILE, build_network, load_weights, save_weights
+
+    path = model_dir / str(version) / WEIGHTS_FILE
+    entry = save_weights(model, path, {"format": "pt"})
+    card = read_card(model_dir)
+    fresh = load_weights(build_network(card), path)
+    parity = parity_check(fresh, model_dir / str(version) / model_file, batches)
+    parity["passed"] = max(parity["max_abs_diff"].values()) <= 1e-3
+    card["weights"] = {
+        **entry,
+        "file": f"{version}/{WEIGHTS_FILE}",
+        "format": "safetensors, float32, torch state_dict of the recipe's network as served",
+        "provenance": "the exported checkpoint's state dict, saved at export",
+        "parity": parity,
+    }
+    write_card(model_dir, card)
+    if not parity["passed"]:
+        log.error("shipped weights differ from %s: %s", model_file, parity["max_abs_diff"])
+    return bool(parity["passed"])
 
 
 def _tensorrt_gate(
