@@ -158,6 +158,16 @@ def store_optimised(model_file: Path) -> Path | None:
         return None
 
 
+def _keep_evaluation_runs(card: dict, runs: list[dict]) -> dict:
+    """`card` with the folder's earlier evaluation runs kept: a re-export over a model folder
+    does not forget that its test split was scored before (each run names its model's sha256),
+    and the card still says so when it was scored more than once."""
+    from vision.model_card import restate_repeated_test
+
+    card["evaluation"] = {**card.get("evaluation", {}), "runs": list(runs)}
+    return restate_repeated_test(card)
+
+
 def write_repository_entry(
     repo: Path, config: ModelConfig, onnx_path: Path, card: dict, version: int = 1
 ) -> Path:
@@ -165,9 +175,10 @@ def write_repository_entry(
     (`store_optimised`), write config.yaml and the card.
 
     The card gains `name`, `versions[version]` (sha256, size, date) and keeps earlier versions'
-    entries. Returns the model folder.
+    entries and the folder's earlier evaluation runs. Returns the model folder.
     """
     model_dir = Path(repo) / config.name
+    earlier_runs = read_card(model_dir).get("evaluation", {}).get("runs", [])
     target = model_dir / str(version) / config.model_file
     target.parent.mkdir(parents=True, exist_ok=True)
     if Path(onnx_path).resolve() != target.resolve():
@@ -185,6 +196,8 @@ def write_repository_entry(
         "exported_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     merged = {"name": config.name, **merged, "versions": versions}
+    if earlier_runs and "runs" not in merged.get("evaluation", {}):
+        merged = _keep_evaluation_runs(merged, earlier_runs)
     merged.setdefault("task", config.task)
     merged.setdefault("labels", list(config.labels))
     merged.setdefault("description", config.description)

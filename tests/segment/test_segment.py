@@ -88,6 +88,15 @@ def test_export_parity_quantize_and_repository(tmp_path: Path) -> None:
     card = json.loads((folder / "card.json").read_text())
     assert len(card["versions"]["1"]["sha256"]) == 64
     assert (folder / "MODEL_CARD.md").is_file() and (folder / "1" / "model.onnx").is_file()
+    runs = [
+        {"split": "test", "images": 3, "commit": "c1", "utc": "2026-01-01T00:00:00Z"},
+        {"split": "test", "images": 3, "commit": "c2", "utc": "2026-01-02T00:00:00Z"},
+    ]
+    (folder / "card.json").write_text(json.dumps({**card, "evaluation": {"runs": runs}}))
+    again = write_repository_entry(tmp_path / "repo", config, path, {"evaluation": {}}, 1)
+    card = json.loads((again / "card.json").read_text())
+    assert card["evaluation"]["runs"] == runs, "a re-export keeps the test scorings on record"
+    assert any("2 times" in line for line in card["limitations"])
 
 
 @needs_tiles
