@@ -171,6 +171,7 @@ def ship_weights(
     card = read_card(model_dir)
     fresh = load_weights(build_network(card), path)
     parity = parity_check(fresh, model_dir / str(version) / model_file, batches)
+    parity["images"] = sum(len(batch) for batch in batches)
     parity["passed"] = max(parity["max_abs_diff"].values()) <= 1e-3
     card["weights"] = {
         **entry,
