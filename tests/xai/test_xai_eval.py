@@ -200,3 +200,25 @@ def test_cli_smoke_on_a_bundled_model(tmp_path: Path) -> None:
     per_class = report["per_class"]
     assert sum(c["targets"] for c in per_class.values()) == report["targets"]
     assert all(c["deletion"]["n"] == c["targets"] for c in per_class.values())
+
+
+TILES = datasets_root() / "magnetic-tile"
+
+
+def test_randomisation_compares_weights_with_the_explained_network_not_the_served_wrapper(
+    tmp_path: Path,
+) -> None:
+    """tile-defects serves a 4-flip average (model.flip4.onnx) of the network its explain graph
+    explains: the shipped weights reproduce that network, so the check runs instead of being
+    skipped for not reproducing the served graph."""
+    if not TILES.is_dir():
+        pytest.skip(f"{TILES} is absent: no tiles for the tile-defects run")
+    from app.cli import run
+
+    args = ["--model", "tile-defects", "--split", "val", "--limit", "8", "--targets", "1"]
+    opts = ["--steps", "2", "--seeds", "1", "--rand-steps", "1", "--rand-images", "1"]
+    assert run("xai-eval", [*args, *opts, "--threads", "1", "--out", str(tmp_path)]) == 0
+    rand = json.loads((tmp_path / "xai_eval.json").read_text())["randomisation"]
+    assert "skipped" not in rand, rand
+    assert rand["checkpoint_vs_onnx_rel_diff"] < 1e-3
+    assert len(rand["steps"]) == 1

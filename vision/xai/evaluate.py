@@ -221,14 +221,15 @@ def _has_shipped_weights(model_dir: Path) -> bool:
 def randomisation(
     config: ModelConfig,
     targets: list[Target],
-    plain: OnnxModel,
+    explained: OnnxModel,
     opts: Options,
     model_dir: Path | None = None,
 ) -> dict:
     """The torch randomisation check, or why it was skipped (torch is imported only here).
 
     The model is the checkpoint (`--checkpoint`, else the recipe's `runs/` file) or, without
-    one, the weights shipped beside the ONNX file (`weights.safetensors`, in the model card).
+    one, the weights shipped beside the ONNX file (`weights.safetensors`, in the model card);
+    `explained`: the explain graph, the network those weights must reproduce.
     """
     if not opts.randomisation:
         return {"skipped": "turned off (--no-randomisation)"}
@@ -240,7 +241,7 @@ def randomisation(
         return {"skipped": "no targets"}
     from vision.xai.sanity import run_randomisation
 
-    return run_randomisation(config, targets, plain, checkpoint, opts, model_dir)
+    return run_randomisation(config, targets, explained, checkpoint, opts, model_dir)
 
 
 def evaluate_model(repo: Path, name: str, out: Path, opts: Options, version: int = 0) -> dict:
@@ -276,7 +277,7 @@ def evaluate_model(repo: Path, name: str, out: Path, opts: Options, version: int
         **summarise(records, opts, list(config.labels)),
     }
     report["randomisation"] = randomisation(
-        config, targets[: opts.rand_images], plain, opts, Path(repo) / name
+        config, targets[: opts.rand_images], session, opts, Path(repo) / name
     )
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = [plot_curves(report, out / "deletion_insertion.png").name]

@@ -194,25 +194,30 @@ def torch_inputs(target: Target) -> Inputs:
     return images, cls, torch.ones(1, 1, *images.shape[-2:], dtype=torch.float32)
 
 
-def checkpoint_difference(explain: ExplainModule, plain: OnnxModel, images: Tensor) -> float:
-    """Largest |torch - ONNX| model output on `images`, relative to the largest |output|."""
+def checkpoint_difference(explain: ExplainModule, explained: OnnxModel, inputs: Inputs) -> float:
+    """Largest |torch - ONNX| model output on one target's `inputs`, relative to the largest
+    |output|. `explained` is the explain graph: its first output is the network whose heat
+    maps are checked, which the served graph may wrap (tile-defects serves a 4-flip average of
+    it), so the checkpoint is compared with what is explained, not with what is served."""
     with torch.no_grad():
-        want = explain.model(images)
+        want = explain.model(inputs[0])
     want = (want[0] if isinstance(want, (tuple, list)) else want).numpy()
-    got = plain.run({plain.inputs[0].name: images.numpy()})[plain.output_names[0]]
+    feeds = {spec.name: x.numpy() for spec, x in zip(explained.inputs, inputs, strict=True)}
+    got = explained.run(feeds)[explained.output_names[0]]
     return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-9))
 
 
 def run_randomisation(
     config: ModelConfig,
     targets: list[Target],
-    plain: OnnxModel,
+    explained: OnnxModel,
     checkpoint: Path,
     opts: Any,
     model_dir: Path | None = None,
 ) -> dict:
     """The randomisation check of `vision xai-eval` on a checkpoint or, when `checkpoint` is
-    absent and `model_dir` given, on the weights shipped in the model's folder."""
+    absent and `model_dir` given, on the weights shipped in the model's folder; `explained`
+    (the explain graph) tells whether those weights are the network it explains."""
     torch.set_num_threads(max(1, opts.threads))
     if checkpoint.is_file():
         model = load_torch_model(config.task, checkpoint)
@@ -224,7 +229,7 @@ def run_randomisation(
     layer = config.explain.target_layer
     inputs = [torch_inputs(t) for t in targets]
     explain = build_explain_module(model, layer, config.task, config.explain.method)
-    diff = checkpoint_difference(explain, plain, inputs[0][0])
+    diff = checkpoint_difference(explain, explained, inputs[0])
     base = {"checkpoint": str(checkpoint), "checkpoint_vs_onnx_rel_diff": diff}
     if diff > MAX_CHECKPOINT_DIFF:
         return {**base, "skipped": "the checkpoint does not reproduce the ONNX model's outputs"}
