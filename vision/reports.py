@@ -59,7 +59,8 @@ def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> P
         right.plot(*zip(*points, strict=True), label=key[4:])
     right.set_xlabel("epoch")
     right.set_ylim(0, 1)
-    right.legend(fontsize=7)
+    if keys:  # a history without validation has nothing to name
+        right.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
