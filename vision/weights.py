@@ -1,6 +1,7 @@
 """Torch weights shipped beside a bundled ONNX model (`<version>/weights.safetensors`).
 
-`save_weights` / `load_weights` write and read a network's state dict as fp32 safetensors.
+`save_weights` / `load_weights` (`vision.weights_file`, re-exported here) write and read a
+network's state dict as fp32 safetensors.
 `build_network` makes the torch network a bundled model's card describes (the recipe's
 architecture, as served: a detector in export mode, a segmenter with its image head) and
 `load_bundled` loads the shipped weights into it, so checks that need eager torch (Grad-CAM
@@ -16,7 +17,6 @@ it is not the training checkpoint (batch statistics and the unfolded scale are g
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -24,45 +24,23 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vision.paths import default_repository
+from vision.weights_file import WEIGHTS_FILE, file_sha256, load_weights, save_weights
 
-WEIGHTS_FILE = "weights.safetensors"
+__all__ = [
+    "WEIGHTS_FILE",
+    "build_network",
+    "file_sha256",
+    "load_bundled",
+    "load_weights",
+    "save_weights",
+    "state_from_onnx",
+]
+
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def save_weights(
-    model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None
-) -> dict:
-    """Write `model`'s state dict (fp32, contiguous) as safetensors; {file, sha256, bytes}."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: _stored(v) for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata=metadata)
-    return {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size}
-
-
-def _stored(tensor: torch.Tensor) -> torch.Tensor:
-    tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.is_floating_point() else tensor).contiguous().clone()
-
-
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a safetensors state dict into `model` (every key, every shape); eval mode."""
-    model.load_state_dict(load_file(str(path)), strict=True)
-    return model.eval()
 
 
 def build_network(card: dict) -> nn.Module:

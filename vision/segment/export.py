@@ -159,37 +159,28 @@ def export_recipe(
 def ship_weights(
     checkpoint: Path, model: Any, model_dir: Path, version: int, model_file: str, batches: list
 ) -> bool:
-    """Write the served network's weights beside its ONNX file (`<version>/weights.safetensors`,
-    fp32: what `vision train --init` fine-tunes and the eager checks load), reload them into a
-    fresh network of `checkpoint`'s recipe and record in the card how far it is from the ONNX
-    file; False (the card's weights entry then says so) when it is further than 1e-3.
-
-    (`vision.weights` is not imported here: it builds detectors too, and segmentation stays
-    independent of detection; `vision.weights.load_bundled` reads what is written.)"""
+    """Write the served network's weights beside its ONNX file (`<version>/weights.safetensors`:
+    what `vision train --init` fine-tunes and the eager checks load), reload them into a fresh
+    network of `checkpoint`'s recipe and record in the card how far it is from the ONNX file;
+    False (the card's weights entry then says so) when it is further than 1e-3."""
     import torch
-    from safetensors.torch import load_file, save_file
 
-    from vision.export import parity_check, sha256
+    from vision.export import parity_check
+    from vision.weights_file import WEIGHTS_FILE, load_weights, save_weights
 
-    path = model_dir / str(version) / "weights.safetensors"
-    state = {
-        k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous().clone()
-        for k, v in model.state_dict().items()
-    }
-    save_file(state, str(path), metadata={"format": "pt"})
+    path = model_dir / str(version) / WEIGHTS_FILE
+    entry = save_weights(model, path, {"format": "pt"})
     fresh = _load_checkpoint(checkpoint)[0]
     with torch.no_grad():  # the saved tensors, not the checkpoint's, are what is compared
         for tensor in fresh.state_dict().values():
             tensor.zero_()
-    fresh.load_state_dict(load_file(str(path)), strict=True)
-    parity = parity_check(fresh.eval(), model_dir / str(version) / model_file, batches)
+    parity = parity_check(load_weights(fresh, path), model_dir / str(version) / model_file, batches)
     parity["images"] = sum(len(batch) for batch in batches)
     parity["passed"] = max(parity["max_abs_diff"].values()) <= 1e-3
     card = read_card(model_dir)
     card["weights"] = {
-        "file": f"{version}/{path.name}",
-        "sha256": sha256(path),
-        "bytes": path.stat().st_size,
+        **entry,
+        "file": f"{version}/{WEIGHTS_FILE}",
         "format": "safetensors, float32, torch state_dict of the recipe's network as served",
         "provenance": "the exported checkpoint's state dict, saved at export",
         "parity": parity,
