@@ -2,11 +2,13 @@
 
     .venv/bin/python -m bench.latency                       # every model in models/
     .venv/bin/python -m bench.latency --models retina-vessels,retina-vessels-int8 --batches 1
+    python -m bench.latency --models tile-defects --providers cpu,cuda   # on a GPU machine
 
 Each model runs through `vision.runtime.OnnxModel` with its own config's runtime settings (the
 server's session), on a fixed random input of its input size; rounds alternate between models
 so that load from other processes spreads evenly. Printed per model and batch: ms per batch
-(median, p90), ms per image, and for an `<name>-int8` model its speed-up over `<name>`.
+(median, p90), ms per image, for an `<name>-int8` model its speed-up over `<name>`, and with
+`--providers` each model once per provider (`name@cuda`) with its speed-up over `name@cpu`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vision.config import load_config
+from vision.config import ModelConfig, RuntimeSpec, load_config
 from vision.loader import load_model
 from vision.paths import default_repository
 from vision.runtime import OnnxModel
@@ -41,21 +43,39 @@ class Subject:
         self.times.append(time.perf_counter() - start)
 
 
-def _subjects(repo: Path, names: list[str], batches: list[int], threads: int) -> list[Subject]:
+def _runtime(config: ModelConfig, threads: int, provider: str) -> RuntimeSpec:
+    runtime = config.runtime
+    if threads:
+        runtime = dataclasses.replace(runtime, intra_op_threads=threads)
+    if provider:
+        runtime = dataclasses.replace(runtime, providers=(provider,))
+    return runtime
+
+
+def _subjects(
+    repo: Path, names: list[str], batches: list[int], threads: int, providers: list[str]
+) -> list[Subject]:
     out = []
     for name in names:
         config = load_config(repo / name)
-        if threads:
-            runtime = dataclasses.replace(config.runtime, intra_op_threads=threads)
-        else:
-            runtime = config.runtime
-        model = load_model(repo / name, runtime=runtime, explain=False, config=config).session
-        spec = config.input
-        for batch in batches:
-            shape = (batch, spec.channels, spec.height, spec.width)
-            pixels = np.random.default_rng(0).random(shape, dtype=np.float32)
-            out.append(Subject(name, batch, model, {spec.name: pixels}))
+        for provider in providers or [""]:
+            runtime = _runtime(config, threads, provider)
+            model = load_model(repo / name, runtime=runtime, explain=False, config=config).session
+            label = f"{name}@{provider}" if provider else name
+            spec = config.input
+            for batch in batches:
+                shape = (batch, spec.channels, spec.height, spec.width)
+                pixels = np.random.default_rng(0).random(shape, dtype=np.float32)
+                out.append(Subject(label, batch, model, {spec.name: pixels}))
     return out
+
+
+def _baseline(name: str) -> str | None:
+    """The subject `name` is compared with: `<m>` for `<m>-int8`, `<m>@cpu` for `<m>@<gpu>`."""
+    if "@" in name:
+        model, provider = name.split("@", 1)
+        return f"{model}@cpu" if provider != "cpu" else None
+    return name.removesuffix("-int8") if name.endswith("-int8") else None
 
 
 def measure(subjects: list[Subject], rounds: int, per_round: int) -> None:
@@ -71,14 +91,14 @@ def measure(subjects: list[Subject], rounds: int, per_round: int) -> None:
 
 
 def report(subjects: list[Subject]) -> list[str]:
-    """Table lines: model, batch, ms/batch p50 and p90, ms/image, INT8 speed-up."""
+    """Table lines: model, batch, ms/batch p50 and p90, ms/image, speed-up over its baseline."""
     p50 = {(s.name, s.batch): float(np.median(s.times)) for s in subjects}
-    lines = [f"{'model':<24}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'ms/img':>10}{'int8 x':>8}"]
+    lines = [f"{'model':<28}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'ms/img':>10}{'vs x':>8}"]
     for s in subjects:
-        fp32 = p50.get((s.name.removesuffix("-int8"), s.batch)) if s.name.endswith("-int8") else 0
-        speedup = f"{fp32 / p50[(s.name, s.batch)]:.2f}" if fp32 else ""
+        baseline = p50.get((_baseline(s.name) or "", s.batch))
+        speedup = f"{baseline / p50[(s.name, s.batch)]:.2f}" if baseline else ""
         lines.append(
-            f"{s.name:<24}{s.batch:>6}{p50[(s.name, s.batch)] * 1e3:>10.1f}"
+            f"{s.name:<28}{s.batch:>6}{p50[(s.name, s.batch)] * 1e3:>10.1f}"
             f"{np.percentile(s.times, 90) * 1e3:>10.1f}"
             f"{p50[(s.name, s.batch)] * 1e3 / s.batch:>10.1f}{speedup:>8}"
         )
@@ -93,13 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--per-round", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: config's)")
+    parser.add_argument(
+        "--providers", default="", help="comma-separated, e.g. cpu,cuda (default: config's)"
+    )
     args = parser.parse_args(argv)
     repo = args.repo or default_repository()
     names = [n for n in args.models.split(",") if n] or sorted(
         p.name for p in repo.iterdir() if (p / "config.yaml").is_file()
     )
     batches = [int(b) for b in args.batches.split(",")]
-    subjects = _subjects(repo, names, batches, args.threads)
+    providers = [p for p in args.providers.split(",") if p]
+    subjects = _subjects(repo, names, batches, args.threads, providers)
+    for subject in {s.name: s for s in subjects}.values():
+        print(f"{subject.name}: {', '.join(subject.model.providers)}")
     measure(subjects, args.rounds, args.per_round)
     print("\n".join(report(subjects)))
     return 0

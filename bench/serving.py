@@ -319,7 +319,8 @@ def _print_header(args: argparse.Namespace) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"bench.serving: {os.cpu_count()} CPUs (load average {load}), onnxruntime "
-        f"{onnxruntime.__version__}, {args.duration:g} s per path in {args.rounds} interleaved "
+        f"{onnxruntime.__version__} ({', '.join(onnxruntime.get_available_providers())}), "
+        f"{args.duration:g} s per path in {args.rounds} interleaved "
         f"rounds, batching max 8 / {args.queue_delay_ms:g} ms queue delay",
         flush=True,
     )
