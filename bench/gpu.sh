@@ -7,7 +7,8 @@
 # 2. the GPU tests (CUDA session against CPU, the TensorRT engine cache), which skip elsewhere;
 # 3. bench.latency: the bundled 2D models in-process, CPU beside CUDA (and TensorRT where it
 #    loads), batch 1 and 8, interleaved;
-# 4. bench.serving: our server against in-process ONNX Runtime on the GPU (auto providers).
+# 4. bench.serving: our server against in-process ONNX Runtime on the GPU (auto providers);
+# 5. bench.volume: a volume through SegmentVolume on the GPU and its non-inference share.
 #
 # Each step's output is written to OUT_DIR as it runs; a failing step does not stop the rest.
 # PYTHON (default python3) is the interpreter; it needs the project's runtime dependencies.
@@ -32,12 +33,17 @@ step machine bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --
 $py -c 'import onnxruntime as o; print(\"onnxruntime\", o.__version__, o.get_available_providers())'"
 step tests "$py" -m pytest -q -p no:cacheprovider -rs \
     tests/serving/test_runtime_providers.py tests/vision/test_runtime_optimised.py
-models=$(ls -d models/*/ 2>/dev/null | xargs -n1 basename | grep -v -e int8 -e hippocampus | paste -sd,)
+models=$(ls models/*/config.yaml 2>/dev/null | xargs -n1 dirname | xargs -n1 basename \
+    | grep -v -e int8 -e hippocampus | paste -sd,)
 providers=cpu,cuda
-if "$py" -c 'import sys, onnxruntime as o
-sys.exit("TensorrtExecutionProvider" not in o.get_available_providers())'; then
+# ORT lists TensorRT whenever it was built with it; it loads only beside libnvinfer.
+if "$py" -c 'import ctypes, sys, onnxruntime as o
+sys.exit("TensorrtExecutionProvider" not in o.get_available_providers())
+ctypes.CDLL("libnvinfer.so.10")' 2>/dev/null; then
     providers=cpu,cuda,tensorrt
 fi
-step latency "$py" -m bench.latency --models "$models" --batches 1,8 --providers "$providers"
+step latency "$py" -m bench.latency --models "$models" --batches 1,8 --providers "$providers" \
+    --shape-cycle 3
 step serving "$py" -m bench.serving --duration 4 --rounds 2 --concurrency 1,8
+step volume "$py" -m bench.volume --repeats 2 --no-cpu --json "$out/volume.json"
 exit $status

@@ -105,6 +105,26 @@ def report(subjects: list[Subject]) -> list[str]:
     return lines
 
 
+def shape_cycle(subjects: list[Subject], cycles: int) -> list[str]:
+    """Each model (batch 1 subject) run at batch sizes 1..8 in turn, `cycles` times: the ms of
+    a size's first run against its later ones shows what a batch size not warmed up costs
+    (cuDNN's algorithm search, TensorRT's profiles) when a dynamic batcher forms it."""
+    lines = [f"{'model':<28}{'batch':>6}{'first ms':>10}{'later p50':>10}"]
+    for subject in (s for s in subjects if s.batch == 1):
+        ((name, one),) = subject.feeds.items()
+        times: dict[int, list[float]] = {b: [] for b in range(1, 9)}
+        for _ in range(cycles):
+            for batch in times:
+                feeds = {name: np.repeat(one, batch, axis=0)}
+                start = time.perf_counter()
+                subject.model.run(feeds)
+                times[batch].append(time.perf_counter() - start)
+        for batch, values in times.items():
+            later = float(np.median(values[1:])) * 1e3 if len(values) > 1 else float("nan")
+            lines.append(f"{subject.name:<28}{batch:>6}{values[0] * 1e3:>10.1f}{later:>10.2f}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=None, help="default: the bundled models/")
@@ -115,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: config's)")
     parser.add_argument(
         "--providers", default="", help="comma-separated, e.g. cpu,cuda (default: config's)"
+    )
+    parser.add_argument(
+        "--shape-cycle", type=int, default=0, help="also cycle batch 1..8 this many times"
     )
     args = parser.parse_args(argv)
     repo = args.repo or default_repository()
@@ -128,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{subject.name}: {', '.join(subject.model.providers)}")
     measure(subjects, args.rounds, args.per_round)
     print("\n".join(report(subjects)))
+    if args.shape_cycle:
+        print("\n".join(shape_cycle(subjects, args.shape_cycle)))
     return 0
 
 

@@ -233,6 +233,55 @@ def _statistics(channel: grpc.Channel, model: str) -> kserve_pb.InferStatistics:
     return kserve_pb.ModelStatisticsResponse.FromString(data).model_stats[0].inference_stats
 
 
+def _model_statistics(channel: grpc.Channel, model: str) -> kserve_pb.ModelStatistics:
+    request = kserve_pb.ModelStatisticsRequest(name=model).SerializeToString()
+    data = channel.unary_unary(MODEL_STATISTICS)(request, timeout=CALL_TIMEOUT_S)
+    return kserve_pb.ModelStatisticsResponse.FromString(data).model_stats[0]
+
+
+def _batches(stats: kserve_pb.ModelStatistics) -> dict[int, tuple[int, int]]:
+    """Batch size -> (batches run, compute_infer ns) from the server's batch statistics."""
+    return {b.batch_size: (b.compute_infer.count, b.compute_infer.ns) for b in stats.batch_stats}
+
+
+def kserve_load_breakdown(
+    address: str, model: str, array: np.ndarray, concurrency: int, seconds: float = 2.0
+) -> str:
+    """Under a closed loop of `concurrency` ModelInfer callers: where a request's time goes.
+
+    Means per request of the server's queue, compute and request time against the client's
+    p50, and the batches the server formed (mean size, compute per batch), from ModelStatistics.
+    """
+    calls = infer_calls(address, model, "images", array, concurrency)
+    with open_channel(address) as channel:
+        before = _model_statistics(channel, model)
+        load = closed_loop(calls, seconds)
+        after = _model_statistics(channel, model)
+    old, new = before.inference_stats, after.inference_stats
+    requests = max(1, new.success.count - old.success.count)
+
+    def per_request_ms(name: str) -> float:
+        return (getattr(new, name).ns - getattr(old, name).ns) / requests / 1e6
+
+    runs = {
+        size: (
+            count - _batches(before).get(size, (0, 0))[0],
+            ns - _batches(before).get(size, (0, 0))[1],
+        )
+        for size, (count, ns) in _batches(after).items()
+    }
+    batches = sum(count for count, _ in runs.values())
+    rows = sum(size * count for size, (count, _) in runs.items())
+    batch_ms = sum(ns for _, ns in runs.values()) / max(1, batches) / 1e6
+    return (
+        f"{model} ModelInfer c={concurrency}, {requests} requests (ms per request): queue "
+        f"{per_request_ms('queue'):.2f}, compute {per_request_ms('compute_infer'):.2f}, server "
+        f"request {per_request_ms('success'):.2f}; client p50 {load.percentile_ms(50):.2f}; "
+        f"{batches} batches, mean size {rows / max(1, batches):.2f}, compute {batch_ms:.2f} ms "
+        f"per batch"
+    )
+
+
 def kserve_breakdown(address: str, model: str, array: np.ndarray, n: int = 25) -> str:
     """Means over `n` sequential ModelInfer calls: client-observed vs the server's statistics."""
     call = infer_calls(address, model, "images", array, 1)[0]

@@ -344,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                 calls = args.breakdown_calls
                 print(loadgen.kserve_breakdown(ours.address, model.name, model.tensor, calls))
                 print(loadgen.segment_breakdown(ours.address, model.name, model.png, calls))
+                for n in (c for c in args.concurrency if c > 1):
+                    print(loadgen.kserve_load_breakdown(ours.address, model.name, model.tensor, n))
             print_table(rows, "our server vs in-process (same machine, interleaved)")
             print_ratios(rows)
             if args.alternatives:

@@ -84,6 +84,32 @@ def choose_providers(spec: RuntimeSpec, cache_dir: Path) -> list[tuple[str, dict
     return chosen
 
 
+def check_loaded(path: Path, spec: RuntimeSpec, requested: list[str], loaded: list[str]) -> None:
+    """Say when a GPU provider ORT lists did not load (TensorRT without libnvinfer, say).
+
+    ORT then falls back quietly to what did load. With `providers: auto` that is the intended
+    behaviour, logged as a warning; a provider the config forces is an error, so that a model
+    meant for TensorRT never runs on the CPU without anyone knowing.
+    """
+    missing = [p for p in requested if p not in loaded and p != _PROVIDER_IDS["cpu"]]
+    if not missing:
+        return
+    names = {v: k for k, v in _PROVIDER_IDS.items()}
+    if "auto" not in spec.providers:
+        raise RuntimeError(
+            f"{path.name}: runtime.providers asks for {[names[p] for p in missing]}, which "
+            f"onnxruntime lists but could not load (it fell back to {loaded}); install the "
+            "provider's libraries (TensorRT: libnvinfer; CUDA: the CUDA and cuDNN libraries "
+            "this onnxruntime-gpu was built for) or change runtime.providers"
+        )
+    log.warning(
+        "%s: %s listed by onnxruntime but not loaded (missing libraries); running on %s",
+        path.name,
+        [names[p] for p in missing],
+        loaded,
+    )
+
+
 def session_options(spec: RuntimeSpec) -> ort.SessionOptions:
     """The session options of `spec`: threads, spinning, every graph optimisation, CPU arena."""
     options = ort.SessionOptions()
@@ -126,6 +152,7 @@ class OnnxModel:
             self.session = self._open(self.path, spec, providers)
         self.run_options = run_options()
         self.providers: list[str] = self.session.get_providers()
+        check_loaded(self.path, spec, [p for p, _ in providers], self.providers)
         self.inputs = [self._spec(x) for x in self.session.get_inputs()]
         self.outputs = [self._spec(x) for x in self.session.get_outputs()]
         log.info(
