@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vision.datasets.mixing import MixedBatchSampler, mixed_positions, per_batch
+from vision.datasets.mixing import (
+    MixedBatchSampler,
+    defect_positions,
+    mixed_positions,
+    per_batch,
+)
 from vision.datasets.provenance import Provenance, SyntheticDataError, write_image
 from vision.paths import datasets_root, default_repository
 
@@ -65,6 +70,44 @@ def test_segmentation_crops_mix_synthetic_images_at_the_ratio() -> None:
     assert per.tolist() == [1] * 10
     unmixed = CropDataset(data, recipe, 40, epoch_seed=1, mix=(n_synth, 0.0))
     assert (np.asarray(unmixed.order) < n_real).all()
+
+
+def test_defect_positions_replace_only_defect_images() -> None:
+    has_defect = np.array([1, 0, 1, 0, 0, 0, 1, 1] + [0] * 7 + [1], bool)
+    mask = defect_positions(has_defect, 8, 0.25, seed=0)
+    assert not (mask & ~has_defect).any()  # never in place of a defect-free image
+    assert mask.reshape(2, 8).sum(1).tolist() == [2, 1]  # the second batch has one defect image
+
+
+def test_synthetic_replaces_defect_keeps_the_defect_free_share() -> None:
+    from vision.segment.model import get_recipe
+    from vision.segment.train import CropDataset, Prepared
+
+    n_real, n_synth, length = 40, 5, 4000
+    labels = np.zeros((n_real + n_synth, 8, 8), np.int64)
+    labels[: n_real // 2, 2:4, 2:4] = 1  # half the real images show a defect
+    labels[n_real:, 2:4, 2:4] = 1  # every synthetic one does
+    data = Prepared(
+        np.zeros((n_real + n_synth, 1, 8, 8), np.float32),
+        labels,
+        np.ones_like(labels, bool),
+        [str(i) for i in range(n_real + n_synth)],
+    )
+    extra = {"free_per_epoch": 1.0}
+    shares = {}
+    for replaces in ("any", "defect"):
+        recipe = get_recipe(
+            "tile-defects",
+            batch_size=8,
+            crop=0,
+            labels=("background", "defect"),
+            extra={**extra, "synthetic_replaces": replaces},
+        )
+        order = np.asarray(CropDataset(data, recipe, length, 2, mix=(n_synth, 0.25)).order)
+        free = ~labels[order].reshape(length, -1).any(1)
+        shares[replaces] = (free.mean(), (order >= n_real).mean())
+    assert abs(shares["any"][0] - 0.375) < 0.03 and abs(shares["any"][1] - 0.25) < 0.01
+    assert abs(shares["defect"][0] - 0.5) < 0.03 and abs(shares["defect"][1] - 0.25) < 0.02
 
 
 def _tile_tree(root: Path, synthetic: bool) -> list[str]:

@@ -36,6 +36,24 @@ def mixed_positions(length: int, batch_size: int, ratio: float, seed: int) -> np
     return mask
 
 
+def defect_positions(
+    has_defect: np.ndarray, batch_size: int, ratio: float, seed: int
+) -> np.ndarray:
+    """Like `mixed_positions`, but only where the real image already shows a defect
+    (`has_defect`, one flag per item): synthetic images, each of which shows one, then replace
+    defect images only, and each batch keeps the share of defect-free images the real order
+    gave it (fewer synthetic items in a batch with fewer defect images than the ratio asks)."""
+    rng = np.random.default_rng(seed)
+    k = per_batch(batch_size, ratio)
+    mask = np.zeros(len(has_defect), bool)
+    for start in range(0, len(has_defect), batch_size):
+        size = min(batch_size, len(has_defect) - start)
+        count = k if size == batch_size else round(ratio * size)
+        candidates = start + np.flatnonzero(has_defect[start : start + size])
+        mask[rng.choice(candidates, min(count, len(candidates)), replace=False)] = True
+    return mask
+
+
 class MixedBatchSampler:
     """Batches of indices into ConcatDataset([real, synthetic]): each batch has
     `per_batch(batch_size, ratio)` synthetic indices (offset by `n_real`), the rest real."""

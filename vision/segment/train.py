@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from vision.datasets import segmentation
 from vision.datasets.extra import ExtraImages, ExtraImagesFactory
-from vision.datasets.mixing import mixed_positions, tile_relpaths
+from vision.datasets.mixing import defect_positions, mixed_positions, tile_relpaths
 from vision.datasets.provenance import assert_no_synthetic
 from vision.errors import ConfigError
 from vision.reports import plot_curves, write_json
@@ -135,7 +135,7 @@ class CropDataset(Dataset):
         self.cache: dict[int, tuple | None] = {}
         self.config = model_config(recipe) if online is not None else None
         if online is not None and mix[1] > 0:
-            self.made = mixed_positions(len(self.order), recipe.batch_size, mix[1], epoch_seed + 7)
+            self.made = self._synthetic_positions(self.order, mix[1], epoch_seed + 7)
             self.numbers = self._numbers(self.made, recipe.batch_size, online.reuse)
 
     def _numbers(self, made: np.ndarray, batch: int, reuse: int) -> dict[int, int]:
@@ -178,11 +178,25 @@ class CropDataset(Dataset):
         n_synth, ratio = mix
         if not n_synth or not ratio:
             return order
-        synth = mixed_positions(len(order), self.recipe.batch_size, ratio, seed + 7)
+        synth = self._synthetic_positions(order, ratio, seed + 7)
         rng = np.random.default_rng(seed + 11)
         first = len(self.data.labels) - n_synth
         order[synth] = first + rng.integers(0, n_synth, int(synth.sum()))
         return order
+
+    def _synthetic_positions(self, order: np.ndarray, ratio: float, seed: int) -> np.ndarray:
+        """Where synthetic items go: anywhere in a batch, or with `extra["synthetic_replaces"]`
+        = "defect" only in place of real defect images (the defect-free share stays the real
+        order's, so the synthetic images do not raise the defect prior)."""
+        batch = self.recipe.batch_size
+        replaces = self.recipe.extra.get("synthetic_replaces", "any")
+        if replaces == "any":
+            return mixed_positions(len(order), batch, ratio, seed)
+        if replaces != "defect":
+            raise ValueError(f'extra.synthetic_replaces: "any" or "defect", not {replaces!r}')
+        labels = self.data.labels
+        has_defect = labels.reshape(len(labels), -1).any(1)
+        return defect_positions(has_defect[order], batch, ratio, seed)
 
     def _order(self, seed: int, n: int) -> np.ndarray:
         """Real image indices; with `free_per_epoch`, images with and without foreground
