@@ -389,7 +389,14 @@ def warmup_batches(
 ) -> tuple[int, ...]:
     """Batch sizes to warm up: on CPU one run (the first-run costs are shape-independent, and
     ONNX Runtime plans memory per run: `bench.coldstart --profile` measures a cold batch-max run
-    against a warm one); GPU providers build per-shape engines, so batch 1 and the max too."""
+    against a warm one). TensorRT builds its engine for the range of shapes it has seen, so
+    batch 1 and the max. CUDA (cuDNN) searches its convolution algorithms for each new input
+    shape on its first run (ORT's default `cudnn_conv_algo_search: EXHAUSTIVE`), so every size
+    the batcher can form, 1 to the max: otherwise the first batch of each size pays the search
+    while serving."""
+    largest = max(1, config.batching.max_batch_size)
     if all(p == "CPUExecutionProvider" for p in providers):
         return (1,)
-    return tuple(sorted({1, max(1, config.batching.max_batch_size)}))
+    if providers and providers[0] == "CUDAExecutionProvider":
+        return tuple(range(1, largest + 1))
+    return tuple(sorted({1, largest}))

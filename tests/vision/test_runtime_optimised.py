@@ -73,11 +73,13 @@ def test_parity_gate_refuses_a_graph_that_differs(tmp_path: Path) -> None:
         parity(source, other)
 
 
-def test_warm_up_once_on_cpu_and_per_batch_size_on_gpu() -> None:
+def test_warm_up_once_on_cpu_every_batch_size_on_cuda_and_the_range_on_tensorrt() -> None:
     config = segmenter_config()
     assert warmup_batches(config, ["CPUExecutionProvider"]) == (1,)
     gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert warmup_batches(config, gpu) == (1, 8)
+    assert warmup_batches(config, gpu) == tuple(range(1, 9))  # cuDNN searches per shape
+    trt = ["TensorrtExecutionProvider", *gpu]
+    assert warmup_batches(config, trt) == (1, 8)  # the engine's shape range
     one = dataclasses.replace(
         config, batching=dataclasses.replace(config.batching, max_batch_size=1)
     )
