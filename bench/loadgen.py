@@ -263,11 +263,9 @@ def kserve_load_breakdown(
     def per_request_ms(name: str) -> float:
         return (getattr(new, name).ns - getattr(old, name).ns) / requests / 1e6
 
+    earlier = _batches(before)
     runs = {
-        size: (
-            count - _batches(before).get(size, (0, 0))[0],
-            ns - _batches(before).get(size, (0, 0))[1],
-        )
+        size: (count - earlier.get(size, (0, 0))[0], ns - earlier.get(size, (0, 0))[1])
         for size, (count, ns) in _batches(after).items()
     }
     batches = sum(count for count, _ in runs.values())

@@ -26,14 +26,7 @@ def per_batch(batch_size: int, ratio: float) -> int:
 def mixed_positions(length: int, batch_size: int, ratio: float, seed: int) -> np.ndarray:
     """Boolean mask over `length` items: True where the item is synthetic; exactly
     `per_batch(batch_size, ratio)` per full batch, at seeded positions within the batch."""
-    rng = np.random.default_rng(seed)
-    k = per_batch(batch_size, ratio)
-    mask = np.zeros(length, bool)
-    for start in range(0, length, batch_size):
-        size = min(batch_size, length - start)
-        count = k if size == batch_size else round(ratio * size)
-        mask[start + rng.choice(size, count, replace=False)] = True
-    return mask
+    return defect_positions(np.ones(length, bool), batch_size, ratio, seed)
 
 
 def defect_positions(
@@ -42,7 +35,8 @@ def defect_positions(
     """Like `mixed_positions`, but only where the real image already shows a defect
     (`has_defect`, one flag per item): synthetic images, each of which shows one, then replace
     defect images only, and each batch keeps the share of defect-free images the real order
-    gave it (fewer synthetic items in a batch with fewer defect images than the ratio asks)."""
+    gave it (fewer synthetic items in a batch with fewer defect images than the ratio asks).
+    With every flag set it is `mixed_positions`, draw for draw."""
     rng = np.random.default_rng(seed)
     k = per_batch(batch_size, ratio)
     mask = np.zeros(len(has_defect), bool)
