@@ -10,6 +10,7 @@ this ONNX Runtime version; otherwise ORT optimises at load, as before.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,21 @@ def choose_providers(spec: RuntimeSpec, cache_dir: Path) -> list[tuple[str, dict
     if _PROVIDER_IDS["cpu"] not in [p for p, _ in chosen]:
         chosen.append((_PROVIDER_IDS["cpu"], {}))  # fallback for ops the GPU providers lack
     return chosen
+
+
+NVINFER_SONAMES = ("libnvinfer.so.10", "libnvinfer.so.11", "libnvinfer.so.9", "libnvinfer.so.8")
+
+
+def nvinfer_loadable() -> bool:
+    """Whether TensorRT's own library loads here: onnxruntime-gpu lists its TensorRT provider
+    whenever it was built with it, and loads it only beside libnvinfer."""
+    for soname in NVINFER_SONAMES:
+        try:
+            ctypes.CDLL(soname)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def check_loaded(path: Path, spec: RuntimeSpec, requested: list[str], loaded: list[str]) -> None:

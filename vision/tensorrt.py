@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 from vision.config import ModelConfig, RuntimeSpec
 from vision.loader import LoadedModel, open_model
-from vision.runtime import OnnxModel
+from vision.runtime import OnnxModel, nvinfer_loadable
 
 log = logging.getLogger(__name__)
 TRT = "TensorrtExecutionProvider"
@@ -44,6 +44,11 @@ def unavailable_reason() -> str | None:
     nvidia_smi = shutil.which("nvidia-smi")
     if not nvidia_smi or subprocess.run([nvidia_smi], capture_output=True).returncode != 0:
         return "onnxruntime-gpu is installed but nvidia-smi finds no NVIDIA GPU"
+    if not nvinfer_loadable():
+        return (
+            "onnxruntime-gpu lists TensorRT, but TensorRT's libraries (libnvinfer) do not load: "
+            "install TensorRT (the `gpu` extra) or put its libraries on LD_LIBRARY_PATH"
+        )
     return None
 
 

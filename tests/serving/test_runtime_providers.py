@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 
 from tests.serving.tiny_models import brightness_segmenter
 from vision.config import RuntimeSpec
-from vision.runtime import OnnxModel, check_loaded, choose_providers
+from vision.runtime import OnnxModel, check_loaded, choose_providers, nvinfer_loadable
 
 
 def _has_gpu() -> bool:
@@ -22,18 +21,6 @@ def _has_gpu() -> bool:
         return False
     nvidia_smi = shutil.which("nvidia-smi")
     return bool(nvidia_smi) and subprocess.run([nvidia_smi], capture_output=True).returncode == 0
-
-
-def _has_tensorrt_libraries() -> bool:
-    """ORT lists TensorrtExecutionProvider whenever it was built with it; it loads only with
-    TensorRT's own libraries (seen on an H200 with onnxruntime-gpu 1.31 and no TensorRT)."""
-    for version in (10, 11, 9, 8):
-        try:
-            ctypes.CDLL(f"libnvinfer.so.{version}")
-            return True
-        except OSError:
-            continue
-    return False
 
 
 needs_gpu = pytest.mark.skipif(not _has_gpu(), reason="no NVIDIA GPU / onnxruntime-gpu here")
@@ -90,7 +77,7 @@ def test_cuda_session_runs_and_matches_cpu(tmp_path):
 def test_tensorrt_session_builds_a_cached_engine(tmp_path):
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu without the TensorRT provider")
-    if not _has_tensorrt_libraries():
+    if not nvinfer_loadable():
         pytest.skip("TensorRT's libraries (libnvinfer) are not installed")
     path = brightness_segmenter(tmp_path / "1" / "model.onnx")
     model = OnnxModel(path, RuntimeSpec(providers=("tensorrt",)))
@@ -117,7 +104,7 @@ def test_an_auto_provider_that_does_not_load_is_a_warning(tmp_path, caplog):
 
 @needs_gpu
 def test_auto_runs_on_cuda_where_tensorrt_does_not_load(tmp_path):
-    if _has_tensorrt_libraries():
+    if nvinfer_loadable():
         pytest.skip("TensorRT loads here: auto chooses it")
     model = OnnxModel(brightness_segmenter(tmp_path / "1" / "model.onnx"), RuntimeSpec())
     assert model.providers[0] == "CUDAExecutionProvider"

@@ -91,3 +91,13 @@ def test_tensorrt_gate_records_parity_and_the_metric_in_the_card(tmp_path):
     )
     card = json.loads((tmp_path / "bright" / "card.json").read_text())
     assert card["tensorrt"]["provider"] == "TensorrtExecutionProvider"
+
+
+def test_a_listed_tensorrt_provider_without_libnvinfer_is_unavailable(monkeypatch):
+    # as seen on an H200 with onnxruntime-gpu 1.31 and no TensorRT installed
+    monkeypatch.setattr(tensorrt.ort, "get_available_providers", lambda: [tensorrt.TRT])
+    monkeypatch.setattr(tensorrt.shutil, "which", lambda _: "/bin/true")
+    monkeypatch.setattr(tensorrt, "nvinfer_loadable", lambda: False)
+    assert "libnvinfer" in (tensorrt.unavailable_reason() or "")
+    monkeypatch.setattr(tensorrt, "nvinfer_loadable", lambda: True)
+    assert tensorrt.unavailable_reason() is None
