@@ -37,9 +37,8 @@ models=$(ls models/*/config.yaml 2>/dev/null | xargs -n1 dirname | xargs -n1 bas
     | grep -v -e int8 -e hippocampus | paste -sd,)
 providers=cpu,cuda
 # ORT lists TensorRT whenever it was built with it; it loads only beside libnvinfer.
-if "$py" -c 'import ctypes, sys, onnxruntime as o
-sys.exit("TensorrtExecutionProvider" not in o.get_available_providers())
-ctypes.CDLL("libnvinfer.so.10")' 2>/dev/null; then
+if "$py" -c 'import sys; from vision.tensorrt import unavailable_reason
+sys.exit(unavailable_reason() is not None)' 2>/dev/null; then
     providers=cpu,cuda,tensorrt
 fi
 step latency "$py" -m bench.latency --models "$models" --batches 1,8 --providers "$providers" \
