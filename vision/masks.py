@@ -45,6 +45,42 @@ def encode_rle(mask: np.ndarray) -> list[int]:
     return [0, *runs] if flat[0] else runs
 
 
+class RunLengths:
+    """`encode_rle` of a mask given as consecutive pieces of its row-major order (a volume's
+    slices as they become final): `counts()` is what `encode_rle` gives for the whole."""
+
+    def __init__(self) -> None:
+        """Nothing added yet (`counts()` is then `[0]`, as for an empty mask)."""
+        self._bounds: list[np.ndarray] = [np.zeros(1, np.int64)]
+        self._size = 0
+        self._last = False  # a mask starts "off"
+
+    @property
+    def size(self) -> int:
+        """Elements added so far."""
+        return self._size
+
+    def add(self, piece: np.ndarray) -> None:
+        """The next elements (bool, or nonzero = on), in row-major order."""
+        flat = np.asarray(piece).reshape(-1)
+        if flat.dtype != bool:
+            flat = flat != 0
+        if flat.size == 0:
+            return
+        if bool(flat[0]) != self._last:  # a run ends where this piece begins
+            self._bounds.append(np.array([self._size], np.int64))
+        self._bounds.extend(index + self._size for index in _changes(flat))
+        self._size += flat.size
+        self._last = bool(flat[-1])
+
+    def counts(self) -> list[int]:
+        """The run lengths of everything added, alternating off/on, starting with off."""
+        if self._size == 0:
+            return [0]
+        bounds = np.concatenate([*self._bounds, np.array([self._size], np.int64)])
+        return np.diff(bounds).tolist()
+
+
 _RLE_CHUNK = 1 << 20
 
 

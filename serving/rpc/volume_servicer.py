@@ -53,13 +53,14 @@ def volume_source(request: pb.SegmentVolumeRequest) -> VolumeSource:
 
 def _mask_message(mask: VolumeMask) -> pb.VolumeMask:
     slices = mask.mask.any(axis=(1, 2)).nonzero()[0]
+    counts = mask.run_lengths if mask.run_lengths is not None else encode_rle(mask.mask)
     return pb.VolumeMask(
         class_id=mask.class_id,
         label=mask.label,
         score=mask.score,
         voxel_count=mask.voxel_count,
         volume_mm3=mask.volume_mm3,
-        rle=pb.RunLengthMask(counts=encode_rle(mask.mask)),
+        rle=pb.RunLengthMask(counts=counts),
         slices=[int(s) for s in slices],
     )
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vision.errors import InvalidInputError
-from vision.masks import decode_png, decode_rle, encode_png, encode_rle
+from vision.masks import RunLengths, decode_png, decode_rle, encode_png, encode_rle
 from vision.render import draw_overlay, encode_png_rgb, heatmap_overlay
 from vision.types import ClassMask, Detection, DetectionResult, Image, SegmentationResult
 
@@ -75,3 +75,21 @@ def test_heatmap_and_png() -> None:
     assert rgb[0, 0, 2] > rgb[0, 0, 0] and rgb[-1, -1, 0] > rgb[-1, -1, 2]  # blue low, red high
     back = cv2.imdecode(np.frombuffer(encode_png_rgb(rgb), np.uint8), cv2.IMREAD_COLOR)
     np.testing.assert_array_equal(cv2.cvtColor(back, cv2.COLOR_BGR2RGB), rgb)
+
+
+def test_run_lengths_of_pieces_are_the_whole_masks() -> None:
+    """Pieces cut anywhere (inside runs, at their ends, empty) give `encode_rle` of the whole."""
+    rng = np.random.default_rng(7)
+    assert RunLengths().counts() == encode_rle(np.zeros(0, bool)) == [0]
+    for trial in range(200):
+        size = int(rng.integers(1, 60))
+        mask = rng.random(size) < rng.random()
+        if trial % 10 == 0:
+            mask[:] = trial % 20 == 0  # all on, all off
+        cuts = sorted(rng.integers(0, size + 1, int(rng.integers(0, 6))).tolist())
+        runs, start = RunLengths(), 0
+        for stop in [*cuts, size]:
+            runs.add(mask[start:stop].astype(np.uint8) * 3 if trial % 2 else mask[start:stop])
+            start = stop
+        assert runs.size == size
+        assert runs.counts() == encode_rle(mask), (mask.tolist(), cuts)

@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from vision.config import InputSpec, ModelConfig, PostprocessSpec, VolumeSpec
 from vision.errors import InvalidInputError
+from vision.masks import encode_rle
 from vision.volume.labels import (
     MIXED,
     AxisMaps,
@@ -257,6 +258,9 @@ def test_class_one_slabs_equal_the_one_shot_postprocess(
         want.voxel_count,
         want.volume_mm3,
     )
+    # The run lengths made slab by slab are the whole mask's, where no reorientation follows
+    assert want.run_lengths is None
+    assert got.run_lengths == (None if turned else encode_rle(want.mask))
 
 
 def test_two_class_slabs_only_where_they_apply() -> None:

@@ -299,6 +299,15 @@ class SlabLabels:
             out.reshape(-1)[points] = self._exact(points, self.maps)
             self.interpolated += len(points)
 
+    @property
+    def written(self) -> int:
+        """Output slices final so far (gathered, their boundary voxels interpolated)."""
+        return self._written
+
+    def output_slices(self, start: int, stop: int) -> np.ndarray:
+        """Output slices [start, stop) as made so far (final below `written`), a view."""
+        return self._out[start:stop]
+
     def result(self) -> tuple[np.ndarray, int]:
         """The labels on the output grid and how many voxels were interpolated (every model
         slice must have been advanced)."""

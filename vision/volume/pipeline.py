@@ -18,6 +18,7 @@ are left out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from vision.config import ModelConfig
 from vision.errors import ConfigError, InvalidInputError
+from vision.masks import RunLengths
 from vision.volume.labels import (
     AxisMaps,
     SlabLabels,
@@ -329,8 +331,9 @@ class ClassOneSlabs:
     `advance(difference, final)` takes the blended difference [1, D', H', W'] (the
     `Blender.view` of the sums: the slices before `final` divided, final) and turns those
     slices into class 1's probability in place (the logistic), their labels (p1 > 0.5) and
-    the output slices they decide (`SlabLabels`); `result` makes the masks once every slice
-    is in (the score is summed over the whole volume then, in the one-shot order).
+    the output slices they decide (`SlabLabels`), the score's per-slice sums and, where the
+    volume is in the model's orientation, the run lengths of the output slices made
+    (`VolumeMask.run_lengths`); `result` makes the masks once every slice is in.
     """
 
     def __init__(self, pipeline: VolumePipeline, meta: VolumeMeta) -> None:
@@ -341,6 +344,8 @@ class ClassOneSlabs:
         self._labels: SlabLabels | None = None
         self._class1: np.ndarray | None = None
         self._done = 0
+        self._sums: list[float] = []  # the score's, per model slice advanced
+        self._runs = RunLengths() if meta.reorientation is None else None
 
     @property
     def done(self) -> int:
@@ -361,6 +366,7 @@ class ClassOneSlabs:
         slab = difference[:, self._done : final]
         sigmoid_in_place(slab)
         np.greater(slab[0], np.float32(0.5), out=self._low[self._done : final])
+        self._sums += _slice_sums(difference[0], self._low, self._done, final)
         if self._class1 is None:
             self._class1 = difference
         elif not _same_array(difference, self._class1):
@@ -369,6 +375,10 @@ class ClassOneSlabs:
             exact = _above_half_at(difference)
             self._labels = SlabLabels(self._low.shape, self._grid, exact, np.dtype(np.uint8))
         self._labels.advance(self._low.view(np.uint8), final)
+        if self._runs is not None:
+            width = self._grid[1] * self._grid[2]
+            made = self._runs.size // width
+            self._runs.add(self._labels.output_slices(made, self._labels.written))
         self._done = final
 
     def result(self) -> VolumeResult:
@@ -379,8 +389,12 @@ class ClassOneSlabs:
                 f"ClassOneSlabs.result: {self._done} of {self._meta.model_shape[0]} slices in"
             )
         labels, _ = self._labels.result()
-        candidate = (1, labels.view(bool), _scorer(self._class1[0], self._low, self._grid))
-        return self._pipeline._result(iter([candidate]), self._meta)
+        score = _scorer(self._class1[0], self._low, self._grid, self._sums)
+        result = self._pipeline._result(iter([(1, labels.view(bool), score)]), self._meta)
+        if self._runs is not None:
+            for mask in result.masks:  # class 1's alone, in the volume's orientation
+                mask.run_lengths = self._runs.counts()
+        return result
 
 
 def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
@@ -416,14 +430,29 @@ def _above_half_at(class1: np.ndarray):
     return labels
 
 
-def _scorer(prob: np.ndarray, low_mask: np.ndarray, grid: tuple[int, int, int]):
-    """The class's mean probability over its model-grid voxels; where it has none there (it
-    appears only between them), the exact mean over the output mask's voxels."""
+def _slice_sums(prob: np.ndarray, low_mask: np.ndarray, start: int, stop: int) -> list[float]:
+    """The float64 sums of `prob` [D', H', W'] where `low_mask`, per slice in [start, stop)."""
+    return [float(np.sum(prob[k], where=low_mask[k], dtype=np.float64)) for k in range(start, stop)]
+
+
+def _scorer(
+    prob: np.ndarray,
+    low_mask: np.ndarray,
+    grid: tuple[int, int, int],
+    slice_sums: list[float] | None = None,
+):
+    """The class's mean probability over its model-grid voxels (summed in float64 a slice at
+    a time, the slices' sums added exactly: `slice_sums` when they were made slab by slab);
+    where it has none there (it appears only between them), the exact mean over the output
+    mask's voxels."""
 
     def score(mask_on_grid: np.ndarray) -> float:
         count = int(np.count_nonzero(low_mask))
         if count:
-            return float(np.sum(prob, where=low_mask, dtype=np.float64)) / count
+            sums = slice_sums
+            if sums is None:
+                sums = _slice_sums(prob, low_mask, 0, prob.shape[0])
+            return math.fsum(sums) / count
         maps = AxisMaps(prob.shape, grid)
         points = np.flatnonzero(mask_on_grid)
         return float(interpolate_at(prob[None], points, maps)[0].mean(dtype=np.float64))

@@ -100,6 +100,8 @@ class VolumeMask:
     mask: np.ndarray  # bool [D, H, W]
     voxel_count: int
     volume_mm3: float
+    # `encode_rle(mask)` where it was made as the mask's slices became final; else None
+    run_lengths: list[int] | None = None
 
 
 @dataclass
