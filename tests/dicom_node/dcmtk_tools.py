@@ -15,12 +15,17 @@ def _venv_bins() -> set[Path]:
     return {Path(sys.prefix, "bin").resolve(), Path(sys.executable).parent.resolve()}
 
 
+def _in_a_virtualenv(folder: Path) -> bool:
+    """True for this virtualenv's `bin/` and any other's (a clone's, a parent shell's)."""
+    resolved = folder.resolve()
+    return resolved in _venv_bins() or (resolved.parent / "pyvenv.cfg").is_file()
+
+
 def tool_path(name: str) -> str | None:
-    """The first `name` on PATH outside the virtualenv (dcmtk's), or None."""
-    skip = _venv_bins()
+    """The first `name` on PATH outside every virtualenv (dcmtk's), or None."""
     for folder in os.environ.get("PATH", "").split(os.pathsep):
         candidate = Path(folder or ".") / name
-        if candidate.parent.resolve() in skip:
+        if _in_a_virtualenv(candidate.parent):
             continue
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
