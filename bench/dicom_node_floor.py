@@ -34,7 +34,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 import highdicom as hd
@@ -44,6 +43,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
+from dicom_node.gsps import _icc_profile
 from dicom_node.model import Destination
 from dicom_node.seg import _metadata
 from dicom_node.sr import AREA, PRESENT, PROCEDURE, SQUARE_MM
@@ -150,16 +150,9 @@ def _gsps(ds: pydicom.Dataset) -> pydicom.Dataset:
         content_label="FINDINGS",
         graphic_annotations=[annotation],
         graphic_layers=[layer],
-        icc_profile=bytes(ds.ICCProfile) if "ICCProfile" in ds else _srgb(),
+        icc_profile=_icc_profile([ds]),  # the source's, else highdicom's sRGB, as the node does
         **_EQUIPMENT,
     )
-
-
-def _srgb() -> bytes:
-    """highdicom's own sRGB profile (what an RGB image without one is taken to be)."""
-    return (
-        resources.files("highdicom") / "_icc_profiles" / "sRGB_v4_ICC_preference.icc"
-    ).read_bytes()
 
 
 def _encode(objects: list[pydicom.Dataset]) -> list[bytes]:
