@@ -164,9 +164,10 @@ def _encode(objects: list[pydicom.Dataset]) -> list[bytes]:
     return out
 
 
-def _scratch(root: Path) -> Path:
+def _scratch(root: Path) -> tempfile.TemporaryDirectory:
+    """A folder for the files sent, on tmpfs where there is one; removed when the run ends."""
     shm = Path("/dev/shm")
-    return Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() else root / "send"
+    return tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else root)
 
 
 def _timed(fn: Callable[[], object]) -> tuple[object, float]:
@@ -217,11 +218,11 @@ def measure(repeats: int, root: Path) -> dict:
     """Each part's times (ms) over `repeats` rounds after a warm-up, and the floor's verdict."""
     model = load_model(default_repository() / MODEL, explain=False)
     ds = _source(root / "source")
-    with running_storescp(root / "scp") as dest:
+    with running_storescp(root / "scp") as dest, _scratch(root) as scratch:
         warm = [_seg(ds, np.ones(ds.pixel_array.shape[:2], bool)), _sr(ds, 0.0), _gsps(ds)]
         assoc = _associate(dest, warm)
         try:
-            send = _send(assoc, _scratch(root))
+            send = _send(assoc, Path(scratch))
             _one_round(model, ds, send)
             rounds = [_one_round(model, ds, send) for _ in range(repeats)]
         finally:
